@@ -1,0 +1,656 @@
+//! Errors as BITS reports them: an HRESULT, a `BG_ERROR_CONTEXT`, and whether
+//! the job retries (transient) or stops (fatal). The tables are those of
+//! `shared/spec/policy.md`.
+
+use std::fmt;
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+/// A Windows `HRESULT`, displayed as `0x` and eight upper-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Hresult(pub u32);
+
+impl Hresult {
+    /// `S_OK`.
+    pub const S_OK: Hresult = Hresult(0);
+    /// `S_FALSE`: success, nothing was done.
+    pub const S_FALSE: Hresult = Hresult(1);
+    /// `BG_S_PARTIAL_COMPLETE`: complete kept only the finished files.
+    pub const BG_S_PARTIAL_COMPLETE: Hresult = Hresult(0x0020_0017);
+    /// `BG_S_UNABLE_TO_DELETE_FILES`: succeeded, but temporary files remain.
+    pub const BG_S_UNABLE_TO_DELETE_FILES: Hresult = Hresult(0x0020_001A);
+    /// `E_NOTIMPL`.
+    pub const E_NOTIMPL: Hresult = Hresult(0x8000_4001);
+    /// `E_FAIL`.
+    pub const E_FAIL: Hresult = Hresult(0x8000_4005);
+    /// `E_INVALIDARG`.
+    pub const E_INVALIDARG: Hresult = Hresult(0x8007_0057);
+    /// `BG_E_NOT_FOUND`.
+    pub const BG_E_NOT_FOUND: Hresult = Hresult(0x8020_0001);
+    /// `BG_E_INVALID_STATE`.
+    pub const BG_E_INVALID_STATE: Hresult = Hresult(0x8020_0002);
+    /// `BG_E_EMPTY`.
+    pub const BG_E_EMPTY: Hresult = Hresult(0x8020_0003);
+    /// `BG_E_ERROR_INFORMATION_UNAVAILABLE`.
+    pub const BG_E_ERROR_INFORMATION_UNAVAILABLE: Hresult = Hresult(0x8020_000F);
+    /// `BG_E_INVALID_SERVER_RESPONSE`.
+    pub const BG_E_INVALID_SERVER_RESPONSE: Hresult = Hresult(0x8020_001B);
+    /// `BG_E_TOO_MANY_FILES`.
+    pub const BG_E_TOO_MANY_FILES: Hresult = Hresult(0x8020_001C);
+    /// `ERROR_WINHTTP_TIMEOUT` as an HRESULT.
+    pub const WINHTTP_TIMEOUT: Hresult = Hresult(0x8007_2EE2);
+    /// `ERROR_WINHTTP_UNRECOGNIZED_SCHEME` as an HRESULT.
+    pub const WINHTTP_UNRECOGNIZED_SCHEME: Hresult = Hresult(0x8007_2EE6);
+    /// `ERROR_WINHTTP_NAME_NOT_RESOLVED` as an HRESULT.
+    pub const WINHTTP_NAME_NOT_RESOLVED: Hresult = Hresult(0x8007_2EE7);
+    /// `ERROR_WINHTTP_CANNOT_CONNECT` as an HRESULT.
+    pub const WINHTTP_CANNOT_CONNECT: Hresult = Hresult(0x8007_2EFD);
+    /// `ERROR_WINHTTP_CONNECTION_ERROR` as an HRESULT.
+    pub const WINHTTP_CONNECTION_ERROR: Hresult = Hresult(0x8007_2EFE);
+    /// `ERROR_WINHTTP_SECURE_CERT_DATE_INVALID` as an HRESULT.
+    pub const WINHTTP_SECURE_CERT_DATE_INVALID: Hresult = Hresult(0x8007_2F05);
+    /// `ERROR_WINHTTP_SECURE_CERT_CN_INVALID` as an HRESULT.
+    pub const WINHTTP_SECURE_CERT_CN_INVALID: Hresult = Hresult(0x8007_2F06);
+    /// `ERROR_WINHTTP_SECURE_INVALID_CA` as an HRESULT.
+    pub const WINHTTP_SECURE_INVALID_CA: Hresult = Hresult(0x8007_2F0D);
+    /// `ERROR_WINHTTP_SECURE_CERT_REV_FAILED` as an HRESULT.
+    pub const WINHTTP_SECURE_CERT_REV_FAILED: Hresult = Hresult(0x8007_2F19);
+    /// `ERROR_WINHTTP_INVALID_SERVER_RESPONSE` as an HRESULT.
+    pub const WINHTTP_INVALID_SERVER_RESPONSE: Hresult = Hresult(0x8007_2F78);
+    /// `ERROR_WINHTTP_REDIRECT_FAILED` as an HRESULT.
+    pub const WINHTTP_REDIRECT_FAILED: Hresult = Hresult(0x8007_2F7C);
+    /// `ERROR_WINHTTP_SECURE_CERT_REVOKED` as an HRESULT.
+    pub const WINHTTP_SECURE_CERT_REVOKED: Hresult = Hresult(0x8007_2F8A);
+    /// `ERROR_WINHTTP_SECURE_FAILURE` as an HRESULT.
+    pub const WINHTTP_SECURE_FAILURE: Hresult = Hresult(0x8007_2F8F);
+    /// `ERROR_WINHTTP_SECURE_CERT_WRONG_USAGE` as an HRESULT.
+    pub const WINHTTP_SECURE_CERT_WRONG_USAGE: Hresult = Hresult(0x8007_2F93);
+
+    /// `HRESULT_FROM_WIN32(code)`: `0x8007xxxx` for codes 1..=0xFFFF (the low
+    /// 16 bits are kept), the code itself when it is 0 or negative.
+    pub const fn from_win32(code: u32) -> Hresult {
+        if code as i32 <= 0 {
+            Hresult(code)
+        } else {
+            Hresult((code & 0xFFFF) | 0x8007_0000)
+        }
+    }
+
+    /// `BG_E_HTTP_ERROR_<status>` = `0x80190000 + status`.
+    pub const fn http_status(status: u16) -> Hresult {
+        Hresult(0x8019_0000 | status as u32)
+    }
+
+    /// True for success codes (`S_OK`, `S_FALSE`, `BG_S_*`).
+    pub const fn is_success(self) -> bool {
+        self.0 & 0x8000_0000 == 0
+    }
+}
+
+impl fmt::Display for Hresult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:08X}", self.0)
+    }
+}
+
+impl fmt::Debug for Hresult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hresult(0x{:08X})", self.0)
+    }
+}
+
+/// `BG_ERROR_CONTEXT`: where an error came from. Serialized as the name
+/// without its prefix (`REMOTE_FILE`), as `bits --json` prints it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorContext {
+    /// No error.
+    None,
+    /// Origin unknown.
+    Unknown,
+    /// Raised by the queue manager.
+    GeneralQueueManager,
+    /// Raised while notifying the client.
+    QueueManagerNotification,
+    /// A local file problem (permission, disk full).
+    LocalFile,
+    /// A remote file problem (HTTP status, certificate, redirect).
+    RemoteFile,
+    /// A transport failure not tied to the file (connect, reset, timeout).
+    GeneralTransport,
+    /// The upload server application failed.
+    RemoteApplication,
+}
+
+impl ErrorContext {
+    /// The name as `bits --json` prints it (`REMOTE_FILE`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorContext::None => "NONE",
+            ErrorContext::Unknown => "UNKNOWN",
+            ErrorContext::GeneralQueueManager => "GENERAL_QUEUE_MANAGER",
+            ErrorContext::QueueManagerNotification => "QUEUE_MANAGER_NOTIFICATION",
+            ErrorContext::LocalFile => "LOCAL_FILE",
+            ErrorContext::RemoteFile => "REMOTE_FILE",
+            ErrorContext::GeneralTransport => "GENERAL_TRANSPORT",
+            ErrorContext::RemoteApplication => "REMOTE_APPLICATION",
+        }
+    }
+}
+
+impl fmt::Display for ErrorContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// HTTP statuses that are retried (TRANSIENT_ERROR) rather than fatal.
+pub const TRANSIENT_HTTP_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
+
+/// Everything that can go wrong in bits-core, a transport, or a job
+/// operation. Each variant knows its HRESULT ([`BitsError::hresult`]), its
+/// context ([`BitsError::context`]) and whether the job retries
+/// ([`BitsError::is_transient`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BitsError {
+    /// `E_NOTIMPL` 0x80004001, fatal: a flag value that is undefined, or
+    /// that this transport cannot honour exactly.
+    #[error("not supported: {what}")]
+    NotImplemented {
+        /// What was refused.
+        what: String,
+    },
+    /// `E_INVALIDARG` 0x80070057, fatal: a malformed URL, a relative LOCAL,
+    /// an empty prefix, a number out of range.
+    #[error("invalid argument: {what}")]
+    InvalidArg {
+        /// What was wrong.
+        what: String,
+    },
+    /// `BG_E_NOT_FOUND` 0x80200001: no such job.
+    #[error("no job {job}")]
+    NotFound {
+        /// The id or name asked for.
+        job: String,
+    },
+    /// `BG_E_INVALID_STATE` 0x80200002: the job's state forbids the operation.
+    #[error("{operation} is not allowed while the job is {state}")]
+    InvalidState {
+        /// The operation refused.
+        operation: &'static str,
+        /// The job's state, by name.
+        state: &'static str,
+    },
+    /// `BG_E_EMPTY` 0x80200003: resume of a job with no files.
+    #[error("the job has no files")]
+    Empty,
+    /// `BG_E_TOO_MANY_FILES` 0x8020001C: a second file on an upload job.
+    #[error("an upload job takes exactly one file")]
+    TooManyFiles,
+
+    /// 0x80072F05, fatal: the certificate is expired or not yet valid.
+    #[error("the server certificate is expired or not yet valid")]
+    CertDateInvalid,
+    /// 0x80072F06, fatal: the certificate does not name the host.
+    #[error("the server certificate does not match the host name")]
+    CertCnInvalid,
+    /// 0x80072F0D, fatal: the chain ends in an unknown or untrusted root.
+    #[error("the server certificate was issued by an unknown or untrusted authority")]
+    UnknownCa,
+    /// 0x80072F93, fatal: the certificate is not meant for server authentication.
+    #[error("the server certificate is not valid for server authentication")]
+    CertWrongUsage,
+    /// 0x80072F8A, fatal: the certificate is revoked.
+    #[error("the server certificate is revoked")]
+    CertRevoked,
+    /// 0x80072F19, fatal: revocation could not be checked.
+    #[error("revocation could not be checked: {reason}")]
+    CertRevocationFailed {
+        /// Why (CRL unreachable, stale, badly signed…).
+        reason: String,
+    },
+    /// 0x80072F8F, fatal: any other TLS failure.
+    #[error("TLS failure: {reason}")]
+    SecureFailure {
+        /// What the TLS library said.
+        reason: String,
+    },
+
+    /// `HRESULT_FROM_WIN32(status)`, fatal: a redirect under the DISALLOW policy.
+    #[error("server redirected to {location} ({status}) and the job's policy disallows redirects")]
+    RedirectDisallowed {
+        /// The 3xx status.
+        status: u16,
+        /// The URL it redirected to.
+        location: String,
+    },
+    /// 0x80072F7C, fatal: a redirect that is never followed (scheme, https→http,
+    /// too many hops).
+    #[error("redirect refused: {reason}")]
+    RedirectFailed {
+        /// Why.
+        reason: String,
+    },
+    /// `BG_E_HTTP_ERROR_<status>` 0x80190000+status; transient for 408, 429,
+    /// 500, 502, 503, 504, fatal otherwise.
+    #[error("the server answered HTTP {status}")]
+    HttpStatus {
+        /// The status code.
+        status: u16,
+        /// `Retry-After` in seconds, when the server sent one.
+        retry_after: Option<u64>,
+    },
+    /// 0x80072EFD, transient: the TCP connection failed.
+    #[error("cannot connect to {host}: {reason}")]
+    CannotConnect {
+        /// host:port.
+        host: String,
+        /// What the OS said.
+        reason: String,
+    },
+    /// 0x80072EFE, transient: the connection was reset or closed early.
+    #[error("connection reset or closed: {reason}")]
+    ConnectionReset {
+        /// What happened.
+        reason: String,
+    },
+    /// 0x80072EE2, transient: a connect, header or body timeout.
+    #[error("timed out: {what}")]
+    Timeout {
+        /// What timed out.
+        what: String,
+    },
+    /// 0x80072EE7, transient: DNS failed.
+    #[error("cannot resolve {host}")]
+    NameNotResolved {
+        /// The host.
+        host: String,
+    },
+    /// 0x80072EE6, fatal: a URL scheme other than http/https.
+    #[error("unsupported URL scheme {scheme:?}: only http and https")]
+    UnsupportedScheme {
+        /// The scheme.
+        scheme: String,
+    },
+    /// 0x8020001B, transient: the server broke the protocol (bad Content-Range…).
+    #[error("invalid server response: {what}")]
+    InvalidServerResponse {
+        /// What was wrong.
+        what: String,
+    },
+    /// `HRESULT_FROM_WIN32` of the OS error, fatal, context LOCAL_FILE: a
+    /// local file could not be written, renamed or removed.
+    #[error("{operation} {path}: {source}")]
+    LocalFile {
+        /// What was done (`write`, `rename`…).
+        operation: &'static str,
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// `E_FAIL`, fatal: an internal failure.
+    #[error("internal error: {what}")]
+    Internal {
+        /// What failed.
+        what: String,
+    },
+}
+
+impl BitsError {
+    /// A local-file error from an `io::Error`.
+    pub fn local(operation: &'static str, path: impl fmt::Display, source: io::Error) -> Self {
+        BitsError::LocalFile {
+            operation,
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    /// The HRESULT, per policy.md.
+    pub fn hresult(&self) -> Hresult {
+        use BitsError::*;
+        match self {
+            NotImplemented { .. } => Hresult::E_NOTIMPL,
+            InvalidArg { .. } => Hresult::E_INVALIDARG,
+            NotFound { .. } => Hresult::BG_E_NOT_FOUND,
+            InvalidState { .. } => Hresult::BG_E_INVALID_STATE,
+            Empty => Hresult::BG_E_EMPTY,
+            TooManyFiles => Hresult::BG_E_TOO_MANY_FILES,
+            CertDateInvalid => Hresult::WINHTTP_SECURE_CERT_DATE_INVALID,
+            CertCnInvalid => Hresult::WINHTTP_SECURE_CERT_CN_INVALID,
+            UnknownCa => Hresult::WINHTTP_SECURE_INVALID_CA,
+            CertWrongUsage => Hresult::WINHTTP_SECURE_CERT_WRONG_USAGE,
+            CertRevoked => Hresult::WINHTTP_SECURE_CERT_REVOKED,
+            CertRevocationFailed { .. } => Hresult::WINHTTP_SECURE_CERT_REV_FAILED,
+            SecureFailure { .. } => Hresult::WINHTTP_SECURE_FAILURE,
+            RedirectDisallowed { status, .. } => Hresult::from_win32(u32::from(*status)),
+            RedirectFailed { .. } => Hresult::WINHTTP_REDIRECT_FAILED,
+            HttpStatus { status, .. } => Hresult::http_status(*status),
+            CannotConnect { .. } => Hresult::WINHTTP_CANNOT_CONNECT,
+            ConnectionReset { .. } => Hresult::WINHTTP_CONNECTION_ERROR,
+            Timeout { .. } => Hresult::WINHTTP_TIMEOUT,
+            NameNotResolved { .. } => Hresult::WINHTTP_NAME_NOT_RESOLVED,
+            UnsupportedScheme { .. } => Hresult::WINHTTP_UNRECOGNIZED_SCHEME,
+            InvalidServerResponse { .. } => Hresult::BG_E_INVALID_SERVER_RESPONSE,
+            LocalFile { source, .. } => match source.raw_os_error() {
+                Some(code) => Hresult::from_win32(os_error_to_win32(code)),
+                None => Hresult::E_FAIL,
+            },
+            Internal { .. } => Hresult::E_FAIL,
+        }
+    }
+
+    /// The `BG_ERROR_CONTEXT` a job shows for this error.
+    pub fn context(&self) -> ErrorContext {
+        use BitsError::*;
+        match self {
+            LocalFile { .. } => ErrorContext::LocalFile,
+            CannotConnect { .. }
+            | ConnectionReset { .. }
+            | Timeout { .. }
+            | NameNotResolved { .. } => ErrorContext::GeneralTransport,
+            CertDateInvalid
+            | CertCnInvalid
+            | UnknownCa
+            | CertWrongUsage
+            | CertRevoked
+            | CertRevocationFailed { .. }
+            | SecureFailure { .. }
+            | RedirectDisallowed { .. }
+            | RedirectFailed { .. }
+            | HttpStatus { .. }
+            | UnsupportedScheme { .. }
+            | InvalidServerResponse { .. }
+            | InvalidArg { .. } => ErrorContext::RemoteFile,
+            Internal { .. } => ErrorContext::GeneralQueueManager,
+            NotImplemented { .. }
+            | NotFound { .. }
+            | InvalidState { .. }
+            | Empty
+            | TooManyFiles => ErrorContext::GeneralQueueManager,
+        }
+    }
+
+    /// True when the job goes to TRANSIENT_ERROR and retries; false when it
+    /// goes to ERROR.
+    pub fn is_transient(&self) -> bool {
+        use BitsError::*;
+        match self {
+            HttpStatus { status, .. } => TRANSIENT_HTTP_STATUSES.contains(status),
+            CannotConnect { .. }
+            | ConnectionReset { .. }
+            | Timeout { .. }
+            | NameNotResolved { .. }
+            | InvalidServerResponse { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// True for the certificate failures of policy.md's table (found during
+    /// or before the handshake).
+    pub fn is_certificate_failure(&self) -> bool {
+        use BitsError::*;
+        matches!(
+            self,
+            CertDateInvalid
+                | CertCnInvalid
+                | UnknownCa
+                | CertWrongUsage
+                | CertRevoked
+                | CertRevocationFailed { .. }
+                | SecureFailure { .. }
+        )
+    }
+
+    /// The record a job keeps of this error.
+    pub fn to_job_error(&self, file_index: Option<usize>) -> JobError {
+        JobError {
+            code: self.hresult(),
+            context: self.context(),
+            message: self.to_string(),
+            file_index,
+        }
+    }
+}
+
+/// Maps a Linux `errno` to the Win32 error a BITS job shows, so that
+/// `HRESULT_FROM_WIN32` of it means what Windows would say. Unknown codes map
+/// to `ERROR_GEN_FAILURE` (31).
+pub fn os_error_to_win32(errno: i32) -> u32 {
+    match errno {
+        1 | 13 => 5,   // EPERM, EACCES → ERROR_ACCESS_DENIED
+        2 => 2,        // ENOENT → ERROR_FILE_NOT_FOUND
+        20 => 3,       // ENOTDIR → ERROR_PATH_NOT_FOUND
+        17 => 80,      // EEXIST → ERROR_FILE_EXISTS
+        28 => 112,     // ENOSPC → ERROR_DISK_FULL
+        27 => 223,     // EFBIG → ERROR_FILE_TOO_LARGE
+        30 => 19,      // EROFS → ERROR_WRITE_PROTECT
+        122 => 1295,   // EDQUOT → ERROR_DISK_QUOTA_EXCEEDED
+        5 => 1117,     // EIO → ERROR_IO_DEVICE
+        21 => 5,       // EISDIR → ERROR_ACCESS_DENIED
+        36 => 206,     // ENAMETOOLONG → ERROR_FILENAME_EXCED_RANGE
+        16 | 26 => 32, // EBUSY, ETXTBSY → ERROR_SHARING_VIOLATION
+        24 | 23 => 4,  // EMFILE, ENFILE → ERROR_TOO_MANY_OPEN_FILES
+        12 => 8,       // ENOMEM → ERROR_NOT_ENOUGH_MEMORY
+        _ => 31,       // ERROR_GEN_FAILURE
+    }
+}
+
+/// The error a job keeps: what `bits info` prints under `error`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// The HRESULT (`"0x80190194"` in JSON).
+    #[serde(with = "hresult_hex")]
+    pub code: Hresult,
+    /// Where it came from.
+    pub context: ErrorContext,
+    /// In words.
+    pub message: String,
+    /// The file it concerns, when one does.
+    pub file_index: Option<usize>,
+}
+
+mod hresult_hex {
+    use super::Hresult;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &Hresult, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&h.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hresult, D::Error> {
+        let text = String::deserialize(d)?;
+        let hex = text
+            .strip_prefix("0x")
+            .ok_or_else(|| D::Error::custom("HRESULT must start with 0x"))?;
+        u32::from_str_radix(hex, 16)
+            .map(Hresult)
+            .map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hresult_from_win32() {
+        assert_eq!(Hresult::from_win32(12044), Hresult(0x8007_2F0C));
+        assert_eq!(Hresult::from_win32(301), Hresult(0x8007_012D));
+        assert_eq!(Hresult::from_win32(0), Hresult(0));
+        assert_eq!(Hresult::http_status(404), Hresult(0x8019_0194));
+        assert_eq!(Hresult(0x8019_0194).to_string(), "0x80190194");
+        assert!(Hresult::BG_S_PARTIAL_COMPLETE.is_success());
+        assert!(!Hresult::E_NOTIMPL.is_success());
+    }
+
+    fn check(e: BitsError, code: u32, context: ErrorContext, transient: bool) {
+        assert_eq!(e.hresult(), Hresult(code), "{e}");
+        assert_eq!(e.context(), context, "{e}");
+        assert_eq!(e.is_transient(), transient, "{e}");
+    }
+
+    #[test]
+    fn policy_table() {
+        use ErrorContext::{GeneralQueueManager, GeneralTransport, RemoteFile};
+        check(BitsError::CertDateInvalid, 0x80072F05, RemoteFile, false);
+        check(BitsError::CertCnInvalid, 0x80072F06, RemoteFile, false);
+        check(BitsError::UnknownCa, 0x80072F0D, RemoteFile, false);
+        check(
+            BitsError::CertRevocationFailed { reason: "x".into() },
+            0x80072F19,
+            RemoteFile,
+            false,
+        );
+        check(BitsError::CertRevoked, 0x80072F8A, RemoteFile, false);
+        check(BitsError::CertWrongUsage, 0x80072F93, RemoteFile, false);
+        check(
+            BitsError::SecureFailure { reason: "x".into() },
+            0x80072F8F,
+            RemoteFile,
+            false,
+        );
+        for (status, code) in [
+            (300, 0x8007012C),
+            (301, 0x8007012D),
+            (302, 0x8007012E),
+            (303, 0x8007012F),
+            (307, 0x80070133),
+            (308, 0x80070134),
+        ] {
+            check(
+                BitsError::RedirectDisallowed {
+                    status,
+                    location: "l".into(),
+                },
+                code,
+                RemoteFile,
+                false,
+            );
+        }
+        check(
+            BitsError::RedirectFailed { reason: "x".into() },
+            0x80072F7C,
+            RemoteFile,
+            false,
+        );
+        check(
+            BitsError::HttpStatus {
+                status: 404,
+                retry_after: None,
+            },
+            0x80190194,
+            RemoteFile,
+            false,
+        );
+        check(
+            BitsError::HttpStatus {
+                status: 403,
+                retry_after: None,
+            },
+            0x80190193,
+            RemoteFile,
+            false,
+        );
+        for s in TRANSIENT_HTTP_STATUSES {
+            check(
+                BitsError::HttpStatus {
+                    status: s,
+                    retry_after: None,
+                },
+                0x80190000 + u32::from(s),
+                RemoteFile,
+                true,
+            );
+        }
+        check(
+            BitsError::CannotConnect {
+                host: "h".into(),
+                reason: "r".into(),
+            },
+            0x80072EFD,
+            GeneralTransport,
+            true,
+        );
+        check(
+            BitsError::ConnectionReset { reason: "r".into() },
+            0x80072EFE,
+            GeneralTransport,
+            true,
+        );
+        check(
+            BitsError::Timeout { what: "r".into() },
+            0x80072EE2,
+            GeneralTransport,
+            true,
+        );
+        check(
+            BitsError::NameNotResolved { host: "h".into() },
+            0x80072EE7,
+            GeneralTransport,
+            true,
+        );
+        check(
+            BitsError::NotImplemented { what: "x".into() },
+            0x80004001,
+            GeneralQueueManager,
+            false,
+        );
+        check(
+            BitsError::InvalidArg { what: "x".into() },
+            0x80070057,
+            RemoteFile,
+            false,
+        );
+        check(
+            BitsError::NotFound { job: "x".into() },
+            0x80200001,
+            GeneralQueueManager,
+            false,
+        );
+        check(
+            BitsError::InvalidState {
+                operation: "resume",
+                state: "CANCELLED",
+            },
+            0x80200002,
+            GeneralQueueManager,
+            false,
+        );
+        check(BitsError::Empty, 0x80200003, GeneralQueueManager, false);
+        check(
+            BitsError::TooManyFiles,
+            0x8020001C,
+            GeneralQueueManager,
+            false,
+        );
+    }
+
+    #[test]
+    fn local_file_errors_are_hresult_from_win32_of_the_os_error() {
+        let full = BitsError::local("write", "/x", io::Error::from_raw_os_error(28));
+        check(full, 0x80070070, ErrorContext::LocalFile, false);
+        let denied = BitsError::local("create", "/x", io::Error::from_raw_os_error(13));
+        check(denied, 0x80070005, ErrorContext::LocalFile, false);
+    }
+
+    #[test]
+    fn job_error_json() {
+        let e = BitsError::HttpStatus {
+            status: 404,
+            retry_after: None,
+        }
+        .to_job_error(Some(0));
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["code"], "0x80190194");
+        assert_eq!(json["context"], "REMOTE_FILE");
+        assert_eq!(json["file_index"], 0);
+        let back: JobError = serde_json::from_value(json).unwrap();
+        assert_eq!(back, e);
+    }
+}

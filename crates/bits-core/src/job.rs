@@ -1,0 +1,784 @@
+//! Jobs and their files: the data a store keeps, and the operations a user
+//! may ask for, each checked against the state table first so that a refused
+//! operation changes nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+use uuid::Uuid;
+
+use crate::error::{BitsError, Hresult, JobError};
+use crate::flags::SecurityFlags;
+use crate::state::{check_operation, next_state, Event, JobState, Operation};
+use crate::transport::Transport;
+
+/// Default minimum retry delay, in seconds.
+pub const DEFAULT_MIN_RETRY_DELAY: u64 = 600;
+/// Smallest minimum retry delay; lower values are stored as this.
+pub const MIN_RETRY_DELAY_FLOOR: u64 = 5;
+/// Default no-progress timeout, in seconds (14 days).
+pub const DEFAULT_NO_PROGRESS_TIMEOUT: u64 = 1_209_600;
+
+/// `BG_JOB_TYPE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobType {
+    /// Download files from servers.
+    Download,
+    /// Upload one file.
+    Upload,
+    /// Upload one file and download the server's reply.
+    UploadReply,
+}
+
+impl JobType {
+    /// The name as `bits` prints it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobType::Download => "DOWNLOAD",
+            JobType::Upload => "UPLOAD",
+            JobType::UploadReply => "UPLOAD_REPLY",
+        }
+    }
+}
+
+/// `BG_JOB_PRIORITY`, highest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Priority {
+    /// Runs before everything else.
+    Foreground,
+    /// Before NORMAL and LOW.
+    High,
+    /// The default.
+    Normal,
+    /// Only when nothing else waits.
+    Low,
+}
+
+impl Priority {
+    /// The name as `bits` prints it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Priority::Foreground => "FOREGROUND",
+            Priority::High => "HIGH",
+            Priority::Normal => "NORMAL",
+            Priority::Low => "LOW",
+        }
+    }
+
+    /// Parses `foreground|high|normal|low`, case-insensitively.
+    pub fn parse(text: &str) -> Result<Self, BitsError> {
+        match text.to_ascii_lowercase().as_str() {
+            "foreground" => Ok(Priority::Foreground),
+            "high" => Ok(Priority::High),
+            "normal" => Ok(Priority::Normal),
+            "low" => Ok(Priority::Low),
+            _ => Err(BitsError::InvalidArg {
+                what: format!("priority {text:?} is not one of foreground, high, normal, low"),
+            }),
+        }
+    }
+}
+
+/// One file of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// The URL as the user gave it (validated, not normalized, so that
+    /// `replace-remote-prefix` matches what the user sees); a reported
+    /// redirect changes it.
+    pub remote_name: String,
+    /// The absolute path the file gets on `complete`.
+    pub local_name: PathBuf,
+    /// The hidden temporary file beside `local_name` that receives the bytes.
+    pub temp_name: PathBuf,
+    /// The size, once the server said it.
+    pub bytes_total: Option<u64>,
+    /// Bytes safely in the temporary file.
+    pub bytes_transferred: u64,
+    /// Every byte is in the temporary file.
+    pub completed: bool,
+    /// The server's validator (ETag, else Last-Modified) the bytes so far
+    /// belong to; a different one restarts the file.
+    #[serde(default)]
+    pub validator: Option<String>,
+    /// The next transfer of this file starts again from byte 0 (set when
+    /// `ENABLE_CRL_CHECK` is turned on part-way).
+    #[serde(default)]
+    pub restart: bool,
+}
+
+/// A BITS job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job's id.
+    pub id: Uuid,
+    /// Its display name.
+    pub display_name: String,
+    /// Download, upload or upload-reply.
+    pub job_type: JobType,
+    /// Where it stands.
+    pub state: JobState,
+    /// The transport (TLS backend) that carries it, by name.
+    pub backend: String,
+    /// Its files, transferred in order.
+    pub files: Vec<FileInfo>,
+    /// Priority.
+    pub priority: Priority,
+    /// Security flags.
+    pub security_flags: SecurityFlags,
+    /// Seconds to wait before retrying after a transient error.
+    pub min_retry_delay: u64,
+    /// Seconds without progress after which a transient error becomes fatal.
+    pub no_progress_timeout: u64,
+    /// When the job was created.
+    pub creation_time: SystemTime,
+    /// When it last changed.
+    pub modification_time: SystemTime,
+    /// When its last file finished.
+    pub transfer_completion_time: Option<SystemTime>,
+    /// The current error (ERROR and TRANSIENT_ERROR only).
+    pub error: Option<JobError>,
+    /// When the job last went without progress into TRANSIENT_ERROR; the
+    /// no-progress timeout counts from here and resets when bytes move.
+    #[serde(default)]
+    pub no_progress_since: Option<SystemTime>,
+}
+
+impl Job {
+    /// A new SUSPENDED job with the defaults of BITS.
+    pub fn new(
+        display_name: impl Into<String>,
+        job_type: JobType,
+        backend: impl Into<String>,
+    ) -> Job {
+        let now = SystemTime::now();
+        Job {
+            id: Uuid::new_v4(),
+            display_name: display_name.into(),
+            job_type,
+            state: JobState::Suspended,
+            backend: backend.into(),
+            files: Vec::new(),
+            priority: Priority::Normal,
+            security_flags: SecurityFlags::DEFAULT,
+            min_retry_delay: DEFAULT_MIN_RETRY_DELAY,
+            no_progress_timeout: DEFAULT_NO_PROGRESS_TIMEOUT,
+            creation_time: now,
+            modification_time: now,
+            transfer_completion_time: None,
+            error: None,
+            no_progress_since: None,
+        }
+    }
+
+    fn check(&self, op: Operation) -> Result<(), BitsError> {
+        check_operation(self.state, self.job_type, op)
+    }
+
+    fn touch(&mut self) {
+        self.modification_time = SystemTime::now();
+    }
+
+    /// Adds a file. REMOTE must be an absolute http or https URL and LOCAL an
+    /// absolute path (`E_INVALIDARG` otherwise); an upload job takes one file
+    /// (`BG_E_TOO_MANY_FILES`).
+    pub fn add_file(&mut self, remote: &str, local: &Path) -> Result<(), BitsError> {
+        self.check(Operation::AddFile)?;
+        if self.job_type != JobType::Download && !self.files.is_empty() {
+            return Err(BitsError::TooManyFiles);
+        }
+        parse_remote_url(remote)?;
+        if !local.is_absolute() {
+            return Err(BitsError::InvalidArg {
+                what: format!("local name {} is not an absolute path", local.display()),
+            });
+        }
+        let file_name = local.file_name().ok_or_else(|| BitsError::InvalidArg {
+            what: format!("local name {} names no file", local.display()),
+        })?;
+        let temp_name = local.with_file_name(format!(
+            ".{}.bits-{}-{}.tmp",
+            file_name.to_string_lossy(),
+            &self.id.simple().to_string()[..8],
+            self.files.len()
+        ));
+        self.files.push(FileInfo {
+            remote_name: remote.to_string(),
+            local_name: local.to_path_buf(),
+            temp_name,
+            bytes_total: None,
+            bytes_transferred: 0,
+            completed: false,
+            validator: None,
+            restart: false,
+        });
+        self.touch();
+        Ok(())
+    }
+
+    /// Sets the security flags, once `transport` says it honours them
+    /// exactly (`E_NOTIMPL` otherwise, and nothing changes). Turning on
+    /// `ENABLE_CRL_CHECK` restarts every part-way file from byte 0 under the
+    /// new policy; finished files are left alone.
+    pub fn set_security_flags(
+        &mut self,
+        flags: SecurityFlags,
+        transport: &dyn Transport,
+    ) -> Result<(), BitsError> {
+        self.check(Operation::SetSecurityFlags)?;
+        transport.check_flags(flags)?;
+        if flags.crl_check() && !self.security_flags.crl_check() {
+            for file in self
+                .files
+                .iter_mut()
+                .filter(|f| !f.completed && f.bytes_transferred > 0)
+            {
+                file.bytes_transferred = 0;
+                file.restart = true;
+            }
+        }
+        self.security_flags = flags;
+        self.touch();
+        Ok(())
+    }
+
+    /// Rewrites every remote name that starts with `old` (case-sensitive).
+    /// Returns `S_FALSE` when nothing matched. Upload jobs: `E_NOTIMPL`.
+    pub fn replace_remote_prefix(&mut self, old: &str, new: &str) -> Result<Hresult, BitsError> {
+        self.check(Operation::ReplaceRemotePrefix)?;
+        if self.job_type != JobType::Download {
+            return Err(BitsError::NotImplemented {
+                what: "replace-remote-prefix on an upload job".into(),
+            });
+        }
+        if old.is_empty() || new.is_empty() {
+            return Err(BitsError::InvalidArg {
+                what: "a prefix is empty".into(),
+            });
+        }
+        let mut renamed = Vec::new();
+        for (i, file) in self.files.iter().enumerate() {
+            if let Some(rest) = file.remote_name.strip_prefix(old) {
+                let name = format!("{new}{rest}");
+                parse_remote_url(&name)?;
+                renamed.push((i, name));
+            }
+        }
+        if renamed.is_empty() {
+            return Ok(Hresult::S_FALSE);
+        }
+        for (i, name) in renamed {
+            self.files[i].remote_name = name;
+        }
+        self.touch();
+        Ok(Hresult::S_OK)
+    }
+
+    /// Sets the priority.
+    pub fn set_priority(&mut self, priority: Priority) -> Result<(), BitsError> {
+        self.check(Operation::SetProperty)?;
+        self.priority = priority;
+        self.touch();
+        Ok(())
+    }
+
+    /// Sets the minimum retry delay; values below 5 s are stored as 5.
+    pub fn set_min_retry_delay(&mut self, seconds: u64) -> Result<(), BitsError> {
+        self.check(Operation::SetProperty)?;
+        self.min_retry_delay = seconds.max(MIN_RETRY_DELAY_FLOOR);
+        self.touch();
+        Ok(())
+    }
+
+    /// Sets the no-progress timeout; 0 makes the first transient error fatal.
+    pub fn set_no_progress_timeout(&mut self, seconds: u64) -> Result<(), BitsError> {
+        self.check(Operation::SetProperty)?;
+        self.no_progress_timeout = seconds;
+        self.touch();
+        Ok(())
+    }
+
+    /// Sets the display name.
+    pub fn set_display_name(&mut self, name: impl Into<String>) -> Result<(), BitsError> {
+        self.check(Operation::SetProperty)?;
+        self.display_name = name.into();
+        self.touch();
+        Ok(())
+    }
+
+    /// Starts (or restarts after an error) transferring: SUSPENDED, ERROR
+    /// and TRANSIENT_ERROR go to QUEUED and the error is cleared; a
+    /// TRANSFERRED job with a file added since goes to QUEUED; an active job
+    /// stays as it is. No files: `BG_E_EMPTY`, and the job stays.
+    pub fn resume(&mut self) -> Result<(), BitsError> {
+        self.check(Operation::Resume)?;
+        if self.files.is_empty() {
+            return Err(BitsError::Empty);
+        }
+        let pending = self.files.iter().any(|f| !f.completed);
+        match self.state {
+            JobState::Suspended | JobState::Error | JobState::TransientError => {
+                self.state = if pending {
+                    JobState::Queued
+                } else {
+                    JobState::Transferred
+                };
+                self.error = None;
+                self.no_progress_since = None;
+            }
+            JobState::Transferred if pending => self.state = JobState::Queued,
+            _ => return Ok(()),
+        }
+        self.touch();
+        Ok(())
+    }
+
+    /// Pauses the job: any non-final state goes to SUSPENDED.
+    pub fn suspend(&mut self) -> Result<(), BitsError> {
+        self.check(Operation::Suspend)?;
+        if self.state != JobState::Suspended {
+            self.state = JobState::Suspended;
+            self.touch();
+        }
+        Ok(())
+    }
+
+    /// Applies an engine or scheduler event through the state table.
+    /// Returns the new state.
+    pub fn apply(&mut self, event: Event) -> JobState {
+        let next = next_state(self.state, event);
+        if next != self.state {
+            self.state = next;
+            if next == JobState::Transferred {
+                self.transfer_completion_time = Some(SystemTime::now());
+            }
+            if matches!(
+                next,
+                JobState::Queued
+                    | JobState::Connecting
+                    | JobState::Transferring
+                    | JobState::Transferred
+            ) {
+                self.error = None;
+            }
+            self.touch();
+        }
+        next
+    }
+
+    /// Records a failure: a transient error puts an active job in
+    /// TRANSIENT_ERROR (or straight in ERROR when the no-progress timeout is
+    /// 0 or has run out); a fatal one puts it in ERROR. Returns the new state.
+    pub fn fail(
+        &mut self,
+        error: &BitsError,
+        file_index: Option<usize>,
+        now: SystemTime,
+    ) -> JobState {
+        let fatal = !error.is_transient() || self.no_progress_expired(now);
+        let event = if fatal {
+            Event::FatalFailure
+        } else {
+            Event::TransientFailure
+        };
+        let before = self.state;
+        let next = next_state(before, event);
+        if next == before {
+            return before;
+        }
+        if next == JobState::TransientError && self.no_progress_since.is_none() {
+            self.no_progress_since = Some(now);
+        }
+        self.state = next;
+        self.error = Some(error.to_job_error(file_index));
+        self.touch();
+        next
+    }
+
+    /// Whether the no-progress timeout has run out at `now`: always with a
+    /// timeout of 0, else when the job has gone that long without moving a
+    /// byte since its first transient error.
+    pub fn no_progress_expired(&self, now: SystemTime) -> bool {
+        if self.no_progress_timeout == 0 {
+            return true;
+        }
+        match self.no_progress_since {
+            Some(since) => now
+                .duration_since(since)
+                .map(|d| d.as_secs() >= self.no_progress_timeout)
+                .unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Bytes moved: the no-progress clock stops.
+    pub fn note_progress(&mut self) {
+        self.no_progress_since = None;
+    }
+
+    /// Total size, or `None` while any file's size is unknown.
+    pub fn bytes_total(&self) -> Option<u64> {
+        self.files.iter().map(|f| f.bytes_total).sum()
+    }
+
+    /// Bytes transferred over all files.
+    pub fn bytes_transferred(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes_transferred).sum()
+    }
+
+    /// Files whose every byte is transferred.
+    pub fn files_transferred(&self) -> usize {
+        self.files.iter().filter(|f| f.completed).count()
+    }
+
+    /// Index of the first file not yet transferred.
+    pub fn next_file(&self) -> Option<usize> {
+        self.files.iter().position(|f| !f.completed)
+    }
+}
+
+/// Parses a remote name: an absolute `http` or `https` URL with a host.
+/// Anything else is `E_INVALIDARG`.
+pub fn parse_remote_url(text: &str) -> Result<Url, BitsError> {
+    let url = Url::parse(text).map_err(|e| BitsError::InvalidArg {
+        what: format!("remote name {text:?} is not a valid URL ({e})"),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(BitsError::InvalidArg {
+            what: format!(
+                "remote name {text:?} has scheme {:?}; only http and https are supported",
+                url.scheme()
+            ),
+        });
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(BitsError::InvalidArg {
+            what: format!("remote name {text:?} has no host"),
+        });
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::MockTransport;
+
+    fn job() -> Job {
+        Job::new("j", JobType::Download, "mock")
+    }
+
+    fn accepting() -> MockTransport {
+        let mut t = MockTransport::new();
+        t.expect_check_flags().returning(|_| Ok(()));
+        t
+    }
+
+    #[test]
+    fn new_job_defaults() {
+        let j = job();
+        assert_eq!(j.state, JobState::Suspended);
+        assert_eq!(j.security_flags.bits(), 0);
+        assert_eq!(j.min_retry_delay, 600);
+        assert_eq!(j.no_progress_timeout, 1_209_600);
+        assert_eq!(j.priority, Priority::Normal);
+        assert_eq!(
+            (
+                j.bytes_total(),
+                j.bytes_transferred(),
+                j.files.len(),
+                j.files_transferred()
+            ),
+            (Some(0), 0, 0, 0)
+        );
+        assert!(j.error.is_none());
+    }
+
+    #[test]
+    fn add_file_validates_and_places_temp_beside_local() {
+        let mut j = job();
+        j.add_file("https://example.com/a.bin", Path::new("/data/a.bin"))
+            .unwrap();
+        let f = &j.files[0];
+        assert_eq!(f.bytes_total, None);
+        assert_eq!(f.temp_name.parent(), Some(Path::new("/data")));
+        assert!(f
+            .temp_name
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".a.bin.bits-"));
+        for bad in [
+            "not a url",
+            "ftp://h/x",
+            "file:///etc/passwd",
+            "smb://h/x",
+            "http://",
+        ] {
+            let before = j.clone();
+            assert_eq!(
+                j.add_file(bad, Path::new("/data/b"))
+                    .unwrap_err()
+                    .hresult()
+                    .0,
+                0x8007_0057,
+                "{bad}"
+            );
+            assert_eq!(j, before);
+        }
+        assert_eq!(
+            j.add_file("http://h/x", Path::new("rel/x"))
+                .unwrap_err()
+                .hresult()
+                .0,
+            0x8007_0057
+        );
+    }
+
+    #[test]
+    fn upload_takes_one_file() {
+        let mut j = Job::new("u", JobType::Upload, "mock");
+        j.add_file("https://h/up", Path::new("/tmp/a")).unwrap();
+        assert_eq!(
+            j.add_file("https://h/up", Path::new("/tmp/b"))
+                .unwrap_err()
+                .hresult()
+                .0,
+            0x8020_001C
+        );
+    }
+
+    #[test]
+    fn resume_with_no_files_is_empty_and_stays_suspended() {
+        let mut j = job();
+        assert_eq!(j.resume().unwrap_err().hresult().0, 0x8020_0003);
+        assert_eq!(j.state, JobState::Suspended);
+    }
+
+    #[test]
+    fn resume_suspend_cycle() {
+        let mut j = job();
+        j.add_file("http://h/x", Path::new("/tmp/x")).unwrap();
+        j.resume().unwrap();
+        assert_eq!(j.state, JobState::Queued);
+        j.resume().unwrap();
+        assert_eq!(j.state, JobState::Queued);
+        j.suspend().unwrap();
+        assert_eq!(j.state, JobState::Suspended);
+        j.state = JobState::Error;
+        j.error = Some(
+            BitsError::HttpStatus {
+                status: 404,
+                retry_after: None,
+            }
+            .to_job_error(Some(0)),
+        );
+        j.resume().unwrap();
+        assert_eq!(j.state, JobState::Queued);
+        assert!(j.error.is_none());
+    }
+
+    #[test]
+    fn operations_on_final_jobs_change_nothing() {
+        for s in [JobState::Acknowledged, JobState::Cancelled] {
+            let mut j = job();
+            j.add_file("http://h/x", Path::new("/tmp/x")).unwrap();
+            j.state = s;
+            let before = j.clone();
+            let t = accepting();
+            let codes = [
+                j.add_file("http://h/y", Path::new("/tmp/y"))
+                    .unwrap_err()
+                    .hresult(),
+                j.set_security_flags(SecurityFlags::new(4).unwrap(), &t)
+                    .unwrap_err()
+                    .hresult(),
+                j.replace_remote_prefix("http://h", "http://g")
+                    .unwrap_err()
+                    .hresult(),
+                j.set_priority(Priority::High).unwrap_err().hresult(),
+                j.set_min_retry_delay(9).unwrap_err().hresult(),
+                j.set_no_progress_timeout(9).unwrap_err().hresult(),
+                j.resume().unwrap_err().hresult(),
+                j.suspend().unwrap_err().hresult(),
+            ];
+            assert!(codes.iter().all(|c| c.0 == 0x8020_0002), "{codes:?}");
+            assert_eq!(j, before);
+        }
+    }
+
+    #[test]
+    fn set_security_flags_refused_by_transport_changes_nothing() {
+        let mut j = job();
+        let mut t = MockTransport::new();
+        t.expect_check_flags().returning(|f| {
+            if f.bits() == 0 {
+                Ok(())
+            } else {
+                Err(BitsError::NotImplemented { what: "x".into() })
+            }
+        });
+        let before = j.clone();
+        assert_eq!(
+            j.set_security_flags(SecurityFlags::new(8).unwrap(), &t)
+                .unwrap_err()
+                .hresult()
+                .0,
+            0x8000_4001
+        );
+        assert_eq!(j, before);
+    }
+
+    #[test]
+    fn enabling_crl_check_restarts_partial_files_only() {
+        let mut j = job();
+        for n in 0..3 {
+            j.add_file(&format!("https://h/{n}"), Path::new(&format!("/tmp/{n}")))
+                .unwrap();
+        }
+        j.files[0].completed = true;
+        j.files[0].bytes_transferred = 100;
+        j.files[1].bytes_transferred = 50;
+        let t = accepting();
+        j.set_security_flags(SecurityFlags::new(1).unwrap(), &t)
+            .unwrap();
+        assert_eq!(
+            (j.files[0].bytes_transferred, j.files[0].restart),
+            (100, false)
+        );
+        assert_eq!(
+            (j.files[1].bytes_transferred, j.files[1].restart),
+            (0, true)
+        );
+        assert_eq!(
+            (j.files[2].bytes_transferred, j.files[2].restart),
+            (0, false)
+        );
+        // Already on: setting it again restarts nothing.
+        j.files[1].restart = false;
+        j.files[1].bytes_transferred = 10;
+        j.set_security_flags(SecurityFlags::new(3).unwrap(), &t)
+            .unwrap();
+        assert_eq!(
+            (j.files[1].bytes_transferred, j.files[1].restart),
+            (10, false)
+        );
+    }
+
+    #[test]
+    fn replace_remote_prefix_rules() {
+        let mut j = job();
+        j.add_file("http://Server/a", Path::new("/tmp/a")).unwrap();
+        j.add_file("http://other/b", Path::new("/tmp/b")).unwrap();
+        assert_eq!(
+            j.replace_remote_prefix("http://server", "http://x")
+                .unwrap(),
+            Hresult::S_FALSE
+        );
+        assert_eq!(
+            j.replace_remote_prefix("http://Server", "http://NewServer")
+                .unwrap(),
+            Hresult::S_OK
+        );
+        assert_eq!(j.files[0].remote_name, "http://NewServer/a");
+        assert_eq!(j.files[1].remote_name, "http://other/b");
+        assert_eq!(
+            j.replace_remote_prefix("", "http://x")
+                .unwrap_err()
+                .hresult()
+                .0,
+            0x8007_0057
+        );
+        let before = j.clone();
+        assert_eq!(
+            j.replace_remote_prefix("http://", "ftp://")
+                .unwrap_err()
+                .hresult()
+                .0,
+            0x8007_0057
+        );
+        assert_eq!(j, before);
+        let mut u = Job::new("u", JobType::Upload, "mock");
+        assert_eq!(
+            u.replace_remote_prefix("a", "b").unwrap_err().hresult().0,
+            0x8000_4001
+        );
+    }
+
+    #[test]
+    fn min_retry_delay_floor() {
+        let mut j = job();
+        j.set_min_retry_delay(1).unwrap();
+        assert_eq!(j.min_retry_delay, 5);
+        j.set_min_retry_delay(60).unwrap();
+        assert_eq!(j.min_retry_delay, 60);
+    }
+
+    #[test]
+    fn fail_transient_then_no_progress() {
+        let mut j = job();
+        j.add_file("http://h/x", Path::new("/tmp/x")).unwrap();
+        j.resume().unwrap();
+        j.apply(Event::Scheduled);
+        j.set_no_progress_timeout(10).unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        let e503 = BitsError::HttpStatus {
+            status: 503,
+            retry_after: None,
+        };
+        assert_eq!(j.fail(&e503, Some(0), t0), JobState::TransientError);
+        assert_eq!(j.error.as_ref().unwrap().code.0, 0x8019_01F7);
+        assert_eq!(j.apply(Event::RetryTimer), JobState::Queued);
+        j.apply(Event::Scheduled);
+        assert_eq!(
+            j.fail(&e503, Some(0), t0 + std::time::Duration::from_secs(5)),
+            JobState::TransientError
+        );
+        j.apply(Event::RetryTimer);
+        j.apply(Event::Scheduled);
+        assert_eq!(
+            j.fail(&e503, Some(0), t0 + std::time::Duration::from_secs(11)),
+            JobState::Error
+        );
+        assert_eq!(j.error.as_ref().unwrap().code.0, 0x8019_01F7);
+    }
+
+    #[test]
+    fn zero_no_progress_timeout_makes_first_transient_fatal() {
+        let mut j = job();
+        j.add_file("http://h/x", Path::new("/tmp/x")).unwrap();
+        j.set_no_progress_timeout(0).unwrap();
+        j.resume().unwrap();
+        let e = BitsError::ConnectionReset { reason: "r".into() };
+        assert_eq!(j.fail(&e, Some(0), SystemTime::now()), JobState::Error);
+    }
+
+    #[test]
+    fn fatal_failure() {
+        let mut j = job();
+        j.add_file("http://h/x", Path::new("/tmp/x")).unwrap();
+        j.resume().unwrap();
+        j.apply(Event::Scheduled);
+        let e = BitsError::HttpStatus {
+            status: 404,
+            retry_after: None,
+        };
+        assert_eq!(j.fail(&e, Some(0), SystemTime::now()), JobState::Error);
+        let err = j.error.clone().unwrap();
+        assert_eq!(
+            (err.code.0, err.context, err.file_index),
+            (0x8019_0194, crate::ErrorContext::RemoteFile, Some(0))
+        );
+    }
+
+    #[test]
+    fn job_round_trips_through_json() {
+        let mut j = job();
+        j.add_file("http://h/x", Path::new("/tmp/x")).unwrap();
+        let text = serde_json::to_string(&j).unwrap();
+        assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), j);
+    }
+}

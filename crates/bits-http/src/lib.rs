@@ -1,0 +1,2 @@
+//! Shared HTTP plumbing for bits transports: hyper-util client, pooling per policy, streaming bodies
+#![deny(missing_docs)]
