@@ -25,12 +25,14 @@
 
 #![deny(missing_docs)]
 
+pub mod engine;
 pub mod error;
 pub mod flags;
 pub mod job;
 pub mod state;
 pub mod transport;
 
+pub use engine::{Engine, EngineOptions, NoObserver, Observer, RunOutcome};
 pub use error::{BitsError, ErrorContext, Hresult, JobError};
 pub use flags::{RedirectPolicy, SecurityFlags};
 pub use job::{FileInfo, Job, JobType, Priority};
