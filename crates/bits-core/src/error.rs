@@ -350,10 +350,9 @@ impl BitsError {
         use BitsError::*;
         match self {
             LocalFile { .. } => ErrorContext::LocalFile,
-            CannotConnect { .. }
-            | ConnectionReset { .. }
-            | Timeout { .. }
-            | NameNotResolved { .. } => ErrorContext::GeneralTransport,
+            CannotConnect { .. } | ConnectionReset { .. } | Timeout { .. } | NameNotResolved { .. } => {
+                ErrorContext::GeneralTransport
+            }
             CertDateInvalid
             | CertCnInvalid
             | UnknownCa
@@ -368,11 +367,9 @@ impl BitsError {
             | InvalidServerResponse { .. }
             | InvalidArg { .. } => ErrorContext::RemoteFile,
             Internal { .. } => ErrorContext::GeneralQueueManager,
-            NotImplemented { .. }
-            | NotFound { .. }
-            | InvalidState { .. }
-            | Empty
-            | TooManyFiles => ErrorContext::GeneralQueueManager,
+            NotImplemented { .. } | NotFound { .. } | InvalidState { .. } | Empty | TooManyFiles => {
+                ErrorContext::GeneralQueueManager
+            }
         }
     }
 
@@ -623,12 +620,7 @@ mod tests {
             false,
         );
         check(BitsError::Empty, 0x80200003, GeneralQueueManager, false);
-        check(
-            BitsError::TooManyFiles,
-            0x8020001C,
-            GeneralQueueManager,
-            false,
-        );
+        check(BitsError::TooManyFiles, 0x8020001C, GeneralQueueManager, false);
     }
 
     #[test]

@@ -72,9 +72,7 @@ impl SecurityFlags {
             | Self::REDIRECT_POLICY_ALLOW_REPORT
             | Self::REDIRECT_POLICY_DISALLOW => Ok(SecurityFlags(bits)),
             other => Err(BitsError::NotImplemented {
-                what: format!(
-                    "redirect policy 0x{other:04X} in security flags 0x{bits:04X} is not defined"
-                ),
+                what: format!("redirect policy 0x{other:04X} in security flags 0x{bits:04X} is not defined"),
             }),
         }
     }
@@ -278,10 +276,7 @@ mod tests {
     #[test]
     fn serde_refuses_invalid_values() {
         assert!(serde_json::from_str::<SecurityFlags>("768").is_err());
-        assert_eq!(
-            serde_json::from_str::<SecurityFlags>("256").unwrap().bits(),
-            256
-        );
+        assert_eq!(serde_json::from_str::<SecurityFlags>("256").unwrap().bits(), 256);
         assert_eq!(
             serde_json::to_string(&SecurityFlags::new(0x200).unwrap()).unwrap(),
             "512"

@@ -149,11 +149,7 @@ pub struct Job {
 
 impl Job {
     /// A new SUSPENDED job with the defaults of BITS.
-    pub fn new(
-        display_name: impl Into<String>,
-        job_type: JobType,
-        backend: impl Into<String>,
-    ) -> Job {
+    pub fn new(display_name: impl Into<String>, job_type: JobType, backend: impl Into<String>) -> Job {
         let now = SystemTime::now();
         Job {
             id: Uuid::new_v4(),
@@ -357,10 +353,7 @@ impl Job {
             }
             if matches!(
                 next,
-                JobState::Queued
-                    | JobState::Connecting
-                    | JobState::Transferring
-                    | JobState::Transferred
+                JobState::Queued | JobState::Connecting | JobState::Transferring | JobState::Transferred
             ) {
                 self.error = None;
             }
@@ -372,12 +365,7 @@ impl Job {
     /// Records a failure: a transient error puts an active job in
     /// TRANSIENT_ERROR (or straight in ERROR when the no-progress timeout is
     /// 0 or has run out); a fatal one puts it in ERROR. Returns the new state.
-    pub fn fail(
-        &mut self,
-        error: &BitsError,
-        file_index: Option<usize>,
-        now: SystemTime,
-    ) -> JobState {
+    pub fn fail(&mut self, error: &BitsError, file_index: Option<usize>, now: SystemTime) -> JobState {
         let fatal = !error.is_transient() || self.no_progress_expired(now);
         let event = if fatal {
             Event::FatalFailure
@@ -520,10 +508,7 @@ mod tests {
         ] {
             let before = j.clone();
             assert_eq!(
-                j.add_file(bad, Path::new("/data/b"))
-                    .unwrap_err()
-                    .hresult()
-                    .0,
+                j.add_file(bad, Path::new("/data/b")).unwrap_err().hresult().0,
                 0x8007_0057,
                 "{bad}"
             );
@@ -643,29 +628,15 @@ mod tests {
         j.files[0].bytes_transferred = 100;
         j.files[1].bytes_transferred = 50;
         let t = accepting();
-        j.set_security_flags(SecurityFlags::new(1).unwrap(), &t)
-            .unwrap();
-        assert_eq!(
-            (j.files[0].bytes_transferred, j.files[0].restart),
-            (100, false)
-        );
-        assert_eq!(
-            (j.files[1].bytes_transferred, j.files[1].restart),
-            (0, true)
-        );
-        assert_eq!(
-            (j.files[2].bytes_transferred, j.files[2].restart),
-            (0, false)
-        );
+        j.set_security_flags(SecurityFlags::new(1).unwrap(), &t).unwrap();
+        assert_eq!((j.files[0].bytes_transferred, j.files[0].restart), (100, false));
+        assert_eq!((j.files[1].bytes_transferred, j.files[1].restart), (0, true));
+        assert_eq!((j.files[2].bytes_transferred, j.files[2].restart), (0, false));
         // Already on: setting it again restarts nothing.
         j.files[1].restart = false;
         j.files[1].bytes_transferred = 10;
-        j.set_security_flags(SecurityFlags::new(3).unwrap(), &t)
-            .unwrap();
-        assert_eq!(
-            (j.files[1].bytes_transferred, j.files[1].restart),
-            (10, false)
-        );
+        j.set_security_flags(SecurityFlags::new(3).unwrap(), &t).unwrap();
+        assert_eq!((j.files[1].bytes_transferred, j.files[1].restart), (10, false));
     }
 
     #[test]
@@ -674,8 +645,7 @@ mod tests {
         j.add_file("http://Server/a", Path::new("/tmp/a")).unwrap();
         j.add_file("http://other/b", Path::new("/tmp/b")).unwrap();
         assert_eq!(
-            j.replace_remote_prefix("http://server", "http://x")
-                .unwrap(),
+            j.replace_remote_prefix("http://server", "http://x").unwrap(),
             Hresult::S_FALSE
         );
         assert_eq!(
@@ -686,10 +656,7 @@ mod tests {
         assert_eq!(j.files[0].remote_name, "http://NewServer/a");
         assert_eq!(j.files[1].remote_name, "http://other/b");
         assert_eq!(
-            j.replace_remote_prefix("", "http://x")
-                .unwrap_err()
-                .hresult()
-                .0,
+            j.replace_remote_prefix("", "http://x").unwrap_err().hresult().0,
             0x8007_0057
         );
         let before = j.clone();

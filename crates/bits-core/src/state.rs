@@ -71,10 +71,7 @@ impl JobState {
     pub const fn is_active(self) -> bool {
         matches!(
             self,
-            JobState::Queued
-                | JobState::Connecting
-                | JobState::Transferring
-                | JobState::TransientError
+            JobState::Queued | JobState::Connecting | JobState::Transferring | JobState::TransientError
         )
     }
 }
@@ -200,14 +197,10 @@ pub fn next_state(state: JobState, event: Event) -> JobState {
     use JobState as S;
     match (state, event) {
         (S::Queued, E::Scheduled) => S::Connecting,
-        (S::Connecting | S::Transferring, E::Connected | E::BytesMoved | E::FileDone) => {
-            S::Transferring
-        }
+        (S::Connecting | S::Transferring, E::Connected | E::BytesMoved | E::FileDone) => S::Transferring,
         (S::Queued | S::Connecting | S::Transferring, E::AllFilesDone) => S::Transferred,
         (S::Queued | S::Connecting | S::Transferring, E::TransientFailure) => S::TransientError,
-        (S::Queued | S::Connecting | S::Transferring | S::TransientError, E::FatalFailure) => {
-            S::Error
-        }
+        (S::Queued | S::Connecting | S::Transferring | S::TransientError, E::FatalFailure) => S::Error,
         (S::TransientError, E::RetryTimer) => S::Queued,
         (S::TransientError, E::NoProgressTimeout) => S::Error,
         (s, _) => s,
@@ -235,10 +228,7 @@ mod tests {
     fn non_final_states_allow_every_operation_on_downloads() {
         for s in S::ALL.into_iter().filter(|s| !s.is_final()) {
             for op in Operation::ALL {
-                assert!(
-                    check_operation(s, JobType::Download, op).is_ok(),
-                    "{op:?} in {s}"
-                );
+                assert!(check_operation(s, JobType::Download, op).is_ok(), "{op:?} in {s}");
             }
         }
     }
