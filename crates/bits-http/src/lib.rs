@@ -1,2 +1,54 @@
-//! Shared HTTP plumbing for bits transports: hyper-util client, pooling per policy, streaming bodies
+//! # bits-http
+//!
+//! The HTTP plumbing every bits transport shares, written once: hyper 1 and
+//! hyper-util's pooling client, HTTP/1.1, with BITS error classification.
+//! A TLS backend (`bits-transport-openssl`, `bits-transport-native`)
+//! supplies only its handshake, through [`TlsConnect`], and its
+//! `check_flags`; [`HttpTransport`] does the rest.
+//!
+//! ## What it does
+//! - [`HttpTransport`]: a [`bits_core::Transport`]. One connection pool per
+//!   value of the certificate flags (a connection made under one policy
+//!   never serves another); keep-alive with an idle timeout; connect,
+//!   handshake, header and per-chunk idle timeouts ([`HttpOptions`]); a
+//!   streaming body; `Host` and `User-Agent: bits/<version>` added.
+//! - Errors classified once, for every backend:
+//!
+//!   | failure | error | HRESULT |
+//!   | --- | --- | --- |
+//!   | the backend's handshake error | unchanged | its own |
+//!   | DNS | `NameNotResolved` | `0x80072EE7` |
+//!   | TCP refused / unreachable | `CannotConnect` | `0x80072EFD` |
+//!   | connect, header or idle timeout | `Timeout` | `0x80072EE2` |
+//!   | reset; closed before the headers, or before Content-Length bytes | `ConnectionReset` | `0x80072EFE` |
+//!   | unparsable response | `InvalidServerResponse` | `0x8020001B` |
+//!
+//! - [`PlainHttp`]: http:// only, for tests and embedders without TLS.
+//! - [`fetch_plain`]: one plain GET, for CRL downloads.
+//!
+//! ## What it does not do
+//! - Follow redirects: a 3xx is a [`bits_core::Response`]; the engine
+//!   applies the job's redirect policy.
+//! - Turn statuses into errors: a 404 is a response ([`fetch_plain`] is
+//!   the exception: it wants a 200).
+//! - TLS: that is the backend's [`TlsConnect`].
+//! - HTTP/2, proxies, cookies, decompression, request bodies (BITS
+//!   downloads need GET and HEAD only).
+//!
+//! ## Why the defaults are what they are
+//! Connect and handshake 30 s, headers 60 s, body idle 60 s (WinHTTP's
+//! own receive timeout is 30 s; BITS tolerates slow servers), idle pooled
+//! connections kept 90 s.
+
 #![deny(missing_docs)]
+
+mod body;
+mod classify;
+mod connector;
+mod plain;
+mod tls;
+mod transport;
+
+pub use plain::{fetch_plain, retry_after_secs, PlainHttp};
+pub use tls::{BoxFuture, NoTls, TlsConnect};
+pub use transport::{HttpOptions, HttpTransport, USER_AGENT_VALUE};

@@ -1,0 +1,124 @@
+//! Every network failure → its BITS error, in one place.
+//!
+//! | failure | error | HRESULT |
+//! | --- | --- | --- |
+//! | a [`BitsError`] from the backend's handshake | itself, unchanged | |
+//! | DNS lookup failed | `NameNotResolved` | `0x80072EE7` |
+//! | TCP connect timed out; no headers or no body bytes in time | `Timeout` | `0x80072EE2` |
+//! | TCP connect refused, unreachable, … | `CannotConnect` | `0x80072EFD` |
+//! | reset, or closed before the headers or the body ended | `ConnectionReset` | `0x80072EFE` |
+//! | a response hyper cannot parse | `InvalidServerResponse` | `0x8020001B` |
+
+use std::error::Error as StdError;
+use std::io;
+
+use bits_core::BitsError;
+
+use crate::connector::ConnectFailure;
+
+/// The error and its sources, joined by `": "`.
+pub(crate) fn chain_text(e: &(dyn StdError + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        next = s.source();
+    }
+    text
+}
+
+/// The first error of type `T` in the chain starting at `e`.
+fn find<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut next: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(s) = next {
+        if let Some(t) = s.downcast_ref::<T>() {
+            return Some(t);
+        }
+        next = s.source();
+    }
+    None
+}
+
+/// A failure of hyper-util's `HttpConnector` (DNS or TCP).
+pub(crate) fn tcp_error(e: &(dyn StdError + 'static), authority: &str) -> BitsError {
+    if e.to_string() == "dns error" {
+        let host = authority
+            .rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(authority, |(h, _)| h);
+        return BitsError::NameNotResolved {
+            host: host.to_owned(),
+        };
+    }
+    if let Some(io) = find::<io::Error>(e) {
+        if io.kind() == io::ErrorKind::TimedOut {
+            return BitsError::Timeout {
+                what: format!("connecting to {authority}"),
+            };
+        }
+    }
+    BitsError::CannotConnect {
+        host: authority.to_owned(),
+        reason: chain_text(e),
+    }
+}
+
+/// A failure of `Client::request` (before the response headers).
+pub(crate) fn client_error(e: &hyper_util::client::legacy::Error, authority: &str) -> BitsError {
+    let dyn_e: &(dyn StdError + 'static) = e;
+    if let Some(taken) = find::<ConnectFailure>(dyn_e).and_then(ConnectFailure::take) {
+        return taken;
+    }
+    if let Some(h) = find::<hyper::Error>(dyn_e) {
+        return hyper_error(h, "before the response headers");
+    }
+    if e.is_connect() {
+        return BitsError::CannotConnect {
+            host: authority.to_owned(),
+            reason: chain_text(dyn_e),
+        };
+    }
+    if let Some(io) = find::<io::Error>(dyn_e) {
+        return io_error(io, "before the response headers");
+    }
+    BitsError::ConnectionReset {
+        reason: chain_text(dyn_e),
+    }
+}
+
+/// A hyper error while reading the response (`when` says which part).
+pub(crate) fn hyper_error(e: &hyper::Error, when: &str) -> BitsError {
+    let text = chain_text(e);
+    if e.is_timeout() {
+        return BitsError::Timeout {
+            what: format!("{when}: {text}"),
+        };
+    }
+    if e.is_parse() || e.is_parse_status() {
+        return BitsError::InvalidServerResponse {
+            what: format!("{when}: {text}"),
+        };
+    }
+    if let Some(io) = find::<io::Error>(e) {
+        return io_error(io, when);
+    }
+    BitsError::ConnectionReset {
+        reason: format!("{when}: {text}"),
+    }
+}
+
+fn io_error(e: &io::Error, when: &str) -> BitsError {
+    if e.kind() == io::ErrorKind::TimedOut {
+        BitsError::Timeout {
+            what: format!("{when}: {e}"),
+        }
+    } else {
+        BitsError::ConnectionReset {
+            reason: format!("{when}: {e}"),
+        }
+    }
+}

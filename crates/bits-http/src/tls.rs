@@ -1,0 +1,59 @@
+//! The one thing a TLS backend supplies: its handshake, with failures
+//! already classified.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bits_core::{BitsError, SecurityFlags};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// A boxed, `Send` future, as [`TlsConnect::connect`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A TLS backend's handshake.
+///
+/// [`crate::HttpTransport`] opens the TCP connection, then hands it to
+/// `connect` for every `https` URL. The backend verifies the server under
+/// exactly the certificate bits of `flags` ([`SecurityFlags::cert_bits`])
+/// and reports a failure as the policy's error
+/// ([`BitsError::CertDateInvalid`], [`BitsError::UnknownCa`], …). The
+/// error comes back from [`bits_core::Transport::send`] unchanged.
+///
+/// # Security
+/// The transport keeps one connection pool per certificate-flag value, so a
+/// connection made here under one policy is never reused under another. A
+/// backend that keeps its own TLS session cache must key it by the flags
+/// too (a resumed session skips certificate verification).
+pub trait TlsConnect: Send + Sync + 'static {
+    /// The TLS stream.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Performs the handshake with `host` (a DNS name or an IP address, no
+    /// brackets, no port) over `tcp`, verifying under `flags`.
+    fn connect(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+        flags: SecurityFlags,
+    ) -> BoxFuture<'static, Result<Self::Stream, BitsError>>;
+}
+
+/// A [`TlsConnect`] that refuses every handshake with `E_NOTIMPL`: the TLS
+/// side of [`crate::PlainHttp`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoTls;
+
+impl TlsConnect for NoTls {
+    type Stream = TcpStream;
+
+    fn connect(
+        &self,
+        host: &str,
+        _tcp: TcpStream,
+        _flags: SecurityFlags,
+    ) -> BoxFuture<'static, Result<TcpStream, BitsError>> {
+        let what = format!("https to {host}: this transport has no TLS");
+        Box::pin(async move { Err(BitsError::NotImplemented { what }) })
+    }
+}

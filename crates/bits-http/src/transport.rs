@@ -1,0 +1,389 @@
+//! [`HttpTransport`]: a [`Transport`] over hyper-util's pooling client, one
+//! pool per certificate-flag value.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bits_core::{BitsError, Method, Request, Response, SecurityFlags, Transport};
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, USER_AGENT};
+use http::Uri;
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use url::Url;
+
+use crate::body::HyperBody;
+use crate::classify;
+use crate::connector::PolicyConnector;
+use crate::tls::TlsConnect;
+
+/// The `User-Agent` sent when the request has none: `bits/<version>`.
+pub const USER_AGENT_VALUE: &str = concat!("bits/", env!("CARGO_PKG_VERSION"));
+
+/// Timeouts and pooling of an [`HttpTransport`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// DNS + TCP connect (default 30 s).
+    pub connect_timeout: Duration,
+    /// The TLS handshake, after TCP (default 30 s).
+    pub handshake_timeout: Duration,
+    /// From sending the request to the end of the response headers,
+    /// connecting included (default 60 s).
+    pub headers_timeout: Duration,
+    /// The longest wait for the next body bytes (default 60 s).
+    pub idle_timeout: Duration,
+    /// How long an idle pooled connection is kept (default 90 s).
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per host and policy (default 4).
+    pub pool_max_idle_per_host: usize,
+    /// The `User-Agent` when the request has none (default `bits/<version>`).
+    pub user_agent: String,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            connect_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(30),
+            headers_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 4,
+            user_agent: USER_AGENT_VALUE.to_owned(),
+        }
+    }
+}
+
+type FlagCheck = dyn Fn(SecurityFlags) -> Result<(), BitsError> + Send + Sync;
+type PolicyClient<C> = Client<PolicyConnector<C>, Empty<Bytes>>;
+
+struct Pool<C: TlsConnect> {
+    client: PolicyClient<C>,
+    made: Arc<AtomicUsize>,
+}
+
+struct Inner<C: TlsConnect> {
+    name: &'static str,
+    tls: Arc<C>,
+    check: Box<FlagCheck>,
+    options: HttpOptions,
+    pools: Mutex<HashMap<u32, Pool<C>>>,
+}
+
+/// A [`Transport`] made of hyper-util's HTTP/1.1 client and a backend's
+/// [`TlsConnect`].
+///
+/// - One client (connection pool) per value of
+///   [`SecurityFlags::cert_bits`], created on first use, so a connection or
+///   TLS session made under one policy never serves another (tls-mapping.md
+///   pitfall 9).
+/// - Redirects are never followed: a 3xx is a [`Response`].
+/// - Any status is a [`Response`]; errors are network failures only,
+///   classified as the `classify` table of this crate's docs says.
+/// - Adds `Host` and, when absent, `User-Agent: bits/<version>`; user info
+///   in the URL becomes `Authorization: Basic` unless the request has an
+///   `Authorization` header.
+///
+/// Cloning is cheap and shares the pools. Pooled connections are driven by
+/// tasks of the tokio runtime that made them: use one transport within one
+/// runtime.
+pub struct HttpTransport<C: TlsConnect> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C: TlsConnect> Clone for HttpTransport<C> {
+    fn clone(&self) -> Self {
+        HttpTransport {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<C: TlsConnect> fmt::Debug for HttpTransport<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpTransport")
+            .field("name", &self.inner.name)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: TlsConnect> HttpTransport<C> {
+    /// A transport named `name` doing TLS with `tls`; `check` is the
+    /// backend's [`Transport::check_flags`]: `Ok` for exactly the flag
+    /// values the backend honours. [`Transport::send`] calls it too, so a
+    /// request under a refused value never reaches the network.
+    pub fn new(
+        name: &'static str,
+        tls: C,
+        check: impl Fn(SecurityFlags) -> Result<(), BitsError> + Send + Sync + 'static,
+        options: HttpOptions,
+    ) -> Self {
+        HttpTransport {
+            inner: Arc::new(Inner {
+                name,
+                tls: Arc::new(tls),
+                check: Box::new(check),
+                options,
+                pools: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The backend's TLS connector.
+    pub fn tls(&self) -> &C {
+        &self.inner.tls
+    }
+
+    /// The options.
+    pub fn options(&self) -> &HttpOptions {
+        &self.inner.options
+    }
+
+    /// Connections (TCP, plus TLS for https) made so far under the
+    /// certificate bits of `flags`: a diagnostic for tests that pools are
+    /// per policy.
+    pub fn connections_made(&self, flags: SecurityFlags) -> usize {
+        self.lock_pools()
+            .get(&flags.cert_bits())
+            .map_or(0, |p| p.made.load(Ordering::Relaxed))
+    }
+
+    /// Connections made so far under all policies.
+    pub fn connections_made_total(&self) -> usize {
+        self.lock_pools()
+            .values()
+            .map(|p| p.made.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Drops every pooled connection (the next request connects afresh).
+    pub fn clear_pools(&self) {
+        self.lock_pools().clear();
+    }
+
+    fn lock_pools(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Pool<C>>> {
+        self.inner
+            .pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn client_for(&self, flags: SecurityFlags) -> PolicyClient<C> {
+        let mut pools = self.lock_pools();
+        let pool = pools.entry(flags.cert_bits()).or_insert_with(|| {
+            let o = &self.inner.options;
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(o.connect_timeout));
+            let made = Arc::new(AtomicUsize::new(0));
+            let connector = PolicyConnector {
+                http,
+                tls: Arc::clone(&self.inner.tls),
+                // Only the certificate bits reach the backend: the rest
+                // (redirect policy) is the engine's business.
+                flags: SecurityFlags::new(flags.cert_bits()).unwrap_or_default(),
+                handshake_timeout: o.handshake_timeout,
+                made: Arc::clone(&made),
+            };
+            let client = Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(o.pool_idle_timeout)
+                .pool_max_idle_per_host(o.pool_max_idle_per_host)
+                .build(connector);
+            Pool { client, made }
+        });
+        pool.client.clone()
+    }
+
+    fn build_request(&self, request: &Request) -> Result<(http::Request<Empty<Bytes>>, String), BitsError> {
+        let url = &request.url;
+        match url.scheme() {
+            "http" | "https" => {}
+            other => {
+                return Err(BitsError::UnsupportedScheme {
+                    scheme: other.to_owned(),
+                })
+            }
+        }
+        let (uri, credentials) = to_uri(url)?;
+        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let method = match request.method {
+            Method::Get => http::Method::GET,
+            Method::Head => http::Method::HEAD,
+        };
+        let mut req = http::Request::new(Empty::new());
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        for (name, value) in &request.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        if !headers.contains_key(USER_AGENT) {
+            let ua = HeaderValue::from_str(&self.inner.options.user_agent)
+                .unwrap_or_else(|_| HeaderValue::from_static(USER_AGENT_VALUE));
+            headers.insert(USER_AGENT, ua);
+        }
+        if let Some(basic) = credentials {
+            if !headers.contains_key(AUTHORIZATION) {
+                headers.insert(AUTHORIZATION, basic);
+            }
+        }
+        Ok((req, authority))
+    }
+}
+
+/// `url` without fragment and user info, as a hyper `Uri`, plus the user
+/// info as an `Authorization: Basic` value.
+fn to_uri(url: &Url) -> Result<(Uri, Option<HeaderValue>), BitsError> {
+    let mut clean = url.clone();
+    clean.set_fragment(None);
+    let credentials = if !url.username().is_empty() || url.password().is_some() {
+        let user = percent_decode(url.username());
+        let pass = percent_decode(url.password().unwrap_or_default());
+        let _ = clean.set_username("");
+        let _ = clean.set_password(None);
+        let token = base64(format!("{user}:{pass}").as_bytes());
+        HeaderValue::from_str(&format!("Basic {token}")).ok()
+    } else {
+        None
+    };
+    let uri = clean.as_str().parse::<Uri>().map_err(|e| BitsError::InvalidArg {
+        what: format!("URL {clean} is not a valid HTTP request target: {e}"),
+    })?;
+    Ok((uri, credentials))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn base64(input: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(TABLE[(n >> 18) as usize & 63] as char);
+        out.push(TABLE[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            TABLE[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            TABLE[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+#[async_trait]
+impl<C: TlsConnect> Transport for HttpTransport<C> {
+    fn name(&self) -> &str {
+        self.inner.name
+    }
+
+    fn check_flags(&self, flags: SecurityFlags) -> Result<(), BitsError> {
+        (self.inner.check)(flags)
+    }
+
+    async fn send(&self, request: Request) -> Result<Response, BitsError> {
+        (self.inner.check)(request.flags)?;
+        let (req, authority) = self.build_request(&request)?;
+        let client = self.client_for(request.flags);
+        let headers_timeout = self.inner.options.headers_timeout;
+        let response = match tokio::time::timeout(headers_timeout, client.request(req)).await {
+            Err(_) => {
+                return Err(BitsError::Timeout {
+                    what: format!(
+                        "no response headers from {authority} within {}s",
+                        headers_timeout.as_secs_f32()
+                    ),
+                })
+            }
+            Ok(Err(e)) => return Err(classify::client_error(&e, &authority)),
+            Ok(Ok(r)) => r,
+        };
+        let (parts, incoming) = response.into_parts();
+        tracing::debug!(
+            backend = self.inner.name,
+            url = %request.url,
+            status = parts.status.as_u16(),
+            "response"
+        );
+        Ok(Response {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: Box::new(HyperBody {
+                incoming,
+                idle: self.inner.options.idle_timeout,
+                done: request.method == Method::Head,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn user_info_becomes_basic_authorization_and_leaves_the_uri() {
+        let url = Url::parse("http://us%20er:p%3Ass@127.0.0.1:8080/a?b=c#frag").unwrap();
+        let (uri, auth) = to_uri(&url).unwrap();
+        assert_eq!(uri.to_string(), "http://127.0.0.1:8080/a?b=c");
+        let expected = format!("Basic {}", base64(b"us er:p:ss"));
+        assert_eq!(auth.unwrap().to_str().unwrap(), expected);
+        let (_, none) = to_uri(&Url::parse("http://h/x").unwrap()).unwrap();
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn percent_decode_keeps_malformed_escapes() {
+        assert_eq!(percent_decode("a%41%zz%4"), "aA%zz%4");
+    }
+}
