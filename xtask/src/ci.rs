@@ -1,0 +1,139 @@
+//! `cargo xtask ci`: everything `.ci/run` checks, in an order that reuses
+//! build artifacts: formatting and the architecture invariant first (cheap),
+//! then the test matrix, then docs and conformance, which reuse the
+//! whole-workspace build. Every step runs even after a failure; the summary
+//! says which failed.
+
+use std::process::Stdio;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{cargo_with, run_checked, show};
+
+/// Crates that bits-core must never depend on (normal dependencies): it
+/// talks to the network only through the `Transport` trait.
+const FORBIDDEN_IN_CORE: &[&str] = &[
+    "openssl",
+    "openssl-sys",
+    "tokio-openssl",
+    "native-tls",
+    "tokio-native-tls",
+    "rustls",
+    "tokio-rustls",
+];
+
+/// Runs the task.
+pub fn run(args: &[String]) -> Result<()> {
+    if let Some(other) = args.first() {
+        bail!("ci: unknown option {other:?} (ci takes none)");
+    }
+    type Step = (&'static str, fn() -> Result<()>);
+    let steps: [Step; 5] = [
+        ("cargo fmt --check", fmt),
+        ("architecture invariants", architecture),
+        ("test-matrix", || crate::test_matrix::run(&[])),
+        ("cargo doc -D warnings", doc),
+        ("conformance --check", || {
+            crate::conformance::run(&["--check".to_string()])
+        }),
+    ];
+    let mut results = Vec::new();
+    for (name, step) in steps {
+        eprintln!("\n##### ci: {name}");
+        let start = Instant::now();
+        let result = step();
+        if let Err(e) = &result {
+            eprintln!("ci: {name} failed: {e:#}");
+        }
+        results.push((name, result.is_ok(), start.elapsed().as_secs()));
+    }
+    println!("\nci summary:");
+    for (name, ok, secs) in &results {
+        println!("  {:<4} {secs:>5}s  {name}", if *ok { "pass" } else { "FAIL" });
+    }
+    let failed: Vec<&str> = results.iter().filter(|r| !r.1).map(|r| r.0).collect();
+    if !failed.is_empty() {
+        bail!("ci failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn fmt() -> Result<()> {
+    run_checked(&mut cargo_with(&["fmt", "--all", "--", "--check"]))
+}
+
+fn doc() -> Result<()> {
+    // --all-features: the same feature resolution as the matrix's last
+    // combination, so the dependencies are already checked.
+    let mut cmd = cargo_with(&["doc", "--no-deps", "--workspace", "--all-features"]);
+    cmd.env("RUSTDOCFLAGS", "-D warnings");
+    run_checked(&mut cmd)
+}
+
+fn architecture() -> Result<()> {
+    let mut cmd = cargo_with(&[
+        "tree",
+        "-p",
+        "bits-core",
+        "-e",
+        "normal",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}",
+    ]);
+    eprintln!("$ {}", show(&cmd));
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo tree")?;
+    if !out.status.success() {
+        bail!("cargo tree -p bits-core failed");
+    }
+    check_core_tree(&String::from_utf8_lossy(&out.stdout))?;
+    println!("architecture invariant holds: bits-core has no TLS dependency");
+    Ok(())
+}
+
+/// Fails when `cargo tree -p bits-core -e normal --prefix none` output names
+/// a TLS crate.
+pub fn check_core_tree(tree: &str) -> Result<()> {
+    let mut found: Vec<&str> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| FORBIDDEN_IN_CORE.contains(name))
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    if !found.is_empty() {
+        bail!(
+            "architecture invariant broken: bits-core depends on {} \
+             (`cargo tree -p bits-core -e normal -i {}` shows the path); \
+             TLS belongs in the bits-transport-* crates",
+            found.join(", "),
+            found[0]
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clean_core_tree_passes() {
+        let tree = "bits-core v0.1.0 (/w/crates/bits-core)\nasync-trait v0.1.89\ntokio v1.48.0\n\
+                    openssl-probe-free v1.0.0\n";
+        check_core_tree(tree).unwrap();
+    }
+
+    #[test]
+    fn a_tls_dependency_fails_and_is_named() {
+        let tree = "bits-core v0.1.0 (/w)\nnative-tls v0.2.18\nopenssl v0.10.82\nopenssl v0.10.82\n";
+        let err = check_core_tree(tree).unwrap_err().to_string();
+        assert!(err.contains("native-tls, openssl"), "{err}");
+        assert!(err.contains("-i native-tls"), "{err}");
+    }
+}

@@ -1,0 +1,294 @@
+//! `cargo xtask test-matrix [--quick]`: build, test and clippy every feature
+//! combination that users can get, each as its own cargo invocation.
+//!
+//! Each combination selects packages with `-p` (or, for the last one,
+//! `--workspace`) so that cargo's feature unification across the workspace
+//! cannot hide a combination that does not build on its own. Within a
+//! combination, `cargo build --all-targets` builds the test binaries once and
+//! the test step reuses them; the combinations are ordered from small to big
+//! so the whole-workspace run reuses the dependencies built before it.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::util::{cargo_with, have_nextest, run_timed};
+
+/// One feature combination.
+#[derive(Debug, Clone)]
+pub struct Combination {
+    /// Short name for the table.
+    pub name: &'static str,
+    /// Package selection and feature arguments.
+    pub args: &'static [&'static str],
+    /// Whether to run clippy on it.
+    pub clippy: bool,
+    /// Whether the selection has library crates whose doctests should run
+    /// (nextest does not run doctests).
+    pub doctests: bool,
+}
+
+/// Every combination, in the order they run (small to big, so later ones
+/// reuse what earlier ones built).
+pub fn all() -> Vec<Combination> {
+    vec![
+        Combination {
+            name: "bits-core, no default features",
+            args: &["-p", "bits-core", "--no-default-features"],
+            clippy: true,
+            doctests: true,
+        },
+        Combination {
+            name: "bits-cli, openssl only",
+            args: &["-p", "bits-cli", "--no-default-features", "--features", "openssl"],
+            clippy: true,
+            doctests: false,
+        },
+        Combination {
+            name: "bits-cli, native only",
+            args: &["-p", "bits-cli", "--no-default-features", "--features", "native"],
+            clippy: true,
+            doctests: false,
+        },
+        Combination {
+            name: "bits-cli, default features",
+            args: &["-p", "bits-cli"],
+            clippy: true,
+            doctests: false,
+        },
+        Combination {
+            name: "workspace, all features",
+            args: &["--workspace", "--all-features"],
+            clippy: true,
+            doctests: true,
+        },
+    ]
+}
+
+/// The pre-commit subset: bits-core alone (build and test: does the core
+/// still stand without any backend?) and the whole workspace with clippy.
+pub fn quick() -> Vec<Combination> {
+    let all = all();
+    let mut core = all[0].clone();
+    core.clippy = false;
+    vec![core, all[4].clone()]
+}
+
+/// The result of one step of one combination.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell {
+    /// Succeeded in this time.
+    Pass(Duration),
+    /// Failed after this time.
+    Fail(Duration),
+    /// Not run because the build failed.
+    Blocked,
+    /// Not part of this run (e.g. clippy under `--quick`).
+    Skipped,
+}
+
+impl Cell {
+    fn from_run(ok: bool, took: Duration) -> Cell {
+        if ok {
+            Cell::Pass(took)
+        } else {
+            Cell::Fail(took)
+        }
+    }
+
+    /// Whether this cell makes the run fail.
+    pub fn failed(self) -> bool {
+        matches!(self, Cell::Fail(_) | Cell::Blocked)
+    }
+
+    fn text(self) -> String {
+        match self {
+            Cell::Pass(d) => format!("pass {}s", d.as_secs()),
+            Cell::Fail(d) => format!("FAIL {}s", d.as_secs()),
+            Cell::Blocked => "blocked".into(),
+            Cell::Skipped => "-".into(),
+        }
+    }
+}
+
+/// One row of the result table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The combination's name.
+    pub name: String,
+    /// Build, test, clippy.
+    pub cells: [Cell; 3],
+}
+
+/// Runs the task.
+pub fn run(args: &[String]) -> Result<()> {
+    let mut quick_mode = false;
+    for a in args {
+        match a.as_str() {
+            "--quick" => quick_mode = true,
+            other => bail!("test-matrix: unknown option {other:?} (expected --quick)"),
+        }
+    }
+    let combos = if quick_mode { quick() } else { all() };
+    let rows = run_combinations(&combos)?;
+    let table = render_table(&rows);
+    println!("\n{table}");
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.cells.iter().any(|c| c.failed()))
+        .map(|r| r.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("test-matrix failed for: {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// Runs every combination, keeping going after failures.
+pub fn run_combinations(combos: &[Combination]) -> Result<Vec<Row>> {
+    let nextest = have_nextest();
+    if !nextest {
+        eprintln!("cargo-nextest not found: using cargo test");
+    }
+    let mut rows = Vec::new();
+    for c in combos {
+        eprintln!("\n=== {} ({})", c.name, c.args.join(" "));
+        let build = {
+            let mut cmd = cargo_with(&["build", "--all-targets"]);
+            cmd.args(c.args);
+            let (ok, took) = run_timed(&mut cmd)?;
+            Cell::from_run(ok, took)
+        };
+        let test = if build.failed() {
+            Cell::Blocked
+        } else {
+            let mut cmd = if nextest {
+                let mut cmd = cargo_with(&["nextest", "run", "--no-tests=pass"]);
+                cmd.args(c.args);
+                cmd
+            } else {
+                let mut cmd = cargo_with(&["test"]);
+                cmd.args(c.args);
+                cmd
+            };
+            let (mut ok, mut took) = run_timed(&mut cmd)?;
+            if nextest && c.doctests {
+                let mut cmd = cargo_with(&["test", "--doc"]);
+                cmd.args(c.args);
+                let (doc_ok, doc_took) = run_timed(&mut cmd)?;
+                ok &= doc_ok;
+                took += doc_took;
+            }
+            Cell::from_run(ok, took)
+        };
+        let clippy = if c.clippy {
+            let mut cmd = cargo_with(&["clippy", "--all-targets"]);
+            cmd.args(c.args).args(["--", "-D", "warnings"]);
+            let (ok, took) = run_timed(&mut cmd)?;
+            Cell::from_run(ok, took)
+        } else {
+            Cell::Skipped
+        };
+        rows.push(Row {
+            name: format!("{} (`{}`)", c.name, c.args.join(" ")),
+            cells: [build, test, clippy],
+        });
+    }
+    Ok(rows)
+}
+
+/// Renders the result as an aligned plain-text table.
+pub fn render_table(rows: &[Row]) -> String {
+    let header = ["combination", "build", "test", "clippy"];
+    let cells: Vec<[String; 4]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.cells[0].text(),
+                r.cells[1].text(),
+                r.cells[2].text(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, row: [&str; 4]| {
+        let mut text = String::new();
+        for (i, (c, w)) in row.iter().zip(widths).enumerate() {
+            if i > 0 {
+                text.push_str(" | ");
+            }
+            let _ = write!(text, "{c:<w$}");
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, header);
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&rule.join("-|-"));
+    out.push('\n');
+    for row in &cells {
+        line(&mut out, [&row[0], &row[1], &row[2], &row[3]]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn table_shows_every_cell_aligned() {
+        let rows = vec![
+            Row {
+                name: "core".into(),
+                cells: [Cell::Pass(secs(12)), Cell::Pass(secs(3)), Cell::Skipped],
+            },
+            Row {
+                name: "workspace".into(),
+                cells: [Cell::Fail(secs(100)), Cell::Blocked, Cell::Pass(secs(7))],
+            },
+        ];
+        let expected = "\
+combination | build     | test    | clippy
+------------|-----------|---------|--------
+core        | pass 12s  | pass 3s | -
+workspace   | FAIL 100s | blocked | pass 7s
+";
+        assert_eq!(render_table(&rows), expected);
+    }
+
+    #[test]
+    fn blocked_and_failed_cells_fail_the_run_skipped_ones_do_not() {
+        assert!(Cell::Fail(secs(1)).failed());
+        assert!(Cell::Blocked.failed());
+        assert!(!Cell::Skipped.failed());
+        assert!(!Cell::Pass(secs(1)).failed());
+    }
+
+    #[test]
+    fn every_combination_selects_packages_without_unification_except_the_workspace_one() {
+        let all = all();
+        assert_eq!(all.len(), 5);
+        for c in &all[..4] {
+            assert_eq!(c.args[0], "-p", "{}", c.name);
+            assert!(!c.args.contains(&"--workspace"));
+        }
+        assert_eq!(all[4].args, ["--workspace", "--all-features"]);
+        let q = quick();
+        assert_eq!(q.len(), 2);
+        assert!(!q[0].clippy);
+        assert!(q[1].clippy);
+    }
+}

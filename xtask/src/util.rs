@@ -1,0 +1,86 @@
+//! Helpers shared by the tasks: where the workspace is, how to run cargo.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root: the parent of xtask's own manifest directory.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// The cargo target directory (`CARGO_TARGET_DIR` or `<root>/target`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                project_root().join(dir)
+            }
+        }
+        None => project_root().join("target"),
+    }
+}
+
+/// The cargo that runs us (so `cargo +toolchain xtask` stays on that toolchain).
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(project_root());
+    cmd
+}
+
+/// A `cargo` command with `args`.
+pub fn cargo_with(args: &[&str]) -> Command {
+    let mut cmd = cargo();
+    cmd.args(args);
+    cmd
+}
+
+/// Shows a command the way a shell user would type it.
+pub fn show(cmd: &Command) -> String {
+    let mut parts = vec!["cargo".to_string()];
+    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    let envs: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
+        .collect();
+    if envs.is_empty() {
+        parts.join(" ")
+    } else {
+        format!("{} {}", envs.join(" "), parts.join(" "))
+    }
+}
+
+/// Runs `cmd` with inherited output; returns whether it succeeded and how long it took.
+pub fn run_timed(cmd: &mut Command) -> Result<(bool, Duration)> {
+    eprintln!("\n$ {}", show(cmd));
+    let start = Instant::now();
+    let status = cmd.status().with_context(|| format!("starting {}", show(cmd)))?;
+    Ok((status.success(), start.elapsed()))
+}
+
+/// Runs `cmd` and fails unless it succeeds.
+pub fn run_checked(cmd: &mut Command) -> Result<()> {
+    let (ok, _) = run_timed(cmd)?;
+    if !ok {
+        bail!("`{}` failed", show(cmd));
+    }
+    Ok(())
+}
+
+/// Whether `cargo nextest` is installed.
+pub fn have_nextest() -> bool {
+    cargo_with(&["nextest", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
