@@ -1,2 +1,4 @@
 //! Test support for bits: a generated test PKI, real HTTP/TLS servers on 127.0.0.1, the conformance matrix
 #![deny(missing_docs)]
+
+pub mod http;

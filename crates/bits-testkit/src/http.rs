@@ -1,0 +1,1007 @@
+//! A scriptable HTTP/1.1 server on 127.0.0.1 for tests, with routes that can
+//! be changed while it runs.
+//!
+//! ```no_run
+//! use bits_testkit::http::{HttpServer, Route};
+//!
+//! let server = HttpServer::start();
+//! server.set("/file", Route::body(vec![7u8; 100_000]).etag("\"v1\""));
+//! server.set("/gone", Route::status(404));
+//! server.set("/busy", Route::status(503).retry_after(7));
+//! server.set("/flaky", Route::body("ok").fail_first(2, 503));
+//! server.set("/cut", Route::body(vec![1u8; 1000]).truncate_after(400));
+//! let url = server.url("/file"); // http://127.0.0.1:<port>/file
+//! // … run the client …
+//! assert_eq!(server.requests_for("/file").len(), 1);
+//! ```
+//!
+//! The server runs on its own thread with its own tokio runtime, so it works
+//! from sync tests and from `#[tokio::test]` alike; it stops when dropped,
+//! and the drop panics if a connection handler panicked.
+//!
+//! What a [`Route`] can do: serve bytes honouring `Range: bytes=N-` and
+//! `bytes=N-M` (206 + `Content-Range`; 416 past the end), `HEAD`, `ETag` and
+//! `Last-Modified` validators with `If-Range`; ignore Range (always 200);
+//! answer a bare status (with `Retry-After`); redirect with any status (with
+//! or without `Location`); send the full `Content-Length` and then close
+//! after K body bytes; send chunked without `Content-Length`; throttle
+//! (sleep after each chunk); fail the first N requests with a status; require
+//! an `Authorization` value. Every request is recorded ([`RecordedRequest`]).
+//! An unknown path is a 404.
+//!
+//! # Serving over TLS (for the PKI/TLS module)
+//! The protocol handling is generic over the stream: use
+//! [`HttpServer::start_with_acceptor`] with a closure that turns each
+//! accepted [`TcpStream`] into a TLS stream, e.g. with `tokio-openssl`:
+//!
+//! ```text
+//! let acceptor: Arc<SslAcceptor> = …;
+//! let server = HttpServer::start_with_acceptor("https", move |tcp| {
+//!     let acceptor = Arc::clone(&acceptor);
+//!     async move {
+//!         let ssl = openssl::ssl::Ssl::new(acceptor.context()).map_err(io::Error::other)?;
+//!         let mut s = tokio_openssl::SslStream::new(ssl, tcp).map_err(io::Error::other)?;
+//!         std::pin::Pin::new(&mut s).accept().await.map_err(io::Error::other)?;
+//!         Ok(s)
+//!     }
+//! });
+//! server.url("/x"); // https://127.0.0.1:<port>/x
+//! ```
+//!
+//! A failed handshake (the client refused the certificate) is counted in
+//! [`HttpServer::connections`] and [`HttpServer::handshake_failures`], and
+//! no request is recorded. To drive connections from your own accept loop
+//! instead, share a [`ServerState`] and call [`serve_connection`] on each
+//! stream.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+/// The largest request head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Body bytes written at a time when no throttle is set.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// What a route answers.
+#[derive(Clone, Debug)]
+enum Kind {
+    Body(Bytes),
+    Status(u16),
+    Redirect { status: u16, location: Option<String> },
+}
+
+/// How one path answers. Build with [`Route::body`], [`Route::status`],
+/// [`Route::redirect`] or [`Route::redirect_without_location`], then chain
+/// options.
+#[derive(Clone, Debug)]
+pub struct Route {
+    kind: Kind,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    ignore_range: bool,
+    truncate_after: Option<usize>,
+    truncate_times: u32,
+    chunked: bool,
+    throttle: Option<(usize, Duration)>,
+    fail_first: Option<(u32, u16)>,
+    retry_after: Option<String>,
+    authorization: Option<String>,
+    headers: Vec<(String, String)>,
+    close: bool,
+}
+
+impl Route {
+    fn new(kind: Kind) -> Route {
+        Route {
+            kind,
+            etag: None,
+            last_modified: None,
+            ignore_range: false,
+            truncate_after: None,
+            truncate_times: 0,
+            chunked: false,
+            throttle: None,
+            fail_first: None,
+            retry_after: None,
+            authorization: None,
+            headers: Vec::new(),
+            close: false,
+        }
+    }
+
+    /// Serves `body` (200, or 206 for a satisfiable Range).
+    pub fn body(body: impl Into<Bytes>) -> Route {
+        Route::new(Kind::Body(body.into()))
+    }
+
+    /// Answers `status` with a short text body (e.g. 404, 503).
+    pub fn status(status: u16) -> Route {
+        Route::new(Kind::Status(status))
+    }
+
+    /// Answers `status` (any 3xx, or anything) with `Location: location`
+    /// (sent as given: absolute or relative).
+    pub fn redirect(status: u16, location: impl Into<String>) -> Route {
+        Route::new(Kind::Redirect {
+            status,
+            location: Some(location.into()),
+        })
+    }
+
+    /// Answers `status` without a `Location` header.
+    pub fn redirect_without_location(status: u16) -> Route {
+        Route::new(Kind::Redirect {
+            status,
+            location: None,
+        })
+    }
+
+    /// Sends `ETag: etag` (give the quotes: `"\"v1\""`); `If-Range` matches it.
+    pub fn etag(mut self, etag: impl Into<String>) -> Route {
+        self.etag = Some(etag.into());
+        self
+    }
+
+    /// Sends `Last-Modified: date`; an `If-Range` equal to it matches.
+    pub fn last_modified(mut self, date: impl Into<String>) -> Route {
+        self.last_modified = Some(date.into());
+        self
+    }
+
+    /// Ignores `Range`: always 200 with the whole body.
+    pub fn ignore_range(mut self) -> Route {
+        self.ignore_range = true;
+        self
+    }
+
+    /// Every GET: sends the headers as usual (with the full
+    /// `Content-Length`), then only `bytes` body bytes, then closes.
+    pub fn truncate_after(self, bytes: usize) -> Route {
+        self.truncate_first(u32::MAX, bytes)
+    }
+
+    /// The first `times` GETs of this route are cut after `bytes` body
+    /// bytes as in [`Route::truncate_after`]; later ones are whole.
+    pub fn truncate_first(mut self, times: u32, bytes: usize) -> Route {
+        self.truncate_after = Some(bytes);
+        self.truncate_times = times;
+        self
+    }
+
+    /// `Transfer-Encoding: chunked`, no `Content-Length`.
+    pub fn chunked(mut self) -> Route {
+        self.chunked = true;
+        self
+    }
+
+    /// Writes the body `chunk` bytes at a time and sleeps `delay` after each.
+    pub fn throttle(mut self, chunk: usize, delay: Duration) -> Route {
+        self.throttle = Some((chunk.max(1), delay));
+        self
+    }
+
+    /// The first `times` requests get `status` (with `Retry-After` if set);
+    /// the following ones are served normally.
+    pub fn fail_first(mut self, times: u32, status: u16) -> Route {
+        self.fail_first = Some((times, status));
+        self
+    }
+
+    /// Sends `Retry-After: seconds` with a status answer (a [`Route::status`]
+    /// or a [`Route::fail_first`] failure).
+    pub fn retry_after(mut self, seconds: u64) -> Route {
+        self.retry_after = Some(seconds.to_string());
+        self
+    }
+
+    /// Sends `Retry-After: value` as given (e.g. an HTTP date).
+    pub fn retry_after_raw(mut self, value: impl Into<String>) -> Route {
+        self.retry_after = Some(value.into());
+        self
+    }
+
+    /// Answers 401 (with `WWW-Authenticate: Basic realm="bits-testkit"`)
+    /// unless the request's `Authorization` is exactly `value`.
+    pub fn require_authorization(mut self, value: impl Into<String>) -> Route {
+        self.authorization = Some(value.into());
+        self
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Route {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sends `Connection: close` and closes after each response.
+    pub fn close_connection(mut self) -> Route {
+        self.close = true;
+        self
+    }
+}
+
+/// One request as the server received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// `GET`, `HEAD`, …
+    pub method: String,
+    /// The request target as sent (`/file?x=1`).
+    pub target: String,
+    /// The target without its query.
+    pub path: String,
+    /// Every header, names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    /// Which connection it came on (1 for the first accepted).
+    pub connection: usize,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `Range` header.
+    pub fn range(&self) -> Option<&str> {
+        self.header("range")
+    }
+
+    /// The `If-Range` header.
+    pub fn if_range(&self) -> Option<&str> {
+        self.header("if-range")
+    }
+
+    /// The `Authorization` header.
+    pub fn authorization(&self) -> Option<&str> {
+        self.header("authorization")
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    route: Route,
+    hits: u32,
+    truncated: u32,
+}
+
+/// The routes, the request log and the counters of a server, shareable
+/// between accept loops (see [`serve_connection`]).
+#[derive(Debug, Default)]
+pub struct ServerState {
+    routes: Mutex<HashMap<String, Entry>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    connections: AtomicUsize,
+    handshake_failures: AtomicUsize,
+    bytes_sent: AtomicU64,
+    panics: Mutex<Vec<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ServerState {
+    /// An empty state: no routes, nothing recorded.
+    pub fn new() -> Arc<ServerState> {
+        Arc::new(ServerState::default())
+    }
+
+    /// Sets (or replaces) the route of `path` (without query), resetting
+    /// its fail/truncate counters.
+    pub fn set(&self, path: &str, route: Route) {
+        lock(&self.routes).insert(
+            normalize(path),
+            Entry {
+                route,
+                hits: 0,
+                truncated: 0,
+            },
+        );
+    }
+
+    /// Removes the route of `path` (it becomes a 404).
+    pub fn remove(&self, path: &str) {
+        lock(&self.routes).remove(&normalize(path));
+    }
+
+    /// Every request so far, in order of arrival.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.requests).clone()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        lock(&self.requests).clear();
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Body bytes written so far, over all responses.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent.load(Ordering::SeqCst)
+    }
+
+    /// Records an accepted connection and returns its number (from 1). Call
+    /// it from your own accept loop before [`serve_connection`].
+    pub fn connection_accepted(&self) -> usize {
+        self.connections.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Connections whose [`HttpServer::start_with_acceptor`] acceptor failed.
+    pub fn handshake_failures(&self) -> usize {
+        self.handshake_failures.load(Ordering::SeqCst)
+    }
+
+    fn record_panic(&self, what: String) {
+        lock(&self.panics).push(what);
+    }
+}
+
+fn normalize(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or_default();
+    if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    }
+}
+
+type BoxIo = Box<dyn IoStream>;
+type AcceptFuture = Pin<Box<dyn Future<Output = io::Result<BoxIo>> + Send>>;
+type AcceptFn = Arc<dyn Fn(TcpStream) -> AcceptFuture + Send + Sync>;
+
+/// A stream [`serve_connection`] can serve: anything async-readable and
+/// -writable.
+pub trait IoStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoStream for T {}
+
+/// A running server on 127.0.0.1. Stops on drop.
+pub struct HttpServer {
+    addr: SocketAddr,
+    scheme: &'static str,
+    state: Arc<ServerState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("addr", &self.addr)
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpServer {
+    /// Starts a plain-HTTP server on 127.0.0.1 on a free port. Panics if it
+    /// cannot (a test-setup failure).
+    pub fn start() -> HttpServer {
+        HttpServer::spawn("http", None)
+    }
+
+    /// Starts a server whose connections first go through `accept` (a TLS
+    /// handshake, typically); `scheme` is what [`HttpServer::url`] prints.
+    /// A connection whose `accept` fails is counted and closed.
+    pub fn start_with_acceptor<F, Fut, S>(scheme: &'static str, accept: F) -> HttpServer
+    where
+        F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<S>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let accept: AcceptFn = Arc::new(move |tcp| {
+            let fut = accept(tcp);
+            Box::pin(async move { fut.await.map(|s| Box::new(s) as BoxIo) })
+        });
+        HttpServer::spawn(scheme, Some(accept))
+    }
+
+    /// Adds a route and returns the server (for building in one expression).
+    pub fn with(self, path: &str, route: Route) -> HttpServer {
+        self.set(path, route);
+        self
+    }
+
+    fn spawn(scheme: &'static str, accept: Option<AcceptFn>) -> HttpServer {
+        let std_listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .expect("bind 127.0.0.1:0 for the test HTTP server");
+        std_listener
+            .set_nonblocking(true)
+            .expect("set the test server's listener non-blocking");
+        let addr = std_listener.local_addr().expect("local_addr");
+        let state = ServerState::new();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let thread_state = Arc::clone(&state);
+        let thread = std::thread::Builder::new()
+            .name(format!("testkit-http-{}", addr.port()))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime for the test HTTP server");
+                rt.block_on(accept_loop(std_listener, thread_state, accept, shutdown_rx));
+            })
+            .expect("spawn the test HTTP server thread");
+        HttpServer {
+            addr,
+            scheme,
+            state,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The address it listens on (127.0.0.1:port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>` (or the acceptor's scheme), no slash.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// The URL of `path` (a leading `/` is added if missing).
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with('/') {
+            format!("{}{path}", self.base_url())
+        } else {
+            format!("{}/{path}", self.base_url())
+        }
+    }
+
+    /// The shared state (routes, log, counters).
+    pub fn state(&self) -> &Arc<ServerState> {
+        &self.state
+    }
+
+    /// Sets (or replaces, while running) the route of `path`.
+    pub fn set(&self, path: &str, route: Route) {
+        self.state.set(path, route);
+    }
+
+    /// Removes the route of `path` (it becomes a 404).
+    pub fn remove(&self, path: &str) {
+        self.state.remove(path);
+    }
+
+    /// Every request so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests()
+    }
+
+    /// The requests whose path (without query) is `path`.
+    pub fn requests_for(&self, path: &str) -> Vec<RecordedRequest> {
+        let path = normalize(path);
+        self.requests().into_iter().filter(|r| r.path == path).collect()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.state.clear_requests();
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections()
+    }
+
+    /// Connections whose acceptor (TLS handshake) failed.
+    pub fn handshake_failures(&self) -> usize {
+        self.state.handshake_failures()
+    }
+
+    /// Body bytes written so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.state.bytes_sent()
+    }
+
+    /// Polls `condition` every 10 ms until it holds (`true`) or `timeout`
+    /// passes (`false`). Blocks the calling thread: from async code, use
+    /// it only with a multi-threaded runtime or through `spawn_blocking`.
+    pub fn wait_until(&self, timeout: Duration, condition: impl Fn(&HttpServer) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if condition(self) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let joined = self.thread.take().map(JoinHandle::join);
+        if std::thread::panicking() {
+            return;
+        }
+        if let Some(Err(_)) = joined {
+            panic!("the test HTTP server thread panicked");
+        }
+        let panics = lock(&self.state.panics).clone();
+        if !panics.is_empty() {
+            panic!("the test HTTP server panicked: {}", panics.join("; "));
+        }
+    }
+}
+
+async fn accept_loop(
+    std_listener: std::net::TcpListener,
+    state: Arc<ServerState>,
+    accept: Option<AcceptFn>,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener from std");
+    loop {
+        let tcp = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(_) => continue,
+            },
+        };
+        let id = state.connection_accepted();
+        let _ = tcp.set_nodelay(true);
+        let conn_state = Arc::clone(&state);
+        let accept = accept.clone();
+        let task = tokio::spawn(async move {
+            match accept {
+                None => serve_connection_numbered(tcp, &conn_state, id).await,
+                Some(accept) => match accept(tcp).await {
+                    Ok(stream) => serve_connection_numbered(stream, &conn_state, id).await,
+                    Err(_) => {
+                        conn_state.handshake_failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                },
+            }
+        });
+        let watch_state = Arc::clone(&state);
+        tokio::spawn(async move {
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    let payload = e.into_panic();
+                    let text = payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_else(|| "a connection handler panicked".to_owned());
+                    watch_state.record_panic(text);
+                }
+            }
+        });
+    }
+}
+
+/// Serves HTTP/1.1 requests on `stream` (keep-alive) until the peer closes,
+/// a route closes, or an I/O error; counts the connection in `state`.
+pub async fn serve_connection<S>(stream: S, state: Arc<ServerState>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let id = state.connection_accepted();
+    serve_connection_numbered(stream, &state, id).await;
+}
+
+async fn serve_connection_numbered<S>(mut stream: S, state: &ServerState, id: usize)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        let request = match read_request(&mut stream, &mut buf, id).await {
+            Ok(Some(r)) => r,
+            Ok(None) | Err(_) => break,
+        };
+        lock(&state.requests).push(request.clone());
+        let plan = plan_response(state, &request);
+        let keep_alive = !plan.close && wants_keep_alive(&request);
+        match write_response(&mut stream, &plan, keep_alive, state).await {
+            Ok(true) if keep_alive => {}
+            _ => break,
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+fn wants_keep_alive(r: &RecordedRequest) -> bool {
+    !r.header("connection")
+        .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+}
+
+/// Reads one request head (and discards any body); `None` at a clean EOF.
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    id: usize,
+) -> io::Result<Option<RecordedRequest>> {
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request head too long",
+            ));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head: Vec<u8> = buf.drain(..end + 4).collect();
+    let text = String::from_utf8_lossy(&head[..end]).into_owned();
+    let mut lines = text.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let target = parts.next().unwrap_or_default().to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let request = RecordedRequest {
+        path: normalize(&target),
+        method,
+        target,
+        headers,
+        connection: id,
+    };
+    // Discard a request body, if any (GET and HEAD normally have none).
+    let mut remaining: usize = request
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while remaining > 0 {
+        if buf.is_empty() {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let take = remaining.min(buf.len());
+        buf.drain(..take);
+        remaining -= take;
+    }
+    Ok(Some(request))
+}
+
+/// What to send.
+#[derive(Debug)]
+struct Plan {
+    status: u16,
+    headers: Vec<(String, String)>,
+    /// The body (empty for HEAD).
+    body: Bytes,
+    /// Send `Content-Length: content_length` (None: chunked).
+    content_length: Option<u64>,
+    /// Stop after this many body bytes and close.
+    truncate_after: Option<usize>,
+    throttle: Option<(usize, Duration)>,
+    close: bool,
+}
+
+impl Plan {
+    fn simple(status: u16, text: String, head: bool) -> Plan {
+        let len = text.len() as u64;
+        Plan {
+            status,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: if head { Bytes::new() } else { Bytes::from(text) },
+            content_length: Some(len),
+            truncate_after: None,
+            throttle: None,
+            close: false,
+        }
+    }
+}
+
+fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
+    let head = req.method.eq_ignore_ascii_case("HEAD");
+    let mut routes = lock(&state.routes);
+    let Some(entry) = routes.get_mut(&req.path) else {
+        return Plan::simple(404, format!("no route for {}\n", req.path), head);
+    };
+    entry.hits = entry.hits.saturating_add(1);
+    let route = entry.route.clone();
+    let mut extra = route.headers.clone();
+
+    if let Some(expected) = &route.authorization {
+        if req.authorization() != Some(expected.as_str()) {
+            let mut plan = Plan::simple(401, "authorization required\n".into(), head);
+            plan.headers
+                .push(("WWW-Authenticate".into(), "Basic realm=\"bits-testkit\"".into()));
+            plan.headers.append(&mut extra);
+            plan.close = route.close;
+            return plan;
+        }
+    }
+    if let Some((times, status)) = route.fail_first {
+        if entry.hits <= times {
+            let mut plan = Plan::simple(status, format!("scripted failure {status}\n"), head);
+            if let Some(ra) = &route.retry_after {
+                plan.headers.push(("Retry-After".into(), ra.clone()));
+            }
+            plan.headers.append(&mut extra);
+            plan.close = route.close;
+            return plan;
+        }
+    }
+    let mut plan = match &route.kind {
+        Kind::Status(status) => {
+            let mut plan = Plan::simple(*status, format!("status {status}\n"), head);
+            if let Some(ra) = &route.retry_after {
+                plan.headers.push(("Retry-After".into(), ra.clone()));
+            }
+            plan
+        }
+        Kind::Redirect { status, location } => {
+            let mut plan = Plan::simple(*status, format!("redirect {status}\n"), head);
+            if let Some(loc) = location {
+                plan.headers.push(("Location".into(), loc.clone()));
+            }
+            plan
+        }
+        Kind::Body(body) => {
+            let plan = plan_body(&route, body, req, head);
+            if !head && plan.status < 300 {
+                if let Some(after) = route.truncate_after {
+                    if entry.truncated < route.truncate_times {
+                        entry.truncated += 1;
+                        return Plan {
+                            truncate_after: Some(after),
+                            headers: [plan.headers, extra].concat(),
+                            close: true,
+                            ..plan
+                        };
+                    }
+                }
+            }
+            plan
+        }
+    };
+    plan.headers.append(&mut extra);
+    plan.close |= route.close;
+    plan
+}
+
+fn plan_body(route: &Route, body: &Bytes, req: &RecordedRequest, head: bool) -> Plan {
+    let total = body.len() as u64;
+    let mut headers = Vec::new();
+    if let Some(etag) = &route.etag {
+        headers.push(("ETag".to_owned(), etag.clone()));
+    }
+    if let Some(lm) = &route.last_modified {
+        headers.push(("Last-Modified".to_owned(), lm.clone()));
+    }
+    if !route.ignore_range {
+        headers.push(("Accept-Ranges".to_owned(), "bytes".to_owned()));
+    }
+    let range = if route.ignore_range || !if_range_matches(route, req) {
+        None
+    } else {
+        req.range().and_then(parse_range)
+    };
+    let (status, slice) = match range {
+        None => (200, body.clone()),
+        Some((start, _)) if start >= total => {
+            headers.push(("Content-Range".to_owned(), format!("bytes */{total}")));
+            let mut plan = Plan::simple(416, String::new(), head);
+            plan.headers.append(&mut headers);
+            return plan;
+        }
+        Some((start, end)) => {
+            let last = end.map_or(total - 1, |e| e.min(total - 1));
+            headers.push((
+                "Content-Range".to_owned(),
+                format!("bytes {start}-{last}/{total}"),
+            ));
+            (206, body.slice(start as usize..=last as usize))
+        }
+    };
+    let len = slice.len() as u64;
+    Plan {
+        status,
+        headers,
+        body: if head { Bytes::new() } else { slice },
+        content_length: if route.chunked { None } else { Some(len) },
+        truncate_after: None,
+        throttle: route.throttle,
+        close: false,
+    }
+}
+
+/// `If-Range` absent, or equal to the route's strong ETag or Last-Modified.
+fn if_range_matches(route: &Route, req: &RecordedRequest) -> bool {
+    let Some(value) = req.if_range() else {
+        return true;
+    };
+    if value.starts_with('"') || value.starts_with("W/") {
+        route
+            .etag
+            .as_deref()
+            .is_some_and(|e| e == value && !e.starts_with("W/"))
+    } else {
+        route.last_modified.as_deref() == Some(value)
+    }
+}
+
+/// `bytes=N-` or `bytes=N-M` → (N, M); anything else (suffix, several
+/// ranges, garbage) → None, i.e. the whole body.
+fn parse_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end = end.trim();
+    if end.is_empty() {
+        return Some((start, None));
+    }
+    let end: u64 = end.parse().ok()?;
+    (end >= start).then_some((start, Some(end)))
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}
+
+/// Writes the response; `Ok(true)` when it was complete (the connection may
+/// serve another request).
+async fn write_response<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    plan: &Plan,
+    keep_alive: bool,
+    state: &ServerState,
+) -> io::Result<bool> {
+    let mut head = format!("HTTP/1.1 {} {}\r\n", plan.status, reason(plan.status));
+    match plan.content_length {
+        Some(len) => head.push_str(&format!("Content-Length: {len}\r\n")),
+        None => head.push_str("Transfer-Encoding: chunked\r\n"),
+    }
+    for (name, value) in &plan.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !keep_alive {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+
+    let limit = plan
+        .truncate_after
+        .map_or(plan.body.len(), |k| k.min(plan.body.len()));
+    let chunk = plan.throttle.map_or(WRITE_CHUNK, |(c, _)| c);
+    let mut sent = 0;
+    while sent < limit {
+        let n = chunk.min(limit - sent);
+        let piece = &plan.body[sent..sent + n];
+        if plan.content_length.is_none() {
+            stream.write_all(format!("{n:x}\r\n").as_bytes()).await?;
+            stream.write_all(piece).await?;
+            stream.write_all(b"\r\n").await?;
+        } else {
+            stream.write_all(piece).await?;
+        }
+        sent += n;
+        state.bytes_sent.fetch_add(n as u64, Ordering::SeqCst);
+        if let Some((_, delay)) = plan.throttle {
+            stream.flush().await?;
+            tokio::time::sleep(delay).await;
+        }
+    }
+    if plan.truncate_after.is_some() {
+        stream.flush().await?;
+        return Ok(false);
+    }
+    if plan.content_length.is_none() {
+        stream.write_all(b"0\r\n\r\n").await?;
+    }
+    stream.flush().await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_range_accepts_open_and_closed_single_ranges() {
+        assert_eq!(parse_range("bytes=0-"), Some((0, None)));
+        assert_eq!(parse_range("bytes=500-"), Some((500, None)));
+        assert_eq!(parse_range("bytes=5-9"), Some((5, Some(9))));
+        assert_eq!(parse_range("bytes=9-5"), None);
+        assert_eq!(parse_range("bytes=-5"), None);
+        assert_eq!(parse_range("bytes=0-1,3-4"), None);
+        assert_eq!(parse_range("items=0-"), None);
+    }
+
+    fn request(headers: &[(&str, &str)]) -> RecordedRequest {
+        RecordedRequest {
+            method: "GET".into(),
+            target: "/f".into(),
+            path: "/f".into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+            connection: 1,
+        }
+    }
+
+    #[test]
+    fn if_range_compares_strong_etags_and_dates_exactly() {
+        let route = Route::body("x")
+            .etag("\"v1\"")
+            .last_modified("Wed, 21 Oct 2015 07:28:00 GMT");
+        assert!(if_range_matches(&route, &request(&[])));
+        assert!(if_range_matches(&route, &request(&[("if-range", "\"v1\"")])));
+        assert!(!if_range_matches(&route, &request(&[("if-range", "\"v2\"")])));
+        assert!(if_range_matches(
+            &route,
+            &request(&[("if-range", "Wed, 21 Oct 2015 07:28:00 GMT")])
+        ));
+        assert!(!if_range_matches(
+            &route,
+            &request(&[("if-range", "Thu, 22 Oct 2015 07:28:00 GMT")])
+        ));
+        let weak = Route::body("x").etag("W/\"v1\"");
+        assert!(!if_range_matches(&weak, &request(&[("if-range", "W/\"v1\"")])));
+    }
+}
