@@ -1,2 +1,76 @@
-//! bits Transport on OpenSSL: every security flag honoured exactly, with CRL checking
+//! # bits-transport-openssl
+//!
+//! A [`bits_core::Transport`] that does TLS with OpenSSL (through the
+//! `openssl` and `tokio-openssl` crates) on top of the shared HTTP plumbing
+//! of `bits-http`. It honours **every** value of the BITS security flags
+//! exactly: all 32 combinations of `ENABLE_CRL_CHECK` (0x01) and the four
+//! `IGNORE_*` bits, so [`OpensslTransport`]'s `check_flags` refuses nothing.
+//!
+//! ```no_run
+//! # async fn demo(pem: &[u8]) -> Result<(), bits_core::BitsError> {
+//! use bits_core::{Request, SecurityFlags, Transport};
+//! use bits_transport_openssl::OpensslTransport;
+//!
+//! let transport = OpensslTransport::builder().add_root_pem(pem)?.build()?;
+//! let url = "https://127.0.0.1:8443/file".parse().unwrap();
+//! let flags = SecurityFlags::new(SecurityFlags::ENABLE_CRL_CHECK)?;
+//! let response = transport.send(Request::get(url, flags)).await?;
+//! # let _ = response; Ok(()) }
+//! ```
+//!
+//! ## How the flags are honoured
+//! - A verify callback, per connection, sees every `X509_V_ERR_*` OpenSSL
+//!   finds, one at a time, and accepts an error only when its category is
+//!   covered by the flags: host name (62, 64) by 0x02, dates (9, 10) by
+//!   0x04, unknown CA (2, 18, 19, 20, 21) by 0x08, usage (26) by 0x10.
+//!   Revocation errors and everything else are never accepted.
+//! - Ignoring an unknown CA does not ignore the dates of the untrusted top
+//!   certificate, which OpenSSL 3 itself skips in a partial chain: the
+//!   callback checks them.
+//! - A refused handshake is classified from the callback's own record into
+//!   the policy's errors (`0x80072F05`, `0x80072F06`, `0x80072F0D`,
+//!   `0x80072F93`, `0x80072F8A`, `0x80072F19`), and anything else is
+//!   `0x80072F8F`.
+//! - With 0x01, every certificate of the chain but the root is checked
+//!   against a CRL (`CRL_CHECK | CRL_CHECK_ALL`). CRLs come from the
+//!   certificates' http CRL distribution points, are verified against the
+//!   issuer's key, and are used and cached on disk while fresh. The first
+//!   handshake tells which CRLs are needed; after downloading them the
+//!   transport reconnects once per missing level.
+//!
+//! ## Security
+//! - Each `IGNORE_*` flag relaxes exactly its own check; every other check
+//!   still applies (a bad signature, a CA misuse, a revoked certificate
+//!   always fail).
+//! - A connection is pooled per certificate-flag value and TLS sessions are
+//!   never resumed (no session cache, no tickets), so a connection verified
+//!   under a relaxed policy never serves a stricter request.
+//! - A CRL is used only when issued and signed by the certificate's issuer
+//!   and fresh; one that is not is never cached. An unreachable, stale,
+//!   unparsable or badly signed CRL fails with "revocation check failed".
+//!   Without 0x01 no CRL is ever fetched.
+//!
+//! ## What it does not do
+//! - OCSP, OCSP stapling, delta CRLs, CRLs over https or ldap (only http
+//!   distribution points are followed; an https or ldap CDP alone means
+//!   "revocation check failed").
+//! - Client certificates, proxies, HTTP/2.
+//! - Read the Windows or macOS system stores: the roots are OpenSSL's
+//!   default verify paths (which honour `SSL_CERT_FILE` and
+//!   `SSL_CERT_DIR`) plus those given to the builder.
+//!
+//! ## Why the defaults are what they are
+//! System roots on, as every HTTP client; the CRL cache under the user's
+//! cache directory so that it survives restarts as BITS' does; TLS 1.2
+//! minimum.
+
 #![deny(missing_docs)]
+
+mod connector;
+mod crl;
+mod store;
+mod transport;
+mod verify;
+
+pub use connector::OpensslConnector;
+pub use transport::{OpensslTransport, OpensslTransportBuilder};

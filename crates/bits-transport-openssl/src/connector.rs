@@ -1,0 +1,292 @@
+//! The TLS handshake: tokio-openssl under the verify policy of `verify`, and
+//! the two-phase CRL flow of tls-mapping §2.5.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bits_core::{BitsError, SecurityFlags};
+use bits_http::{BoxFuture, TlsConnect};
+use openssl::ssl::{
+    SslConnector, SslMethod, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion,
+};
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::X509;
+use tokio::net::TcpStream;
+use tokio_openssl::SslStream;
+
+use crate::crl::CrlCache;
+use crate::store;
+use crate::verify::{self, Rejection, SharedRecord};
+
+/// The most handshakes one CRL-checked connection makes: each retry must
+/// follow a download of a CRL the previous one lacked (one per chain level).
+const MAX_CRL_ROUNDS: usize = 4;
+
+/// The TLS side of [`crate::OpensslTransport`]: one handshake per
+/// connection, verifying the server under exactly the certificate bits of
+/// the flags it is given.
+///
+/// Cloning is cheap and shares the CRL cache.
+#[derive(Clone)]
+pub struct OpensslConnector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Context shared by every connection: roots, TLS 1.2+, ALPN
+    /// http/1.1, no session cache (so no resumption across policies).
+    connector: SslConnector,
+    /// The caller's roots, for per-connection CRL stores.
+    roots: Vec<X509>,
+    /// Whether OpenSSL's default verify paths are trusted too.
+    system_roots: bool,
+    crls: CrlCache,
+    /// How long one reconnect (after a CRL download) may take.
+    reconnect_timeout: Duration,
+}
+
+impl fmt::Debug for OpensslConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpensslConnector")
+            .field("roots", &self.inner.roots.len())
+            .field("system_roots", &self.inner.system_roots)
+            .field("crls", &self.inner.crls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one handshake failed.
+struct Failure {
+    record: Option<Rejection>,
+    crl_needs: Vec<verify::CrlNeed>,
+    /// OpenSSL's own words.
+    ssl: String,
+    /// The socket failed (reset, EOF) rather than TLS or verification.
+    io: bool,
+}
+
+impl Failure {
+    /// The classification, from our own record (never from
+    /// `verify_result`, which may name an error we ignored: pitfalls 3, 5).
+    fn into_error(self) -> BitsError {
+        match self.record {
+            Some(rejection) => {
+                tracing::debug!(
+                    code = rejection.code,
+                    depth = rejection.depth,
+                    detail = %rejection.detail,
+                    "certificate refused"
+                );
+                rejection.fault.to_error(&rejection.detail)
+            }
+            None if self.io => BitsError::ConnectionReset {
+                reason: format!("during the TLS handshake: {}", self.ssl),
+            },
+            None => BitsError::SecureFailure { reason: self.ssl },
+        }
+    }
+}
+
+fn setup_error(e: impl fmt::Display) -> BitsError {
+    BitsError::SecureFailure {
+        reason: format!("TLS setup: {e}"),
+    }
+}
+
+impl OpensslConnector {
+    pub(crate) fn new(
+        roots: Vec<X509>,
+        system_roots: bool,
+        crls: CrlCache,
+        reconnect_timeout: Duration,
+    ) -> Result<Self, BitsError> {
+        let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(setup_error)?;
+        builder.set_cert_store(trust_store(&roots, system_roots)?);
+        builder
+            .set_min_proto_version(Some(SslVersion::TLS1_2))
+            .map_err(setup_error)?;
+        builder
+            .set_alpn_protos(b"\x08http/1.1")
+            .map_err(setup_error)?;
+        // No client session cache, no tickets: a resumed session skips
+        // verification, so none may cross policies (pitfall 9).
+        builder.set_session_cache_mode(SslSessionCacheMode::OFF);
+        builder.set_options(SslOptions::NO_TICKET);
+        Ok(OpensslConnector {
+            inner: Arc::new(Inner {
+                connector: builder.build(),
+                roots,
+                system_roots,
+                crls,
+                reconnect_timeout,
+            }),
+        })
+    }
+
+    /// The handshake under `flags`, with the CRL flow when 0x1 is set.
+    async fn connect_tls(
+        self,
+        host: String,
+        tcp: TcpStream,
+        flags: SecurityFlags,
+    ) -> Result<SslStream<TcpStream>, BitsError> {
+        if !flags.crl_check() {
+            return self
+                .handshake(&host, tcp, flags, None)
+                .await
+                .map_err(Failure::into_error);
+        }
+        let addr = tcp.peer_addr().map_err(|e| BitsError::ConnectionReset {
+            reason: format!("socket lost before the TLS handshake: {e}"),
+        })?;
+        let mut tcp = Some(tcp);
+        for round in 0..MAX_CRL_ROUNDS {
+            let tcp = match tcp.take() {
+                Some(tcp) => tcp,
+                None => self.reconnect(addr).await?,
+            };
+            let crls = self.inner.crls.fresh();
+            let had: Vec<String> = crls.iter().map(|c| c.url.clone()).collect();
+            let mut builder = trust_builder(&self.inner.roots, self.inner.system_roots)?;
+            let mut added = Vec::new();
+            for cached in &crls {
+                let der = cached.crl.to_der().map_err(setup_error)?;
+                if !added.contains(&der) {
+                    store::add_crl(&mut builder, &cached.crl).map_err(setup_error)?;
+                    added.push(der);
+                }
+            }
+            builder
+                .set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
+                .map_err(setup_error)?;
+            let failure = match self
+                .handshake(&host, tcp, flags, Some(builder.build()))
+                .await
+            {
+                Ok(stream) => return Ok(stream),
+                Err(failure) => failure,
+            };
+            if failure.crl_needs.is_empty() {
+                return Err(failure.into_error());
+            }
+            tracing::debug!(%host, round, "handshake needs CRLs");
+            match self.inner.crls.obtain(&failure.crl_needs, &had).await {
+                Ok(true) => continue,
+                // We had every CRL the chain names and OpenSSL still found
+                // none usable: revocation cannot be checked.
+                Ok(false) => return Err(failure.into_error()),
+                Err(reason) => return Err(BitsError::CertRevocationFailed { reason }),
+            }
+        }
+        Err(BitsError::CertRevocationFailed {
+            reason: format!("still missing CRLs after {MAX_CRL_ROUNDS} downloads"),
+        })
+    }
+
+    async fn reconnect(&self, addr: SocketAddr) -> Result<TcpStream, BitsError> {
+        let cannot = |reason: String| BitsError::CannotConnect {
+            host: addr.to_string(),
+            reason,
+        };
+        match tokio::time::timeout(self.inner.reconnect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => {
+                let _ = tcp.set_nodelay(true);
+                Ok(tcp)
+            }
+            Ok(Err(e)) => Err(cannot(format!("reconnecting after a CRL download: {e}"))),
+            Err(_) => Err(BitsError::Timeout {
+                what: format!("reconnecting to {addr} after a CRL download"),
+            }),
+        }
+    }
+
+    /// One handshake. `crl_store` replaces the verify store (roots + fresh
+    /// CRLs, CRL_CHECK | CRL_CHECK_ALL) for CRL-checked connections: a new
+    /// store per connection, since a store can never drop a CRL
+    /// (pitfall 10).
+    async fn handshake(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+        flags: SecurityFlags,
+        crl_store: Option<X509Store>,
+    ) -> Result<SslStream<TcpStream>, Failure> {
+        let record = SharedRecord::default();
+        let setup = |e: openssl::error::ErrorStack| Failure {
+            record: None,
+            crl_needs: Vec::new(),
+            ssl: format!("TLS setup: {e}"),
+            io: false,
+        };
+        let mut cfg = self.inner.connector.configure().map_err(setup)?;
+        // SNI for names only and host check through X509_VERIFY_PARAM
+        // (set1_host, or set1_ip for an IP) are `into_ssl`'s defaults.
+        cfg.set_verify_hostname(true);
+        cfg.set_use_server_name_indication(true);
+        cfg.set_verify_callback(
+            SslVerifyMode::PEER,
+            verify::callback(flags, record.clone()),
+        );
+        if let Some(store) = crl_store {
+            cfg.param_mut()
+                .set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
+                .map_err(setup)?;
+            cfg.set_verify_cert_store(store).map_err(setup)?;
+        }
+        let ssl = cfg.into_ssl(host).map_err(setup)?;
+        let mut stream = SslStream::new(ssl, tcp).map_err(setup)?;
+        match Pin::new(&mut stream).connect().await {
+            Ok(()) => Ok(stream),
+            Err(e) => {
+                let mut rec = record.lock();
+                let io =
+                    e.io_error().is_some() || e.code() == openssl::ssl::ErrorCode::SYSCALL;
+                let crl_needs = std::mem::take(&mut rec.crl_needs);
+                Err(Failure {
+                    record: rec.rejection.take(),
+                    crl_needs,
+                    ssl: e.to_string(),
+                    io,
+                })
+            }
+        }
+    }
+}
+
+impl TlsConnect for OpensslConnector {
+    type Stream = SslStream<TcpStream>;
+
+    fn connect(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+        flags: SecurityFlags,
+    ) -> BoxFuture<'static, Result<Self::Stream, BitsError>> {
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        // Only the certificate bits concern the handshake.
+        let flags = SecurityFlags::new(flags.cert_bits()).unwrap_or_default();
+        Box::pin(self.clone().connect_tls(host, tcp, flags))
+    }
+}
+
+/// A store builder with the trusted roots: the caller's, plus OpenSSL's
+/// default verify paths (which honour `SSL_CERT_FILE` / `SSL_CERT_DIR`)
+/// when `system_roots`.
+fn trust_builder(roots: &[X509], system_roots: bool) -> Result<X509StoreBuilder, BitsError> {
+    let mut builder = X509StoreBuilder::new().map_err(setup_error)?;
+    if system_roots {
+        builder.set_default_paths().map_err(setup_error)?;
+    }
+    for root in roots {
+        builder.add_cert(root.clone()).map_err(setup_error)?;
+    }
+    Ok(builder)
+}
+
+fn trust_store(roots: &[X509], system_roots: bool) -> Result<X509Store, BitsError> {
+    Ok(trust_builder(roots, system_roots)?.build())
+}

@@ -1,0 +1,208 @@
+//! [`OpensslTransport`] and its builder.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bits_core::{BitsError, Request, Response, SecurityFlags, Transport};
+use bits_http::{HttpOptions, HttpTransport};
+use openssl::x509::X509;
+
+use crate::connector::OpensslConnector;
+use crate::crl::CrlCache;
+
+/// The backend's name, as [`Transport::name`] reports it.
+const NAME: &str = "openssl";
+
+/// A [`Transport`] doing TLS with OpenSSL, honouring every value of the
+/// security flags exactly (all 32 certificate combinations, CRL checking
+/// included).
+///
+/// Build it with [`OpensslTransport::builder`]. Cloning is cheap and shares
+/// the connection pools and the CRL cache.
+///
+/// # Security
+/// Each `IGNORE_*` flag relaxes exactly its own check; every other check
+/// still applies. Connections are pooled per certificate-flag value and TLS
+/// sessions are never resumed, so a connection verified under a relaxed
+/// policy never serves a stricter one.
+#[derive(Clone, Debug)]
+pub struct OpensslTransport {
+    http: HttpTransport<OpensslConnector>,
+}
+
+impl OpensslTransport {
+    /// A builder with the defaults: system roots, the default CRL cache
+    /// directory, default [`HttpOptions`].
+    pub fn builder() -> OpensslTransportBuilder {
+        OpensslTransportBuilder::default()
+    }
+
+    /// The HTTP plumbing underneath (connection counters, pools).
+    pub fn http(&self) -> &HttpTransport<OpensslConnector> {
+        &self.http
+    }
+}
+
+#[async_trait]
+impl Transport for OpensslTransport {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    /// Every valid value is honoured: OpenSSL's verify callback sees each
+    /// error one at a time, so each flag relaxes exactly its own category
+    /// (tls-mapping.md §2.3, §7).
+    fn check_flags(&self, _flags: SecurityFlags) -> Result<(), BitsError> {
+        Ok(())
+    }
+
+    async fn send(&self, request: Request) -> Result<Response, BitsError> {
+        self.http.send(request).await
+    }
+}
+
+/// Builds an [`OpensslTransport`].
+///
+/// ```no_run
+/// # fn main() -> Result<(), bits_core::BitsError> {
+/// # let pem: &[u8] = b"";
+/// let transport = bits_transport_openssl::OpensslTransport::builder()
+///     .add_root_pem(pem)?
+///     .system_roots(false)
+///     .crl_cache_dir("/var/cache/bits-crl")
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct OpensslTransportBuilder {
+    roots: Vec<X509>,
+    system_roots: bool,
+    crl_cache_dir: Option<PathBuf>,
+    http_options: HttpOptions,
+}
+
+impl Default for OpensslTransportBuilder {
+    fn default() -> Self {
+        OpensslTransportBuilder {
+            roots: Vec::new(),
+            system_roots: true,
+            crl_cache_dir: None,
+            http_options: HttpOptions::default(),
+        }
+    }
+}
+
+impl OpensslTransportBuilder {
+    /// Trusts the certificates of a PEM bundle (one or more `CERTIFICATE`
+    /// blocks). `E_INVALIDARG` when it holds none or cannot be parsed.
+    pub fn add_root_pem(mut self, pem: &[u8]) -> Result<Self, BitsError> {
+        let certs = X509::stack_from_pem(pem).map_err(|e| BitsError::InvalidArg {
+            what: format!("root certificates are not valid PEM: {e}"),
+        })?;
+        if certs.is_empty() {
+            return Err(BitsError::InvalidArg {
+                what: "the PEM holds no certificate".to_owned(),
+            });
+        }
+        self.roots.extend(certs);
+        Ok(self)
+    }
+
+    /// Trusts one DER certificate. `E_INVALIDARG` when it cannot be parsed.
+    pub fn add_root_der(mut self, der: &[u8]) -> Result<Self, BitsError> {
+        let cert = X509::from_der(der).map_err(|e| BitsError::InvalidArg {
+            what: format!("root certificate is not valid DER: {e}"),
+        })?;
+        self.roots.push(cert);
+        Ok(self)
+    }
+
+    /// Whether OpenSSL's default roots are trusted too (default `true`).
+    /// They are found as OpenSSL's `X509_STORE_set_default_paths` says:
+    /// `SSL_CERT_FILE` and `SSL_CERT_DIR` replace the built-in locations.
+    pub fn system_roots(mut self, yes: bool) -> Self {
+        self.system_roots = yes;
+        self
+    }
+
+    /// Where downloaded CRLs are kept (default: `bits-crl` under
+    /// `$XDG_CACHE_HOME`, else `~/.cache`). Created on first use.
+    pub fn crl_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.crl_cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Timeouts and pooling (default [`HttpOptions::default`]). CRL
+    /// downloads get half the handshake timeout, so that an unreachable
+    /// CRL is reported as such rather than as a handshake timeout.
+    pub fn http_options(mut self, options: HttpOptions) -> Self {
+        self.http_options = options;
+        self
+    }
+
+    /// The transport. Fails (`SecureFailure`) only when OpenSSL cannot set
+    /// up a TLS context or load the default roots.
+    pub fn build(self) -> Result<OpensslTransport, BitsError> {
+        let dir = self.crl_cache_dir.unwrap_or_else(default_crl_cache_dir);
+        let handshake = self.http_options.handshake_timeout;
+        let fetch_timeout = (handshake / 2).max(Duration::from_millis(100));
+        let connector = OpensslConnector::new(
+            self.roots,
+            self.system_roots,
+            CrlCache::new(dir, fetch_timeout),
+            self.http_options.connect_timeout,
+        )?;
+        let http = HttpTransport::new(NAME, connector, |_| Ok(()), self.http_options);
+        Ok(OpensslTransport { http })
+    }
+}
+
+/// `$XDG_CACHE_HOME/bits-crl` when that is an absolute path, else
+/// `$HOME/.cache/bits-crl`, else `bits-crl` in the temporary directory.
+fn default_crl_cache_dir() -> PathBuf {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(xdg) = absolute("XDG_CACHE_HOME") {
+        xdg.join("bits-crl")
+    } else if let Some(home) = absolute("HOME") {
+        home.join(".cache").join("bits-crl")
+    } else {
+        std::env::temp_dir().join("bits-crl")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_roots_are_invalid_arguments() {
+        let e = OpensslTransport::builder()
+            .add_root_pem(b"not pem")
+            .unwrap_err();
+        assert_eq!(e.hresult().0, 0x8007_0057);
+        let e = OpensslTransport::builder()
+            .add_root_der(b"\x30\x00")
+            .unwrap_err();
+        assert_eq!(e.hresult().0, 0x8007_0057);
+    }
+
+    #[test]
+    fn every_valid_flag_value_is_accepted() {
+        let t = OpensslTransport::builder()
+            .system_roots(false)
+            .build()
+            .unwrap();
+        assert_eq!(t.name(), "openssl");
+        for bits in 0..0x2000 {
+            if let Ok(flags) = SecurityFlags::new(bits) {
+                assert!(t.check_flags(flags).is_ok(), "{flags}");
+            }
+        }
+        assert_eq!(bits_core::transport::supported_cert_flags(&t).len(), 32);
+    }
+}
