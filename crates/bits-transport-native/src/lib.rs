@@ -1,2 +1,99 @@
-//! bits Transport on native-tls: the platform TLS stack, exact or refused
+//! # bits-transport-native
+//!
+//! A bits [`Transport`](bits_core::Transport) whose TLS is
+//! [native-tls](https://docs.rs/native-tls): the platform's own stack
+//! (OpenSSL on Linux, SChannel on Windows, Security.framework on macOS).
+//! It supplies only the handshake ([`NativeConnector`]) and its flag check;
+//! the HTTP side (pooling per policy, timeouts, streaming, no redirects) is
+//! `bits_http::HttpTransport`.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), bits_core::BitsError> {
+//! use bits_core::{SecurityFlags, Transport};
+//! use bits_transport_native::NativeTransport;
+//!
+//! let transport = NativeTransport::builder().build()?; // system roots
+//! assert_eq!(transport.name(), "native");
+//! transport.check_flags(SecurityFlags::new(0x0002)?)?; // honoured
+//! assert!(transport.check_flags(SecurityFlags::new(0x0004)?).is_err()); // E_NOTIMPL
+//! # Ok(()) }
+//! ```
+//!
+//! ## What it honours
+//! Of the 32 certificate-flag values (bits 0x1F of `SetSecurityFlags`),
+//! exactly two, listed as data in [`SUPPORTED_CERT_FLAGS`]:
+//!
+//! | value | meaning | native-tls |
+//! | --- | --- | --- |
+//! | `0x00` | full verification | default connector |
+//! | `0x02` | `IGNORE_CERT_CN_INVALID` | `danger_accept_invalid_hostnames(true)`: the chain, dates and usage are still checked |
+//!
+//! With either, any redirect policy (`0x0100`, `0x0200`) and
+//! `ALLOW_HTTPS_TO_HTTP` (`0x0800`) work: bits-core applies those.
+//! Every other value is refused by `check_flags` with `E_NOTIMPL`
+//! (`0x80004001`) before any connection; [`refusal_reason`] says why in one
+//! line.
+//!
+//! ## Errors
+//! A failed handshake is classified into the policy's certificate errors
+//! (`0x80072F05` date, `0x80072F06` host name, `0x80072F0D` unknown CA,
+//! `0x80072F93` usage). native-tls has no typed verification result, so on
+//! Linux the OpenSSL verify code is parsed out of the error's `Debug` text
+//! and mapped with the same table as the openssl backend. Anything that
+//! cannot be classified is `ERROR_WINHTTP_SECURE_FAILURE` (`0x80072F8F`),
+//! never a success. The Windows (HRESULT) and macOS (`OSStatus`) mappings
+//! exist but are only unit-tested on sample text: this project's tests run
+//! on Linux.
+//!
+//! ## What it does not do
+//! - CRL checking (refused, see below); [`NativeTransportBuilder::crl_cache_dir`]
+//!   is accepted and ignored.
+//! - Client certificates, ALPN, HTTP/2.
+//!
+//! ## Why the defaults are what they are
+//! The system roots are trusted unless [`NativeTransportBuilder::system_roots`]
+//! says otherwise, as every platform client does; TLS 1.2 is the minimum, as
+//! native-tls's own default.
+//!
+//! # Security
+//! A transport that cannot relax exactly the check a flag names must refuse
+//! the flag: accepting it with a broader relaxation would silently accept
+//! certificates the job's owner never agreed to. native-tls offers two
+//! relaxations, `danger_accept_invalid_hostnames` (exactly
+//! `IGNORE_CERT_CN_INVALID`) and `danger_accept_invalid_certs` (everything),
+//! so:
+//!
+//! - **`BG_SSL_ENABLE_CRL_CHECK` (0x01)** is refused: native-tls has no CRL
+//!   API on any platform. On Windows, SChannel consults only its local
+//!   cache and lets an unknown status through, which is not what the flag
+//!   promises.
+//! - **`BG_SSL_IGNORE_CERT_DATE_INVALID` (0x04)**, **`BG_SSL_IGNORE_UNKNOWN_CA`
+//!   (0x08)** and **`BG_SSL_IGNORE_CERT_WRONG_USAGE` (0x10)** are refused,
+//!   alone or in any combination: the only way native-tls can skip any of
+//!   them is `danger_accept_invalid_certs`, which on every platform also
+//!   skips the host-name check, the chain and the signatures. With
+//!   `IGNORE_CERT_DATE_INVALID` alone, an expired certificate from an
+//!   unknown CA must still fail; with that knob it would not.
+//! - **`0x1E`** (all four ignores) is refused too, by team decision
+//!   (tls-mapping.md pitfall 20): `danger_accept_invalid_certs` also accepts
+//!   bad signatures, CA-constraint violations and unknown critical
+//!   extensions, so it is broader than the four flags together.
+//!
+//! Use the openssl backend for these values: it honours all 32 exactly.
+//! `danger_accept_invalid_certs` is never called by this crate.
+//!
+//! Each honoured value has its own connector (and TLS context), and
+//! `bits_http::HttpTransport` keeps one connection pool per value, so a
+//! connection or TLS session made under `0x02` never serves a `0x00`
+//! request.
+
 #![deny(missing_docs)]
+
+mod classify;
+mod connector;
+mod policy;
+mod transport;
+
+pub use connector::NativeConnector;
+pub use policy::{refusal_reason, SUPPORTED_CERT_FLAGS};
+pub use transport::{NativeTransport, NativeTransportBuilder, NAME};
