@@ -1,14 +1,40 @@
 //! The transfer engine: drives one job, file by file, through a
 //! [`Transport`](crate::Transport).
 //!
-//! (Signatures fixed; bodies are being written — see issue 2.)
+//! What [`Engine::run`] does, per file not yet transferred, in order:
+//! - downloads into the file's hidden temporary name beside LOCAL (LOCAL is
+//!   never touched before [`complete`]);
+//! - resumes from the bytes already in the temporary file (the file on disk
+//!   is trusted, not the counter) with `Range: bytes=N-`, plus `If-Range`
+//!   when a validator (ETag, else Last-Modified) is known. A `200` (Range
+//!   ignored, or content changed), a changed validator or a changed size
+//!   restarts the file from byte 0; a `416` whose size equals N means the
+//!   file is whole;
+//! - follows redirects itself under the job's policy (policy.md), never
+//!   sending credentials to another origin;
+//! - writes through a buffer, counts only bytes the file holds, and
+//!   `fdatasync`s a file before it is reported transferred.
+//!
+//! Failures become the job's error with the file's index: transient ones
+//! (408/429/5xx, connect, reset, timeout) put the job in TRANSIENT_ERROR with
+//! a retry delay, fatal ones in ERROR. A local write error is fatal (context
+//! LOCAL_FILE) and keeps the bytes so far, so a later resume continues.
+//!
+//! Upload jobs have no wire protocol yet: running one puts it in ERROR with
+//! `E_NOTIMPL`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue};
 
 use crate::error::{BitsError, Hresult};
-use crate::job::Job;
-use crate::state::JobState;
-use crate::transport::SharedTransport;
+use crate::files::{self, TempWriter};
+use crate::flags::RedirectPolicy;
+use crate::job::{parse_remote_url, FileInfo, Job, JobType};
+use crate::redirect;
+use crate::state::{check_operation, Event, JobState, Operation};
+use crate::transport::{Request, Response, SharedTransport};
 
 /// Receives a job's progress and state changes while the engine runs it.
 /// Calls come from the engine's task; keep them quick (throttle persistence
@@ -64,6 +90,7 @@ impl Default for EngineOptions {
 pub struct Engine {
     transport: SharedTransport,
     options: EngineOptions,
+    headers: HeaderMap,
 }
 
 impl Engine {
@@ -74,7 +101,22 @@ impl Engine {
 
     /// An engine over `transport` with `options`.
     pub fn with_options(transport: SharedTransport, options: EngineOptions) -> Engine {
-        Engine { transport, options }
+        Engine {
+            transport,
+            options,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    /// Adds headers to every request (a `User-Agent`, an `Authorization`…).
+    ///
+    /// # Security
+    /// `Authorization`, `Proxy-Authorization` and `Cookie` are sent only to
+    /// the origin (scheme, host, port) of the file's own URL: after a
+    /// redirect to another origin they are left out.
+    pub fn with_request_headers(mut self, headers: HeaderMap) -> Engine {
+        self.headers = headers;
+        self
     }
 
     /// The transport.
@@ -82,27 +124,565 @@ impl Engine {
         &self.transport
     }
 
+    /// The options.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
     /// Transfers the pending files of a QUEUED job until every file is done
     /// (TRANSFERRED), or a failure (TRANSIENT_ERROR or ERROR). The future is
     /// cancel-safe: dropping it (suspend, cancel, shutdown) leaves the
     /// temporary files and the job's counters consistent with each other.
+    ///
+    /// A job in CONNECTING or TRANSFERRING (a daemon restarted mid-transfer)
+    /// is run too; any other state is returned as it is, untouched.
     pub async fn run(&self, job: &mut Job, observer: &mut dyn Observer) -> RunOutcome {
-        let _ = (&self.options, job, observer);
-        todo!("engine body")
+        match job.state {
+            JobState::Queued => {
+                job.apply(Event::Scheduled);
+                observer.on_change(job);
+            }
+            JobState::Connecting | JobState::Transferring => {}
+            state => {
+                return RunOutcome {
+                    state,
+                    retry_after: None,
+                }
+            }
+        }
+        if job.job_type != JobType::Download {
+            let e = BitsError::NotImplemented {
+                what: format!("{} jobs: bits has no upload protocol yet", job.job_type.as_str()),
+            };
+            return fail(job, observer, &e, None);
+        }
+        // Never transfer under flags the transport cannot honour exactly.
+        if let Err(e) = self.transport.check_flags(job.security_flags) {
+            return fail(job, observer, &e, None);
+        }
+        while let Some(i) = job.next_file() {
+            if let Err(e) = self.transfer_file(job, i, observer).await {
+                return fail(job, observer, &e, Some(i));
+            }
+        }
+        job.apply(Event::AllFilesDone);
+        observer.on_change(job);
+        RunOutcome {
+            state: job.state,
+            retry_after: None,
+        }
     }
+
+    /// Runs the job until it settles in TRANSFERRED or ERROR (or any state
+    /// [`Engine::run`] does not run): after each TRANSIENT_ERROR it sleeps
+    /// for the outcome's retry delay and fires the retry timer, or, when the
+    /// no-progress timeout has run out, puts the job in ERROR.
+    ///
+    /// For simple embedders and examples; a scheduler that runs many jobs
+    /// drives [`Engine::run`] and the timers itself.
+    pub async fn run_until_settled(&self, job: &mut Job, observer: &mut dyn Observer) -> RunOutcome {
+        loop {
+            let outcome = self.run(job, observer).await;
+            if outcome.state != JobState::TransientError {
+                return outcome;
+            }
+            tokio::time::sleep(outcome.retry_after.unwrap_or_default()).await;
+            let event = if job.no_progress_expired(SystemTime::now()) {
+                Event::NoProgressTimeout
+            } else {
+                Event::RetryTimer
+            };
+            job.apply(event);
+            observer.on_change(job);
+            if job.state != JobState::Queued {
+                return RunOutcome {
+                    state: job.state,
+                    retry_after: None,
+                };
+            }
+        }
+    }
+
+    /// Transfers file `i` completely, or fails.
+    async fn transfer_file(
+        &self,
+        job: &mut Job,
+        i: usize,
+        observer: &mut dyn Observer,
+    ) -> Result<(), BitsError> {
+        let temp = job.files[i].temp_name.clone();
+        if job.files[i].restart {
+            // Counters first, then the file, then the flag: dropped at any
+            // point, the counters never claim bytes the file lacks and the
+            // restart is not forgotten.
+            reset(&mut job.files[i]);
+            files::truncate(&temp)?;
+            job.files[i].restart = false;
+            observer.on_change(job);
+        }
+        let mut restarted = false;
+        loop {
+            let on_disk = files::disk_len(&temp)?;
+            if job.files[i].bytes_transferred != on_disk {
+                job.files[i].bytes_transferred = on_disk;
+                observer.on_progress(job);
+            }
+            let response = self.fetch(job, i, on_disk, observer).await?;
+            if job.state != JobState::Transferring && job.apply(Event::Connected) == JobState::Transferring {
+                observer.on_change(job);
+            }
+            match plan(&response, on_disk, &job.files[i])? {
+                Plan::Whole => {
+                    files::sync_path(&temp).await?;
+                    finish_file(job, i, on_disk, observer);
+                    return Ok(());
+                }
+                Plan::Restart(why) => {
+                    if restarted {
+                        return Err(BitsError::InvalidServerResponse {
+                            what: format!("{why}, again after restarting from byte 0"),
+                        });
+                    }
+                    tracing::info!(file = i, "restarting from byte 0: {why}");
+                    restarted = true;
+                    reset(&mut job.files[i]);
+                    files::truncate(&temp)?;
+                    observer.on_change(job);
+                }
+                Plan::Write { offset, end, total } => {
+                    let more = self
+                        .write_body(job, i, response, offset, end, total, observer)
+                        .await?;
+                    if !more {
+                        return Ok(());
+                    }
+                    // The server sent a shorter range than asked: ask for the rest.
+                }
+            }
+        }
+    }
+
+    /// Streams `response` into file `i`'s temporary file from `offset`.
+    /// Returns true when the server sent less than the whole file (a 206
+    /// for a shorter range) and more must be asked for.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_body(
+        &self,
+        job: &mut Job,
+        i: usize,
+        response: Response,
+        offset: u64,
+        end: Option<u64>,
+        total: Option<u64>,
+        observer: &mut dyn Observer,
+    ) -> Result<bool, BitsError> {
+        let temp = job.files[i].temp_name.clone();
+        let validator = validator_of(&response.headers);
+        if offset == 0 {
+            reset(&mut job.files[i]);
+        }
+        let mut writer = TempWriter::open_at(&temp, offset)?;
+        // The file now holds exactly the bytes of this content before
+        // `offset`: only now may the validator say so.
+        let file = &mut job.files[i];
+        if offset == 0 || file.validator.is_none() {
+            file.validator = validator;
+        }
+        file.bytes_total = total;
+        observer.on_change(job);
+
+        let mut body = response.body;
+        let read_timeout = self.options.read_timeout;
+        let result: Result<(), BitsError> = async {
+            loop {
+                let chunk = match tokio::time::timeout(read_timeout, body.next_chunk()).await {
+                    Err(_) => {
+                        return Err(BitsError::Timeout {
+                            what: format!("no data for {} s", read_timeout.as_secs_f64()),
+                        })
+                    }
+                    Ok(chunk) => chunk?,
+                };
+                let Some(chunk) = chunk else { return Ok(()) };
+                let received = writer.position() + writer.buffered() + chunk.len() as u64;
+                if end.is_some_and(|end| received > end) {
+                    return Err(BitsError::InvalidServerResponse {
+                        what: format!(
+                            "the body is longer than the {} bytes announced",
+                            end.unwrap_or(0) - offset
+                        ),
+                    });
+                }
+                if writer.push(&chunk)? {
+                    moved(job, i, writer.position(), observer);
+                }
+            }
+        }
+        .await;
+        // Whatever happened, keep the bytes received: a retry resumes after them.
+        let flushed = writer.flush();
+        if writer.position() != job.files[i].bytes_transferred {
+            moved(job, i, writer.position(), observer);
+        }
+        result?;
+        flushed?;
+        let done = writer.position();
+        if let Some(end) = end {
+            if done < end {
+                return Err(BitsError::ConnectionReset {
+                    reason: format!("the body ended after {} of {} bytes", done - offset, end - offset),
+                });
+            }
+        }
+        if total.is_some_and(|t| done < t) {
+            if done > offset {
+                return Ok(true);
+            }
+            return Err(BitsError::InvalidServerResponse {
+                what: "an empty partial response".into(),
+            });
+        }
+        writer.sync().await?;
+        finish_file(job, i, done, observer);
+        Ok(false)
+    }
+
+    /// Sends the GET for file `i` from byte `offset`, following redirects
+    /// under the job's policy. Returns the first response that is not a
+    /// redirect.
+    async fn fetch(
+        &self,
+        job: &mut Job,
+        i: usize,
+        offset: u64,
+        observer: &mut dyn Observer,
+    ) -> Result<Response, BitsError> {
+        let flags = job.security_flags;
+        let origin = parse_remote_url(&job.files[i].remote_name)?;
+        let mut headers = HeaderMap::new();
+        if offset > 0 {
+            headers.insert(RANGE, header_value(&format!("bytes={offset}-"))?);
+            if let Some(v) = job.files[i]
+                .validator
+                .as_deref()
+                .filter(|v| usable_in_if_range(v))
+            {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    headers.insert(IF_RANGE, v);
+                }
+            }
+        }
+        let mut url = origin.clone();
+        let mut hops = 0;
+        loop {
+            let mut request = Request::get(url.clone(), flags);
+            request.headers = headers.clone();
+            let same_origin = redirect::same_origin(&origin, &url);
+            for (name, value) in &self.headers {
+                if same_origin || !redirect::CREDENTIAL_HEADERS.contains(name) {
+                    request.headers.append(name.clone(), value.clone());
+                }
+            }
+            let response = self.transport.send(request).await?;
+            let Some(location) = redirect::location(response.status, &response.headers) else {
+                if hops > 0 && flags.redirect_policy() == RedirectPolicy::AllowReport {
+                    job.files[i].remote_name = url.to_string();
+                    observer.on_change(job);
+                }
+                return Ok(response);
+            };
+            let target = redirect::resolve(&url, location)?;
+            tracing::debug!(file = i, status = response.status, %target, "redirect");
+            if let Err(e) = redirect::check(
+                &url,
+                response.status,
+                &target,
+                flags,
+                hops,
+                self.options.max_redirects,
+            ) {
+                if let BitsError::RedirectDisallowed { location, .. } = &e {
+                    job.files[i].remote_name = location.clone();
+                    observer.on_change(job);
+                }
+                return Err(e);
+            }
+            hops += 1;
+            url = target;
+        }
+    }
+}
+
+/// What to do with a response to a GET from byte `offset`.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// Write the body at `offset`; it ends at `end` (when known); the whole
+    /// file is `total` bytes (when known).
+    Write {
+        offset: u64,
+        end: Option<u64>,
+        total: Option<u64>,
+    },
+    /// The temporary file already holds the whole file (416 at its size).
+    Whole,
+    /// Discard the bytes so far and ask again from 0.
+    Restart(String),
+}
+
+fn plan(response: &Response, offset: u64, file: &FileInfo) -> Result<Plan, BitsError> {
+    let headers = &response.headers;
+    match response.status {
+        200 => {
+            let len = content_length(headers);
+            Ok(Plan::Write {
+                offset: 0,
+                end: len,
+                total: len,
+            })
+        }
+        206 => {
+            let Some(ContentRange {
+                range: Some((first, last)),
+                total,
+            }) = content_range(headers)
+            else {
+                return Err(BitsError::InvalidServerResponse {
+                    what: "a 206 response without a valid Content-Range".into(),
+                });
+            };
+            if first != offset {
+                return restart_or(
+                    offset,
+                    format!("asked for bytes from {offset}, the server sent from {first}"),
+                );
+            }
+            if let (Some(stored), Some(now)) = (
+                file.validator.as_deref(),
+                validator_like(headers, file.validator.as_deref()),
+            ) {
+                if stored != now {
+                    return restart_or(
+                        offset,
+                        format!("the server's validator changed from {stored} to {now}"),
+                    );
+                }
+            }
+            if let (Some(before), Some(now)) = (file.bytes_total, total) {
+                if offset > 0 && before != now {
+                    return restart_or(offset, format!("the file's size changed from {before} to {now}"));
+                }
+            }
+            Ok(Plan::Write {
+                offset,
+                end: Some(last + 1),
+                total,
+            })
+        }
+        416 if offset > 0 => {
+            let total = content_range(headers).and_then(|c| c.total).or(file.bytes_total);
+            if total == Some(offset) {
+                Ok(Plan::Whole)
+            } else {
+                Ok(Plan::Restart(format!(
+                    "the server cannot send bytes from {offset} (size {total:?})"
+                )))
+            }
+        }
+        status => Err(BitsError::HttpStatus {
+            status,
+            retry_after: headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok()),
+        }),
+    }
+}
+
+fn restart_or(offset: u64, why: String) -> Result<Plan, BitsError> {
+    if offset == 0 {
+        Err(BitsError::InvalidServerResponse { what: why })
+    } else {
+        Ok(Plan::Restart(why))
+    }
+}
+
+/// A parsed `Content-Range: bytes first-last/total` (or `bytes */total`).
+#[derive(Debug, PartialEq, Eq)]
+struct ContentRange {
+    range: Option<(u64, u64)>,
+    total: Option<u64>,
+}
+
+fn content_range(headers: &HeaderMap) -> Option<ContentRange> {
+    let text = headers.get(CONTENT_RANGE)?.to_str().ok()?.trim();
+    let rest = text.strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    let range = match range.trim() {
+        "*" => None,
+        r => {
+            let (a, b) = r.split_once('-')?;
+            let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            if b < a || total.is_some_and(|t| b >= t) {
+                return None;
+            }
+            Some((a, b))
+        }
+    };
+    Some(ContentRange { range, total })
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The validator a response gives its content: the ETag, else Last-Modified.
+fn validator_of(headers: &HeaderMap) -> Option<String> {
+    header_text(headers, ETAG).or_else(|| header_text(headers, LAST_MODIFIED))
+}
+
+/// The response's validator of the same kind as `stored` (an ETag starts
+/// with `"` or `W/`; anything else is a date), so that a server that sends
+/// only one of them on a 206 is not taken for changed content.
+fn validator_like(headers: &HeaderMap, stored: Option<&str>) -> Option<String> {
+    match stored {
+        Some(s) if is_etag(s) => header_text(headers, ETAG),
+        Some(_) => header_text(headers, LAST_MODIFIED),
+        None => None,
+    }
+}
+
+fn is_etag(v: &str) -> bool {
+    v.starts_with('"') || v.starts_with("W/")
+}
+
+/// A weak ETag must not be used in `If-Range` (RFC 9110 §13.1.5).
+fn usable_in_if_range(v: &str) -> bool {
+    !v.starts_with("W/")
+}
+
+fn header_text(headers: &HeaderMap, name: http::header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+fn header_value(text: &str) -> Result<HeaderValue, BitsError> {
+    HeaderValue::from_str(text).map_err(|e| BitsError::Internal {
+        what: format!("header {text:?}: {e}"),
+    })
+}
+
+/// Forgets the bytes of a file (before they are cut from the disk).
+fn reset(file: &mut FileInfo) {
+    file.bytes_transferred = 0;
+    file.validator = None;
+    file.completed = false;
+}
+
+/// Bytes reached the temporary file.
+fn moved(job: &mut Job, i: usize, position: u64, observer: &mut dyn Observer) {
+    job.files[i].bytes_transferred = position;
+    job.note_progress();
+    if job.state != JobState::Transferring && job.apply(Event::BytesMoved) == JobState::Transferring {
+        observer.on_change(job);
+    }
+    observer.on_progress(job);
+}
+
+/// File `i` is whole and on disk.
+fn finish_file(job: &mut Job, i: usize, size: u64, observer: &mut dyn Observer) {
+    let file = &mut job.files[i];
+    file.bytes_transferred = size;
+    file.bytes_total = Some(size);
+    file.completed = true;
+    job.note_progress();
+    if job.next_file().is_some() {
+        job.apply(Event::FileDone);
+    }
+    observer.on_change(job);
+}
+
+/// Records a failure and says when to retry.
+fn fail(job: &mut Job, observer: &mut dyn Observer, error: &BitsError, file: Option<usize>) -> RunOutcome {
+    let state = job.fail(error, file, SystemTime::now());
+    tracing::info!(job = %job.id, ?file, code = %error.hresult(), %state, "{error}");
+    observer.on_change(job);
+    let retry_after = (state == JobState::TransientError).then(|| {
+        let server = match error {
+            BitsError::HttpStatus { retry_after, .. } => retry_after.unwrap_or(0),
+            _ => 0,
+        };
+        Duration::from_secs(job.min_retry_delay.max(server))
+    });
+    RunOutcome { state, retry_after }
 }
 
 /// `complete`: moves every finished temporary file to its LOCAL name
 /// atomically (fsync, rename) and puts the job in ACKNOWLEDGED. A download in
 /// ERROR with some files finished keeps those and drops the rest
 /// (`BG_S_PARTIAL_COMPLETE`).
+///
+/// If a rename fails, the job keeps its state (files already renamed stay
+/// at LOCAL; calling `complete` again skips them) and the `LOCAL_FILE`
+/// error is returned. Unfinished temporary files are deleted only once
+/// every rename succeeded.
 pub fn complete(job: &mut Job) -> Result<Hresult, BitsError> {
-    let _ = job;
-    todo!("complete")
+    check_operation(job.state, job.job_type, Operation::Complete)?;
+    for file in job.files.iter().filter(|f| f.completed) {
+        // Renamed by an earlier `complete` that failed on a later file.
+        if !file.temp_name.exists() && file.local_name.exists() {
+            continue;
+        }
+        files::commit(&file.temp_name, &file.local_name)?;
+    }
+    let mut dropped = 0;
+    let mut undeleted = 0;
+    for file in job.files.iter().filter(|f| !f.completed) {
+        dropped += 1;
+        if let Err(e) = files::remove(&file.temp_name) {
+            tracing::warn!("cannot delete {}: {e}", file.temp_name.display());
+            undeleted += 1;
+        }
+    }
+    job.state = JobState::Acknowledged;
+    job.modification_time = SystemTime::now();
+    Ok(if dropped > 0 {
+        Hresult::BG_S_PARTIAL_COMPLETE
+    } else if undeleted > 0 {
+        Hresult::BG_S_UNABLE_TO_DELETE_FILES
+    } else {
+        Hresult::S_OK
+    })
 }
 
 /// `cancel`: deletes every temporary file and puts the job in CANCELLED.
+/// Returns `BG_S_UNABLE_TO_DELETE_FILES` when some could not be removed
+/// (missing ones are fine). LOCAL files are never touched.
 pub fn cancel(job: &mut Job) -> Result<Hresult, BitsError> {
-    let _ = job;
-    todo!("cancel")
+    check_operation(job.state, job.job_type, Operation::Cancel)?;
+    let mut undeleted = 0;
+    for file in &job.files {
+        if let Err(e) = files::remove(&file.temp_name) {
+            tracing::warn!("cannot delete {}: {e}", file.temp_name.display());
+            undeleted += 1;
+        }
+    }
+    job.state = JobState::Cancelled;
+    job.modification_time = SystemTime::now();
+    Ok(if undeleted > 0 {
+        Hresult::BG_S_UNABLE_TO_DELETE_FILES
+    } else {
+        Hresult::S_OK
+    })
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

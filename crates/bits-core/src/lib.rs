@@ -27,8 +27,10 @@
 
 pub mod engine;
 pub mod error;
+mod files;
 pub mod flags;
 pub mod job;
+mod redirect;
 pub mod state;
 pub mod transport;
 

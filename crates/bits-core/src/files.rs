@@ -1,0 +1,215 @@
+//! Local files: the hidden temporary file a download goes into, and the
+//! durable rename that makes it real on `complete`.
+//!
+//! Invariant the engine relies on: [`TempWriter::position`] counts only
+//! bytes a `write` system call has handed to the kernel, so a job's counters
+//! (copied from it) never claim more than the temporary file holds, even
+//! when the engine's future is dropped halfway. Writes are small and go to
+//! the page cache, so they run inline; `fdatasync`, which can block for
+//! long, runs on the blocking pool.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::BitsError;
+
+/// Bytes gathered before a write.
+const BUFFER: usize = 64 * 1024;
+/// A slow link still reports progress this often.
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+
+/// The length of `path`, 0 when it does not exist.
+pub(crate) fn disk_len(path: &Path) -> Result<u64, BitsError> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(m.len()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(BitsError::local("stat", path.display(), e)),
+    }
+}
+
+/// Empties `path` if it exists.
+pub(crate) fn truncate(path: &Path) -> Result<(), BitsError> {
+    match OpenOptions::new().write(true).open(path) {
+        Ok(f) => f
+            .set_len(0)
+            .map_err(|e| BitsError::local("truncate", path.display(), e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(BitsError::local("open", path.display(), e)),
+    }
+}
+
+/// Removes `path`; a missing file is fine.
+pub(crate) fn remove(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// `fdatasync` of an existing file, off the async runtime.
+pub(crate) async fn sync_path(path: &Path) -> Result<(), BitsError> {
+    let owned = path.to_path_buf();
+    blocking(move || File::open(&owned)?.sync_data())
+        .await
+        .map_err(|e| BitsError::local("sync", path.display(), e))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+/// Moves a finished temporary file to its LOCAL name durably: fsync the
+/// data, rename (same directory, so atomic: LOCAL is either the old file or
+/// the whole new one), fsync the directory so the rename survives a crash.
+pub(crate) fn commit(temp: &Path, local: &Path) -> Result<(), BitsError> {
+    File::open(temp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| BitsError::local("sync", temp.display(), e))?;
+    fs::rename(temp, local).map_err(|e| BitsError::local("rename", temp.display(), e))?;
+    if let Some(dir) = local.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| BitsError::local("sync", dir.display(), e))?;
+    }
+    Ok(())
+}
+
+/// Appends a response body to a temporary file, buffered.
+#[derive(Debug)]
+pub(crate) struct TempWriter {
+    file: File,
+    path: PathBuf,
+    buf: Vec<u8>,
+    position: u64,
+    last_write: Instant,
+}
+
+impl TempWriter {
+    /// Opens (creating) `path` for writing at `offset`: anything beyond
+    /// `offset` is cut off, so the file holds exactly the bytes counted.
+    pub(crate) fn open_at(path: &Path, offset: u64) -> Result<TempWriter, BitsError> {
+        let err = |op, e| BitsError::local(op, path.display(), e);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| err("create", e))?;
+        file.set_len(offset).map_err(|e| err("truncate", e))?;
+        file.seek(SeekFrom::Start(offset)).map_err(|e| err("seek", e))?;
+        Ok(TempWriter {
+            file,
+            path: path.to_path_buf(),
+            buf: Vec::with_capacity(BUFFER),
+            position: offset,
+            last_write: Instant::now(),
+        })
+    }
+
+    /// Bytes in the file (written, not merely buffered).
+    pub(crate) fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Bytes received but still buffered.
+    pub(crate) fn buffered(&self) -> u64 {
+        self.buf.len() as u64
+    }
+
+    /// Takes a chunk; returns true when this wrote to the file (the
+    /// position moved).
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> Result<bool, BitsError> {
+        if self.buf.is_empty() && chunk.len() >= BUFFER {
+            self.write(chunk)?;
+            return Ok(true);
+        }
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() >= BUFFER || self.last_write.elapsed() >= FLUSH_EVERY {
+            self.flush()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Writes what is buffered.
+    pub(crate) fn flush(&mut self) -> Result<(), BitsError> {
+        if !self.buf.is_empty() {
+            let buf = std::mem::take(&mut self.buf);
+            let result = self.write(&buf);
+            self.buf = buf;
+            self.buf.clear();
+            result?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), BitsError> {
+        self.last_write = Instant::now();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match self.file.write(rest) {
+                Ok(0) => {
+                    return Err(BitsError::local(
+                        "write",
+                        self.path.display(),
+                        io::ErrorKind::WriteZero.into(),
+                    ))
+                }
+                Ok(n) => {
+                    // Count each partial write: those bytes are in the file
+                    // even if the next write fails (disk full).
+                    self.position += n as u64;
+                    rest = &rest[n..];
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(BitsError::local("write", self.path.display(), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered and waits until the data is on disk.
+    pub(crate) async fn sync(mut self) -> Result<(), BitsError> {
+        self.flush()?;
+        let TempWriter { file, path, .. } = self;
+        blocking(move || file.sync_data())
+            .await
+            .map_err(|e| BitsError::local("sync", path.display(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_counts_only_written_bytes_and_cuts_stale_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".t.tmp");
+        fs::write(&p, b"0123456789").unwrap();
+        let mut w = TempWriter::open_at(&p, 4).unwrap();
+        assert_eq!(disk_len(&p).unwrap(), 4);
+        assert!(!w.push(b"ab").unwrap());
+        assert_eq!((w.position(), w.buffered()), (4, 2));
+        w.flush().unwrap();
+        assert_eq!((w.position(), w.buffered()), (6, 0));
+        assert!(w.push(&vec![b'x'; BUFFER]).unwrap());
+        assert_eq!(w.position(), 6 + BUFFER as u64);
+        assert_eq!(disk_len(&p).unwrap(), w.position());
+        assert_eq!(&fs::read(&p).unwrap()[..6], b"0123ab");
+    }
+
+    #[test]
+    fn missing_files_are_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nope");
+        assert_eq!(disk_len(&p).unwrap(), 0);
+        truncate(&p).unwrap();
+        remove(&p).unwrap();
+        assert!(!p.exists());
+    }
+}
