@@ -2,3 +2,10 @@
 #![deny(missing_docs)]
 
 pub mod http;
+
+pub mod conformance;
+pub mod crl;
+mod mini_http;
+pub mod pki;
+mod server;
+pub mod tls;

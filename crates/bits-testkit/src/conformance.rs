@@ -1,0 +1,1 @@
+//! The backend conformance matrix (being written).

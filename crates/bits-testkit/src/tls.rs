@@ -1,0 +1,186 @@
+//! Real TLS servers (OpenSSL, TLS 1.2 and 1.3) on 127.0.0.1 serving a tiny
+//! HTTP/1.1 responder, one per leaf.
+//!
+//! ```no_run
+//! use bits_testkit::{pki::{LeafKind, TestPki}, tls::TlsServer};
+//! let server = TlsServer::start(TestPki::shared().leaf(LeafKind::Good));
+//! let url = server.url("/file");          // https://127.0.0.1:PORT/file
+//! // … GET it: 200 and TlsServer::BODY (Range honoured: 206) …
+//! assert_eq!(server.request_count(), 0);   // requests that reached HTTP
+//! ```
+//!
+//! Paths: `/file` (any query) → 200 with [`TlsServer::BODY`], honouring a
+//! single `Range: bytes=…` with 206 (or 416); anything else → 404. Every
+//! request that got past the handshake is recorded ([`TlsServer::requests`]);
+//! a certificate failure must leave no record.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslVersion};
+use tokio::net::TcpStream;
+use url::Url;
+
+use crate::mini_http;
+use crate::pki::Leaf;
+use crate::server::ServerThread;
+
+/// One request that reached HTTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// `GET`, `HEAD`, …
+    pub method: String,
+    /// The request target as sent (`/file?case=3`).
+    pub target: String,
+    /// The `Range` header, if any.
+    pub range: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    requests: Mutex<Vec<RecordedRequest>>,
+    handshakes_ok: AtomicUsize,
+    handshakes_failed: AtomicUsize,
+}
+
+/// A TLS server presenting one leaf (and its chain); stops on drop.
+#[derive(Debug)]
+pub struct TlsServer {
+    leaf: String,
+    shared: Arc<Shared>,
+    server: ServerThread,
+}
+
+impl TlsServer {
+    /// The body of `/file`.
+    pub const BODY: &'static [u8] =
+        b"bits-testkit: this body came over TLS from 127.0.0.1. 0123456789abcdef\n";
+
+    /// Starts a server on 127.0.0.1 on a free port presenting `leaf`.
+    ///
+    /// # Panics
+    /// If the acceptor cannot be built or no port can be bound.
+    pub fn start(leaf: &Leaf) -> TlsServer {
+        let mut b =
+            SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).expect("TLS acceptor builder");
+        b.set_min_proto_version(Some(SslVersion::TLS1_2))
+            .expect("min TLS version");
+        b.set_private_key(leaf.key()).expect("leaf key");
+        b.set_certificate(leaf.cert()).expect("leaf certificate");
+        for c in leaf.chain() {
+            b.add_extra_chain_cert(c.clone()).expect("chain certificate");
+        }
+        b.check_private_key().expect("key matches certificate");
+        let acceptor = Arc::new(b.build());
+        let shared = Arc::new(Shared::default());
+        let sh = shared.clone();
+        let server = ServerThread::spawn(leaf.name(), 0, false, move |tcp| {
+            handle(acceptor.clone(), sh.clone(), tcp)
+        })
+        .expect("bind a TLS server on 127.0.0.1");
+        TlsServer {
+            leaf: leaf.name().to_owned(),
+            shared,
+            server,
+        }
+    }
+
+    /// The name of the leaf it presents.
+    pub fn leaf_name(&self) -> &str {
+        &self.leaf
+    }
+
+    /// The bound address (127.0.0.1:port).
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// `https://127.0.0.1:PORT/path`; `path` starts with `/` and may hold a
+    /// query.
+    pub fn url(&self, path: &str) -> Url {
+        Url::parse(&format!("https://{}{path}", self.addr())).expect("a valid URL")
+    }
+
+    /// Every request that reached HTTP, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().clone()
+    }
+
+    /// How many requests reached HTTP.
+    pub fn request_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// How many requests reached HTTP with exactly this target.
+    pub fn requests_for(&self, target: &str) -> usize {
+        self.lock().iter().filter(|r| r.target == target).count()
+    }
+
+    /// Completed TLS handshakes.
+    pub fn handshakes_ok(&self) -> usize {
+        self.shared.handshakes_ok.load(Ordering::SeqCst)
+    }
+
+    /// Handshakes that failed (the client refused the certificate, …).
+    pub fn handshakes_failed(&self) -> usize {
+        self.shared.handshakes_failed.load(Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RecordedRequest>> {
+        self.shared.requests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+async fn handle(acceptor: Arc<SslAcceptor>, shared: Arc<Shared>, tcp: TcpStream) {
+    let Ok(ssl) = Ssl::new(acceptor.context()) else {
+        return;
+    };
+    let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else {
+        return;
+    };
+    if Pin::new(&mut tls).accept().await.is_err() {
+        shared.handshakes_failed.fetch_add(1, Ordering::SeqCst);
+        return;
+    }
+    shared.handshakes_ok.fetch_add(1, Ordering::SeqCst);
+    let Ok(Some(head)) = mini_http::read_head(&mut tls).await else {
+        return;
+    };
+    shared
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(RecordedRequest {
+            method: head.method.clone(),
+            target: head.target.clone(),
+            range: head.range.clone(),
+        });
+    let send_body = head.method != "HEAD";
+    if head.path() != "/file" {
+        let _ = mini_http::write_response(&mut tls, 404, &[], b"", send_body).await;
+        return;
+    }
+    let body = TlsServer::BODY;
+    let mut headers = vec![
+        ("Content-Type", "application/octet-stream".to_owned()),
+        ("Accept-Ranges", "bytes".to_owned()),
+        ("ETag", "\"bits-testkit-body\"".to_owned()),
+    ];
+    let _ = match head
+        .range
+        .as_deref()
+        .and_then(|r| mini_http::resolve_range(r, body.len()))
+    {
+        Some(Ok((start, end))) => {
+            headers.push(("Content-Range", format!("bytes {start}-{end}/{}", body.len())));
+            mini_http::write_response(&mut tls, 206, &headers, &body[start..=end], send_body).await
+        }
+        Some(Err(())) => {
+            headers.push(("Content-Range", format!("bytes */{}", body.len())));
+            mini_http::write_response(&mut tls, 416, &headers, b"", send_body).await
+        }
+        None => mini_http::write_response(&mut tls, 200, &headers, body, send_body).await,
+    };
+}
