@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use bits_core::{BitsError, SecurityFlags};
 use bits_http::{BoxFuture, TlsConnect};
-use openssl::ssl::{
-    SslConnector, SslMethod, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion,
-};
+use openssl::ssl::{SslConnector, SslMethod, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion};
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::X509;
@@ -109,9 +107,7 @@ impl OpensslConnector {
         builder
             .set_min_proto_version(Some(SslVersion::TLS1_2))
             .map_err(setup_error)?;
-        builder
-            .set_alpn_protos(b"\x08http/1.1")
-            .map_err(setup_error)?;
+        builder.set_alpn_protos(b"\x08http/1.1").map_err(setup_error)?;
         // No client session cache, no tickets: a resumed session skips
         // verification, so none may cross policies (pitfall 9).
         builder.set_session_cache_mode(SslSessionCacheMode::OFF);
@@ -163,10 +159,7 @@ impl OpensslConnector {
             builder
                 .set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
                 .map_err(setup_error)?;
-            let failure = match self
-                .handshake(&host, tcp, flags, Some(builder.build()))
-                .await
-            {
+            let failure = match self.handshake(&host, tcp, flags, Some(builder.build())).await {
                 Ok(stream) => return Ok(stream),
                 Err(failure) => failure,
             };
@@ -227,10 +220,7 @@ impl OpensslConnector {
         // (set1_host, or set1_ip for an IP) are `into_ssl`'s defaults.
         cfg.set_verify_hostname(true);
         cfg.set_use_server_name_indication(true);
-        cfg.set_verify_callback(
-            SslVerifyMode::PEER,
-            verify::callback(flags, record.clone()),
-        );
+        cfg.set_verify_callback(SslVerifyMode::PEER, verify::callback(flags, record.clone()));
         if let Some(store) = crl_store {
             cfg.param_mut()
                 .set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
@@ -243,8 +233,7 @@ impl OpensslConnector {
             Ok(()) => Ok(stream),
             Err(e) => {
                 let mut rec = record.lock();
-                let io =
-                    e.io_error().is_some() || e.code() == openssl::ssl::ErrorCode::SYSCALL;
+                let io = e.io_error().is_some() || e.code() == openssl::ssl::ErrorCode::SYSCALL;
                 let crl_needs = std::mem::take(&mut rec.crl_needs);
                 Err(Failure {
                     record: rec.rejection.take(),

@@ -110,13 +110,13 @@ impl CrlCache {
         };
         let mut errors = Vec::new();
         for url in &need.urls {
-            if self.from_memory(url, issuer) {
+            if self.in_memory(url, issuer) {
                 return Ok(url.clone());
             }
             let lock = self.url_lock(url);
             let _guard = lock.lock().await;
             // Another connection may have fetched it while we waited.
-            if self.from_memory(url, issuer) {
+            if self.in_memory(url, issuer) {
                 return Ok(url.clone());
             }
             let path = self.path_for(url);
@@ -140,11 +140,9 @@ impl CrlCache {
         Err(errors.join("; "))
     }
 
-    fn from_memory(&self, url: &str, issuer: &X509Ref) -> bool {
+    fn in_memory(&self, url: &str, issuer: &X509Ref) -> bool {
         let memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
-        memory
-            .get(url)
-            .is_some_and(|crl| validate(crl, issuer).is_ok())
+        memory.get(url).is_some_and(|crl| validate(crl, issuer).is_ok())
     }
 
     fn remember(&self, url: &str, crl: X509Crl) {
@@ -201,10 +199,7 @@ pub(crate) fn validate(crl: &X509Crl, issuer: &X509Ref) -> Result<(), String> {
     let crl_issuer = crl.issuer_name().to_der().map_err(|e| e.to_string())?;
     let cert_subject = issuer.subject_name().to_der().map_err(|e| e.to_string())?;
     if crl_issuer != cert_subject {
-        return Err(format!(
-            "issued by someone other than {}",
-            subject_text(issuer)
-        ));
+        return Err(format!("issued by someone other than {}", subject_text(issuer)));
     }
     let key = issuer.public_key().map_err(|e| e.to_string())?;
     if !crl.verify(&key).unwrap_or(false) {

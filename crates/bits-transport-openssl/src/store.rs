@@ -22,8 +22,7 @@ use openssl::x509::X509CrlRef;
 extern "C" {
     /// `int X509_STORE_add_crl(X509_STORE *xs, X509_CRL *x);` (OpenSSL 1.0+):
     /// adds `x` to the store, taking a new reference (`X509_CRL_up_ref`).
-    fn X509_STORE_add_crl(xs: *mut openssl_sys::X509_STORE, x: *mut openssl_sys::X509_CRL)
-        -> c_int;
+    fn X509_STORE_add_crl(xs: *mut openssl_sys::X509_STORE, x: *mut openssl_sys::X509_CRL) -> c_int;
 }
 
 /// Adds `crl` to the store being built.

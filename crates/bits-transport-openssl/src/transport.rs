@@ -181,22 +181,15 @@ mod tests {
 
     #[test]
     fn bad_roots_are_invalid_arguments() {
-        let e = OpensslTransport::builder()
-            .add_root_pem(b"not pem")
-            .unwrap_err();
+        let e = OpensslTransport::builder().add_root_pem(b"not pem").unwrap_err();
         assert_eq!(e.hresult().0, 0x8007_0057);
-        let e = OpensslTransport::builder()
-            .add_root_der(b"\x30\x00")
-            .unwrap_err();
+        let e = OpensslTransport::builder().add_root_der(b"\x30\x00").unwrap_err();
         assert_eq!(e.hresult().0, 0x8007_0057);
     }
 
     #[test]
     fn every_valid_flag_value_is_accepted() {
-        let t = OpensslTransport::builder()
-            .system_roots(false)
-            .build()
-            .unwrap();
+        let t = OpensslTransport::builder().system_roots(false).build().unwrap();
         assert_eq!(t.name(), "openssl");
         for bits in 0..0x2000 {
             if let Ok(flags) = SecurityFlags::new(bits) {

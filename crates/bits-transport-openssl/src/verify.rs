@@ -286,10 +286,7 @@ pub(crate) fn subject_text(cert: &X509Ref) -> String {
         .entries()
         .map(|e| {
             let key = e.object().nid().short_name().unwrap_or("?");
-            let value = e
-                .data()
-                .to_string()
-                .unwrap_or_default();
+            let value = e.data().to_string().unwrap_or_default();
             format!("{key}={value}")
         })
         .collect::<Vec<_>>()
@@ -360,10 +357,7 @@ mod tests {
                 &[3, 11, 12, 33, 8, 5, 35, 44, 54, 15, 16, 36],
                 Fault::RevocationFailed,
             ),
-            (
-                &[1, 7, 13, 14, 22, 24, 25, 34, 63, 66, 67, 68, 79],
-                Fault::Other,
-            ),
+            (&[1, 7, 13, 14, 22, 24, 25, 34, 63, 66, 67, 68, 79], Fault::Other),
         ];
         for (codes, fault) in cases {
             for &code in *codes {
