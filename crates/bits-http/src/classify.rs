@@ -122,3 +122,56 @@ fn io_error(e: &io::Error, when: &str) -> BitsError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fake(&'static str, Option<io::Error>);
+
+    impl std::fmt::Display for Fake {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl StdError for Fake {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            self.1.as_ref().map(|e| e as _)
+        }
+    }
+
+    fn check(e: Fake, authority: &str, code: u32) -> BitsError {
+        let got = tcp_error(&e, authority);
+        assert_eq!(got.hresult().0, code, "{got:?}");
+        got
+    }
+
+    #[test]
+    fn tcp_failures_by_kind() {
+        let dns = check(
+            Fake("dns error", Some(io::Error::other("no such host"))),
+            "example.invalid:443",
+            0x8007_2EE7,
+        );
+        assert!(matches!(dns, BitsError::NameNotResolved { ref host } if host == "example.invalid"));
+        check(
+            Fake("tcp connect error", Some(io::ErrorKind::ConnectionRefused.into())),
+            "127.0.0.1:1",
+            0x8007_2EFD,
+        );
+        check(
+            Fake("tcp connect error", Some(io::ErrorKind::TimedOut.into())),
+            "127.0.0.1:1",
+            0x8007_2EE2,
+        );
+        check(Fake("tcp open error", None), "127.0.0.1:1", 0x8007_2EFD);
+    }
+
+    #[test]
+    fn chain_text_joins_sources_once() {
+        let e = Fake("tcp connect error", Some(io::Error::other("refused")));
+        assert_eq!(chain_text(&e), "tcp connect error: refused");
+    }
+}

@@ -134,3 +134,24 @@ fn usable_from_sync_code_with_wait_until() {
     assert_eq!((r.path.as_str(), r.target.as_str()), ("/f", "/f?q=1"));
     assert_eq!(server.bytes_sent(), 1);
 }
+
+#[tokio::test]
+async fn bodiless_answers_keep_the_connection_usable() {
+    let server = HttpServer::start()
+        .with("/c", Route::body(vec![1u8; 3000]).chunked())
+        .with("/empty", Route::status(204))
+        .with("/f", Route::body("x"));
+    let t = PlainHttp::new();
+    let head = Request::head(Url::parse(&server.url("/c")).unwrap(), SecurityFlags::DEFAULT);
+    let mut r = t.send(head).await.unwrap();
+    assert_eq!(header(&r, "transfer-encoding"), Some("chunked"));
+    assert!(body(&mut r).await.is_empty());
+    let mut r = get(&t, &server.url("/empty"), &[]).await;
+    assert_eq!(r.status, 204);
+    assert!(body(&mut r).await.is_empty());
+    // The same connection still parses cleanly.
+    let mut r = get(&t, &server.url("/f"), &[]).await;
+    assert_eq!(body(&mut r).await, b"x");
+    let mut r = get(&t, &server.url("/c"), &[]).await;
+    assert_eq!(body(&mut r).await.len(), 3000);
+}

@@ -401,3 +401,29 @@ fn transports_are_object_safe_send_and_sync() {
     assert_eq!(t.name(), "plain");
     assert!(format!("{t:?}").contains("plain"));
 }
+
+#[tokio::test]
+async fn a_connection_closed_before_the_headers_is_connection_reset() {
+    let server = HttpServer::start().with("/bye", Route::hang_up());
+    let t = PlainHttp::new();
+    let err = t
+        .send(Request::get(url(&server.url("/bye")), SecurityFlags::DEFAULT))
+        .await
+        .unwrap_err();
+    assert_eq!(err.hresult(), Hresult::WINHTTP_CONNECTION_ERROR, "{err}");
+    assert!(err.is_transient());
+}
+
+#[tokio::test]
+async fn headers_later_than_the_timeout_are_timeout() {
+    let server = HttpServer::start().with("/late", Route::body("x").delay(Duration::from_secs(30)));
+    let t = PlainHttp::with_options(HttpOptions {
+        headers_timeout: Duration::from_millis(200),
+        ..HttpOptions::default()
+    });
+    let err = t
+        .send(Request::get(url(&server.url("/late")), SecurityFlags::DEFAULT))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BitsError::Timeout { .. }), "{err:?}");
+}

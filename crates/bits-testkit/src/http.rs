@@ -26,7 +26,8 @@
 //! or without `Location`); send the full `Content-Length` and then close
 //! after K body bytes; send chunked without `Content-Length`; throttle
 //! (sleep after each chunk); fail the first N requests with a status; require
-//! an `Authorization` value. Every request is recorded ([`RecordedRequest`]).
+//! an `Authorization` value; delay the headers; hang up without answering.
+//! Every request is recorded ([`RecordedRequest`]).
 //! An unknown path is a 404.
 //!
 //! # Serving over TLS (for the PKI/TLS module)
@@ -81,6 +82,7 @@ enum Kind {
     Body(Bytes),
     Status(u16),
     Redirect { status: u16, location: Option<String> },
+    HangUp,
 }
 
 /// How one path answers. Build with [`Route::body`], [`Route::status`],
@@ -101,6 +103,7 @@ pub struct Route {
     authorization: Option<String>,
     headers: Vec<(String, String)>,
     close: bool,
+    delay: Option<Duration>,
 }
 
 impl Route {
@@ -119,6 +122,7 @@ impl Route {
             authorization: None,
             headers: Vec::new(),
             close: false,
+            delay: None,
         }
     }
 
@@ -147,6 +151,19 @@ impl Route {
             status,
             location: None,
         })
+    }
+
+    /// Reads the request, then closes the connection without answering (the
+    /// client sees the connection end before any response header).
+    pub fn hang_up() -> Route {
+        Route::new(Kind::HangUp)
+    }
+
+    /// Waits `delay` before sending the response headers (to trip a
+    /// client's header timeout).
+    pub fn delay(mut self, delay: Duration) -> Route {
+        self.delay = Some(delay);
+        self
     }
 
     /// Sends `ETag: etag` (give the quotes: `"\"v1\""`); `If-Range` matches it.
@@ -712,21 +729,41 @@ struct Plan {
     truncate_after: Option<usize>,
     throttle: Option<(usize, Duration)>,
     close: bool,
+    /// No body at all, not even a chunked terminator (HEAD, 204, 304).
+    no_body: bool,
+    /// Wait this long before the headers.
+    delay: Option<Duration>,
+    /// Send nothing; close.
+    hang_up: bool,
 }
 
 impl Plan {
     fn simple(status: u16, text: String, head: bool) -> Plan {
+        let bodiless = no_body_status(status);
+        let text = if bodiless { String::new() } else { text };
         let len = text.len() as u64;
         Plan {
             status,
-            headers: vec![("Content-Type".into(), "text/plain".into())],
+            headers: if bodiless {
+                Vec::new()
+            } else {
+                vec![("Content-Type".into(), "text/plain".into())]
+            },
             body: if head { Bytes::new() } else { Bytes::from(text) },
-            content_length: Some(len),
+            content_length: (!bodiless).then_some(len),
             truncate_after: None,
             throttle: None,
             close: false,
+            no_body: head || bodiless,
+            delay: None,
+            hang_up: false,
         }
     }
+}
+
+/// 1xx, 204 and 304 responses never have a body (RFC 9112 §6.3).
+fn no_body_status(status: u16) -> bool {
+    status < 200 || status == 204 || status == 304
 }
 
 fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
@@ -761,6 +798,11 @@ fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
         }
     }
     let mut plan = match &route.kind {
+        Kind::HangUp => Plan {
+            hang_up: true,
+            close: true,
+            ..Plan::simple(200, String::new(), true)
+        },
         Kind::Status(status) => {
             let mut plan = Plan::simple(*status, format!("status {status}\n"), head);
             if let Some(ra) = &route.retry_after {
@@ -785,6 +827,7 @@ fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
                             truncate_after: Some(after),
                             headers: [plan.headers, extra].concat(),
                             close: true,
+                            delay: route.delay,
                             ..plan
                         };
                     }
@@ -795,6 +838,7 @@ fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
     };
     plan.headers.append(&mut extra);
     plan.close |= route.close;
+    plan.delay = route.delay;
     plan
 }
 
@@ -841,6 +885,9 @@ fn plan_body(route: &Route, body: &Bytes, req: &RecordedRequest, head: bool) -> 
         truncate_after: None,
         throttle: route.throttle,
         close: false,
+        no_body: head,
+        delay: None,
+        hang_up: false,
     }
 }
 
@@ -910,9 +957,16 @@ async fn write_response<S: AsyncWrite + Unpin>(
     keep_alive: bool,
     state: &ServerState,
 ) -> io::Result<bool> {
+    if let Some(delay) = plan.delay {
+        tokio::time::sleep(delay).await;
+    }
+    if plan.hang_up {
+        return Ok(false);
+    }
     let mut head = format!("HTTP/1.1 {} {}\r\n", plan.status, reason(plan.status));
     match plan.content_length {
         Some(len) => head.push_str(&format!("Content-Length: {len}\r\n")),
+        None if no_body_status(plan.status) => {}
         None => head.push_str("Transfer-Encoding: chunked\r\n"),
     }
     for (name, value) in &plan.headers {
@@ -950,7 +1004,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
         stream.flush().await?;
         return Ok(false);
     }
-    if plan.content_length.is_none() {
+    if plan.content_length.is_none() && !plan.no_body {
         stream.write_all(b"0\r\n\r\n").await?;
     }
     stream.flush().await?;
