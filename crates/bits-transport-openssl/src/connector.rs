@@ -12,11 +12,11 @@ use bits_http::{BoxFuture, TlsConnect};
 use openssl::ssl::{SslConnector, SslMethod, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion};
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
-use openssl::x509::X509;
+use openssl::x509::{X509CrlRef, X509};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
-use crate::crl::CrlCache;
+use crate::crl::{CachedCrl, CrlCache};
 use crate::store;
 use crate::verify::{self, Rejection, SharedRecord};
 
@@ -148,13 +148,8 @@ impl OpensslConnector {
             let crls = self.inner.crls.fresh();
             let had: Vec<String> = crls.iter().map(|c| c.url.clone()).collect();
             let mut builder = trust_builder(&self.inner.roots, self.inner.system_roots)?;
-            let mut added = Vec::new();
-            for cached in &crls {
-                let der = cached.crl.to_der().map_err(setup_error)?;
-                if !added.contains(&der) {
-                    store::add_crl(&mut builder, &cached.crl).map_err(setup_error)?;
-                    added.push(der);
-                }
+            for crl in newest_per_issuer(&crls) {
+                store::add_crl(&mut builder, crl).map_err(setup_error)?;
             }
             builder
                 .set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
@@ -260,6 +255,27 @@ impl TlsConnect for OpensslConnector {
         let flags = SecurityFlags::new(flags.cert_bits()).unwrap_or_default();
         Box::pin(self.clone().connect_tls(host, tcp, flags))
     }
+}
+
+/// One CRL per issuer, the most recent (latest lastUpdate): a store that
+/// holds two CRLs of one issuer may use the older (openssl#17639).
+fn newest_per_issuer(crls: &[CachedCrl]) -> Vec<&X509CrlRef> {
+    let mut newest: Vec<(Vec<u8>, &X509CrlRef)> = Vec::new();
+    for cached in crls {
+        let crl: &X509CrlRef = &cached.crl;
+        let Ok(issuer) = crl.issuer_name().to_der() else {
+            continue;
+        };
+        match newest.iter_mut().find(|(name, _)| *name == issuer) {
+            Some(slot) => {
+                if crl.last_update() > slot.1.last_update() {
+                    slot.1 = crl;
+                }
+            }
+            None => newest.push((issuer, crl)),
+        }
+    }
+    newest.into_iter().map(|(_, crl)| crl).collect()
 }
 
 /// A store builder with the trusted roots: the caller's, plus OpenSSL's
