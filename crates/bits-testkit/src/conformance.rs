@@ -1,1 +1,578 @@
-//! The backend conformance matrix (being written).
+//! The backend conformance matrix, written once and run by every backend.
+//!
+//! # Use
+//!
+//! ```text
+//! // crates/bits-transport-openssl/tests/conformance.rs
+//! use std::sync::Arc;
+//! use bits_testkit::conformance::run_matrix;
+//!
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn conformance() {
+//!     let crl_cache = tempfile::tempdir().unwrap();
+//!     let dir = crl_cache.path().to_owned();
+//!     let report = run_matrix("openssl", &|pki| {
+//!         Arc::new(
+//!             OpensslTransport::builder()
+//!                 .add_root_pem(pki.root_pem()).unwrap()
+//!                 .system_roots(false)
+//!                 .crl_cache_dir(&dir)
+//!                 .build()
+//!                 .unwrap(),
+//!         )
+//!     })
+//!     .await;
+//!     report.write_json_if_requested().unwrap(); // $BITS_CONFORMANCE_OUT/openssl.json
+//!     report.assert_conforms();                  // panics with a table of every mismatch
+//! }
+//! ```
+//!
+//! The factory is called once, with the PKI the servers use; trust
+//! [`TestPki::root_pem`] only. The runner works on a current-thread runtime
+//! too.
+//!
+//! # What runs
+//!
+//! One [`TlsServer`] per [`LeafKind`] and one [`CrlServer`] (the PKI is
+//! [`TestPki::shared`] re-issued with this server in its CDPs, so CRL fetches
+//! never depend on another process). Every leaf is tried under every value
+//! of [`MATRIX_FLAGS`]: 0, each single flag, the pairs that cover each
+//! two-fault leaf exactly, `CRL|DATE`, `CRL|CA`, all four ignores (0x1E) and
+//! everything (0x1F). Leaves run in parallel; the flag values of one leaf
+//! run one after another, the most permissive first, against one transport,
+//! so a transport that reuses a pooled connection or TLS session across flag
+//! values accepts a stricter case and is caught.
+//!
+//! For each case: if `check_flags` refuses, the outcome is `refused`, the
+//! refusal must be `E_NOTIMPL`, and a `send` under those flags must not
+//! succeed either. Otherwise the runner GETs `/file?case=…` and records `ok`
+//! (200 with [`TlsServer::BODY`]) or the error's HRESULT.
+//!
+//! # The oracle (policy.md)
+//!
+//! [`LeafKind::uncovered_faults`]: a leaf's faults, where `REVOKED` and
+//! `CRL_UNREACHABLE` count only with `ENABLE_CRL_CHECK` and are never
+//! ignorable, and a `CA` fault under `ENABLE_CRL_CHECK` also means the CRL
+//! cannot be checked (`CRL_UNREACHABLE`). The case must succeed iff no fault
+//! is uncovered; a failure's HRESULT must be that of one of the uncovered
+//! faults (engines differ in which they report first); a certificate failure
+//! must leave no HTTP request on the server; `check_flags(0)` must never
+//! refuse.
+//!
+//! # JSON (`BITS_CONFORMANCE_OUT`)
+//!
+//! `{"backend":"openssl","cases":[{"server":"expired","faults":["DATE"],
+//! "flags":"0x0004","outcome":"ok","expected":"ok","problems":[]}]}` with
+//! `outcome` = `ok` | an HRESULT (`0x80072F05`) | `refused` | `timeout`,
+//! `expected` = `ok` or the acceptable HRESULTs joined by `|`, and
+//! `problems` empty when the case conforms. Cases are in [`LeafKind::ALL`]
+//! order, flags ascending.
+
+use std::fmt::{self, Write as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bits_core::error::{BitsError, Hresult};
+use bits_core::flags::SecurityFlags;
+use bits_core::transport::{Request, Transport};
+use serde::Serialize;
+
+use crate::crl::CrlServer;
+use crate::pki::{Fault, LeafKind, TestPki};
+use crate::tls::TlsServer;
+
+/// The certificate-flag values every leaf is tried under, most permissive
+/// first (the order one leaf's cases run in).
+pub const MATRIX_FLAGS: [u32; 14] = [
+    0x1F, 0x1E, 0x12, 0x0C, 0x0A, 0x09, 0x06, 0x05, 0x10, 0x08, 0x04, 0x02, 0x01, 0x00,
+];
+
+/// How long one case may take (handshake, CRL fetch, body).
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The environment variable naming the directory for the JSON report.
+pub const OUT_ENV: &str = "BITS_CONFORMANCE_OUT";
+
+/// What the oracle demands of one case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expected {
+    /// The request must succeed.
+    Ok,
+    /// The request must fail with one of these HRESULTs.
+    Fail(Vec<Hresult>),
+}
+
+impl Expected {
+    /// The oracle for `kind` under the certificate bits `flags`.
+    pub fn of(kind: LeafKind, flags: u32) -> Expected {
+        let uncovered = kind.uncovered_faults(flags);
+        if uncovered.is_empty() {
+            Expected::Ok
+        } else {
+            let mut codes: Vec<Hresult> = uncovered.iter().map(|f| f.hresult()).collect();
+            codes.dedup();
+            Expected::Fail(codes)
+        }
+    }
+}
+
+impl fmt::Display for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expected::Ok => f.write_str("ok"),
+            Expected::Fail(codes) => {
+                let codes: Vec<String> = codes.iter().map(|h| hex(*h)).collect();
+                f.write_str(&codes.join("|"))
+            }
+        }
+    }
+}
+
+/// What happened in one case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// 200 with the expected body.
+    Ok,
+    /// The request failed with this HRESULT.
+    Failed(Hresult),
+    /// `check_flags` refused the value with `E_NOTIMPL`.
+    Refused,
+    /// `check_flags` refused the value with another HRESULT (a mismatch).
+    RefusedWith(Hresult),
+    /// The case did not finish within [`CASE_TIMEOUT`].
+    Timeout,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Ok => f.write_str("ok"),
+            Outcome::Failed(h) | Outcome::RefusedWith(h) => f.write_str(&hex(*h)),
+            Outcome::Refused => f.write_str("refused"),
+            Outcome::Timeout => f.write_str("timeout"),
+        }
+    }
+}
+
+fn hex(h: Hresult) -> String {
+    format!("0x{:08X}", h.0)
+}
+
+/// One case of the matrix and its result.
+#[derive(Clone, Debug)]
+pub struct CaseResult {
+    /// The leaf the server presented.
+    pub server: LeafKind,
+    /// The certificate bits tried.
+    pub flags: u32,
+    /// What happened.
+    pub outcome: Outcome,
+    /// What the oracle demands.
+    pub expected: Expected,
+    /// The error's message when the request failed (for humans).
+    pub message: Option<String>,
+    /// Every way the case breaks the policy; empty when it conforms.
+    pub problems: Vec<String>,
+}
+
+impl CaseResult {
+    /// Whether the case conforms.
+    pub fn conforms(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The result of [`run_matrix`].
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The backend name given to [`run_matrix`].
+    pub backend: String,
+    /// The transport's own [`Transport::name`].
+    pub transport_name: String,
+    /// Every case, in [`LeafKind::ALL`] order, flags ascending.
+    pub cases: Vec<CaseResult>,
+    /// How long the whole matrix took.
+    pub elapsed: Duration,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    backend: &'a str,
+    cases: Vec<JsonCase>,
+}
+
+#[derive(Serialize)]
+struct JsonCase {
+    server: &'static str,
+    faults: Vec<&'static str>,
+    flags: String,
+    outcome: String,
+    expected: String,
+    problems: Vec<String>,
+}
+
+impl Report {
+    /// The cases that break the policy.
+    pub fn mismatches(&self) -> impl Iterator<Item = &CaseResult> {
+        self.cases.iter().filter(|c| !c.conforms())
+    }
+
+    /// The case for `server` under `flags`, if the matrix ran it.
+    pub fn case(&self, server: LeafKind, flags: u32) -> Option<&CaseResult> {
+        self.cases.iter().find(|c| c.server == server && c.flags == flags)
+    }
+
+    /// The report as the brief's JSON.
+    pub fn to_json(&self) -> String {
+        let cases = self
+            .cases
+            .iter()
+            .map(|c| JsonCase {
+                server: c.server.name(),
+                faults: c.server.faults().iter().map(|f| f.as_str()).collect(),
+                flags: format!("0x{:04X}", c.flags),
+                outcome: c.outcome.to_string(),
+                expected: c.expected.to_string(),
+                problems: c.problems.clone(),
+            })
+            .collect();
+        serde_json::to_string_pretty(&JsonReport {
+            backend: &self.backend,
+            cases,
+        })
+        .expect("serialize the conformance report")
+    }
+
+    /// Writes `$BITS_CONFORMANCE_OUT/<backend>.json` when the variable is set
+    /// (creating the directory); returns the path written.
+    pub fn write_json_if_requested(&self) -> std::io::Result<Option<PathBuf>> {
+        let Some(dir) = std::env::var_os(OUT_ENV).filter(|d| !d.is_empty()) else {
+            return Ok(None);
+        };
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{}.json", self.backend));
+        std::fs::write(&path, self.to_json() + "\n")?;
+        Ok(Some(path))
+    }
+
+    /// The full matrix as a text table (leaf rows, flag columns).
+    pub fn table(&self) -> String {
+        let mut flags: Vec<u32> = self.cases.iter().map(|c| c.flags).collect();
+        flags.sort_unstable();
+        flags.dedup();
+        let mut out = format!("{:<34}", "server (faults)");
+        for f in &flags {
+            let _ = write!(out, " {:>10}", format!("0x{f:02X}"));
+        }
+        out.push('\n');
+        for kind in LeafKind::ALL {
+            let faults: Vec<&str> = kind.faults().iter().map(|f| f.as_str()).collect();
+            let _ = write!(out, "{:<34}", format!("{kind} [{}]", faults.join(",")));
+            for f in &flags {
+                let cell = match self.case(kind, *f) {
+                    Some(c) if c.conforms() => c.outcome.to_string(),
+                    Some(c) => format!("!{}", c.outcome),
+                    None => "-".into(),
+                };
+                let _ = write!(out, " {cell:>10}");
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Panics, with a readable table of every mismatch, unless every case
+    /// conforms and the transport is named as the backend.
+    pub fn assert_conforms(&self) {
+        let mut msg = String::new();
+        if self.transport_name != self.backend {
+            let _ = writeln!(
+                msg,
+                "the transport calls itself {:?}, the matrix ran it as {:?}",
+                self.transport_name, self.backend
+            );
+        }
+        let bad: Vec<&CaseResult> = self.mismatches().collect();
+        if !bad.is_empty() {
+            let _ = writeln!(
+                msg,
+                "{} of {} conformance cases of backend {:?} break the policy:",
+                bad.len(),
+                self.cases.len(),
+                self.backend
+            );
+            let _ = writeln!(
+                msg,
+                "{:<20} {:<6} {:<26} {:<12} problem",
+                "server", "flags", "expected", "outcome"
+            );
+            for c in bad {
+                for p in &c.problems {
+                    let _ = writeln!(
+                        msg,
+                        "{:<20} 0x{:02X}   {:<26} {:<12} {p}",
+                        c.server.name(),
+                        c.flags,
+                        c.expected.to_string(),
+                        c.outcome.to_string()
+                    );
+                }
+                if let Some(m) = &c.message {
+                    let _ = writeln!(msg, "{:<20} error message: {m}", "");
+                }
+            }
+            let _ = writeln!(msg, "\nfull matrix (! = mismatch):\n{}", self.table());
+        }
+        if !msg.is_empty() {
+            panic!("{msg}");
+        }
+    }
+}
+
+struct Fixture {
+    pki: TestPki,
+    // Kept alive for the whole run; the leaves' CDPs name it.
+    _crl: CrlServer,
+    servers: Vec<Arc<TlsServer>>,
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        let crl = CrlServer::start();
+        crl.serve_pki(TestPki::shared());
+        let pki = TestPki::shared().with_crl_base(&crl.base_url());
+        let servers = LeafKind::ALL
+            .iter()
+            .map(|k| Arc::new(TlsServer::start(pki.leaf(*k))))
+            .collect();
+        Fixture {
+            pki,
+            _crl: crl,
+            servers,
+        }
+    }
+}
+
+/// Runs the whole matrix against the transport `make` builds (called once,
+/// with the PKI the servers present) and returns the report. `backend` names
+/// the JSON file and must equal the transport's [`Transport::name`].
+pub async fn run_matrix(backend: &str, make: &dyn Fn(&TestPki) -> Arc<dyn Transport>) -> Report {
+    run_matrix_with(backend, &MATRIX_FLAGS, make).await
+}
+
+/// [`run_matrix`] over chosen certificate-flag values (each 0..=0x1F); they
+/// run in the order given for each leaf.
+pub async fn run_matrix_with(
+    backend: &str,
+    flags: &[u32],
+    make: &dyn Fn(&TestPki) -> Arc<dyn Transport>,
+) -> Report {
+    let started = Instant::now();
+    // Servers start on their own threads; do it off the async worker.
+    let fixture = Fixture::start();
+    let transport = make(&fixture.pki);
+    let transport_name = transport.name().to_owned();
+    let flags: Arc<Vec<u32>> = Arc::new(flags.to_vec());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, kind) in LeafKind::ALL.into_iter().enumerate() {
+        let server = fixture.servers[i].clone();
+        let transport = transport.clone();
+        let flags = flags.clone();
+        tasks.spawn(async move {
+            let mut out = Vec::new();
+            for (n, &f) in flags.iter().enumerate() {
+                let id = i * 100 + n;
+                out.push(run_case(&*transport, &server, kind, f, id).await);
+            }
+            out
+        });
+    }
+    let mut cases = Vec::new();
+    while let Some(res) = tasks.join_next().await {
+        match res {
+            Ok(mut c) => cases.append(&mut c),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    cases.sort_by_key(|c| (c.server, c.flags));
+    drop(fixture);
+    Report {
+        backend: backend.to_owned(),
+        transport_name,
+        cases,
+        elapsed: started.elapsed(),
+    }
+}
+
+async fn run_case(
+    transport: &dyn Transport,
+    server: &TlsServer,
+    kind: LeafKind,
+    flags: u32,
+    id: usize,
+) -> CaseResult {
+    let expected = Expected::of(kind, flags);
+    let target = format!("/file?case={id}&flags=0x{flags:02X}");
+    let url = server.url(&target);
+    let sec = SecurityFlags::new(flags).expect("matrix flags are certificate bits");
+    let mut problems = Vec::new();
+    let mut message = None;
+
+    if let Err(e) = transport.check_flags(sec) {
+        let code = e.hresult();
+        let outcome = if code == Hresult::E_NOTIMPL {
+            Outcome::Refused
+        } else {
+            problems.push(format!(
+                "check_flags refused with {} ({e}); a refusal must be E_NOTIMPL 0x80004001",
+                hex(code)
+            ));
+            Outcome::RefusedWith(code)
+        };
+        if flags == 0 {
+            problems.push("check_flags refused the default flags 0; every transport must honour them".into());
+        }
+        // A refused value must not work through send() either.
+        let sent = tokio::time::timeout(CASE_TIMEOUT, fetch(transport, Request::get(url, sec))).await;
+        if let Ok(Ok(_)) = sent {
+            problems
+                .push("check_flags refused these flags but send() under them SUCCEEDED (broadening)".into());
+        }
+        if server.requests_for(&target) != 0 {
+            problems.push("an HTTP request reached the server under refused flags".into());
+        }
+        return CaseResult {
+            server: kind,
+            flags,
+            outcome,
+            expected,
+            message: Some(e.to_string()),
+            problems,
+        };
+    }
+
+    let result = tokio::time::timeout(CASE_TIMEOUT, fetch(transport, Request::get(url, sec))).await;
+    let arrived = server.requests_for(&target);
+    let outcome = match result {
+        Err(_) => {
+            problems.push(format!("no result within {CASE_TIMEOUT:?}"));
+            Outcome::Timeout
+        }
+        Ok(Ok((status, body))) => {
+            if status != 200 {
+                problems.push(format!("status {status}, expected 200"));
+            } else if body != TlsServer::BODY {
+                problems.push(format!(
+                    "body of {} bytes differs from the served one",
+                    body.len()
+                ));
+            }
+            if arrived != 1 {
+                problems.push(format!(
+                    "the server saw {arrived} requests for this case, expected 1"
+                ));
+            }
+            Outcome::Ok
+        }
+        Ok(Err(e)) => {
+            message = Some(e.to_string());
+            Outcome::Failed(e.hresult())
+        }
+    };
+    match (&expected, &outcome) {
+        (Expected::Ok, Outcome::Failed(h)) => {
+            problems.push(format!("failed with {} but the flags cover every fault", hex(*h)));
+        }
+        (Expected::Fail(_), Outcome::Ok) => {
+            let faults: Vec<&str> = kind
+                .uncovered_faults(flags)
+                .iter()
+                .map(|f| Fault::as_str(*f))
+                .collect();
+            problems.push(format!(
+                "SUCCEEDED although the flags leave {} uncovered (security bug: broader than asked)",
+                faults.join(", ")
+            ));
+        }
+        (Expected::Fail(codes), Outcome::Failed(h)) => {
+            if !codes.contains(h) {
+                problems.push(format!("failed with {}, expected one of {expected}", hex(*h)));
+            }
+            if arrived != 0 {
+                problems.push(format!(
+                    "a certificate failure, yet {arrived} HTTP request(s) reached the server"
+                ));
+            }
+        }
+        _ => {}
+    }
+    CaseResult {
+        server: kind,
+        flags,
+        outcome,
+        expected,
+        message,
+        problems,
+    }
+}
+
+/// Sends `request` and reads the whole body.
+async fn fetch(transport: &dyn Transport, request: Request) -> Result<(u16, Vec<u8>), BitsError> {
+    let mut response = transport.send(request).await?;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.body.next_chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok((response.status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oracle_examples() {
+        use LeafKind::*;
+        let date = Hresult::WINHTTP_SECURE_CERT_DATE_INVALID;
+        let cn = Hresult::WINHTTP_SECURE_CERT_CN_INVALID;
+        let ca = Hresult::WINHTTP_SECURE_INVALID_CA;
+        let rev_failed = Hresult::WINHTTP_SECURE_CERT_REV_FAILED;
+        let revoked = Hresult::WINHTTP_SECURE_CERT_REVOKED;
+        assert_eq!(Expected::of(Good, 0), Expected::Ok);
+        assert_eq!(Expected::of(Expired, 0x02), Expected::Fail(vec![date]));
+        assert_eq!(Expected::of(ExpWrongHost, 0), Expected::Fail(vec![date, cn]));
+        assert_eq!(Expected::of(ExpWrongHost, 0x06), Expected::Ok);
+        assert_eq!(Expected::of(UnknownCa, 0x09), Expected::Fail(vec![rev_failed]));
+        assert_eq!(
+            Expected::of(UnknownCa, 0x01),
+            Expected::Fail(vec![ca, rev_failed])
+        );
+        assert_eq!(Expected::of(Revoked, 0x1E), Expected::Ok);
+        assert_eq!(Expected::of(Revoked, 0x1F), Expected::Fail(vec![revoked]));
+        assert_eq!(Expected::of(RevokedExpired, 0x05), Expected::Fail(vec![revoked]));
+        assert_eq!(
+            Expected::of(RevokedExpired, 0x01),
+            Expected::Fail(vec![revoked, date])
+        );
+        assert_eq!(
+            Expected::of(CrlUnreachable, 0x01),
+            Expected::Fail(vec![rev_failed])
+        );
+        assert_eq!(Expected::of(ViaInt, 0x1F), Expected::Ok);
+        assert_eq!(Expected::of(ExpWrongHost, 0).to_string(), "0x80072F05|0x80072F06");
+    }
+
+    #[test]
+    fn matrix_flags_are_distinct_certificate_bits() {
+        let mut seen = std::collections::HashSet::new();
+        for f in MATRIX_FLAGS {
+            assert!(f <= SecurityFlags::CERT_MASK);
+            assert!(seen.insert(f));
+        }
+        for needed in [0, 1, 2, 4, 8, 0x10, 0x1E, 0x1F] {
+            assert!(seen.contains(&needed), "0x{needed:02X}");
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! A deliberately tiny HTTP/1.1 request reader and response writer, shared by
-//! the CRL server and the TLS server. One request per connection
-//! (`Connection: close`), which every client handles.
+//! the CRL server (one request per connection, `Connection: close`) and the
+//! TLS server (keep-alive, so a client's connection pool gets exercised).
 
 use std::io;
 
@@ -18,6 +18,8 @@ pub(crate) struct RequestHead {
     pub target: String,
     /// The value of the `Range` header, if any.
     pub range: Option<String>,
+    /// The client sent `Connection: close` (or spoke HTTP/1.0).
+    pub close: bool,
 }
 
 impl RequestHead {
@@ -66,16 +68,24 @@ fn parse_head(head: &[u8]) -> io::Result<RequestHead> {
     let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "bad request line"));
     };
-    let range = lines.find_map(|h| {
-        let (name, value) = h.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("range")
-            .then(|| value.trim().to_owned())
-    });
+    let mut close = parts.next() == Some("HTTP/1.0");
+    let mut range = None;
+    for h in lines {
+        let Some((name, value)) = h.split_once(':') else {
+            continue;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("range") {
+            range = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("connection") {
+            close = value.eq_ignore_ascii_case("close");
+        }
+    }
     Ok(RequestHead {
         method: method.to_owned(),
         target: target.to_owned(),
         range,
+        close,
     })
 }
 
@@ -87,6 +97,19 @@ pub(crate) async fn write_response<S: AsyncWrite + Unpin>(
     body: &[u8],
     send_body: bool,
 ) -> io::Result<()> {
+    write_response_keep(s, status, extra_headers, body, send_body, false).await
+}
+
+/// Writes a complete response; unless `keep_alive`, says `Connection: close`
+/// and closes the write side.
+pub(crate) async fn write_response_keep<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    status: u16,
+    extra_headers: &[(&str, String)],
+    body: &[u8],
+    send_body: bool,
+    keep_alive: bool,
+) -> io::Result<()> {
     let reason = match status {
         200 => "OK",
         206 => "Partial Content",
@@ -96,10 +119,10 @@ pub(crate) async fn write_response<S: AsyncWrite + Unpin>(
         503 => "Service Unavailable",
         _ => "Status",
     };
-    let mut head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
+    let mut head = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\n", body.len());
+    if !keep_alive {
+        head.push_str("Connection: close\r\n");
+    }
     for (name, value) in extra_headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -109,7 +132,11 @@ pub(crate) async fn write_response<S: AsyncWrite + Unpin>(
         s.write_all(body).await?;
     }
     s.flush().await?;
-    s.shutdown().await
+    if keep_alive {
+        Ok(())
+    } else {
+        s.shutdown().await
+    }
 }
 
 /// Resolves a `Range: bytes=a-b` header against a body of `len` bytes:
@@ -167,5 +194,8 @@ mod tests {
         assert_eq!(h.method, "GET");
         assert_eq!(h.path(), "/file");
         assert_eq!(h.range.as_deref(), Some("bytes=1-2"));
+        assert!(!h.close);
+        assert!(parse_head(b"GET / HTTP/1.1\r\nConnection: close").unwrap().close);
+        assert!(parse_head(b"GET / HTTP/1.0").unwrap().close);
     }
 }

@@ -11,6 +11,8 @@
 //!
 //! Paths: `/file` (any query) → 200 with [`TlsServer::BODY`], honouring a
 //! single `Range: bytes=…` with 206 (or 416); anything else → 404. Every
+//! Connections are kept alive (unless the client sends `Connection: close`),
+//! so a client's pool is exercised. Every
 //! request that got past the handshake is recorded ([`TlsServer::requests`]);
 //! a certificate failure must leave no record.
 
@@ -145,22 +147,32 @@ async fn handle(acceptor: Arc<SslAcceptor>, shared: Arc<Shared>, tcp: TcpStream)
         return;
     }
     shared.handshakes_ok.fetch_add(1, Ordering::SeqCst);
-    let Ok(Some(head)) = mini_http::read_head(&mut tls).await else {
-        return;
-    };
-    shared
-        .requests
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(RecordedRequest {
-            method: head.method.clone(),
-            target: head.target.clone(),
-            range: head.range.clone(),
-        });
+    // Keep-alive: serve requests until the client closes or asks to.
+    while let Ok(Some(head)) = mini_http::read_head(&mut tls).await {
+        shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(RecordedRequest {
+                method: head.method.clone(),
+                target: head.target.clone(),
+                range: head.range.clone(),
+            });
+        let keep_alive = !head.close;
+        if respond(&mut tls, &head, keep_alive).await.is_err() || !keep_alive {
+            return;
+        }
+    }
+}
+
+async fn respond<S: tokio::io::AsyncWrite + Unpin>(
+    tls: &mut S,
+    head: &mini_http::RequestHead,
+    keep_alive: bool,
+) -> std::io::Result<()> {
     let send_body = head.method != "HEAD";
     if head.path() != "/file" {
-        let _ = mini_http::write_response(&mut tls, 404, &[], b"", send_body).await;
-        return;
+        return mini_http::write_response_keep(tls, 404, &[], b"", send_body, keep_alive).await;
     }
     let body = TlsServer::BODY;
     let mut headers = vec![
@@ -168,19 +180,20 @@ async fn handle(acceptor: Arc<SslAcceptor>, shared: Arc<Shared>, tcp: TcpStream)
         ("Accept-Ranges", "bytes".to_owned()),
         ("ETag", "\"bits-testkit-body\"".to_owned()),
     ];
-    let _ = match head
+    match head
         .range
         .as_deref()
         .and_then(|r| mini_http::resolve_range(r, body.len()))
     {
         Some(Ok((start, end))) => {
             headers.push(("Content-Range", format!("bytes {start}-{end}/{}", body.len())));
-            mini_http::write_response(&mut tls, 206, &headers, &body[start..=end], send_body).await
+            let part = &body[start..=end];
+            mini_http::write_response_keep(tls, 206, &headers, part, send_body, keep_alive).await
         }
         Some(Err(())) => {
             headers.push(("Content-Range", format!("bytes */{}", body.len())));
-            mini_http::write_response(&mut tls, 416, &headers, b"", send_body).await
+            mini_http::write_response_keep(tls, 416, &headers, b"", send_body, keep_alive).await
         }
-        None => mini_http::write_response(&mut tls, 200, &headers, body, send_body).await,
-    };
+        None => mini_http::write_response_keep(tls, 200, &headers, body, send_body, keep_alive).await,
+    }
 }

@@ -167,7 +167,7 @@ async fn get_over_tls(connector: &SslConnector, server: &TlsServer, host: &str) 
     if let Err(e) = Pin::new(&mut s).connect().await {
         return Err(format!("{e}: verify result {}", s.ssl().verify_result().as_raw()));
     }
-    s.write_all(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut out = Vec::new();
@@ -222,7 +222,7 @@ async fn tls_server_honours_range() {
     let ssl = connector.configure().unwrap().into_ssl("localhost").unwrap();
     let mut s = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
     Pin::new(&mut s).connect().await.unwrap();
-    s.write_all(b"GET /file?x=1 HTTP/1.1\r\nHost: x\r\nRange: bytes=2-5\r\n\r\n")
+    s.write_all(b"GET /file?x=1 HTTP/1.1\r\nHost: x\r\nRange: bytes=2-5\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut out = Vec::new();

@@ -1,0 +1,174 @@
+//! The conformance runner itself, driven by two reference transports built
+//! here on the openssl crate: a strict one (honours only flags 0, refuses the
+//! rest) that must conform, and a broadening one (accepts any certificate
+//! under any flags) that the runner must catch.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bits_core::{BitsError, BodyStream, Request, Response, SecurityFlags, Transport};
+use bits_testkit::conformance::{run_matrix, run_matrix_with, Outcome};
+use bits_testkit::pki::{LeafKind, TestPki};
+use bytes::Bytes;
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use openssl::x509::store::X509StoreBuilder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug)]
+struct WholeBody(Option<Bytes>);
+
+#[async_trait]
+impl BodyStream for WholeBody {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, BitsError> {
+        Ok(self.0.take())
+    }
+}
+
+/// A minimal HTTPS GET over OpenSSL: `strict` verifies against the test
+/// root (host name included), otherwise verification is off entirely.
+#[derive(Debug)]
+struct RefTransport {
+    name: &'static str,
+    strict: bool,
+    connector: SslConnector,
+}
+
+impl RefTransport {
+    fn new(name: &'static str, pki: &TestPki, strict: bool) -> RefTransport {
+        let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+        let mut store = X509StoreBuilder::new().unwrap();
+        store.add_cert(pki.root_cert().clone()).unwrap();
+        b.set_cert_store(store.build());
+        b.set_verify(if strict {
+            SslVerifyMode::PEER
+        } else {
+            SslVerifyMode::NONE
+        });
+        RefTransport {
+            name,
+            strict,
+            connector: b.build(),
+        }
+    }
+}
+
+/// X509_V_ERR_* → policy error (tls-mapping.md §2.2).
+fn classify(code: i32) -> BitsError {
+    match code {
+        9 | 10 => BitsError::CertDateInvalid,
+        62 | 64 => BitsError::CertCnInvalid,
+        2 | 18 | 19 | 20 | 21 => BitsError::UnknownCa,
+        26 => BitsError::CertWrongUsage,
+        23 => BitsError::CertRevoked,
+        _ => BitsError::SecureFailure {
+            reason: format!("verify result {code}"),
+        },
+    }
+}
+
+#[async_trait]
+impl Transport for RefTransport {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn check_flags(&self, flags: SecurityFlags) -> Result<(), BitsError> {
+        if !self.strict || flags.cert_bits() == 0 {
+            Ok(())
+        } else {
+            Err(BitsError::NotImplemented {
+                what: format!("reference transport honours only 0, not {flags}"),
+            })
+        }
+    }
+
+    async fn send(&self, request: Request) -> Result<Response, BitsError> {
+        self.check_flags(request.flags)?;
+        let host = request.url.host_str().unwrap_or_default().to_owned();
+        let port = request.url.port().unwrap_or(443);
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| BitsError::CannotConnect {
+                host: host.clone(),
+                reason: e.to_string(),
+            })?;
+        let ssl = self.connector.configure().unwrap().into_ssl(&host).unwrap();
+        let mut s = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+        if Pin::new(&mut s).connect().await.is_err() {
+            return Err(classify(s.ssl().verify_result().as_raw()));
+        }
+        let target = match request.url.query() {
+            Some(q) => format!("{}?{q}", request.url.path()),
+            None => request.url.path().to_owned(),
+        };
+        let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let io = |e: std::io::Error| BitsError::ConnectionReset {
+            reason: e.to_string(),
+        };
+        s.write_all(req.as_bytes()).await.map_err(io)?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.map_err(io)?;
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| {
+            BitsError::InvalidServerResponse {
+                what: "no header end".into(),
+            }
+        })?;
+        let head = String::from_utf8_lossy(&raw[..split]);
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        Ok(Response {
+            status,
+            headers: http::HeaderMap::new(),
+            body: Box::new(WholeBody(Some(Bytes::copy_from_slice(&raw[split + 4..])))),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_strict_transport_conforms_and_refuses_the_rest() {
+    let report = run_matrix("strict", &|pki| Arc::new(RefTransport::new("strict", pki, true))).await;
+    report.assert_conforms();
+    assert_eq!(report.cases.len(), 15 * 14);
+    assert_eq!(report.case(LeafKind::Good, 0).unwrap().outcome, Outcome::Ok);
+    assert_eq!(
+        report.case(LeafKind::Good, 0x1E).unwrap().outcome,
+        Outcome::Refused
+    );
+    assert_eq!(report.case(LeafKind::ViaInt, 0).unwrap().outcome, Outcome::Ok);
+    // Without CRL checking, revoked and crlunreachable are fine.
+    assert_eq!(report.case(LeafKind::Revoked, 0).unwrap().outcome, Outcome::Ok);
+    assert_eq!(
+        report.case(LeafKind::Expired, 0).unwrap().outcome.to_string(),
+        "0x80072F05"
+    );
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["backend"], "strict");
+    let first = &json["cases"][0];
+    assert_eq!(first["server"], "good");
+    assert_eq!(first["flags"], "0x0000");
+    assert_eq!(first["outcome"], "ok");
+    assert!(first["faults"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadening_transport_is_caught() {
+    let report = run_matrix_with("broad", &[0x00, 0x04], &|pki| {
+        Arc::new(RefTransport::new("broad", pki, false))
+    })
+    .await;
+    let bad: Vec<_> = report.mismatches().collect();
+    // Every faulty leaf except revoked/crlunreachable (not faults without CRL) is accepted wrongly.
+    assert!(bad.iter().any(|c| c.server == LeafKind::Expired && c.flags == 0));
+    assert!(bad
+        .iter()
+        .any(|c| c.server == LeafKind::ExpUnknownCa && c.flags == 0x04));
+    assert!(!bad
+        .iter()
+        .any(|c| c.server == LeafKind::Expired && c.flags == 0x04));
+    assert!(bad
+        .iter()
+        .all(|c| c.problems.iter().any(|p| p.contains("SUCCEEDED"))));
+    let panic = std::panic::catch_unwind(|| report.assert_conforms()).unwrap_err();
+    let text = panic.downcast_ref::<String>().unwrap();
+    assert!(text.contains("exp_unknownca"), "{text}");
+}
