@@ -155,6 +155,20 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// Compares with the JSON spelling (`"ok"`, `"refused"`, `"0x80072F05"`).
+impl PartialEq<&str> for Outcome {
+    fn eq(&self, other: &&str) -> bool {
+        self.to_string().as_str() == *other
+    }
+}
+
+/// Compares with the JSON spelling (`"ok"`, `"refused"`, `"0x80072F05"`).
+impl PartialEq<str> for Outcome {
+    fn eq(&self, other: &str) -> bool {
+        self.to_string().as_str() == other
+    }
+}
+
 fn hex(h: Hresult) -> String {
     format!("0x{:08X}", h.0)
 }
@@ -562,6 +576,9 @@ mod tests {
         );
         assert_eq!(Expected::of(ViaInt, 0x1F), Expected::Ok);
         assert_eq!(Expected::of(ExpWrongHost, 0).to_string(), "0x80072F05|0x80072F06");
+        assert!(Outcome::Refused == "refused");
+        assert!(Outcome::Failed(date) == "0x80072F05");
+        assert!(Outcome::Ok != "refused");
     }
 
     #[test]
