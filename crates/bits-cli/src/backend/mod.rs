@@ -1,0 +1,140 @@
+//! The TLS backends compiled into this `bits`, chosen by name.
+//!
+//! This is the only place in the workspace with `cfg(feature = "openssl")` /
+//! `cfg(feature = "native")`: one [`Backend`] enum with a variant per
+//! compiled-in backend, one module per backend that builds its transport,
+//! and [`disabled`] for the names this build knows but left out, so that
+//! `--backend openssl` in a build without it is refused with a clear line
+//! (`E_NOTIMPL`, exit 2) rather than "unknown backend".
+
+use std::path::Path;
+
+use bits_core::{BitsError, SharedTransport};
+
+use crate::error::Failure;
+
+#[cfg(not(any(feature = "openssl", feature = "native")))]
+compile_error!(
+    "bits-cli needs at least one TLS backend: build with `--features openssl` and/or `--features native`"
+);
+
+mod disabled;
+#[cfg(feature = "native")]
+mod native;
+#[cfg(feature = "openssl")]
+mod openssl;
+
+/// Every backend name a `bits` build may know, in the order that picks the
+/// default (the first compiled in).
+pub const KNOWN: &[&str] = &["openssl", "native"];
+
+/// A backend compiled into this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// OpenSSL (`bits-transport-openssl`): every flag value, with CRL checking.
+    #[cfg(feature = "openssl")]
+    Openssl,
+    /// The platform's TLS through native-tls (`bits-transport-native`).
+    #[cfg(feature = "native")]
+    Native,
+}
+
+impl Backend {
+    /// The backends of this build, default first.
+    pub fn compiled() -> Vec<Backend> {
+        vec![
+            #[cfg(feature = "openssl")]
+            Backend::Openssl,
+            #[cfg(feature = "native")]
+            Backend::Native,
+        ]
+    }
+
+    /// The default backend: the first compiled in, in the order openssl, native.
+    pub fn default_backend() -> Backend {
+        Backend::compiled()[0]
+    }
+
+    /// The backend's name, as jobs store it and `--backend` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            #[cfg(feature = "openssl")]
+            Backend::Openssl => "openssl",
+            #[cfg(feature = "native")]
+            Backend::Native => "native",
+        }
+    }
+
+    /// The backend called `name`. A name this build knows but was built
+    /// without is `E_NOTIMPL`; any other name is `E_INVALIDARG`.
+    pub fn from_name(name: &str) -> Result<Backend, Failure> {
+        let wanted = name.trim().to_ascii_lowercase();
+        if let Some(b) = Backend::compiled().into_iter().find(|b| b.name() == wanted) {
+            return Ok(b);
+        }
+        Err(disabled::refuse(name))
+    }
+
+    /// Builds the backend's transport: the system's trusted roots (which
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR` replace), with the CRL cache in the
+    /// store folder where the backend has one.
+    pub fn transport(self, store_dir: &Path) -> Result<SharedTransport, BitsError> {
+        let _ = store_dir;
+        match self {
+            #[cfg(feature = "openssl")]
+            Backend::Openssl => openssl::transport(store_dir),
+            #[cfg(feature = "native")]
+            Backend::Native => native::transport(),
+        }
+    }
+}
+
+/// The transport for the backend a job names: `E_NOTIMPL` when this build
+/// has no such backend.
+pub fn transport_for(name: &str, store_dir: &Path) -> Result<SharedTransport, BitsError> {
+    let backend = Backend::from_name(name).map_err(|f| BitsError::NotImplemented { what: f.message })?;
+    backend.transport(store_dir)
+}
+
+/// The names of the compiled-in backends, comma-separated.
+pub fn compiled_names() -> String {
+    Backend::compiled()
+        .iter()
+        .map(|b| b.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_first_compiled_and_names_round_trip() {
+        let all = Backend::compiled();
+        assert!(!all.is_empty());
+        assert_eq!(Backend::default_backend(), all[0]);
+        for b in all {
+            assert_eq!(Backend::from_name(b.name()).unwrap(), b);
+            assert_eq!(Backend::from_name(&b.name().to_uppercase()).unwrap(), b);
+        }
+    }
+
+    #[test]
+    fn unknown_name_is_invalid_arg() {
+        let f = Backend::from_name("gnutls").unwrap_err();
+        assert_eq!(f.code, bits_core::Hresult::E_INVALIDARG);
+        assert_eq!(f.exit, 2);
+    }
+
+    #[test]
+    fn known_but_disabled_is_not_implemented() {
+        for name in KNOWN {
+            if Backend::compiled().iter().all(|b| b.name() != *name) {
+                let f = Backend::from_name(name).unwrap_err();
+                assert_eq!(f.code, bits_core::Hresult::E_NOTIMPL, "{name}");
+                assert!(f.message.contains("built without"), "{}", f.message);
+            }
+        }
+    }
+}

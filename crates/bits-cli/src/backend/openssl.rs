@@ -1,0 +1,16 @@
+//! The OpenSSL backend (`--features openssl`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bits_core::{BitsError, SharedTransport};
+use bits_transport_openssl::OpensslTransport;
+
+/// An OpenSSL transport over the system roots (`SSL_CERT_FILE` /
+/// `SSL_CERT_DIR` replace them), caching CRLs in `<store>/crl`.
+pub fn transport(store_dir: &Path) -> Result<SharedTransport, BitsError> {
+    let t = OpensslTransport::builder()
+        .crl_cache_dir(store_dir.join("crl"))
+        .build()?;
+    Ok(Arc::new(t))
+}

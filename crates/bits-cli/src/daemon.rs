@@ -1,0 +1,611 @@
+//! `bits daemon`: the service that carries every active job of one store.
+//!
+//! - **One per store**: it holds `daemon.lock` (`flock`) for its lifetime; a
+//!   second daemon exits 1 naming the first one's pid.
+//! - **Scheduling**: at most [`MAX_PARALLEL`] jobs transfer at once, picked
+//!   by priority (FOREGROUND > HIGH > NORMAL > LOW), then age. A queued job
+//!   of higher priority preempts a running one of lower priority when every
+//!   slot is taken (the preempted job goes back to QUEUED, as at the end of
+//!   a BITS time slice, and resumes from its bytes on disk).
+//! - **Retries**: a TRANSIENT_ERROR job waits for the engine's retry delay
+//!   (the minimum retry delay, or a longer `Retry-After`), then goes back to
+//!   QUEUED; when the no-progress timeout runs out first, it goes to ERROR.
+//! - **Operations** arrive over the socket (see [`crate::ipc`]); a running
+//!   job's transfer is stopped (its engine future dropped, which the engine
+//!   makes safe) before any change but `resume` applies.
+//! - **Persistence**: progress is saved at least every MiB or every second,
+//!   state changes at once. SIGTERM/SIGINT stop every transfer, save it as
+//!   QUEUED and exit 0; after `kill -9` the next daemon resumes every
+//!   active job from the bytes in its temporary file.
+//! - **Memory** holds only the jobs running now and the ids and timers of
+//!   TRANSIENT_ERROR jobs; everything else lives in the database. Final jobs
+//!   older than 30 days are pruned at start and then daily.
+//!
+//! It runs on a single-threaded tokio runtime: the engine's tasks are
+//! I/O-bound, and one thread keeps the scheduler free of locks.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use bits_core::{BitsError, Engine, Event, Hresult, Job, JobState, Observer, RunOutcome, SharedTransport};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::backend;
+use crate::error::{Failure, EXIT_OK};
+use crate::ipc::{self, Reply, Request};
+use crate::ops;
+use crate::store::{self, Store};
+
+/// Jobs that transfer at once.
+pub const MAX_PARALLEL: usize = 4;
+/// Final jobs older than this are pruned by the daemon.
+pub const PRUNE_AGE: Duration = Duration::from_secs(30 * 86_400);
+/// Progress is saved after this many bytes…
+const SAVE_BYTES: u64 = 1 << 20;
+/// …or this long, whichever comes first.
+const SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// `SIGXFSZ` on Linux: ignored, so that a file-size limit is an `EFBIG`
+/// write error (a LOCAL_FILE error of the job) instead of killing us.
+const SIGXFSZ: i32 = 25;
+
+type Shared = Arc<Mutex<Store>>;
+
+fn lock(store: &Shared) -> MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the daemon in the foreground until SIGTERM or SIGINT. Prints
+/// `ready` on stdout once it accepts commands.
+pub fn run(dir: &Path) -> Result<ExitCode, Failure> {
+    store::ensure_dir(dir)?;
+    let lock_path = ipc::path(dir, ipc::DAEMON_LOCK);
+    let mut lifetime = store::open_private(&lock_path)?;
+    if lifetime.try_lock().is_err() {
+        let pid = std::fs::read_to_string(&lock_path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        return Err(ipc::busy(dir, pid));
+    }
+    let _ = lifetime.set_len(0);
+    let _ = writeln!(lifetime, "{}", std::process::id());
+
+    // Bind and load under store.lock: a CLI that saw no daemon finishes its
+    // direct edit first, and one that comes later finds the socket.
+    let store_lock_path = ipc::path(dir, ipc::STORE_LOCK);
+    let store_lock = store::open_private(&store_lock_path)?;
+    store_lock
+        .lock()
+        .map_err(|e| store::io_failure("lock", &store_lock_path, &e))?;
+    let store = Store::open(dir)?;
+    let recovered = recover(&store)?;
+    let sock = ipc::path(dir, ipc::SOCKET_FILE);
+    let _ = std::fs::remove_file(&sock);
+    let listener = std::os::unix::net::UnixListener::bind(&sock).map_err(|e| {
+        let f = store::io_failure("listen on", &sock, &e);
+        if e.kind() == std::io::ErrorKind::InvalidInput {
+            f.with_hint("the socket path is too long; use a shorter --store path")
+        } else {
+            f
+        }
+    })?;
+    let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| store::io_failure("listen on", &sock, &e))?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(Hresult::E_FAIL, format!("cannot start the runtime: {e}"), ""))?;
+    let local = tokio::task::LocalSet::new();
+    let result = local.block_on(&runtime, async move {
+        let listener = tokio::net::UnixListener::from_std(listener)
+            .map_err(|e| store::io_failure("listen on", &sock, &e))?;
+        let mut signals = Signals::new()?;
+        let (req_tx, req_rx) = mpsc::unbounded_channel();
+        tokio::task::spawn_local(accept_loop(listener, req_tx));
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let mut daemon = Daemon {
+            dir: dir.to_path_buf(),
+            store: Arc::new(Mutex::new(store)),
+            transports: HashMap::new(),
+            running: HashMap::new(),
+            waiting: HashMap::new(),
+            done_tx,
+            next_gen: 0,
+        };
+        daemon.prune();
+        for job in recovered {
+            daemon.wait_for_retry(&job, None);
+        }
+        daemon.schedule().await;
+        drop(store_lock);
+        println!("ready");
+        let _ = std::io::stdout().flush();
+        tracing::info!(store = %dir.display(), pid = std::process::id(), "daemon ready");
+        daemon.serve(req_rx, done_rx, &mut signals).await;
+        daemon.shutdown().await;
+        let _ = std::fs::remove_file(&sock);
+        tracing::info!("daemon stopped");
+        Ok::<_, Failure>(())
+    });
+    result.map(|()| ExitCode::from(EXIT_OK))
+}
+
+/// After a crash, jobs caught CONNECTING or TRANSFERRING go back to QUEUED.
+/// Returns the TRANSIENT_ERROR jobs, whose retry timers must be re-armed.
+fn recover(store: &Store) -> Result<Vec<Job>, Failure> {
+    let mut waiting = Vec::new();
+    for mut job in store.active()? {
+        match job.state {
+            JobState::Connecting | JobState::Transferring => {
+                job.state = JobState::Queued;
+                store.save(&job)?;
+            }
+            JobState::TransientError => waiting.push(job),
+            _ => {}
+        }
+    }
+    Ok(waiting)
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    xfsz: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, Failure> {
+        let mk = |k: SignalKind| {
+            signal(k)
+                .map_err(|e| Failure::runtime(Hresult::E_FAIL, format!("cannot handle signals: {e}"), ""))
+        };
+        Ok(Signals {
+            term: mk(SignalKind::terminate())?,
+            int: mk(SignalKind::interrupt())?,
+            hup: mk(SignalKind::hangup())?,
+            xfsz: mk(SignalKind::from_raw(SIGXFSZ))?,
+        })
+    }
+}
+
+type Pending = (Request, oneshot::Sender<Reply>);
+
+struct Running {
+    generation: u64,
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<(Job, Option<RunOutcome>)>,
+}
+
+/// When a TRANSIENT_ERROR job wakes up.
+#[derive(Debug, Clone, Copy)]
+struct Wake {
+    retry_at: Instant,
+    give_up_at: Option<Instant>,
+}
+
+impl Wake {
+    fn at(&self) -> Instant {
+        match self.give_up_at {
+            Some(g) => g.min(self.retry_at),
+            None => self.retry_at,
+        }
+    }
+}
+
+struct Daemon {
+    dir: PathBuf,
+    store: Shared,
+    transports: HashMap<String, SharedTransport>,
+    running: HashMap<Uuid, Running>,
+    waiting: HashMap<Uuid, Wake>,
+    done_tx: mpsc::UnboundedSender<(Uuid, u64)>,
+    next_gen: u64,
+}
+
+impl Daemon {
+    async fn serve(
+        &mut self,
+        mut requests: mpsc::UnboundedReceiver<Pending>,
+        mut done: mpsc::UnboundedReceiver<(Uuid, u64)>,
+        signals: &mut Signals,
+    ) {
+        let mut prune = tokio::time::interval(Duration::from_secs(86_400));
+        prune.tick().await;
+        loop {
+            let wake = self
+                .waiting
+                .values()
+                .map(Wake::at)
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                Some((request, reply)) = requests.recv() => {
+                    let answer = self.handle(request).await;
+                    let _ = reply.send(answer);
+                }
+                Some((id, generation)) = done.recv() => self.finished(id, generation).await,
+                _ = tokio::time::sleep_until(wake.into()) => self.timers(),
+                _ = prune.tick() => self.prune(),
+                _ = signals.term.recv() => { tracing::info!("SIGTERM"); return; }
+                _ = signals.int.recv() => { tracing::info!("SIGINT"); return; }
+                _ = signals.hup.recv() => tracing::debug!("SIGHUP ignored"),
+                _ = signals.xfsz.recv() => tracing::debug!("SIGXFSZ: a file reached the size limit"),
+            }
+            self.schedule().await;
+        }
+    }
+
+    fn save(&self, job: &Job) {
+        if let Err(f) = lock(&self.store).save(job) {
+            tracing::error!(job = %job.id, "cannot save the job: {f}");
+        }
+    }
+
+    fn load(&self, id: Uuid) -> Option<Job> {
+        match lock(&self.store).get(id) {
+            Ok(job) => job,
+            Err(f) => {
+                tracing::error!(job = %id, "cannot read the job: {f}");
+                None
+            }
+        }
+    }
+
+    fn transport(&mut self, backend_name: &str) -> Result<SharedTransport, BitsError> {
+        if let Some(t) = self.transports.get(backend_name) {
+            return Ok(t.clone());
+        }
+        let t = backend::transport_for(backend_name, &self.dir)?;
+        self.transports.insert(backend_name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    async fn handle(&mut self, request: Request) -> Reply {
+        let Request::Job { id, op } = request else {
+            return Reply {
+                pid: Some(std::process::id()),
+                ..Reply::ok(Hresult::S_OK)
+            };
+        };
+        if op.stops_transfer() && self.running.contains_key(&id) {
+            self.stop(id).await;
+        }
+        let result = ops::apply_stored(&lock(&self.store), id, &op);
+        // The job may have left TRANSIENT_ERROR (resume, suspend, cancel…).
+        if self.waiting.contains_key(&id) {
+            match self.load(id) {
+                Some(job) if job.state == JobState::TransientError => {}
+                _ => {
+                    self.waiting.remove(&id);
+                }
+            }
+        }
+        match result {
+            Ok(code) => {
+                tracing::info!(job = %id, ?op, "{code}");
+                Reply::ok(code)
+            }
+            Err(f) => {
+                tracing::info!(job = %id, ?op, "refused: {f}");
+                Reply::failed(&f)
+            }
+        }
+    }
+
+    /// Puts the right jobs in the running slots: the first
+    /// [`MAX_PARALLEL`] runnable ones by priority, then age.
+    async fn schedule(&mut self) {
+        let ids = match lock(&self.store).runnable_ids() {
+            Ok(ids) => ids,
+            Err(f) => {
+                tracing::error!("cannot list runnable jobs: {f}");
+                return;
+            }
+        };
+        let wanted: Vec<Uuid> = ids.into_iter().take(MAX_PARALLEL).collect();
+        let preempted: Vec<Uuid> = self
+            .running
+            .keys()
+            .filter(|id| !wanted.contains(id))
+            .copied()
+            .collect();
+        for id in preempted {
+            tracing::info!(job = %id, "preempted by a job of higher priority");
+            self.stop(id).await;
+        }
+        for id in wanted {
+            if !self.running.contains_key(&id) {
+                self.start(id);
+            }
+        }
+    }
+
+    fn start(&mut self, id: Uuid) {
+        let Some(mut job) = self.load(id) else { return };
+        if !matches!(
+            job.state,
+            JobState::Queued | JobState::Connecting | JobState::Transferring
+        ) {
+            return;
+        }
+        let transport = match self.transport(&job.backend) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(job = %id, "cannot run: {e}");
+                if job.state != JobState::Queued {
+                    job.state = JobState::Queued;
+                }
+                job.fail(&e, None, SystemTime::now());
+                self.save(&job);
+                return;
+            }
+        };
+        let engine = Engine::new(transport);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        self.next_gen += 1;
+        let generation = self.next_gen;
+        let store = self.store.clone();
+        let done = self.done_tx.clone();
+        tracing::info!(job = %id, name = %job.display_name, "transfer starts");
+        let handle = tokio::task::spawn_local(async move {
+            let mut observer = Persist::new(store, &job);
+            let outcome = tokio::select! {
+                biased;
+                _ = stop_rx => None,
+                outcome = engine.run(&mut job, &mut observer) => Some(outcome),
+            };
+            let _ = done.send((id, generation));
+            (job, outcome)
+        });
+        self.running.insert(
+            id,
+            Running {
+                generation,
+                stop: Some(stop_tx),
+                handle,
+            },
+        );
+    }
+
+    /// Stops the running transfer of `id` and saves where it got.
+    async fn stop(&mut self, id: Uuid) {
+        let Some(mut running) = self.running.remove(&id) else {
+            return;
+        };
+        if let Some(stop) = running.stop.take() {
+            let _ = stop.send(());
+        }
+        self.settle(id, running.handle).await;
+    }
+
+    /// A transfer task ended by itself.
+    async fn finished(&mut self, id: Uuid, generation: u64) {
+        let current = self.running.get(&id).is_some_and(|r| r.generation == generation);
+        if !current {
+            return; // already settled by stop()
+        }
+        if let Some(running) = self.running.remove(&id) {
+            self.settle(id, running.handle).await;
+        }
+    }
+
+    async fn settle(&mut self, id: Uuid, handle: JoinHandle<(Job, Option<RunOutcome>)>) {
+        match handle.await {
+            Ok((mut job, None)) => {
+                // Stopped mid-transfer: back in the queue, counters as the
+                // engine left them (it resumes from the file on disk).
+                if matches!(job.state, JobState::Connecting | JobState::Transferring) {
+                    job.state = JobState::Queued;
+                }
+                self.save(&job);
+            }
+            Ok((job, Some(outcome))) => {
+                self.save(&job);
+                tracing::info!(job = %id, state = job.state.as_str(), "transfer ended");
+                match outcome.state {
+                    JobState::TransientError => self.wait_for_retry(&job, outcome.retry_after),
+                    JobState::Queued | JobState::Connecting | JobState::Transferring => {
+                        // Not expected from the engine: try again later
+                        // rather than spin.
+                        let mut job = job;
+                        job.state = JobState::TransientError;
+                        self.save(&job);
+                        self.wait_for_retry(&job, Some(Duration::from_secs(5)));
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(job = %id, "the transfer task failed: {e}");
+                if let Some(mut job) = self.load(id) {
+                    if job.state.is_active() {
+                        let err = BitsError::Internal {
+                            what: format!("the transfer task failed: {e}"),
+                        };
+                        if job.state == JobState::TransientError {
+                            job.state = JobState::Queued;
+                        }
+                        job.fail(&err, None, SystemTime::now());
+                        self.save(&job);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Arms the timers of a TRANSIENT_ERROR job: retry after `retry_after`
+    /// (or, for a job found at start, its minimum retry delay counted from
+    /// its last change); give up when the no-progress timeout runs out.
+    fn wait_for_retry(&mut self, job: &Job, retry_after: Option<Duration>) {
+        let now = Instant::now();
+        let now_sys = SystemTime::now();
+        let delay = retry_after.unwrap_or_else(|| {
+            let since_change = now_sys.duration_since(job.modification_time).unwrap_or_default();
+            Duration::from_secs(job.min_retry_delay).saturating_sub(since_change)
+        });
+        let retry_at = now
+            .checked_add(delay)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
+        let give_up_at = job.no_progress_since.and_then(|since| {
+            let deadline = since.checked_add(Duration::from_secs(job.no_progress_timeout))?;
+            let left = deadline.duration_since(now_sys).unwrap_or_default();
+            now.checked_add(left + Duration::from_millis(20))
+        });
+        self.waiting.insert(job.id, Wake { retry_at, give_up_at });
+    }
+
+    /// Fires due retry and no-progress timers.
+    fn timers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(Uuid, Wake)> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.at() <= now)
+            .map(|(id, w)| (*id, *w))
+            .collect();
+        for (id, wake) in due {
+            self.waiting.remove(&id);
+            let Some(mut job) = self.load(id) else { continue };
+            if job.state != JobState::TransientError {
+                continue;
+            }
+            if job.no_progress_expired(SystemTime::now()) {
+                job.apply(Event::NoProgressTimeout);
+                tracing::info!(job = %id, "no progress for {} s: ERROR", job.no_progress_timeout);
+            } else if now >= wake.retry_at {
+                job.apply(Event::RetryTimer);
+                tracing::info!(job = %id, "retrying");
+            } else {
+                // The no-progress deadline came a little early for the
+                // job's own clock: look again shortly.
+                self.waiting.insert(
+                    id,
+                    Wake {
+                        retry_at: wake.retry_at,
+                        give_up_at: Some(now + Duration::from_millis(100)),
+                    },
+                );
+                continue;
+            }
+            self.save(&job);
+        }
+    }
+
+    fn prune(&self) {
+        let cutoff = SystemTime::now()
+            .checked_sub(PRUNE_AGE)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        match lock(&self.store).prune(cutoff) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("pruned {n} final jobs older than 30 days"),
+            Err(f) => tracing::warn!("cannot prune: {f}"),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let ids: Vec<Uuid> = self.running.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+}
+
+/// Saves a running job's progress at least every MiB or every second, and
+/// every change at once.
+struct Persist {
+    store: Shared,
+    saved_at: Instant,
+    saved_bytes: u64,
+}
+
+impl Persist {
+    fn new(store: Shared, job: &Job) -> Persist {
+        Persist {
+            store,
+            saved_at: Instant::now(),
+            saved_bytes: job.bytes_transferred(),
+        }
+    }
+
+    fn save(&mut self, job: &Job) {
+        if let Err(f) = lock(&self.store).save(job) {
+            tracing::error!(job = %job.id, "cannot save progress: {f}");
+        }
+        self.saved_at = Instant::now();
+        self.saved_bytes = job.bytes_transferred();
+    }
+}
+
+impl Observer for Persist {
+    fn on_progress(&mut self, job: &Job) {
+        let bytes = job.bytes_transferred();
+        if bytes.abs_diff(self.saved_bytes) >= SAVE_BYTES || self.saved_at.elapsed() >= SAVE_INTERVAL {
+            self.save(job);
+        }
+    }
+
+    fn on_change(&mut self, job: &Job) {
+        self.save(job);
+    }
+}
+
+async fn accept_loop(listener: tokio::net::UnixListener, requests: mpsc::UnboundedSender<Pending>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::task::spawn_local(serve_connection(stream, requests.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: tokio::net::UnixStream, requests: mpsc::UnboundedSender<Pending>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Ping) => Reply {
+                pid: Some(std::process::id()),
+                ..Reply::ok(Hresult::S_OK)
+            },
+            Ok(request) => {
+                let (tx, rx) = oneshot::channel();
+                if requests.send((request, tx)).is_err() {
+                    break;
+                }
+                match rx.await {
+                    Ok(reply) => reply,
+                    Err(_) => break,
+                }
+            }
+            Err(e) => Reply::failed(&Failure::bad_input(
+                Hresult::E_INVALIDARG,
+                format!("bad request to the daemon: {e}"),
+                "",
+            )),
+        };
+        let Ok(mut text) = serde_json::to_string(&reply) else {
+            break;
+        };
+        text.push('\n');
+        if write.write_all(text.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+}

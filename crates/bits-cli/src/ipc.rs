@@ -1,0 +1,319 @@
+//! How the `bits` command and the daemon talk.
+//!
+//! # Architecture
+//! - **The database is the truth for reading.** `info`, `list`, `wait`,
+//!   `monitor` read the store directly (SQLite in WAL mode lets them read
+//!   while the daemon writes); the daemon saves a running job's progress at
+//!   least every MiB or every second and every state change at once.
+//! - **One writer per job at a time.** While a daemon carries the store,
+//!   every change to an existing job (`add-file`, `set-*`, `resume`,
+//!   `suspend`, `complete`, `cancel`, `replace-remote-prefix`) is sent to it
+//!   over a Unix socket, `daemon.sock` in the store folder (`0600`), as one
+//!   line of JSON ([`Request`]) answered by one line ([`Reply`]). The daemon
+//!   stops the job's transfer first when it is running (so no engine task
+//!   writes a stale copy over the change), applies the same
+//!   [`crate::ops::apply`] the CLI would, saves, and reschedules. With no
+//!   daemon, the CLI applies the change to the database itself, in one
+//!   transaction.
+//! - **No race with a starting daemon.** "Is a daemon up?" and the direct
+//!   edit happen under a short `flock` of `store.lock`; a daemon takes the
+//!   same lock while it binds its socket and loads the jobs. The daemon's
+//!   lifetime lock is `daemon.lock` (`flock`, non-blocking: a second daemon
+//!   exits 1).
+//! - **Started on demand.** `resume`, `monitor`, `wait` and `transfer` start
+//!   `bits daemon --foreground` in its own process group, stdin closed,
+//!   output appended to `daemon.log`, and wait until its socket answers a
+//!   ping. `wait`/`monitor`/`transfer` start it again if it dies while they
+//!   wait, so a killed daemon resumes its jobs from the bytes on disk.
+//! - `create` only inserts a new SUSPENDED job, which no daemon is carrying,
+//!   so it writes the database directly even while a daemon runs; so does
+//!   `prune`, which only deletes final jobs.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bits_core::Hresult;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Failure, DAEMON_BUSY, DAEMON_DOWN, EXIT_FAILURE};
+use crate::ops::JobOp;
+use crate::store::{self, Store};
+
+/// The socket's file name in the store folder.
+pub const SOCKET_FILE: &str = "daemon.sock";
+/// The daemon's lifetime lock file.
+pub const DAEMON_LOCK: &str = "daemon.lock";
+/// The short lock that orders direct edits with a daemon's start.
+pub const STORE_LOCK: &str = "store.lock";
+/// The log of a daemon started on demand.
+pub const LOG_FILE: &str = "daemon.log";
+
+/// A request line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "kebab-case")]
+pub enum Request {
+    /// Is the daemon up? Answered with its pid.
+    Ping,
+    /// Apply an operation to a job.
+    Job {
+        /// The job.
+        id: Uuid,
+        /// What to do.
+        op: JobOp,
+    },
+}
+
+/// A reply line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    /// The operation's HRESULT (a success code, or the failure's).
+    pub code: u32,
+    /// For a failure: what happened.
+    #[serde(default)]
+    pub message: String,
+    /// For a failure: what to do.
+    #[serde(default)]
+    pub hint: String,
+    /// For a failure: the exit status.
+    #[serde(default)]
+    pub exit: u8,
+    /// The daemon's pid (ping).
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
+impl Reply {
+    /// A success with `code`.
+    pub fn ok(code: Hresult) -> Reply {
+        Reply {
+            code: code.0,
+            message: String::new(),
+            hint: String::new(),
+            exit: 0,
+            pid: None,
+        }
+    }
+
+    /// A failure.
+    pub fn failed(f: &Failure) -> Reply {
+        Reply {
+            code: f.code.0,
+            message: f.message.clone(),
+            hint: f.hint.clone(),
+            exit: f.exit,
+            pid: None,
+        }
+    }
+
+    /// The success code, or the failure.
+    pub fn into_result(self) -> Result<Hresult, Failure> {
+        let code = Hresult(self.code);
+        if code.is_success() {
+            Ok(code)
+        } else {
+            Err(Failure::new(code, self.message, self.hint, self.exit))
+        }
+    }
+}
+
+/// A path of the store folder.
+pub fn path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+/// A connection to a running daemon.
+#[derive(Debug)]
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    /// Connects to the daemon of the store in `dir`, if one answers.
+    pub fn connect(dir: &Path) -> Option<Client> {
+        let stream = UnixStream::connect(path(dir, SOCKET_FILE)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
+        let writer = stream.try_clone().ok()?;
+        let mut c = Client {
+            reader: BufReader::new(stream),
+            writer,
+        };
+        c.call(&Request::Ping).ok()?;
+        Some(c)
+    }
+
+    /// Sends one request and reads its reply.
+    pub fn call(&mut self, request: &Request) -> Result<Reply, Failure> {
+        let lost = |e: &dyn std::fmt::Display| {
+            Failure::runtime(
+                DAEMON_DOWN,
+                format!("lost the connection to the bits daemon: {e}"),
+                "run the command again; `bits daemon --foreground` shows why the daemon stops",
+            )
+        };
+        let mut line = serde_json::to_string(request).map_err(|e| lost(&e))?;
+        line.push('\n');
+        self.writer.write_all(line.as_bytes()).map_err(|e| lost(&e))?;
+        let mut answer = String::new();
+        let n = self.reader.read_line(&mut answer).map_err(|e| lost(&e))?;
+        if n == 0 {
+            return Err(lost(&"the daemon closed the connection"));
+        }
+        serde_json::from_str(&answer).map_err(|e| lost(&e))
+    }
+
+    /// Applies `op` to job `id` through the daemon.
+    pub fn job_op(&mut self, id: Uuid, op: JobOp) -> Result<Hresult, Failure> {
+        self.call(&Request::Job { id, op })?.into_result()
+    }
+}
+
+/// Whether a daemon answers for the store in `dir`.
+pub fn daemon_alive(dir: &Path) -> bool {
+    Client::connect(dir).is_some()
+}
+
+/// Applies `op` to job `id`: through the daemon when one carries the store,
+/// else directly in the database (under `store.lock`, so that no daemon
+/// starts meanwhile).
+pub fn apply(store: &Store, id: Uuid, op: JobOp) -> Result<Hresult, Failure> {
+    let lock = store::open_private(&path(store.dir(), STORE_LOCK))?;
+    lock.lock()
+        .map_err(|e| store::io_failure("lock", &path(store.dir(), STORE_LOCK), &e))?;
+    if let Some(mut client) = Client::connect(store.dir()) {
+        drop(lock);
+        return client.job_op(id, op);
+    }
+    let result = crate::ops::apply_stored(store, id, &op);
+    drop(lock);
+    result
+}
+
+/// Applies `op` through the daemon, starting it first when none runs.
+pub fn apply_via_daemon(store: &Store, id: Uuid, op: JobOp, verbose: u8) -> Result<Hresult, Failure> {
+    let mut client = ensure_daemon(store.dir(), verbose)?;
+    client.job_op(id, op)
+}
+
+/// Connects to the daemon of the store in `dir`, starting one when none
+/// answers, and waits (up to 15 s) until it accepts commands.
+pub fn ensure_daemon(dir: &Path, verbose: u8) -> Result<Client, Failure> {
+    if let Some(c) = Client::connect(dir) {
+        return Ok(c);
+    }
+    let (mut child, log, log_start) = spawn_daemon(dir, verbose)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(c) = Client::connect(dir) {
+            return Ok(c);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Exit 1 of "another daemon holds the store" means one started
+            // concurrently: keep waiting for it to answer.
+            if status.code() != Some(i32::from(EXIT_FAILURE)) || !lock_held(dir) {
+                return Err(Failure::runtime(
+                    DAEMON_DOWN,
+                    format!(
+                        "the bits daemon exited ({status}) before it was ready: {}",
+                        log_tail(&log, log_start)
+                    ),
+                    format!("see {}", log.display()),
+                ));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::runtime(
+                DAEMON_DOWN,
+                "the bits daemon did not become ready within 15 s",
+                format!("see {}", log.display()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `bits daemon --foreground` for the store in `dir`, detached: its
+/// own process group, stdin closed, stdout and stderr appended to
+/// `daemon.log`. Returns the child, the log's path, and where this start's
+/// output begins in it.
+pub fn spawn_daemon(dir: &Path, verbose: u8) -> Result<(std::process::Child, PathBuf, u64), Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::process::CommandExt;
+    store::ensure_dir(dir)?;
+    let log = path(dir, LOG_FILE);
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log)
+        .map_err(|e| store::io_failure("open", &log, &e))?;
+    let start = out.metadata().map(|m| m.len()).unwrap_or(0);
+    let err = out.try_clone().map_err(|e| store::io_failure("open", &log, &e))?;
+    let exe = std::env::current_exe().map_err(|e| {
+        Failure::runtime(
+            Hresult::E_FAIL,
+            format!("cannot find the bits executable to start the daemon: {e}"),
+            "start it yourself with `bits daemon`",
+        )
+    })?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("daemon").arg("--foreground").arg("--store").arg(dir);
+    for _ in 0..verbose {
+        cmd.arg("-v");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .process_group(0);
+    let child = cmd.spawn().map_err(|e| {
+        Failure::runtime(
+            DAEMON_DOWN,
+            format!("cannot start the bits daemon: {e}"),
+            "start it yourself with `bits daemon --foreground`",
+        )
+    })?;
+    Ok((child, log, start))
+}
+
+/// Whether some process holds the daemon lock of the store in `dir`.
+pub fn lock_held(dir: &Path) -> bool {
+    let Ok(f) = File::open(path(dir, DAEMON_LOCK)) else {
+        return false;
+    };
+    match f.try_lock() {
+        Ok(()) => {
+            let _ = f.unlock();
+            false
+        }
+        Err(_) => true,
+    }
+}
+
+fn log_tail(log: &Path, start: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = File::open(log) {
+        let _ = f.seek(SeekFrom::Start(start));
+        let _ = f.take(64 * 1024).read_to_string(&mut text);
+    }
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output")
+        .trim()
+        .to_string()
+}
+
+/// The "another daemon" failure.
+pub fn busy(dir: &Path, pid: Option<u32>) -> Failure {
+    let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    Failure::runtime(
+        DAEMON_BUSY,
+        format!("a bits daemon{who} already carries the store {}", dir.display()),
+        "only one daemon per store runs; stop it first or use another --store",
+    )
+}

@@ -1,0 +1,643 @@
+//! The persistent job store: one SQLite database per store folder.
+//!
+//! # Layout of a store folder (created `0700`)
+//! | file | what |
+//! | --- | --- |
+//! | `jobs.db` (+ `-wal`, `-shm`) | the jobs, `0600`, WAL journal |
+//! | `daemon.lock` | `flock`ed by the one daemon that carries the store |
+//! | `store.lock` | short `flock` that orders "is a daemon up?" with direct edits |
+//! | `daemon.sock` | the daemon's Unix socket, `0600` |
+//! | `daemon.log` | stdout/stderr of a daemon started on demand |
+//! | `crl/` | the OpenSSL backend's CRL cache |
+//!
+//! # Schema
+//! `PRAGMA user_version` holds the schema version; [`MIGRATIONS`] takes a
+//! database from any older version to [`SCHEMA_VERSION`] inside one
+//! transaction. A database from a newer `bits` is refused
+//! (`ERROR_REVISION_MISMATCH`, exit 2) and a damaged one too
+//! (`ERROR_FILE_CORRUPT`, exit 2): the store never deletes or rewrites a
+//! database it cannot read.
+//!
+//! Version 1 has one table, `jobs`: the id, display name, state, priority
+//! and times as columns (for lookups, ordering and pruning) and the whole
+//! [`Job`] as JSON (serde), so that new job fields need no migration.
+//!
+//! # Durability
+//! WAL with `synchronous = NORMAL`: a commit survives the process being
+//! killed; the daemon saves progress at least every MiB or every second.
+//! Progress counters are advisory anyway: the engine resumes from the
+//! length of the temporary file on disk.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bits_core::{BitsError, Hresult, Job, Priority};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use uuid::Uuid;
+
+use crate::error::{Failure, STORE_CORRUPT, STORE_TOO_NEW};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migration `i` takes a database from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 0 → 1: the jobs table.
+    "CREATE TABLE jobs (
+        id          TEXT PRIMARY KEY NOT NULL,
+        name        TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        priority    INTEGER NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL,
+        job         TEXT NOT NULL
+    );
+    CREATE INDEX jobs_name ON jobs(name);
+    CREATE INDEX jobs_state ON jobs(state, priority, created_ms);",
+];
+
+/// The database file's name inside the store folder.
+pub const DB_FILE: &str = "jobs.db";
+
+/// States that the daemon carries now or after a retry delay.
+const ACTIVE_STATES: &str = "('QUEUED','CONNECTING','TRANSFERRING','TRANSIENT_ERROR')";
+/// States the scheduler may run now.
+const RUNNABLE_STATES: &str = "('QUEUED','CONNECTING','TRANSFERRING')";
+/// Final states.
+const FINAL_STATES: &str = "('ACKNOWLEDGED','CANCELLED')";
+
+/// Where the store lives: `--store DIR`, else `$BITS_STORE`, else
+/// `$XDG_STATE_HOME/bits`, else `~/.local/state/bits`. The result is
+/// absolute (a relative DIR is taken from the current directory).
+pub fn resolve_dir(flag: Option<&Path>) -> Result<PathBuf, Failure> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let dir = if let Some(d) = flag {
+        d.to_path_buf()
+    } else if let Some(d) = env("BITS_STORE") {
+        d
+    } else if let Some(d) = env("XDG_STATE_HOME").filter(|d| d.is_absolute()) {
+        d.join("bits")
+    } else if let Some(home) = env("HOME") {
+        home.join(".local/state/bits")
+    } else {
+        return Err(Failure::bad_input(
+            Hresult::E_INVALIDARG,
+            "no store folder: neither --store, $BITS_STORE, $XDG_STATE_HOME nor $HOME is set",
+            "pass --store DIR",
+        ));
+    };
+    absolute(&dir)
+}
+
+/// `path` made absolute against the current directory (no symlink
+/// resolution, so the user's names stay).
+pub fn absolute(path: &Path) -> Result<PathBuf, Failure> {
+    std::path::absolute(path).map_err(|e| {
+        Failure::bad_input(
+            Hresult::E_INVALIDARG,
+            format!("cannot make {} absolute: {e}", path.display()),
+            "give an absolute path",
+        )
+    })
+}
+
+/// Creates the store folder (`0700`) and its parents when missing.
+pub fn ensure_dir(dir: &Path) -> Result<(), Failure> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).map_err(|e| io_failure("create", parent, &e))?;
+    }
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(io_failure("create", dir, &e)),
+    }
+}
+
+/// A failure about a file of the store, as `HRESULT_FROM_WIN32` of the OS error.
+pub fn io_failure(what: &str, path: &Path, e: &io::Error) -> Failure {
+    let code = Hresult::from_win32(bits_core::error::os_error_to_win32(e.raw_os_error().unwrap_or(0)));
+    let code = if code.is_success() { Hresult::E_FAIL } else { code };
+    Failure::runtime(
+        code,
+        format!("cannot {what} {}: {e}", path.display()),
+        "check the store folder's permissions and free space",
+    )
+}
+
+/// Creates (`0600`) or opens a small file of the store folder, such as a lock file.
+pub fn open_private(path: &Path) -> Result<File, Failure> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_failure("open", path, &e))
+}
+
+/// An open store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    dir: PathBuf,
+    db: PathBuf,
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating the folder (`0700`) and the
+    /// database (`0600`) when missing and migrating an older schema.
+    pub fn open(dir: &Path) -> Result<Store, Failure> {
+        ensure_dir(dir)?;
+        let db = dir.join(DB_FILE);
+        if !db.exists() {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&db)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_failure("create", &db, &e)),
+            }
+        }
+        let conn = Connection::open_with_flags(
+            &db,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sql_failure(&db, &e))?;
+        let store = Store {
+            conn,
+            dir: dir.to_path_buf(),
+            db,
+        };
+        store.prepare().map_err(|e| sql_failure(&store.db, &e))?;
+        store.check_version()?;
+        store.migrate()?;
+        store.check_integrity()?;
+        Ok(store)
+    }
+
+    /// The store folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The database file.
+    #[cfg(test)]
+    pub fn db_path(&self) -> &Path {
+        &self.db
+    }
+
+    fn prepare(&self) -> rusqlite::Result<()> {
+        self.conn.busy_timeout(Duration::from_secs(10))?;
+        // Reading the header first makes a file that is not a database
+        // fail here, before anything is written.
+        let _: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(mode, "the store database is not in WAL mode");
+        }
+        self.conn.execute_batch(
+            "PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA wal_autocheckpoint = 200;
+             PRAGMA journal_size_limit = 1048576;",
+        )?;
+        for suffix in ["-wal", "-shm"] {
+            let mut p = self.db.clone().into_os_string();
+            p.push(suffix);
+            let p = PathBuf::from(p);
+            if let Ok(meta) = fs::metadata(&p) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o600));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn user_version(&self) -> Result<i64, Failure> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql_failure(&self.db, &e))
+    }
+
+    fn check_version(&self) -> Result<(), Failure> {
+        let v = self.user_version()?;
+        if v > SCHEMA_VERSION {
+            return Err(Failure::bad_input(
+                STORE_TOO_NEW,
+                format!(
+                    "the store {} has schema version {v}, newer than this bits knows (up to {SCHEMA_VERSION})",
+                    self.db.display()
+                ),
+                "nothing was changed; use the newer bits that wrote it, or another --store",
+            ));
+        }
+        if v < 0 {
+            return Err(corrupt(&self.db, &format!("schema version {v}")));
+        }
+        Ok(())
+    }
+
+    fn migrate(&self) -> Result<(), Failure> {
+        let run = || -> rusqlite::Result<()> {
+            let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+            let v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if v >= SCHEMA_VERSION {
+                return Ok(());
+            }
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(v as usize) {
+                tx.execute_batch(sql)?;
+                tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+            }
+            tx.commit()
+        };
+        if self.user_version()? >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        run().map_err(|e| sql_failure(&self.db, &e))?;
+        self.check_version()
+    }
+
+    fn check_integrity(&self) -> Result<(), Failure> {
+        let rows: Vec<String> = (|| {
+            let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+        })()
+        .map_err(|e| sql_failure(&self.db, &e))?;
+        if rows.len() == 1 && rows[0] == "ok" {
+            Ok(())
+        } else {
+            Err(corrupt(&self.db, &rows.join("; ")))
+        }
+    }
+
+    /// Inserts a new job.
+    pub fn insert(&self, job: &Job) -> Result<(), Failure> {
+        let json = to_json(job)?;
+        self.conn
+            .execute(
+                "INSERT INTO jobs (id, name, state, priority, created_ms, modified_ms, job)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    job.id.to_string(),
+                    job.display_name,
+                    job.state.as_str(),
+                    priority_rank(job.priority),
+                    millis(job.creation_time),
+                    millis(job.modification_time),
+                    json
+                ],
+            )
+            .map_err(|e| sql_failure(&self.db, &e))?;
+        Ok(())
+    }
+
+    /// Writes a job's current state (insert or replace).
+    pub fn save(&self, job: &Job) -> Result<(), Failure> {
+        save_on(&self.conn, &self.db, job)
+    }
+
+    /// The job with this id.
+    pub fn get(&self, id: Uuid) -> Result<Option<Job>, Failure> {
+        get_on(&self.conn, &self.db, id)
+    }
+
+    /// Reads job `id`, lets `f` change a copy, and writes the copy back when
+    /// `f` says so — all in one transaction, so a refused operation changes
+    /// nothing and two processes never interleave.
+    pub fn update<T>(
+        &self,
+        id: Uuid,
+        f: impl FnOnce(&mut Job) -> (Result<T, BitsError>, bool),
+    ) -> Result<Result<T, BitsError>, Failure> {
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| sql_failure(&self.db, &e))?;
+        let Some(mut job) = get_on(&tx, &self.db, id)? else {
+            return Ok(Err(BitsError::NotFound { job: id.to_string() }));
+        };
+        let before = job.clone();
+        let (result, save_anyway) = f(&mut job);
+        if (result.is_ok() || save_anyway) && job != before {
+            save_on(&tx, &self.db, &job)?;
+        }
+        tx.commit().map_err(|e| sql_failure(&self.db, &e))?;
+        Ok(result)
+    }
+
+    /// Finds a job by id or display name. A name shared by several jobs
+    /// picks the one that is not final when there is exactly one;
+    /// otherwise it is ambiguous (`E_INVALIDARG`, listing the ids).
+    pub fn resolve(&self, text: &str) -> Result<Job, Failure> {
+        if let Ok(id) = Uuid::parse_str(text.trim()) {
+            if let Some(job) = self.get(id)? {
+                return Ok(job);
+            }
+        }
+        let jobs = self.query(
+            "SELECT job FROM jobs WHERE name = ?1 ORDER BY created_ms, id",
+            params![text],
+        )?;
+        let pick = |jobs: Vec<&Job>| -> Option<Job> {
+            if jobs.len() == 1 {
+                Some(jobs[0].clone())
+            } else {
+                None
+            }
+        };
+        let live: Vec<&Job> = jobs.iter().filter(|j| !j.state.is_final()).collect();
+        if let Some(j) = pick(live.clone()) {
+            return Ok(j);
+        }
+        if live.is_empty() {
+            if let Some(j) = pick(jobs.iter().collect()) {
+                return Ok(j);
+            }
+        }
+        if jobs.is_empty() {
+            return Err(Failure::from_bits(&BitsError::NotFound {
+                job: format!("{text:?} in store {}", self.dir.display()),
+            }));
+        }
+        let ids: Vec<String> = jobs
+            .iter()
+            .map(|j| format!("{} ({})", j.id, j.state.as_str()))
+            .collect();
+        Err(Failure::bad_input(
+            Hresult::E_INVALIDARG,
+            format!("the name {text:?} is ambiguous: jobs {}", ids.join(", ")),
+            "name the job by its id",
+        ))
+    }
+
+    /// The jobs that are not final, oldest first; with `all`, the final
+    /// ones too.
+    pub fn list(&self, all: bool) -> Result<Vec<Job>, Failure> {
+        let sql = if all {
+            "SELECT job FROM jobs ORDER BY created_ms, id".to_string()
+        } else {
+            format!("SELECT job FROM jobs WHERE state NOT IN {FINAL_STATES} ORDER BY created_ms, id")
+        };
+        self.query(&sql, [])
+    }
+
+    /// Jobs the daemon owes work (QUEUED, CONNECTING, TRANSFERRING,
+    /// TRANSIENT_ERROR).
+    pub fn active(&self) -> Result<Vec<Job>, Failure> {
+        self.query(
+            &format!("SELECT job FROM jobs WHERE state IN {ACTIVE_STATES} ORDER BY created_ms, id"),
+            [],
+        )
+    }
+
+    /// Ids of the jobs that may run now, highest priority first, then
+    /// oldest first.
+    pub fn runnable_ids(&self) -> Result<Vec<Uuid>, Failure> {
+        let run = || -> rusqlite::Result<Vec<String>> {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT id FROM jobs WHERE state IN {RUNNABLE_STATES}
+                 ORDER BY priority, created_ms, id"
+            ))?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        };
+        let ids = run().map_err(|e| sql_failure(&self.db, &e))?;
+        ids.iter()
+            .map(|s| Uuid::parse_str(s).map_err(|_| corrupt(&self.db, &format!("job id {s:?}"))))
+            .collect()
+    }
+
+    /// Forgets ACKNOWLEDGED and CANCELLED jobs last changed before `cutoff`.
+    /// Returns how many.
+    pub fn prune(&self, cutoff: SystemTime) -> Result<usize, Failure> {
+        self.conn
+            .execute(
+                &format!("DELETE FROM jobs WHERE state IN {FINAL_STATES} AND modified_ms < ?1"),
+                params![millis(cutoff)],
+            )
+            .map_err(|e| sql_failure(&self.db, &e))
+    }
+
+    fn query<P: rusqlite::Params>(&self, sql: &str, p: P) -> Result<Vec<Job>, Failure> {
+        let run = || -> rusqlite::Result<Vec<String>> {
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            let rows = stmt.query_map(p, |r| r.get::<_, String>(0))?;
+            rows.collect()
+        };
+        let rows = run().map_err(|e| sql_failure(&self.db, &e))?;
+        rows.iter().map(|s| from_json(&self.db, s)).collect()
+    }
+}
+
+fn get_on(conn: &Connection, db: &Path, id: Uuid) -> Result<Option<Job>, Failure> {
+    let json: Option<String> = conn
+        .query_row(
+            "SELECT job FROM jobs WHERE id = ?1",
+            params![id.to_string()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| sql_failure(db, &e))?;
+    json.map(|s| from_json(db, &s)).transpose()
+}
+
+fn save_on(conn: &Connection, db: &Path, job: &Job) -> Result<(), Failure> {
+    let json = to_json(job)?;
+    conn.execute(
+        "INSERT INTO jobs (id, name, state, priority, created_ms, modified_ms, job)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(id) DO UPDATE SET name = ?2, state = ?3, priority = ?4,
+             modified_ms = ?6, job = ?7",
+        params![
+            job.id.to_string(),
+            job.display_name,
+            job.state.as_str(),
+            priority_rank(job.priority),
+            millis(job.creation_time),
+            millis(job.modification_time),
+            json
+        ],
+    )
+    .map_err(|e| sql_failure(db, &e))?;
+    Ok(())
+}
+
+fn to_json(job: &Job) -> Result<String, Failure> {
+    serde_json::to_string(job).map_err(|e| {
+        Failure::runtime(
+            Hresult::E_FAIL,
+            format!("cannot serialize job {}: {e}", job.id),
+            "",
+        )
+    })
+}
+
+fn from_json(db: &Path, text: &str) -> Result<Job, Failure> {
+    serde_json::from_str(text).map_err(|e| corrupt(db, &format!("a job record does not parse ({e})")))
+}
+
+fn priority_rank(p: Priority) -> i64 {
+    match p {
+        Priority::Foreground => 0,
+        Priority::High => 1,
+        Priority::Normal => 2,
+        Priority::Low => 3,
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn corrupt(db: &Path, what: &str) -> Failure {
+    Failure::bad_input(
+        STORE_CORRUPT,
+        format!("the store database {} is damaged: {what}", db.display()),
+        "bits changed nothing; restore it from a backup, or move it aside to start an empty store",
+    )
+}
+
+/// Maps a SQLite error: a file that is not a database or is malformed is
+/// [`STORE_CORRUPT`] (exit 2); anything else `E_FAIL` (exit 1).
+pub fn sql_failure(db: &Path, e: &rusqlite::Error) -> Failure {
+    if let rusqlite::Error::SqliteFailure(err, _) = e {
+        match err.code {
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+                return corrupt(db, &e.to_string());
+            }
+            ErrorCode::DiskFull => {
+                return Failure::runtime(
+                    Hresult(0x8007_0070),
+                    format!("the store database {} cannot grow: {e}", db.display()),
+                    "free some space and run the command again",
+                );
+            }
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                return Failure::runtime(
+                    Hresult(0x8007_00AA),
+                    format!("the store database {} stayed locked: {e}", db.display()),
+                    "run the command again",
+                );
+            }
+            ErrorCode::ReadOnly | ErrorCode::PermissionDenied | ErrorCode::CannotOpen => {
+                return Failure::runtime(
+                    Hresult(0x8007_0005),
+                    format!("cannot open the store database {}: {e}", db.display()),
+                    "check the store folder's owner and permissions",
+                );
+            }
+            _ => {}
+        }
+    }
+    Failure::runtime(
+        Hresult::E_FAIL,
+        format!("store database {}: {e}", db.display()),
+        "run again with -v for details",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bits_core::{JobState, JobType};
+
+    fn job(name: &str) -> Job {
+        Job::new(name, JobType::Download, "openssl")
+    }
+
+    #[test]
+    fn creates_private_folder_and_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/store");
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        let db = fs::metadata(store.db_path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(db, 0o600);
+        assert_eq!(store.user_version().unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn round_trip_update_and_resolve() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let a = job("a");
+        let b1 = job("b");
+        let b2 = job("b");
+        for j in [&a, &b1, &b2] {
+            store.insert(j).unwrap();
+        }
+        assert_eq!(store.get(a.id).unwrap().unwrap(), a);
+        assert_eq!(store.resolve("a").unwrap().id, a.id);
+        assert_eq!(store.resolve(&a.id.to_string()).unwrap().id, a.id);
+        let amb = store.resolve("b").unwrap_err();
+        assert_eq!(amb.code, Hresult::E_INVALIDARG);
+        assert!(amb.message.contains(&b1.id.to_string()));
+        assert_eq!(store.resolve("zzz").unwrap_err().code, Hresult::BG_E_NOT_FOUND);
+
+        // A refused operation changes nothing.
+        let r = store.update(a.id, |j| (j.resume().map(|_| ()), false)).unwrap();
+        assert_eq!(r.unwrap_err().hresult(), Hresult::BG_E_EMPTY);
+        assert_eq!(store.get(a.id).unwrap().unwrap(), a);
+
+        // Cancelling b1 makes "b" unique among live jobs.
+        store
+            .update(b1.id, |j| {
+                j.state = JobState::Cancelled;
+                (Ok(()), false)
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.resolve("b").unwrap().id, b2.id);
+        assert_eq!(store.list(false).unwrap().len(), 2);
+        assert_eq!(store.list(true).unwrap().len(), 3);
+        assert_eq!(
+            store.prune(SystemTime::now() + Duration::from_secs(1)).unwrap(),
+            1
+        );
+        assert_eq!(store.list(true).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn newer_schema_is_refused_and_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(Store::open(tmp.path()).unwrap());
+        let db = tmp.path().join(DB_FILE);
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99")
+            .unwrap();
+        let e = Store::open(tmp.path()).unwrap_err();
+        assert_eq!(e.code, STORE_TOO_NEW);
+        assert_eq!(e.exit, 2);
+        let v: i64 = Connection::open(&db)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 99);
+    }
+
+    #[test]
+    fn garbage_is_refused_and_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join(DB_FILE);
+        fs::write(&db, vec![b'x'; 5000]).unwrap();
+        let e = Store::open(tmp.path()).unwrap_err();
+        assert_eq!(e.code, STORE_CORRUPT, "{e}");
+        assert_eq!(fs::read(&db).unwrap(), vec![b'x'; 5000]);
+    }
+}

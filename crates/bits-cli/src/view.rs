@@ -1,0 +1,230 @@
+//! How jobs are printed: the JSON object of `shared/spec/cli.md` (stable
+//! field names) and the human text of `info` and `list`.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bits_core::{Job, JobState};
+use serde_json::{json, Value};
+
+/// The job as `info --json`, `list --json` and `transfer --json` print it.
+pub fn job_json(job: &Job) -> Value {
+    let error = match (job.state, &job.error) {
+        (JobState::Error | JobState::TransientError, Some(e)) => json!({
+            "code": e.code.to_string(),
+            "context": e.context.as_str(),
+            "message": e.message,
+            "file_index": e.file_index,
+        }),
+        _ => Value::Null,
+    };
+    let files: Vec<Value> = job
+        .files
+        .iter()
+        .map(|f| {
+            json!({
+                "remote_name": f.remote_name,
+                "local_name": f.local_name.to_string_lossy(),
+                "bytes_total": f.bytes_total,
+                "bytes_transferred": f.bytes_transferred,
+                "completed": f.completed,
+            })
+        })
+        .collect();
+    json!({
+        "id": job.id.to_string(),
+        "display_name": job.display_name,
+        "type": job.job_type.as_str(),
+        "state": job.state.as_str(),
+        "backend": job.backend,
+        "security_flags": job.security_flags.bits(),
+        "priority": job.priority.as_str(),
+        "min_retry_delay": job.min_retry_delay,
+        "no_progress_timeout": job.no_progress_timeout,
+        "error": error,
+        "files": files,
+        "bytes_total": job.bytes_total(),
+        "bytes_transferred": job.bytes_transferred(),
+        "files_total": job.files.len(),
+        "files_transferred": job.files_transferred(),
+        "creation_time": rfc3339(job.creation_time),
+        "modification_time": rfc3339(job.modification_time),
+        "transfer_completion_time": job.transfer_completion_time.map(rfc3339),
+    })
+}
+
+/// `info` without `--json`.
+pub fn job_text(job: &Job) -> String {
+    let mut s = String::new();
+    let total = job
+        .bytes_total()
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "?".into());
+    let _ = writeln!(s, "id:                  {}", job.id);
+    let _ = writeln!(s, "display name:        {}", job.display_name);
+    let _ = writeln!(s, "type:                {}", job.job_type.as_str());
+    let _ = writeln!(s, "state:               {}", job.state.as_str());
+    let _ = writeln!(s, "backend:             {}", job.backend);
+    let _ = writeln!(s, "security flags:      {}", job.security_flags);
+    let _ = writeln!(s, "priority:            {}", job.priority.as_str());
+    let _ = writeln!(s, "min retry delay:     {} s", job.min_retry_delay);
+    let _ = writeln!(s, "no-progress timeout: {} s", job.no_progress_timeout);
+    let _ = writeln!(
+        s,
+        "progress:            {} / {} bytes, {} / {} files",
+        job.bytes_transferred(),
+        total,
+        job.files_transferred(),
+        job.files.len()
+    );
+    let _ = writeln!(s, "created:             {}", rfc3339(job.creation_time));
+    let _ = writeln!(s, "modified:            {}", rfc3339(job.modification_time));
+    if let Some(t) = job.transfer_completion_time {
+        let _ = writeln!(s, "transferred:         {}", rfc3339(t));
+    }
+    if let (JobState::Error | JobState::TransientError, Some(e)) = (job.state, &job.error) {
+        let file = e.file_index.map(|i| format!(" (file {i})")).unwrap_or_default();
+        let name = crate::error::hresult_name(e.code)
+            .map(|n| format!(" {n}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "error:               {}{name} {}{file}: {}",
+            e.code,
+            e.context.as_str(),
+            e.message
+        );
+    }
+    let _ = writeln!(s, "files:");
+    for (i, f) in job.files.iter().enumerate() {
+        let total = f.bytes_total.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
+        let done = if f.completed { ", done" } else { "" };
+        let _ = writeln!(
+            s,
+            "  [{i}] {} -> {} ({} / {total} bytes{done})",
+            f.remote_name,
+            f.local_name.display(),
+            f.bytes_transferred
+        );
+    }
+    s
+}
+
+/// `list` without `--json`: a header and one line per job.
+pub fn list_text(jobs: &[Job]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<36}  {:<15}  {:<10}  {:>21}  {:>7}  NAME",
+        "ID", "STATE", "PRIORITY", "BYTES", "FILES"
+    );
+    for j in jobs {
+        let total = j
+            .bytes_total()
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "?".into());
+        let _ = writeln!(
+            s,
+            "{:<36}  {:<15}  {:<10}  {:>21}  {:>7}  {}",
+            j.id,
+            j.state.as_str(),
+            j.priority.as_str(),
+            format!("{}/{}", j.bytes_transferred(), total),
+            format!("{}/{}", j.files_transferred(), j.files.len()),
+            j.display_name
+        );
+    }
+    s
+}
+
+/// A UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bits_core::{BitsError, JobType};
+    use std::path::Path;
+    use std::time::Duration;
+
+    #[test]
+    fn json_fields_per_cli_md() {
+        let mut j = Job::new("nightly", JobType::Download, "openssl");
+        j.add_file("https://mirror/x.bin", Path::new("/data/x.bin"))
+            .unwrap();
+        let v = job_json(&j);
+        for k in [
+            "id",
+            "display_name",
+            "type",
+            "state",
+            "backend",
+            "security_flags",
+            "priority",
+            "min_retry_delay",
+            "no_progress_timeout",
+            "error",
+            "files",
+            "bytes_total",
+            "bytes_transferred",
+            "files_total",
+            "files_transferred",
+        ] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+        assert_eq!(v["type"], "DOWNLOAD");
+        assert_eq!(v["state"], "SUSPENDED");
+        assert_eq!(v["priority"], "NORMAL");
+        assert_eq!(v["security_flags"], 0);
+        assert_eq!(v["bytes_total"], Value::Null);
+        assert_eq!(v["error"], Value::Null);
+        assert_eq!(v["files"][0]["local_name"], "/data/x.bin");
+        assert_eq!(v["files"][0]["bytes_total"], Value::Null);
+
+        j.state = JobState::Error;
+        j.error = Some(
+            BitsError::HttpStatus {
+                status: 404,
+                retry_after: None,
+            }
+            .to_job_error(Some(0)),
+        );
+        let v = job_json(&j);
+        assert_eq!(v["error"]["code"], "0x80190194");
+        assert_eq!(v["error"]["context"], "REMOTE_FILE");
+        assert_eq!(v["error"]["file_index"], 0);
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_668_674);
+        assert_eq!(rfc3339(t), "2026-11-26T04:51:14Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+}

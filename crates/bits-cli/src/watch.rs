@@ -1,0 +1,138 @@
+//! Following jobs until they settle: `wait`, `monitor` and `transfer`.
+//!
+//! It reads the store (the daemon saves progress at least every second)
+//! every 200 ms, draws one indicatif bar per job on a terminal, and starts
+//! the daemon again if it goes away while a job still needs it.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use bits_core::{Job, JobState};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use uuid::Uuid;
+
+use crate::error::Failure;
+use crate::ipc;
+use crate::store::Store;
+
+/// How often the store is read.
+const POLL: Duration = Duration::from_millis(200);
+/// How often the daemon is checked.
+const CHECK_DAEMON: Duration = Duration::from_secs(1);
+
+/// A state in which a job needs nothing more from the daemon.
+pub fn settled(state: JobState) -> bool {
+    !state.is_active()
+}
+
+/// Whether progress bars should be drawn: stderr is a terminal and not `-q`.
+pub fn show_bars(quiet: bool) -> bool {
+    !quiet && std::io::stderr().is_terminal()
+}
+
+/// Follows `ids` until each one settles; returns the jobs as they ended
+/// (in the order of `ids`). A job that disappears meanwhile (pruned) is
+/// reported CANCELLED.
+pub fn follow(store: &Store, ids: &[Uuid], bars: bool, verbose: u8) -> Result<Vec<Job>, Failure> {
+    let multi = MultiProgress::with_draw_target(if bars {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let mut tracked: Vec<(Uuid, Option<ProgressBar>, Option<Job>)> =
+        ids.iter().map(|id| (*id, None, None)).collect();
+    let mut checked = Instant::now();
+    loop {
+        let mut all_settled = true;
+        for (id, bar, last) in tracked.iter_mut() {
+            if last.as_ref().is_some_and(|j| settled(j.state)) {
+                continue;
+            }
+            let Some(job) = store.get(*id)? else {
+                if let Some(b) = bar {
+                    b.finish_and_clear();
+                }
+                *last = Some(gone(*id, last.take()));
+                continue;
+            };
+            if bars {
+                let b = bar.get_or_insert_with(|| multi.add(new_bar(&job)));
+                draw(b, &job);
+                if settled(job.state) {
+                    b.finish();
+                }
+            }
+            if !settled(job.state) {
+                all_settled = false;
+            }
+            *last = Some(job);
+        }
+        if all_settled {
+            break;
+        }
+        if checked.elapsed() >= CHECK_DAEMON {
+            checked = Instant::now();
+            if !ipc::daemon_alive(store.dir()) {
+                tracing::warn!("the daemon is gone; starting it again");
+                ipc::ensure_daemon(store.dir(), verbose)?;
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(tracked.into_iter().filter_map(|(_, _, job)| job).collect())
+}
+
+fn gone(id: Uuid, last: Option<Job>) -> Job {
+    let mut job = last.unwrap_or_else(|| {
+        let mut j = Job::new("", bits_core::JobType::Download, "");
+        j.id = id;
+        j
+    });
+    job.state = JobState::Cancelled;
+    job
+}
+
+fn new_bar(job: &Job) -> ProgressBar {
+    let bar = ProgressBar::new(job.bytes_total().unwrap_or(0));
+    bar.set_prefix(short_name(job));
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+fn short_name(job: &Job) -> String {
+    let name: String = job.display_name.chars().take(20).collect();
+    format!("{name:<20}")
+}
+
+fn draw(bar: &ProgressBar, job: &Job) {
+    let state = match (&job.state, &job.error) {
+        (JobState::Error | JobState::TransientError, Some(e)) => {
+            format!("{} {}", job.state.as_str(), e.code)
+        }
+        _ => job.state.as_str().to_string(),
+    };
+    match job.bytes_total() {
+        Some(total) if total > 0 => {
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_length(total);
+        }
+        _ => {
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} {spinner} {bytes} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+        }
+    }
+    bar.set_position(job.bytes_transferred());
+    bar.set_message(format!(
+        "{}/{} files {state}",
+        job.files_transferred(),
+        job.files.len()
+    ));
+}
