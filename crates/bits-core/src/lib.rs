@@ -17,6 +17,64 @@
 //! - Persistence: [`Job`] is `serde`-serializable so that a store (the
 //!   `bits` CLI uses SQLite) can keep it.
 //! - Scheduling several jobs: the `bits` daemon does that.
+//! - Uploads: upload and upload-reply jobs can be created and stored, but
+//!   there is no upload protocol yet; running one puts it in ERROR with
+//!   `E_NOTIMPL`.
+//!
+//! ## How to embed
+//! 1. **Pick a transport.** `bits-transport-openssl` or
+//!    `bits-transport-native` for https, `bits_http::PlainHttp` for http
+//!    only, or your own [`Transport`] (`examples/embed.rs` serves files from
+//!    memory). A transport never follows redirects, refuses in
+//!    [`Transport::check_flags`] every flag value it cannot honour exactly,
+//!    reports certificate failures as the matching [`BitsError`], and fails
+//!    a body that ends before its length with `ConnectionReset`.
+//! 2. **Make a [`Job`]**: [`Job::add_file`] (absolute LOCAL; the bytes go to
+//!    a hidden temporary file beside it), [`Job::set_security_flags`]
+//!    (checked against the transport), then [`Job::resume`] (QUEUED).
+//! 3. **Run it** with an [`Engine`]. [`Engine::run`] makes one attempt and
+//!    returns a [`RunOutcome`]: TRANSFERRED, ERROR, or TRANSIENT_ERROR with
+//!    the delay after which the scheduler applies [`Event::RetryTimer`] (or
+//!    [`Event::NoProgressTimeout`] once [`Job::no_progress_expired`]).
+//!    [`Engine::run_until_settled`] does that loop for you.
+//! 4. **Watch it** with an [`Observer`]; persist the job there (throttled)
+//!    if you keep jobs across restarts. The counters never claim more bytes
+//!    than the temporary files hold, so any saved copy resumes safely (the
+//!    engine trusts the bytes on disk, and resumes with `Range`).
+//! 5. **Stop it** by dropping the future of `run` (it is cancel-safe), then
+//!    [`Job::suspend`] or [`engine::cancel`] (deletes the temporary files).
+//! 6. **Finish it** with [`engine::complete`]: each finished file is
+//!    fsync'd and renamed onto LOCAL atomically; nothing is written at LOCAL
+//!    before that.
+//!
+//! ```
+//! use std::path::Path;
+//!
+//! use bits_core::engine::complete;
+//! use bits_core::{Engine, Job, JobState, JobType, NoObserver, SharedTransport};
+//!
+//! async fn download(transport: SharedTransport, url: &str, to: &Path) -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut job = Job::new("my download", JobType::Download, transport.name());
+//!     job.add_file(url, to)?;
+//!     job.resume()?;
+//!     let outcome = Engine::new(transport).run_until_settled(&mut job, &mut NoObserver).await;
+//!     if outcome.state != JobState::Transferred {
+//!         let e = job.error.expect("ERROR carries an error");
+//!         return Err(format!("{}: {}", e.code, e.message).into());
+//!     }
+//!     complete(&mut job)?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## What the engine does beyond BITS
+//! - A server that ignores `Range` (200), or whose ETag, Last-Modified or
+//!   size changed, restarts the file from byte 0 instead of failing.
+//! - No `Content-Length` (chunked) is fine: the size is known when the body
+//!   ends.
+//! - 308 redirects are handled like 307; credentials (`Authorization`,
+//!   `Cookie`) given with [`Engine::with_request_headers`] never reach
+//!   another origin.
 //!
 //! ## Why the defaults are what they are
 //! Flags default to `0x0000` (full verification, no CRL check, silent
