@@ -38,7 +38,8 @@
 //! ## Why the defaults are what they are
 //! Connect and handshake 30 s, headers 60 s, body idle 60 s (WinHTTP's
 //! own receive timeout is 30 s; BITS tolerates slow servers), idle pooled
-//! connections kept 90 s.
+//! connections kept 30 s (a job's requests come in quick succession, and a
+//! long-idle connection is likely one the server is closing).
 
 #![deny(missing_docs)]
 

@@ -38,7 +38,7 @@ pub struct HttpOptions {
     pub headers_timeout: Duration,
     /// The longest wait for the next body bytes (default 60 s).
     pub idle_timeout: Duration,
-    /// How long an idle pooled connection is kept (default 90 s).
+    /// How long an idle pooled connection is kept (default 30 s).
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per host and policy (default 4).
     pub pool_max_idle_per_host: usize,
@@ -53,7 +53,7 @@ impl Default for HttpOptions {
             handshake_timeout: Duration::from_secs(30),
             headers_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
-            pool_idle_timeout: Duration::from_secs(90),
+            pool_idle_timeout: Duration::from_secs(30),
             pool_max_idle_per_host: 4,
             user_agent: USER_AGENT_VALUE.to_owned(),
         }
