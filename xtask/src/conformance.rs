@@ -33,6 +33,7 @@ const CERT_FLAGS: &[(u32, &str)] = &[
     (0x04, "`BG_SSL_IGNORE_CERT_DATE_INVALID`"),
     (0x08, "`BG_SSL_IGNORE_UNKNOWN_CA`"),
     (0x10, "`BG_SSL_IGNORE_CERT_WRONG_USAGE`"),
+    (0x1E, "all four `IGNORE_*` together"),
 ];
 
 /// Names of the HRESULTs a case can end with, for the legend.
@@ -251,11 +252,14 @@ pub fn render_conformance(reports: &[Report]) -> String {
     let mut seen_codes = BTreeSet::new();
     for r in reports {
         let _ = writeln!(out, "\n## {}\n", r.backend);
-        let flags: BTreeSet<u32> = r.cases.iter().map(|c| c.flags).collect();
+        let all_flags: BTreeSet<u32> = r.cases.iter().map(|c| c.flags).collect();
         let mut outcomes: BTreeMap<(&str, u32), &str> = BTreeMap::new();
         for c in &r.cases {
             outcomes.insert((c.server.as_str(), c.flags), c.outcome.as_str());
         }
+        // Values refused for every server get one line, not a column each.
+        let (refused, flags): (BTreeSet<u32>, BTreeSet<u32>) =
+            all_flags.iter().partition(|f| honoured(r, **f) == Some(false));
         out.push_str("| server (faults) |");
         for f in &flags {
             let _ = write!(out, " {} |", flag_text(*f));
@@ -280,6 +284,14 @@ pub fn render_conformance(reports: &[Report]) -> String {
                 let _ = write!(out, " {} |", escape(cell));
             }
             out.push('\n');
+        }
+        if !refused.is_empty() {
+            let list: Vec<String> = refused.iter().map(|f| format!("`{}`", flag_text(*f))).collect();
+            let _ = writeln!(
+                out,
+                "\nRefused by `check_flags` with E_NOTIMPL for every server: {}.",
+                list.join(", ")
+            );
         }
     }
     if !seen_codes.is_empty() {
@@ -429,10 +441,12 @@ mod tests {
         let expected = "\
 ## native
 
-| server (faults) | 0x0000 | 0x0002 | 0x0004 |
-|---|---|---|---|
-| good | ok | ok | refused |
-| expired (DATE) | 0x80072F05 | 0x80072F05 | refused |
+| server (faults) | 0x0000 | 0x0002 |
+|---|---|---|
+| good | ok | ok |
+| expired (DATE) | 0x80072F05 | 0x80072F05 |
+
+Refused by `check_flags` with E_NOTIMPL for every server: `0x0004`.
 ";
         assert!(md.contains(expected), "{md}");
         assert!(
@@ -445,6 +459,12 @@ mod tests {
     fn missing_cells_show_a_dash() {
         let mut r = native();
         r.cases.pop();
+        r.cases.push(Case {
+            server: "good".into(),
+            faults: vec![],
+            flags: 0x08,
+            outcome: "ok".into(),
+        });
         let md = render_conformance(&[r]);
         assert!(
             md.contains("| expired (DATE) | 0x80072F05 | 0x80072F05 | – |"),
