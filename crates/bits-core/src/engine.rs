@@ -324,8 +324,10 @@ impl Engine {
         if writer.position() != job.files[i].bytes_transferred {
             moved(job, i, writer.position(), observer);
         }
-        result?;
+        // A local failure (disk full) outranks a network one: retrying
+        // would not help.
         flushed?;
+        result?;
         let done = writer.position();
         if let Some(end) = end {
             if done < end {
@@ -632,7 +634,7 @@ fn fail(job: &mut Job, observer: &mut dyn Observer, error: &BitsError, file: Opt
 /// If a rename fails, the job keeps its state (files already renamed stay
 /// at LOCAL; calling `complete` again skips them) and the `LOCAL_FILE`
 /// error is returned. Unfinished temporary files are deleted only once
-/// every rename succeeded.
+/// every rename succeeded. Stop any [`Engine::run`] of the job first.
 pub fn complete(job: &mut Job) -> Result<Hresult, BitsError> {
     check_operation(job.state, job.job_type, Operation::Complete)?;
     for file in job.files.iter().filter(|f| f.completed) {
