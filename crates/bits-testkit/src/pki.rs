@@ -536,7 +536,11 @@ impl TestPki {
     /// Generates a fresh PKI in memory (nothing cached, no server started)
     /// whose CDPs start with `crl_base` (`http://127.0.0.1:PORT`).
     pub fn generate(crl_base: &str) -> Result<TestPki, ErrorStack> {
-        let epoch = now();
+        Self::generate_at(crl_base, now())
+    }
+
+    /// [`TestPki::generate`] as if it were `epoch` (unix seconds) now.
+    fn generate_at(crl_base: &str, epoch: i64) -> Result<TestPki, ErrorStack> {
         let root_key = new_key()?;
         let rogue_key = new_key()?;
         let root = self_signed_ca(&root_key, "bits test root CA", 1, epoch)?;
@@ -1175,7 +1179,15 @@ fn still_fresh(pki: &TestPki) -> bool {
 }
 
 fn load_or_generate_shared() -> Result<TestPki, String> {
-    let dir = cache_dir();
+    let (pki, server) = load_or_generate_in(&cache_dir())?;
+    let _ = SHARED_CRL_SERVER.set(server);
+    Ok(pki)
+}
+
+/// Loads the PKI cached in `dir`, or generates and caches one, under the
+/// directory's lock, and starts the fixed-port CRL server for it.
+fn load_or_generate_in(dir: &Path) -> Result<(TestPki, CrlServer), String> {
+    let dir = dir.to_owned();
     fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let lock_path = dir.join("lock");
     let lock = OpenOptions::new()
@@ -1191,7 +1203,7 @@ fn load_or_generate_shared() -> Result<TestPki, String> {
     result
 }
 
-fn load_or_generate_locked(dir: &Path) -> Result<TestPki, String> {
+fn load_or_generate_locked(dir: &Path) -> Result<(TestPki, CrlServer), String> {
     let file = dir.join(CACHE_FILE);
     let mut first_port = preferred_port(dir);
     if let Some(cache) = read_cache(&file) {
@@ -1200,8 +1212,7 @@ fn load_or_generate_locked(dir: &Path) -> Result<TestPki, String> {
             if still_fresh(&pki) {
                 if let Ok(server) = CrlServer::start_on(port, true) {
                     server.serve_pki(&pki);
-                    let _ = SHARED_CRL_SERVER.set(server);
-                    return Ok(pki);
+                    return Ok((pki, server));
                 }
                 first_port = port.wrapping_add(1).max(20_000);
             }
@@ -1222,8 +1233,7 @@ fn load_or_generate_locked(dir: &Path) -> Result<TestPki, String> {
         server.serve_pki(&pki);
         let cache = CacheFile::from_pki(&pki, port).map_err(|e| e.to_string())?;
         write_cache(&file, &cache)?;
-        let _ = SHARED_CRL_SERVER.set(server);
-        return Ok(pki);
+        return Ok((pki, server));
     }
     Err(format!("no free CRL port on 127.0.0.1: {last_err}"))
 }
@@ -1288,6 +1298,47 @@ mod tests {
         assert_eq!(der(0x04, &[1, 2]), vec![0x04, 2, 1, 2]);
         assert_eq!(der(0x04, &[0; 200])[..3], [0x04, 0x81, 200]);
         assert_eq!(der(0x04, &[0; 300])[..4], [0x04, 0x82, 1, 44]);
+    }
+
+    fn root_der(loaded: &(TestPki, CrlServer)) -> Vec<u8> {
+        loaded.0.root_pem().to_vec()
+    }
+
+    #[test]
+    fn parallel_callers_share_one_generated_pki() {
+        let dir = std::env::temp_dir().join(format!("bits-testkit-pki-par-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let roots: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| root_der(&load_or_generate_in(&dir).unwrap())))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(roots.windows(2).all(|w| w[0] == w[1]));
+        // A later caller loads the same one from disk.
+        assert_eq!(root_der(&load_or_generate_in(&dir).unwrap()), roots[0]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stale_or_corrupt_caches_are_regenerated() {
+        let dir = std::env::temp_dir().join(format!("bits-testkit-pki-old-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        // Generated 800 days ago: its good certificates expire within 30 days.
+        let port = preferred_port(&dir);
+        let old = TestPki::generate_at(&crl_base_for(port), now() - 800 * DAY).unwrap();
+        assert!(!still_fresh(&old));
+        write_cache(&dir.join(CACHE_FILE), &CacheFile::from_pki(&old, port).unwrap()).unwrap();
+        let new = load_or_generate_in(&dir).unwrap();
+        assert!(still_fresh(&new.0));
+        assert_ne!(new.0.root_pem(), old.root_pem());
+        // Garbage is replaced too.
+        fs::write(dir.join(CACHE_FILE), "not json").unwrap();
+        let newer = load_or_generate_in(&dir).unwrap();
+        assert!(still_fresh(&newer.0));
+        assert_ne!(root_der(&newer), root_der(&new));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
