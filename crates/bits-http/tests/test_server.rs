@@ -155,3 +155,21 @@ async fn bodiless_answers_keep_the_connection_usable() {
     let mut r = get(&t, &server.url("/c"), &[]).await;
     assert_eq!(body(&mut r).await.len(), 3000);
 }
+
+#[tokio::test]
+async fn an_acceptor_wraps_each_connection_and_its_failures_are_counted() {
+    let server = HttpServer::start_with_acceptor("http", |tcp| async move { Ok(tcp) })
+        .with("/f", Route::body("through the acceptor"));
+    let t = PlainHttp::new();
+    let mut r = get(&t, &server.url("/f"), &[]).await;
+    assert_eq!(body(&mut r).await, b"through the acceptor");
+
+    let refusing = HttpServer::start_with_acceptor("http", |_tcp| async move {
+        Err::<tokio::net::TcpStream, _>(std::io::Error::other("handshake refused"))
+    });
+    let req = Request::get(Url::parse(&refusing.url("/f")).unwrap(), SecurityFlags::DEFAULT);
+    let err = t.send(req).await.unwrap_err();
+    assert_eq!(err.hresult(), bits_core::Hresult::WINHTTP_CONNECTION_ERROR);
+    assert_eq!(refusing.handshake_failures(), 1);
+    assert!(refusing.requests().is_empty());
+}
