@@ -245,3 +245,33 @@ async fn crl_check_with_an_unknown_ca_cannot_check_revocation() {
     assert_eq!(crls.total_requests(), 0);
     assert_eq!(server.request_count(), 0);
 }
+
+#[tokio::test]
+async fn concurrent_connections_download_a_crl_once() {
+    let (crls, pki) = setup();
+    let cache = tempfile::tempdir().unwrap();
+    let server = TlsServer::start(pki.leaf(LeafKind::Good));
+    let t = transport(&pki, cache.path());
+    // Different flag values: different pools, so two connections.
+    let (a, b, c) = tokio::join!(
+        get(&t, &server, CRL),
+        get(&t, &server, CRL | 0x2),
+        get(&t, &server, CRL | 0x4)
+    );
+    assert_eq!((a, b, c), (Ok(()), Ok(()), Ok(())));
+    assert_eq!(crls.requests("/root.crl"), 1);
+}
+
+#[tokio::test]
+async fn an_unwritable_cache_still_checks_revocation() {
+    let (crls, pki) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let server = TlsServer::start(pki.leaf(LeafKind::Revoked));
+    let t = transport(&pki, &file.join("cache"));
+    assert_eq!(get(&t, &server, CRL).await, Err(0x8007_2F8A));
+    // Kept in memory for this transport.
+    assert_eq!(get(&t, &server, CRL | 0x2).await, Err(0x8007_2F8A));
+    assert_eq!(crls.requests("/root.crl"), 1);
+}
