@@ -357,9 +357,8 @@ impl ServerState {
         self.bytes_sent.load(Ordering::SeqCst)
     }
 
-    /// Records an accepted connection and returns its number (from 1). Call
-    /// it from your own accept loop before [`serve_connection`].
-    pub fn connection_accepted(&self) -> usize {
+    /// Counts an accepted connection and returns its number (from 1).
+    fn connection_accepted(&self) -> usize {
         self.connections.fetch_add(1, Ordering::SeqCst) + 1
     }
 
@@ -386,9 +385,8 @@ type BoxIo = Box<dyn IoStream>;
 type AcceptFuture = Pin<Box<dyn Future<Output = io::Result<BoxIo>> + Send>>;
 type AcceptFn = Arc<dyn Fn(TcpStream) -> AcceptFuture + Send + Sync>;
 
-/// A stream [`serve_connection`] can serve: anything async-readable and
-/// -writable.
-pub trait IoStream: AsyncRead + AsyncWrite + Unpin + Send {}
+/// An accepted stream, boxed.
+trait IoStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoStream for T {}
 
 /// A running server on 127.0.0.1. Stops on drop.
