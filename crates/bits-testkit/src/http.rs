@@ -159,8 +159,8 @@ impl Route {
         Route::new(Kind::HangUp)
     }
 
-    /// Waits `delay` before sending the response headers (to trip a
-    /// client's header timeout).
+    /// Waits `delay` before sending the response headers, whatever the
+    /// answer (to trip a client's header timeout).
     pub fn delay(mut self, delay: Duration) -> Route {
         self.delay = Some(delay);
         self
@@ -781,6 +781,7 @@ fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
                 .push(("WWW-Authenticate".into(), "Basic realm=\"bits-testkit\"".into()));
             plan.headers.append(&mut extra);
             plan.close = route.close;
+            plan.delay = route.delay;
             return plan;
         }
     }
@@ -792,6 +793,7 @@ fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
             }
             plan.headers.append(&mut extra);
             plan.close = route.close;
+            plan.delay = route.delay;
             return plan;
         }
     }
