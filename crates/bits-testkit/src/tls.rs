@@ -9,6 +9,9 @@
 //! assert_eq!(server.request_count(), 0);   // requests that reached HTTP
 //! ```
 //!
+//! For HTTPS with the scriptable routes of [`crate::http`] (redirects, 503s,
+//! truncation…), use [`https_server`].
+//!
 //! Paths: `/file` (any query) → 200 with [`TlsServer::BODY`], honouring a
 //! single `Range: bytes=…` with 206 (or 416); anything else → 404. Every
 //! Connections are kept alive (unless the client sends `Connection: close`),
@@ -25,6 +28,7 @@ use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslVersion};
 use tokio::net::TcpStream;
 use url::Url;
 
+use crate::http::HttpServer;
 use crate::mini_http;
 use crate::pki::Leaf;
 use crate::server::ServerThread;
@@ -65,17 +69,7 @@ impl TlsServer {
     /// # Panics
     /// If the acceptor cannot be built or no port can be bound.
     pub fn start(leaf: &Leaf) -> TlsServer {
-        let mut b =
-            SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).expect("TLS acceptor builder");
-        b.set_min_proto_version(Some(SslVersion::TLS1_2))
-            .expect("min TLS version");
-        b.set_private_key(leaf.key()).expect("leaf key");
-        b.set_certificate(leaf.cert()).expect("leaf certificate");
-        for c in leaf.chain() {
-            b.add_extra_chain_cert(c.clone()).expect("chain certificate");
-        }
-        b.check_private_key().expect("key matches certificate");
-        let acceptor = Arc::new(b.build());
+        let acceptor = acceptor_for(leaf);
         let shared = Arc::new(Shared::default());
         let sh = shared.clone();
         let server = ServerThread::spawn(leaf.name(), 0, false, move |tcp| {
@@ -133,6 +127,40 @@ impl TlsServer {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RecordedRequest>> {
         self.shared.requests.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A TLS acceptor (TLS 1.2 and 1.3) presenting `leaf` and its chain.
+///
+/// # Panics
+/// If OpenSSL refuses the leaf or its key.
+pub fn acceptor_for(leaf: &Leaf) -> Arc<SslAcceptor> {
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).expect("TLS acceptor builder");
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .expect("min TLS version");
+    b.set_private_key(leaf.key()).expect("leaf key");
+    b.set_certificate(leaf.cert()).expect("leaf certificate");
+    for c in leaf.chain() {
+        b.add_extra_chain_cert(c.clone()).expect("chain certificate");
+    }
+    b.check_private_key().expect("key matches certificate");
+    Arc::new(b.build())
+}
+
+/// The scriptable [`HttpServer`] (routes, Range, redirects, scripted
+/// failures, request log) served over TLS with `leaf`: for tests that need
+/// HTTPS plus the HTTP behaviours of [`crate::http`]. Its URLs are
+/// `https://127.0.0.1:PORT/…`.
+pub fn https_server(leaf: &Leaf) -> HttpServer {
+    let acceptor = acceptor_for(leaf);
+    HttpServer::start_with_acceptor("https", move |tcp| {
+        let acceptor = Arc::clone(&acceptor);
+        async move {
+            let ssl = Ssl::new(acceptor.context()).map_err(std::io::Error::other)?;
+            let mut s = tokio_openssl::SslStream::new(ssl, tcp).map_err(std::io::Error::other)?;
+            Pin::new(&mut s).accept().await.map_err(std::io::Error::other)?;
+            Ok(s)
+        }
+    })
 }
 
 async fn handle(acceptor: Arc<SslAcceptor>, shared: Arc<Shared>, tcp: TcpStream) {

@@ -275,3 +275,32 @@ fn crl_server_swaps_and_counts() {
     assert_eq!(server.requests("/int.crl"), 0);
     assert_eq!(X509VerifyResult::OK.as_raw(), 0);
 }
+
+#[tokio::test]
+async fn scriptable_https_server_serves_routes_over_tls() {
+    use bits_testkit::http::Route;
+    let pki = TestPki::shared();
+    let server = bits_testkit::tls::https_server(pki.leaf(LeafKind::Good));
+    server.set("/file", Route::body(TlsServer::BODY.to_vec()));
+    assert!(server.url("/file").starts_with("https://127.0.0.1:"));
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    let mut store = X509StoreBuilder::new().unwrap();
+    store.add_cert(pki.root_cert().clone()).unwrap();
+    b.set_cert_store(store.build());
+    let connector = b.build();
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let ssl = connector.configure().unwrap().into_ssl("127.0.0.1").unwrap();
+    let mut s = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    Pin::new(&mut s).connect().await.unwrap();
+    s.write_all(b"GET /file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(out.ends_with(TlsServer::BODY));
+}
