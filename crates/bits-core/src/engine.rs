@@ -31,6 +31,7 @@ use http::{HeaderMap, HeaderValue};
 use crate::error::{BitsError, Hresult};
 use crate::files::{self, TempWriter};
 use crate::flags::RedirectPolicy;
+use crate::httpdate;
 use crate::job::{parse_remote_url, FileInfo, Job, JobType};
 use crate::redirect;
 use crate::state::{check_operation, Event, JobState, Operation};
@@ -278,6 +279,7 @@ impl Engine {
     ) -> Result<bool, BitsError> {
         let temp = job.files[i].temp_name.clone();
         let validator = validator_of(&response.headers);
+        let modified = header_text(&response.headers, LAST_MODIFIED).and_then(|d| httpdate::parse(&d));
         if offset == 0 {
             reset(&mut job.files[i]);
         }
@@ -343,6 +345,10 @@ impl Engine {
             return Err(BitsError::InvalidServerResponse {
                 what: "an empty partial response".into(),
             });
+        }
+        if let Some(modified) = modified {
+            // As BITS does: the file carries the server's modification time.
+            writer.set_modified(modified);
         }
         writer.sync().await?;
         finish_file(job, i, done, observer);
@@ -495,7 +501,7 @@ fn plan(response: &Response, offset: u64, file: &FileInfo) -> Result<Plan, BitsE
             retry_after: headers
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok()),
+                .and_then(|v| httpdate::retry_after(v, SystemTime::now())),
         }),
     }
 }

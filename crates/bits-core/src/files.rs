@@ -11,7 +11,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::BitsError;
 
@@ -170,6 +170,14 @@ impl TempWriter {
             }
         }
         Ok(())
+    }
+
+    /// Sets the file's modification time (best effort: a file system that
+    /// refuses keeps the time of the download).
+    pub(crate) fn set_modified(&self, time: SystemTime) {
+        if let Err(e) = self.file.set_modified(time) {
+            tracing::debug!("cannot set the mtime of {}: {e}", self.path.display());
+        }
     }
 
     /// Writes what is buffered and waits until the data is on disk.

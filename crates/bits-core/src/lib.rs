@@ -87,6 +87,7 @@ pub mod engine;
 pub mod error;
 mod files;
 pub mod flags;
+mod httpdate;
 pub mod job;
 mod redirect;
 pub mod state;

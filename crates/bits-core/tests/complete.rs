@@ -59,3 +59,18 @@ async fn cancel_deletes_temporary_files_and_leaves_local_alone() {
         Hresult::BG_E_INVALID_STATE
     );
 }
+
+#[tokio::test]
+async fn local_files_carry_the_servers_last_modified_time() {
+    let mut env = Env::new(&[(
+        "/a",
+        Route::body(body(1000)).last_modified("Sun, 06 Nov 1994 08:49:37 GMT"),
+    )]);
+    assert_eq!(env.run().await.state, JobState::Transferred);
+    assert_eq!(complete(&mut env.job).unwrap(), Hresult::S_OK);
+    let mtime = std::fs::metadata(env.local(0)).unwrap().modified().unwrap();
+    assert_eq!(
+        mtime,
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(784_111_777)
+    );
+}
