@@ -173,3 +173,20 @@ async fn an_acceptor_wraps_each_connection_and_its_failures_are_counted() {
     assert_eq!(refusing.handshake_failures(), 1);
     assert!(refusing.requests().is_empty());
 }
+
+#[tokio::test]
+async fn extra_headers_close_remove_and_clear() {
+    let server = HttpServer::start().with("/f", Route::body("x").header("X-Test", "1").close_connection());
+    let t = PlainHttp::new();
+    let r = get(&t, &server.url("/f"), &[]).await;
+    assert_eq!(header(&r, "x-test"), Some("1"));
+    assert_eq!(header(&r, "connection"), Some("close"));
+    drop(r);
+    get(&t, &server.url("/f"), &[]).await;
+    assert_eq!(server.connections(), 2);
+    server.remove("/f");
+    assert_eq!(get(&t, &server.url("/f"), &[]).await.status, 404);
+    assert_eq!(server.requests().len(), 3);
+    server.clear_requests();
+    assert!(server.requests().is_empty());
+}
