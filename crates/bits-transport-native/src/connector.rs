@@ -41,6 +41,52 @@ pub(crate) struct TrustConfig {
     pub(crate) system_roots: bool,
 }
 
+impl TrustConfig {
+    /// Applies `SSL_CERT_FILE` / `SSL_CERT_DIR` (read through `env`) the
+    /// way OpenSSL defines them: when either is set, it *replaces* the
+    /// system store. native-tls on OpenSSL platforms would instead add the
+    /// probed system directories to them, trusting more than the user set,
+    /// so the store is built here: built-in roots off, the file's and the
+    /// directories' certificates added. Unreadable files are skipped, as
+    /// OpenSSL skips them. On Windows and macOS native-tls ignores these
+    /// variables, and so does this.
+    pub(crate) fn resolve(mut self, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> TrustConfig {
+        if !self.system_roots || cfg!(any(target_os = "macos", target_os = "windows")) {
+            return self;
+        }
+        let var = |name: &str| env(name).filter(|v| !v.is_empty());
+        let (file, dirs) = (var("SSL_CERT_FILE"), var("SSL_CERT_DIR"));
+        if file.is_none() && dirs.is_none() {
+            return self;
+        }
+        self.system_roots = false;
+        let mut load = |path: &std::path::Path| {
+            if let Ok(bytes) = std::fs::read(path) {
+                if let Ok(certs) = native_tls::Certificate::stack_from_pem(&bytes) {
+                    self.roots.extend(certs);
+                }
+            }
+        };
+        if let Some(file) = file {
+            load(std::path::Path::new(&file));
+        }
+        if let Some(dirs) = dirs {
+            // OpenSSL separates several directories with ':' on Unix.
+            for dir in std::env::split_paths(&dirs) {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                paths.sort();
+                for path in paths {
+                    load(&path);
+                }
+            }
+        }
+        self
+    }
+}
+
 impl NativeConnector {
     pub(crate) fn new(trust: &TrustConfig) -> Result<Self, BitsError> {
         Ok(NativeConnector {
@@ -94,5 +140,64 @@ impl TlsConnect for NativeConnector {
             let connector = connector?;
             connector.connect(&host, tcp).await.map_err(|e| classify(&e))
         })
+    }
+}
+
+#[cfg(all(test, not(any(target_os = "macos", target_os = "windows"))))]
+mod tests {
+    use std::collections::HashMap;
+    use std::ffi::OsString;
+
+    use super::*;
+
+    fn pem() -> &'static [u8] {
+        bits_testkit::pki::TestPki::shared().root_pem()
+    }
+
+    fn resolve(system: bool, env: &[(&str, &std::path::Path)]) -> TrustConfig {
+        let env: HashMap<String, OsString> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_os_str().to_owned()))
+            .collect();
+        TrustConfig {
+            roots: Vec::new(),
+            system_roots: system,
+        }
+        .resolve(|name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn without_the_variables_the_system_store_stays() {
+        let t = resolve(true, &[]);
+        assert!(t.system_roots);
+        assert!(t.roots.is_empty());
+    }
+
+    #[test]
+    fn ssl_cert_file_and_dir_replace_the_system_store() {
+        let dir = std::env::temp_dir().join(format!("bits-native-roots-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        std::fs::write(dir.join("file.pem"), pem()).unwrap();
+        std::fs::write(dir.join("d/a.pem"), pem()).unwrap();
+        std::fs::write(dir.join("d/junk"), "not a certificate").unwrap();
+
+        let t = resolve(true, &[("SSL_CERT_FILE", &dir.join("file.pem"))]);
+        assert!(!t.system_roots);
+        assert_eq!(t.roots.len(), 1);
+
+        let t = resolve(true, &[("SSL_CERT_DIR", &dir.join("d"))]);
+        assert!(!t.system_roots);
+        assert_eq!(t.roots.len(), 1);
+
+        // A file that does not exist trusts nothing, rather than everything.
+        let t = resolve(true, &[("SSL_CERT_FILE", &dir.join("missing.pem"))]);
+        assert!(!t.system_roots);
+        assert!(t.roots.is_empty());
+
+        // system_roots(false) ignores the variables altogether.
+        let t = resolve(false, &[("SSL_CERT_FILE", &dir.join("file.pem"))]);
+        assert!(!t.system_roots);
+        assert!(t.roots.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -132,9 +132,14 @@ impl NativeTransportBuilder {
         Ok(self)
     }
 
-    /// Whether the platform's roots are trusted too (default `true`; on
-    /// Linux, `SSL_CERT_FILE` / `SSL_CERT_DIR` replace them as OpenSSL
-    /// defines). `false` maps to native-tls's `disable_built_in_roots`.
+    /// Whether the platform's roots are trusted too (default `true`).
+    /// `false` maps to native-tls's `disable_built_in_roots`.
+    ///
+    /// On Linux (and other OpenSSL platforms), when `SSL_CERT_FILE` or
+    /// `SSL_CERT_DIR` is set, the certificates they name *replace* the
+    /// system store, as OpenSSL defines (native-tls alone would add the
+    /// system directories to them). Roots added with
+    /// [`NativeTransportBuilder::add_root_pem`] are trusted either way.
     pub fn system_roots(mut self, yes: bool) -> Self {
         self.trust.system_roots = yes;
         self
@@ -154,7 +159,8 @@ impl NativeTransportBuilder {
 
     /// Creates the transport (and its TLS contexts).
     pub fn build(self) -> Result<NativeTransport, BitsError> {
-        let connector = NativeConnector::new(&self.trust)?;
+        let trust = self.trust.resolve(|name| std::env::var_os(name));
+        let connector = NativeConnector::new(&trust)?;
         Ok(NativeTransport {
             http: HttpTransport::new(NAME, connector, check_flags, self.options),
         })
