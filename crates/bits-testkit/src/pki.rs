@@ -12,7 +12,8 @@
 //! # Sharing across processes, and the CRL port
 //!
 //! [`TestPki::shared`] generates the PKI once per target directory and caches
-//! it in `<target dir>/test-pki/pki-v1.json` (under an exclusive lock on
+//! it in `<target dir>/test-pki/pki-v1.json` (or in `$BITS_TEST_PKI_DIR`;
+//! under an exclusive lock on
 //! `<target dir>/test-pki/lock`, so parallel test processes never race), and
 //! regenerates it when the file is missing or unreadable, or when a good
 //! certificate or the fresh CRL would expire within 30 days.
@@ -77,6 +78,8 @@ const GOOD_DAYS: i64 = 825;
 /// Regenerate when a good certificate or the fresh CRL expires within this.
 const MIN_REMAINING: i64 = 30 * DAY;
 const CACHE_FILE: &str = "pki-v1.json";
+/// Overrides the cache directory of [`TestPki::shared`] (an absolute path).
+pub const PKI_DIR_ENV: &str = "BITS_TEST_PKI_DIR";
 
 /// A certificate fault, as the policy names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -531,6 +534,12 @@ impl TestPki {
             Ok(pki) => pki,
             Err(e) => panic!("bits-testkit: cannot set up the shared test PKI: {e}"),
         })
+    }
+
+    /// The directory [`TestPki::shared`] caches the PKI in (the file is
+    /// `pki-v1.json` there).
+    pub fn shared_cache_dir() -> PathBuf {
+        cache_dir()
     }
 
     /// Generates a fresh PKI in memory (nothing cached, no server started)
@@ -1137,10 +1146,16 @@ fn crl_base_for(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-/// `<target dir>/test-pki`: the target dir is the nearest ancestor of the
-/// running executable holding cargo's `CACHEDIR.TAG`, else an absolute
-/// `CARGO_TARGET_DIR`, else the system temp dir.
+/// `$BITS_TEST_PKI_DIR` when set (absolute), else `<target dir>/test-pki`:
+/// the target dir is the nearest ancestor of the running executable holding
+/// cargo's `CACHEDIR.TAG`, else an absolute `CARGO_TARGET_DIR`, else the
+/// system temp dir.
 fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(PKI_DIR_ENV).map(PathBuf::from) {
+        if dir.is_absolute() {
+            return dir;
+        }
+    }
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.ancestors().find(|d| d.join("CACHEDIR.TAG").is_file()) {
             return dir.join("test-pki");
