@@ -63,7 +63,8 @@ struct Failure {
     crl_needs: Vec<verify::CrlNeed>,
     /// OpenSSL's own words.
     ssl: String,
-    /// The socket failed (reset, EOF) rather than TLS or verification.
+    /// The socket failed (an OS error such as a reset) rather than TLS or
+    /// verification.
     io: bool,
 }
 
@@ -228,7 +229,9 @@ impl OpensslConnector {
             Ok(()) => Ok(stream),
             Err(e) => {
                 let mut rec = record.lock();
-                let io = e.io_error().is_some() || e.code() == openssl::ssl::ErrorCode::SYSCALL;
+                // A socket error (reset, broken pipe) is the network's
+                // fault and transient, as a reset before TLS would be.
+                let io = e.io_error().is_some();
                 let crl_needs = std::mem::take(&mut rec.crl_needs);
                 Err(Failure {
                     record: rec.rejection.take(),

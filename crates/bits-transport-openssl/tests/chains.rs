@@ -214,3 +214,37 @@ async fn a_leaf_issued_by_a_non_ca_is_refused_under_every_ignore_flag() {
     assert_eq!(handshake(&[&root], addr, 0).await, Err(0x8007_2F8F));
     assert_eq!(handshake(&[&root], addr, 0x1E).await, Err(0x8007_2F8F));
 }
+
+/// A TCP server on 127.0.0.1 that reads the ClientHello, then either
+/// answers plain text or resets the connection.
+async fn not_tls(reset: bool) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = [0u8; 512];
+            let _ = tcp.read(&mut buf).await;
+            if reset {
+                let _ = tcp.set_zero_linger();
+            } else {
+                let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+            drop(tcp);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_speak_tls_is_a_secure_failure() {
+    let addr = not_tls(false).await;
+    assert_eq!(handshake(&[], addr, 0).await, Err(0x8007_2F8F));
+    assert_eq!(handshake(&[], addr, 0x1F).await, Err(0x8007_2F8F));
+}
+
+#[tokio::test]
+async fn a_reset_during_the_handshake_is_a_transient_connection_reset() {
+    let addr = not_tls(true).await;
+    assert_eq!(handshake(&[], addr, 0).await, Err(0x8007_2EFE));
+}
