@@ -35,7 +35,7 @@ pub fn run(args: &[String]) -> Result<()> {
         ("test-matrix", || crate::test_matrix::run(&[])),
         ("cargo doc -D warnings", doc),
         ("conformance --check", || {
-            crate::conformance::run(&["--check".to_string()])
+            crate::conformance::run_with(true, &["--workspace", "--all-features"])
         }),
     ];
     let mut results = Vec::new();

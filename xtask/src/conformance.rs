@@ -83,6 +83,18 @@ pub fn run(args: &[String]) -> Result<()> {
             other => bail!("conformance: unknown option {other:?} (expected --check)"),
         }
     }
+    let mut selection = Vec::new();
+    for krate in BACKEND_CRATES {
+        selection.extend(["-p", krate]);
+    }
+    run_with(check, &selection)
+}
+
+/// Runs the suites of the packages `selection` picks (packages without a
+/// `conformance` test are skipped by cargo), then writes or checks the docs.
+/// `cargo xtask ci` passes `--workspace --all-features` so that the test
+/// matrix's last build is reused instead of resolving features anew.
+pub fn run_with(check: bool, selection: &[&str]) -> Result<()> {
     let out_dir = target_dir().join("conformance");
     if out_dir.exists() {
         fs::remove_dir_all(&out_dir).with_context(|| format!("clearing {}", out_dir.display()))?;
@@ -90,10 +102,8 @@ pub fn run(args: &[String]) -> Result<()> {
     fs::create_dir_all(&out_dir)?;
 
     let mut cmd = cargo_with(&["test"]);
-    for krate in BACKEND_CRATES {
-        cmd.args(["-p", krate]);
-    }
-    cmd.args(["--test", "conformance"])
+    cmd.args(selection)
+        .args(["--test", "conformance"])
         .env("BITS_CONFORMANCE_OUT", &out_dir);
     run_checked(&mut cmd)?;
 
