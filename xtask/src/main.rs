@@ -6,6 +6,7 @@
 
 mod ci;
 mod conformance;
+mod demo;
 mod test_matrix;
 mod util;
 
@@ -20,6 +21,7 @@ tasks:
                           and docs/backends.md (--check: fail if the committed files are stale)
   ci                      everything CI runs: fmt, docs, architecture invariants,
                           test-matrix, conformance --check
+  demo [args...]          the end-to-end demo
   help                    this text";
 
 fn main() -> ExitCode {
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         "test-matrix" => test_matrix::run(rest),
         "conformance" => conformance::run(rest),
         "ci" => ci::run(rest),
+        "demo" => demo::run(&util::project_root(), rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
