@@ -1,0 +1,137 @@
+//! The daemon: one per store, `ready` in the foreground, clean SIGTERM, and
+//! nothing lost to `kill -9`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bits_testkit::http::{HttpServer, Route};
+use support::{content, Env};
+
+/// A job downloading a throttled 1.5 MB file, resumed and under way.
+fn slow_job(env: &Env, server: &HttpServer, len: usize) -> (String, Vec<u8>) {
+    let body = content(len, 9);
+    server.set(
+        "/slow",
+        Route::body(body.clone())
+            .etag("\"slow-v1\"")
+            .throttle(16 * 1024, Duration::from_millis(15)),
+    );
+    let id = env.create("slow");
+    env.run(&[
+        "add-file",
+        &id,
+        &server.url("/slow"),
+        env.path("slow.bin").to_str().unwrap(),
+    ])
+    .ok();
+    env.run(&["resume", &id]).ok();
+    (id, body)
+}
+
+#[test]
+fn foreground_daemon_says_ready_and_is_alone() {
+    let env = Env::new();
+    let mut child = env
+        .cmd(&["daemon", "--foreground"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    assert_eq!(env.daemon_pid(), Some(child.id() as i32));
+    // A second one refuses, naming the first.
+    let r = env.run(&["daemon", "--foreground"]).fails(1, "0x800700AA");
+    assert!(r.stderr.contains(&child.id().to_string()), "{r:?}");
+    env.run(&["daemon"]).fails(1, "0x800700AA");
+    support::kill(child.id() as i32, "TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!env.store.join("daemon.sock").exists());
+
+    // `bits daemon` detaches one, which answers and logs.
+    let r = env.run(&["daemon"]).ok();
+    assert!(r.stdout.contains("running"), "{r:?}");
+    assert!(env.daemon_pid().is_some());
+}
+
+#[test]
+fn sigterm_saves_progress_and_the_job_resumes_later() {
+    let env = Env::new();
+    let server = HttpServer::start();
+    let (id, body) = slow_job(&env, &server, 1_500_000);
+    env.wait_for(&id, Duration::from_secs(20), |i| {
+        i["bytes_transferred"].as_u64().unwrap_or(0) > 100_000
+    });
+    env.kill_daemon("TERM");
+    let info = env.info(&id);
+    assert_eq!(info["state"], "QUEUED", "{info:#}");
+    let saved = info["bytes_transferred"].as_u64().unwrap();
+    assert!(saved > 100_000, "{info:#}");
+    server.clear_requests();
+    // `wait` starts the daemon again; it carries on from the bytes on disk.
+    env.run(&["wait", &id]).ok();
+    env.run(&["complete", &id]).ok();
+    assert_eq!(std::fs::read(env.path("slow.bin")).unwrap(), body);
+    let resumed = server.requests_for("/slow");
+    assert!(
+        resumed.iter().any(|r| r.range().is_some_and(|h| h != "bytes=0-")),
+        "{resumed:?}"
+    );
+}
+
+#[test]
+fn kill_9_mid_transfer_loses_nothing() {
+    let env = Env::new();
+    let server = HttpServer::start();
+    let (id, body) = slow_job(&env, &server, 1_500_000);
+    assert!(server.wait_until(Duration::from_secs(20), |s| s.bytes_sent() > 300_000));
+    env.kill_daemon("KILL");
+    assert!(env.daemon_pid().is_none());
+    let info = env.info(&id);
+    assert!(
+        ["TRANSFERRING", "CONNECTING"].contains(&info["state"].as_str().unwrap()),
+        "{info:#}"
+    );
+    server.clear_requests();
+    env.run(&["wait", &id]).ok();
+    let info = env.info(&id);
+    assert_eq!(info["state"], "TRANSFERRED");
+    assert_eq!(info["bytes_transferred"], 1_500_000);
+    let requests = server.requests_for("/slow");
+    let first = requests.first().expect("the new daemon asked again");
+    let start: u64 = first
+        .range()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.trim_end_matches('-').parse().ok())
+        .unwrap_or(0);
+    assert!(start > 0, "resumed from the bytes on disk: {requests:?}");
+    env.run(&["complete", &id]).ok();
+    assert_eq!(std::fs::read(env.path("slow.bin")).unwrap(), body);
+}
+
+#[test]
+fn monitor_follows_until_settled() {
+    let env = Env::new();
+    let server = HttpServer::start();
+    server.set("/m", Route::body(content(200_000, 5)));
+    let id = env.create("mon");
+    env.run(&[
+        "add-file",
+        &id,
+        &server.url("/m"),
+        env.path("m").to_str().unwrap(),
+    ])
+    .ok();
+    env.run(&["resume", &id]).ok();
+    let r = env.run(&["monitor", &id]).ok();
+    assert!(r.stdout.contains("TRANSFERRED"), "{r:?}");
+    let r = env.run(&["monitor"]).ok();
+    assert!(r.stdout.contains("no active jobs"), "{r:?}");
+}

@@ -1,0 +1,107 @@
+//! HTTPS through the real binary, against real TLS servers on 127.0.0.1 with
+//! the test PKI; the trusted root comes in through `SSL_CERT_FILE`, as it
+//! would for a user.
+
+mod support;
+
+use bits_testkit::pki::{LeafKind, TestPki};
+use bits_testkit::tls::TlsServer;
+use support::Env;
+
+fn env_trusting_test_root() -> Env {
+    let env = Env::new();
+    let pem = env.tmp.path().join("root.pem");
+    std::fs::write(&pem, TestPki::shared().root_pem()).unwrap();
+    let pem = pem.to_str().unwrap().to_string();
+    env.env("SSL_CERT_FILE", pem)
+}
+
+fn check_backend(backend: &str, ignore_date_supported: bool) {
+    let env = env_trusting_test_root();
+    let pki = TestPki::shared();
+    let good = TlsServer::start(pki.leaf(LeafKind::Good));
+    let expired = TlsServer::start(pki.leaf(LeafKind::Expired));
+
+    let local = env.path("good.txt");
+    let r = env
+        .run(&[
+            "--backend",
+            backend,
+            "transfer",
+            "--json",
+            good.url("/file").as_str(),
+            local.to_str().unwrap(),
+        ])
+        .ok();
+    assert_eq!(r.json()["backend"], backend);
+    assert_eq!(std::fs::read(&local).unwrap(), TlsServer::BODY);
+
+    let local = env.path("expired.txt");
+    let r = env.run(&[
+        "--backend",
+        backend,
+        "transfer",
+        "--json",
+        "--no-progress-timeout",
+        "5",
+        expired.url("/file").as_str(),
+        local.to_str().unwrap(),
+    ]);
+    let j = r.json();
+    r.fails(1, "0x80072F05");
+    assert_eq!(j["state"], "ERROR");
+    assert_eq!(j["error"]["code"], "0x80072F05");
+    assert_eq!(j["error"]["context"], "REMOTE_FILE");
+    assert!(!local.exists());
+    assert_eq!(
+        expired.request_count(),
+        0,
+        "no HTTP request after a refused handshake"
+    );
+
+    let url = expired.url("/file");
+    let args = [
+        "--backend",
+        backend,
+        "transfer",
+        "--security-flags",
+        "0x4",
+        url.as_str(),
+        local.to_str().unwrap(),
+    ];
+    if ignore_date_supported {
+        env.run(&args).ok();
+        assert_eq!(std::fs::read(&local).unwrap(), TlsServer::BODY);
+    } else {
+        env.run(&args).fails(2, "0x80004001");
+        assert!(!local.exists());
+    }
+}
+
+#[cfg(feature = "openssl")]
+#[test]
+fn openssl_good_expired_and_ignore_date() {
+    check_backend("openssl", true);
+}
+
+#[cfg(feature = "native")]
+#[test]
+fn native_good_expired_and_refuses_ignore_date() {
+    check_backend("native", false);
+}
+
+#[cfg(feature = "openssl")]
+#[test]
+fn the_system_roots_do_not_trust_the_test_pki() {
+    // Without SSL_CERT_FILE the test root is unknown: 0x80072F0D.
+    let env = Env::new().env("SSL_CERT_FILE", "/nonexistent/roots.pem");
+    let good = TlsServer::start(TestPki::shared().leaf(LeafKind::Good));
+    env.run(&[
+        "--backend",
+        "openssl",
+        "transfer",
+        good.url("/file").as_str(),
+        env.path("x").to_str().unwrap(),
+    ])
+    .fails(1, "0x80072F0D");
+}
