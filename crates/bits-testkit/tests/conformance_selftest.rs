@@ -172,3 +172,52 @@ async fn a_broadening_transport_is_caught() {
     let text = panic.downcast_ref::<String>().unwrap();
     assert!(text.contains("exp_unknownca"), "{text}");
 }
+
+/// Refuses every non-zero value with the wrong HRESULT, and then ignores
+/// its own refusal in `send`.
+#[derive(Debug)]
+struct Inconsistent(RefTransport);
+
+#[async_trait]
+impl Transport for Inconsistent {
+    fn name(&self) -> &str {
+        "inconsistent"
+    }
+
+    fn check_flags(&self, flags: SecurityFlags) -> Result<(), BitsError> {
+        if flags.cert_bits() == 0 {
+            Ok(())
+        } else {
+            Err(BitsError::InvalidArg { what: "no".into() })
+        }
+    }
+
+    async fn send(&self, request: Request) -> Result<Response, BitsError> {
+        self.0.send(request).await
+    }
+}
+
+#[tokio::test]
+async fn wrong_refusal_codes_and_sends_past_a_refusal_are_caught() {
+    let report = run_matrix_with("inconsistent", &[0x04], &|pki| {
+        Arc::new(Inconsistent(RefTransport::new("broad", pki, false)))
+    })
+    .await;
+    let good = report.case(LeafKind::Good, 0x04).unwrap();
+    assert_eq!(good.outcome.to_string(), "0x80070057");
+    assert!(
+        good.problems.iter().any(|p| p.contains("must be E_NOTIMPL")),
+        "{:?}",
+        good.problems
+    );
+    assert!(
+        good.problems.iter().any(|p| p.contains("SUCCEEDED")),
+        "{:?}",
+        good.problems
+    );
+    assert!(
+        good.problems.iter().any(|p| p.contains("reached the server")),
+        "{:?}",
+        good.problems
+    );
+}
