@@ -148,14 +148,12 @@ impl OpensslConnector {
             };
             let crls = self.inner.crls.fresh();
             let had: Vec<String> = crls.iter().map(|c| c.url.clone()).collect();
-            let mut builder = trust_builder(&self.inner.roots, self.inner.system_roots)?;
-            for crl in newest_per_issuer(&crls) {
-                store::add_crl(&mut builder, crl).map_err(setup_error)?;
-            }
-            builder
-                .set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
-                .map_err(setup_error)?;
-            let failure = match self.handshake(&host, tcp, flags, Some(builder.build())).await {
+            // Loading the default verify paths reads files: off the worker.
+            let (roots, system_roots) = (self.inner.roots.clone(), self.inner.system_roots);
+            let store = tokio::task::spawn_blocking(move || crl_store(&roots, system_roots, &crls))
+                .await
+                .map_err(setup_error)??;
+            let failure = match self.handshake(&host, tcp, flags, Some(store)).await {
                 Ok(stream) => return Ok(stream),
                 Err(failure) => failure,
             };
@@ -258,6 +256,18 @@ impl TlsConnect for OpensslConnector {
         let flags = SecurityFlags::new(flags.cert_bits()).unwrap_or_default();
         Box::pin(self.clone().connect_tls(host, tcp, flags))
     }
+}
+
+/// The trusted roots plus `crls`, checking the whole chain.
+fn crl_store(roots: &[X509], system_roots: bool, crls: &[CachedCrl]) -> Result<X509Store, BitsError> {
+    let mut builder = trust_builder(roots, system_roots)?;
+    for crl in newest_per_issuer(crls) {
+        store::add_crl(&mut builder, crl).map_err(setup_error)?;
+    }
+    builder
+        .set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
+        .map_err(setup_error)?;
+    Ok(builder.build())
 }
 
 /// One CRL per issuer, the most recent (latest lastUpdate): a store that
