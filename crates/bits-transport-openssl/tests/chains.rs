@@ -248,3 +248,28 @@ async fn a_reset_during_the_handshake_is_a_transient_connection_reset() {
     let addr = not_tls(true).await;
     assert_eq!(handshake(&[], addr, 0).await, Err(0x8007_2EFE));
 }
+
+#[tokio::test]
+async fn tls_sessions_are_never_resumed() {
+    let root = issue("root", None, true, (-10, 3650), None);
+    let leaf = issue("leaf", Some(&root), false, (-1, 365), None);
+    let addr = serve(&leaf, &[]).await;
+    let t = OpensslTransport::builder()
+        .system_roots(false)
+        .add_root_der(&root.cert.to_der().unwrap())
+        .unwrap()
+        .crl_cache_dir(std::env::temp_dir().join("bits-openssl-chains-test-never-used"))
+        .build()
+        .unwrap();
+    for flags in [0x1E, 0x08, 0x00, 0x00] {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let flags = SecurityFlags::new(flags).unwrap();
+        let mut stream = t.http().tls().connect("127.0.0.1", tcp, flags).await.unwrap();
+        // Read what the server sends after the handshake (TLS 1.3 session
+        // tickets) so that a client that kept them would have them.
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 16];
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(50), stream.read(&mut buf)).await;
+        assert!(!stream.ssl().session_reused(), "{flags}");
+    }
+}
