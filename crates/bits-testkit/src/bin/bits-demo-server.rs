@@ -36,7 +36,8 @@ fn main() {
     let good = https_server(pki.leaf(LeafKind::Good))
         .with("/file.bin", file.clone())
         .with("/moved.bin", Route::redirect(302, "/file.bin"));
-    let expired = https_server(pki.leaf(LeafKind::Expired)).with("/file.bin", Route::body(&b"expired but fine\n"[..]));
+    let expired =
+        https_server(pki.leaf(LeafKind::Expired)).with("/file.bin", Route::body(&b"expired but fine\n"[..]));
 
     println!("root {}", root.display());
     println!("good {}", good.url("/file.bin"));
