@@ -241,3 +241,24 @@ fn set_user_version(db: &std::path::Path, v: u32) {
     bytes[60..64].copy_from_slice(&v.to_be_bytes());
     std::fs::write(db, bytes).unwrap();
 }
+
+#[cfg(not(all(feature = "openssl", feature = "native")))]
+#[test]
+fn a_backend_left_out_of_this_build_is_refused_by_name() {
+    let env = Env::new();
+    let missing = if cfg!(feature = "openssl") {
+        "native"
+    } else {
+        "openssl"
+    };
+    let r = env
+        .run(&["--backend", missing, "create", "x"])
+        .fails(2, "0x80004001");
+    assert!(r.stderr.contains("built without"), "{r:?}");
+    env.run(&["transfer", "--backend", missing, "http://127.0.0.1/x", "/tmp/x"])
+        .fails(2, "0x80004001");
+    assert_eq!(
+        env.run(&["list", "--all", "--json"]).ok().json(),
+        serde_json::json!([])
+    );
+}
