@@ -283,13 +283,12 @@ impl Daemon {
             self.stop(id).await;
         }
         let result = ops::apply_stored(&lock(&self.store), id, &op);
-        // The job may have left TRANSIENT_ERROR (resume, suspend, cancel…).
-        if self.waiting.contains_key(&id) {
-            match self.load(id) {
-                Some(job) if job.state == JobState::TransientError => {}
-                _ => {
-                    self.waiting.remove(&id);
-                }
+        // The job may have left TRANSIENT_ERROR (resume, suspend, cancel…),
+        // or changed its timeouts while waiting.
+        if let Some(old) = self.waiting.remove(&id) {
+            if let Some(job) = self.load(id).filter(|j| j.state == JobState::TransientError) {
+                let left = old.retry_at.saturating_duration_since(Instant::now());
+                self.wait_for_retry(&job, Some(left));
             }
         }
         match result {

@@ -181,6 +181,7 @@ pub fn hresult_name(code: Hresult) -> Option<&'static str> {
         0x8007_051A => "ERROR_REVISION_MISMATCH",
         0x8007_00AA => "ERROR_BUSY",
         0x8007_0426 => "ERROR_SERVICE_NOT_ACTIVE",
+        0x8007_04C7 => "ERROR_CANCELLED",
         c if c & 0xFFFF_0000 == 0x8019_0000 => return Some(http_name(c & 0xFFFF)),
         _ => return None,
     })

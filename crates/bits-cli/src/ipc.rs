@@ -246,6 +246,10 @@ pub fn spawn_daemon(dir: &Path, verbose: u8) -> Result<(std::process::Child, Pat
     use std::os::unix::process::CommandExt;
     store::ensure_dir(dir)?;
     let log = path(dir, LOG_FILE);
+    // Keep one previous log; start afresh past 1 MiB.
+    if std::fs::metadata(&log).is_ok_and(|m| m.len() > 1 << 20) {
+        let _ = std::fs::rename(&log, path(dir, "daemon.log.1"));
+    }
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -266,7 +270,8 @@ pub fn spawn_daemon(dir: &Path, verbose: u8) -> Result<(std::process::Child, Pat
     for _ in 0..verbose {
         cmd.arg("-v");
     }
-    cmd.stdin(Stdio::null())
+    cmd.current_dir(dir)
+        .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .process_group(0);

@@ -572,7 +572,7 @@ fn wait(ctx: &Ctx, job: &str) -> anyhow::Result<ExitCode> {
         ipc::ensure_daemon(store.dir(), ctx.global.verbose)?;
     }
     let bars = watch::show_bars(ctx.global.quiet);
-    let ended = watch::follow(&store, &[job.id], bars, ctx.global.verbose)?;
+    let ended = settled(watch::follow(&store, &[job.id], bars, ctx.global.verbose)?);
     let job = ended.into_iter().next().unwrap_or(job);
     settle_exit(&job)
 }
@@ -618,7 +618,7 @@ fn monitor(ctx: &Ctx, job: Option<&str>) -> anyhow::Result<ExitCode> {
     }
     ipc::ensure_daemon(store.dir(), ctx.global.verbose)?;
     let bars = watch::show_bars(ctx.global.quiet);
-    let ended = watch::follow(&store, &ids, bars, ctx.global.verbose)?;
+    let ended = settled(watch::follow(&store, &ids, bars, ctx.global.verbose)?);
     if !bars {
         for j in &ended {
             ctx.note(format!(
@@ -679,9 +679,13 @@ fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode> {
     store.insert(&job)?;
     let id = job.id;
     let verbose = ctx.global.verbose;
+    watch::catch_interrupt();
     ipc::apply_via_daemon(&store, id, JobOp::Resume, verbose)?;
     let bars = watch::show_bars(ctx.global.quiet);
-    let ended = watch::follow(&store, &[id], bars, verbose)?;
+    let ended = match watch::follow(&store, &[id], bars, verbose)? {
+        watch::Followed::Settled(jobs) => jobs,
+        watch::Followed::Interrupted => return interrupted(ctx, &store, id),
+    };
     let mut job = ended.into_iter().next().unwrap_or(job);
     let mut result = Ok(ExitCode::SUCCESS);
     if job.state == JobState::Transferred {
@@ -700,6 +704,36 @@ fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode> {
         let _ = std::io::stdout().flush();
     }
     Ok(result?)
+}
+
+/// Ctrl-C during `transfer`: the job is suspended, with every byte so far
+/// kept, and the line says how to finish or drop it. Exit 130, as a shell
+/// reports an interrupted command.
+fn interrupted(ctx: &Ctx, store: &Store, id: uuid::Uuid) -> anyhow::Result<ExitCode> {
+    let suspended = ipc::apply(store, id, JobOp::Suspend);
+    let job = store.get(id)?;
+    if ctx.global.json {
+        if let Some(j) = &job {
+            println!("{}", view::job_json(j));
+        }
+    }
+    let kept = job.map(|j| j.bytes_transferred()).unwrap_or(0);
+    let what = match suspended {
+        Ok(_) => format!("job {id} is suspended with {kept} bytes kept"),
+        Err(f) => format!("job {id} could not be suspended ({f})"),
+    };
+    eprintln!(
+        "bits: 0x800704C7 ERROR_CANCELLED: transfer interrupted; {what}; `bits resume {id}` and `bits wait {id}` then `bits complete {id}` finish it, `bits cancel {id}` drops it"
+    );
+    Ok(ExitCode::from(130))
+}
+
+/// The jobs of a [`watch::follow`] that cannot be interrupted.
+fn settled(followed: watch::Followed) -> Vec<Job> {
+    match followed {
+        watch::Followed::Settled(jobs) => jobs,
+        watch::Followed::Interrupted => Vec::new(),
+    }
 }
 
 fn backends(ctx: &Ctx) -> anyhow::Result<ExitCode> {

@@ -347,7 +347,7 @@ impl Store {
             }
         }
         let jobs = self.query(
-            "SELECT job FROM jobs WHERE name = ?1 ORDER BY created_ms, id",
+            "SELECT job FROM jobs WHERE name = ?1 ORDER BY created_ms, rowid",
             params![text],
         )?;
         let pick = |jobs: Vec<&Job>| -> Option<Job> {
@@ -386,9 +386,9 @@ impl Store {
     /// ones too.
     pub fn list(&self, all: bool) -> Result<Vec<Job>, Failure> {
         let sql = if all {
-            "SELECT job FROM jobs ORDER BY created_ms, id".to_string()
+            "SELECT job FROM jobs ORDER BY created_ms, rowid".to_string()
         } else {
-            format!("SELECT job FROM jobs WHERE state NOT IN {FINAL_STATES} ORDER BY created_ms, id")
+            format!("SELECT job FROM jobs WHERE state NOT IN {FINAL_STATES} ORDER BY created_ms, rowid")
         };
         self.query(&sql, [])
     }
@@ -397,7 +397,7 @@ impl Store {
     /// TRANSIENT_ERROR).
     pub fn active(&self) -> Result<Vec<Job>, Failure> {
         self.query(
-            &format!("SELECT job FROM jobs WHERE state IN {ACTIVE_STATES} ORDER BY created_ms, id"),
+            &format!("SELECT job FROM jobs WHERE state IN {ACTIVE_STATES} ORDER BY created_ms, rowid"),
             [],
         )
     }
@@ -408,7 +408,7 @@ impl Store {
         let run = || -> rusqlite::Result<Vec<String>> {
             let mut stmt = self.conn.prepare_cached(&format!(
                 "SELECT id FROM jobs WHERE state IN {RUNNABLE_STATES}
-                 ORDER BY priority, created_ms, id"
+                 ORDER BY priority, created_ms, rowid"
             ))?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
             rows.collect()

@@ -5,6 +5,7 @@
 //! the daemon again if it goes away while a job still needs it.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bits_core::{Job, JobState};
@@ -20,6 +21,37 @@ const POLL: Duration = Duration::from_millis(200);
 /// How often the daemon is checked.
 const CHECK_DAEMON: Duration = Duration::from_secs(1);
 
+/// Set by Ctrl-C once [`catch_interrupt`] ran.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// From now on Ctrl-C (SIGINT) makes [`follow`] return early with
+/// [`Followed::Interrupted`] instead of killing the process.
+pub fn catch_interrupt() {
+    let spawned = std::thread::Builder::new().name("sigint".into()).spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_io().build() else {
+            return;
+        };
+        rt.block_on(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                INTERRUPTED.store(true, Ordering::SeqCst);
+            }
+        });
+    });
+    if spawned.is_ok() {
+        // Give the thread a moment to install the handler.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How [`follow`] ended.
+#[derive(Debug)]
+pub enum Followed {
+    /// Every job settled (or disappeared); the jobs as they ended.
+    Settled(Vec<Job>),
+    /// Ctrl-C.
+    Interrupted,
+}
+
 /// A state in which a job needs nothing more from the daemon.
 pub fn settled(state: JobState) -> bool {
     !state.is_active()
@@ -33,7 +65,7 @@ pub fn show_bars(quiet: bool) -> bool {
 /// Follows `ids` until each one settles; returns the jobs as they ended
 /// (in the order of `ids`). A job that disappears meanwhile (pruned) is
 /// reported CANCELLED.
-pub fn follow(store: &Store, ids: &[Uuid], bars: bool, verbose: u8) -> Result<Vec<Job>, Failure> {
+pub fn follow(store: &Store, ids: &[Uuid], bars: bool, verbose: u8) -> Result<Followed, Failure> {
     let multi = MultiProgress::with_draw_target(if bars {
         ProgressDrawTarget::stderr()
     } else {
@@ -70,6 +102,14 @@ pub fn follow(store: &Store, ids: &[Uuid], bars: bool, verbose: u8) -> Result<Ve
         if all_settled {
             break;
         }
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            for (_, bar, _) in &tracked {
+                if let Some(b) = bar {
+                    b.abandon();
+                }
+            }
+            return Ok(Followed::Interrupted);
+        }
         if checked.elapsed() >= CHECK_DAEMON {
             checked = Instant::now();
             if !ipc::daemon_alive(store.dir()) {
@@ -79,7 +119,9 @@ pub fn follow(store: &Store, ids: &[Uuid], bars: bool, verbose: u8) -> Result<Ve
         }
         std::thread::sleep(POLL);
     }
-    Ok(tracked.into_iter().filter_map(|(_, _, job)| job).collect())
+    Ok(Followed::Settled(
+        tracked.into_iter().filter_map(|(_, _, job)| job).collect(),
+    ))
 }
 
 fn gone(id: Uuid, last: Option<Job>) -> Job {

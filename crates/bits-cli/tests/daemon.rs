@@ -135,3 +135,37 @@ fn monitor_follows_until_settled() {
     let r = env.run(&["monitor"]).ok();
     assert!(r.stdout.contains("no active jobs"), "{r:?}");
 }
+
+#[test]
+fn ctrl_c_during_transfer_suspends_the_job_and_keeps_its_bytes() {
+    let env = Env::new();
+    let server = HttpServer::start();
+    server.set(
+        "/slow",
+        Route::body(content(2_000_000, 8)).throttle(16 * 1024, Duration::from_millis(20)),
+    );
+    let local = env.path("slow.bin");
+    let child = env
+        .cmd(&[
+            "transfer",
+            "--json",
+            "--name",
+            "interrupted",
+            &server.url("/slow"),
+            local.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(server.wait_until(Duration::from_secs(20), |s| s.bytes_sent() > 100_000));
+    support::kill(child.id() as i32, "INT");
+    let r = support::to_run(child.wait_with_output().unwrap()).fails(130, "0x800704C7");
+    assert!(r.stderr.contains("suspended"), "{r:?}");
+    assert_eq!(r.json()["state"], "SUSPENDED");
+    let info = env.info("interrupted");
+    assert_eq!(info["state"], "SUSPENDED");
+    assert!(!local.exists());
+    assert_eq!(Env::temp_files(&env.data).len(), 1);
+    env.run(&["cancel", "interrupted"]).ok();
+}

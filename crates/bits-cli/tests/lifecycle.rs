@@ -265,3 +265,72 @@ fn priority_and_properties_round_trip() {
     env.run(&["resume", &id]).fails(2, "0x80200003");
     assert_eq!(env.info(&id)["state"], "SUSPENDED");
 }
+
+#[test]
+fn complete_of_a_job_in_error_keeps_the_finished_files() {
+    let env = Env::new();
+    let server = HttpServer::start();
+    server.set("/one", Route::body("one"));
+    let id = env.create("partial");
+    let one = env.path("one");
+    let two = env.path("two");
+    env.run(&["add-file", &id, &server.url("/one"), one.to_str().unwrap()])
+        .ok();
+    env.run(&["add-file", &id, &server.url("/two"), two.to_str().unwrap()])
+        .ok();
+    env.run(&["resume", &id]).ok();
+    env.run(&["wait", &id]).fails(1, "0x80190194");
+    assert_eq!(env.info(&id)["error"]["file_index"], 1);
+    let r = env.run(&["complete", &id]).ok();
+    assert!(r.stderr.contains("0x00200017"), "{r:?}");
+    assert!(r.stderr.contains("BG_S_PARTIAL_COMPLETE"), "{r:?}");
+    assert_eq!(std::fs::read(&one).unwrap(), b"one");
+    assert!(!two.exists());
+    assert!(Env::temp_files(&env.data).is_empty());
+    assert_eq!(env.info(&id)["state"], "ACKNOWLEDGED");
+}
+
+#[test]
+fn higher_priority_runs_first_and_preempts() {
+    let env = Env::new();
+    let server = HttpServer::start();
+    // Long enough to still be running when the test is done looking.
+    server.set(
+        "/slow",
+        Route::body(content(4_000_000, 6)).throttle(8 * 1024, Duration::from_millis(20)),
+    );
+    let add = |name: &str, priority: &str| {
+        let id = env.create(name);
+        env.run(&[
+            "add-file",
+            &id,
+            &server.url("/slow"),
+            env.path(name).to_str().unwrap(),
+        ])
+        .ok();
+        env.run(&["set-priority", &id, priority]).ok();
+        id
+    };
+    let normal: Vec<String> = (0..4).map(|i| add(&format!("n{i}"), "normal")).collect();
+    let low = add("low", "low");
+    for id in &normal {
+        env.run(&["resume", id]).ok();
+    }
+    for id in &normal {
+        env.wait_for(id, Duration::from_secs(20), |i| i["state"] == "TRANSFERRING");
+    }
+    // Every slot is taken by a NORMAL job: the LOW one waits its turn.
+    env.run(&["resume", &low]).ok();
+    assert_eq!(env.info(&low)["state"], "QUEUED");
+    // A HIGH job takes the slot of the youngest NORMAL one.
+    let high = add("high", "high");
+    env.run(&["resume", &high]).ok();
+    env.wait_for(&high, Duration::from_secs(20), |i| i["state"] == "TRANSFERRING");
+    let youngest = env.info(&normal[3]);
+    assert_eq!(youngest["state"], "QUEUED", "{youngest:#}");
+    assert_eq!(env.info(&low)["state"], "QUEUED");
+    for id in normal.iter().chain([&low, &high]) {
+        env.run(&["cancel", id]).ok();
+    }
+    assert!(Env::temp_files(&env.data).is_empty());
+}
