@@ -769,11 +769,15 @@ fn backends(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             continue;
         }
         let hex: Vec<String> = flags.iter().map(|f| format!("0x{f:04X}")).collect();
-        println!(
-            "  certificate flags honoured ({} of 32): {}",
-            flags.len(),
-            hex.join(" ")
-        );
+        if flags.len() == 32 {
+            println!("  certificate flags honoured: all 32 values, 0x0000 to 0x001F");
+        } else {
+            println!(
+                "  certificate flags honoured ({} of 32): {}; others are refused with 0x80004001 E_NOTIMPL",
+                flags.len(),
+                hex.join(" ")
+            );
+        }
         println!("  redirect bits 0x0000 0x0100 0x0200, with or without 0x0800: always");
     }
     let missing: Vec<&str> = backend::KNOWN

@@ -88,7 +88,14 @@ pub fn follow(store: &Store, ids: &[Uuid], bars: bool, verbose: u8) -> Result<Fo
                 continue;
             };
             if bars {
-                let b = bar.get_or_insert_with(|| multi.add(new_bar(&job)));
+                let b = bar.get_or_insert_with(|| {
+                    let b = ProgressBar::hidden();
+                    b.set_prefix(short_name(&job));
+                    draw(&b, &job);
+                    let b = multi.add(b);
+                    b.enable_steady_tick(Duration::from_millis(250));
+                    b
+                });
                 draw(b, &job);
                 if settled(job.state) {
                     b.finish();
@@ -132,13 +139,6 @@ fn gone(id: Uuid, last: Option<Job>) -> Job {
     });
     job.state = JobState::Cancelled;
     job
-}
-
-fn new_bar(job: &Job) -> ProgressBar {
-    let bar = ProgressBar::new(job.bytes_total().unwrap_or(0));
-    bar.set_prefix(short_name(job));
-    bar.enable_steady_tick(Duration::from_millis(250));
-    bar
 }
 
 fn short_name(job: &Job) -> String {
