@@ -231,7 +231,12 @@ fn clap_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = e.print();
+            let f = Failure::bad_input(
+                Hresult::E_INVALIDARG,
+                "a command is needed",
+                "`bits --help` lists the commands and options",
+            );
+            eprintln!("bits: {f}");
             ExitCode::from(EXIT_BAD_INPUT)
         }
         _ => {

@@ -85,6 +85,8 @@ fn bad_flags_numbers_and_names() {
         .fails(2, "0x80070057");
     env.run(&["create", ""]).fails(2, "0x80070057");
     env.run(&["frobnicate"]).fails(2, "0x80070057");
+    env.run(&[]).fails(2, "0x80070057");
+    env.run(&["info"]).fails(2, "0x80070057");
     env.run(&[
         "transfer",
         "--security-flags",

@@ -297,7 +297,7 @@ fn higher_priority_runs_first_and_preempts() {
     // Long enough to still be running when the test is done looking.
     server.set(
         "/slow",
-        Route::body(content(4_000_000, 6)).throttle(8 * 1024, Duration::from_millis(20)),
+        Route::body(content(4_000_000, 6)).throttle(4 * 1024, Duration::from_millis(20)),
     );
     let add = |name: &str, priority: &str| {
         let id = env.create(name);
