@@ -334,3 +334,43 @@ fn higher_priority_runs_first_and_preempts() {
     }
     assert!(Env::temp_files(&env.data).is_empty());
 }
+
+#[test]
+fn a_transient_error_is_retried_after_the_retry_delay() {
+    let env = Env::new();
+    let server = HttpServer::start();
+    server.set("/flaky", Route::body("second time lucky").fail_first(1, 503));
+    let id = env.create("flaky");
+    let local = env.path("flaky");
+    env.run(&["add-file", &id, &server.url("/flaky"), local.to_str().unwrap()])
+        .ok();
+    env.run(&["set-min-retry-delay", &id, "5"]).ok();
+    env.run(&["resume", &id]).ok();
+    env.wait_for(&id, Duration::from_secs(10), |i| i["state"] == "TRANSIENT_ERROR");
+    env.run(&["wait", &id]).ok();
+    assert_eq!(server.requests_for("/flaky").len(), 2);
+    env.run(&["complete", &id]).ok();
+    assert_eq!(std::fs::read(&local).unwrap(), b"second time lucky");
+}
+
+#[test]
+fn resume_retries_a_transient_error_at_once() {
+    let env = Env::new();
+    let server = HttpServer::start();
+    server.set("/flaky", Route::body("now").fail_first(1, 500).retry_after(3600));
+    let id = env.create("flaky");
+    env.run(&[
+        "add-file",
+        &id,
+        &server.url("/flaky"),
+        env.path("f").to_str().unwrap(),
+    ])
+    .ok();
+    env.run(&["resume", &id]).ok();
+    let info = env.wait_for(&id, Duration::from_secs(10), |i| i["state"] == "TRANSIENT_ERROR");
+    assert_eq!(info["error"]["code"], "0x801901F4");
+    // The retry timer says an hour; resume does not wait for it.
+    env.run(&["resume", &id]).ok();
+    env.run(&["wait", &id]).ok();
+    assert_eq!(env.info(&id)["error"], serde_json::Value::Null);
+}
