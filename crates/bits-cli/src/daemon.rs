@@ -129,8 +129,10 @@ pub fn run(dir: &Path) -> Result<ExitCode, Failure> {
         }
         daemon.schedule().await;
         drop(store_lock);
-        println!("ready");
-        let _ = std::io::stdout().flush();
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "ready").and_then(|()| out.flush());
+        }
         tracing::info!(store = %dir.display(), pid = std::process::id(), "daemon ready");
         daemon.serve(req_rx, done_rx, &mut signals).await;
         daemon.shutdown().await;

@@ -8,6 +8,32 @@
 //! - [`backend`]: the compiled-in TLS backends (the only `cfg(feature)`).
 //! - [`ops`], [`view`], [`watch`]: job operations, output, following jobs.
 
+/// `println!` that never panics: when stdout is gone (`bits list | head -1`)
+/// the text is dropped and the command's own result still decides the exit
+/// status.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics (see [`out!`]).
+macro_rules! out_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics.
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod backend;
 mod daemon;
 mod error;
@@ -215,7 +241,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let f = error::to_failure(&e);
-            eprintln!("bits: {f}");
+            err!("bits: {f}");
             f.exit_code()
         }
     }
@@ -236,7 +262,7 @@ fn clap_error(e: clap::Error) -> ExitCode {
                 "a command is needed",
                 "`bits --help` lists the commands and options",
             );
-            eprintln!("bits: {f}");
+            err!("bits: {f}");
             ExitCode::from(EXIT_BAD_INPUT)
         }
         _ => {
@@ -253,7 +279,7 @@ fn clap_error(e: clap::Error) -> ExitCode {
                 first,
                 "nothing was changed; `bits --help` lists the commands and options",
             );
-            eprintln!("bits: {f}");
+            err!("bits: {f}");
             f.exit_code()
         }
     }
@@ -298,15 +324,15 @@ impl Ctx {
 
     fn note(&self, text: impl AsRef<str>) {
         if !self.global.quiet {
-            println!("{}", text.as_ref());
+            out!("{}", text.as_ref());
         }
     }
 
     fn print_job(&self, job: &Job) {
         if self.global.json {
-            println!("{}", view::job_json(job));
+            out!("{}", view::job_json(job));
         } else {
-            print!("{}", view::job_text(job));
+            out_raw!("{}", view::job_text(job));
         }
     }
 }
@@ -327,7 +353,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::GetSecurityFlags { job } => {
             let job = ctx.open()?.resolve(&job)?;
-            println!("{}", job.security_flags);
+            out!("{}", job.security_flags);
             ok
         }
         Command::ReplaceRemotePrefix { job, old, new } => {
@@ -342,7 +368,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             )?;
             if code == Hresult::S_FALSE {
-                println!(
+                out!(
                     "no file of job {} starts with {old:?}; nothing changed (S_FALSE)",
                     job.id
                 );
@@ -380,9 +406,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let jobs = ctx.open()?.list(all)?;
             if ctx.global.json {
                 let array: Vec<_> = jobs.iter().map(view::job_json).collect();
-                println!("{}", serde_json::Value::Array(array));
+                out!("{}", serde_json::Value::Array(array));
             } else {
-                print!("{}", view::list_text(&jobs));
+                out_raw!("{}", view::list_text(&jobs));
             }
             ok
         }
@@ -433,9 +459,9 @@ fn create(ctx: &Ctx, upload: bool, name: &str) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
     store.insert(&job)?;
     if ctx.global.json {
-        println!("{}", view::job_json(&job));
+        out!("{}", view::job_json(&job));
     } else {
-        println!("{}", job.id);
+        out!("{}", job.id);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -548,13 +574,13 @@ fn report_complete(ctx: &Ctx, store: &Store, id: uuid::Uuid, code: Hresult) {
             .flatten()
             .map(|j| j.files.iter().filter(|f| f.completed).count())
             .unwrap_or(0);
-        eprintln!(
+        err!(
             "bits: {code} BG_S_PARTIAL_COMPLETE: job {id} completed with only its {kept} finished file(s); the others were dropped"
         );
     } else if code == Hresult::BG_S_UNABLE_TO_DELETE_FILES {
-        eprintln!("bits: {code} BG_S_UNABLE_TO_DELETE_FILES: job {id} completed, but some temporary files could not be removed");
+        err!("bits: {code} BG_S_UNABLE_TO_DELETE_FILES: job {id} completed, but some temporary files could not be removed");
     } else if ctx.global.verbose > 0 {
-        eprintln!("bits: job {id} completed");
+        err!("bits: job {id} completed");
     }
 }
 
@@ -705,7 +731,7 @@ fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode> {
         result = Err(job_failure(&job));
     }
     if ctx.global.json {
-        println!("{}", view::job_json(&job));
+        out!("{}", view::job_json(&job));
         let _ = std::io::stdout().flush();
     }
     Ok(result?)
@@ -719,7 +745,7 @@ fn interrupted(ctx: &Ctx, store: &Store, id: uuid::Uuid) -> anyhow::Result<ExitC
     let job = store.get(id)?;
     if ctx.global.json {
         if let Some(j) = &job {
-            println!("{}", view::job_json(j));
+            out!("{}", view::job_json(j));
         }
     }
     let kept = job.map(|j| j.bytes_transferred()).unwrap_or(0);
@@ -727,7 +753,7 @@ fn interrupted(ctx: &Ctx, store: &Store, id: uuid::Uuid) -> anyhow::Result<ExitC
         Ok(_) => format!("job {id} is suspended with {kept} bytes kept"),
         Err(f) => format!("job {id} could not be suspended ({f})"),
     };
-    eprintln!(
+    err!(
         "bits: 0x800704C7 ERROR_CANCELLED: transfer interrupted; {what}; `bits resume {id}` and `bits wait {id}` then `bits complete {id}` finish it, `bits cancel {id}` drops it"
     );
     Ok(ExitCode::from(130))
@@ -763,27 +789,27 @@ fn backends(ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(array));
+        out!("{}", serde_json::Value::Array(array));
         return Ok(ExitCode::SUCCESS);
     }
     for (name, default, flags, problem) in &rows {
         let mark = if *default { " (default)" } else { "" };
-        println!("{name}{mark}");
+        out!("{name}{mark}");
         if let Some(p) = problem {
-            println!("  unavailable: {p}");
+            out!("  unavailable: {p}");
             continue;
         }
         let hex: Vec<String> = flags.iter().map(|f| format!("0x{f:04X}")).collect();
         if flags.len() == 32 {
-            println!("  certificate flags honoured: all 32 values, 0x0000 to 0x001F");
+            out!("  certificate flags honoured: all 32 values, 0x0000 to 0x001F");
         } else {
-            println!(
+            out!(
                 "  certificate flags honoured ({} of 32): {}; others are refused with 0x80004001 E_NOTIMPL",
                 flags.len(),
                 hex.join(" ")
             );
         }
-        println!("  redirect bits 0x0000 0x0100 0x0200, with or without 0x0800: always");
+        out!("  redirect bits 0x0000 0x0100 0x0200, with or without 0x0800: always");
     }
     let missing: Vec<&str> = backend::KNOWN
         .iter()
@@ -791,7 +817,7 @@ fn backends(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         .filter(|k| rows.iter().all(|(n, ..)| n != k))
         .collect();
     if !missing.is_empty() {
-        println!("not compiled in: {}", missing.join(", "));
+        out!("not compiled in: {}", missing.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }
