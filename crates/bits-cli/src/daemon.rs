@@ -234,6 +234,11 @@ impl Daemon {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 Some((request, reply)) = requests.recv() => {
+                    if matches!(request, Request::Shutdown) {
+                        tracing::info!("shutdown requested");
+                        let _ = reply.send(Reply::ok(Hresult::S_OK));
+                        return;
+                    }
                     let answer = self.handle(request).await;
                     let _ = reply.send(answer);
                 }

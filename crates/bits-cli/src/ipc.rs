@@ -59,6 +59,8 @@ pub const LOG_FILE: &str = "daemon.log";
 pub enum Request {
     /// Is the daemon up? Answered with its pid.
     Ping,
+    /// Stop: save every job as SIGTERM does, then exit (`bits daemon --stop`).
+    Shutdown,
     /// Apply an operation to a job.
     Job {
         /// The job.

@@ -207,8 +207,11 @@ enum Command {
     /// The service that carries the jobs (started on demand by resume, wait, monitor, transfer).
     Daemon {
         /// Stay attached (for systemd and tests); prints `ready` once it accepts commands.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "stop")]
         foreground: bool,
+        /// Stop the store's running daemon (its jobs are saved and resume at its next start).
+        #[arg(long)]
+        stop: bool,
     },
 }
 
@@ -430,7 +433,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wait { job } => wait(&ctx, &job),
         Command::Transfer(args) => transfer(&ctx, args),
         Command::Backends => backends(&ctx),
-        Command::Daemon { foreground } => {
+        Command::Daemon { stop: true, .. } => stop_daemon(&ctx),
+        Command::Daemon { foreground, .. } => {
             if foreground {
                 Ok(daemon::run(&ctx.dir)?)
             } else {
@@ -819,6 +823,35 @@ fn backends(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if !missing.is_empty() {
         out!("not compiled in: {}", missing.join(", "));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stop_daemon(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let Some(mut client) = ipc::Client::connect(&ctx.dir) else {
+        ctx.note(format!(
+            "no bits daemon is running for store {}",
+            ctx.dir.display()
+        ));
+        return Ok(ExitCode::SUCCESS);
+    };
+    let pid = client.call(&ipc::Request::Ping)?.pid.unwrap_or(0);
+    client.call(&ipc::Request::Shutdown)?;
+    drop(client);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ipc::Client::connect(&ctx.dir).is_some() {
+        if std::time::Instant::now() > deadline {
+            return Err(Failure::runtime(
+                Hresult::WINHTTP_TIMEOUT,
+                format!("the bits daemon (pid {pid}) did not stop within 30 s"),
+                format!("see {}", ipc::path(&ctx.dir, ipc::LOG_FILE).display()),
+            )
+            .into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ctx.note(format!(
+        "bits daemon (pid {pid}) stopped; its jobs resume at the next start"
+    ));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -169,3 +169,28 @@ fn ctrl_c_during_transfer_suspends_the_job_and_keeps_its_bytes() {
     assert_eq!(Env::temp_files(&env.data).len(), 1);
     env.run(&["cancel", "interrupted"]).ok();
 }
+
+#[test]
+fn daemon_stop_saves_jobs_and_the_next_daemon_resumes_them() {
+    let env = Env::new();
+    // Nothing to stop is not an error.
+    env.run(&["daemon", "--stop"]).ok();
+    let server = HttpServer::start();
+    let (id, body) = slow_job(&env, &server, 1_500_000);
+    let pid = env.daemon_pid().expect("resume started a daemon");
+    env.wait_for(&id, Duration::from_secs(20), |j| {
+        j["bytes_transferred"].as_u64() > Some(0)
+    });
+    let r = env.run(&["daemon", "--stop"]).ok();
+    assert!(
+        r.stderr.contains("stopped") || r.stdout.contains("stopped"),
+        "{r:?}"
+    );
+    assert!(support::wait_gone(pid, Duration::from_secs(10)));
+    assert!(!env.store.join("daemon.sock").exists());
+    assert_eq!(env.info(&id)["state"], "QUEUED");
+    // `wait` starts a new daemon, which finishes the job from the bytes kept.
+    env.run(&["wait", &id]).ok();
+    env.run(&["complete", &id]).ok();
+    assert_eq!(std::fs::read(env.path("slow.bin")).unwrap(), body);
+}
