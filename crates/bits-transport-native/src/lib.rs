@@ -82,6 +82,10 @@
 //! Use the openssl backend for these values: it honours all 32 exactly.
 //! `danger_accept_invalid_certs` is never called by this crate.
 //!
+//! One platform difference is narrower, never broader: on Windows, SChannel
+//! rejects a certificate whose revocation is already in the local CRL cache
+//! even without `ENABLE_CRL_CHECK` (tls-mapping.md §1.2).
+//!
 //! Each honoured value has its own connector (and TLS context), and
 //! `bits_http::HttpTransport` keeps one connection pool per value, so a
 //! connection or TLS session made under `0x02` never serves a `0x00`
