@@ -28,7 +28,10 @@
 //! (sleep after each chunk); fail the first N requests with a status; require
 //! an `Authorization` value; delay the headers; hang up without answering.
 //! Every request is recorded ([`RecordedRequest`]).
-//! An unknown path is a 404.
+//! An unknown path is a 404. Connections are kept alive unless the client
+//! says `Connection: close` (or speaks HTTP/1.0 without `keep-alive`), a
+//! route closes, or [`HttpServer::set_close_connections`] asks for one
+//! request per connection.
 //!
 //! # Serving over TLS (for the PKI/TLS module)
 //! The protocol handling is generic over the stream: use
@@ -49,9 +52,10 @@
 //! server.url("/x"); // https://127.0.0.1:<port>/x
 //! ```
 //!
-//! A failed handshake (the client refused the certificate) is counted in
-//! [`HttpServer::connections`] and [`HttpServer::handshake_failures`], and
-//! no request is recorded. To drive connections from your own accept loop
+//! (That is [`crate::tls::https_server`].) A completed handshake is counted
+//! in [`HttpServer::handshakes_ok`]; a failed one (the client refused the
+//! certificate) in [`HttpServer::handshake_failures`], and no request is
+//! recorded; both in [`HttpServer::connections`]. To drive connections from your own accept loop
 //! instead, share a [`ServerState`] and call [`serve_connection`] on each
 //! stream.
 
@@ -61,7 +65,7 @@ use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -237,7 +241,8 @@ impl Route {
         self
     }
 
-    /// Adds a response header.
+    /// Adds a response header. It replaces a header of the same name that
+    /// the server would send itself (such as `Content-Type: text/plain`).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Route {
         self.headers.push((name.into(), value.into()));
         self
@@ -304,7 +309,9 @@ pub struct ServerState {
     routes: Mutex<HashMap<String, Entry>>,
     requests: Mutex<Vec<RecordedRequest>>,
     connections: AtomicUsize,
+    handshakes_ok: AtomicUsize,
     handshake_failures: AtomicUsize,
+    close_connections: AtomicBool,
     bytes_sent: AtomicU64,
     panics: Mutex<Vec<String>>,
 }
@@ -367,6 +374,25 @@ impl ServerState {
         self.handshake_failures.load(Ordering::SeqCst)
     }
 
+    /// Connections whose [`HttpServer::start_with_acceptor`] acceptor
+    /// succeeded (counted before their first request is read); always 0
+    /// for a plain server.
+    pub fn handshakes_ok(&self) -> usize {
+        self.handshakes_ok.load(Ordering::SeqCst)
+    }
+
+    /// With `true`, every response says `Connection: close` and its
+    /// connection is closed (one request per connection, 404s included);
+    /// with `false` (the default), connections are kept alive unless a
+    /// route or the client asks otherwise.
+    pub fn set_close_connections(&self, close: bool) {
+        self.close_connections.store(close, Ordering::SeqCst);
+    }
+
+    fn closes_connections(&self) -> bool {
+        self.close_connections.load(Ordering::SeqCst)
+    }
+
     fn record_panic(&self, what: String) {
         lock(&self.panics).push(what);
     }
@@ -384,6 +410,14 @@ fn normalize(path: &str) -> String {
 type BoxIo = Box<dyn IoStream>;
 type AcceptFuture = Pin<Box<dyn Future<Output = io::Result<BoxIo>> + Send>>;
 type AcceptFn = Arc<dyn Fn(TcpStream) -> AcceptFuture + Send + Sync>;
+type BindFn = Box<dyn FnOnce() -> io::Result<tokio::net::TcpListener> + Send>;
+
+/// 127.0.0.1 on a free port (call inside the server's runtime).
+fn bind_free_port() -> io::Result<tokio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
 
 /// An accepted stream, boxed.
 trait IoStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -411,7 +445,8 @@ impl HttpServer {
     /// Starts a plain-HTTP server on 127.0.0.1 on a free port. Panics if it
     /// cannot (a test-setup failure).
     pub fn start() -> HttpServer {
-        HttpServer::spawn("http", None)
+        HttpServer::spawn("http", Box::new(bind_free_port), None)
+            .expect("start the test HTTP server on 127.0.0.1")
     }
 
     /// Starts a server whose connections first go through `accept` (a TLS
@@ -427,7 +462,20 @@ impl HttpServer {
             let fut = accept(tcp);
             Box::pin(async move { fut.await.map(|s| Box::new(s) as BoxIo) })
         });
-        HttpServer::spawn(scheme, Some(accept))
+        HttpServer::spawn(scheme, Box::new(bind_free_port), Some(accept))
+            .expect("start the test server on 127.0.0.1")
+    }
+
+    /// Starts a plain-HTTP server on the listener `bind` returns (bind it to
+    /// 127.0.0.1). `bind` runs on the server's own thread, inside its tokio
+    /// runtime (a tokio listener belongs to the runtime that made it), so it
+    /// can set socket options first, e.g. `SO_REUSEPORT` through
+    /// [`tokio::net::TcpSocket`]. Returns `bind`'s error (a port in use, …).
+    pub fn start_with_listener<F>(bind: F) -> io::Result<HttpServer>
+    where
+        F: FnOnce() -> io::Result<tokio::net::TcpListener> + Send + 'static,
+    {
+        HttpServer::spawn("http", Box::new(bind), None)
     }
 
     /// Adds a route and returns the server (for building in one expression).
@@ -436,33 +484,53 @@ impl HttpServer {
         self
     }
 
-    fn spawn(scheme: &'static str, accept: Option<AcceptFn>) -> HttpServer {
-        let std_listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .expect("bind 127.0.0.1:0 for the test HTTP server");
-        std_listener
-            .set_nonblocking(true)
-            .expect("set the test server's listener non-blocking");
-        let addr = std_listener.local_addr().expect("local_addr");
+    fn spawn(scheme: &'static str, bind: BindFn, accept: Option<AcceptFn>) -> io::Result<HttpServer> {
         let state = ServerState::new();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<SocketAddr>>();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let thread_state = Arc::clone(&state);
         let thread = std::thread::Builder::new()
-            .name(format!("testkit-http-{}", addr.port()))
+            .name(format!("testkit-{scheme}"))
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime for the test HTTP server");
-                rt.block_on(accept_loop(std_listener, thread_state, accept, shutdown_rx));
-            })
-            .expect("spawn the test HTTP server thread");
-        HttpServer {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match bind().and_then(|l| Ok((l.local_addr()?, l))) {
+                        Ok((addr, listener)) => {
+                            let _ = ready_tx.send(Ok(addr));
+                            listener
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    accept_loop(listener, thread_state, accept, shutdown_rx).await;
+                });
+            })?;
+        let addr = match ready_rx.recv() {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(io::Error::other("the test server thread died before binding"));
+            }
+        };
+        Ok(HttpServer {
             addr,
             scheme,
             state,
             shutdown: Some(shutdown_tx),
             thread: Some(thread),
-        }
+        })
     }
 
     /// The address it listens on (127.0.0.1:port).
@@ -525,6 +593,17 @@ impl HttpServer {
         self.state.handshake_failures()
     }
 
+    /// Connections whose acceptor (TLS handshake) succeeded.
+    pub fn handshakes_ok(&self) -> usize {
+        self.state.handshakes_ok()
+    }
+
+    /// See [`ServerState::set_close_connections`]: one request per
+    /// connection, every response with `Connection: close`.
+    pub fn set_close_connections(&self, close: bool) {
+        self.state.set_close_connections(close);
+    }
+
     /// Body bytes written so far.
     pub fn bytes_sent(&self) -> u64 {
         self.state.bytes_sent()
@@ -567,12 +646,11 @@ impl Drop for HttpServer {
 }
 
 async fn accept_loop(
-    std_listener: std::net::TcpListener,
+    listener: tokio::net::TcpListener,
     state: Arc<ServerState>,
     accept: Option<AcceptFn>,
     mut shutdown: oneshot::Receiver<()>,
 ) {
-    let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener from std");
     loop {
         let tcp = tokio::select! {
             _ = &mut shutdown => break,
@@ -589,7 +667,10 @@ async fn accept_loop(
             match accept {
                 None => serve_connection_numbered(tcp, &conn_state, id).await,
                 Some(accept) => match accept(tcp).await {
-                    Ok(stream) => serve_connection_numbered(stream, &conn_state, id).await,
+                    Ok(stream) => {
+                        conn_state.handshakes_ok.fetch_add(1, Ordering::SeqCst);
+                        serve_connection_numbered(stream, &conn_state, id).await;
+                    }
                     Err(_) => {
                         conn_state.handshake_failures.fetch_add(1, Ordering::SeqCst);
                     }
@@ -629,13 +710,13 @@ where
 {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
-        let request = match read_request(&mut stream, &mut buf, id).await {
+        let (request, client_keeps_alive) = match read_request(&mut stream, &mut buf, id).await {
             Ok(Some(r)) => r,
             Ok(None) | Err(_) => break,
         };
         lock(&state.requests).push(request.clone());
         let plan = plan_response(state, &request);
-        let keep_alive = !plan.close && wants_keep_alive(&request);
+        let keep_alive = !plan.close && client_keeps_alive && !state.closes_connections();
         match write_response(&mut stream, &plan, keep_alive, state).await {
             Ok(true) if keep_alive => {}
             _ => break,
@@ -644,17 +725,24 @@ where
     let _ = stream.shutdown().await;
 }
 
-fn wants_keep_alive(r: &RecordedRequest) -> bool {
-    !r.header("connection")
-        .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+/// Whether the client lets the connection stay open: not when it says
+/// `Connection: close`, nor when it speaks HTTP/1.0 without
+/// `Connection: keep-alive`.
+fn wants_keep_alive(r: &RecordedRequest, http10: bool) -> bool {
+    let has = |token: &str| {
+        r.header("connection")
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    !has("close") && (!http10 || has("keep-alive"))
 }
 
 /// Reads one request head (and discards any body); `None` at a clean EOF.
+/// With the request comes whether the client keeps the connection alive.
 async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut Vec<u8>,
     id: usize,
-) -> io::Result<Option<RecordedRequest>> {
+) -> io::Result<Option<(RecordedRequest, bool)>> {
     let mut chunk = [0u8; 4096];
     let end = loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -683,6 +771,7 @@ async fn read_request<S: AsyncRead + Unpin>(
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_owned();
     let target = parts.next().unwrap_or_default().to_owned();
+    let http10 = parts.next() == Some("HTTP/1.0");
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -711,7 +800,8 @@ async fn read_request<S: AsyncRead + Unpin>(
         buf.drain(..take);
         remaining -= take;
     }
-    Ok(Some(request))
+    let keep_alive = wants_keep_alive(&request, http10);
+    Ok(Some((request, keep_alive)))
 }
 
 /// What to send.
@@ -772,14 +862,14 @@ fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
     };
     entry.hits = entry.hits.saturating_add(1);
     let route = entry.route.clone();
-    let mut extra = route.headers.clone();
+    let extra = &route.headers;
 
     if let Some(expected) = &route.authorization {
         if req.authorization() != Some(expected.as_str()) {
             let mut plan = Plan::simple(401, "authorization required\n".into(), head);
             plan.headers
                 .push(("WWW-Authenticate".into(), "Basic realm=\"bits-testkit\"".into()));
-            plan.headers.append(&mut extra);
+            add_route_headers(&mut plan.headers, extra);
             plan.close = route.close;
             plan.delay = route.delay;
             return plan;
@@ -791,7 +881,7 @@ fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
             if let Some(ra) = &route.retry_after {
                 plan.headers.push(("Retry-After".into(), ra.clone()));
             }
-            plan.headers.append(&mut extra);
+            add_route_headers(&mut plan.headers, extra);
             plan.close = route.close;
             plan.delay = route.delay;
             return plan;
@@ -823,9 +913,11 @@ fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
                 if let Some(after) = route.truncate_after {
                     if entry.truncated < route.truncate_times {
                         entry.truncated += 1;
+                        let mut headers = plan.headers;
+                        add_route_headers(&mut headers, extra);
                         return Plan {
                             truncate_after: Some(after),
-                            headers: [plan.headers, extra].concat(),
+                            headers,
                             close: true,
                             delay: route.delay,
                             ..plan
@@ -836,10 +928,17 @@ fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
             plan
         }
     };
-    plan.headers.append(&mut extra);
+    add_route_headers(&mut plan.headers, extra);
     plan.close |= route.close;
     plan.delay = route.delay;
     plan
+}
+
+/// Appends a route's own headers; each replaces any header of that name the
+/// server put there itself (a route's `Content-Type` wins over `text/plain`).
+fn add_route_headers(headers: &mut Vec<(String, String)>, route_headers: &[(String, String)]) {
+    headers.retain(|(name, _)| !route_headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)));
+    headers.extend(route_headers.iter().cloned());
 }
 
 fn plan_body(route: &Route, body: &Bytes, req: &RecordedRequest, head: bool) -> Plan {
@@ -1057,5 +1156,85 @@ mod tests {
         ));
         let weak = Route::body("x").etag("W/\"v1\"");
         assert!(!if_range_matches(&weak, &request(&[("if-range", "W/\"v1\"")])));
+    }
+
+    #[test]
+    fn http10_and_connection_close_end_keep_alive() {
+        assert!(wants_keep_alive(&request(&[]), false));
+        assert!(!wants_keep_alive(&request(&[("connection", "close")]), false));
+        assert!(!wants_keep_alive(&request(&[("connection", "TE, Close")]), false));
+        assert!(!wants_keep_alive(&request(&[]), true));
+        assert!(wants_keep_alive(&request(&[("connection", "keep-alive")]), true));
+    }
+
+    #[test]
+    fn a_route_header_replaces_the_servers_own() {
+        let state = ServerState::new();
+        state.set(
+            "/f",
+            Route::status(404).header("content-type", "application/x-test"),
+        );
+        let plan = plan_response(&state, &request(&[]));
+        let types: Vec<_> = plan
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(types, ["application/x-test"]);
+    }
+
+    /// Sends `raw` on a fresh connection and reads until the server closes.
+    fn exchange(addr: SocketAddr, raw: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(raw.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn close_connections_serves_one_request_per_connection() {
+        let server = HttpServer::start().with("/f", Route::body("x"));
+        server.set_close_connections(true);
+        // No `Connection: close` from the client: the server still closes,
+        // after a 404 as after a 200.
+        let out = exchange(server.addr(), "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK\r\n") && out.contains("Connection: close\r\n"),
+            "{out}"
+        );
+        let out = exchange(server.addr(), "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+        // HTTP/1.0 closes by default too, without the flag.
+        server.set_close_connections(false);
+        let out = exchange(server.addr(), "GET /f HTTP/1.0\r\n\r\n");
+        assert!(out.ends_with("\r\n\r\nx"), "{out}");
+        assert_eq!(server.requests().len(), 3);
+    }
+
+    #[test]
+    fn start_with_listener_serves_on_it_or_returns_its_error() {
+        let refused = HttpServer::start_with_listener(|| Err(io::Error::other("no port")));
+        assert_eq!(refused.unwrap_err().to_string(), "no port");
+        let server = HttpServer::start_with_listener(bind_free_port).unwrap();
+        server.set("/f", Route::body("yes"));
+        let out = exchange(server.addr(), "GET /f HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(out.ends_with("\r\n\r\nyes"), "{out}");
+        assert_eq!(server.base_url(), format!("http://{}", server.addr()));
+    }
+
+    #[test]
+    fn handshakes_are_counted_before_the_first_request() {
+        let server = HttpServer::start_with_acceptor("http", |tcp| async move { Ok(tcp) });
+        server.set("/f", Route::body("x"));
+        assert_eq!(server.handshakes_ok(), 0);
+        exchange(server.addr(), "GET /f HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert_eq!((server.handshakes_ok(), server.handshake_failures()), (1, 0));
+        assert_eq!(
+            HttpServer::start().with("/f", Route::body("x")).handshakes_ok(),
+            0
+        );
     }
 }
