@@ -12,36 +12,38 @@
 //! assert_eq!(crls.requests("/root.crl"), 0);
 //! ```
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpSocket};
 
-use crate::mini_http;
+use crate::http::{HttpServer, Route};
 use crate::pki::TestPki;
-use crate::server::ServerThread;
 
 /// What the server answers on one path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CrlResponse {
     /// `200` with these bytes (`Content-Type: application/pkix-crl`).
     Bytes(Vec<u8>),
-    /// This status and an empty body.
+    /// This status (with [`HttpServer`]'s short text body).
     Status(u16),
 }
 
-#[derive(Debug, Default)]
-struct State {
-    routes: HashMap<String, CrlResponse>,
-    counts: HashMap<String, usize>,
+impl CrlResponse {
+    fn route(self) -> Route {
+        match self {
+            CrlResponse::Bytes(bytes) => Route::body(bytes)
+                .ignore_range()
+                .header("Content-Type", "application/pkix-crl"),
+            CrlResponse::Status(status) => Route::status(status),
+        }
+    }
 }
 
-/// A CRL server on 127.0.0.1; stops on drop.
+/// A CRL server on 127.0.0.1 (an [`HttpServer`] with one request per
+/// connection); stops on drop.
 #[derive(Debug)]
 pub struct CrlServer {
-    state: Arc<Mutex<State>>,
-    server: ServerThread,
+    server: HttpServer,
 }
 
 impl CrlServer {
@@ -56,10 +58,9 @@ impl CrlServer {
 
     /// Starts a server on `port` (with `SO_REUSEPORT` when `reuse_port`).
     pub(crate) fn start_on(port: u16, reuse_port: bool) -> std::io::Result<CrlServer> {
-        let state = Arc::new(Mutex::new(State::default()));
-        let st = state.clone();
-        let server = ServerThread::spawn("crl", port, reuse_port, move |stream| handle(st.clone(), stream))?;
-        Ok(CrlServer { state, server })
+        let server = HttpServer::start_with_listener(move || bind(port, reuse_port))?;
+        server.set_close_connections(true);
+        Ok(CrlServer { server })
     }
 
     /// Serves `pki`'s fresh root CRL at `/root.crl` and its intermediate CRL
@@ -74,34 +75,34 @@ impl CrlServer {
         self.set_response(path, CrlResponse::Bytes(bytes.into()));
     }
 
-    /// Answers `status` (empty body) on `path` from now on.
+    /// Answers `status` on `path` from now on.
     pub fn set_status(&self, path: &str, status: u16) {
         self.set_response(path, CrlResponse::Status(status));
     }
 
     /// Sets what `path` answers.
     pub fn set_response(&self, path: &str, response: CrlResponse) {
-        self.lock().routes.insert(path.to_owned(), response);
+        self.server.set(path, response.route());
     }
 
     /// Forgets `path`: it answers 404.
     pub fn remove(&self, path: &str) {
-        self.lock().routes.remove(path);
+        self.server.remove(path);
     }
 
     /// How many requests for `path` (query ignored) arrived so far.
     pub fn requests(&self, path: &str) -> usize {
-        self.lock().counts.get(path).copied().unwrap_or(0)
+        self.server.requests_for(path).len()
     }
 
     /// How many requests arrived so far, all paths together.
     pub fn total_requests(&self) -> usize {
-        self.lock().counts.values().sum()
+        self.server.requests().len()
     }
 
     /// Resets every request count to zero.
     pub fn reset_counts(&self) {
-        self.lock().counts.clear();
+        self.server.clear_requests();
     }
 
     /// The bound address (127.0.0.1:port).
@@ -111,37 +112,23 @@ impl CrlServer {
 
     /// `http://127.0.0.1:PORT` (no trailing slash).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr())
+        self.server.base_url()
     }
 
     /// `http://127.0.0.1:PORT/path`; `path` starts with `/`.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.server.url(path)
     }
 }
 
-async fn handle(state: Arc<Mutex<State>>, mut stream: TcpStream) {
-    let Ok(Some(head)) = mini_http::read_head(&mut stream).await else {
-        return;
-    };
-    let response = {
-        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-        *st.counts.entry(head.path().to_owned()).or_default() += 1;
-        st.routes.get(head.path()).cloned()
-    };
-    let send_body = head.method != "HEAD";
-    let _ = match response {
-        Some(CrlResponse::Bytes(bytes)) => {
-            let headers = [("Content-Type", "application/pkix-crl".to_owned())];
-            mini_http::write_response(&mut stream, 200, &headers, &bytes, send_body).await
-        }
-        Some(CrlResponse::Status(status)) => {
-            mini_http::write_response(&mut stream, status, &[], b"", send_body).await
-        }
-        None => mini_http::write_response(&mut stream, 404, &[], b"", send_body).await,
-    };
+/// Listens on 127.0.0.1:`port` (0: any free port), with `SO_REUSEPORT` when
+/// `reuse_port` (the shared fixed-port server of [`TestPki::shared`]).
+fn bind(port: u16, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)))?;
+    socket.listen(1024)
 }

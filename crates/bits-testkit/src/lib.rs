@@ -5,7 +5,5 @@ pub mod http;
 
 pub mod conformance;
 pub mod crl;
-mod mini_http;
 pub mod pki;
-mod server;
 pub mod tls;

@@ -1,5 +1,5 @@
-//! Real TLS servers (OpenSSL, TLS 1.2 and 1.3) on 127.0.0.1 serving a tiny
-//! HTTP/1.1 responder, one per leaf.
+//! Real TLS servers (OpenSSL, TLS 1.2 and 1.3) on 127.0.0.1, one per leaf:
+//! the [`crate::http`] server behind a TLS acceptor.
 //!
 //! ```no_run
 //! use bits_testkit::{pki::{LeafKind, TestPki}, tls::TlsServer};
@@ -13,25 +13,21 @@
 //! truncation…), use [`https_server`].
 //!
 //! Paths: `/file` (any query) → 200 with [`TlsServer::BODY`], honouring a
-//! single `Range: bytes=…` with 206 (or 416); anything else → 404. Every
-//! Connections are kept alive (unless the client sends `Connection: close`),
-//! so a client's pool is exercised. Every
-//! request that got past the handshake is recorded ([`TlsServer::requests`]);
-//! a certificate failure must leave no record.
+//! single `Range: bytes=N-` or `bytes=N-M` with 206 (or 416 past the end);
+//! anything else → 404. Connections are kept alive (unless the client sends
+//! `Connection: close`), so a client's pool is exercised. Every request that
+//! got past the handshake is recorded ([`TlsServer::requests`]); a
+//! certificate failure must leave no record.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslVersion};
-use tokio::net::TcpStream;
 use url::Url;
 
-use crate::http::HttpServer;
-use crate::mini_http;
+use crate::http::{self, HttpServer, Route};
 use crate::pki::Leaf;
-use crate::server::ServerThread;
 
 /// One request that reached HTTP.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,19 +40,22 @@ pub struct RecordedRequest {
     pub range: Option<String>,
 }
 
-#[derive(Debug, Default)]
-struct Shared {
-    requests: Mutex<Vec<RecordedRequest>>,
-    handshakes_ok: AtomicUsize,
-    handshakes_failed: AtomicUsize,
+impl From<&http::RecordedRequest> for RecordedRequest {
+    fn from(r: &http::RecordedRequest) -> RecordedRequest {
+        RecordedRequest {
+            method: r.method.clone(),
+            target: r.target.clone(),
+            range: r.range().map(str::to_owned),
+        }
+    }
 }
 
-/// A TLS server presenting one leaf (and its chain); stops on drop.
+/// A TLS server presenting one leaf (and its chain): an [`https_server`]
+/// serving `/file`; stops on drop.
 #[derive(Debug)]
 pub struct TlsServer {
     leaf: String,
-    shared: Arc<Shared>,
-    server: ServerThread,
+    server: HttpServer,
 }
 
 impl TlsServer {
@@ -69,17 +68,12 @@ impl TlsServer {
     /// # Panics
     /// If the acceptor cannot be built or no port can be bound.
     pub fn start(leaf: &Leaf) -> TlsServer {
-        let acceptor = acceptor_for(leaf);
-        let shared = Arc::new(Shared::default());
-        let sh = shared.clone();
-        let server = ServerThread::spawn(leaf.name(), 0, false, move |tcp| {
-            handle(acceptor.clone(), sh.clone(), tcp)
-        })
-        .expect("bind a TLS server on 127.0.0.1");
+        let file = Route::body(TlsServer::BODY)
+            .etag("\"bits-testkit-body\"")
+            .header("Content-Type", "application/octet-stream");
         TlsServer {
             leaf: leaf.name().to_owned(),
-            shared,
-            server,
+            server: https_server(leaf).with("/file", file),
         }
     }
 
@@ -96,36 +90,36 @@ impl TlsServer {
     /// `https://127.0.0.1:PORT/path`; `path` starts with `/` and may hold a
     /// query.
     pub fn url(&self, path: &str) -> Url {
-        Url::parse(&format!("https://{}{path}", self.addr())).expect("a valid URL")
+        Url::parse(&self.server.url(path)).expect("a valid URL")
     }
 
     /// Every request that reached HTTP, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.lock().clone()
+        self.server.requests().iter().map(RecordedRequest::from).collect()
     }
 
     /// How many requests reached HTTP.
     pub fn request_count(&self) -> usize {
-        self.lock().len()
+        self.server.requests().len()
     }
 
     /// How many requests reached HTTP with exactly this target.
     pub fn requests_for(&self, target: &str) -> usize {
-        self.lock().iter().filter(|r| r.target == target).count()
+        self.server
+            .requests()
+            .iter()
+            .filter(|r| r.target == target)
+            .count()
     }
 
     /// Completed TLS handshakes.
     pub fn handshakes_ok(&self) -> usize {
-        self.shared.handshakes_ok.load(Ordering::SeqCst)
+        self.server.handshakes_ok()
     }
 
     /// Handshakes that failed (the client refused the certificate, …).
     pub fn handshakes_failed(&self) -> usize {
-        self.shared.handshakes_failed.load(Ordering::SeqCst)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RecordedRequest>> {
-        self.shared.requests.lock().unwrap_or_else(|e| e.into_inner())
+        self.server.handshake_failures()
     }
 }
 
@@ -149,7 +143,8 @@ pub fn acceptor_for(leaf: &Leaf) -> Arc<SslAcceptor> {
 /// The scriptable [`HttpServer`] (routes, Range, redirects, scripted
 /// failures, request log) served over TLS with `leaf`: for tests that need
 /// HTTPS plus the HTTP behaviours of [`crate::http`]. Its URLs are
-/// `https://127.0.0.1:PORT/…`.
+/// `https://127.0.0.1:PORT/…`; its handshakes are counted in
+/// [`HttpServer::handshakes_ok`] and [`HttpServer::handshake_failures`].
 pub fn https_server(leaf: &Leaf) -> HttpServer {
     let acceptor = acceptor_for(leaf);
     HttpServer::start_with_acceptor("https", move |tcp| {
@@ -161,67 +156,4 @@ pub fn https_server(leaf: &Leaf) -> HttpServer {
             Ok(s)
         }
     })
-}
-
-async fn handle(acceptor: Arc<SslAcceptor>, shared: Arc<Shared>, tcp: TcpStream) {
-    let Ok(ssl) = Ssl::new(acceptor.context()) else {
-        return;
-    };
-    let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else {
-        return;
-    };
-    if Pin::new(&mut tls).accept().await.is_err() {
-        shared.handshakes_failed.fetch_add(1, Ordering::SeqCst);
-        return;
-    }
-    shared.handshakes_ok.fetch_add(1, Ordering::SeqCst);
-    // Keep-alive: serve requests until the client closes or asks to.
-    while let Ok(Some(head)) = mini_http::read_head(&mut tls).await {
-        shared
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(RecordedRequest {
-                method: head.method.clone(),
-                target: head.target.clone(),
-                range: head.range.clone(),
-            });
-        let keep_alive = !head.close;
-        if respond(&mut tls, &head, keep_alive).await.is_err() || !keep_alive {
-            return;
-        }
-    }
-}
-
-async fn respond<S: tokio::io::AsyncWrite + Unpin>(
-    tls: &mut S,
-    head: &mini_http::RequestHead,
-    keep_alive: bool,
-) -> std::io::Result<()> {
-    let send_body = head.method != "HEAD";
-    if head.path() != "/file" {
-        return mini_http::write_response_keep(tls, 404, &[], b"", send_body, keep_alive).await;
-    }
-    let body = TlsServer::BODY;
-    let mut headers = vec![
-        ("Content-Type", "application/octet-stream".to_owned()),
-        ("Accept-Ranges", "bytes".to_owned()),
-        ("ETag", "\"bits-testkit-body\"".to_owned()),
-    ];
-    match head
-        .range
-        .as_deref()
-        .and_then(|r| mini_http::resolve_range(r, body.len()))
-    {
-        Some(Ok((start, end))) => {
-            headers.push(("Content-Range", format!("bytes {start}-{end}/{}", body.len())));
-            let part = &body[start..=end];
-            mini_http::write_response_keep(tls, 206, &headers, part, send_body, keep_alive).await
-        }
-        Some(Err(())) => {
-            headers.push(("Content-Range", format!("bytes */{}", body.len())));
-            mini_http::write_response_keep(tls, 416, &headers, b"", send_body, keep_alive).await
-        }
-        None => mini_http::write_response_keep(tls, 200, &headers, body, send_body, keep_alive).await,
-    }
 }
