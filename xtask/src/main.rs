@@ -17,6 +17,7 @@ usage: cargo xtask <task> [options]
 
 tasks:
   test-matrix [--quick]   build, test and clippy each feature combination with its own -p
+                          (--quick: bits-core alone without clippy, then the whole workspace)
   conformance [--check]   run the backends' conformance suites and write docs/conformance.md
                           and docs/backends.md (--check: fail if the committed files are stale)
   ci                      everything CI runs: fmt, docs, architecture invariants,

@@ -84,3 +84,22 @@ pub fn have_nextest() -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_holds_the_workspace_manifest() {
+        let manifest = std::fs::read_to_string(project_root().join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("[workspace]"));
+    }
+
+    #[test]
+    fn commands_show_as_typed() {
+        let mut cmd = cargo_with(&["test", "-p", "x"]);
+        assert_eq!(show(&cmd), "cargo test -p x");
+        cmd.env("A", "1");
+        assert_eq!(show(&cmd), "A=1 cargo test -p x");
+    }
+}
