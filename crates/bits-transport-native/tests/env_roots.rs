@@ -1,6 +1,8 @@
 //! `SSL_CERT_FILE` replaces the system store for the default builder, as
 //! OpenSSL defines (and as the `bits` CLI and demo rely on). One test in its
 //! own binary: it sets the variables before any other thread exists.
+//! (native-tls on Windows and macOS does not read these variables.)
+#![cfg(not(any(target_os = "macos", target_os = "windows")))]
 
 use bits_core::{Request, SecurityFlags, Transport};
 use bits_testkit::pki::{LeafKind, TestPki};
