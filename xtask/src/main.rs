@@ -4,6 +4,7 @@
 //! `CARGO_MANIFEST_DIR`'s parent, so tasks work from any directory. xtask
 //! depends on none of the workspace's crates: it drives them through `cargo`.
 
+mod bench;
 mod ci;
 mod conformance;
 mod demo;
@@ -23,6 +24,7 @@ tasks:
   ci                      everything CI runs: fmt, docs, architecture invariants,
                           test-matrix, conformance --check
   demo [args...]          the end-to-end demo
+  bench [options]         bits transfer vs curl and aria2c over HTTPS on 127.0.0.1 (bench --help)
   help                    this text";
 
 fn main() -> ExitCode {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         "conformance" => conformance::run(rest),
         "ci" => ci::run(rest),
         "demo" => demo::run(&util::project_root(), rest),
+        "bench" => bench::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

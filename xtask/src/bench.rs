@@ -1,0 +1,1078 @@
+//! `cargo xtask bench`: `bits transfer` against `curl` and `aria2c` over real
+//! HTTPS on 127.0.0.1, in one run, interleaved.
+//!
+//! What it does, in order:
+//! 1. installs what is missing (`nginx-light`, `aria2`, `time`, `curl`,
+//!    `openssl`) with `apt-get` when it runs as root, else says what to install;
+//! 2. builds `bits` in release mode;
+//! 3. makes a throwaway PKI with the `openssl` CLI (a root and a leaf for
+//!    `IP:127.0.0.1`; xtask depends on none of our crates);
+//! 4. writes the data once (cached under `target/bench-data/`): one file of
+//!    random bytes (`--size`, 1 GiB by default) and `--count` files of 16 KiB
+//!    (2,000 by default), with their SHA-256 sums;
+//! 5. starts nginx on 127.0.0.1 (one worker, `sendfile`, keep-alive, HTTP/1.1,
+//!    a prefix in the work directory);
+//! 6. starts one `bits daemon --foreground` under `/usr/bin/time -v` for the
+//!    whole bits series, with a store in the work directory and
+//!    `SSL_CERT_FILE` pointing at the bench root;
+//! 7. for each workload, runs every tool once to warm up, then `--runs` times,
+//!    interleaved (curl, bits, aria2c, bits-native, curl, ...). Each run is
+//!    wrapped in `/usr/bin/time -v` (peak RSS, CPU). For bits the daemon does
+//!    the transfer, so its CPU is read from `/proc/PID/stat` before and after
+//!    each run and its peak RSS from `VmHWM`, reset before each run through
+//!    `/proc/PID/clear_refs`; a bits run costs the CLI's CPU plus the
+//!    daemon's. Every download is checked with `sha256sum` (outside the
+//!    timing), so a broken run cannot look fast;
+//! 8. prints a Markdown table and the goals as ratios within this run.
+//!
+//! The numbers are only comparable within one run: the machine may be busy.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::util;
+
+const USAGE: &str = "\
+usage: cargo xtask bench [--size SIZE] [--count N] [--runs N] [--backends LIST]
+                         [--tools LIST] [--workloads LIST] [--keep]
+  --size SIZE       the large file (K/M/G suffixes are binary; default 1G)
+  --count N         the number of 16 KiB files (default 2000)
+  --runs N          timed runs per tool and workload, after one warm-up (default 5)
+  --backends LIST   bits backends, comma-separated (default openssl,native)
+  --tools LIST      peers, comma-separated (default curl,aria2c)
+  --workloads LIST  one,many (default both)
+  --keep            keep the work directory (downloads, logs, store)";
+
+/// The size of each small file.
+const SMALL: u64 = 16 * 1024;
+
+/// Runs the task.
+pub fn run(args: &[String]) -> Result<()> {
+    let opts = Options::parse(args)?;
+    let target = util::target_dir();
+
+    ensure_tools()?;
+    util::run_checked(&mut util::cargo_with(&[
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "bits-cli",
+    ]))?;
+    let bits = target.join("release/bits");
+
+    let work = target.join(format!("bench-{}", std::process::id()));
+    if work.exists() {
+        fs::remove_dir_all(&work)?;
+    }
+    fs::create_dir_all(&work)?;
+    let pki = make_pki(&work)?;
+    let data = make_data(&target.join("bench-data"), opts.size, opts.count)?;
+
+    println!("{}", machine_note());
+    let nginx = Nginx::start(&work, &data.dir, &pki)?;
+    let base = format!("https://127.0.0.1:{}", nginx.port);
+    println!("nginx on {base}, serving {}", data.dir.display());
+
+    let store = work.join("store");
+    let daemon = Daemon::start(&bits, &store, &pki.root, &work)?;
+    let mut bench = Bench {
+        work: work.clone(),
+        bits: bits.clone(),
+        store: store.clone(),
+        ca: pki.root.clone(),
+        daemon,
+        base,
+        data,
+        results: BTreeMap::new(),
+    };
+
+    let mut tools: Vec<Tool> = Vec::new();
+    for (i, backend) in opts.backends.iter().enumerate() {
+        // Interleave: curl, bits, aria2c, bits-native...
+        if let Some(peer) = opts.peers.get(i) {
+            tools.push(peer.clone());
+        }
+        tools.push(Tool::Bits(backend.clone()));
+    }
+    for peer in opts.peers.iter().skip(opts.backends.len()) {
+        tools.push(peer.clone());
+    }
+
+    let result = (|| -> Result<()> {
+        for workload in &opts.workloads {
+            for round in 0..=opts.runs {
+                let label = if round == 0 {
+                    "warm-up".to_string()
+                } else {
+                    format!("run {round}/{}", opts.runs)
+                };
+                for tool in &tools {
+                    let sample = bench
+                        .once(tool, *workload)
+                        .with_context(|| format!("{} {} ({label})", tool.name(), workload.name()))?;
+                    eprintln!(
+                        "  {label:<9} {:<14} {:<5} {:>8.3} s  cpu {:>7.3} s  rss {:>7.1} MiB",
+                        tool.name(),
+                        workload.name(),
+                        sample.wall,
+                        sample.cpu,
+                        mib(sample.rss_kib)
+                    );
+                    if round > 0 {
+                        bench
+                            .results
+                            .entry((*workload, tool.clone()))
+                            .or_default()
+                            .push(sample);
+                    }
+                }
+            }
+        }
+        Ok(())
+    })();
+
+    let daemon_total = bench.daemon.stop(&bits, &store, &pki.root);
+    drop(nginx);
+    result?;
+
+    let report = bench.report(&opts, daemon_total.ok());
+    println!("\n{report}");
+    fs::write(work.join("report.md"), &report)?;
+    if opts.keep {
+        println!("work directory kept: {}", work.display());
+    } else {
+        let _ = fs::remove_dir_all(&work);
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug)]
+struct Options {
+    size: u64,
+    count: usize,
+    runs: usize,
+    backends: Vec<String>,
+    peers: Vec<Tool>,
+    workloads: Vec<Workload>,
+    keep: bool,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options> {
+        let mut o = Options {
+            size: 1 << 30,
+            count: 2000,
+            runs: 5,
+            backends: vec!["openssl".into(), "native".into()],
+            peers: vec![Tool::Curl, Tool::Aria2],
+            workloads: vec![Workload::One, Workload::Many],
+            keep: false,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (arg.as_str(), None),
+            };
+            let mut value = || -> Result<String> {
+                inline
+                    .clone()
+                    .or_else(|| it.next().cloned())
+                    .with_context(|| format!("{name} needs a value\n{USAGE}"))
+            };
+            match name {
+                "--size" => o.size = parse_size(&value()?)?,
+                "--count" => o.count = value()?.parse().context("--count")?,
+                "--runs" => o.runs = value()?.parse().context("--runs")?,
+                "--backends" => o.backends = list(&value()?),
+                "--tools" => {
+                    o.peers = list(&value()?)
+                        .iter()
+                        .map(|t| match t.as_str() {
+                            "curl" => Ok(Tool::Curl),
+                            "aria2c" | "aria2" => Ok(Tool::Aria2),
+                            other => bail!("unknown tool {other:?} (curl, aria2c)"),
+                        })
+                        .collect::<Result<_>>()?
+                }
+                "--workloads" => {
+                    o.workloads = list(&value()?)
+                        .iter()
+                        .map(|t| match t.as_str() {
+                            "one" => Ok(Workload::One),
+                            "many" => Ok(Workload::Many),
+                            other => bail!("unknown workload {other:?} (one, many)"),
+                        })
+                        .collect::<Result<_>>()?
+                }
+                "--keep" => o.keep = true,
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                other => bail!("unknown option {other:?}\n{USAGE}"),
+            }
+        }
+        ensure!(o.runs >= 1, "--runs must be at least 1");
+        ensure!(o.size >= 1, "--size must be at least 1 byte");
+        Ok(o)
+    }
+}
+
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// `1G`, `256M`, `512K`, `1GiB`, `1000`: binary multiples.
+fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim().trim_end_matches("iB").trim_end_matches('B');
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = num.parse().with_context(|| format!("bad size {text:?}"))?;
+    n.checked_mul(mult)
+        .with_context(|| format!("size {text:?} too large"))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Tool {
+    Curl,
+    Aria2,
+    Bits(String),
+}
+
+impl Tool {
+    fn name(&self) -> String {
+        match self {
+            Tool::Curl => "curl".into(),
+            Tool::Aria2 => "aria2c".into(),
+            Tool::Bits(b) => format!("bits ({b})"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Workload {
+    One,
+    Many,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::One => "one",
+            Workload::Many => "many",
+        }
+    }
+}
+
+/// One timed run.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    wall: f64,
+    /// CPU seconds: the tool's, plus the daemon's during the run for bits.
+    cpu: f64,
+    /// Peak RSS of the process that moved the bytes (the daemon for bits).
+    rss_kib: u64,
+    /// For bits: the CLI's own peak RSS.
+    cli_rss_kib: Option<u64>,
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+// ---------------------------------------------------------------- tools
+
+/// Installs the packages whose commands are missing (as root, with apt-get).
+fn ensure_tools() -> Result<()> {
+    let wanted = [
+        ("/usr/sbin/nginx", "nginx-light"),
+        ("/usr/bin/aria2c", "aria2"),
+        ("/usr/bin/time", "time"),
+        ("/usr/bin/curl", "curl"),
+        ("/usr/bin/openssl", "openssl"),
+        ("/usr/bin/sha256sum", "coreutils"),
+    ];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing tools; install them with: sudo apt-get install {}",
+            missing.join(" ")
+        );
+    }
+    eprintln!("installing {} with apt-get", missing.join(" "));
+    util::run_checked(Command::new("apt-get").arg("update").arg("-q"))?;
+    util::run_checked(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q"])
+            .args(&missing),
+    )
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn machine_note() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let curl = first_line(Command::new("curl").arg("-V"));
+    let aria = first_line(Command::new("aria2c").arg("-v"));
+    let nginx = Command::new("/usr/sbin/nginx")
+        .arg("-v")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "machine: {cores} cores, load {}\n{curl}\n{aria}\n{nginx}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    )
+}
+
+fn first_line(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs `cmd` with its output captured; fails with its stderr unless it succeeds.
+fn quiet(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+// ---------------------------------------------------------------- PKI
+
+struct Pki {
+    root: PathBuf,
+    chain: PathBuf,
+    key: PathBuf,
+}
+
+/// A root CA and a leaf for `IP:127.0.0.1`, with the openssl CLI.
+fn make_pki(work: &Path) -> Result<Pki> {
+    let dir = work.join("pki");
+    fs::create_dir_all(&dir)?;
+    let p = |n: &str| dir.join(n);
+    quiet(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=bits bench root",
+            ])
+            .arg("-keyout")
+            .arg(p("root.key"))
+            .arg("-out")
+            .arg(p("root.pem"))
+            .args([
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]),
+    )?;
+    quiet(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(p("leaf.key"))
+            .arg("-out")
+            .arg(p("leaf.csr")),
+    )?;
+    fs::write(
+        p("leaf.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
+    )?;
+    quiet(
+        Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-set_serial", "2"])
+            .arg("-in")
+            .arg(p("leaf.csr"))
+            .arg("-CA")
+            .arg(p("root.pem"))
+            .arg("-CAkey")
+            .arg(p("root.key"))
+            .arg("-extfile")
+            .arg(p("leaf.ext"))
+            .arg("-out")
+            .arg(p("leaf.pem")),
+    )?;
+    let chain = format!(
+        "{}{}",
+        fs::read_to_string(p("leaf.pem"))?,
+        fs::read_to_string(p("root.pem"))?
+    );
+    fs::write(p("chain.pem"), chain)?;
+    Ok(Pki {
+        root: p("root.pem"),
+        chain: p("chain.pem"),
+        key: p("leaf.key"),
+    })
+}
+
+// ---------------------------------------------------------------- data
+
+struct Data {
+    /// nginx's document root.
+    dir: PathBuf,
+    /// `one/<size>.bin`, relative to `dir`.
+    big: String,
+    big_size: u64,
+    big_sum: String,
+    /// `many-<n>/f00000.bin`..., relative to `dir`.
+    small: Vec<String>,
+    /// `sha256sum` lines for the small files, with bare names.
+    small_sums: String,
+}
+
+/// Writes the data once; a later run with the same size and count reuses it.
+fn make_data(dir: &Path, size: u64, count: usize) -> Result<Data> {
+    let one = dir.join("one");
+    fs::create_dir_all(&one)?;
+    let big = format!("one/{size}.bin");
+    let big_path = dir.join(&big);
+    let big_sum_path = dir.join(format!("one/{size}.sha256"));
+    if !big_sum_path.exists() || fs::metadata(&big_path).map(|m| m.len()).ok() != Some(size) {
+        eprintln!("writing {size} random bytes to {}", big_path.display());
+        random_file(&big_path, size)?;
+        let sum = sha256(&big_path)?;
+        fs::write(&big_sum_path, sum)?;
+    }
+    let big_sum = fs::read_to_string(&big_sum_path)?.trim().to_string();
+
+    let many = format!("many-{count}");
+    let many_dir = dir.join(&many);
+    let sums_path = dir.join(format!("{many}.sha256"));
+    let names: Vec<String> = (0..count).map(|i| format!("f{i:05}.bin")).collect();
+    if !sums_path.exists() {
+        eprintln!(
+            "writing {count} files of {SMALL} random bytes to {}",
+            many_dir.display()
+        );
+        fs::create_dir_all(&many_dir)?;
+        for name in &names {
+            random_file(&many_dir.join(name), SMALL)?;
+        }
+        let mut sums = String::new();
+        for chunk in names.chunks(500) {
+            sums.push_str(&quiet(
+                Command::new("sha256sum").args(chunk).current_dir(&many_dir),
+            )?);
+        }
+        fs::write(&sums_path, sums)?;
+    }
+    Ok(Data {
+        dir: dir.to_path_buf(),
+        big,
+        big_size: size,
+        big_sum,
+        small: names.iter().map(|n| format!("{many}/{n}")).collect(),
+        small_sums: fs::read_to_string(&sums_path)?,
+    })
+}
+
+fn random_file(path: &Path, size: u64) -> Result<()> {
+    let mut src = fs::File::open("/dev/urandom")?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(path)?);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        src.read_exact(&mut buf[..n])?;
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn sha256(path: &Path) -> Result<String> {
+    let out = quiet(Command::new("sha256sum").arg(path))?;
+    Ok(out.split_whitespace().next().unwrap_or("").to_string())
+}
+
+// ---------------------------------------------------------------- nginx
+
+/// nginx in the foreground on 127.0.0.1; stopped (SIGQUIT to its master, by
+/// pid) on drop.
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(work: &Path, docroot: &Path, pki: &Pki) -> Result<Nginx> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = work.join("nginx");
+        fs::create_dir_all(dir.join("tmp"))?;
+        let user = if is_root() { "user root root;" } else { "" };
+        let d = dir.display();
+        let conf = format!(
+            r#"{user}
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    types {{ application/octet-stream bin; }}
+    default_type application/octet-stream;
+    log_format bytes '$request_uri $status $bytes_sent $connection';
+    access_log {d}/access.log bytes buffer=64k;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {chain};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:1m;
+        root {root};
+        location / {{ }}
+    }}
+}}
+"#,
+            chain = pki.chain.display(),
+            key = pki.key.display(),
+            root = docroot.display(),
+        );
+        let conf_path = dir.join("nginx.conf");
+        fs::write(&conf_path, conf)?;
+        let child = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting nginx")?;
+        let mut nginx = Nginx { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = nginx.child.try_wait()? {
+                bail!(
+                    "nginx exited ({status}): {}",
+                    fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+                );
+            }
+            ensure!(Instant::now() < deadline, "nginx did not listen within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT lets the master stop its workers; SIGKILL would orphan them.
+        let _ = Command::new("kill")
+            .arg("-QUIT")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------- the bits daemon
+
+/// `bits daemon --foreground` under `/usr/bin/time -v`, for the whole series.
+struct Daemon {
+    time: Child,
+    pid: u32,
+    time_out: PathBuf,
+}
+
+impl Daemon {
+    fn start(bits: &Path, store: &Path, ca: &Path, work: &Path) -> Result<Daemon> {
+        let time_out = work.join("daemon.time");
+        let mut time = Command::new("/usr/bin/time")
+            .arg("-v")
+            .arg("-o")
+            .arg(&time_out)
+            .arg(bits)
+            .arg("--store")
+            .arg(store)
+            .args(["daemon", "--foreground"])
+            .env("SSL_CERT_FILE", ca)
+            .env_remove("SSL_CERT_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting bits daemon --foreground")?;
+        let stdout = time.stdout.take().context("daemon stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.trim() == "ready" => break,
+                Some(Ok(_)) => continue,
+                _ => {
+                    let _ = time.wait();
+                    bail!("bits daemon --foreground ended before it said ready");
+                }
+            }
+        }
+        // Keep reading (and dropping) its stdout so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", time.id()))
+            .context("reading the daemon's pid from /proc")?;
+        let pid = children
+            .split_whitespace()
+            .next()
+            .context("/usr/bin/time has no child")?
+            .parse()?;
+        Ok(Daemon { time, pid, time_out })
+    }
+
+    /// CPU seconds so far (user + system), from `/proc/PID/stat`.
+    fn cpu(&self) -> Result<f64> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        let after = stat.rsplit_once(')').context("odd /proc stat")?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // After the command name: state is field 3, utime 14 and stime 15.
+        let utime: f64 = fields.get(11).context("utime")?.parse()?;
+        let stime: f64 = fields.get(12).context("stime")?.parse()?;
+        Ok((utime + stime) / clock_ticks())
+    }
+
+    /// Resets the peak RSS (`VmHWM`) to the current RSS.
+    fn reset_peak(&self) -> Result<()> {
+        fs::write(format!("/proc/{}/clear_refs", self.pid), "5").context("resetting VmHWM")
+    }
+
+    /// Peak RSS in KiB since the last reset.
+    fn peak_kib(&self) -> Result<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .context("no VmHWM")?
+            .parse()
+            .context("VmHWM")
+    }
+
+    /// `bits daemon --stop`; returns `/usr/bin/time -v`'s account of the whole series.
+    fn stop(&mut self, bits: &Path, store: &Path, ca: &Path) -> Result<TimeV> {
+        let _ = Command::new(bits)
+            .arg("--store")
+            .arg(store)
+            .args(["daemon", "--stop"])
+            .env("SSL_CERT_FILE", ca)
+            .stderr(Stdio::null())
+            .status();
+        self.time.wait()?;
+        TimeV::read(&self.time_out)
+    }
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// What `/usr/bin/time -v` reports.
+#[derive(Clone, Copy, Debug, Default)]
+struct TimeV {
+    cpu: f64,
+    rss_kib: u64,
+}
+
+impl TimeV {
+    fn read(path: &Path) -> Result<TimeV> {
+        let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut t = TimeV::default();
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some((k, v)) = line.rsplit_once(": ") {
+                match k {
+                    "User time (seconds)" | "System time (seconds)" => t.cpu += v.parse::<f64>()?,
+                    "Maximum resident set size (kbytes)" => t.rss_kib = v.parse()?,
+                    _ => {}
+                }
+            }
+        }
+        Ok(t)
+    }
+}
+
+// ---------------------------------------------------------------- runs
+
+struct Bench {
+    work: PathBuf,
+    bits: PathBuf,
+    store: PathBuf,
+    ca: PathBuf,
+    daemon: Daemon,
+    base: String,
+    data: Data,
+    results: BTreeMap<(Workload, Tool), Vec<Sample>>,
+}
+
+impl Bench {
+    /// One run of `tool` on `workload`: timed, measured, checked.
+    fn once(&mut self, tool: &Tool, workload: Workload) -> Result<Sample> {
+        let out = self.work.join("out");
+        if out.exists() {
+            fs::remove_dir_all(&out)?;
+        }
+        fs::create_dir_all(&out)?;
+        let time_out = self.work.join("run.time");
+        let mut cmd = Command::new("/usr/bin/time");
+        cmd.arg("-v").arg("-o").arg(&time_out);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let urls: Vec<String> = match workload {
+            Workload::One => vec![format!("{}/{}", self.base, self.data.big)],
+            Workload::Many => self
+                .data
+                .small
+                .iter()
+                .map(|p| format!("{}/{p}", self.base))
+                .collect(),
+        };
+        let names: Vec<String> = match workload {
+            Workload::One => vec!["big.bin".into()],
+            Workload::Many => self
+                .data
+                .small
+                .iter()
+                .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+                .collect(),
+        };
+        match tool {
+            Tool::Curl => {
+                cmd.args(["curl", "-sS", "--fail", "--http1.1", "--cacert"])
+                    .arg(&self.ca);
+                cmd.arg("--output-dir").arg(&out);
+                for (url, name) in urls.iter().zip(&names) {
+                    cmd.arg("-o").arg(name).arg(url);
+                }
+            }
+            Tool::Aria2 => {
+                let input = self.work.join("aria2.input");
+                let mut list = String::new();
+                for (url, name) in urls.iter().zip(&names) {
+                    let _ = writeln!(list, "{url}\n  out={name}");
+                }
+                fs::write(&input, list)?;
+                cmd.arg("aria2c")
+                    .arg(format!("--ca-certificate={}", self.ca.display()))
+                    .args([
+                        "-q",
+                        "-j16",
+                        "--allow-overwrite=true",
+                        "--auto-file-renaming=false",
+                        "--summary-interval=0",
+                    ])
+                    .arg("-d")
+                    .arg(&out)
+                    .arg("-i")
+                    .arg(&input);
+            }
+            Tool::Bits(backend) => {
+                // Forget the jobs of earlier runs (outside the timing) so the
+                // store does not grow from run to run.
+                quiet(Command::new(&self.bits).arg("--store").arg(&self.store).args([
+                    "prune",
+                    "--older-than",
+                    "0",
+                    "-q",
+                ]))?;
+                cmd.arg(&self.bits)
+                    .arg("--store")
+                    .arg(&self.store)
+                    .args(["transfer", "--backend", backend])
+                    .env("SSL_CERT_FILE", &self.ca)
+                    .env_remove("SSL_CERT_DIR");
+                for (url, name) in urls.iter().zip(&names) {
+                    cmd.arg(url).arg(out.join(name));
+                }
+            }
+        }
+
+        let is_bits = matches!(tool, Tool::Bits(_));
+        let cpu_before = if is_bits {
+            self.daemon.reset_peak()?;
+            self.daemon.cpu()?
+        } else {
+            0.0
+        };
+        let start = Instant::now();
+        let output = cmd.output().context("running the tool")?;
+        let wall = start.elapsed().as_secs_f64();
+        if !output.status.success() {
+            bail!(
+                "exit {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let time = TimeV::read(&time_out)?;
+        let sample = if is_bits {
+            let daemon_cpu = self.daemon.cpu()? - cpu_before;
+            Sample {
+                wall,
+                cpu: time.cpu + daemon_cpu,
+                rss_kib: self.daemon.peak_kib()?,
+                cli_rss_kib: Some(time.rss_kib),
+            }
+        } else {
+            Sample {
+                wall,
+                cpu: time.cpu,
+                rss_kib: time.rss_kib,
+                cli_rss_kib: None,
+            }
+        };
+        self.verify(workload, &out)?;
+        Ok(sample)
+    }
+
+    /// Every downloaded byte is the served byte.
+    fn verify(&self, workload: Workload, out: &Path) -> Result<()> {
+        match workload {
+            Workload::One => {
+                let got = sha256(&out.join("big.bin"))?;
+                ensure!(
+                    got == self.data.big_sum,
+                    "big.bin has SHA-256 {got}, want {}",
+                    self.data.big_sum
+                );
+            }
+            Workload::Many => {
+                let sums = self.work.join("many.sha256");
+                fs::write(&sums, &self.data.small_sums)?;
+                quiet(
+                    Command::new("sha256sum")
+                        .args(["-c", "--quiet", "--strict"])
+                        .arg(&sums)
+                        .current_dir(out),
+                )
+                .context("a small file differs from the served one")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn bytes(&self, workload: Workload) -> u64 {
+        match workload {
+            Workload::One => self.data.big_size,
+            Workload::Many => self.data.small.len() as u64 * SMALL,
+        }
+    }
+
+    /// The Markdown table and the goals.
+    fn report(&self, opts: &Options, daemon_total: Option<TimeV>) -> String {
+        let mut r = String::new();
+        let _ = writeln!(
+            r,
+            "`cargo xtask bench --size {} --count {} --runs {}`: median of {} runs after one warm-up; \
+             one = one file of {:.0} MiB, many = {} files of 16 KiB in one job/command; \
+             HTTPS (TLS 1.3) from nginx on 127.0.0.1.\n",
+            opts.size,
+            opts.count,
+            opts.runs,
+            opts.runs,
+            self.data.big_size as f64 / 1048576.0,
+            opts.count
+        );
+        r.push_str("| tool | workload | median wall s | MB/s | peak RSS MiB | CPU s | CPU s/GiB | bits/peer wall |\n");
+        r.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        let mut medians: BTreeMap<(Workload, Tool), (f64, f64, u64)> = BTreeMap::new();
+        for ((w, tool), samples) in &self.results {
+            let wall = median(samples.iter().map(|s| s.wall).collect());
+            let cpu = median(samples.iter().map(|s| s.cpu).collect());
+            let rss = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+            medians.insert((*w, tool.clone()), (wall, cpu, rss));
+        }
+        let reference = |w: Workload| {
+            opts.backends
+                .first()
+                .and_then(|b| medians.get(&(w, Tool::Bits(b.clone()))))
+                .map(|m| m.0)
+        };
+        for ((w, tool), samples) in &self.results {
+            let (wall, cpu, rss) = medians[&(*w, tool.clone())];
+            let bytes = self.bytes(*w) as f64;
+            let rss_text = match samples.iter().filter_map(|s| s.cli_rss_kib).max() {
+                Some(cli) => format!("{:.1} daemon, {:.1} cli", mib(rss), mib(cli)),
+                None => format!("{:.1}", mib(rss)),
+            };
+            let ratio = match (tool, reference(*w)) {
+                (Tool::Bits(_), _) | (_, None) => "".to_string(),
+                (_, Some(bits)) => format!("{:.2}", bits / wall),
+            };
+            let _ = writeln!(
+                r,
+                "| {} | {} | {:.3} | {:.1} | {} | {:.3} | {:.2} | {} |",
+                tool.name(),
+                w.name(),
+                wall,
+                bytes / 1e6 / wall,
+                rss_text,
+                cpu,
+                cpu / (bytes / 1073741824.0),
+                ratio
+            );
+        }
+        if let Some(t) = daemon_total {
+            let _ = writeln!(
+                r,
+                "\nbits daemon over the whole bits series (`/usr/bin/time -v`): {:.2} CPU s, peak RSS {:.1} MiB.",
+                t.cpu,
+                mib(t.rss_kib)
+            );
+        }
+
+        r.push_str("\nGoals (ratios within this run):\n");
+        let get = |w: Workload, t: Tool| medians.get(&(w, t)).copied();
+        for backend in &opts.backends {
+            let bits = Tool::Bits(backend.clone());
+            if let (Some(b), Some(c)) = (get(Workload::One, bits.clone()), get(Workload::One, Tool::Curl)) {
+                let _ = writeln!(
+                    r,
+                    "- one file, bits ({backend}) throughput / curl: {:.2} (goal >= 1.00)",
+                    c.0 / b.0
+                );
+                let _ = writeln!(
+                    r,
+                    "- one file, bits ({backend}) CPU s/GiB / curl: {:.2} (goal <= 1.20)",
+                    b.1 / c.1
+                );
+            }
+            if let (Some(b), Some(c)) = (get(Workload::Many, bits.clone()), get(Workload::Many, Tool::Curl)) {
+                let _ = writeln!(
+                    r,
+                    "- {} files, bits ({backend}) wall / curl (one reused connection): {:.2} (goal <= 1.00)",
+                    opts.count,
+                    b.0 / c.0
+                );
+                let _ = writeln!(
+                    r,
+                    "- {} files, bits ({backend}) CPU / curl: {:.2} (goal <= 1.20)",
+                    opts.count,
+                    b.1 / c.1
+                );
+            }
+        }
+        let worst = self
+            .results
+            .iter()
+            .filter(|((_, t), _)| matches!(t, Tool::Bits(_)))
+            .flat_map(|(_, s)| s.iter().flat_map(|s| [s.rss_kib, s.cli_rss_kib.unwrap_or(0)]))
+            .max()
+            .unwrap_or(0);
+        let _ = writeln!(
+            r,
+            "- peak RSS of any bits process: {:.1} MiB (goal <= 32 MiB)",
+            mib(worst)
+        );
+        r.push_str("- kill -9 mid-transfer re-download: not measured by this harness yet\n");
+        r
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("256M").unwrap(), 256 << 20);
+        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("4k").unwrap(), 4096);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}
