@@ -12,9 +12,10 @@
 //!
 //! Only the Linux route is exercised by this crate's tests; the Windows and
 //! macOS parsers are unit-tested on sample text but have never seen a real
-//! handshake. Whatever cannot be classified is
-//! [`BitsError::SecureFailure`] (`0x80072F8F`): a failure is never turned
-//! into a success, only possibly into a less specific error.
+//! handshake. A socket error under the handshake (reset, broken pipe) is a
+//! transient [`BitsError::ConnectionReset`]; whatever else cannot be
+//! classified is [`BitsError::SecureFailure`] (`0x80072F8F`): a failure is
+//! never turned into a success, only possibly into a less specific error.
 
 use bits_core::BitsError;
 
@@ -28,7 +29,27 @@ pub(crate) fn classify(err: &native_tls::Error) -> BitsError {
     let found = from_windows_text(&display).or_else(|| from_windows_text(&debug));
     #[cfg(target_os = "macos")]
     let found = from_macos_debug(&debug);
-    found.unwrap_or(BitsError::SecureFailure { reason: display })
+    found
+        .or_else(|| socket_error(err))
+        .unwrap_or(BitsError::SecureFailure { reason: display })
+}
+
+/// An OS socket error (a reset, a broken pipe) under the handshake is a
+/// transient [`BitsError::ConnectionReset`], as the openssl backend and
+/// bits-http classify it; the retry verifies afresh. Found through the typed
+/// `source()` chain (on OpenSSL platforms native-tls exposes the
+/// `io::Error` there), not the text.
+fn socket_error(err: &(dyn std::error::Error + 'static)) -> Option<BitsError> {
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(BitsError::ConnectionReset {
+                reason: format!("during the TLS handshake: {io}"),
+            });
+        }
+        cur = e.source();
+    }
+    None
 }
 
 /// The integer right after `marker` in `text`, if any.

@@ -61,3 +61,48 @@ async fn the_connector_itself_refuses_values_it_cannot_honour() {
     }
     assert_eq!(good.handshakes_ok(), 0);
 }
+
+/// A TCP server on 127.0.0.1 that reads the ClientHello, then either
+/// answers plain text or resets the connection.
+async fn not_tls(reset: bool) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = [0u8; 512];
+            let _ = tcp.read(&mut buf).await;
+            if reset {
+                let _ = tcp.set_zero_linger();
+            } else {
+                let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+            drop(tcp);
+        }
+    });
+    addr
+}
+
+async fn handshake_at(addr: std::net::SocketAddr, flags: u32) -> Result<(), u32> {
+    let t = NativeTransport::builder().system_roots(false).build().unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    t.http()
+        .tls()
+        .connect("127.0.0.1", tcp, SecurityFlags::new(flags).unwrap())
+        .await
+        .map(|_| ())
+        .map_err(|e| e.hresult().0)
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_speak_tls_is_a_secure_failure() {
+    let addr = not_tls(false).await;
+    assert_eq!(handshake_at(addr, 0).await, Err(0x8007_2F8F));
+    assert_eq!(handshake_at(addr, 2).await, Err(0x8007_2F8F));
+}
+
+#[tokio::test]
+async fn a_reset_during_the_handshake_is_a_transient_connection_reset() {
+    let addr = not_tls(true).await;
+    assert_eq!(handshake_at(addr, 0).await, Err(0x8007_2EFE));
+}
