@@ -16,12 +16,12 @@ use anyhow::{bail, Result};
 use crate::util::{cargo_with, have_nextest, run_timed};
 
 /// One feature combination.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Combination {
     /// Short name for the table.
-    pub name: &'static str,
+    pub name: String,
     /// Package selection and feature arguments.
-    pub args: &'static [&'static str],
+    pub args: Vec<String>,
     /// Whether to run clippy on it.
     pub clippy: bool,
     /// Whether the selection has library crates whose doctests should run
@@ -29,50 +29,83 @@ pub struct Combination {
     pub doctests: bool,
 }
 
+impl Combination {
+    fn new(name: impl Into<String>, args: &[&str], doctests: bool) -> Combination {
+        Combination {
+            name: name.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            clippy: true,
+            doctests,
+        }
+    }
+}
+
+/// The backends `bits-cli` can be built with alone: its features other than
+/// `default`, read from `cargo metadata` so that a new backend feature joins
+/// the matrix by itself (`openssl` and `native` if metadata fails).
+pub fn cli_features() -> Vec<String> {
+    let from_metadata = || -> Option<Vec<String>> {
+        let out = cargo_with(&["metadata", "--format-version", "1", "--no-deps"])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let cli = v["packages"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == "bits-cli")?;
+        let mut features: Vec<String> = cli["features"]
+            .as_object()?
+            .keys()
+            .filter(|k| *k != "default")
+            .cloned()
+            .collect();
+        features.sort();
+        Some(features)
+    };
+    from_metadata().unwrap_or_else(|| vec!["native".into(), "openssl".into()])
+}
+
 /// Every combination, in the order they run (small to big, so later ones
-/// reuse what earlier ones built).
-pub fn all() -> Vec<Combination> {
-    vec![
-        Combination {
-            name: "bits-core, no default features",
-            args: &["-p", "bits-core", "--no-default-features"],
-            clippy: true,
-            doctests: true,
-        },
-        Combination {
-            name: "bits-cli, openssl only",
-            args: &["-p", "bits-cli", "--no-default-features", "--features", "openssl"],
-            clippy: true,
-            doctests: false,
-        },
-        Combination {
-            name: "bits-cli, native only",
-            args: &["-p", "bits-cli", "--no-default-features", "--features", "native"],
-            clippy: true,
-            doctests: false,
-        },
-        Combination {
-            name: "bits-cli, default features",
-            args: &["-p", "bits-cli"],
-            clippy: true,
-            doctests: false,
-        },
-        Combination {
-            name: "workspace, all features",
-            args: &["--workspace", "--all-features"],
-            clippy: true,
-            doctests: true,
-        },
-    ]
+/// reuse what earlier ones built): bits-core alone, bits-cli with each
+/// backend feature alone, bits-cli with its default features, and the whole
+/// workspace with every feature.
+pub fn all(cli_features: &[String]) -> Vec<Combination> {
+    let mut combos = vec![Combination::new(
+        "bits-core, no default features",
+        &["-p", "bits-core", "--no-default-features"],
+        true,
+    )];
+    for f in cli_features {
+        combos.push(Combination::new(
+            format!("bits-cli, {f} only"),
+            &["-p", "bits-cli", "--no-default-features", "--features", f],
+            false,
+        ));
+    }
+    combos.push(Combination::new(
+        "bits-cli, default features",
+        &["-p", "bits-cli"],
+        false,
+    ));
+    combos.push(Combination::new(
+        "workspace, all features",
+        &["--workspace", "--all-features"],
+        true,
+    ));
+    combos
 }
 
 /// The pre-commit subset: bits-core alone (build and test: does the core
 /// still stand without any backend?) and the whole workspace with clippy.
 pub fn quick() -> Vec<Combination> {
-    let all = all();
+    let all = all(&[]);
     let mut core = all[0].clone();
     core.clippy = false;
-    vec![core, all[4].clone()]
+    vec![core, all[all.len() - 1].clone()]
 }
 
 /// The result of one step of one combination.
@@ -130,7 +163,7 @@ pub fn run(args: &[String]) -> Result<()> {
             other => bail!("test-matrix: unknown option {other:?} (expected --quick)"),
         }
     }
-    let combos = if quick_mode { quick() } else { all() };
+    let combos = if quick_mode { quick() } else { all(&cli_features()) };
     let rows = run_combinations(&combos)?;
     let table = render_table(&rows);
     println!("\n{table}");
@@ -154,9 +187,10 @@ pub fn run_combinations(combos: &[Combination]) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for c in combos {
         eprintln!("\n=== {} ({})", c.name, c.args.join(" "));
+        let args = &c.args;
         let build = {
             let mut cmd = cargo_with(&["build", "--all-targets"]);
-            cmd.args(c.args);
+            cmd.args(args);
             let (ok, took) = run_timed(&mut cmd)?;
             Cell::from_run(ok, took)
         };
@@ -165,17 +199,17 @@ pub fn run_combinations(combos: &[Combination]) -> Result<Vec<Row>> {
         } else {
             let mut cmd = if nextest {
                 let mut cmd = cargo_with(&["nextest", "run", "--no-tests=pass"]);
-                cmd.args(c.args);
+                cmd.args(args);
                 cmd
             } else {
                 let mut cmd = cargo_with(&["test"]);
-                cmd.args(c.args);
+                cmd.args(args);
                 cmd
             };
             let (mut ok, mut took) = run_timed(&mut cmd)?;
             if nextest && c.doctests {
                 let mut cmd = cargo_with(&["test", "--doc"]);
-                cmd.args(c.args);
+                cmd.args(args);
                 let (doc_ok, doc_took) = run_timed(&mut cmd)?;
                 ok &= doc_ok;
                 took += doc_took;
@@ -184,7 +218,7 @@ pub fn run_combinations(combos: &[Combination]) -> Result<Vec<Row>> {
         };
         let clippy = if c.clippy {
             let mut cmd = cargo_with(&["clippy", "--all-targets"]);
-            cmd.args(c.args).args(["--", "-D", "warnings"]);
+            cmd.args(args).args(["--", "-D", "warnings"]);
             let (ok, took) = run_timed(&mut cmd)?;
             Cell::from_run(ok, took)
         } else {
@@ -278,13 +312,28 @@ workspace   | FAIL 100s | blocked | pass 7s
     }
 
     #[test]
+    fn cli_backend_features_come_from_cargo_metadata() {
+        let f = cli_features();
+        assert!(
+            f.contains(&"native".to_string()) && f.contains(&"openssl".to_string()),
+            "{f:?}"
+        );
+        assert!(!f.contains(&"default".to_string()), "{f:?}");
+    }
+
+    #[test]
     fn every_combination_selects_packages_without_unification_except_the_workspace_one() {
-        let all = all();
+        let all = all(&["native".to_string(), "openssl".to_string()]);
         assert_eq!(all.len(), 5);
         for c in &all[..4] {
             assert_eq!(c.args[0], "-p", "{}", c.name);
-            assert!(!c.args.contains(&"--workspace"));
+            assert!(!c.args.iter().any(|a| a == "--workspace"));
         }
+        assert_eq!(
+            all[1].args,
+            ["-p", "bits-cli", "--no-default-features", "--features", "native"]
+        );
+        assert_eq!(all[3].args, ["-p", "bits-cli"]);
         assert_eq!(all[4].args, ["--workspace", "--all-features"]);
         let q = quick();
         assert_eq!(q.len(), 2);
