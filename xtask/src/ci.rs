@@ -72,16 +72,18 @@ fn doc() -> Result<()> {
 }
 
 fn architecture() -> Result<()> {
+    check_core_tree(&normal_tree("bits-core")?)?;
+    println!("architecture invariant holds: bits-core has no TLS dependency");
+    check_xtask_tree(&normal_tree("xtask")?)?;
+    println!("architecture invariant holds: xtask depends on none of the workspace's crates");
+    Ok(())
+}
+
+/// `cargo tree -p <package> -e normal --prefix none --format {p}`: one
+/// `name version [(path)]` per line.
+fn normal_tree(package: &str) -> Result<String> {
     let mut cmd = cargo_with(&[
-        "tree",
-        "-p",
-        "bits-core",
-        "-e",
-        "normal",
-        "--prefix",
-        "none",
-        "--format",
-        "{p}",
+        "tree", "-p", package, "-e", "normal", "--prefix", "none", "--format", "{p}",
     ]);
     eprintln!("$ {}", show(&cmd));
     let out = cmd
@@ -89,19 +91,19 @@ fn architecture() -> Result<()> {
         .output()
         .context("running cargo tree")?;
     if !out.status.success() {
-        bail!("cargo tree -p bits-core failed");
+        bail!("cargo tree -p {package} failed");
     }
-    check_core_tree(&String::from_utf8_lossy(&out.stdout))?;
-    println!("architecture invariant holds: bits-core has no TLS dependency");
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn crate_names(tree: &str) -> impl Iterator<Item = &str> {
+    tree.lines().filter_map(|line| line.split_whitespace().next())
 }
 
 /// Fails when `cargo tree -p bits-core -e normal --prefix none` output names
 /// a TLS crate.
 pub fn check_core_tree(tree: &str) -> Result<()> {
-    let mut found: Vec<&str> = tree
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
+    let mut found: Vec<&str> = crate_names(tree)
         .filter(|name| FORBIDDEN_IN_CORE.contains(name))
         .collect();
     found.sort_unstable();
@@ -118,6 +120,22 @@ pub fn check_core_tree(tree: &str) -> Result<()> {
     Ok(())
 }
 
+/// Fails when xtask's normal dependencies include a workspace crate
+/// (`bits-*`): xtask must build even when those do not.
+pub fn check_xtask_tree(tree: &str) -> Result<()> {
+    let mut found: Vec<&str> = crate_names(tree).filter(|n| n.starts_with("bits-")).collect();
+    found.sort_unstable();
+    found.dedup();
+    if !found.is_empty() {
+        bail!(
+            "architecture invariant broken: xtask depends on {}; \
+             drive the workspace's crates through cargo instead",
+            found.join(", ")
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +145,15 @@ mod tests {
         let tree = "bits-core v0.1.0 (/w/crates/bits-core)\nasync-trait v0.1.89\ntokio v1.48.0\n\
                     openssl-probe-free v1.0.0\n";
         check_core_tree(tree).unwrap();
+    }
+
+    #[test]
+    fn xtask_may_not_depend_on_workspace_crates() {
+        check_xtask_tree("xtask v0.1.0 (/w/xtask)\nanyhow v1.0.0\nserde_json v1.0.0\n").unwrap();
+        let err = check_xtask_tree("xtask v0.1.0\nbits-core v0.1.0 (/w/crates/bits-core)\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bits-core"), "{err}");
     }
 
     #[test]
