@@ -1,2 +1,77 @@
-//! placeholder
+//! # bits-transport-rustls
+//!
+//! A [`bits_core::Transport`] that does TLS with rustls 0.23 (the `ring`
+//! provider: no cmake, no C toolchain beyond ring's) on top of the shared
+//! HTTP plumbing of `bits-http`, verifying certificates with rustls-webpki
+//! 0.103 driven directly rather than rustls' stock `WebPkiServerVerifier`,
+//! because time, anchors, the EKU validator and CRLs must be explicit
+//! inputs to honour the BITS security flags (tls-mapping.md §4).
+//!
+//! ```no_run
+//! # async fn demo(pem: &[u8]) -> Result<(), bits_core::BitsError> {
+//! use bits_core::{Request, SecurityFlags, Transport};
+//! use bits_transport_rustls::RustlsTransport;
+//!
+//! let transport = RustlsTransport::builder().add_root_pem(pem)?.build()?;
+//! let url = "https://127.0.0.1:8443/file".parse().unwrap();
+//! let flags = SecurityFlags::new(SecurityFlags::ENABLE_CRL_CHECK)?;
+//! let response = transport.send(Request::get(url, flags)).await?;
+//! # let _ = response; Ok(()) }
+//! ```
+//!
+//! ## How the flags are honoured
+//! `check_flags` accepts all 32 certificate values. Each is honoured exactly,
+//! except in the cases below, where the transfer **fails** with the fault's
+//! error instead of succeeding (narrower than the OpenSSL backend, never
+//! broader):
+//! - `0x02` skips only the host-name check.
+//! - `0x10` accepts any EKU, on every certificate of the path.
+//! - `0x04` re-verifies at "now" clamped into the instants every
+//!   certificate's validity allows. **Narrower:** a chain with no common
+//!   instant (leaf 2025–2034 under an intermediate valid 2020–2021) fails
+//!   with `0x80072F05`, where OpenSSL accepts it.
+//! - `0x08` re-verifies with the presented certificates as extra anchors,
+//!   then checks every presented certificate's own dates, constraints and
+//!   EKU (webpki checks none of an anchor's). A leaf whose issuer is absent
+//!   altogether gets those checks and the name check (its signature cannot
+//!   be checked without the issuer, as with OpenSSL). **Narrower:** when a
+//!   certificate named like the leaf's issuer is present yet no path forms
+//!   (e.g. a bad signature), it fails with `0x80072F0D`.
+//! - `0x01`: every certificate of the path to a trusted root but the root
+//!   needs a fresh CRL from its http distribution point (webpki revocation
+//!   options: whole chain, unknown status denied). Revoked → `0x80072F8A`;
+//!   no usable CRL → `0x80072F19`. CRL freshness is judged against the real
+//!   clock, even when `0x04` shifts the certificate-check time (pitfall 7).
+//!   A path that needed `0x08` cannot have its CRLs verified → `0x80072F19`.
+//! - Errors are classified from the verifier's own record, not from rustls'
+//!   error, so the primary error of a multi-fault certificate is webpki's
+//!   (dates, then EKU, then issuer, then signature/CRL, then name).
+//!
+//! ## Security
+//! - A connection is pooled per certificate-flag value, and every handshake
+//!   has its own `ClientConfig` with resumption disabled (a resumed session
+//!   skips verification, pitfall 9), so a connection verified under a
+//!   relaxed policy never serves a stricter request.
+//! - A CRL is used only when parsed by webpki, issued by and signed with the
+//!   key of the certificate's issuer, and fresh; one that is not is never
+//!   cached. Without `0x01` no CRL is ever fetched.
+//!
+//! ## What it does not do
+//! - OCSP, OCSP stapling, delta CRLs, CRLs over https or ldap.
+//! - Client certificates, proxies, HTTP/2.
+//!
+//! ## Why the defaults are what they are
+//! System roots on (`rustls-native-certs`, which honours `SSL_CERT_FILE` /
+//! `SSL_CERT_DIR` as OpenSSL does); the CRL cache where the OpenSSL backend
+//! keeps it, in the same format; TLS 1.2 minimum.
+
 #![deny(missing_docs)]
+
+mod connector;
+mod crl;
+mod der;
+mod transport;
+mod verify;
+
+pub use connector::RustlsConnector;
+pub use transport::{RustlsTransport, RustlsTransportBuilder};

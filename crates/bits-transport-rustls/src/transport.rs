@@ -1,0 +1,221 @@
+//! [`RustlsTransport`] and its builder.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bits_core::{BitsError, Request, Response, SecurityFlags, Transport};
+use bits_http::{HttpOptions, HttpTransport};
+use rustls::pki_types::{CertificateDer, TrustAnchor};
+
+use crate::connector::RustlsConnector;
+use crate::crl::CrlCache;
+
+/// The backend's name, as [`Transport::name`] reports it.
+const NAME: &str = "rustls";
+
+/// A [`Transport`] doing TLS with rustls (ring provider) and verifying with
+/// rustls-webpki under the security flags: every value is accepted; each
+/// flag relaxes exactly its own check, or the transfer fails where that
+/// cannot be decided (see the crate documentation).
+///
+/// Build it with [`RustlsTransport::builder`]. Cloning is cheap and shares
+/// the connection pools and the CRL cache.
+#[derive(Clone, Debug)]
+pub struct RustlsTransport {
+    http: HttpTransport<RustlsConnector>,
+}
+
+impl RustlsTransport {
+    /// A builder with the defaults: system roots, the default CRL cache
+    /// directory, default [`HttpOptions`].
+    pub fn builder() -> RustlsTransportBuilder {
+        RustlsTransportBuilder::default()
+    }
+
+    /// The HTTP plumbing underneath (connection counters, pools).
+    pub fn http(&self) -> &HttpTransport<RustlsConnector> {
+        &self.http
+    }
+}
+
+#[async_trait]
+impl Transport for RustlsTransport {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    /// Every valid value is accepted: each certificate flag is honoured
+    /// exactly or, in the cases the crate documentation lists, more
+    /// narrowly (the transfer fails with the fault's error); never more
+    /// broadly.
+    fn check_flags(&self, _flags: SecurityFlags) -> Result<(), BitsError> {
+        Ok(())
+    }
+
+    async fn send(&self, request: Request) -> Result<Response, BitsError> {
+        self.http.send(request).await
+    }
+}
+
+/// Builds a [`RustlsTransport`].
+///
+/// ```no_run
+/// # fn main() -> Result<(), bits_core::BitsError> {
+/// # let pem: &[u8] = b"";
+/// let transport = bits_transport_rustls::RustlsTransport::builder()
+///     .add_root_pem(pem)?
+///     .system_roots(false)
+///     .crl_cache_dir("/var/cache/bits-crl")
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct RustlsTransportBuilder {
+    roots: Vec<TrustAnchor<'static>>,
+    system_roots: bool,
+    crl_cache_dir: Option<PathBuf>,
+    http_options: HttpOptions,
+}
+
+impl Default for RustlsTransportBuilder {
+    fn default() -> Self {
+        RustlsTransportBuilder {
+            roots: Vec::new(),
+            system_roots: true,
+            crl_cache_dir: None,
+            http_options: HttpOptions::default(),
+        }
+    }
+}
+
+fn anchor(der: &[u8]) -> Result<TrustAnchor<'static>, BitsError> {
+    let cert = CertificateDer::from(der);
+    webpki::anchor_from_trusted_cert(&cert)
+        .map(|a| a.to_owned())
+        .map_err(|e| BitsError::InvalidArg {
+            what: format!("root certificate cannot be used as a trust anchor: {e:?}"),
+        })
+}
+
+impl RustlsTransportBuilder {
+    /// Trusts the certificates of a PEM bundle (one or more `CERTIFICATE`
+    /// blocks). `E_INVALIDARG` when it holds none or one cannot be parsed.
+    pub fn add_root_pem(mut self, pem: &[u8]) -> Result<Self, BitsError> {
+        let mut reader = pem;
+        let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut reader)
+            .collect::<Result<_, _>>()
+            .map_err(|e| BitsError::InvalidArg {
+                what: format!("root certificates are not valid PEM: {e}"),
+            })?;
+        if certs.is_empty() {
+            return Err(BitsError::InvalidArg {
+                what: "the PEM holds no certificate".to_owned(),
+            });
+        }
+        for cert in &certs {
+            self.roots.push(anchor(cert)?);
+        }
+        Ok(self)
+    }
+
+    /// Trusts one DER certificate. `E_INVALIDARG` when it cannot be parsed.
+    pub fn add_root_der(mut self, der: &[u8]) -> Result<Self, BitsError> {
+        self.roots.push(anchor(der)?);
+        Ok(self)
+    }
+
+    /// Whether the system's roots are trusted too (default `true`), as
+    /// `rustls-native-certs` finds them: `SSL_CERT_FILE` and `SSL_CERT_DIR`
+    /// replace the platform's locations, as OpenSSL defines them.
+    pub fn system_roots(mut self, yes: bool) -> Self {
+        self.system_roots = yes;
+        self
+    }
+
+    /// Where downloaded CRLs are kept (default: `bits-crl` under
+    /// `$XDG_CACHE_HOME`, else `~/.cache`; the same files the OpenSSL
+    /// backend writes). Created on first use.
+    pub fn crl_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.crl_cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Timeouts and pooling (default [`HttpOptions::default`]). CRL
+    /// downloads get half the handshake timeout.
+    pub fn http_options(mut self, options: HttpOptions) -> Self {
+        self.http_options = options;
+        self
+    }
+
+    /// The transport. Unreadable or unusable system certificates are
+    /// skipped (logged), as OpenSSL skips them; this never fails today but
+    /// returns `Result` like the other backends' builders.
+    pub fn build(self) -> Result<RustlsTransport, BitsError> {
+        let mut roots = self.roots;
+        if self.system_roots {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::debug!(error = %e, "system root store");
+            }
+            for cert in &found.certs {
+                match anchor(cert) {
+                    Ok(a) => roots.push(a),
+                    Err(e) => tracing::debug!(error = %e, "system root skipped"),
+                }
+            }
+        }
+        let dir = self.crl_cache_dir.unwrap_or_else(default_crl_cache_dir);
+        let handshake = self.http_options.handshake_timeout;
+        let fetch_timeout = (handshake / 2).max(Duration::from_millis(100));
+        let connector = RustlsConnector::new(
+            roots,
+            CrlCache::new(dir, fetch_timeout),
+            self.http_options.connect_timeout,
+        );
+        let http = HttpTransport::new(NAME, connector, |_| Ok(()), self.http_options);
+        Ok(RustlsTransport { http })
+    }
+}
+
+/// `$XDG_CACHE_HOME/bits-crl` when that is an absolute path, else
+/// `$HOME/.cache/bits-crl`, else `bits-crl` in the temporary directory.
+fn default_crl_cache_dir() -> PathBuf {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(xdg) = absolute("XDG_CACHE_HOME") {
+        xdg.join("bits-crl")
+    } else if let Some(home) = absolute("HOME") {
+        home.join(".cache").join("bits-crl")
+    } else {
+        std::env::temp_dir().join("bits-crl")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_roots_are_invalid_arguments() {
+        let e = RustlsTransport::builder().add_root_pem(b"not pem").unwrap_err();
+        assert_eq!(e.hresult().0, 0x8007_0057);
+        let e = RustlsTransport::builder().add_root_der(b"\x30\x00").unwrap_err();
+        assert_eq!(e.hresult().0, 0x8007_0057);
+    }
+
+    #[test]
+    fn every_valid_flag_value_is_accepted() {
+        let t = RustlsTransport::builder().system_roots(false).build().unwrap();
+        assert_eq!(t.name(), "rustls");
+        for bits in 0..0x2000 {
+            if let Ok(flags) = SecurityFlags::new(bits) {
+                assert!(t.check_flags(flags).is_ok(), "{flags}");
+            }
+        }
+        assert_eq!(bits_core::transport::supported_cert_flags(&t).len(), 32);
+    }
+}
