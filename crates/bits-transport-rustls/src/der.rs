@@ -76,6 +76,8 @@ const OID: u8 = 0x06;
 const BOOLEAN: u8 = 0x01;
 const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
+/// OID 2.5.29.15, id-ce-keyUsage.
+const OID_KEY_USAGE: &[u8] = &[0x55, 0x1D, 0x0F];
 /// OID 2.5.29.31, id-ce-cRLDistributionPoints.
 const OID_CRL_DP: &[u8] = &[0x55, 0x1D, 0x1F];
 
@@ -91,14 +93,18 @@ pub(crate) fn cdp_http_urls(cert_der: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn cdp_urls(cert_der: &[u8]) -> Option<Vec<String>> {
+/// The extensions of a certificate as `(OID, value)` pairs (empty when it
+/// has none); `None` when the certificate cannot be read.
+fn extensions(cert_der: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     let cert = only(cert_der, SEQUENCE)?;
     let tbs = *children(cert.contents)?.first()?;
     let fields = children(tbs.contents)?;
     // Extensions are [3] EXPLICIT, the last field when present.
-    let exts = fields.iter().find(|t| t.tag == 0xA3)?;
+    let Some(exts) = fields.iter().find(|t| t.tag == 0xA3) else {
+        return Some(Vec::new());
+    };
     let exts = only(exts.contents, SEQUENCE)?;
-    let mut urls = Vec::new();
+    let mut out = Vec::new();
     for ext in children(exts.contents)? {
         let parts = children(ext.contents)?;
         let (id, value) = match parts.as_slice() {
@@ -106,10 +112,36 @@ fn cdp_urls(cert_der: &[u8]) -> Option<Vec<String>> {
             [id, critical, value] if critical.tag == BOOLEAN => (id, value),
             _ => return None,
         };
-        if id.tag != OID || id.contents != OID_CRL_DP || value.tag != OCTET_STRING {
+        if id.tag != OID || value.tag != OCTET_STRING {
+            return None;
+        }
+        out.push((id.contents, value.contents));
+    }
+    Some(out)
+}
+
+/// Whether a leaf's keyUsage allows a TLS server (OpenSSL's sslserver
+/// purpose: no keyUsage, or one with digitalSignature, keyEncipherment or
+/// keyAgreement). `None` when the certificate cannot be read.
+pub(crate) fn key_usage_allows_tls_server(cert_der: &[u8]) -> Option<bool> {
+    let exts = extensions(cert_der)?;
+    let Some((_, value)) = exts.iter().find(|(id, _)| *id == OID_KEY_USAGE) else {
+        return Some(true);
+    };
+    let bits = only(value, BIT_STRING)?;
+    let (_unused, bytes) = bits.contents.split_first()?;
+    // Bit 0 digitalSignature (0x80), 2 keyEncipherment (0x20), 4
+    // keyAgreement (0x08) of the first byte.
+    Some(bytes.first().is_some_and(|b| b & (0x80 | 0x20 | 0x08) != 0))
+}
+
+fn cdp_urls(cert_der: &[u8]) -> Option<Vec<String>> {
+    let mut urls = Vec::new();
+    for (id, value) in extensions(cert_der)? {
+        if id != OID_CRL_DP {
             continue;
         }
-        let points = only(value.contents, SEQUENCE)?;
+        let points = only(value, SEQUENCE)?;
         for point in children(points.contents)? {
             for field in children(point.contents)? {
                 // distributionPoint [0] → fullName [0] → GeneralNames.

@@ -25,7 +25,10 @@
 //! error instead of succeeding (narrower than the OpenSSL backend, never
 //! broader):
 //! - `0x02` skips only the host-name check.
-//! - `0x10` accepts any EKU, on every certificate of the path.
+//! - `0x10` accepts any EKU, on every certificate of the path, and any
+//!   keyUsage of the leaf (webpki checks no keyUsage; this backend checks
+//!   the leaf's as OpenSSL's server purpose does: digitalSignature,
+//!   keyEncipherment or keyAgreement, when the extension is present).
 //! - `0x04` re-verifies at "now" clamped into the instants every
 //!   certificate's validity allows. **Narrower:** a chain with no common
 //!   instant (leaf 2025–2034 under an intermediate valid 2020–2021) fails

@@ -416,6 +416,27 @@ impl PolicyVerifier {
         let (accepted, t) = self
             .check_path(&ee, end_entity, intermediates, now)
             .map_err(|(f, d)| (f, d, Vec::new()))?;
+        // webpki ignores keyUsage; OpenSSL's server purpose (and so the
+        // other backends) checks the leaf's, under the same flag as EKU.
+        if !self.ignores(SecurityFlags::IGNORE_CERT_WRONG_USAGE) {
+            match der::key_usage_allows_tls_server(end_entity) {
+                Some(true) => {}
+                Some(false) => {
+                    return Err((
+                        Fault::Usage,
+                        "the key usage allows no TLS server use".to_owned(),
+                        Vec::new(),
+                    ))
+                }
+                None => {
+                    return Err((
+                        Fault::Other,
+                        "the certificate's extensions cannot be read".to_owned(),
+                        Vec::new(),
+                    ))
+                }
+            }
+        }
         if !self.ignores(SecurityFlags::IGNORE_CERT_CN_INVALID) {
             ee.verify_is_valid_for_subject_name(server_name)
                 .map_err(|e| (Fault::Cn, format!("{e:?}"), Vec::new()))?;

@@ -313,3 +313,43 @@ async fn tls_sessions_are_never_resumed() {
         );
     }
 }
+
+/// A leaf for 127.0.0.1 whose keyUsage is keyCertSign only.
+fn leaf_with_cert_sign_usage_only(issuer: &Cert) -> Cert {
+    let key = key();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_nid(Nid::COMMONNAME, "ku leaf").unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(99).unwrap()).unwrap())
+        .unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(issuer.cert.subject_name()).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::from_unix(now() - DAY).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::from_unix(now() + 365 * DAY).unwrap())
+        .unwrap();
+    b.append_extension(KeyUsage::new().critical().key_cert_sign().build().unwrap())
+        .unwrap();
+    b.append_extension(
+        SubjectAlternativeName::new()
+            .ip("127.0.0.1")
+            .build(&b.x509v3_context(Some(&issuer.cert), None))
+            .unwrap(),
+    )
+    .unwrap();
+    b.sign(&issuer.key, MessageDigest::sha256()).unwrap();
+    Cert { cert: b.build(), key }
+}
+
+#[tokio::test]
+async fn a_leaf_key_usage_without_tls_use_is_a_usage_fault() {
+    let root = issue("root", None, true, (-10, 3650), None);
+    let leaf = leaf_with_cert_sign_usage_only(&root);
+    let addr = serve(&leaf, &[]).await;
+    assert_eq!(handshake(&[&root], addr, 0).await, Err(0x8007_2F93));
+    assert_eq!(handshake(&[&root], addr, 0x0E).await, Err(0x8007_2F93));
+    assert_eq!(handshake(&[&root], addr, 0x10).await, Ok(()));
+}
