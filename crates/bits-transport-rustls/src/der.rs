@@ -135,6 +135,19 @@ pub(crate) fn key_usage_allows_tls_server(cert_der: &[u8]) -> Option<bool> {
     Some(bytes.first().is_some_and(|b| b & (0x80 | 0x20 | 0x08) != 0))
 }
 
+/// Whether an issuing certificate's keyUsage allows signing certificates
+/// (no keyUsage, or one with keyCertSign). `None` when it cannot be read.
+pub(crate) fn key_usage_allows_cert_sign(cert_der: &[u8]) -> Option<bool> {
+    let exts = extensions(cert_der)?;
+    let Some((_, value)) = exts.iter().find(|(id, _)| *id == OID_KEY_USAGE) else {
+        return Some(true);
+    };
+    let bits = only(value, BIT_STRING)?;
+    let (_unused, bytes) = bits.contents.split_first()?;
+    // Bit 5 keyCertSign (0x04) of the first byte.
+    Some(bytes.first().is_some_and(|b| b & 0x04 != 0))
+}
+
 fn cdp_urls(cert_der: &[u8]) -> Option<Vec<String>> {
     let mut urls = Vec::new();
     for (id, value) in extensions(cert_der)? {

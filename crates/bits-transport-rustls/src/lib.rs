@@ -46,6 +46,9 @@
 //!   no usable CRL → `0x80072F19`. CRL freshness is judged against the real
 //!   clock, even when `0x04` shifts the certificate-check time (pitfall 7).
 //!   A path that needed `0x08` cannot have its CRLs verified → `0x80072F19`.
+//! - Checks webpki leaves out and OpenSSL makes, covered by no flag, are
+//!   made here and never ignored: every presented CA certificate's
+//!   keyUsage must allow keyCertSign (`0x80072F8F` otherwise).
 //! - Errors are classified from the verifier's own record, not from rustls'
 //!   error, so the primary error of a multi-fault certificate is webpki's
 //!   (dates, then EKU, then issuer, then signature/CRL, then name).

@@ -416,6 +416,17 @@ impl PolicyVerifier {
         let (accepted, t) = self
             .check_path(&ee, end_entity, intermediates, now)
             .map_err(|(f, d)| (f, d, Vec::new()))?;
+        // webpki ignores a CA's keyUsage; OpenSSL refuses an issuer without
+        // keyCertSign, and no flag covers it: refuse any presented one.
+        for cert in intermediates {
+            if der::key_usage_allows_cert_sign(cert) != Some(true) {
+                return Err((
+                    Fault::Other,
+                    "a presented CA certificate's key usage does not allow signing certificates".to_owned(),
+                    Vec::new(),
+                ));
+            }
+        }
         // webpki ignores keyUsage; OpenSSL's server purpose (and so the
         // other backends) checks the leaf's, under the same flag as EKU.
         if !self.ignores(SecurityFlags::IGNORE_CERT_WRONG_USAGE) {

@@ -353,3 +353,39 @@ async fn a_leaf_key_usage_without_tls_use_is_a_usage_fault() {
     assert_eq!(handshake(&[&root], addr, 0x0E).await, Err(0x8007_2F93));
     assert_eq!(handshake(&[&root], addr, 0x10).await, Ok(()));
 }
+
+#[tokio::test]
+async fn an_intermediate_without_cert_sign_usage_is_refused_under_every_flag() {
+    let root = issue("root", None, true, (-10, 3650), None);
+    // Marked CA but its keyUsage allows only digitalSignature.
+    let key = key();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_nid(Nid::COMMONNAME, "no certsign").unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(98).unwrap()).unwrap())
+        .unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(root.cert.subject_name()).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::from_unix(now() - DAY).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::from_unix(now() + 365 * DAY).unwrap())
+        .unwrap();
+    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    b.append_extension(KeyUsage::new().critical().digital_signature().build().unwrap())
+        .unwrap();
+    let skid = SubjectKeyIdentifier::new()
+        .build(&b.x509v3_context(None, None))
+        .unwrap();
+    b.append_extension(skid).unwrap();
+    b.sign(&root.key, MessageDigest::sha256()).unwrap();
+    let int = Cert { cert: b.build(), key };
+    let leaf = issue("leaf", Some(&int), false, (-1, 365), None);
+    let addr = serve(&leaf, &[&int]).await;
+    assert_eq!(handshake(&[&root], addr, 0).await, Err(0x8007_2F8F));
+    assert_eq!(handshake(&[&root], addr, 0x1E).await, Err(0x8007_2F8F));
+    assert_eq!(handshake(&[], addr, 0x1E).await, Err(0x8007_2F8F));
+}
