@@ -23,7 +23,14 @@
 //!    `/proc/PID/clear_refs`; a bits run costs the CLI's CPU plus the
 //!    daemon's. Every download is checked with `sha256sum` (outside the
 //!    timing), so a broken run cannot look fast;
-//! 8. prints a Markdown table and the goals as ratios within this run.
+//! 8. with the `one` workload, checks kill -9 mid-transfer: starts a job on
+//!    a fresh daemon, SIGKILLs it once a quarter of the file is on disk,
+//!    starts it again and counts the bytes fetched again (the temporary
+//!    file's size once the daemon is dead minus the `Range` start nginx
+//!    logged for the resumed request), then checks the SHA-256;
+//! 9. prints a Markdown table (bits rows: CPU = CLI + daemon, RSS = daemon's
+//!    and CLI's) and the goals as ratios within this run; the report is also
+//!    written to `<work>/report.md` (`--keep` keeps it).
 //!
 //! The numbers are only comparable within one run: the machine may be busy.
 
