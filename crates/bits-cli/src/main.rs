@@ -835,7 +835,9 @@ fn stop_daemon(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let pid = client.call(&ipc::Request::Ping)?.pid.unwrap_or(0);
-    client.call(&ipc::Request::Shutdown)?;
+    // The daemon may close the socket before its acknowledgement is written:
+    // either way, whether it is gone is what the loop below checks.
+    let _ = client.call(&ipc::Request::Shutdown);
     drop(client);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while ipc::Client::connect(&ctx.dir).is_some() {
