@@ -8,7 +8,9 @@
 //! `{"backend":"openssl","cases":[{"server":"expired","faults":["DATE"],"flags":"0x0004","outcome":"ok"}]}`
 //! where `outcome` is `ok`, an HRESULT (`0x80072F05`) or `refused`. A backend
 //! may also write `<target>/conformance/reasons/<backend>.json`, an object
-//! from single flag bit (`"0x0004"`) to the one-line reason it refuses it.
+//! from single flag bit (`"0x0004"`) to the one-line reason it refuses it,
+//! and `<target>/conformance/notes/<backend>.md`, Markdown shown under its
+//! table (for instance why its cells differ from another backend's).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -85,6 +87,8 @@ pub struct Report {
     pub cases: Vec<Case>,
     /// Why each refused single flag bit is refused, when the backend said.
     pub reasons: BTreeMap<u32, String>,
+    /// Markdown notes to show under the backend's table, if any.
+    pub notes: Option<String>,
 }
 
 /// Runs the task.
@@ -179,6 +183,10 @@ pub fn read_reports(dir: &Path) -> Result<Vec<Report>> {
             report.reasons = parse_reasons(&fs::read_to_string(&reasons)?)
                 .with_context(|| format!("reading {}", reasons.display()))?;
         }
+        let notes = dir.join("notes").join(format!("{}.md", report.backend));
+        if notes.is_file() {
+            report.notes = Some(fs::read_to_string(&notes)?);
+        }
         reports.push(report);
     }
     reports.sort_by(|a, b| a.backend.cmp(&b.backend));
@@ -227,6 +235,7 @@ pub fn parse_report(text: &str) -> Result<Report> {
         backend,
         cases,
         reasons: BTreeMap::new(),
+        notes: None,
     })
 }
 
@@ -319,6 +328,9 @@ pub fn render_conformance(reports: &[Report]) -> String {
                 "\nRefused by `check_flags` with E_NOTIMPL for every server: {}.",
                 list.join(", ")
             );
+        }
+        if let Some(notes) = &r.notes {
+            let _ = writeln!(out, "\n{}", notes.trim_end());
         }
     }
     if !seen_codes.is_empty() {
@@ -547,6 +559,8 @@ Refused by `check_flags` with E_NOTIMPL for every server: `0x0004`.
         )
         .unwrap();
         fs::write(dir.join("reasons/native.json"), r#"{"0x0004":"why"}"#).unwrap();
+        fs::create_dir_all(dir.join("notes")).unwrap();
+        fs::write(dir.join("notes/aaa.md"), "Where aaa differs:\n\n- here\n").unwrap();
         fs::write(dir.join("notes.txt"), "ignored").unwrap();
         let reports = read_reports(&dir).unwrap();
         fs::remove_dir_all(&dir).unwrap();
@@ -554,5 +568,11 @@ Refused by `check_flags` with E_NOTIMPL for every server: `0x0004`.
         assert_eq!(reports[0].backend, "aaa");
         assert_eq!(reports[1].backend, "native");
         assert_eq!(reports[1].reasons[&4], "why");
+        assert_eq!(reports[1].notes, None);
+        let md = render_conformance(&reports);
+        assert!(
+            md.contains("| good | ok |\n\nWhere aaa differs:\n\n- here\n\n## native"),
+            "{md}"
+        );
     }
 }
