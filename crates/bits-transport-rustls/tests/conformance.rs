@@ -119,6 +119,11 @@ OpenSSL).
 that needs no issuer (dates, usage, constraints, host name), as OpenSSL \
 does; with `ENABLE_CRL_CHECK` its revocation cannot be checked \
 (`0x80072F19`), as with OpenSSL.
+- Checks webpki leaves out and OpenSSL makes are made by the backend \
+itself: the leaf's keyUsage must allow a TLS server (ignorable by \
+`IGNORE_CERT_WRONG_USAGE`, as OpenSSL's 26), and every presented CA \
+certificate's keyUsage must allow keyCertSign (never ignorable, \
+`0x80072F8F`).
 ";
 
 fn write_notes() {
