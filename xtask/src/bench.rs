@@ -100,6 +100,7 @@ pub fn run(args: &[String]) -> Result<()> {
         base,
         data,
         results: BTreeMap::new(),
+        seq: 0,
     };
 
     let mut tools: Vec<Tool> = Vec::new();
@@ -154,6 +155,7 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     drop(nginx);
     result?;
+    bench.server_spans(&work.join("nginx/access.log"))?;
     let kill9 = match kill9 {
         Some(Ok(k)) => Some(k.finish(&work.join("nginx/access.log"), bench.data.big_size)?),
         Some(Err(e)) => Some(format!("failed: {e:#}")),
@@ -314,6 +316,11 @@ struct Sample {
     rss_kib: u64,
     /// For bits: the CLI's own peak RSS.
     cli_rss_kib: Option<u64>,
+    /// The run's tag (`?r=N` on its URLs), to find its requests in nginx's log.
+    tag: u64,
+    /// Seconds from the start of the run's first request to the end of its
+    /// last, as nginx saw them (filled in from the access log at the end).
+    server: Option<f64>,
 }
 
 fn mib(kib: u64) -> f64 {
@@ -599,7 +606,7 @@ events {{ worker_connections 1024; }}
 http {{
     types {{ application/octet-stream bin; }}
     default_type application/octet-stream;
-    log_format bytes '$request_uri $status $bytes_sent $connection "$http_range"';
+    log_format bytes '$request_uri $status $bytes_sent $connection "$http_range" $msec $request_time';
     access_log {d}/access.log bytes buffer=64k;
     client_body_temp_path {d}/tmp/body;
     proxy_temp_path {d}/tmp/proxy;
@@ -802,6 +809,8 @@ struct Bench {
     base: String,
     data: Data,
     results: BTreeMap<(Workload, Tool), Vec<Sample>>,
+    /// The next run's tag.
+    seq: u64,
 }
 
 impl Bench {
@@ -818,13 +827,15 @@ impl Bench {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        self.seq += 1;
+        let tag = self.seq;
         let urls: Vec<String> = match workload {
-            Workload::One => vec![format!("{}/{}", self.base, self.data.big)],
+            Workload::One => vec![format!("{}/{}?r={tag}", self.base, self.data.big)],
             Workload::Many => self
                 .data
                 .small
                 .iter()
-                .map(|p| format!("{}/{p}", self.base))
+                .map(|p| format!("{}/{p}?r={tag}", self.base))
                 .collect(),
         };
         let names: Vec<String> = match workload {
@@ -912,6 +923,8 @@ impl Bench {
                 cpu: time.cpu + daemon_cpu,
                 rss_kib: self.daemon.peak_kib()?,
                 cli_rss_kib: Some(time.rss_kib),
+                tag,
+                server: None,
             }
         } else {
             Sample {
@@ -919,6 +932,8 @@ impl Bench {
                 cpu: time.cpu,
                 rss_kib: time.rss_kib,
                 cli_rss_kib: None,
+                tag,
+                server: None,
             }
         };
         self.verify(workload, &out)?;
@@ -965,7 +980,8 @@ impl Bench {
             r,
             "`cargo xtask bench --size {} --count {} --runs {}`: median of {} runs after one warm-up; \
              one = one file of {:.0} MiB, many = {} files of 16 KiB in one job/command; \
-             HTTPS (TLS 1.3) from nginx on 127.0.0.1.\n",
+             HTTPS (TLS 1.3) from nginx on 127.0.0.1. nginx s: from the start of the run's first request \
+             to the end of its last, as nginx logged them.\n",
             opts.size,
             opts.count,
             opts.runs,
@@ -973,8 +989,10 @@ impl Bench {
             self.data.big_size as f64 / 1048576.0,
             opts.count
         );
-        r.push_str("| tool | workload | median wall s | MB/s | peak RSS MiB | CPU s | CPU s/GiB | bits/peer wall |\n");
-        r.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        r.push_str(
+            "| tool | workload | median wall s | nginx s | MB/s | peak RSS MiB | CPU s | CPU s/GiB | bits/peer wall |\n",
+        );
+        r.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
         let mut medians: BTreeMap<(Workload, Tool), (f64, f64, u64)> = BTreeMap::new();
         for ((w, tool), samples) in &self.results {
             let wall = median(samples.iter().map(|s| s.wall).collect());
@@ -991,6 +1009,12 @@ impl Bench {
         for ((w, tool), samples) in &self.results {
             let (wall, cpu, rss) = medians[&(*w, tool.clone())];
             let bytes = self.bytes(*w) as f64;
+            let spans: Vec<f64> = samples.iter().filter_map(|s| s.server).collect();
+            let server = if spans.is_empty() {
+                "?".to_string()
+            } else {
+                format!("{:.3}", median(spans))
+            };
             let rss_text = match samples.iter().filter_map(|s| s.cli_rss_kib).max() {
                 Some(cli) => format!("{:.1} daemon, {:.1} cli", mib(rss), mib(cli)),
                 None => format!("{:.1}", mib(rss)),
@@ -1001,10 +1025,11 @@ impl Bench {
             };
             let _ = writeln!(
                 r,
-                "| {} | {} | {:.3} | {:.1} | {} | {:.3} | {:.2} | {} |",
+                "| {} | {} | {:.3} | {} | {:.1} | {} | {:.3} | {:.2} | {} |",
                 tool.name(),
                 w.name(),
                 wall,
+                server,
                 bytes / 1e6 / wall,
                 rss_text,
                 cpu,
@@ -1066,6 +1091,40 @@ impl Bench {
         );
         r.push_str(KILL9_TODO);
         r
+    }
+}
+
+impl Bench {
+    /// Fills in each sample's server-side span from nginx's access log.
+    fn server_spans(&mut self, access_log: &Path) -> Result<()> {
+        let log = fs::read_to_string(access_log).context("reading nginx's access log")?;
+        // tag -> (first start, last end), in seconds since the epoch.
+        let mut spans: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+        for line in log.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let Some(tag) = f
+                .first()
+                .and_then(|u| u.split("?r=").nth(1))
+                .and_then(|t| t.parse().ok())
+            else {
+                continue;
+            };
+            let (Some(end), Some(took)) = (
+                f.get(5).and_then(|v| v.parse::<f64>().ok()),
+                f.get(6).and_then(|v| v.parse::<f64>().ok()),
+            ) else {
+                continue;
+            };
+            let span = spans.entry(tag).or_insert((f64::MAX, 0.0));
+            span.0 = span.0.min(end - took);
+            span.1 = span.1.max(end);
+        }
+        for samples in self.results.values_mut() {
+            for s in samples {
+                s.server = spans.get(&s.tag).map(|(a, b)| b - a);
+            }
+        }
+        Ok(())
     }
 }
 
