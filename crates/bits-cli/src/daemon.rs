@@ -32,7 +32,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use bits_core::{BitsError, Engine, Event, Hresult, Job, JobState, Observer, RunOutcome, SharedTransport};
+use bits_core::{
+    BitsError, Engine, Event, Hresult, Job, JobError, JobState, Observer, RunOutcome, SharedTransport,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
@@ -528,12 +530,49 @@ impl Daemon {
     }
 }
 
-/// Saves a running job's progress at least every MiB or every second, and
-/// every change at once.
+/// Saves a running job: a change of its state, error or remote names (or
+/// its file list) at once; anything else (byte progress, a file's headers,
+/// a file completed) at least every MiB or every second. So a job of many
+/// small files is not rewritten twice per file. Whatever a throttled save
+/// leaves out, the engine recovers from the temporary files after a crash
+/// (a whole file is asked from its full length and the `416` says so);
+/// the engine marks a file completed only once its bytes are synced.
 struct Persist {
     store: Shared,
     saved_at: Instant,
     saved_bytes: u64,
+    /// What, in the last save, must be saved at once when it changes.
+    saved_key: SaveKey,
+}
+
+/// The parts of a job saved at once when they change.
+#[derive(Debug, PartialEq)]
+struct SaveKey {
+    state: JobState,
+    error: Option<JobError>,
+    remotes: Vec<String>,
+}
+
+impl SaveKey {
+    fn of(job: &Job) -> SaveKey {
+        SaveKey {
+            state: job.state,
+            error: job.error.clone(),
+            remotes: job.files.iter().map(|f| f.remote_name.clone()).collect(),
+        }
+    }
+
+    /// Whether `job` differs from this key (without copying the job).
+    fn differs(&self, job: &Job) -> bool {
+        self.state != job.state
+            || self.error != job.error
+            || self.remotes.len() != job.files.len()
+            || self
+                .remotes
+                .iter()
+                .zip(&job.files)
+                .any(|(r, f)| *r != f.remote_name)
+    }
 }
 
 impl Persist {
@@ -542,6 +581,7 @@ impl Persist {
             store,
             saved_at: Instant::now(),
             saved_bytes: job.bytes_transferred(),
+            saved_key: SaveKey::of(job),
         }
     }
 
@@ -551,19 +591,27 @@ impl Persist {
         }
         self.saved_at = Instant::now();
         self.saved_bytes = job.bytes_transferred();
+        self.saved_key = SaveKey::of(job);
+    }
+
+    /// The throttle: a MiB moved or a second passed since the last save.
+    fn due(&self, job: &Job) -> bool {
+        job.bytes_transferred().abs_diff(self.saved_bytes) >= SAVE_BYTES
+            || self.saved_at.elapsed() >= SAVE_INTERVAL
     }
 }
 
 impl Observer for Persist {
     fn on_progress(&mut self, job: &Job) {
-        let bytes = job.bytes_transferred();
-        if bytes.abs_diff(self.saved_bytes) >= SAVE_BYTES || self.saved_at.elapsed() >= SAVE_INTERVAL {
+        if self.due(job) {
             self.save(job);
         }
     }
 
     fn on_change(&mut self, job: &Job) {
-        self.save(job);
+        if self.saved_key.differs(job) || self.due(job) {
+            self.save(job);
+        }
     }
 }
 
@@ -613,5 +661,82 @@ async fn serve_connection(stream: tokio::net::UnixStream, requests: mpsc::Unboun
         if write.write_all(text.as_bytes()).await.is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(files: usize) -> (tempfile::TempDir, Shared, Job) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let mut job = Job::new("t", bits_core::JobType::Download, "openssl");
+        for n in 0..files {
+            job.add_file(
+                &format!("http://127.0.0.1/f{n}"),
+                &tmp.path().join(format!("f{n}")),
+            )
+            .unwrap();
+        }
+        job.resume().unwrap();
+        store.insert(&job).unwrap();
+        (tmp, Arc::new(Mutex::new(store)), job)
+    }
+
+    fn stored(store: &Shared, id: Uuid) -> Job {
+        lock(store).get(id).unwrap().unwrap()
+    }
+
+    #[test]
+    fn state_error_and_remote_name_changes_are_saved_at_once() {
+        let (_tmp, store, mut job) = setup(2);
+        let mut p = Persist::new(store.clone(), &job);
+        job.state = JobState::Transferring;
+        p.on_change(&job);
+        assert_eq!(stored(&store, job.id).state, JobState::Transferring);
+        job.files[1].remote_name = "http://127.0.0.1/moved".into();
+        p.on_change(&job);
+        assert_eq!(
+            stored(&store, job.id).files[1].remote_name,
+            "http://127.0.0.1/moved"
+        );
+        job.fail(&BitsError::UnknownCa, Some(0), SystemTime::now());
+        p.on_change(&job);
+        assert_eq!(stored(&store, job.id), job);
+    }
+
+    #[test]
+    fn file_details_and_small_progress_wait_for_the_throttle() {
+        let (_tmp, store, mut job) = setup(2);
+        job.state = JobState::Transferring;
+        let mut p = Persist::new(store.clone(), &job);
+        p.on_change(&job);
+        // A file's headers, its bytes and its completion: not saved at once.
+        job.files[0].validator = Some("\"v\"".into());
+        job.files[0].bytes_total = Some(10);
+        p.on_change(&job);
+        job.files[0].bytes_transferred = 10;
+        p.on_progress(&job);
+        job.files[0].completed = true;
+        p.on_change(&job);
+        let saved = stored(&store, job.id);
+        assert_eq!(saved.files[0].validator, None);
+        assert!(!saved.files[0].completed);
+        assert_eq!(saved.bytes_transferred(), 0);
+        // A MiB moved: everything is saved.
+        job.files[1].bytes_transferred = SAVE_BYTES;
+        p.on_progress(&job);
+        assert_eq!(stored(&store, job.id), job);
+        // So does a second passed (the throttle's other half).
+        job.files[1].bytes_transferred += 1;
+        p.saved_at -= SAVE_INTERVAL;
+        p.on_change(&job);
+        assert_eq!(stored(&store, job.id), job);
+        // And the final state change flushes everything.
+        job.files[1].completed = true;
+        job.state = JobState::Transferred;
+        p.on_change(&job);
+        assert_eq!(stored(&store, job.id), job);
     }
 }
