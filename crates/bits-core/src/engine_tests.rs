@@ -232,6 +232,109 @@ async fn downloads_into_the_temp_file_and_never_writes_local() {
     assert_eq!(s.header(0, "range"), None);
 }
 
+/// Checks, at every report, that no file is completed before its sync,
+/// and records whether a file's bytes were seen counted while it waited.
+#[derive(Default)]
+struct SyncChecker {
+    completed_before_sync: Vec<usize>,
+    whole_but_waiting: bool,
+    changes: usize,
+}
+
+impl SyncChecker {
+    fn check(&mut self, job: &Job) {
+        for (i, f) in job.files.iter().enumerate() {
+            if f.completed && !files::test_log::was_synced(&f.temp_name) {
+                self.completed_before_sync.push(i);
+            }
+            if !f.completed && f.bytes_total.is_some_and(|t| t > 0 && f.bytes_transferred == t) {
+                self.whole_but_waiting = true;
+            }
+        }
+    }
+}
+
+impl Observer for SyncChecker {
+    fn on_progress(&mut self, job: &Job) {
+        self.check(job);
+    }
+    fn on_change(&mut self, job: &Job) {
+        self.changes += 1;
+        self.check(job);
+    }
+}
+
+#[tokio::test]
+async fn files_are_reported_completed_only_after_a_batch_sync() {
+    let mut f = Fixture::new(5);
+    let s = Scripted::new((0..5).map(|n| ok(format!("body {n}").as_bytes())).collect());
+    let mut rec = SyncChecker::default();
+    let out = s.engine.run(&mut f.job, &mut rec).await;
+    assert_eq!(out.state, JobState::Transferred);
+    assert_eq!(rec.completed_before_sync, Vec::<usize>::new());
+    // The bytes are counted before the checkpoint; `completed` waits for it.
+    assert!(rec.whole_but_waiting);
+    assert!(f
+        .job
+        .files
+        .iter()
+        .all(|x| x.completed && files::test_log::was_synced(&x.temp_name)));
+    // One batch: the five files did not each cause a change report (only
+    // CONNECTING, per-file headers, TRANSFERRING, the checkpoint, TRANSFERRED).
+    assert!(rec.changes <= 5 + 4, "{} changes", rec.changes);
+}
+
+#[tokio::test]
+async fn a_failure_syncs_and_keeps_the_files_finished_before_it() {
+    let mut f = Fixture::new(3);
+    let s = Scripted::new(vec![ok(b"one"), ok(b"two"), resp(404, &[], &[])]);
+    let mut rec = SyncChecker::default();
+    assert_eq!(s.engine.run(&mut f.job, &mut rec).await.state, JobState::Error);
+    assert_eq!(rec.completed_before_sync, Vec::<usize>::new());
+    assert!(f.job.files[0].completed && f.job.files[1].completed && !f.job.files[2].completed);
+    assert!(files::test_log::was_synced(&f.temp(1)));
+    assert_eq!(f.job.error.as_ref().unwrap().file_index, Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_run_never_leaves_an_unsynced_file_completed() {
+    // The third response never ends: the run is dropped while files 0 and
+    // 1 wait for their checkpoint.
+    let mut f = Fixture::new(3);
+    let stalled = Ok(Response {
+        status: 200,
+        headers: HeaderMap::new(),
+        body: Box::new(HangingBody(VecDeque::new())),
+    });
+    let s = Scripted::new(vec![ok(b"one"), ok(b"two"), stalled]);
+    let mut rec = SyncChecker::default();
+    let run = s.engine.run(&mut f.job, &mut rec);
+    // Paused clock: the timeout fires once the run waits, with no time passed
+    // for the checkpoint interval.
+    assert!(tokio::time::timeout(Duration::from_millis(100), run)
+        .await
+        .is_err());
+    assert_eq!(rec.completed_before_sync, Vec::<usize>::new());
+    assert!(f.job.files.iter().all(|x| !x.completed));
+    assert_eq!(f.job.files[1].bytes_transferred, 3);
+    // The next run asks for file 0 from its full length; a 416 at that size
+    // makes it whole without a byte downloaded again.
+    let s = Scripted::new(vec![
+        resp(416, &[("content-range", "bytes */3")], &[]),
+        resp(416, &[("content-range", "bytes */3")], &[]),
+        ok(b"three"),
+    ]);
+    let mut rec = SyncChecker::default();
+    assert_eq!(
+        s.engine.run(&mut f.job, &mut rec).await.state,
+        JobState::Transferred
+    );
+    assert_eq!(rec.completed_before_sync, Vec::<usize>::new());
+    assert_eq!(s.header(0, "range").as_deref(), Some("bytes=3-"));
+    assert_eq!(read(&f.temp(0)), b"one");
+    assert!(f.job.files.iter().all(|x| x.completed));
+}
+
 #[tokio::test]
 async fn unknown_length_is_set_when_the_body_ends() {
     let mut f = Fixture::new(1);

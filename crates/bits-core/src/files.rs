@@ -6,7 +6,7 @@
 //! (copied from it) never claim more than the temporary file holds, even
 //! when the engine's future is dropped halfway. Writes are small and go to
 //! the page cache, so they run inline; `fdatasync`, which can block for
-//! long, runs on the blocking pool.
+//! long, runs on the blocking pool, in batches ([`sync_paths`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -48,18 +48,57 @@ pub(crate) fn remove(path: &Path) -> io::Result<()> {
     }
 }
 
-/// `fdatasync` of an existing file, off the async runtime.
-pub(crate) async fn sync_path(path: &Path) -> Result<(), BitsError> {
-    let owned = path.to_path_buf();
-    blocking(move || File::open(&owned)?.sync_data())
-        .await
-        .map_err(|e| BitsError::local("sync", path.display(), e))
-}
+/// At most this many `fdatasync`s run at once in [`sync_paths`].
+const SYNC_THREADS: usize = 32;
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e)))
+/// `fdatasync`s every file of `paths`, several at once on the blocking
+/// pool: concurrent syncs share journal commits, so a batch of many small
+/// files costs a few commits instead of one each. On failure, returns the
+/// index (in `paths`) of the first file that could not be synced.
+pub(crate) async fn sync_paths(paths: Vec<PathBuf>) -> Result<(), (usize, BitsError)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let paths = Arc::new(paths);
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers = paths.len().min(SYNC_THREADS);
+    let mut tasks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (paths, next) = (paths.clone(), next.clone());
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let mut failed: Option<(usize, io::Error)> = None;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Some(path) = paths.get(n) else { break };
+                let synced = File::open(path).and_then(|f| f.sync_data());
+                #[cfg(test)]
+                if synced.is_ok() {
+                    test_log::synced(path);
+                }
+                if let Err(e) = synced {
+                    if failed.as_ref().is_none_or(|(m, _)| n < *m) {
+                        failed = Some((n, e));
+                    }
+                }
+            }
+            failed
+        }));
+    }
+    let mut first: Option<(usize, io::Error)> = None;
+    for task in tasks {
+        let failed = task.await.unwrap_or_else(|e| Some((0, io::Error::other(e))));
+        if let Some((n, e)) = failed {
+            if first.as_ref().is_none_or(|(m, _)| n < *m) {
+                first = Some((n, e));
+            }
+        }
+    }
+    match first {
+        None => Ok(()),
+        Some((n, e)) => Err((n, BitsError::local("sync", paths[n].display(), e))),
+    }
 }
 
 /// Moves a finished temporary file to its LOCAL name durably: fsync the
@@ -179,14 +218,27 @@ impl TempWriter {
             tracing::debug!("cannot set the mtime of {}: {e}", self.path.display());
         }
     }
+}
 
-    /// Writes what is buffered and waits until the data is on disk.
-    pub(crate) async fn sync(mut self) -> Result<(), BitsError> {
-        self.flush()?;
-        let TempWriter { file, path, .. } = self;
-        blocking(move || file.sync_data())
-            .await
-            .map_err(|e| BitsError::local("sync", path.display(), e))
+/// Which files [`sync_paths`] synced, for tests that check nothing is
+/// reported completed before its sync.
+#[cfg(test)]
+pub(crate) mod test_log {
+    use std::collections::HashSet;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static SYNCED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+    pub(crate) fn synced(path: &Path) {
+        let mut set = SYNCED.lock().unwrap_or_else(|e| e.into_inner());
+        set.get_or_insert_with(HashSet::new).insert(path.to_path_buf());
+    }
+
+    /// Whether `path` was synced (paths are unique per test: temp dirs).
+    pub(crate) fn was_synced(path: &Path) -> bool {
+        let set = SYNCED.lock().unwrap_or_else(|e| e.into_inner());
+        set.as_ref().is_some_and(|s| s.contains(path))
     }
 }
 
