@@ -730,13 +730,15 @@ fn fail(job: &mut Job, observer: &mut dyn Observer, error: &BitsError, file: Opt
 /// every rename succeeded. Stop any [`Engine::run`] of the job first.
 pub fn complete(job: &mut Job) -> Result<Hresult, BitsError> {
     check_operation(job.state, job.job_type, Operation::Complete)?;
-    for file in job.files.iter().filter(|f| f.completed) {
+    let pairs: Vec<(&std::path::Path, &std::path::Path)> = job
+        .files
+        .iter()
+        .filter(|f| f.completed)
         // Renamed by an earlier `complete` that failed on a later file.
-        if !file.temp_name.exists() && file.local_name.exists() {
-            continue;
-        }
-        files::commit(&file.temp_name, &file.local_name)?;
-    }
+        .filter(|f| f.temp_name.exists() || !f.local_name.exists())
+        .map(|f| (f.temp_name.as_path(), f.local_name.as_path()))
+        .collect();
+    files::commit_all(&pairs)?;
     let mut dropped = 0;
     let mut undeleted = 0;
     for file in job.files.iter().filter(|f| !f.completed) {

@@ -101,20 +101,64 @@ pub(crate) async fn sync_paths(paths: Vec<PathBuf>) -> Result<(), (usize, BitsEr
     }
 }
 
-/// Moves a finished temporary file to its LOCAL name durably: fsync the
-/// data, rename (same directory, so atomic: LOCAL is either the old file or
-/// the whole new one), fsync the directory so the rename survives a crash.
-pub(crate) fn commit(temp: &Path, local: &Path) -> Result<(), BitsError> {
-    File::open(temp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| BitsError::local("sync", temp.display(), e))?;
-    fs::rename(temp, local).map_err(|e| BitsError::local("rename", temp.display(), e))?;
-    if let Some(dir) = local.parent() {
+/// Moves finished temporary files to their LOCAL names durably, in three
+/// passes so that many files cost few waits: fsync every file's data and
+/// metadata (several at once), then rename each (same directory, so atomic:
+/// LOCAL is either the old file or the whole new one, and no file is
+/// renamed before every file is on disk), then fsync each directory once so
+/// the renames survive a crash. A failed rename stops there: the files
+/// renamed before it stay at LOCAL, their directories synced.
+pub(crate) fn commit_all(pairs: &[(&Path, &Path)]) -> Result<(), BitsError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let workers = pairs.len().min(SYNC_THREADS);
+    let failures: Vec<(usize, io::Error)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut failed = None;
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((temp, _)) = pairs.get(n) else { break };
+                        if let Err(e) = File::open(temp).and_then(|f| f.sync_all()) {
+                            failed = Some((n, e));
+                            break;
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Some((0, io::Error::other("sync thread panicked"))))
+            })
+            .collect()
+    });
+    if let Some((n, e)) = failures.into_iter().min_by_key(|(n, _)| *n) {
+        return Err(BitsError::local("sync", pairs[n].0.display(), e));
+    }
+    let mut dirs: Vec<&Path> = Vec::new();
+    let mut renamed = Ok(());
+    for (temp, local) in pairs {
+        if let Err(e) = fs::rename(temp, local) {
+            renamed = Err(BitsError::local("rename", temp.display(), e));
+            break;
+        }
+        if let Some(dir) = local.parent() {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    for dir in dirs {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| BitsError::local("sync", dir.display(), e))?;
     }
-    Ok(())
+    renamed
 }
 
 /// Appends a response body to a temporary file, buffered.
@@ -138,7 +182,14 @@ impl TempWriter {
             .truncate(false)
             .open(path)
             .map_err(|e| err("create", e))?;
-        file.set_len(offset).map_err(|e| err("truncate", e))?;
+        // Only cut when there is something to cut: on ext4, truncating a
+        // file to 0 (even an empty one) makes its `close` start writeback
+        // (`auto_da_alloc`), one synchronous-ish flush per small file,
+        // which the batched sync of the engine is there to avoid.
+        let len = file.metadata().map_err(|e| err("stat", e))?.len();
+        if len != offset {
+            file.set_len(offset).map_err(|e| err("truncate", e))?;
+        }
         file.seek(SeekFrom::Start(offset)).map_err(|e| err("seek", e))?;
         Ok(TempWriter {
             file,
