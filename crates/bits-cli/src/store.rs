@@ -315,6 +315,19 @@ impl Store {
         get_on(&self.conn, &self.db, id)
     }
 
+    /// The state column of job `id` (as [`bits_core::JobState::as_str`]
+    /// writes it): a cheap check without reading the whole job.
+    pub fn state_text(&self, id: Uuid) -> Result<Option<String>, Failure> {
+        self.conn
+            .query_row(
+                "SELECT state FROM jobs WHERE id = ?1",
+                params![id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sql_failure(&self.db, &e))
+    }
+
     /// Reads job `id`, lets `f` change a copy, and writes the copy back when
     /// `f` says so — all in one transaction, so a refused operation changes
     /// nothing and two processes never interleave.
@@ -558,6 +571,19 @@ mod tests {
 
     fn job(name: &str) -> Job {
         Job::new(name, JobType::Download, "openssl")
+    }
+
+    #[test]
+    fn state_text_reads_the_state_column() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let mut j = job("s");
+        store.insert(&j).unwrap();
+        assert_eq!(store.state_text(j.id).unwrap().as_deref(), Some("SUSPENDED"));
+        j.state = JobState::Transferring;
+        store.save(&j).unwrap();
+        assert_eq!(store.state_text(j.id).unwrap().as_deref(), Some("TRANSFERRING"));
+        assert_eq!(store.state_text(Uuid::new_v4()).unwrap(), None);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Following jobs until they settle: `wait`, `monitor` and `transfer`.
 //!
-//! It reads the store (the daemon saves progress at least every second)
-//! every 200 ms, draws one indicatif bar per job on a terminal, and starts
-//! the daemon again if it goes away while a job still needs it.
+//! It reads each job's state column every 50 ms (a small query, so the end
+//! of a job is noticed soon) and the whole job (the daemon saves progress at
+//! least every second) every 200 ms when drawing, or once it settled; it
+//! draws one indicatif bar per job on a terminal, and starts the daemon
+//! again if it goes away while a job still needs it.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +18,10 @@ use crate::error::Failure;
 use crate::ipc;
 use crate::store::Store;
 
-/// How often the store is read.
-const POLL: Duration = Duration::from_millis(200);
+/// How often the jobs' states are read.
+const POLL: Duration = Duration::from_millis(50);
+/// How often whole jobs are read to draw their bars.
+const DRAW: Duration = Duration::from_millis(200);
 /// How often the daemon is checked.
 const CHECK_DAEMON: Duration = Duration::from_secs(1);
 
@@ -74,11 +78,26 @@ pub fn follow(store: &Store, ids: &[Uuid], bars: bool, verbose: u8) -> Result<Fo
     let mut tracked: Vec<(Uuid, Option<ProgressBar>, Option<Job>)> =
         ids.iter().map(|id| (*id, None, None)).collect();
     let mut checked = Instant::now();
+    let mut drawn: Option<Instant> = None;
     loop {
         let mut all_settled = true;
+        let draw_now = bars && drawn.is_none_or(|t| t.elapsed() >= DRAW);
+        if draw_now {
+            drawn = Some(Instant::now());
+        }
         for (id, bar, last) in tracked.iter_mut() {
             if last.as_ref().is_some_and(|j| settled(j.state)) {
                 continue;
+            }
+            // Between reads of the whole job, its state column says
+            // whether it still runs.
+            if last.is_some() && !draw_now {
+                if let Some(state) = store.state_text(*id)? {
+                    if is_active_text(&state) {
+                        all_settled = false;
+                        continue;
+                    }
+                }
             }
             let Some(job) = store.get(*id)? else {
                 if let Some(b) = bar {
@@ -131,6 +150,11 @@ pub fn follow(store: &Store, ids: &[Uuid], bars: bool, verbose: u8) -> Result<Fo
     ))
 }
 
+/// Whether a state column's text names an active state.
+fn is_active_text(state: &str) -> bool {
+    JobState::ALL.iter().any(|s| s.as_str() == state && s.is_active())
+}
+
 fn gone(id: Uuid, last: Option<Job>) -> Job {
     let mut job = last.unwrap_or_else(|| {
         let mut j = Job::new("", bits_core::JobType::Download, "");
@@ -177,4 +201,17 @@ fn draw(bar: &ProgressBar, job: &Job) {
         job.files_transferred(),
         job.files.len()
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_texts_are_active_exactly_when_their_states_are() {
+        for state in JobState::ALL {
+            assert_eq!(is_active_text(state.as_str()), state.is_active(), "{state:?}");
+        }
+        assert!(!is_active_text("BOGUS"));
+    }
 }
