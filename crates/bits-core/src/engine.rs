@@ -16,8 +16,9 @@
 //! - makes finished files durable in batches: a file whose last byte is
 //!   written counts its bytes at once but is marked `completed` only after
 //!   a checkpoint `fdatasync`ed it (every [`CHECKPOINT_FILES`] files,
-//!   [`CHECKPOINT_BYTES`] bytes or [`CHECKPOINT_INTERVAL`], before a failure
-//!   is recorded, and before the job reports TRANSFERRED). So neither the
+//!   [`CHECKPOINT_BYTES`] bytes or [`CHECKPOINT_INTERVAL`], in the
+//!   background while the next files download; and, waited for, before a
+//!   failure is recorded and before the job reports TRANSFERRED). So neither the
 //!   observer nor a store ever sees a file completed whose bytes a crash
 //!   could still lose, and many small files cost a few syncs, not one each.
 //!   A file dropped before its checkpoint is asked again from its full
@@ -48,9 +49,9 @@ use crate::state::{check_operation, Event, JobState, Operation};
 use crate::transport::{Request, Response, SharedTransport};
 
 /// A checkpoint syncs the finished files once this many wait.
-pub const CHECKPOINT_FILES: usize = 512;
+pub const CHECKPOINT_FILES: usize = 256;
 /// … or once the finished files waiting hold this many bytes.
-pub const CHECKPOINT_BYTES: u64 = 64 << 20;
+pub const CHECKPOINT_BYTES: u64 = 32 << 20;
 /// … or once the oldest finished file has waited this long.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -192,10 +193,10 @@ impl Engine {
                 return fail(job, observer, &e, Some(i));
             }
             unsynced.push(job, i);
-            if unsynced.due() {
-                if let Err((f, e)) = unsynced.checkpoint(job, observer).await {
-                    return fail(job, observer, &e, Some(f));
-                }
+            // A due batch syncs in the background while the next files
+            // download; an earlier batch that is done gets marked.
+            if let Err((f, e)) = unsynced.step(job, observer).await {
+                return fail(job, observer, &e, Some(f));
             }
         }
         if let Err((f, e)) = unsynced.checkpoint(job, observer).await {
@@ -648,12 +649,18 @@ fn finish_file(job: &mut Job, i: usize, size: u64, observer: &mut dyn Observer) 
     observer.on_progress(job);
 }
 
+/// How a batch sync ended: the index (in the batch) of the first file that
+/// could not be synced, and why.
+type SyncResult = Result<(), (usize, BitsError)>;
+
 /// Files whose every byte is written but not yet synced.
 #[derive(Debug, Default)]
 struct Unsynced {
     files: Vec<usize>,
     bytes: u64,
     since: Option<Instant>,
+    /// A batch being synced in the background: its files and the sync.
+    syncing: Option<(Vec<usize>, tokio::task::JoinHandle<SyncResult>)>,
 }
 
 impl Unsynced {
@@ -670,23 +677,60 @@ impl Unsynced {
             || self.since.is_some_and(|t| t.elapsed() >= CHECKPOINT_INTERVAL)
     }
 
-    /// Syncs the waiting files, then (only then) marks them completed and
-    /// tells the observer. A file that cannot be synced stays unfinished
-    /// and is returned with its index, as are the ones after it; the ones
-    /// before it are marked completed.
+    /// Between files: marks a background batch that finished; starts one
+    /// when due (after the previous batch is marked: at most one syncs).
+    async fn step(&mut self, job: &mut Job, observer: &mut dyn Observer) -> SyncResult {
+        let finished = self.syncing.as_ref().is_some_and(|(_, sync)| sync.is_finished());
+        if finished || (self.due() && self.syncing.is_some()) {
+            self.finish(job, observer).await?;
+        }
+        if self.due() {
+            self.start(job);
+        }
+        Ok(())
+    }
+
+    /// Syncs every waiting file and marks it completed: before a failure
+    /// is recorded and before the job is TRANSFERRED.
     async fn checkpoint(
         &mut self,
         job: &mut Job,
         observer: &mut dyn Observer,
     ) -> Result<(), (usize, BitsError)> {
+        self.finish(job, observer).await?;
+        self.start(job);
+        self.finish(job, observer).await
+    }
+
+    /// Starts syncing the waiting files in the background (a dropped run
+    /// leaves it to end by itself: the files stay unfinished in the job).
+    fn start(&mut self, job: &Job) {
         if self.files.is_empty() {
-            return Ok(());
+            return;
         }
         let waiting = std::mem::take(&mut self.files);
         self.bytes = 0;
         self.since = None;
         let paths = waiting.iter().map(|&i| job.files[i].temp_name.clone()).collect();
-        let result = files::sync_paths(paths).await;
+        self.syncing = Some((waiting, tokio::spawn(files::sync_paths(paths))));
+    }
+
+    /// Waits for the background batch, then (only then) marks its files
+    /// completed and tells the observer. A file that cannot be synced stays
+    /// unfinished and is returned with its index, as are the ones after it;
+    /// the ones before it are marked completed.
+    async fn finish(&mut self, job: &mut Job, observer: &mut dyn Observer) -> SyncResult {
+        let Some((waiting, sync)) = self.syncing.take() else {
+            return Ok(());
+        };
+        let result = sync.await.unwrap_or_else(|e| {
+            Err((
+                0,
+                BitsError::Internal {
+                    what: format!("the sync task failed: {e}"),
+                },
+            ))
+        });
         let synced = match &result {
             Ok(()) => waiting.len(),
             Err((n, _)) => *n,

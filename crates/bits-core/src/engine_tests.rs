@@ -285,6 +285,24 @@ async fn files_are_reported_completed_only_after_a_batch_sync() {
 }
 
 #[tokio::test]
+async fn batches_sync_in_the_background_and_complete_before_transferred() {
+    let n = CHECKPOINT_FILES + CHECKPOINT_FILES / 2;
+    let mut f = Fixture::new(n);
+    let s = Scripted::new((0..n).map(|_| ok(b"x")).collect());
+    let mut rec = SyncChecker::default();
+    assert_eq!(
+        s.engine.run(&mut f.job, &mut rec).await.state,
+        JobState::Transferred
+    );
+    assert_eq!(rec.completed_before_sync, Vec::<usize>::new());
+    assert!(f
+        .job
+        .files
+        .iter()
+        .all(|x| x.completed && files::test_log::was_synced(&x.temp_name)));
+}
+
+#[tokio::test]
 async fn a_failure_syncs_and_keeps_the_files_finished_before_it() {
     let mut f = Fixture::new(3);
     let s = Scripted::new(vec![ok(b"one"), ok(b"two"), resp(404, &[], &[])]);
