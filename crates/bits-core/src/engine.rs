@@ -499,6 +499,20 @@ fn plan(response: &Response, offset: u64, file: &FileInfo) -> Result<Plan, BitsE
                     format!("asked for bytes from {offset}, the server sent from {first}"),
                 );
             }
+            // Bytes on disk with no validator recorded for them (a daemon
+            // killed before it saved the file's headers): if the server names
+            // its content now, continuity cannot be proven, so start again
+            // rather than risk joining two versions of the file.
+            if file.validator.is_none() {
+                if let Some(now) = validator_of(headers) {
+                    return restart_or(
+                        offset,
+                        format!(
+                            "no validator was recorded for the bytes on disk and the server now says {now}"
+                        ),
+                    );
+                }
+            }
             if let (Some(stored), Some(now)) = (
                 file.validator.as_deref(),
                 validator_like(headers, file.validator.as_deref()),

@@ -804,6 +804,33 @@ async fn a_200_to_a_range_request_restarts_from_zero() {
 }
 
 #[tokio::test]
+async fn bytes_on_disk_without_a_recorded_validator_restart_when_the_server_names_one() {
+    // A daemon killed before it saved the file's headers: the temp file has
+    // bytes but the job knows no validator. The server's 206 names one, so
+    // whether the bytes on disk belong to it cannot be proven: start again.
+    let mut f = Fixture::new(1);
+    std::fs::write(f.temp(0), b"old").unwrap();
+    let s = Scripted::new(vec![
+        resp(
+            206,
+            &[("content-range", "bytes 3-5/6"), ("etag", "\"v2\"")],
+            &[b"NEW"],
+        ),
+        resp(200, &[("etag", "\"v2\"")], &[b"abcNEW"]),
+    ]);
+    assert_eq!(run(&s, &mut f).await.state, JobState::Transferred);
+    assert_eq!(s.header(0, "range").as_deref(), Some("bytes=3-"));
+    assert_eq!(s.header(1, "range"), None);
+    assert_eq!(read(&f.temp(0)), b"abcNEW");
+    // A server that names no validator at all is trusted to continue.
+    let mut f = Fixture::new(1);
+    std::fs::write(f.temp(0), b"abc").unwrap();
+    let s = Scripted::new(vec![resp(206, &[("content-range", "bytes 3-5/6")], &[b"NEW"])]);
+    assert_eq!(run(&s, &mut f).await.state, JobState::Transferred);
+    assert_eq!(read(&f.temp(0)), b"abcNEW");
+}
+
+#[tokio::test]
 async fn a_changed_validator_or_size_restarts_from_zero() {
     for (list, stored_total) in [
         (
