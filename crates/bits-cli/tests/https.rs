@@ -84,6 +84,12 @@ fn openssl_good_expired_and_ignore_date() {
     check_backend("openssl", true);
 }
 
+#[cfg(feature = "rustls")]
+#[test]
+fn rustls_good_expired_and_ignore_date() {
+    check_backend("rustls", true);
+}
+
 #[cfg(feature = "native")]
 #[test]
 fn native_good_expired_and_refuses_ignore_date() {

@@ -1,7 +1,7 @@
 //! The TLS backends compiled into this `bits`, chosen by name.
 //!
 //! This is the only place in the workspace with `cfg(feature = "openssl")` /
-//! `cfg(feature = "native")`: one [`Backend`] enum with a variant per
+//! `cfg(feature = "rustls")` / `cfg(feature = "native")`: one [`Backend`] enum with a variant per
 //! compiled-in backend, one module per backend that builds its transport,
 //! and [`disabled`] for the names this build knows but left out, so that
 //! `--backend openssl` in a build without it is refused with a clear line
@@ -13,9 +13,9 @@ use bits_core::{BitsError, SharedTransport};
 
 use crate::error::Failure;
 
-#[cfg(not(any(feature = "openssl", feature = "native")))]
+#[cfg(not(any(feature = "openssl", feature = "rustls", feature = "native")))]
 compile_error!(
-    "bits-cli needs at least one TLS backend: build with `--features openssl` and/or `--features native`"
+    "bits-cli needs at least one TLS backend: build with `--features openssl`, `--features rustls` and/or `--features native`"
 );
 
 mod disabled;
@@ -23,10 +23,12 @@ mod disabled;
 mod native;
 #[cfg(feature = "openssl")]
 mod openssl;
+#[cfg(feature = "rustls")]
+mod rustls;
 
 /// Every backend name a `bits` build may know, in the order that picks the
 /// default (the first compiled in).
-pub const KNOWN: &[&str] = &["openssl", "native"];
+pub const KNOWN: &[&str] = &["openssl", "rustls", "native"];
 
 /// A backend compiled into this build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,10 @@ pub enum Backend {
     /// OpenSSL (`bits-transport-openssl`): every flag value, with CRL checking.
     #[cfg(feature = "openssl")]
     Openssl,
+    /// rustls with rustls-webpki (`bits-transport-rustls`): every flag
+    /// value, with CRL checking; narrower than OpenSSL in rare chains.
+    #[cfg(feature = "rustls")]
+    Rustls,
     /// The platform's TLS through native-tls (`bits-transport-native`).
     #[cfg(feature = "native")]
     Native,
@@ -45,12 +51,14 @@ impl Backend {
         vec![
             #[cfg(feature = "openssl")]
             Backend::Openssl,
+            #[cfg(feature = "rustls")]
+            Backend::Rustls,
             #[cfg(feature = "native")]
             Backend::Native,
         ]
     }
 
-    /// The default backend: the first compiled in, in the order openssl, native.
+    /// The default backend: the first compiled in, in the order openssl, rustls, native.
     pub fn default_backend() -> Backend {
         Backend::compiled()[0]
     }
@@ -60,6 +68,8 @@ impl Backend {
         match self {
             #[cfg(feature = "openssl")]
             Backend::Openssl => "openssl",
+            #[cfg(feature = "rustls")]
+            Backend::Rustls => "rustls",
             #[cfg(feature = "native")]
             Backend::Native => "native",
         }
@@ -83,6 +93,8 @@ impl Backend {
         match self {
             #[cfg(feature = "openssl")]
             Backend::Openssl => openssl::transport(store_dir),
+            #[cfg(feature = "rustls")]
+            Backend::Rustls => rustls::transport(store_dir),
             #[cfg(feature = "native")]
             Backend::Native => native::transport(),
         }
