@@ -329,6 +329,31 @@ pub fn render_conformance(reports: &[Report]) -> String {
                 list.join(", ")
             );
         }
+        if let Some(base) = reports
+            .iter()
+            .find(|b| b.backend == "openssl" && b.backend != r.backend)
+        {
+            let diffs = differences(base, r);
+            if !diffs.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\nCells that differ from openssl (refusals aside):\n\n\
+                     | server | flags | openssl | {} | difference |\n|---|---|---|---|---|",
+                    r.backend
+                );
+                for d in diffs {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} | {} |",
+                        escape(&d.server),
+                        flag_text(d.flags),
+                        d.base,
+                        d.this,
+                        d.kind
+                    );
+                }
+            }
+        }
         if let Some(notes) = &r.notes {
             let _ = writeln!(out, "\n{}", notes.trim_end());
         }
@@ -343,6 +368,48 @@ pub fn render_conformance(reports: &[Report]) -> String {
                 .unwrap_or("see docs/policy");
             let _ = writeln!(out, "| `{code}` | {name} |");
         }
+    }
+    out
+}
+
+/// A cell where a backend's outcome differs from the base backend's.
+#[derive(Debug, PartialEq)]
+struct Difference {
+    server: String,
+    flags: u32,
+    base: String,
+    this: String,
+    kind: &'static str,
+}
+
+/// The cells both backends ran (neither refused) with different outcomes:
+/// narrower (the base succeeded), broader (the base failed: a policy bug the
+/// suites themselves catch), or the same verdict with another error.
+fn differences(base: &Report, this: &Report) -> Vec<Difference> {
+    let mut out = Vec::new();
+    for c in &this.cases {
+        let Some(b) = base
+            .cases
+            .iter()
+            .find(|b| b.server == c.server && b.flags == c.flags)
+        else {
+            continue;
+        };
+        if b.outcome == c.outcome || b.outcome == "refused" || c.outcome == "refused" {
+            continue;
+        }
+        let kind = match (b.outcome == "ok", c.outcome == "ok") {
+            (true, false) => "narrower",
+            (false, true) => "**broader**",
+            _ => "same verdict, another error",
+        };
+        out.push(Difference {
+            server: c.server.clone(),
+            flags: c.flags,
+            base: b.outcome.clone(),
+            this: c.outcome.clone(),
+            kind,
+        });
     }
     out
 }
@@ -492,6 +559,35 @@ Refused by `check_flags` with E_NOTIMPL for every server: `0x0004`.
             md.contains("| `0x80072F05` | ERROR_WINHTTP_SECURE_CERT_DATE_INVALID |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn cells_that_differ_from_openssl_are_listed_before_the_notes() {
+        let openssl = parse_report(
+            r#"{"backend":"openssl","cases":[
+            {"server":"a","faults":[],"flags":"0x0000","outcome":"ok"},
+            {"server":"b","faults":["DATE","CN"],"flags":"0x0000","outcome":"0x80072F06"},
+            {"server":"c","faults":["DATE"],"flags":"0x0004","outcome":"ok"},
+            {"server":"d","faults":[],"flags":"0x0000","outcome":"ok"}]}"#,
+        )
+        .unwrap();
+        let mut other = parse_report(
+            r#"{"backend":"rustls","cases":[
+            {"server":"a","faults":[],"flags":"0x0000","outcome":"ok"},
+            {"server":"b","faults":["DATE","CN"],"flags":"0x0000","outcome":"0x80072F05"},
+            {"server":"c","faults":["DATE"],"flags":"0x0004","outcome":"0x80072F05"},
+            {"server":"d","faults":[],"flags":"0x0000","outcome":"refused"}]}"#,
+        )
+        .unwrap();
+        other.notes = Some("Why they differ.\n".into());
+        let kinds: Vec<&str> = differences(&openssl, &other).iter().map(|d| d.kind).collect();
+        assert_eq!(kinds, ["same verdict, another error", "narrower"]);
+        let md = render_conformance(&[openssl, other]);
+        assert!(
+            md.contains("| c | 0x0004 | ok | 0x80072F05 | narrower |\n\nWhy they differ.\n"),
+            "{md}"
+        );
+        assert_eq!(md.matches("differ from openssl").count(), 1, "{md}");
     }
 
     #[test]

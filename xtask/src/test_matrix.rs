@@ -315,7 +315,9 @@ workspace   | FAIL 100s | blocked | pass 7s
     fn cli_backend_features_come_from_cargo_metadata() {
         let f = cli_features();
         assert!(
-            f.contains(&"native".to_string()) && f.contains(&"openssl".to_string()),
+            ["native", "openssl", "rustls"]
+                .iter()
+                .all(|b| f.contains(&b.to_string())),
             "{f:?}"
         );
         assert!(!f.contains(&"default".to_string()), "{f:?}");
