@@ -36,9 +36,8 @@
 //! One [`TlsServer`] per [`LeafKind`] and one [`CrlServer`] (the PKI is
 //! [`TestPki::shared`] re-issued with this server in its CDPs, so CRL fetches
 //! never depend on another process). Every leaf is tried under every value
-//! of [`MATRIX_FLAGS`]: 0, each single flag, the pairs that cover each
-//! two-fault leaf exactly, `CRL|DATE`, `CRL|CA`, all four ignores (0x1E) and
-//! everything (0x1F). Leaves run in parallel; the flag values of one leaf
+//! of [`MATRIX_FLAGS`]: all 32 certificate-flag values, from 0x1F (everything)
+//! down to 0 (full verification). Leaves run in parallel; the flag values of one leaf
 //! run one after another, the most permissive first, against one transport,
 //! so a transport that reuses a pooled connection or TLS session across flag
 //! values accepts a stricter case and is caught.
@@ -84,9 +83,18 @@ use crate::tls::TlsServer;
 
 /// The certificate-flag values every leaf is tried under, most permissive
 /// first (the order one leaf's cases run in).
-pub const MATRIX_FLAGS: [u32; 14] = [
-    0x1F, 0x1E, 0x12, 0x0C, 0x0A, 0x09, 0x06, 0x05, 0x10, 0x08, 0x04, 0x02, 0x01, 0x00,
-];
+///
+/// All 32 values, in descending order: a value comes after every value that
+/// relaxes more than it (a superset of its bits is a larger number).
+pub const MATRIX_FLAGS: [u32; 32] = {
+    let mut all = [0u32; 32];
+    let mut i = 0;
+    while i < 32 {
+        all[i] = 0x1F - i as u32;
+        i += 1;
+    }
+    all
+};
 
 /// How long one case may take (handshake, CRL fetch, body).
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -588,8 +596,12 @@ mod tests {
             assert!(f <= SecurityFlags::CERT_MASK);
             assert!(seen.insert(f));
         }
-        for needed in [0, 1, 2, 4, 8, 0x10, 0x1E, 0x1F] {
-            assert!(seen.contains(&needed), "0x{needed:02X}");
+        assert_eq!(seen.len(), 32);
+        // Supersets first: no value is followed by one that relaxes more.
+        for (i, a) in MATRIX_FLAGS.iter().enumerate() {
+            for b in &MATRIX_FLAGS[i + 1..] {
+                assert!(b & a != *a || a == b, "0x{b:02X} after 0x{a:02X}");
+            }
         }
     }
 }
