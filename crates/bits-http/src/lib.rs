@@ -25,6 +25,9 @@
 //!
 //! - [`PlainHttp`]: http:// only, for tests and embedders without TLS.
 //! - [`fetch_plain`]: one plain GET, for CRL downloads.
+//! - [`crl_cache`]: the CRL cache (memory, disk, download) and the
+//!   reconnect-after-download loop every TLS backend shares; the backend
+//!   supplies only CRL parsing and verification.
 //!
 //! ## What it does not do
 //! - Follow redirects: a 3xx is a [`bits_core::Response`]; the engine
@@ -46,6 +49,7 @@
 mod body;
 mod classify;
 mod connector;
+pub mod crl_cache;
 mod plain;
 mod tls;
 mod transport;
