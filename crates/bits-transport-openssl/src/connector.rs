@@ -2,12 +2,12 @@
 //! the two-phase CRL flow of tls-mapping §2.5.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bits_core::{BitsError, SecurityFlags};
+use bits_http::crl_cache::{crl_rounds, CrlRound};
 use bits_http::{BoxFuture, TlsConnect};
 use openssl::ssl::{SslConnector, SslMethod, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion};
 use openssl::x509::store::{X509Store, X509StoreBuilder};
@@ -19,10 +19,6 @@ use tokio_openssl::SslStream;
 use crate::crl::{CachedCrl, CrlCache};
 use crate::store;
 use crate::verify::{self, Rejection, SharedRecord};
-
-/// The most handshakes one CRL-checked connection makes: each retry must
-/// follow a download of a CRL the previous one lacked (one per chain level).
-const MAX_CRL_ROUNDS: usize = 4;
 
 /// The TLS side of [`crate::OpensslTransport`]: one handshake per
 /// connection, verifying the server under exactly the certificate bits of
@@ -137,58 +133,42 @@ impl OpensslConnector {
                 .await
                 .map_err(Failure::into_error);
         }
-        let addr = tcp.peer_addr().map_err(|e| BitsError::ConnectionReset {
-            reason: format!("socket lost before the TLS handshake: {e}"),
-        })?;
-        let mut tcp = Some(tcp);
-        for round in 0..MAX_CRL_ROUNDS {
-            let tcp = match tcp.take() {
-                Some(tcp) => tcp,
-                None => self.reconnect(addr).await?,
-            };
-            let crls = self.inner.crls.fresh();
-            let had: Vec<String> = crls.iter().map(|c| c.url.clone()).collect();
-            // Loading the default verify paths reads files: off the worker.
-            let (roots, system_roots) = (self.inner.roots.clone(), self.inner.system_roots);
-            let store = tokio::task::spawn_blocking(move || crl_store(&roots, system_roots, &crls))
-                .await
-                .map_err(setup_error)??;
-            let failure = match self.handshake(&host, tcp, flags, Some(store)).await {
-                Ok(stream) => return Ok(stream),
-                Err(failure) => failure,
-            };
-            if failure.crl_needs.is_empty() {
-                return Err(failure.into_error());
-            }
-            tracing::debug!(%host, round, "handshake needs CRLs");
-            match self.inner.crls.obtain(&failure.crl_needs, &had).await {
-                Ok(true) => continue,
-                // We had every CRL the chain names and OpenSSL still found
-                // none usable: revocation cannot be checked.
-                Ok(false) => return Err(failure.into_error()),
-                Err(reason) => return Err(BitsError::CertRevocationFailed { reason }),
-            }
-        }
-        Err(BitsError::CertRevocationFailed {
-            reason: format!("still missing CRLs after {MAX_CRL_ROUNDS} downloads"),
+        crl_rounds(tcp, self.inner.reconnect_timeout, |tcp, round| {
+            self.crl_round(&host, tcp, flags, round)
         })
+        .await
     }
 
-    async fn reconnect(&self, addr: SocketAddr) -> Result<TcpStream, BitsError> {
-        let cannot = |reason: String| BitsError::CannotConnect {
-            host: addr.to_string(),
-            reason,
+    /// One handshake of the CRL flow with the fresh CRLs in its store, and
+    /// the downloads of the CRLs it lacked.
+    async fn crl_round(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+        flags: SecurityFlags,
+        round: usize,
+    ) -> CrlRound<SslStream<TcpStream>> {
+        let crls = self.inner.crls.fresh();
+        let had: Vec<String> = crls.iter().map(|c| c.url.clone()).collect();
+        // Loading the default verify paths reads files: off the worker.
+        let (roots, system_roots) = (self.inner.roots.clone(), self.inner.system_roots);
+        let store = match tokio::task::spawn_blocking(move || crl_store(&roots, system_roots, &crls)).await {
+            Ok(Ok(store)) => store,
+            Ok(Err(e)) => return CrlRound::Fail(e),
+            Err(e) => return CrlRound::Fail(setup_error(e)),
         };
-        match tokio::time::timeout(self.inner.reconnect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => {
-                let _ = tcp.set_nodelay(true);
-                Ok(tcp)
-            }
-            Ok(Err(e)) => Err(cannot(format!("reconnecting after a CRL download: {e}"))),
-            Err(_) => Err(BitsError::Timeout {
-                what: format!("reconnecting to {addr} after a CRL download"),
-            }),
+        let failure = match self.handshake(host, tcp, flags, Some(store)).await {
+            Ok(stream) => return CrlRound::Connected(stream),
+            Err(failure) => failure,
+        };
+        if failure.crl_needs.is_empty() {
+            return CrlRound::Fail(failure.into_error());
         }
+        tracing::debug!(%host, round, "handshake needs CRLs");
+        // Ok(false) fails with the handshake's error: we had every CRL the
+        // chain names and OpenSSL still found none usable.
+        let obtained = self.inner.crls.obtain(&failure.crl_needs, &had).await;
+        CrlRound::after_obtain(obtained, || failure.into_error())
     }
 
     /// One handshake. `crl_store` replaces the verify store (roots + fresh
