@@ -4,11 +4,11 @@
 //! reconnects.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bits_core::{BitsError, SecurityFlags};
+use bits_http::crl_cache::{crl_rounds, CrlRound};
 use bits_http::{BoxFuture, TlsConnect};
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
@@ -20,10 +20,6 @@ use tokio_rustls::TlsConnector;
 
 use crate::crl::CrlCache;
 use crate::verify::{Fault, PolicyVerifier, SharedRecord};
-
-/// The most handshakes one CRL-checked connection makes: each retry must
-/// follow the download of a CRL the previous one lacked.
-const MAX_CRL_ROUNDS: usize = 4;
 
 /// The TLS side of [`crate::RustlsTransport`]: one handshake per
 /// connection, verifying the server under exactly the certificate bits of
@@ -103,51 +99,34 @@ impl RustlsConnector {
                 .await
                 .map_err(Failure::into_error);
         }
-        let addr = tcp.peer_addr().map_err(|e| BitsError::ConnectionReset {
-            reason: format!("socket lost before the TLS handshake: {e}"),
-        })?;
-        let mut tcp = Some(tcp);
-        for round in 0..MAX_CRL_ROUNDS {
-            let tcp = match tcp.take() {
-                Some(tcp) => tcp,
-                None => self.reconnect(addr).await?,
-            };
-            let had: Vec<String> = self.inner.crls.fresh().into_keys().collect();
-            let failure = match self.handshake(&host, tcp, flags).await {
-                Ok(stream) => return Ok(stream),
-                Err(failure) => failure,
-            };
-            if failure.crl_needs.is_empty() {
-                return Err(failure.into_error());
-            }
-            tracing::debug!(%host, round, "handshake needs CRLs");
-            match self.inner.crls.obtain(&failure.crl_needs, &had).await {
-                Ok(true) => continue,
-                // Every CRL the path names was there and still missing:
-                // revocation cannot be checked.
-                Ok(false) => return Err(failure.into_error()),
-                Err(reason) => return Err(BitsError::CertRevocationFailed { reason }),
-            }
-        }
-        Err(BitsError::CertRevocationFailed {
-            reason: format!("still missing CRLs after {MAX_CRL_ROUNDS} downloads"),
+        crl_rounds(tcp, self.inner.reconnect_timeout, |tcp, round| {
+            self.crl_round(&host, tcp, flags, round)
         })
+        .await
     }
 
-    async fn reconnect(&self, addr: SocketAddr) -> Result<TcpStream, BitsError> {
-        match tokio::time::timeout(self.inner.reconnect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => {
-                let _ = tcp.set_nodelay(true);
-                Ok(tcp)
-            }
-            Ok(Err(e)) => Err(BitsError::CannotConnect {
-                host: addr.to_string(),
-                reason: format!("reconnecting after a CRL download: {e}"),
-            }),
-            Err(_) => Err(BitsError::Timeout {
-                what: format!("reconnecting to {addr} after a CRL download"),
-            }),
+    /// One handshake of the CRL flow (its verifier gets the fresh CRLs),
+    /// and the downloads of the CRLs it lacked.
+    async fn crl_round(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+        flags: SecurityFlags,
+        round: usize,
+    ) -> CrlRound<TlsStream<TcpStream>> {
+        let had: Vec<String> = self.inner.crls.fresh().into_keys().collect();
+        let failure = match self.handshake(host, tcp, flags).await {
+            Ok(stream) => return CrlRound::Connected(stream),
+            Err(failure) => failure,
+        };
+        if failure.crl_needs.is_empty() {
+            return CrlRound::Fail(failure.into_error());
         }
+        tracing::debug!(%host, round, "handshake needs CRLs");
+        // Ok(false) fails with the handshake's error: every CRL the path
+        // names was there and still missing, so revocation cannot be checked.
+        let obtained = self.inner.crls.obtain(&failure.crl_needs, &had).await;
+        CrlRound::after_obtain(obtained, || failure.into_error())
     }
 
     /// One handshake with a fresh `ClientConfig` (its own verifier, no

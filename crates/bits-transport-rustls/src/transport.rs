@@ -165,7 +165,9 @@ impl RustlsTransportBuilder {
                 }
             }
         }
-        let dir = self.crl_cache_dir.unwrap_or_else(default_crl_cache_dir);
+        let dir = self
+            .crl_cache_dir
+            .unwrap_or_else(bits_http::crl_cache::default_crl_cache_dir);
         let handshake = self.http_options.handshake_timeout;
         let fetch_timeout = (handshake / 2).max(Duration::from_millis(100));
         let connector = RustlsConnector::new(
@@ -175,23 +177,6 @@ impl RustlsTransportBuilder {
         );
         let http = HttpTransport::new(NAME, connector, |_| Ok(()), self.http_options);
         Ok(RustlsTransport { http })
-    }
-}
-
-/// `$XDG_CACHE_HOME/bits-crl` when that is an absolute path, else
-/// `$HOME/.cache/bits-crl`, else `bits-crl` in the temporary directory.
-fn default_crl_cache_dir() -> PathBuf {
-    let absolute = |var: &str| {
-        std::env::var_os(var)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    if let Some(xdg) = absolute("XDG_CACHE_HOME") {
-        xdg.join("bits-crl")
-    } else if let Some(home) = absolute("HOME") {
-        home.join(".cache").join("bits-crl")
-    } else {
-        std::env::temp_dir().join("bits-crl")
     }
 }
 

@@ -372,7 +372,7 @@ impl PolicyVerifier {
         let mut missing = Vec::new();
         for need in &needs {
             let found = need.urls.iter().find_map(|u| self.crls.get(u));
-            match found.map(|c| webpki::OwnedCertRevocationList::from_der(&c.der)) {
+            match found.map(|c| webpki::OwnedCertRevocationList::from_der(&c.crl)) {
                 Some(Ok(crl)) => owned.push(webpki::CertRevocationList::Owned(crl)),
                 _ => missing.push(need.clone()),
             }
