@@ -277,9 +277,9 @@ impl<T: Send + Sync + 'static> CrlCache<T> {
 
 /// `<hex sha256(url)>.crl`, the cache file name of `url` (every backend's).
 pub fn cache_file_name(url: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, url.as_bytes());
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(url.as_bytes());
     let mut name = String::with_capacity(68);
-    for b in digest.as_ref() {
+    for b in digest.iter() {
         let _ = write!(name, "{b:02x}");
     }
     name.push_str(".crl");
