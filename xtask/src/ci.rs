@@ -76,15 +76,48 @@ fn architecture() -> Result<()> {
     println!("architecture invariant holds: bits-core has no TLS dependency");
     check_xtask_tree(&normal_tree("xtask")?)?;
     println!("architecture invariant holds: xtask depends on none of the workspace's crates");
+    let rustls_only = ["--no-default-features", "--features", "rustls"];
+    check_no_system_tls(&normal_tree_with("bits-cli", &rustls_only)?)?;
+    println!("architecture invariant holds: bits-cli with only rustls links no OpenSSL");
+    Ok(())
+}
+
+/// Fails when a rustls-only build of bits-cli would link a system TLS
+/// library (issue 8: static and musl builds must not need OpenSSL).
+pub fn check_no_system_tls(tree: &str) -> Result<()> {
+    const SYSTEM_TLS: &[&str] = &[
+        "openssl",
+        "openssl-sys",
+        "native-tls",
+        "tokio-openssl",
+        "tokio-native-tls",
+    ];
+    let mut found: Vec<&str> = crate_names(tree).filter(|n| SYSTEM_TLS.contains(n)).collect();
+    found.sort_unstable();
+    found.dedup();
+    if !found.is_empty() {
+        bail!(
+            "architecture invariant broken: bits-cli --no-default-features --features rustls \
+             depends on {} (`cargo tree -p bits-cli --no-default-features --features rustls -e normal -i {}`)",
+            found.join(", "),
+            found[0]
+        );
+    }
     Ok(())
 }
 
 /// `cargo tree -p <package> -e normal --prefix none --format {p}`: one
 /// `name version [(path)]` per line.
 fn normal_tree(package: &str) -> Result<String> {
-    let mut cmd = cargo_with(&[
+    normal_tree_with(package, &[])
+}
+
+fn normal_tree_with(package: &str, features: &[&str]) -> Result<String> {
+    let mut args = vec![
         "tree", "-p", package, "-e", "normal", "--prefix", "none", "--format", "{p}",
-    ]);
+    ];
+    args.extend_from_slice(features);
+    let mut cmd = cargo_with(&args);
     eprintln!("$ {}", show(&cmd));
     let out = cmd
         .stderr(Stdio::inherit())
@@ -139,6 +172,13 @@ pub fn check_xtask_tree(tree: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rustls_only_tree_with_openssl_sys_fails() {
+        assert!(check_no_system_tls("bits-cli v0.1.0\nrustls v0.23.46\nring v0.17.14\n").is_ok());
+        let e = check_no_system_tls("bits-cli v0.1.0\nopenssl-sys v0.9.118\n").unwrap_err();
+        assert!(e.to_string().contains("openssl-sys"), "{e}");
+    }
 
     #[test]
     fn a_clean_core_tree_passes() {
