@@ -361,9 +361,13 @@ impl Engine {
         if writer.position() != job.files[i].bytes_transferred {
             moved(job, i, writer.position(), observer);
         }
+        // A background writeback sync in flight is waited for: its error
+        // (reported once) must not be lost to the final sync.
+        let settled = writer.settle().await;
         // A local failure (disk full) outranks a network one: retrying
         // would not help.
         flushed?;
+        settled?;
         result?;
         let done = writer.position();
         if let Some(end) = end {

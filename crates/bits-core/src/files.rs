@@ -11,6 +11,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::BitsError;
@@ -19,6 +20,11 @@ use crate::error::BitsError;
 const BUFFER: usize = 64 * 1024;
 /// A slow link still reports progress this often.
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// Every this many bytes written, [`TempWriter`] starts an `fdatasync` in
+/// the background (one at a time), so the kernel writes the file back
+/// while it downloads and the sync that makes it durable at the end has
+/// only the last few MiB left, not the whole file.
+pub(crate) const WRITEBACK_EVERY: u64 = 32 * 1024 * 1024;
 
 /// The length of `path`, 0 when it does not exist.
 pub(crate) fn disk_len(path: &Path) -> Result<u64, BitsError> {
@@ -169,6 +175,12 @@ pub(crate) struct TempWriter {
     buf: Vec<u8>,
     position: u64,
     last_write: Instant,
+    /// `position` when the last background sync was started.
+    kicked_at: u64,
+    /// The background sync in flight, if any.
+    kick: Option<tokio::task::JoinHandle<()>>,
+    /// The error of a background sync, kept until reported.
+    kick_error: Arc<Mutex<Option<io::Error>>>,
 }
 
 impl TempWriter {
@@ -197,6 +209,9 @@ impl TempWriter {
             buf: Vec::with_capacity(BUFFER),
             position: offset,
             last_write: Instant::now(),
+            kicked_at: offset,
+            kick: None,
+            kick_error: Arc::default(),
         })
     }
 
@@ -259,7 +274,64 @@ impl TempWriter {
                 Err(e) => return Err(BitsError::local("write", self.path.display(), e)),
             }
         }
+        self.kick_writeback()
+    }
+
+    /// Starts a background `fdatasync` every [`WRITEBACK_EVERY`] bytes,
+    /// unless the previous one still runs. This only moves work earlier:
+    /// durability still comes from the engine's sync after the last byte.
+    /// A background sync that failed fails the transfer (its error is
+    /// reported to this file description once, so the final sync on a
+    /// new descriptor might not see it again).
+    fn kick_writeback(&mut self) -> Result<(), BitsError> {
+        if self.position - self.kicked_at < WRITEBACK_EVERY {
+            return Ok(());
+        }
+        if let Some(kick) = &self.kick {
+            if !kick.is_finished() {
+                return Ok(());
+            }
+        }
+        self.check_kick()?;
+        // Outside a runtime (never in the engine) there is no blocking pool:
+        // the final sync does all the work, as before.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Ok(());
+        };
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| BitsError::local("dup", self.path.display(), e))?;
+        self.kicked_at = self.position;
+        #[cfg(test)]
+        test_log::kicked(&self.path);
+        let slot = self.kick_error.clone();
+        self.kick = Some(runtime.spawn_blocking(move || {
+            if let Err(e) = file.sync_data() {
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+            }
+        }));
         Ok(())
+    }
+
+    /// Returns the error of a finished background sync, once.
+    fn check_kick(&mut self) -> Result<(), BitsError> {
+        let failed = self.kick_error.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match failed {
+            Some(e) => Err(BitsError::local("sync", self.path.display(), e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the background sync in flight, if any, and returns its
+    /// error: called once the body ended, before the file may be finished.
+    pub(crate) async fn settle(&mut self) -> Result<(), BitsError> {
+        if let Some(kick) = self.kick.take() {
+            if let Err(e) = kick.await {
+                return Err(BitsError::local("sync", self.path.display(), io::Error::other(e)));
+            }
+        }
+        self.check_kick()
     }
 
     /// Sets the file's modification time (best effort: a file system that
@@ -275,11 +347,27 @@ impl TempWriter {
 /// reported completed before its sync.
 #[cfg(test)]
 pub(crate) mod test_log {
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
 
     static SYNCED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+    static KICKED: Mutex<Option<HashMap<PathBuf, usize>>> = Mutex::new(None);
+
+    /// Counts a background writeback sync started for `path`.
+    pub(crate) fn kicked(path: &Path) {
+        let mut map = KICKED.lock().unwrap_or_else(|e| e.into_inner());
+        *map.get_or_insert_with(HashMap::new)
+            .entry(path.to_path_buf())
+            .or_default() += 1;
+    }
+
+    /// How many background writeback syncs were started for `path`.
+    pub(crate) fn kicks(path: &Path) -> usize {
+        let map = KICKED.lock().unwrap_or_else(|e| e.into_inner());
+        map.as_ref().and_then(|m| m.get(path).copied()).unwrap_or(0)
+    }
 
     pub(crate) fn synced(path: &Path) {
         let mut set = SYNCED.lock().unwrap_or_else(|e| e.into_inner());
@@ -312,6 +400,33 @@ mod tests {
         assert_eq!(w.position(), 6 + BUFFER as u64);
         assert_eq!(disk_len(&p).unwrap(), w.position());
         assert_eq!(&fs::read(&p).unwrap()[..6], b"0123ab");
+    }
+
+    #[tokio::test]
+    async fn long_bodies_start_writeback_while_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".big.tmp");
+        let mut w = TempWriter::open_at(&p, 0).unwrap();
+        let chunk = vec![b'y'; BUFFER];
+        let total = WRITEBACK_EVERY + 4 * BUFFER as u64;
+        while w.position() + w.buffered() < total {
+            w.push(&chunk).unwrap();
+        }
+        w.flush().unwrap();
+        w.settle().await.unwrap();
+        assert_eq!(test_log::kicks(&p), 1);
+        assert_eq!(disk_len(&p).unwrap(), total);
+    }
+
+    #[tokio::test]
+    async fn short_bodies_start_no_writeback() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".small.tmp");
+        let mut w = TempWriter::open_at(&p, 0).unwrap();
+        w.push(&vec![b'z'; 3 * BUFFER]).unwrap();
+        w.flush().unwrap();
+        w.settle().await.unwrap();
+        assert_eq!(test_log::kicks(&p), 0);
     }
 
     #[test]
