@@ -1112,3 +1112,27 @@ fn content_range_parsing() {
         assert_eq!(cr(bad), None, "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_long_body_is_written_back_while_downloading_and_synced_at_the_end() {
+    let mut f = Fixture::new(1);
+    let chunk = Bytes::from(vec![b'w'; 1024 * 1024]);
+    let n = (files::WRITEBACK_EVERY / chunk.len() as u64) as usize + 2;
+    let len = (n * chunk.len()).to_string();
+    let s = Scripted::new(vec![Ok(Response {
+        status: 200,
+        headers: headers(&[("content-length", &len), ("etag", "\"v1\"")]),
+        body: Box::new(VecBody((0..n).map(|_| Ok(chunk.clone())).collect())),
+    })]);
+    let mut rec = SyncChecker::default();
+    assert_eq!(
+        s.engine.run(&mut f.job, &mut rec).await.state,
+        JobState::Transferred
+    );
+    // A background sync ran during the body; the final one still made the
+    // file durable before it was reported completed.
+    assert!(files::test_log::kicks(&f.temp(0)) >= 1);
+    assert_eq!(rec.completed_before_sync, Vec::<usize>::new());
+    assert!(f.job.files[0].completed && files::test_log::was_synced(&f.temp(0)));
+    assert_eq!(files::disk_len(&f.temp(0)).unwrap(), (n * chunk.len()) as u64);
+}
