@@ -6,4 +6,5 @@ pub mod http;
 pub mod conformance;
 pub mod crl;
 pub mod pki;
+pub mod suites;
 pub mod tls;

@@ -1,0 +1,34 @@
+//! Backend test suites written once (STYLE.md item 13) and run by every TLS
+//! backend's `tests/` with its own transport factory, like
+//! [`conformance`](crate::conformance).
+//!
+//! Each case is a `pub async fn` that panics on the first failed assertion;
+//! a backend's test file is a list of `#[tokio::test]` functions calling
+//! the cases with a factory building its transport. The factory must trust
+//! the given [`TestPki`](crate::pki::TestPki)'s root only (no system roots).
+
+pub mod crl;
+pub mod isolation;
+
+use bits_core::{Request, SecurityFlags, Transport};
+
+use crate::tls::TlsServer;
+
+/// GETs `/file` from `server` under `flags` and reads the whole body:
+/// the status, or the HRESULT of the failure.
+pub async fn get_status<T: Transport + ?Sized>(t: &T, server: &TlsServer, flags: u32) -> Result<u16, u32> {
+    let req = Request::get(server.url("/file"), SecurityFlags::new(flags).unwrap());
+    match t.send(req).await {
+        Ok(mut response) => {
+            while response
+                .body
+                .next_chunk()
+                .await
+                .map_err(|e| e.hresult().0)?
+                .is_some()
+            {}
+            Ok(response.status)
+        }
+        Err(e) => Err(e.hresult().0),
+    }
+}
