@@ -1,144 +1,25 @@
-//! Chains the shared test PKI does not have, built here (with OpenSSL, test
-//! side only): untrusted intermediates under IGNORE_UNKNOWN_CA (webpki
-//! checks no anchor's dates, pitfall 8), the date-window narrowing and its
-//! documented narrower case, and faults no flag covers (a bad signature, a
-//! CA that is not a CA), checked at the handshake through the transport's
-//! own connector against a real TLS server.
+//! Chains the shared test PKI does not have, checked at the handshake
+//! through the transport's own connector against a real TLS server. The
+//! cases every backend must pass (and the certificate builders) are
+//! [`bits_testkit::suites::chains`]; here only what is rustls's own: webpki
+//! meeting an untrusted intermediate's date before its missing issuer
+//! (pitfall 8), the date-window narrowing and its documented narrower case,
+//! and session resumption checked on the rustls connection.
 
-use std::pin::Pin;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
 
 use bits_core::SecurityFlags;
 use bits_http::TlsConnect;
+use bits_testkit::suites::chains::{self, issue, serve, CA, DATE};
 use bits_transport_rustls::RustlsTransport;
-use openssl::asn1::{Asn1Integer, Asn1Time};
-use openssl::bn::BigNum;
-use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private};
-use openssl::ssl::{Ssl, SslAcceptor, SslMethod};
-use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-    SubjectKeyIdentifier,
-};
-use openssl::x509::{X509Builder, X509NameBuilder, X509};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-const DAY: i64 = 86_400;
-
-struct Cert {
-    cert: X509,
-    key: PKey<Private>,
-}
-
-fn key() -> PKey<Private> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
-}
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-/// A certificate for `cn`, valid from `from` to `to` days from now, signed
-/// by `issuer` (self-signed when `None`), or by `signer_key` when given
-/// (a bad signature).
-fn issue(
-    cn: &str,
-    issuer: Option<&Cert>,
-    ca: bool,
-    (from, to): (i64, i64),
-    signer_key: Option<&PKey<Private>>,
-) -> Cert {
-    static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(100);
-    let key = key();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(serial).unwrap()).unwrap())
-        .unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(issuer.map_or(&name, |i| i.cert.subject_name()))
-        .unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::from_unix(now() + from * DAY).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::from_unix(now() + to * DAY).unwrap())
-        .unwrap();
-    if ca {
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    } else {
-        b.append_extension(BasicConstraints::new().build().unwrap())
-            .unwrap();
-        b.append_extension(
-            SubjectAlternativeName::new()
-                .ip("127.0.0.1")
-                .build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))
-                .unwrap(),
-        )
-        .unwrap();
-        b.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap())
-            .unwrap();
-    }
-    let skid = SubjectKeyIdentifier::new()
-        .build(&b.x509v3_context(None, None))
-        .unwrap();
-    b.append_extension(skid).unwrap();
-    if let Some(i) = issuer {
-        let akid = AuthorityKeyIdentifier::new()
-            .keyid(true)
-            .build(&b.x509v3_context(Some(&i.cert), None))
-            .unwrap();
-        b.append_extension(akid).unwrap();
-    }
-    let signer = signer_key.unwrap_or_else(|| issuer.map_or(&key, |i| &i.key));
-    b.sign(signer, MessageDigest::sha256()).unwrap();
-    Cert { cert: b.build(), key }
-}
-
-/// A TLS server on 127.0.0.1 presenting `leaf` and `chain`, accepting
-/// handshakes until dropped (the task dies with the test's runtime).
-async fn serve(leaf: &Cert, chain: &[&Cert]) -> std::net::SocketAddr {
-    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
-    b.set_private_key(&leaf.key).unwrap();
-    b.set_certificate(&leaf.cert).unwrap();
-    for c in chain {
-        b.add_extra_chain_cert(c.cert.clone()).unwrap();
-    }
-    let acceptor = b.build();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let ssl = Ssl::new(acceptor.context()).unwrap();
-            tokio::spawn(async move {
-                let mut s = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-                let _ = Pin::new(&mut s).accept().await;
-            });
-        }
-    });
-    addr
-}
-
-/// The handshake result under `flags` against `addr`, trusting `roots`.
-async fn handshake(roots: &[&Cert], addr: std::net::SocketAddr, flags: u32) -> Result<(), u32> {
+/// The handshake result under `flags` against `addr`, trusting `roots`
+/// (DER), through the transport's own connector.
+async fn handshake(roots: Vec<Vec<u8>>, addr: SocketAddr, flags: u32) -> Result<(), u32> {
     let mut builder = RustlsTransport::builder().system_roots(false);
     for r in roots {
-        builder = builder.add_root_der(&r.cert.to_der().unwrap()).unwrap();
+        builder = builder.add_root_der(&r).unwrap();
     }
     let t = builder
         .crl_cache_dir(std::env::temp_dir().join("bits-rustls-chains-test-never-used"))
@@ -154,8 +35,69 @@ async fn handshake(roots: &[&Cert], addr: std::net::SocketAddr, flags: u32) -> R
         .map_err(|e| e.hresult().0)
 }
 
-const DATE: u32 = SecurityFlags::IGNORE_CERT_DATE_INVALID;
-const CA: u32 = SecurityFlags::IGNORE_UNKNOWN_CA;
+#[tokio::test]
+async fn ignoring_an_unknown_ca_does_not_ignore_a_not_yet_valid_untrusted_intermediate() {
+    chains::ignoring_an_unknown_ca_does_not_ignore_a_not_yet_valid_untrusted_intermediate(&|r, a, f| {
+        Box::pin(handshake(r, a, f))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_valid_untrusted_chain_passes_with_ignore_unknown_ca_only() {
+    chains::a_valid_untrusted_chain_passes_with_ignore_unknown_ca_only(&|r, a, f| {
+        Box::pin(handshake(r, a, f))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_bad_signature_is_refused_under_every_ignore_flag() {
+    chains::a_bad_signature_is_refused_under_every_ignore_flag(&|r, a, f| Box::pin(handshake(r, a, f))).await;
+}
+
+#[tokio::test]
+async fn a_leaf_whose_issuer_is_absent_gets_every_check_it_can_under_ignore_unknown_ca() {
+    chains::a_leaf_whose_issuer_is_absent_gets_every_check_it_can_under_ignore_unknown_ca(&|r, a, f| {
+        Box::pin(handshake(r, a, f))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_leaf_issued_by_a_non_ca_is_refused_under_every_ignore_flag() {
+    chains::a_leaf_issued_by_a_non_ca_is_refused_under_every_ignore_flag(&|r, a, f| {
+        Box::pin(handshake(r, a, f))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_speak_tls_is_a_secure_failure() {
+    chains::a_server_that_does_not_speak_tls_is_a_secure_failure(&|r, a, f| Box::pin(handshake(r, a, f)))
+        .await;
+}
+
+#[tokio::test]
+async fn a_reset_during_the_handshake_is_a_transient_connection_reset() {
+    chains::a_reset_during_the_handshake_is_a_transient_connection_reset(&|r, a, f| {
+        Box::pin(handshake(r, a, f))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_leaf_key_usage_without_tls_use_is_a_usage_fault() {
+    chains::a_leaf_key_usage_without_tls_use_is_a_usage_fault(&|r, a, f| Box::pin(handshake(r, a, f))).await;
+}
+
+#[tokio::test]
+async fn an_intermediate_without_cert_sign_usage_is_refused_under_every_flag() {
+    chains::an_intermediate_without_cert_sign_usage_is_refused_under_every_flag(&|r, a, f| {
+        Box::pin(handshake(r, a, f))
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn ignoring_an_unknown_ca_does_not_ignore_an_expired_untrusted_intermediate() {
@@ -165,23 +107,13 @@ async fn ignoring_an_unknown_ca_does_not_ignore_an_expired_untrusted_intermediat
     let leaf = issue("leaf", Some(&int), false, (-100, 365), None);
     let addr = serve(&leaf, &[&int]).await;
     // webpki meets the intermediate's date before the missing issuer.
-    assert_eq!(handshake(&[], addr, 0).await, Err(0x8007_2F05));
-    assert_eq!(handshake(&[], addr, DATE).await, Err(0x8007_2F0D));
-    assert_eq!(handshake(&[], addr, CA).await, Err(0x8007_2F05));
-    assert_eq!(handshake(&[], addr, CA | 0x12).await, Err(0x8007_2F05));
-    assert_eq!(handshake(&[], addr, CA | DATE).await, Ok(()));
-    assert_eq!(handshake(&[&root], addr, 0).await, Err(0x8007_2F05));
-    assert_eq!(handshake(&[&root], addr, DATE).await, Ok(()));
-}
-
-#[tokio::test]
-async fn ignoring_an_unknown_ca_does_not_ignore_a_not_yet_valid_untrusted_intermediate() {
-    let root = issue("untrusted root", None, true, (-10, 3650), None);
-    let int = issue("future intermediate", Some(&root), true, (30, 400), None);
-    let leaf = issue("leaf", Some(&int), false, (-1, 365), None);
-    let addr = serve(&leaf, &[&int]).await;
-    assert_eq!(handshake(&[], addr, CA).await, Err(0x8007_2F05));
-    assert_eq!(handshake(&[], addr, CA | DATE).await, Ok(()));
+    assert_eq!(handshake(vec![], addr, 0).await, Err(0x8007_2F05));
+    assert_eq!(handshake(vec![], addr, DATE).await, Err(0x8007_2F0D));
+    assert_eq!(handshake(vec![], addr, CA).await, Err(0x8007_2F05));
+    assert_eq!(handshake(vec![], addr, CA | 0x12).await, Err(0x8007_2F05));
+    assert_eq!(handshake(vec![], addr, CA | DATE).await, Ok(()));
+    assert_eq!(handshake(vec![root.der()], addr, 0).await, Err(0x8007_2F05));
+    assert_eq!(handshake(vec![root.der()], addr, DATE).await, Ok(()));
 }
 
 /// The documented narrower case (tls-mapping §4.2, appendix C): no instant
@@ -193,96 +125,9 @@ async fn disjoint_validities_keep_the_date_error_narrower_than_openssl() {
     let int = issue("long expired intermediate", Some(&root), true, (-400, -30), None);
     let leaf = issue("leaf", Some(&int), false, (-1, 365), None);
     let addr = serve(&leaf, &[&int]).await;
-    assert_eq!(handshake(&[&root], addr, 0).await, Err(0x8007_2F05));
-    assert_eq!(handshake(&[&root], addr, DATE).await, Err(0x8007_2F05));
-    assert_eq!(handshake(&[&root], addr, 0x1E).await, Err(0x8007_2F05));
-}
-
-#[tokio::test]
-async fn a_valid_untrusted_chain_passes_with_ignore_unknown_ca_only() {
-    let root = issue("untrusted root", None, true, (-10, 3650), None);
-    let int = issue("intermediate", Some(&root), true, (-10, 400), None);
-    let leaf = issue("leaf", Some(&int), false, (-1, 365), None);
-    let addr = serve(&leaf, &[&int]).await;
-    assert_eq!(handshake(&[], addr, 0).await, Err(0x8007_2F0D));
-    assert_eq!(handshake(&[], addr, CA).await, Ok(()));
-    assert_eq!(handshake(&[&root], addr, 0).await, Ok(()));
-    // The untrusted root sent too.
-    let addr = serve(&leaf, &[&int, &root]).await;
-    assert_eq!(handshake(&[], addr, 0).await, Err(0x8007_2F0D));
-    assert_eq!(handshake(&[], addr, CA).await, Ok(()));
-    // Revocation of an untrusted chain cannot be checked.
-    assert_eq!(handshake(&[], addr, CA | 0x1).await, Err(0x8007_2F19));
-}
-
-#[tokio::test]
-async fn a_bad_signature_is_refused_under_every_ignore_flag() {
-    let root = issue("root", None, true, (-10, 3650), None);
-    let forger = key();
-    let leaf = issue("forged leaf", Some(&root), false, (-1, 365), Some(&forger));
-    let addr = serve(&leaf, &[]).await;
-    assert_eq!(handshake(&[&root], addr, 0).await, Err(0x8007_2F8F));
-    assert_eq!(handshake(&[&root], addr, 0x1E).await, Err(0x8007_2F8F));
-    // Its claimed issuer untrusted but sent: still not a path.
-    let addr = serve(&leaf, &[&root]).await;
-    assert_eq!(handshake(&[], addr, 0x1E).await, Err(0x8007_2F8F));
-}
-
-#[tokio::test]
-async fn a_leaf_whose_issuer_is_absent_gets_every_check_it_can_under_ignore_unknown_ca() {
-    let rogue = issue("rogue", None, true, (-10, 3650), None);
-    let leaf = issue("leaf", Some(&rogue), false, (-1, 365), None);
-    let addr = serve(&leaf, &[]).await;
-    assert_eq!(handshake(&[], addr, 0).await, Err(0x8007_2F0D));
-    assert_eq!(handshake(&[], addr, CA).await, Ok(()));
-    let expired = issue("expired leaf", Some(&rogue), false, (-400, -30), None);
-    let addr = serve(&expired, &[]).await;
-    assert_eq!(handshake(&[], addr, CA).await, Err(0x8007_2F05));
-    assert_eq!(handshake(&[], addr, CA | DATE).await, Ok(()));
-}
-
-#[tokio::test]
-async fn a_leaf_issued_by_a_non_ca_is_refused_under_every_ignore_flag() {
-    let root = issue("root", None, true, (-10, 3650), None);
-    let not_a_ca = issue("not a CA", Some(&root), false, (-1, 365), None);
-    let leaf = issue("leaf", Some(&not_a_ca), false, (-1, 365), None);
-    let addr = serve(&leaf, &[&not_a_ca]).await;
-    assert_eq!(handshake(&[&root], addr, 0).await, Err(0x8007_2F8F));
-    assert_eq!(handshake(&[&root], addr, 0x1E).await, Err(0x8007_2F8F));
-}
-
-/// A TCP server on 127.0.0.1 that reads the ClientHello, then either
-/// answers plain text or resets the connection.
-async fn not_tls(reset: bool) -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let mut buf = [0u8; 512];
-            let _ = tcp.read(&mut buf).await;
-            if reset {
-                let _ = tcp.set_zero_linger();
-            } else {
-                let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
-            }
-            drop(tcp);
-        }
-    });
-    addr
-}
-
-#[tokio::test]
-async fn a_server_that_does_not_speak_tls_is_a_secure_failure() {
-    let addr = not_tls(false).await;
-    assert_eq!(handshake(&[], addr, 0).await, Err(0x8007_2F8F));
-    assert_eq!(handshake(&[], addr, 0x1F).await, Err(0x8007_2F8F));
-}
-
-#[tokio::test]
-async fn a_reset_during_the_handshake_is_a_transient_connection_reset() {
-    let addr = not_tls(true).await;
-    assert_eq!(handshake(&[], addr, 0).await, Err(0x8007_2EFE));
+    assert_eq!(handshake(vec![root.der()], addr, 0).await, Err(0x8007_2F05));
+    assert_eq!(handshake(vec![root.der()], addr, DATE).await, Err(0x8007_2F05));
+    assert_eq!(handshake(vec![root.der()], addr, 0x1E).await, Err(0x8007_2F05));
 }
 
 #[tokio::test]
@@ -292,7 +137,7 @@ async fn tls_sessions_are_never_resumed() {
     let addr = serve(&leaf, &[]).await;
     let t = RustlsTransport::builder()
         .system_roots(false)
-        .add_root_der(&root.cert.to_der().unwrap())
+        .add_root_der(&root.der())
         .unwrap()
         .crl_cache_dir(std::env::temp_dir().join("bits-rustls-chains-test-never-used"))
         .build()
@@ -312,80 +157,4 @@ async fn tls_sessions_are_never_resumed() {
             "{flags}"
         );
     }
-}
-
-/// A leaf for 127.0.0.1 whose keyUsage is keyCertSign only.
-fn leaf_with_cert_sign_usage_only(issuer: &Cert) -> Cert {
-    let key = key();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_nid(Nid::COMMONNAME, "ku leaf").unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(99).unwrap()).unwrap())
-        .unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(issuer.cert.subject_name()).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::from_unix(now() - DAY).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::from_unix(now() + 365 * DAY).unwrap())
-        .unwrap();
-    b.append_extension(KeyUsage::new().critical().key_cert_sign().build().unwrap())
-        .unwrap();
-    b.append_extension(
-        SubjectAlternativeName::new()
-            .ip("127.0.0.1")
-            .build(&b.x509v3_context(Some(&issuer.cert), None))
-            .unwrap(),
-    )
-    .unwrap();
-    b.sign(&issuer.key, MessageDigest::sha256()).unwrap();
-    Cert { cert: b.build(), key }
-}
-
-#[tokio::test]
-async fn a_leaf_key_usage_without_tls_use_is_a_usage_fault() {
-    let root = issue("root", None, true, (-10, 3650), None);
-    let leaf = leaf_with_cert_sign_usage_only(&root);
-    let addr = serve(&leaf, &[]).await;
-    assert_eq!(handshake(&[&root], addr, 0).await, Err(0x8007_2F93));
-    assert_eq!(handshake(&[&root], addr, 0x0E).await, Err(0x8007_2F93));
-    assert_eq!(handshake(&[&root], addr, 0x10).await, Ok(()));
-}
-
-#[tokio::test]
-async fn an_intermediate_without_cert_sign_usage_is_refused_under_every_flag() {
-    let root = issue("root", None, true, (-10, 3650), None);
-    // Marked CA but its keyUsage allows only digitalSignature.
-    let key = key();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_nid(Nid::COMMONNAME, "no certsign").unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(98).unwrap()).unwrap())
-        .unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(root.cert.subject_name()).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::from_unix(now() - DAY).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::from_unix(now() + 365 * DAY).unwrap())
-        .unwrap();
-    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-        .unwrap();
-    b.append_extension(KeyUsage::new().critical().digital_signature().build().unwrap())
-        .unwrap();
-    let skid = SubjectKeyIdentifier::new()
-        .build(&b.x509v3_context(None, None))
-        .unwrap();
-    b.append_extension(skid).unwrap();
-    b.sign(&root.key, MessageDigest::sha256()).unwrap();
-    let int = Cert { cert: b.build(), key };
-    let leaf = issue("leaf", Some(&int), false, (-1, 365), None);
-    let addr = serve(&leaf, &[&int]).await;
-    assert_eq!(handshake(&[&root], addr, 0).await, Err(0x8007_2F8F));
-    assert_eq!(handshake(&[&root], addr, 0x1E).await, Err(0x8007_2F8F));
-    assert_eq!(handshake(&[], addr, 0x1E).await, Err(0x8007_2F8F));
 }

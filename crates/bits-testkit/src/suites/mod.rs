@@ -7,6 +7,7 @@
 //! the cases with a factory building its transport. The factory must trust
 //! the given [`TestPki`](crate::pki::TestPki)'s root only (no system roots).
 
+pub mod chains;
 pub mod crl;
 pub mod isolation;
 
