@@ -9,6 +9,7 @@
 
 pub mod chains;
 pub mod crl;
+pub mod hostnames;
 pub mod isolation;
 
 use bits_core::{Request, SecurityFlags, Transport};
