@@ -1,9 +1,9 @@
 //! A connection verified under relaxed flags never serves a stricter
 //! request (pools per flag value, no TLS session resumption).
-//! The cases are shared by every backend: [`bits_testkit::suites::isolation`].
+//! The cases are shared by every backend: [`bits_testkit::suites::isolation`]
+//! (one test per case, by [`bits_testkit::isolation_tests`]).
 
 use bits_testkit::pki::TestPki;
-use bits_testkit::suites::isolation;
 use bits_transport_openssl::OpensslTransport;
 
 fn transport(pki: &TestPki) -> OpensslTransport {
@@ -17,12 +17,4 @@ fn transport(pki: &TestPki) -> OpensslTransport {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_connection_made_under_ignore_unknown_ca_never_serves_strict_requests() {
-    isolation::ignore_unknown_ca_never_serves_strict_requests(&transport).await;
-}
-
-#[tokio::test]
-async fn a_connection_made_under_ignore_cn_never_serves_strict_requests() {
-    isolation::ignore_cn_never_serves_strict_requests(&transport).await;
-}
+bits_testkit::isolation_tests!(transport);

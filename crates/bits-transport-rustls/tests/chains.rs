@@ -1,7 +1,8 @@
 //! Chains the shared test PKI does not have, checked at the handshake
 //! through the transport's own connector against a real TLS server. The
 //! cases every backend must pass (and the certificate builders) are
-//! [`bits_testkit::suites::chains`]; here only what is rustls's own: webpki
+//! [`bits_testkit::suites::chains`] (one test per case, by
+//! [`bits_testkit::chain_tests`]); here only what is rustls's own: webpki
 //! meeting an untrusted intermediate's date before its missing issuer
 //! (pitfall 8), the date-window narrowing and its documented narrower case,
 //! and session resumption checked on the rustls connection.
@@ -10,7 +11,7 @@ use std::net::SocketAddr;
 
 use bits_core::SecurityFlags;
 use bits_http::TlsConnect;
-use bits_testkit::suites::chains::{self, issue, serve, CA, DATE};
+use bits_testkit::suites::chains::{issue, serve, CA, DATE};
 use bits_transport_rustls::RustlsTransport;
 use tokio::net::TcpStream;
 
@@ -35,69 +36,7 @@ async fn handshake(roots: Vec<Vec<u8>>, addr: SocketAddr, flags: u32) -> Result<
         .map_err(|e| e.hresult().0)
 }
 
-#[tokio::test]
-async fn ignoring_an_unknown_ca_does_not_ignore_a_not_yet_valid_untrusted_intermediate() {
-    chains::ignoring_an_unknown_ca_does_not_ignore_a_not_yet_valid_untrusted_intermediate(&|r, a, f| {
-        Box::pin(handshake(r, a, f))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_valid_untrusted_chain_passes_with_ignore_unknown_ca_only() {
-    chains::a_valid_untrusted_chain_passes_with_ignore_unknown_ca_only(&|r, a, f| {
-        Box::pin(handshake(r, a, f))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_bad_signature_is_refused_under_every_ignore_flag() {
-    chains::a_bad_signature_is_refused_under_every_ignore_flag(&|r, a, f| Box::pin(handshake(r, a, f))).await;
-}
-
-#[tokio::test]
-async fn a_leaf_whose_issuer_is_absent_gets_every_check_it_can_under_ignore_unknown_ca() {
-    chains::a_leaf_whose_issuer_is_absent_gets_every_check_it_can_under_ignore_unknown_ca(&|r, a, f| {
-        Box::pin(handshake(r, a, f))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_leaf_issued_by_a_non_ca_is_refused_under_every_ignore_flag() {
-    chains::a_leaf_issued_by_a_non_ca_is_refused_under_every_ignore_flag(&|r, a, f| {
-        Box::pin(handshake(r, a, f))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_server_that_does_not_speak_tls_is_a_secure_failure() {
-    chains::a_server_that_does_not_speak_tls_is_a_secure_failure(&|r, a, f| Box::pin(handshake(r, a, f)))
-        .await;
-}
-
-#[tokio::test]
-async fn a_reset_during_the_handshake_is_a_transient_connection_reset() {
-    chains::a_reset_during_the_handshake_is_a_transient_connection_reset(&|r, a, f| {
-        Box::pin(handshake(r, a, f))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_leaf_key_usage_without_tls_use_is_a_usage_fault() {
-    chains::a_leaf_key_usage_without_tls_use_is_a_usage_fault(&|r, a, f| Box::pin(handshake(r, a, f))).await;
-}
-
-#[tokio::test]
-async fn an_intermediate_without_cert_sign_usage_is_refused_under_every_flag() {
-    chains::an_intermediate_without_cert_sign_usage_is_refused_under_every_flag(&|r, a, f| {
-        Box::pin(handshake(r, a, f))
-    })
-    .await;
-}
+bits_testkit::chain_tests!(handshake);
 
 #[tokio::test]
 async fn ignoring_an_unknown_ca_does_not_ignore_an_expired_untrusted_intermediate() {

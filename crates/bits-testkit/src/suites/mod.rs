@@ -3,14 +3,17 @@
 //! [`conformance`](crate::conformance).
 //!
 //! Each case is a `pub async fn` that panics on the first failed assertion;
-//! a backend's test file is a list of `#[tokio::test]` functions calling
-//! the cases with a factory building its transport. The factory must trust
+//! a backend's test file calls them all with its own factory through
+//! [`isolation_tests!`](crate::isolation_tests), [`crl_tests!`](crate::crl_tests)
+//! and [`chain_tests!`](crate::chain_tests) (one `#[tokio::test]` per case),
+//! or one by one. The factory must trust
 //! the given [`TestPki`](crate::pki::TestPki)'s root only (no system roots).
 
 pub mod chains;
 pub mod crl;
 pub mod hostnames;
 pub mod isolation;
+mod macros;
 
 use bits_core::{Request, SecurityFlags, Transport};
 
