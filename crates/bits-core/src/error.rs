@@ -7,6 +7,8 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
+use crate::flags::SecurityFlags;
+
 /// A Windows `HRESULT`, displayed as `0x` and eight upper-case hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -415,6 +417,65 @@ impl BitsError {
     }
 }
 
+/// A server-certificate fault in policy terms: what every TLS backend
+/// classifies its library's verify errors into, which flag may ignore it,
+/// and the error a handshake refused on it becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CertFault {
+    /// Host name or IP address mismatch; ignorable by 0x02 (0x80072F06).
+    Cn,
+    /// Expired or not yet valid; ignorable by 0x04 (0x80072F05).
+    Date,
+    /// No path to a trusted root; ignorable by 0x08 (0x80072F0D).
+    UnknownCa,
+    /// Not valid for server authentication; ignorable by 0x10 (0x80072F93).
+    Usage,
+    /// Revoked by a CRL; never ignorable (0x80072F8A).
+    Revoked,
+    /// Revocation could not be checked; never ignorable (0x80072F19).
+    RevocationFailed,
+    /// Anything else (bad signature, CA misuse, weak key…); never
+    /// ignorable (0x80072F8F).
+    Other,
+}
+
+impl CertFault {
+    /// The flag bit that covers this fault, or 0 when none may.
+    pub const fn ignored_by(self) -> u32 {
+        match self {
+            CertFault::Cn => SecurityFlags::IGNORE_CERT_CN_INVALID,
+            CertFault::Date => SecurityFlags::IGNORE_CERT_DATE_INVALID,
+            CertFault::UnknownCa => SecurityFlags::IGNORE_UNKNOWN_CA,
+            CertFault::Usage => SecurityFlags::IGNORE_CERT_WRONG_USAGE,
+            CertFault::Revoked | CertFault::RevocationFailed | CertFault::Other => 0,
+        }
+    }
+
+    /// Whether `flags` cover this fault.
+    pub const fn covered_by(self, flags: SecurityFlags) -> bool {
+        let bit = self.ignored_by();
+        bit != 0 && flags.contains(bit)
+    }
+
+    /// The policy error for a handshake refused on this fault; `detail`
+    /// says why for the faults whose error carries a reason.
+    pub fn to_error(self, detail: &str) -> BitsError {
+        match self {
+            CertFault::Cn => BitsError::CertCnInvalid,
+            CertFault::Date => BitsError::CertDateInvalid,
+            CertFault::UnknownCa => BitsError::UnknownCa,
+            CertFault::Usage => BitsError::CertWrongUsage,
+            CertFault::Revoked => BitsError::CertRevoked,
+            CertFault::RevocationFailed => BitsError::CertRevocationFailed {
+                reason: detail.to_owned(),
+            },
+            CertFault::Other => BitsError::SecureFailure {
+                reason: detail.to_owned(),
+            },
+        }
+    }
+}
+
 /// Maps a Linux `errno` to the Win32 error a BITS job shows, so that
 /// `HRESULT_FROM_WIN32` of it means what Windows would say. Unknown codes map
 /// to `ERROR_GEN_FAILURE` (31).
@@ -621,6 +682,25 @@ mod tests {
         );
         check(BitsError::Empty, 0x80200003, GeneralQueueManager, false);
         check(BitsError::TooManyFiles, 0x8020001C, GeneralQueueManager, false);
+    }
+
+    #[test]
+    fn cert_faults_map_to_their_flag_and_error() {
+        let all = SecurityFlags::new(0x1F).unwrap();
+        for (fault, bit, code) in [
+            (CertFault::Cn, 0x02, 0x80072F06),
+            (CertFault::Date, 0x04, 0x80072F05),
+            (CertFault::UnknownCa, 0x08, 0x80072F0D),
+            (CertFault::Usage, 0x10, 0x80072F93),
+            (CertFault::Revoked, 0, 0x80072F8A),
+            (CertFault::RevocationFailed, 0, 0x80072F19),
+            (CertFault::Other, 0, 0x80072F8F),
+        ] {
+            assert_eq!(fault.ignored_by(), bit, "{fault:?}");
+            assert_eq!(fault.covered_by(all), bit != 0, "{fault:?}");
+            assert!(!fault.covered_by(SecurityFlags::new(0x1F & !bit).unwrap()) || bit == 0);
+            assert_eq!(fault.to_error("d").hresult().0, code, "{fault:?}");
+        }
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub mod state;
 pub mod transport;
 
 pub use engine::{Engine, EngineOptions, NoObserver, Observer, RunOutcome};
-pub use error::{BitsError, ErrorContext, Hresult, JobError};
+pub use error::{BitsError, CertFault, ErrorContext, Hresult, JobError};
 pub use flags::{RedirectPolicy, SecurityFlags};
 pub use job::{FileInfo, Job, JobType, Priority};
 pub use state::{Event, JobState, Operation};

@@ -15,30 +15,13 @@
 use std::os::raw::c_int;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use bits_core::{BitsError, SecurityFlags};
+use bits_core::SecurityFlags;
 use openssl::asn1::Asn1Time;
 use openssl::x509::{X509Ref, X509StoreContextRef, X509VerifyResult, X509};
 use openssl_sys as ffi;
 
 /// What kind of certificate fault an OpenSSL verify error is, in policy terms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Fault {
-    /// Host name or IP address mismatch; ignorable by 0x02 (0x80072F06).
-    Cn,
-    /// Expired or not yet valid; ignorable by 0x04 (0x80072F05).
-    Date,
-    /// No path to a trusted root; ignorable by 0x08 (0x80072F0D).
-    UnknownCa,
-    /// Not valid for server authentication; ignorable by 0x10 (0x80072F93).
-    Usage,
-    /// Revoked by a CRL; never ignorable (0x80072F8A).
-    Revoked,
-    /// Revocation could not be checked; never ignorable (0x80072F19).
-    RevocationFailed,
-    /// Anything else (bad signature, CA misuse, weak key…); never
-    /// ignorable (0x80072F8F).
-    Other,
-}
+pub(crate) use bits_core::CertFault as Fault;
 
 /// The §2.2 table of tls-mapping.md: `X509_V_ERR_*` → policy category.
 ///
@@ -92,42 +75,6 @@ pub(crate) fn classify(code: c_int) -> Fault {
         // path length (25), unhandled critical extension (34), weak keys or
         // digests (66/67/68), name constraints, policy… No flag covers them.
         _ => Fault::Other,
-    }
-}
-
-impl Fault {
-    /// The flag bit that covers this fault, or 0 when none may.
-    pub(crate) fn ignored_by(self) -> u32 {
-        match self {
-            Fault::Cn => SecurityFlags::IGNORE_CERT_CN_INVALID,
-            Fault::Date => SecurityFlags::IGNORE_CERT_DATE_INVALID,
-            Fault::UnknownCa => SecurityFlags::IGNORE_UNKNOWN_CA,
-            Fault::Usage => SecurityFlags::IGNORE_CERT_WRONG_USAGE,
-            Fault::Revoked | Fault::RevocationFailed | Fault::Other => 0,
-        }
-    }
-
-    /// Whether `flags` cover this fault.
-    fn covered_by(self, flags: SecurityFlags) -> bool {
-        let bit = self.ignored_by();
-        bit != 0 && flags.contains(bit)
-    }
-
-    /// The policy error for a handshake refused on this fault.
-    pub(crate) fn to_error(self, detail: &str) -> BitsError {
-        match self {
-            Fault::Cn => BitsError::CertCnInvalid,
-            Fault::Date => BitsError::CertDateInvalid,
-            Fault::UnknownCa => BitsError::UnknownCa,
-            Fault::Usage => BitsError::CertWrongUsage,
-            Fault::Revoked => BitsError::CertRevoked,
-            Fault::RevocationFailed => BitsError::CertRevocationFailed {
-                reason: detail.to_owned(),
-            },
-            Fault::Other => BitsError::SecureFailure {
-                reason: detail.to_owned(),
-            },
-        }
     }
 }
 

@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use bits_core::{BitsError, SecurityFlags};
+use bits_core::SecurityFlags;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
@@ -48,41 +48,7 @@ use crate::der;
 const MAX_DATE_ROUNDS: usize = 8;
 
 /// A certificate fault in policy terms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Fault {
-    /// Host name or IP mismatch (0x80072F06).
-    Cn,
-    /// Expired or not yet valid (0x80072F05).
-    Date,
-    /// No path to a trusted root (0x80072F0D).
-    UnknownCa,
-    /// Not valid for server authentication (0x80072F93).
-    Usage,
-    /// Revoked (0x80072F8A).
-    Revoked,
-    /// Revocation could not be checked (0x80072F19).
-    RevocationFailed,
-    /// Anything else: bad signature, CA misuse, bad encoding… (0x80072F8F).
-    Other,
-}
-
-impl Fault {
-    pub(crate) fn to_error(self, detail: &str) -> BitsError {
-        match self {
-            Fault::Cn => BitsError::CertCnInvalid,
-            Fault::Date => BitsError::CertDateInvalid,
-            Fault::UnknownCa => BitsError::UnknownCa,
-            Fault::Usage => BitsError::CertWrongUsage,
-            Fault::Revoked => BitsError::CertRevoked,
-            Fault::RevocationFailed => BitsError::CertRevocationFailed {
-                reason: detail.to_owned(),
-            },
-            Fault::Other => BitsError::SecureFailure {
-                reason: detail.to_owned(),
-            },
-        }
-    }
-}
+pub(crate) use bits_core::CertFault as Fault;
 
 /// webpki's error → policy category (both plain and `…Context` forms).
 #[allow(deprecated)] // the plain forms are still emitted by some paths
