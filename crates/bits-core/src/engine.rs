@@ -15,12 +15,15 @@
 //! - writes through a buffer and counts only bytes the file holds;
 //! - makes finished files durable in batches: a file whose last byte is
 //!   written counts its bytes at once but is marked `completed` only after
-//!   a checkpoint `fdatasync`ed it (every [`CHECKPOINT_FILES`] files,
+//!   a checkpoint synced it (every [`CHECKPOINT_FILES`] files,
 //!   [`CHECKPOINT_BYTES`] bytes or [`CHECKPOINT_INTERVAL`], in the
 //!   background while the next files download; and, waited for, before a
 //!   failure is recorded and before the job reports TRANSFERRED). So neither the
 //!   observer nor a store ever sees a file completed whose bytes a crash
-//!   could still lose, and many small files cost a few syncs, not one each.
+//!   could still lose, and many small files cost a few syncs, not one each:
+//!   a batch of many files is one `syncfs` of their file system (Linux),
+//!   through a directory opened before they were written, so any failure
+//!   to write them back is reported; a small batch is an `fdatasync` each.
 //!   A file dropped before its checkpoint is asked again from its full
 //!   length after a restart, and the server's `416` says it is whole.
 //!
@@ -61,9 +64,18 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 pub trait Observer: Send {
     /// Bytes moved (called per chunk written; the job's counters are current).
     fn on_progress(&mut self, job: &Job);
-    /// The job's state, error or files changed (a redirect report, a file
-    /// finished, a restart).
+    /// The job's state, error or files changed (a file finished, a
+    /// restart).
     fn on_change(&mut self, job: &Job);
+    /// File `i` changed in a way a restart needs to know at once: its
+    /// remote name (a redirect reported under the job's policy), or its
+    /// validator and size (the response it is being written from). A store
+    /// that saves this promptly never downloads a large file twice after a
+    /// crash. Defaults to [`Observer::on_change`].
+    fn on_file_change(&mut self, job: &Job, i: usize) {
+        let _ = i;
+        self.on_change(job);
+    }
 }
 
 /// An observer that ignores everything.
@@ -184,6 +196,7 @@ impl Engine {
         let mut from = 0;
         while let Some(i) = (from..job.files.len()).find(|&i| !job.files[i].completed) {
             from = i + 1;
+            let fresh = unsynced.watch(&job.files[i].temp_name);
             if let Err(e) = self.transfer_file(job, i, observer).await {
                 // The files finished before `i` are kept: synced and marked
                 // completed before the failure is recorded.
@@ -192,7 +205,7 @@ impl Engine {
                 }
                 return fail(job, observer, &e, Some(i));
             }
-            unsynced.push(job, i);
+            unsynced.push(job, i, fresh);
             // A due batch syncs in the background while the next files
             // download; an earlier batch that is done gets marked.
             if let Err((f, e)) = unsynced.step(job, observer).await {
@@ -326,7 +339,7 @@ impl Engine {
             file.validator = validator;
         }
         file.bytes_total = total;
-        observer.on_change(job);
+        observer.on_file_change(job, i);
 
         let mut body = response.body;
         let read_timeout = self.options.read_timeout;
@@ -434,7 +447,7 @@ impl Engine {
             let Some(location) = redirect::location(response.status, &response.headers) else {
                 if hops > 0 && flags.redirect_policy() == RedirectPolicy::AllowReport {
                     job.files[i].remote_name = url.to_string();
-                    observer.on_change(job);
+                    observer.on_file_change(job, i);
                 }
                 return Ok(response);
             };
@@ -450,7 +463,7 @@ impl Engine {
             ) {
                 if let BitsError::RedirectDisallowed { location, .. } = &e {
                     job.files[i].remote_name = location.clone();
-                    observer.on_change(job);
+                    observer.on_file_change(job, i);
                 }
                 return Err(e);
             }
@@ -675,15 +688,30 @@ type SyncResult = Result<(), (usize, BitsError)>;
 #[derive(Debug, Default)]
 struct Unsynced {
     files: Vec<usize>,
+    /// For each of `files`: whether this run wrote it from byte 0.
+    fresh: Vec<bool>,
     bytes: u64,
     since: Option<Instant>,
     /// A batch being synced in the background: its files and the sync.
     syncing: Option<(Vec<usize>, tokio::task::JoinHandle<SyncResult>)>,
+    /// The file systems written to, for batches synced with `syncfs`.
+    watched: files::Watched,
 }
 
 impl Unsynced {
-    fn push(&mut self, job: &Job, i: usize) {
+    /// Before a file is written: watches its file system and says whether
+    /// the file is fresh (empty or absent, so every byte it will hold is
+    /// written by this run).
+    fn watch(&mut self, temp: &std::path::Path) -> bool {
+        if let Some(dir) = temp.parent() {
+            self.watched.watch(dir);
+        }
+        files::disk_len(temp).is_ok_and(|n| n == 0)
+    }
+
+    fn push(&mut self, job: &Job, i: usize, fresh: bool) {
         self.files.push(i);
+        self.fresh.push(fresh);
         self.bytes += job.files[i].bytes_transferred;
         self.since.get_or_insert_with(Instant::now);
     }
@@ -727,10 +755,12 @@ impl Unsynced {
             return;
         }
         let waiting = std::mem::take(&mut self.files);
+        let fresh = std::mem::take(&mut self.fresh);
         self.bytes = 0;
         self.since = None;
-        let paths = waiting.iter().map(|&i| job.files[i].temp_name.clone()).collect();
-        self.syncing = Some((waiting, tokio::spawn(files::sync_paths(paths))));
+        let paths: Vec<_> = waiting.iter().map(|&i| job.files[i].temp_name.clone()).collect();
+        let groups = self.watched.groups(&paths, &fresh);
+        self.syncing = Some((waiting, tokio::spawn(files::sync_paths(paths, groups))));
     }
 
     /// Waits for the background batch, then (only then) marks its files

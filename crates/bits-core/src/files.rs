@@ -8,6 +8,7 @@
 //! the page cache, so they run inline; `fdatasync`, which can block for
 //! long, runs on the blocking pool, in batches ([`sync_paths`]).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -57,27 +58,151 @@ pub(crate) fn remove(path: &Path) -> io::Result<()> {
 /// At most this many `fdatasync`s run at once in [`sync_paths`].
 const SYNC_THREADS: usize = 32;
 
-/// `fdatasync`s every file of `paths`, several at once on the blocking
-/// pool: concurrent syncs share journal commits, so a batch of many small
-/// files costs a few commits instead of one each. On failure, returns the
-/// index (in `paths`) of the first file that could not be synced.
-pub(crate) async fn sync_paths(paths: Vec<PathBuf>) -> Result<(), (usize, BitsError)> {
+/// A batch of at least this many files is made durable with one `syncfs`
+/// per file system (Linux) instead of one `fdatasync` per file: on ext4
+/// each `fdatasync` also flushes the disk's cache, so 2,000 small files
+/// cost 2,000 flushes; one `syncfs` writes them all back and flushes once.
+/// Smaller batches (one large file, say) keep `fdatasync`, so they never
+/// wait for other programs' dirty data on the same file system.
+pub(crate) const SYNCFS_FILES: usize = 16;
+
+/// The file systems a run writes temporary files to, each watched through
+/// a directory opened *before* the first byte of this run was written
+/// there.
+///
+/// Why the opening time matters: `syncfs(fd)` reports every writeback
+/// error of the whole file system that happened since `fd` was opened (or
+/// since its last `syncfs`), whoever else saw it (Linux 5.8+). Opened
+/// before our writes, the directory's descriptor hears of any failure to
+/// write them back; a `syncfs` that reports nothing means every one of
+/// them is on disk. A `syncfs` that reports an error (maybe another
+/// program's file) falls back to `fdatasync` per file, which tells whose.
+#[derive(Debug, Default)]
+pub(crate) struct Watched {
+    /// Directory → index in `fs`.
+    dirs: HashMap<PathBuf, usize>,
+    /// One open directory per file system (device number).
+    fs: Vec<(u64, Arc<File>)>,
+}
+
+/// Files of a batch (indices into its paths) on one watched file system.
+#[derive(Debug)]
+pub(crate) struct FsGroup {
+    dir: Arc<File>,
+    files: Vec<usize>,
+}
+
+impl Watched {
+    /// Watches the file system of `dir`, where a temporary file is about
+    /// to be written. Cheap after the first call for a directory; a
+    /// directory that cannot be opened leaves its files to `fdatasync`.
+    pub(crate) fn watch(&mut self, dir: &Path) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if self.dirs.contains_key(dir) {
+                return;
+            }
+            let Ok(opened) = File::open(dir) else { return };
+            let Ok(meta) = opened.metadata() else { return };
+            let n = match self.fs.iter().position(|(dev, _)| *dev == meta.dev()) {
+                Some(n) => n,
+                None => {
+                    self.fs.push((meta.dev(), Arc::new(opened)));
+                    self.fs.len() - 1
+                }
+            };
+            self.dirs.insert(dir.to_path_buf(), n);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = dir;
+    }
+
+    /// Groups the batch `paths` by watched file system, for [`sync_paths`].
+    /// Only files this run wrote from byte 0 (`fresh`) may ride a `syncfs`:
+    /// bytes an earlier process wrote could have failed writeback before
+    /// the directory was opened. A batch under [`SYNCFS_FILES`] gets no
+    /// groups.
+    pub(crate) fn groups(&self, paths: &[PathBuf], fresh: &[bool]) -> Vec<FsGroup> {
+        if paths.len() < SYNCFS_FILES {
+            return Vec::new();
+        }
+        let mut groups: Vec<FsGroup> = Vec::new();
+        for (k, path) in paths.iter().enumerate() {
+            if !fresh.get(k).copied().unwrap_or(false) {
+                continue;
+            }
+            let Some(&n) = path.parent().and_then(|d| self.dirs.get(d)) else {
+                continue;
+            };
+            let dir = &self.fs[n].1;
+            match groups.iter_mut().find(|g| Arc::ptr_eq(&g.dir, dir)) {
+                Some(g) => g.files.push(k),
+                None => groups.push(FsGroup {
+                    dir: dir.clone(),
+                    files: vec![k],
+                }),
+            }
+        }
+        groups
+    }
+}
+
+/// `syncfs` on the file system of `dir`.
+#[cfg(target_os = "linux")]
+fn syncfs(dir: &File) -> io::Result<()> {
+    rustix::fs::syncfs(dir).map_err(io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn syncfs(_dir: &File) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Makes every file of `paths` durable: the files of each group with one
+/// `syncfs` of its file system, the rest (and a group whose `syncfs`
+/// failed) with `fdatasync`, several at once on the blocking pool. On
+/// failure, returns the index (in `paths`) of the first file that could
+/// not be synced.
+pub(crate) async fn sync_paths(paths: Vec<PathBuf>, groups: Vec<FsGroup>) -> Result<(), (usize, BitsError)> {
+    let mut done = vec![false; paths.len()];
+    for group in groups {
+        let FsGroup { dir, files } = group;
+        let synced = tokio::task::spawn_blocking(move || syncfs(&dir)).await;
+        match synced {
+            Ok(Ok(())) => {
+                for n in files {
+                    done[n] = true;
+                    #[cfg(test)]
+                    test_log::synced(&paths[n]);
+                }
+            }
+            Ok(Err(e)) => tracing::debug!("syncfs failed ({e}): syncing each file instead"),
+            Err(e) => tracing::debug!("syncfs task failed ({e}): syncing each file instead"),
+        }
+    }
+    let each: Vec<usize> = (0..paths.len()).filter(|&n| !done[n]).collect();
+    fdatasync_each(paths, each).await
+}
+
+/// `fdatasync`s the files `each` (indices into `paths`), several at once on
+/// the blocking pool: concurrent syncs share journal commits.
+async fn fdatasync_each(paths: Vec<PathBuf>, each: Vec<usize>) -> Result<(), (usize, BitsError)> {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    if paths.is_empty() {
+    if each.is_empty() {
         return Ok(());
     }
     let paths = Arc::new(paths);
+    let each = Arc::new(each);
     let next = Arc::new(AtomicUsize::new(0));
-    let workers = paths.len().min(SYNC_THREADS);
+    let workers = each.len().min(SYNC_THREADS);
     let mut tasks = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let (paths, next) = (paths.clone(), next.clone());
+        let (paths, each, next) = (paths.clone(), each.clone(), next.clone());
         tasks.push(tokio::task::spawn_blocking(move || {
             let mut failed: Option<(usize, io::Error)> = None;
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                let Some(path) = paths.get(n) else { break };
+            while let Some(&n) = each.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let path = &paths[n];
                 let synced = File::open(path).and_then(|f| f.sync_data());
                 #[cfg(test)]
                 if synced.is_ok() {
@@ -94,7 +219,9 @@ pub(crate) async fn sync_paths(paths: Vec<PathBuf>) -> Result<(), (usize, BitsEr
     }
     let mut first: Option<(usize, io::Error)> = None;
     for task in tasks {
-        let failed = task.await.unwrap_or_else(|e| Some((0, io::Error::other(e))));
+        let failed = task
+            .await
+            .unwrap_or_else(|e| Some((each[0], io::Error::other(e))));
         if let Some((n, e)) = failed {
             if first.as_ref().is_none_or(|(m, _)| n < *m) {
                 first = Some((n, e));
@@ -108,44 +235,29 @@ pub(crate) async fn sync_paths(paths: Vec<PathBuf>) -> Result<(), (usize, BitsEr
 }
 
 /// Moves finished temporary files to their LOCAL names durably, in three
-/// passes so that many files cost few waits: fsync every file's data and
-/// metadata (several at once), then rename each (same directory, so atomic:
-/// LOCAL is either the old file or the whole new one, and no file is
-/// renamed before every file is on disk), then fsync each directory once so
-/// the renames survive a crash. A failed rename stops there: the files
-/// renamed before it stay at LOCAL, their directories synced.
+/// passes so that many files cost few waits: make every file's data and
+/// metadata durable, then rename each (same directory, so atomic: LOCAL is
+/// either the old file or the whole new one, and no file is renamed before
+/// every file is on disk), then fsync each directory once so the renames
+/// survive a crash. A failed rename stops there: the files renamed before
+/// it stay at LOCAL, their directories synced.
+///
+/// The first pass is one `syncfs` per file system for [`SYNCFS_FILES`] or
+/// more files (else, or when a `syncfs` fails, an `fsync` per file, several
+/// at once). That is enough here although the directories are opened only
+/// now: a job is TRANSFERRED only once the engine's checkpoints synced every
+/// file's data, so what is left is metadata (the modification time), and
+/// any error writing it back happens during this `syncfs`.
 pub(crate) fn commit_all(pairs: &[(&Path, &Path)]) -> Result<(), BitsError> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let next = AtomicUsize::new(0);
-    let workers = pairs.len().min(SYNC_THREADS);
-    let failures: Vec<(usize, io::Error)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut failed = None;
-                    loop {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((temp, _)) = pairs.get(n) else { break };
-                        if let Err(e) = File::open(temp).and_then(|f| f.sync_all()) {
-                            failed = Some((n, e));
-                            break;
-                        }
-                    }
-                    failed
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .filter_map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Some((0, io::Error::other("sync thread panicked"))))
-            })
-            .collect()
-    });
-    if let Some((n, e)) = failures.into_iter().min_by_key(|(n, _)| *n) {
-        return Err(BitsError::local("sync", pairs[n].0.display(), e));
+    let mut done = vec![false; pairs.len()];
+    for FsGroup { dir, files } in fs_groups_now(pairs) {
+        match syncfs(&dir) {
+            Ok(()) => files.into_iter().for_each(|n| done[n] = true),
+            Err(e) => tracing::debug!("syncfs failed ({e}): syncing each file instead"),
+        }
     }
+    let each: Vec<usize> = (0..pairs.len()).filter(|&n| !done[n]).collect();
+    fsync_each(pairs, &each)?;
     let mut dirs: Vec<&Path> = Vec::new();
     let mut renamed = Ok(());
     for (temp, local) in pairs {
@@ -165,6 +277,60 @@ pub(crate) fn commit_all(pairs: &[(&Path, &Path)]) -> Result<(), BitsError> {
             .map_err(|e| BitsError::local("sync", dir.display(), e))?;
     }
     renamed
+}
+
+/// For [`commit_all`]: the temporary files grouped by file system, each
+/// group with a directory opened now (none under [`SYNCFS_FILES`] files).
+/// A file whose directory cannot be opened is in no group: it gets the
+/// `fsync` of [`fsync_each`].
+fn fs_groups_now(pairs: &[(&Path, &Path)]) -> Vec<FsGroup> {
+    if pairs.len() < SYNCFS_FILES {
+        return Vec::new();
+    }
+    let mut watched = Watched::default();
+    let paths: Vec<PathBuf> = pairs.iter().map(|(temp, _)| temp.to_path_buf()).collect();
+    for path in &paths {
+        if let Some(dir) = path.parent() {
+            watched.watch(dir);
+        }
+    }
+    watched.groups(&paths, &vec![true; paths.len()])
+}
+
+/// `fsync`s (data and metadata) the temporary files `each` (indices into
+/// `pairs`), several at once; the first failure in `pairs` order wins.
+fn fsync_each(pairs: &[(&Path, &Path)], each: &[usize]) -> Result<(), BitsError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let workers = each.len().min(SYNC_THREADS);
+    let failures: Vec<(usize, io::Error)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut failed = None;
+                    while let Some(&n) = each.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let temp = pairs[n].0;
+                        if let Err(e) = File::open(temp).and_then(|f| f.sync_all()) {
+                            failed = Some((n, e));
+                            break;
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Some((0, io::Error::other("sync thread panicked"))))
+            })
+            .collect()
+    });
+    match failures.into_iter().min_by_key(|(n, _)| *n) {
+        Some((n, e)) => Err(BitsError::local("sync", pairs[n].0.display(), e)),
+        None => Ok(()),
+    }
 }
 
 /// Appends a response body to a temporary file, buffered.
@@ -427,6 +593,75 @@ mod tests {
         w.flush().unwrap();
         w.settle().await.unwrap();
         assert_eq!(test_log::kicks(&p), 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_large_batches_of_fresh_files_in_watched_directories_ride_a_syncfs() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let unwatched = tempfile::tempdir().unwrap();
+        let mut w = Watched::default();
+        w.watch(a.path());
+        w.watch(b.path());
+        w.watch(a.path());
+        // Two directories of one file system share one watcher.
+        assert_eq!((w.dirs.len(), w.fs.len()), (2, 1));
+        let mut paths: Vec<PathBuf> = (0..SYNCFS_FILES)
+            .map(|n| [a.path(), b.path()][n % 2].join(format!(".f{n}")))
+            .collect();
+        paths.push(unwatched.path().join(".u"));
+        let mut fresh = vec![true; paths.len()];
+        fresh[3] = false;
+        let groups = w.groups(&paths, &fresh);
+        assert_eq!(groups.len(), 1);
+        let expected: Vec<usize> = (0..SYNCFS_FILES).filter(|&n| n != 3).collect();
+        assert_eq!(groups[0].files, expected);
+        // A small batch gets fdatasync for every file.
+        assert!(w.groups(&paths[..SYNCFS_FILES - 1], &fresh).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_syncs_every_file_grouped_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Watched::default();
+        w.watch(dir.path());
+        let paths: Vec<PathBuf> = (0..SYNCFS_FILES + 2)
+            .map(|n| dir.path().join(format!(".s{n}")))
+            .collect();
+        for p in &paths {
+            fs::write(p, b"data").unwrap();
+        }
+        let mut fresh = vec![true; paths.len()];
+        fresh[0] = false;
+        let groups = w.groups(&paths, &fresh);
+        sync_paths(paths.clone(), groups).await.unwrap();
+        assert!(paths.iter().all(|p| test_log::was_synced(p)));
+        // A missing file is reported with its index, whatever its group.
+        let mut gone = paths.clone();
+        gone[5] = dir.path().join("missing");
+        let err = sync_paths(gone, Vec::new()).await.unwrap_err();
+        assert_eq!(err.0, 5);
+    }
+
+    #[test]
+    fn commit_all_moves_many_files_and_few() {
+        let dir = tempfile::tempdir().unwrap();
+        for count in [SYNCFS_FILES + 3, 2] {
+            let pairs: Vec<(PathBuf, PathBuf)> = (0..count)
+                .map(|n| {
+                    let temp = dir.path().join(format!(".c{count}-{n}.tmp"));
+                    fs::write(&temp, format!("{n}")).unwrap();
+                    (temp, dir.path().join(format!("c{count}-{n}")))
+                })
+                .collect();
+            let refs: Vec<(&Path, &Path)> = pairs.iter().map(|(t, l)| (t.as_path(), l.as_path())).collect();
+            commit_all(&refs).unwrap();
+            for (n, (temp, local)) in pairs.iter().enumerate() {
+                assert!(!temp.exists());
+                assert_eq!(fs::read_to_string(local).unwrap(), n.to_string());
+            }
+        }
     }
 
     #[test]
