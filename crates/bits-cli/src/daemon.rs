@@ -13,8 +13,9 @@
 //! - **Operations** arrive over the socket (see [`crate::ipc`]); a running
 //!   job's transfer is stopped (its engine future dropped, which the engine
 //!   makes safe) before any change but `resume` applies.
-//! - **Persistence**: progress is saved at least every MiB or every second,
-//!   state changes at once. SIGTERM/SIGINT stop every transfer, save it as
+//! - **Persistence**: progress is saved every second; state and error
+//!   changes, a reported redirect and the validator of a file over a MiB
+//!   at once. SIGTERM/SIGINT stop every transfer, save it as
 //!   QUEUED and exit 0; after `kill -9` the next daemon resumes every
 //!   active job from the bytes in its temporary file.
 //! - **Memory** holds only the jobs running now and the ids and timers of
@@ -51,10 +52,12 @@ use crate::store::{self, Store};
 pub const MAX_PARALLEL: usize = 4;
 /// Final jobs older than this are pruned by the daemon.
 pub const PRUNE_AGE: Duration = Duration::from_secs(30 * 86_400);
-/// Progress is saved after this many bytes…
-const SAVE_BYTES: u64 = 1 << 20;
-/// …or this long, whichever comes first.
+/// Progress is saved this often.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// A file larger than this (or of unknown size) has its validator saved
+/// as soon as its response arrives: after a crash, its bytes on disk are
+/// resumed instead of downloaded again (at most this much is lost).
+const SAVE_FILE_AT_ONCE: u64 = 1 << 20;
 /// `SIGXFSZ` on Linux: ignored, so that a file-size limit is an `EFBIG`
 /// write error (a LOCAL_FILE error of the job) instead of killing us.
 const SIGXFSZ: i32 = 25;
@@ -530,17 +533,20 @@ impl Daemon {
     }
 }
 
-/// Saves a running job: a change of its state, error or remote names (or
-/// its file list) at once; anything else (byte progress, a file's headers,
-/// a file completed) at least every MiB or every second. So a job of many
-/// small files is not rewritten twice per file. Whatever a throttled save
-/// leaves out, the engine recovers from the temporary files after a crash
-/// (a whole file is asked from its full length and the `416` says so);
-/// the engine marks a file completed only once its bytes are synced.
+/// Saves a running job. At once: a change of its state, error or number
+/// of files, a remote name changed by a reported redirect, and the
+/// validator of a file over [`SAVE_FILE_AT_ONCE`] (so a crash never costs
+/// a large file's bytes on disk). Everything else (byte progress, a small
+/// file's headers, a file completed) at most every [`SAVE_INTERVAL`]: a job
+/// of many small files is not rewritten once per file, and a large file
+/// costs a save a second. Whatever a throttled save leaves out, the engine
+/// recovers from the temporary files after a crash (a whole file is asked
+/// from its full length and the `416` says so; a small file without its
+/// validator restarts, at most [`SAVE_FILE_AT_ONCE`] again); the engine
+/// marks a file completed only once its bytes are synced.
 struct Persist {
     store: Shared,
     saved_at: Instant,
-    saved_bytes: u64,
     /// What, in the last save, must be saved at once when it changes.
     saved_key: SaveKey,
 }
@@ -562,16 +568,11 @@ impl SaveKey {
         }
     }
 
-    /// Whether `job` differs from this key (without copying the job).
+    /// Whether `job` differs from this key in what the engine reports
+    /// through `on_change` (remote names come through `on_file_change`:
+    /// comparing them all on every call would cost a job of n files n²).
     fn differs(&self, job: &Job) -> bool {
-        self.state != job.state
-            || self.error != job.error
-            || self.remotes.len() != job.files.len()
-            || self
-                .remotes
-                .iter()
-                .zip(&job.files)
-                .any(|(r, f)| *r != f.remote_name)
+        self.state != job.state || self.error != job.error || self.remotes.len() != job.files.len()
     }
 }
 
@@ -580,7 +581,6 @@ impl Persist {
         Persist {
             store,
             saved_at: Instant::now(),
-            saved_bytes: job.bytes_transferred(),
             saved_key: SaveKey::of(job),
         }
     }
@@ -590,26 +590,35 @@ impl Persist {
             tracing::error!(job = %job.id, "cannot save progress: {f}");
         }
         self.saved_at = Instant::now();
-        self.saved_bytes = job.bytes_transferred();
         self.saved_key = SaveKey::of(job);
     }
 
-    /// The throttle: a MiB moved or a second passed since the last save.
-    fn due(&self, job: &Job) -> bool {
-        job.bytes_transferred().abs_diff(self.saved_bytes) >= SAVE_BYTES
-            || self.saved_at.elapsed() >= SAVE_INTERVAL
+    /// The throttle: a second passed since the last save.
+    fn due(&self) -> bool {
+        self.saved_at.elapsed() >= SAVE_INTERVAL
     }
 }
 
 impl Observer for Persist {
     fn on_progress(&mut self, job: &Job) {
-        if self.due(job) {
+        if self.due() {
             self.save(job);
         }
     }
 
     fn on_change(&mut self, job: &Job) {
-        if self.saved_key.differs(job) || self.due(job) {
+        if self.saved_key.differs(job) || self.due() {
+            self.save(job);
+        }
+    }
+
+    fn on_file_change(&mut self, job: &Job, i: usize) {
+        let Some(file) = job.files.get(i) else {
+            return self.on_change(job);
+        };
+        let moved = self.saved_key.remotes.get(i) != Some(&file.remote_name);
+        let large = file.validator.is_some() && file.bytes_total.is_none_or(|t| t > SAVE_FILE_AT_ONCE);
+        if moved || large || self.saved_key.differs(job) || self.due() {
             self.save(job);
         }
     }
@@ -696,7 +705,7 @@ mod tests {
         p.on_change(&job);
         assert_eq!(stored(&store, job.id).state, JobState::Transferring);
         job.files[1].remote_name = "http://127.0.0.1/moved".into();
-        p.on_change(&job);
+        p.on_file_change(&job, 1);
         assert_eq!(
             stored(&store, job.id).files[1].remote_name,
             "http://127.0.0.1/moved"
@@ -712,31 +721,43 @@ mod tests {
         job.state = JobState::Transferring;
         let mut p = Persist::new(store.clone(), &job);
         p.on_change(&job);
-        // A file's headers, its bytes and its completion: not saved at once.
+        // A small file's headers, its bytes and its completion: not saved at once.
         job.files[0].validator = Some("\"v\"".into());
         job.files[0].bytes_total = Some(10);
-        p.on_change(&job);
+        p.on_file_change(&job, 0);
         job.files[0].bytes_transferred = 10;
         p.on_progress(&job);
         job.files[0].completed = true;
         p.on_change(&job);
+        // Nor many MiB of progress.
+        job.files[1].bytes_transferred = 64 << 20;
+        p.on_progress(&job);
         let saved = stored(&store, job.id);
         assert_eq!(saved.files[0].validator, None);
         assert!(!saved.files[0].completed);
         assert_eq!(saved.bytes_transferred(), 0);
-        // A MiB moved: everything is saved.
-        job.files[1].bytes_transferred = SAVE_BYTES;
-        p.on_progress(&job);
-        assert_eq!(stored(&store, job.id), job);
-        // So does a second passed (the throttle's other half).
-        job.files[1].bytes_transferred += 1;
+        // A second passed: everything is saved.
         p.saved_at -= SAVE_INTERVAL;
-        p.on_change(&job);
+        p.on_progress(&job);
         assert_eq!(stored(&store, job.id), job);
         // And the final state change flushes everything.
         job.files[1].completed = true;
         job.state = JobState::Transferred;
         p.on_change(&job);
         assert_eq!(stored(&store, job.id), job);
+    }
+
+    #[test]
+    fn a_large_files_validator_is_saved_at_once() {
+        let (_tmp, store, mut job) = setup(2);
+        job.state = JobState::Transferring;
+        let mut p = Persist::new(store.clone(), &job);
+        p.on_change(&job);
+        for total in [Some(SAVE_FILE_AT_ONCE + 1), None] {
+            job.files[1].validator = Some(format!("\"{total:?}\""));
+            job.files[1].bytes_total = total;
+            p.on_file_change(&job, 1);
+            assert_eq!(stored(&store, job.id), job, "size {total:?}");
+        }
     }
 }

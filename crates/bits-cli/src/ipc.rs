@@ -4,7 +4,7 @@
 //! - **The database is the truth for reading.** `info`, `list`, `wait`,
 //!   `monitor` read the store directly (SQLite in WAL mode lets them read
 //!   while the daemon writes); the daemon saves a running job's progress at
-//!   least every MiB or every second and every state change at once.
+//!   least every second and every state change at once.
 //! - **One writer per job at a time.** While a daemon carries the store,
 //!   every change to an existing job (`add-file`, `set-*`, `resume`,
 //!   `suspend`, `complete`, `cancel`, `replace-remote-prefix`) is sent to it

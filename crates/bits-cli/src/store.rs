@@ -24,7 +24,7 @@
 //!
 //! # Durability
 //! WAL with `synchronous = NORMAL`: a commit survives the process being
-//! killed; the daemon saves progress at least every MiB or every second.
+//! killed; the daemon saves progress every second.
 //! Progress counters are advisory anyway: the engine resumes from the
 //! length of the temporary file on disk.
 
