@@ -38,7 +38,7 @@ use bits_core::{
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -63,6 +63,14 @@ const SAVE_FILE_AT_ONCE: u64 = 1 << 20;
 const SIGXFSZ: i32 = 25;
 
 type Shared = Arc<Mutex<Store>>;
+
+/// Counts the saves that changed a job's state; `subscribe` connections
+/// ([`Request::Subscribe`]) write a line each time it moves.
+type Changes = watch::Sender<u64>;
+
+fn announce(changes: &Changes) {
+    changes.send_modify(|n| *n = n.wrapping_add(1));
+}
 
 fn lock(store: &Shared) -> MutexGuard<'_, Store> {
     store.lock().unwrap_or_else(|p| p.into_inner())
@@ -117,7 +125,8 @@ pub fn run(dir: &Path) -> Result<ExitCode, Failure> {
             .map_err(|e| store::io_failure("listen on", &sock, &e))?;
         let mut signals = Signals::new()?;
         let (req_tx, req_rx) = mpsc::unbounded_channel();
-        tokio::task::spawn_local(accept_loop(listener, req_tx));
+        let changes = Changes::new(0);
+        tokio::task::spawn_local(accept_loop(listener, req_tx, changes.clone()));
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let mut daemon = Daemon {
             dir: dir.to_path_buf(),
@@ -127,6 +136,7 @@ pub fn run(dir: &Path) -> Result<ExitCode, Failure> {
             waiting: HashMap::new(),
             done_tx,
             next_gen: 0,
+            changes,
         };
         daemon.prune();
         for job in recovered {
@@ -219,6 +229,7 @@ struct Daemon {
     waiting: HashMap<Uuid, Wake>,
     done_tx: mpsc::UnboundedSender<(Uuid, u64)>,
     next_gen: u64,
+    changes: Changes,
 }
 
 impl Daemon {
@@ -263,6 +274,7 @@ impl Daemon {
         if let Err(f) = lock(&self.store).save(job) {
             tracing::error!(job = %job.id, "cannot save the job: {f}");
         }
+        announce(&self.changes);
     }
 
     fn load(&self, id: Uuid) -> Option<Job> {
@@ -295,6 +307,7 @@ impl Daemon {
             self.stop(id).await;
         }
         let result = ops::apply_stored(&lock(&self.store), id, &op);
+        announce(&self.changes);
         // The job may have left TRANSIENT_ERROR (resume, suspend, cancel…),
         // or changed its timeouts while waiting.
         if let Some(old) = self.waiting.remove(&id) {
@@ -368,10 +381,11 @@ impl Daemon {
         self.next_gen += 1;
         let generation = self.next_gen;
         let store = self.store.clone();
+        let changes = self.changes.clone();
         let done = self.done_tx.clone();
         tracing::info!(job = %id, name = %job.display_name, "transfer starts");
         let handle = tokio::task::spawn_local(async move {
-            let mut observer = Persist::new(store, &job);
+            let mut observer = Persist::new(store, changes, &job);
             let outcome = tokio::select! {
                 biased;
                 _ = stop_rx => None,
@@ -546,6 +560,7 @@ impl Daemon {
 /// marks a file completed only once its bytes are synced.
 struct Persist {
     store: Shared,
+    changes: Changes,
     saved_at: Instant,
     /// What, in the last save, must be saved at once when it changes.
     saved_key: SaveKey,
@@ -577,9 +592,10 @@ impl SaveKey {
 }
 
 impl Persist {
-    fn new(store: Shared, job: &Job) -> Persist {
+    fn new(store: Shared, changes: Changes, job: &Job) -> Persist {
         Persist {
             store,
+            changes,
             saved_at: Instant::now(),
             saved_key: SaveKey::of(job),
         }
@@ -590,6 +606,9 @@ impl Persist {
             tracing::error!(job = %job.id, "cannot save progress: {f}");
         }
         self.saved_at = Instant::now();
+        if self.saved_key.state != job.state {
+            announce(&self.changes);
+        }
         self.saved_key = SaveKey::of(job);
     }
 
@@ -624,11 +643,15 @@ impl Observer for Persist {
     }
 }
 
-async fn accept_loop(listener: tokio::net::UnixListener, requests: mpsc::UnboundedSender<Pending>) {
+async fn accept_loop(
+    listener: tokio::net::UnixListener,
+    requests: mpsc::UnboundedSender<Pending>,
+    changes: Changes,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::task::spawn_local(serve_connection(stream, requests.clone()));
+                tokio::task::spawn_local(serve_connection(stream, requests.clone(), changes.subscribe()));
             }
             Err(e) => {
                 tracing::warn!("accept: {e}");
@@ -638,7 +661,11 @@ async fn accept_loop(listener: tokio::net::UnixListener, requests: mpsc::Unbound
     }
 }
 
-async fn serve_connection(stream: tokio::net::UnixStream, requests: mpsc::UnboundedSender<Pending>) {
+async fn serve_connection(
+    stream: tokio::net::UnixStream,
+    requests: mpsc::UnboundedSender<Pending>,
+    mut changes: watch::Receiver<u64>,
+) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -647,6 +674,30 @@ async fn serve_connection(stream: tokio::net::UnixStream, requests: mpsc::Unboun
                 pid: Some(std::process::id()),
                 ..Reply::ok(Hresult::S_OK)
             },
+            Ok(Request::Subscribe) => {
+                changes.mark_unchanged();
+                let mut text = serde_json::to_string(&Reply::ok(Hresult::S_OK)).unwrap_or_default();
+                text.push('\n');
+                if write.write_all(text.as_bytes()).await.is_err() {
+                    return;
+                }
+                // From now on the connection only carries wake-ups, until
+                // the client goes away (or the daemon does).
+                loop {
+                    tokio::select! {
+                        changed = changes.changed() => {
+                            if changed.is_err() || write.write_all(ipc::CHANGED_LINE.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        line = lines.next_line() => {
+                            if !matches!(line, Ok(Some(_))) {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
             Ok(request) => {
                 let (tx, rx) = oneshot::channel();
                 if requests.send((request, tx)).is_err() {
@@ -700,7 +751,7 @@ mod tests {
     #[test]
     fn state_error_and_remote_name_changes_are_saved_at_once() {
         let (_tmp, store, mut job) = setup(2);
-        let mut p = Persist::new(store.clone(), &job);
+        let mut p = Persist::new(store.clone(), Changes::new(0), &job);
         job.state = JobState::Transferring;
         p.on_change(&job);
         assert_eq!(stored(&store, job.id).state, JobState::Transferring);
@@ -719,7 +770,7 @@ mod tests {
     fn file_details_and_small_progress_wait_for_the_throttle() {
         let (_tmp, store, mut job) = setup(2);
         job.state = JobState::Transferring;
-        let mut p = Persist::new(store.clone(), &job);
+        let mut p = Persist::new(store.clone(), Changes::new(0), &job);
         p.on_change(&job);
         // A small file's headers, its bytes and its completion: not saved at once.
         job.files[0].validator = Some("\"v\"".into());
@@ -748,10 +799,25 @@ mod tests {
     }
 
     #[test]
+    fn saves_that_change_the_state_wake_subscribers() {
+        let (_tmp, store, mut job) = setup(1);
+        let changes = Changes::new(0);
+        let rx = changes.subscribe();
+        let mut p = Persist::new(store.clone(), changes, &job);
+        job.files[0].bytes_transferred = 1;
+        p.saved_at -= SAVE_INTERVAL;
+        p.on_progress(&job);
+        assert_eq!(*rx.borrow(), 0, "progress wakes nobody");
+        job.state = JobState::Transferring;
+        p.on_change(&job);
+        assert_eq!(*rx.borrow(), 1);
+    }
+
+    #[test]
     fn a_large_files_validator_is_saved_at_once() {
         let (_tmp, store, mut job) = setup(2);
         job.state = JobState::Transferring;
-        let mut p = Persist::new(store.clone(), &job);
+        let mut p = Persist::new(store.clone(), Changes::new(0), &job);
         p.on_change(&job);
         for total in [Some(SAVE_FILE_AT_ONCE + 1), None] {
             job.files[1].validator = Some(format!("\"{total:?}\""));

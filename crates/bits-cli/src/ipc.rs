@@ -61,6 +61,11 @@ pub enum Request {
     Ping,
     /// Stop: save every job as SIGTERM does, then exit (`bits daemon --stop`).
     Shutdown,
+    /// Wake me when a job's state changes: answered with one reply, then
+    /// the connection carries a [`CHANGED_LINE`] after every save that
+    /// changed a job's state (a hint to read the database again, nothing
+    /// more), until either side closes it.
+    Subscribe,
     /// Apply an operation to a job.
     Job {
         /// The job.
@@ -69,6 +74,10 @@ pub enum Request {
         op: JobOp,
     },
 }
+
+/// What a [`Request::Subscribe`] connection carries when a job's state
+/// changed.
+pub const CHANGED_LINE: &str = "{\"changed\":true}\n";
 
 /// A reply line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +181,42 @@ impl Client {
     /// Applies `op` to job `id` through the daemon.
     pub fn job_op(&mut self, id: Uuid, op: JobOp) -> Result<Hresult, Failure> {
         self.call(&Request::Job { id, op })?.into_result()
+    }
+}
+
+/// A [`Request::Subscribe`] connection: lets a command that follows jobs
+/// sleep until a job's state changes instead of a whole poll interval.
+#[derive(Debug)]
+pub struct Subscription {
+    reader: BufReader<UnixStream>,
+    /// The daemon closed the connection (it stopped, or is older than
+    /// `subscribe`): [`Subscription::wait`] just sleeps.
+    closed: bool,
+}
+
+impl Subscription {
+    /// Subscribes to the daemon of the store in `dir`, if one answers.
+    pub fn open(dir: &Path) -> Option<Subscription> {
+        let mut client = Client::connect(dir)?;
+        client.call(&Request::Subscribe).ok()?.into_result().ok()?;
+        Some(Subscription {
+            reader: client.reader,
+            closed: false,
+        })
+    }
+
+    /// Waits until a job's state changed or `timeout` passed.
+    pub fn wait(&mut self, timeout: Duration) {
+        if self.closed {
+            std::thread::sleep(timeout);
+            return;
+        }
+        let _ = self.reader.get_ref().set_read_timeout(Some(timeout));
+        let mut line = String::new();
+        if let Ok(0) = self.reader.read_line(&mut line) {
+            self.closed = true;
+            std::thread::sleep(timeout);
+        }
     }
 }
 

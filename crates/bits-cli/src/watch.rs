@@ -1,8 +1,10 @@
 //! Following jobs until they settle: `wait`, `monitor` and `transfer`.
 //!
-//! It reads each job's state column every 50 ms (a small query, so the end
-//! of a job is noticed soon) and the whole job (the daemon saves progress at
-//! least every second) every 200 ms when drawing, or once it settled; it
+//! It reads each job's state column every 50 ms, and at once when the
+//! daemon says a job's state changed (a `subscribe` connection, see
+//! [`ipc::Subscription`]), so the end of a job is noticed without waiting
+//! for the next poll; it reads the whole job (the daemon saves progress
+//! every second) every 200 ms when drawing, or once it settled; it
 //! draws one indicatif bar per job on a terminal, and starts the daemon
 //! again if it goes away while a job still needs it.
 
@@ -77,6 +79,8 @@ pub fn follow(store: &Store, ids: &[Uuid], bars: bool, verbose: u8) -> Result<Fo
     });
     let mut tracked: Vec<(Uuid, Option<ProgressBar>, Option<Job>)> =
         ids.iter().map(|id| (*id, None, None)).collect();
+    // Before the first read: a change after it wakes the loop.
+    let mut subscription = ipc::Subscription::open(store.dir());
     let mut checked = Instant::now();
     let mut drawn: Option<Instant> = None;
     loop {
@@ -141,9 +145,13 @@ pub fn follow(store: &Store, ids: &[Uuid], bars: bool, verbose: u8) -> Result<Fo
             if !ipc::daemon_alive(store.dir()) {
                 tracing::warn!("the daemon is gone; starting it again");
                 ipc::ensure_daemon(store.dir(), verbose)?;
+                subscription = ipc::Subscription::open(store.dir());
             }
         }
-        std::thread::sleep(POLL);
+        match &mut subscription {
+            Some(s) => s.wait(POLL),
+            None => std::thread::sleep(POLL),
+        }
     }
     Ok(Followed::Settled(
         tracked.into_iter().filter_map(|(_, _, job)| job).collect(),

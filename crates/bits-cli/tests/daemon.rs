@@ -194,3 +194,23 @@ fn daemon_stop_saves_jobs_and_the_next_daemon_resumes_them() {
     env.run(&["complete", &id]).ok();
     assert_eq!(std::fs::read(env.path("slow.bin")).unwrap(), body);
 }
+
+#[test]
+fn a_subscriber_is_woken_by_every_state_change() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let env = Env::new();
+    let server = HttpServer::start();
+    let (id, _) = slow_job(&env, &server, 1_500_000);
+    let mut sock = UnixStream::connect(env.store.join("daemon.sock")).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    sock.write_all(b"{\"request\":\"subscribe\"}\n").unwrap();
+    let mut lines = BufReader::new(sock.try_clone().unwrap()).lines();
+    let reply = lines.next().unwrap().unwrap();
+    assert!(reply.contains("\"code\":0"), "{reply}");
+    // A change made through the daemon wakes the subscriber.
+    env.run(&["suspend", &id]).ok();
+    assert_eq!(lines.next().unwrap().unwrap(), "{\"changed\":true}");
+    env.run(&["cancel", &id]).ok();
+    assert_eq!(lines.next().unwrap().unwrap(), "{\"changed\":true}");
+}
