@@ -21,8 +21,13 @@
 //!    the transfer, so its CPU is read from `/proc/PID/stat` before and after
 //!    each run and its peak RSS from `VmHWM`, reset before each run through
 //!    `/proc/PID/clear_refs`; a bits run costs the CLI's CPU plus the
-//!    daemon's. Every download is checked with `sha256sum` (outside the
-//!    timing), so a broken run cannot look fast;
+//!    daemon's. Each run also records the whole machine's busy CPU time
+//!    (`/proc/stat`'s `cpu` line: user + nice + system + irq + softirq +
+//!    steal), which counts work not charged to the tool's process: nginx's
+//!    encryption, the kernel's flusher threads writing back for `syncfs`,
+//!    softirqs (and anything else the machine runs meanwhile). Every
+//!    download is checked with `sha256sum` (outside the timing), so a broken
+//!    run cannot look fast;
 //! 8. with the `one` workload, checks kill -9 mid-transfer: starts a job on
 //!    a fresh daemon, SIGKILLs it once a quarter of the file is on disk,
 //!    starts it again and counts the bytes fetched again (the temporary
@@ -31,6 +36,21 @@
 //! 9. prints a Markdown table (bits rows: CPU = CLI + daemon, RSS = daemon's
 //!    and CLI's) and the goals as ratios within this run; the report is also
 //!    written to `<work>/report.md` (`--keep` keeps it).
+//!
+//! Output directories: every run (and the kill -9 check) writes into a
+//! fresh directory, `<work>/out/<tag>` (the tag is the run's `?r=N` in
+//! nginx's log; `out/kill9` for the check), and nothing is deleted between
+//! runs but the `one` file, right after its check (a single inode, so the
+//! disk holds at most one copy of it). Why: on ext4 (this machine's has no
+//! journal), deleting thousands of files makes the inode allocations of the
+//! next ~30-300 s in that block group scan past every recently deleted
+//! inode (`recently_deleted()` in `find_inode_bit`); when each run removed
+//! the previous run's 2,000 `many` files, that was 43% of the next tool's
+//! CPU in a profile, a penalty on whichever tool ran after. The `many`
+//! downloads go with the work directory once the bench is over. Since they
+//! stay, `sync -f` writes back whatever is dirty before each timed run
+//! (outside the timing), so an earlier run's files are never written back
+//! during (and charged to) a later one, e.g. by bits' `syncfs`.
 //!
 //! The numbers are only comparable within one run: the machine may be busy.
 
@@ -41,6 +61,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -128,11 +149,12 @@ pub fn run(args: &[String]) -> Result<()> {
                         .once(tool, *workload)
                         .with_context(|| format!("{} {} ({label})", tool.name(), workload.name()))?;
                     eprintln!(
-                        "  {label:<9} {:<14} {:<5} {:>8.3} s  cpu {:>7.3} s  rss {:>7.1} MiB",
+                        "  {label:<9} {:<14} {:<5} {:>8.3} s  cpu {:>7.3} s  machine cpu {:>7.3} s  rss {:>7.1} MiB",
                         tool.name(),
                         workload.name(),
                         sample.wall,
                         sample.cpu,
+                        sample.machine_cpu,
                         mib(sample.rss_kib)
                     );
                     if round > 0 {
@@ -312,6 +334,9 @@ struct Sample {
     wall: f64,
     /// CPU seconds: the tool's, plus the daemon's during the run for bits.
     cpu: f64,
+    /// Busy CPU seconds of the whole machine during the run (`/proc/stat`):
+    /// nginx, kernel threads and softirqs included.
+    machine_cpu: f64,
     /// Peak RSS of the process that moved the bytes (the daemon for bits).
     rss_kib: u64,
     /// For bits: the CLI's own peak RSS.
@@ -321,6 +346,14 @@ struct Sample {
     /// Seconds from the start of the run's first request to the end of its
     /// last, as nginx saw them (filled in from the access log at the end).
     server: Option<f64>,
+}
+
+/// A tool's medians on one workload.
+#[derive(Clone, Copy, Debug)]
+struct Medians {
+    wall: f64,
+    cpu: f64,
+    machine_cpu: f64,
 }
 
 fn mib(kib: u64) -> f64 {
@@ -764,13 +797,35 @@ impl Daemon {
     }
 }
 
+/// `USER_HZ` (`getconf CLK_TCK`), the unit of `/proc`'s CPU times; asked once.
 fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+    static HZ: OnceLock<f64> = OnceLock::new();
+    *HZ.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The whole machine's busy CPU time so far, in `USER_HZ` ticks: the sum of
+/// user, nice, system, irq, softirq and steal from `/proc/stat`'s `cpu` line
+/// (guest time is already in user; idle and iowait are not busy).
+fn machine_busy_ticks() -> Result<u64> {
+    let stat = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu "))
+        .context("no cpu line in /proc/stat")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(|v| v.parse().context("odd /proc/stat"))
+        .collect::<Result<_>>()?;
+    ensure!(f.len() >= 8, "/proc/stat's cpu line has {} fields", f.len());
+    // user nice system idle iowait irq softirq steal ...
+    Ok(f[0] + f[1] + f[2] + f[5] + f[6] + f[7])
 }
 
 /// What `/usr/bin/time -v` reports.
@@ -816,19 +871,16 @@ struct Bench {
 impl Bench {
     /// One run of `tool` on `workload`: timed, measured, checked.
     fn once(&mut self, tool: &Tool, workload: Workload) -> Result<Sample> {
-        let out = self.work.join("out");
-        if out.exists() {
-            fs::remove_dir_all(&out)?;
-        }
-        fs::create_dir_all(&out)?;
+        self.seq += 1;
+        let tag = self.seq;
+        // A fresh directory, never a deleted and remade one (see the module doc).
+        let out = self.fresh_out(&tag.to_string())?;
         let time_out = self.work.join("run.time");
         let mut cmd = Command::new("/usr/bin/time");
         cmd.arg("-v").arg("-o").arg(&time_out);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        self.seq += 1;
-        let tag = self.seq;
         let urls: Vec<String> = match workload {
             Workload::One => vec![format!("{}/{}?r={tag}", self.base, self.data.big)],
             Workload::Many => self
@@ -898,6 +950,9 @@ impl Bench {
             }
         }
 
+        // Earlier runs' downloads stay on disk: write back what they (and the
+        // prune above) left dirty now, so no later run pays for it.
+        quiet(Command::new("sync").arg("-f").arg(&out))?;
         let is_bits = matches!(tool, Tool::Bits(_));
         let cpu_before = if is_bits {
             self.daemon.reset_peak()?;
@@ -905,9 +960,13 @@ impl Bench {
         } else {
             0.0
         };
+        // Read last before and first after the command: no process of ours
+        // runs in between but the timed one.
+        let machine_before = machine_busy_ticks()?;
         let start = Instant::now();
         let output = cmd.output().context("running the tool")?;
         let wall = start.elapsed().as_secs_f64();
+        let machine_cpu = machine_busy_ticks()?.saturating_sub(machine_before) as f64 / clock_ticks();
         if !output.status.success() {
             bail!(
                 "exit {}: {}",
@@ -921,6 +980,7 @@ impl Bench {
             Sample {
                 wall,
                 cpu: time.cpu + daemon_cpu,
+                machine_cpu,
                 rss_kib: self.daemon.peak_kib()?,
                 cli_rss_kib: Some(time.rss_kib),
                 tag,
@@ -930,6 +990,7 @@ impl Bench {
             Sample {
                 wall,
                 cpu: time.cpu,
+                machine_cpu,
                 rss_kib: time.rss_kib,
                 cli_rss_kib: None,
                 tag,
@@ -937,7 +998,20 @@ impl Bench {
             }
         };
         self.verify(workload, &out)?;
+        if workload == Workload::One {
+            // One inode; keeps the disk to one copy of the big file.
+            fs::remove_file(out.join("big.bin")).context("removing the checked big.bin")?;
+        }
         Ok(sample)
+    }
+
+    /// `<work>/out/<name>`, which must not exist yet.
+    fn fresh_out(&self, name: &str) -> Result<PathBuf> {
+        let parent = self.work.join("out");
+        fs::create_dir_all(&parent)?;
+        let out = parent.join(name);
+        fs::create_dir(&out).with_context(|| format!("creating {}", out.display()))?;
+        Ok(out)
     }
 
     /// Every downloaded byte is the served byte.
@@ -981,7 +1055,9 @@ impl Bench {
             "`cargo xtask bench --size {} --count {} --runs {}`: median of {} runs after one warm-up; \
              one = one file of {:.0} MiB, many = {} files of 16 KiB in one job/command; \
              HTTPS (TLS 1.3) from nginx on 127.0.0.1. nginx s: from the start of the run's first request \
-             to the end of its last, as nginx logged them.\n",
+             to the end of its last, as nginx logged them. machine CPU s: the whole machine's busy CPU \
+             time during the run (/proc/stat), so nginx, kernel writeback and softirqs included, and \
+             anything else the machine ran meanwhile.\n",
             opts.size,
             opts.count,
             opts.runs,
@@ -990,24 +1066,31 @@ impl Bench {
             opts.count
         );
         r.push_str(
-            "| tool | workload | median wall s | nginx s | MB/s | peak RSS MiB | CPU s | CPU s/GiB | bits/peer wall |\n",
+            "| tool | workload | median wall s | nginx s | MB/s | peak RSS MiB | CPU s | CPU s/GiB | machine CPU s | bits/peer wall |\n",
         );
-        r.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-        let mut medians: BTreeMap<(Workload, Tool), (f64, f64, u64)> = BTreeMap::new();
+        r.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        let mut medians: BTreeMap<(Workload, Tool), Medians> = BTreeMap::new();
         for ((w, tool), samples) in &self.results {
-            let wall = median(samples.iter().map(|s| s.wall).collect());
-            let cpu = median(samples.iter().map(|s| s.cpu).collect());
-            let rss = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
-            medians.insert((*w, tool.clone()), (wall, cpu, rss));
+            let m = Medians {
+                wall: median(samples.iter().map(|s| s.wall).collect()),
+                cpu: median(samples.iter().map(|s| s.cpu).collect()),
+                machine_cpu: median(samples.iter().map(|s| s.machine_cpu).collect()),
+            };
+            medians.insert((*w, tool.clone()), m);
         }
         let reference = |w: Workload| {
             opts.backends
                 .first()
                 .and_then(|b| medians.get(&(w, Tool::Bits(b.clone()))))
-                .map(|m| m.0)
+                .map(|m| m.wall)
         };
         for ((w, tool), samples) in &self.results {
-            let (wall, cpu, rss) = medians[&(*w, tool.clone())];
+            let Medians {
+                wall,
+                cpu,
+                machine_cpu,
+            } = medians[&(*w, tool.clone())];
+            let rss = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
             let bytes = self.bytes(*w) as f64;
             let spans: Vec<f64> = samples.iter().filter_map(|s| s.server).collect();
             let server = if spans.is_empty() {
@@ -1025,7 +1108,7 @@ impl Bench {
             };
             let _ = writeln!(
                 r,
-                "| {} | {} | {:.3} | {} | {:.1} | {} | {:.3} | {:.2} | {} |",
+                "| {} | {} | {:.3} | {} | {:.1} | {} | {:.3} | {:.2} | {:.2} | {} |",
                 tool.name(),
                 w.name(),
                 wall,
@@ -1034,6 +1117,7 @@ impl Bench {
                 rss_text,
                 cpu,
                 cpu / (bytes / 1073741824.0),
+                machine_cpu,
                 ratio
             );
         }
@@ -1054,12 +1138,18 @@ impl Bench {
                 let _ = writeln!(
                     r,
                     "- one file, bits ({backend}) throughput / curl: {:.2} (goal >= 1.00)",
-                    c.0 / b.0
+                    c.wall / b.wall
                 );
                 let _ = writeln!(
                     r,
                     "- one file, bits ({backend}) CPU s/GiB / curl: {:.2} (goal <= 1.20)",
-                    b.1 / c.1
+                    b.cpu / c.cpu
+                );
+                let _ = writeln!(
+                    r,
+                    "- one file, bits ({backend}) machine CPU, bits/curl: {:.2} \
+                     (shown for context; nginx's work included)",
+                    b.machine_cpu / c.machine_cpu
                 );
             }
             if let (Some(b), Some(c)) = (get(Workload::Many, bits.clone()), get(Workload::Many, Tool::Curl)) {
@@ -1067,13 +1157,20 @@ impl Bench {
                     r,
                     "- {} files, bits ({backend}) wall / curl (one reused connection): {:.2} (goal <= 1.00)",
                     opts.count,
-                    b.0 / c.0
+                    b.wall / c.wall
                 );
                 let _ = writeln!(
                     r,
                     "- {} files, bits ({backend}) CPU / curl: {:.2} (goal <= 1.20)",
                     opts.count,
-                    b.1 / c.1
+                    b.cpu / c.cpu
+                );
+                let _ = writeln!(
+                    r,
+                    "- {} files, bits ({backend}) machine CPU, bits/curl: {:.2} \
+                     (shown for context; nginx's work included)",
+                    opts.count,
+                    b.machine_cpu / c.machine_cpu
                 );
             }
         }
@@ -1185,11 +1282,7 @@ impl Bench {
     /// Starts a one-file job, kills the daemon with SIGKILL once a quarter of
     /// the file is on disk, restarts it, lets the job finish and checks it.
     fn kill9(&mut self) -> Result<Kill9> {
-        let out = self.work.join("out");
-        if out.exists() {
-            fs::remove_dir_all(&out)?;
-        }
-        fs::create_dir_all(&out)?;
+        let out = self.fresh_out("kill9")?;
         let bits = |args: &[&str]| -> Result<String> {
             let mut c = Command::new(&self.bits);
             c.arg("--store")
@@ -1244,6 +1337,7 @@ impl Bench {
             got == self.data.big_sum,
             "after kill -9 the file has SHA-256 {got}"
         );
+        fs::remove_file(&local).context("removing the checked kill -9 file")?;
         Ok(Kill9 {
             outcome: String::new(),
             on_disk,
