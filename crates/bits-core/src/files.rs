@@ -76,19 +76,46 @@ pub(crate) const SYNCFS_FILES: usize = 16;
 /// before our writes, the directory's descriptor hears of any failure to
 /// write them back; a `syncfs` that reports nothing means every one of
 /// them is on disk. A `syncfs` that reports an error (maybe another
-/// program's file) falls back to `fdatasync` per file, which tells whose.
+/// program's file) falls back to `fdatasync` per file, which tells whose,
+/// and retires the watcher: that `syncfs` consumed the error, so a file
+/// of a later batch whose writeback failed then would go unreported. Its
+/// file system gets `fdatasync` per file for the rest of the run.
 #[derive(Debug, Default)]
 pub(crate) struct Watched {
     /// Directory → index in `fs`.
     dirs: HashMap<PathBuf, usize>,
-    /// One open directory per file system (device number).
-    fs: Vec<(u64, Arc<File>)>,
+    /// One watcher per file system (device number).
+    fs: Vec<(u64, Arc<Watcher>)>,
+}
+
+/// An open directory of a file system, and whether a `syncfs` through it
+/// ever failed.
+#[derive(Debug)]
+struct Watcher {
+    dir: File,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl Watcher {
+    fn retired(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `syncfs` through this watcher; a failure retires it.
+    fn syncfs(&self) -> io::Result<()> {
+        let result = syncfs(&self.dir);
+        if let Err(e) = &result {
+            self.failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!("syncfs failed ({e}): syncing each file instead");
+        }
+        result
+    }
 }
 
 /// Files of a batch (indices into its paths) on one watched file system.
 #[derive(Debug)]
 pub(crate) struct FsGroup {
-    dir: Arc<File>,
+    watcher: Arc<Watcher>,
     files: Vec<usize>,
 }
 
@@ -108,7 +135,11 @@ impl Watched {
             let n = match self.fs.iter().position(|(dev, _)| *dev == meta.dev()) {
                 Some(n) => n,
                 None => {
-                    self.fs.push((meta.dev(), Arc::new(opened)));
+                    let watcher = Watcher {
+                        dir: opened,
+                        failed: false.into(),
+                    };
+                    self.fs.push((meta.dev(), Arc::new(watcher)));
                     self.fs.len() - 1
                 }
             };
@@ -135,11 +166,14 @@ impl Watched {
             let Some(&n) = path.parent().and_then(|d| self.dirs.get(d)) else {
                 continue;
             };
-            let dir = &self.fs[n].1;
-            match groups.iter_mut().find(|g| Arc::ptr_eq(&g.dir, dir)) {
+            let watcher = &self.fs[n].1;
+            if watcher.retired() {
+                continue;
+            }
+            match groups.iter_mut().find(|g| Arc::ptr_eq(&g.watcher, watcher)) {
                 Some(g) => g.files.push(k),
                 None => groups.push(FsGroup {
-                    dir: dir.clone(),
+                    watcher: watcher.clone(),
                     files: vec![k],
                 }),
             }
@@ -167,18 +201,14 @@ fn syncfs(_dir: &File) -> io::Result<()> {
 pub(crate) async fn sync_paths(paths: Vec<PathBuf>, groups: Vec<FsGroup>) -> Result<(), (usize, BitsError)> {
     let mut done = vec![false; paths.len()];
     for group in groups {
-        let FsGroup { dir, files } = group;
-        let synced = tokio::task::spawn_blocking(move || syncfs(&dir)).await;
-        match synced {
-            Ok(Ok(())) => {
-                for n in files {
-                    done[n] = true;
-                    #[cfg(test)]
-                    test_log::synced(&paths[n]);
-                }
+        let FsGroup { watcher, files } = group;
+        let synced = tokio::task::spawn_blocking(move || watcher.syncfs()).await;
+        if let Ok(Ok(())) = synced {
+            for n in files {
+                done[n] = true;
+                #[cfg(test)]
+                test_log::synced(&paths[n]);
             }
-            Ok(Err(e)) => tracing::debug!("syncfs failed ({e}): syncing each file instead"),
-            Err(e) => tracing::debug!("syncfs task failed ({e}): syncing each file instead"),
         }
     }
     let each: Vec<usize> = (0..paths.len()).filter(|&n| !done[n]).collect();
@@ -250,10 +280,9 @@ async fn fdatasync_each(paths: Vec<PathBuf>, each: Vec<usize>) -> Result<(), (us
 /// any error writing it back happens during this `syncfs`.
 pub(crate) fn commit_all(pairs: &[(&Path, &Path)]) -> Result<(), BitsError> {
     let mut done = vec![false; pairs.len()];
-    for FsGroup { dir, files } in fs_groups_now(pairs) {
-        match syncfs(&dir) {
-            Ok(()) => files.into_iter().for_each(|n| done[n] = true),
-            Err(e) => tracing::debug!("syncfs failed ({e}): syncing each file instead"),
+    for FsGroup { watcher, files } in fs_groups_now(pairs) {
+        if watcher.syncfs().is_ok() {
+            files.into_iter().for_each(|n| done[n] = true);
         }
     }
     let each: Vec<usize> = (0..pairs.len()).filter(|&n| !done[n]).collect();
@@ -619,6 +648,9 @@ mod tests {
         assert_eq!(groups[0].files, expected);
         // A small batch gets fdatasync for every file.
         assert!(w.groups(&paths[..SYNCFS_FILES - 1], &fresh).is_empty());
+        // So does every batch once a syncfs through the watcher failed.
+        w.fs[0].1.failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(w.groups(&paths, &fresh).is_empty());
     }
 
     #[tokio::test]
