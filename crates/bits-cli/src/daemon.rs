@@ -99,6 +99,7 @@ pub fn run(dir: &Path) -> Result<ExitCode, Failure> {
         .lock()
         .map_err(|e| store::io_failure("lock", &store_lock_path, &e))?;
     let store = Store::open(dir)?;
+    store.check_integrity()?;
     let recovered = recover(&store)?;
     let sock = ipc::path(dir, ipc::SOCKET_FILE);
     let _ = std::fs::remove_file(&sock);

@@ -43,6 +43,7 @@ mod store;
 mod view;
 mod watch;
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -484,8 +485,11 @@ fn check_name(name: &str) -> Result<(), Failure> {
 
 /// Checks a file to add: the URL parses as http/https, LOCAL becomes
 /// absolute, names a file (not a folder), and its folder exists and takes
-/// new files. Returns LOCAL made absolute.
-fn check_file(url: &str, local: &Path) -> Result<PathBuf, Failure> {
+/// new files. Returns LOCAL made absolute. `writable` holds the folders
+/// already found to take new files: a command adding many files to one
+/// folder probes it once (a probe is a file created and deleted, and 2,000
+/// of them cost more than the rest of the command).
+fn check_file(url: &str, local: &Path, writable: &mut HashSet<PathBuf>) -> Result<PathBuf, Failure> {
     bits_core::job::parse_remote_url(url).map_err(Failure::from)?;
     let local = store::absolute(local)?;
     if local.file_name().is_none() || local.is_dir() {
@@ -496,6 +500,9 @@ fn check_file(url: &str, local: &Path) -> Result<PathBuf, Failure> {
         ));
     }
     let folder = local.parent().unwrap_or(Path::new("/"));
+    if writable.contains(folder) {
+        return Ok(local);
+    }
     if !folder.is_dir() {
         return Err(Failure::bad_input(
             Hresult::E_INVALIDARG,
@@ -516,6 +523,7 @@ fn check_file(url: &str, local: &Path) -> Result<PathBuf, Failure> {
     {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
+            writable.insert(folder.to_path_buf());
             Ok(local)
         }
         Err(e) => {
@@ -541,7 +549,7 @@ fn check_file(url: &str, local: &Path) -> Result<PathBuf, Failure> {
 fn add_file(ctx: &Ctx, job: &str, url: &str, local: &Path) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
     let job = store.resolve(job)?;
-    let local = check_file(url, local)?;
+    let local = check_file(url, local, &mut HashSet::new())?;
     ipc::apply(
         &store,
         job.id,
@@ -706,8 +714,9 @@ fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode> {
     if let Some(s) = args.no_progress_timeout {
         job.set_no_progress_timeout(u64::from(s)).map_err(Failure::from)?;
     }
+    let mut writable = HashSet::new();
     for pair in args.pairs.chunks(2) {
-        let local = check_file(&pair[0], Path::new(&pair[1]))?;
+        let local = check_file(&pair[0], Path::new(&pair[1]), &mut writable)?;
         job.add_file(&pair[0], &local).map_err(Failure::from)?;
     }
     let store = ctx.open()?;

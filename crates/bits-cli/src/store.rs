@@ -181,7 +181,7 @@ impl Store {
         store.prepare().map_err(|e| sql_failure(&store.db, &e))?;
         store.check_version()?;
         store.migrate()?;
-        store.check_integrity()?;
+        store.check_length()?;
         Ok(store)
     }
 
@@ -207,11 +207,15 @@ impl Store {
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(mode, "the store database is not in WAL mode");
         }
+        // Checkpoints at SQLite's default 1,000 pages (4 MiB): a job of
+        // 2,000 files is about 170 pages of JSON, so 200 made nearly every
+        // save of such a job, and the command's insert, copy the WAL back
+        // and fsync the database.
         self.conn.execute_batch(
             "PRAGMA synchronous = NORMAL;
              PRAGMA foreign_keys = ON;
-             PRAGMA wal_autocheckpoint = 200;
-             PRAGMA journal_size_limit = 1048576;",
+             PRAGMA wal_autocheckpoint = 1000;
+             PRAGMA journal_size_limit = 4194304;",
         )?;
         for suffix in ["-wal", "-shm"] {
             let mut p = self.db.clone().into_os_string();
@@ -270,7 +274,44 @@ impl Store {
         self.check_version()
     }
 
-    fn check_integrity(&self) -> Result<(), Failure> {
+    /// A database file shorter than its header says (cut by a full disk or
+    /// a partial copy) is damaged. A cheap check for every command; the
+    /// whole-file [`Store::check_integrity`] is the daemon's, at its start,
+    /// since it reads every page (a command's cost would grow with the
+    /// store). Other damage shows when a page is read: SQLite reports it
+    /// and [`sql_failure`] makes it `ERROR_FILE_CORRUPT` as well.
+    fn check_length(&self) -> Result<(), Failure> {
+        use std::io::Read;
+        let mut header = [0u8; 100];
+        let len = match File::open(&self.db).and_then(|mut f| {
+            f.read_exact(&mut header)?;
+            f.metadata()
+        }) {
+            Ok(meta) => meta.len(),
+            // Shorter than a header: a new database, not written yet.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(io_failure("read", &self.db, &e)),
+        };
+        let be32 =
+            |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+        let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+            1 => 65_536,
+            n => u64::from(n),
+        };
+        // The size in the header counts only when it is as recent as the
+        // last change (the "version-valid-for" rule of the file format).
+        let pages = u64::from(be32(28));
+        if be32(92) == be32(24) && pages * page_size > len {
+            return Err(corrupt(
+                &self.db,
+                &format!("the file holds {len} bytes, its header says {pages} pages of {page_size}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `PRAGMA quick_check`: reads every page.
+    pub fn check_integrity(&self) -> Result<(), Failure> {
         let rows: Vec<String> = (|| {
             let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
@@ -665,5 +706,34 @@ mod tests {
         let e = Store::open(tmp.path()).unwrap_err();
         assert_eq!(e.code, STORE_CORRUPT, "{e}");
         assert_eq!(fs::read(&db).unwrap(), vec![b'x'; 5000]);
+    }
+
+    #[test]
+    fn a_file_shorter_than_its_header_is_refused_and_a_growing_wal_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        for n in 0..40 {
+            let mut job = Job::new(format!("j{n}"), bits_core::JobType::Download, "openssl");
+            job.add_file("http://127.0.0.1/x", &tmp.path().join("x")).unwrap();
+            store.insert(&job).unwrap();
+            // Pages only in the WAL, beyond the main file: still fine.
+            drop(Store::open(tmp.path()).unwrap());
+        }
+        store.check_integrity().unwrap();
+        drop(store);
+        // Closing the last connection checkpoints: the main file is whole.
+        let db = tmp.path().join(DB_FILE);
+        let len = fs::metadata(&db).unwrap().len();
+        drop(Store::open(tmp.path()).unwrap());
+        let f = OpenOptions::new().write(true).open(&db).unwrap();
+        f.set_len(len / 2).unwrap();
+        drop(f);
+        for suffix in ["-wal", "-shm"] {
+            let _ = fs::remove_file(tmp.path().join(format!("{DB_FILE}{suffix}")));
+        }
+        let before = fs::read(&db).unwrap();
+        let e = Store::open(tmp.path()).unwrap_err();
+        assert_eq!((e.code, e.exit), (STORE_CORRUPT, 2), "{e}");
+        assert_eq!(fs::read(&db).unwrap(), before);
     }
 }
