@@ -298,6 +298,8 @@ impl Daemon {
     }
 
     async fn handle(&mut self, request: Request) -> Reply {
+        // `schedule` needs only the answer: the scheduler runs after every
+        // request.
         let Request::Job { id, op } = request else {
             return Reply {
                 pid: Some(std::process::id()),

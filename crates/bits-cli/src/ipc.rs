@@ -66,6 +66,11 @@ pub enum Request {
     /// changed a job's state (a hint to read the database again, nothing
     /// more), until either side closes it.
     Subscribe,
+    /// Run the scheduler now: `transfer` stores its job already QUEUED
+    /// (a new job no daemon carries yet) and asks the daemon to pick it up,
+    /// which spares the daemon reading and rewriting the whole job for a
+    /// `resume`.
+    Schedule,
     /// Apply an operation to a job.
     Job {
         /// The job.
@@ -245,6 +250,17 @@ pub fn apply(store: &Store, id: Uuid, op: JobOp) -> Result<Hresult, Failure> {
 pub fn apply_via_daemon(store: &Store, id: Uuid, op: JobOp, verbose: u8) -> Result<Hresult, Failure> {
     let mut client = ensure_daemon(store.dir(), verbose)?;
     client.job_op(id, op)
+}
+
+/// Makes the daemon (started when none runs) pick up job `id`, which the
+/// caller stored QUEUED. A daemon older than [`Request::Schedule`] gets a
+/// `resume` instead.
+pub fn schedule_via_daemon(store: &Store, id: Uuid, verbose: u8) -> Result<(), Failure> {
+    let mut client = ensure_daemon(store.dir(), verbose)?;
+    if client.call(&Request::Schedule)?.into_result().is_err() {
+        client.job_op(id, JobOp::Resume)?;
+    }
+    Ok(())
 }
 
 /// Connects to the daemon of the store in `dir`, starting one when none

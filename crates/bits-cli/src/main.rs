@@ -719,12 +719,16 @@ fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode> {
         let local = check_file(&pair[0], Path::new(&pair[1]), &mut writable)?;
         job.add_file(&pair[0], &local).map_err(Failure::from)?;
     }
+    // Stored QUEUED: no daemon carries a new job, and the daemon needs
+    // only to be told to look (reading and rewriting a job of many files
+    // for a `resume` costs more than the rest of the start).
+    job.resume().map_err(Failure::from)?;
     let store = ctx.open()?;
     store.insert(&job)?;
     let id = job.id;
     let verbose = ctx.global.verbose;
     watch::catch_interrupt();
-    ipc::apply_via_daemon(&store, id, JobOp::Resume, verbose)?;
+    ipc::schedule_via_daemon(&store, id, verbose)?;
     let bars = watch::show_bars(ctx.global.quiet);
     let ended = match watch::follow(&store, &[id], bars, verbose)? {
         watch::Followed::Settled(jobs) => jobs,

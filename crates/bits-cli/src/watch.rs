@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bits_core::{Job, JobState};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::signal::unix::SignalKind;
 use uuid::Uuid;
 
 use crate::error::Failure;
@@ -31,21 +32,26 @@ const CHECK_DAEMON: Duration = Duration::from_secs(1);
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// From now on Ctrl-C (SIGINT) makes [`follow`] return early with
-/// [`Followed::Interrupted`] instead of killing the process.
+/// [`Followed::Interrupted`] instead of killing the process. Returns once
+/// the handler is installed (at most a second).
 pub fn catch_interrupt() {
-    let spawned = std::thread::Builder::new().name("sigint".into()).spawn(|| {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("sigint".into()).spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_io().build() else {
             return;
         };
+        // `signal` installs the handler when called, not when first polled.
+        let installed = rt.block_on(async { tokio::signal::unix::signal(SignalKind::interrupt()) });
+        let _ = ready_tx.send(());
+        let Ok(mut sigint) = installed else { return };
         rt.block_on(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if sigint.recv().await.is_some() {
                 INTERRUPTED.store(true, Ordering::SeqCst);
             }
         });
     });
     if spawned.is_ok() {
-        // Give the thread a moment to install the handler.
-        std::thread::sleep(Duration::from_millis(10));
+        let _ = ready_rx.recv_timeout(Duration::from_secs(1));
     }
 }
 
