@@ -196,15 +196,20 @@ impl Engine {
         let mut from = 0;
         while let Some(i) = (from..job.files.len()).find(|&i| !job.files[i].completed) {
             from = i + 1;
-            let fresh = unsynced.watch(&job.files[i].temp_name);
-            if let Err(e) = self.transfer_file(job, i, observer).await {
-                // The files finished before `i` are kept: synced and marked
-                // completed before the failure is recorded.
-                if let Err((f, e)) = unsynced.checkpoint(job, observer).await {
-                    return fail(job, observer, &e, Some(f));
+            // Before its first byte: see files::Watched.
+            unsynced.watch(&job.files[i].temp_name);
+            let transferred = self.transfer_file(job, i, observer).await;
+            let fresh = match transferred {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    // The files finished before `i` are kept: synced and marked
+                    // completed before the failure is recorded.
+                    if let Err((f, e)) = unsynced.checkpoint(job, observer).await {
+                        return fail(job, observer, &e, Some(f));
+                    }
+                    return fail(job, observer, &e, Some(i));
                 }
-                return fail(job, observer, &e, Some(i));
-            }
+            };
             unsynced.push(job, i, fresh);
             // A due batch syncs in the background while the next files
             // download; an earlier batch that is done gets marked.
@@ -253,14 +258,17 @@ impl Engine {
         }
     }
 
-    /// Transfers file `i` completely, or fails.
+    /// Transfers file `i` completely, or fails. Returns whether this call
+    /// wrote every byte the file holds (it started empty or absent), which
+    /// lets its checkpoint use `syncfs` ([`files::Watched`]).
     async fn transfer_file(
         &self,
         job: &mut Job,
         i: usize,
         observer: &mut dyn Observer,
-    ) -> Result<(), BitsError> {
+    ) -> Result<bool, BitsError> {
         let temp = job.files[i].temp_name.clone();
+        let mut fresh = !job.files[i].restart;
         if job.files[i].restart {
             // Counters first, then the file, then the flag: dropped at any
             // point, the counters never claim bytes the file lacks and the
@@ -271,8 +279,12 @@ impl Engine {
             observer.on_change(job);
         }
         let mut restarted = false;
+        let mut first = true;
         loop {
             let on_disk = files::disk_len(&temp)?;
+            if std::mem::take(&mut first) {
+                fresh &= on_disk == 0;
+            }
             if job.files[i].bytes_transferred != on_disk {
                 job.files[i].bytes_transferred = on_disk;
                 observer.on_progress(job);
@@ -284,7 +296,7 @@ impl Engine {
             match plan(&response, on_disk, &job.files[i])? {
                 Plan::Whole => {
                     finish_file(job, i, on_disk, observer);
-                    return Ok(());
+                    return Ok(fresh);
                 }
                 Plan::Restart(why) => {
                     if restarted {
@@ -303,7 +315,7 @@ impl Engine {
                         .write_body(job, i, response, offset, end, total, observer)
                         .await?;
                     if !more {
-                        return Ok(());
+                        return Ok(fresh);
                     }
                     // The server sent a shorter range than asked: ask for the rest.
                 }
@@ -699,14 +711,11 @@ struct Unsynced {
 }
 
 impl Unsynced {
-    /// Before a file is written: watches its file system and says whether
-    /// the file is fresh (empty or absent, so every byte it will hold is
-    /// written by this run).
-    fn watch(&mut self, temp: &std::path::Path) -> bool {
+    /// Before a file is written: watches its file system.
+    fn watch(&mut self, temp: &std::path::Path) {
         if let Some(dir) = temp.parent() {
             self.watched.watch(dir);
         }
-        files::disk_len(temp).is_ok_and(|n| n == 0)
     }
 
     fn push(&mut self, job: &Job, i: usize, fresh: bool) {

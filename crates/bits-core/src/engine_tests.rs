@@ -284,6 +284,25 @@ async fn files_are_reported_completed_only_after_a_batch_sync() {
     assert!(rec.changes <= 5 + 4, "{} changes", rec.changes);
 }
 
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn fresh_files_ride_one_syncfs_and_a_file_with_older_bytes_gets_its_own_fdatasync() {
+    let n = files::SYNCFS_FILES + 4;
+    let mut f = Fixture::new(n);
+    // File 2 holds bytes an earlier process wrote: their writeback may have
+    // failed before this run watched the file system.
+    std::fs::write(f.temp(2), b"bo").unwrap();
+    // Its server ignores the Range: the 200 is written from byte 0.
+    let s = Scripted::new((0..n).map(|k| ok(format!("body {k}").as_bytes())).collect());
+    assert_eq!(run(&s, &mut f).await.state, JobState::Transferred);
+    for k in 0..n {
+        let temp = f.temp(k);
+        assert!(files::test_log::was_synced(&temp), "file {k}");
+        assert_eq!(files::test_log::was_synced_by_syncfs(&temp), k != 2, "file {k}");
+        assert_eq!(read(&temp), format!("body {k}").as_bytes());
+    }
+}
+
 #[tokio::test]
 async fn batches_sync_in_the_background_and_complete_before_transferred() {
     let n = CHECKPOINT_FILES + CHECKPOINT_FILES / 2;

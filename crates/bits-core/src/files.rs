@@ -207,7 +207,7 @@ pub(crate) async fn sync_paths(paths: Vec<PathBuf>, groups: Vec<FsGroup>) -> Res
             for n in files {
                 done[n] = true;
                 #[cfg(test)]
-                test_log::synced(&paths[n]);
+                test_log::synced_by_syncfs(&paths[n]);
             }
         }
     }
@@ -548,6 +548,8 @@ pub(crate) mod test_log {
 
     static SYNCED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 
+    static BY_SYNCFS: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
     static KICKED: Mutex<Option<HashMap<PathBuf, usize>>> = Mutex::new(None);
 
     /// Counts a background writeback sync started for `path`.
@@ -567,6 +569,20 @@ pub(crate) mod test_log {
     pub(crate) fn synced(path: &Path) {
         let mut set = SYNCED.lock().unwrap_or_else(|e| e.into_inner());
         set.get_or_insert_with(HashSet::new).insert(path.to_path_buf());
+    }
+
+    /// `path` was synced as part of a `syncfs` batch.
+    pub(crate) fn synced_by_syncfs(path: &Path) {
+        synced(path);
+        let mut set = BY_SYNCFS.lock().unwrap_or_else(|e| e.into_inner());
+        set.get_or_insert_with(HashSet::new).insert(path.to_path_buf());
+    }
+
+    /// Whether `path` was synced by a `syncfs` batch rather than its own
+    /// `fdatasync`.
+    pub(crate) fn was_synced_by_syncfs(path: &Path) -> bool {
+        let set = BY_SYNCFS.lock().unwrap_or_else(|e| e.into_inner());
+        set.as_ref().is_some_and(|s| s.contains(path))
     }
 
     /// Whether `path` was synced (paths are unique per test: temp dirs).
