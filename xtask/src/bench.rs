@@ -122,6 +122,7 @@ pub fn run(args: &[String]) -> Result<()> {
         data,
         results: BTreeMap::new(),
         seq: 0,
+        daemon_rss: Vec::new(),
     };
 
     let mut tools: Vec<Tool> = Vec::new();
@@ -773,14 +774,23 @@ impl Daemon {
 
     /// Peak RSS in KiB since the last reset.
     fn peak_kib(&self) -> Result<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// RSS in KiB now.
+    fn rss_kib(&self) -> Result<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    fn status_kib(&self, field: &str) -> Result<u64> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid))?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next())
-            .context("no VmHWM")?
+            .with_context(|| format!("no {field}"))?
             .parse()
-            .context("VmHWM")
+            .with_context(|| field.to_string())
     }
 
     /// `bits daemon --stop`; returns `/usr/bin/time -v`'s account of the whole series.
@@ -866,6 +876,9 @@ struct Bench {
     results: BTreeMap<(Workload, Tool), Vec<Sample>>,
     /// The next run's tag.
     seq: u64,
+    /// The daemon's RSS (KiB) after each bits run: whether it grows with
+    /// the jobs it has finished (they stay in the store, ACKNOWLEDGED).
+    daemon_rss: Vec<u64>,
 }
 
 impl Bench {
@@ -977,6 +990,7 @@ impl Bench {
         let time = TimeV::read(&time_out)?;
         let sample = if is_bits {
             let daemon_cpu = self.daemon.cpu()? - cpu_before;
+            self.daemon_rss.push(self.daemon.rss_kib()?);
             Sample {
                 wall,
                 cpu: time.cpu + daemon_cpu,
@@ -1186,6 +1200,15 @@ impl Bench {
             "- peak RSS of any bits process: {:.1} MiB (goal <= 32 MiB)",
             mib(worst)
         );
+        if let (Some(first), Some(last)) = (self.daemon_rss.first(), self.daemon_rss.last()) {
+            let _ = writeln!(
+                r,
+                "- daemon RSS after its first job: {:.1} MiB, after its {}th (every job kept in the store): {:.1} MiB (goal: no growth with finished jobs)",
+                mib(*first),
+                self.daemon_rss.len(),
+                mib(*last)
+            );
+        }
         r.push_str(KILL9_TODO);
         r
     }
