@@ -28,6 +28,9 @@
 //! - [`crl_cache`]: the CRL cache (memory, disk, download) and the
 //!   reconnect-after-download loop every TLS backend shares; the backend
 //!   supplies only CRL parsing and verification.
+//! - [`builder`]: the settings the CRL-checking backends' builders share
+//!   (roots, system roots, CRL cache directory, [`HttpOptions`]) and the
+//!   rules that follow from them.
 //!
 //! ## What it does not do
 //! - Follow redirects: a 3xx is a [`bits_core::Response`]; the engine
@@ -47,6 +50,7 @@
 #![deny(missing_docs)]
 
 mod body;
+pub mod builder;
 mod classify;
 mod connector;
 pub mod crl_cache;

@@ -1,10 +1,11 @@
 //! [`OpensslTransport`] and its builder.
 
+use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bits_core::{BitsError, Request, Response, SecurityFlags, Transport};
+use bits_http::builder::{pem_roots, BuilderOptions};
 use bits_http::{HttpOptions, HttpTransport};
 use openssl::x509::X509;
 
@@ -74,22 +75,14 @@ impl Transport for OpensslTransport {
 ///     .build()?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
+#[derive(Default)]
 pub struct OpensslTransportBuilder {
-    roots: Vec<X509>,
-    system_roots: bool,
-    crl_cache_dir: Option<PathBuf>,
-    http_options: HttpOptions,
+    options: BuilderOptions<X509>,
 }
 
-impl Default for OpensslTransportBuilder {
-    fn default() -> Self {
-        OpensslTransportBuilder {
-            roots: Vec::new(),
-            system_roots: true,
-            crl_cache_dir: None,
-            http_options: HttpOptions::default(),
-        }
+impl fmt::Debug for OpensslTransportBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.options.fmt_as("OpensslTransportBuilder", f)
     }
 }
 
@@ -97,15 +90,7 @@ impl OpensslTransportBuilder {
     /// Trusts the certificates of a PEM bundle (one or more `CERTIFICATE`
     /// blocks). `E_INVALIDARG` when it holds none or cannot be parsed.
     pub fn add_root_pem(mut self, pem: &[u8]) -> Result<Self, BitsError> {
-        let certs = X509::stack_from_pem(pem).map_err(|e| BitsError::InvalidArg {
-            what: format!("root certificates are not valid PEM: {e}"),
-        })?;
-        if certs.is_empty() {
-            return Err(BitsError::InvalidArg {
-                what: "the PEM holds no certificate".to_owned(),
-            });
-        }
-        self.roots.extend(certs);
+        self.options.roots.extend(pem_roots(X509::stack_from_pem(pem))?);
         Ok(self)
     }
 
@@ -114,7 +99,7 @@ impl OpensslTransportBuilder {
         let cert = X509::from_der(der).map_err(|e| BitsError::InvalidArg {
             what: format!("root certificate is not valid DER: {e}"),
         })?;
-        self.roots.push(cert);
+        self.options.roots.push(cert);
         Ok(self)
     }
 
@@ -122,14 +107,14 @@ impl OpensslTransportBuilder {
     /// They are found as OpenSSL's `X509_STORE_set_default_paths` says:
     /// `SSL_CERT_FILE` and `SSL_CERT_DIR` replace the built-in locations.
     pub fn system_roots(mut self, yes: bool) -> Self {
-        self.system_roots = yes;
+        self.options.system_roots = yes;
         self
     }
 
     /// Where downloaded CRLs are kept (default: `bits-crl` under
     /// `$XDG_CACHE_HOME`, else `~/.cache`). Created on first use.
     pub fn crl_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.crl_cache_dir = Some(dir.into());
+        self.options.crl_cache_dir = Some(dir.into());
         self
     }
 
@@ -137,25 +122,17 @@ impl OpensslTransportBuilder {
     /// downloads get half the handshake timeout, so that an unreachable
     /// CRL is reported as such rather than as a handshake timeout.
     pub fn http_options(mut self, options: HttpOptions) -> Self {
-        self.http_options = options;
+        self.options.http_options = options;
         self
     }
 
     /// The transport. Fails (`SecureFailure`) only when OpenSSL cannot set
     /// up a TLS context or load the default roots.
     pub fn build(self) -> Result<OpensslTransport, BitsError> {
-        let dir = self
-            .crl_cache_dir
-            .unwrap_or_else(bits_http::crl_cache::default_crl_cache_dir);
-        let handshake = self.http_options.handshake_timeout;
-        let fetch_timeout = (handshake / 2).max(Duration::from_millis(100));
-        let connector = OpensslConnector::new(
-            self.roots,
-            self.system_roots,
-            CrlCache::new(dir, fetch_timeout),
-            self.http_options.connect_timeout,
-        )?;
-        let http = HttpTransport::new(NAME, connector, |_| Ok(()), self.http_options);
+        let o = self.options;
+        let crls = CrlCache::new(o.crl_dir(), o.crl_fetch_timeout());
+        let connector = OpensslConnector::new(o.roots, o.system_roots, crls, o.http_options.connect_timeout)?;
+        let http = HttpTransport::new(NAME, connector, |_| Ok(()), o.http_options);
         Ok(OpensslTransport { http })
     }
 }

@@ -1,10 +1,11 @@
 //! [`RustlsTransport`] and its builder.
 
+use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bits_core::{BitsError, Request, Response, SecurityFlags, Transport};
+use bits_http::builder::{pem_roots, BuilderOptions};
 use bits_http::{HttpOptions, HttpTransport};
 use rustls::pki_types::{CertificateDer, TrustAnchor};
 
@@ -70,22 +71,14 @@ impl Transport for RustlsTransport {
 ///     .build()?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
+#[derive(Default)]
 pub struct RustlsTransportBuilder {
-    roots: Vec<TrustAnchor<'static>>,
-    system_roots: bool,
-    crl_cache_dir: Option<PathBuf>,
-    http_options: HttpOptions,
+    options: BuilderOptions<TrustAnchor<'static>>,
 }
 
-impl Default for RustlsTransportBuilder {
-    fn default() -> Self {
-        RustlsTransportBuilder {
-            roots: Vec::new(),
-            system_roots: true,
-            crl_cache_dir: None,
-            http_options: HttpOptions::default(),
-        }
+impl fmt::Debug for RustlsTransportBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.options.fmt_as("RustlsTransportBuilder", f)
     }
 }
 
@@ -103,25 +96,17 @@ impl RustlsTransportBuilder {
     /// blocks). `E_INVALIDARG` when it holds none or one cannot be parsed.
     pub fn add_root_pem(mut self, pem: &[u8]) -> Result<Self, BitsError> {
         let mut reader = pem;
-        let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut reader)
-            .collect::<Result<_, _>>()
-            .map_err(|e| BitsError::InvalidArg {
-                what: format!("root certificates are not valid PEM: {e}"),
-            })?;
-        if certs.is_empty() {
-            return Err(BitsError::InvalidArg {
-                what: "the PEM holds no certificate".to_owned(),
-            });
-        }
+        let certs: Vec<CertificateDer<'static>> =
+            pem_roots(rustls_pemfile::certs(&mut reader).collect::<Result<_, _>>())?;
         for cert in &certs {
-            self.roots.push(anchor(cert)?);
+            self.options.roots.push(anchor(cert)?);
         }
         Ok(self)
     }
 
     /// Trusts one DER certificate. `E_INVALIDARG` when it cannot be parsed.
     pub fn add_root_der(mut self, der: &[u8]) -> Result<Self, BitsError> {
-        self.roots.push(anchor(der)?);
+        self.options.roots.push(anchor(der)?);
         Ok(self)
     }
 
@@ -129,7 +114,7 @@ impl RustlsTransportBuilder {
     /// `rustls-native-certs` finds them: `SSL_CERT_FILE` and `SSL_CERT_DIR`
     /// replace the platform's locations, as OpenSSL defines them.
     pub fn system_roots(mut self, yes: bool) -> Self {
-        self.system_roots = yes;
+        self.options.system_roots = yes;
         self
     }
 
@@ -137,14 +122,14 @@ impl RustlsTransportBuilder {
     /// `$XDG_CACHE_HOME`, else `~/.cache`; the same files the OpenSSL
     /// backend writes). Created on first use.
     pub fn crl_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.crl_cache_dir = Some(dir.into());
+        self.options.crl_cache_dir = Some(dir.into());
         self
     }
 
     /// Timeouts and pooling (default [`HttpOptions::default`]). CRL
     /// downloads get half the handshake timeout.
     pub fn http_options(mut self, options: HttpOptions) -> Self {
-        self.http_options = options;
+        self.options.http_options = options;
         self
     }
 
@@ -152,8 +137,10 @@ impl RustlsTransportBuilder {
     /// skipped (logged), as OpenSSL skips them; this never fails today but
     /// returns `Result` like the other backends' builders.
     pub fn build(self) -> Result<RustlsTransport, BitsError> {
-        let mut roots = self.roots;
-        if self.system_roots {
+        let o = self.options;
+        let crls = CrlCache::new(o.crl_dir(), o.crl_fetch_timeout());
+        let mut roots = o.roots;
+        if o.system_roots {
             let found = rustls_native_certs::load_native_certs();
             for e in &found.errors {
                 tracing::debug!(error = %e, "system root store");
@@ -165,17 +152,8 @@ impl RustlsTransportBuilder {
                 }
             }
         }
-        let dir = self
-            .crl_cache_dir
-            .unwrap_or_else(bits_http::crl_cache::default_crl_cache_dir);
-        let handshake = self.http_options.handshake_timeout;
-        let fetch_timeout = (handshake / 2).max(Duration::from_millis(100));
-        let connector = RustlsConnector::new(
-            roots,
-            CrlCache::new(dir, fetch_timeout),
-            self.http_options.connect_timeout,
-        );
-        let http = HttpTransport::new(NAME, connector, |_| Ok(()), self.http_options);
+        let connector = RustlsConnector::new(roots, crls, o.http_options.connect_timeout);
+        let http = HttpTransport::new(NAME, connector, |_| Ok(()), o.http_options);
         Ok(RustlsTransport { http })
     }
 }
