@@ -383,6 +383,50 @@ impl<S> CrlRound<S> {
     }
 }
 
+/// A failed handshake of the CRL flow, as the backend recorded it: the CRLs
+/// it lacked, and the error it comes to.
+pub trait HandshakeFailure {
+    /// The backend's description of a CRL the handshake lacked, as its
+    /// cache's `obtain` takes it.
+    type CrlNeed;
+
+    /// Takes the CRLs the handshake lacked out of the failure: empty when it
+    /// failed for another reason.
+    fn take_crl_needs(&mut self) -> Vec<Self::CrlNeed>;
+
+    /// The error the connection fails with, classified by the backend.
+    fn into_error(self) -> BitsError;
+}
+
+impl<S> CrlRound<S> {
+    /// The round after one handshake of the CRL flow (`result`, to `host`,
+    /// in round number `round`): connected when it succeeded; its own error
+    /// when it failed for another reason than missing CRLs; otherwise
+    /// `obtain` fetches the missing CRLs (the backend's [`CrlCache::obtain`])
+    /// and [`CrlRound::after_obtain`] decides.
+    pub async fn after_handshake<F: HandshakeFailure>(
+        result: Result<S, F>,
+        host: &str,
+        round: usize,
+        obtain: impl AsyncFnOnce(&[F::CrlNeed]) -> Result<bool, String>,
+    ) -> Self {
+        let mut failure = match result {
+            Ok(stream) => return CrlRound::Connected(stream),
+            Err(failure) => failure,
+        };
+        let needs = failure.take_crl_needs();
+        if needs.is_empty() {
+            return CrlRound::Fail(failure.into_error());
+        }
+        tracing::debug!(%host, round, "handshake needs CRLs");
+        // Ok(false) fails with the handshake's error: the handshake held
+        // every CRL the chain names and still found none usable, so
+        // revocation cannot be checked.
+        let obtained = obtain(&needs).await;
+        CrlRound::after_obtain(obtained, || failure.into_error())
+    }
+}
+
 /// The reconnect loop of the two-phase CRL flow: runs `round` (one
 /// handshake, and the CRL downloads it asks for) on `tcp`, then on a new
 /// connection to the same address (within `reconnect_timeout`) as long as

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bits_http::crl_cache::{
     crl_rounds, now_unix, write_atomically, CrlCache, CrlIssuer, CrlRequest, CrlRound, CrlWindow,
+    HandshakeFailure,
 };
 use bits_testkit::crl::CrlServer;
 
@@ -274,4 +275,59 @@ async fn crl_rounds_reconnect_after_each_retry_and_give_up_after_the_last() {
         "{err}"
     );
     accepts.abort();
+}
+
+/// A handshake failure that lacked the CRLs `needs` (URLs).
+struct FakeFailure {
+    needs: Vec<&'static str>,
+}
+
+impl HandshakeFailure for FakeFailure {
+    type CrlNeed = &'static str;
+
+    fn take_crl_needs(&mut self) -> Vec<&'static str> {
+        std::mem::take(&mut self.needs)
+    }
+
+    fn into_error(self) -> bits_core::BitsError {
+        bits_core::BitsError::CertCnInvalid
+    }
+}
+
+#[tokio::test]
+async fn after_handshake_obtains_only_what_a_failed_handshake_lacked() {
+    /// `handshake`, then `obtain` (when asked) saying `obtained`: the round,
+    /// as text, and what `obtain` was asked for.
+    async fn check(
+        handshake: Result<u8, &[&'static str]>,
+        obtained: Result<bool, &str>,
+        expected: &str,
+        expected_asked: Option<&[&str]>,
+    ) {
+        let mut asked = None;
+        let result = handshake.map_err(|needs| FakeFailure {
+            needs: needs.to_vec(),
+        });
+        let round = CrlRound::after_handshake(result, "host", 0, async |needs: &[&'static str]| {
+            asked = Some(needs.to_vec());
+            obtained.map_err(str::to_owned)
+        })
+        .await;
+        let got = match round {
+            CrlRound::Connected(n) => format!("connected {n}"),
+            CrlRound::Retry => "retry".to_owned(),
+            CrlRound::Fail(e) => format!("fail {:#010X}", e.hresult().0),
+        };
+        assert_eq!(got, expected, "{handshake:?} {obtained:?}");
+        assert_eq!(asked.as_deref(), expected_asked, "{handshake:?} {obtained:?}");
+    }
+    let needs: &[&str] = &["http://ca/root.crl"];
+    check(Ok(7), Ok(true), "connected 7", None).await;
+    // A failure for any other reason than CRLs is the handshake's own error.
+    check(Err(&[]), Ok(true), "fail 0x80072F06", None).await;
+    check(Err(needs), Ok(true), "retry", Some(needs)).await;
+    // Nothing new: the handshake's own error.
+    check(Err(needs), Ok(false), "fail 0x80072F06", Some(needs)).await;
+    // A CRL that cannot be had: revocation check failed.
+    check(Err(needs), Err("down"), "fail 0x80072F19", Some(needs)).await;
 }

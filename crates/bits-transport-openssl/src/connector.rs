@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bits_core::{BitsError, SecurityFlags};
-use bits_http::crl_cache::{crl_rounds, CrlRound};
+use bits_http::crl_cache::{crl_rounds, CrlRound, HandshakeFailure};
 use bits_http::{BoxFuture, TlsConnect};
 use openssl::ssl::{SslConnector, SslMethod, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion};
 use openssl::x509::store::{X509Store, X509StoreBuilder};
@@ -64,7 +64,13 @@ struct Failure {
     io: bool,
 }
 
-impl Failure {
+impl HandshakeFailure for Failure {
+    type CrlNeed = verify::CrlNeed;
+
+    fn take_crl_needs(&mut self) -> Vec<verify::CrlNeed> {
+        std::mem::take(&mut self.crl_needs)
+    }
+
     /// The classification, from our own record (never from
     /// `verify_result`, which may name an error we ignored: pitfalls 3, 5).
     fn into_error(self) -> BitsError {
@@ -157,18 +163,11 @@ impl OpensslConnector {
             Ok(Err(e)) => return CrlRound::Fail(e),
             Err(e) => return CrlRound::Fail(setup_error(e)),
         };
-        let failure = match self.handshake(host, tcp, flags, Some(store)).await {
-            Ok(stream) => return CrlRound::Connected(stream),
-            Err(failure) => failure,
-        };
-        if failure.crl_needs.is_empty() {
-            return CrlRound::Fail(failure.into_error());
-        }
-        tracing::debug!(%host, round, "handshake needs CRLs");
-        // Ok(false) fails with the handshake's error: we had every CRL the
-        // chain names and OpenSSL still found none usable.
-        let obtained = self.inner.crls.obtain(&failure.crl_needs, &had).await;
-        CrlRound::after_obtain(obtained, || failure.into_error())
+        let result = self.handshake(host, tcp, flags, Some(store)).await;
+        CrlRound::after_handshake(result, host, round, async |needs| {
+            self.inner.crls.obtain(needs, &had).await
+        })
+        .await
     }
 
     /// One handshake. `crl_store` replaces the verify store (roots + fresh

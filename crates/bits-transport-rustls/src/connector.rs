@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bits_core::{BitsError, SecurityFlags};
-use bits_http::crl_cache::{crl_rounds, CrlRound};
+use bits_http::crl_cache::{crl_rounds, CrlRound, HandshakeFailure};
 use bits_http::{BoxFuture, TlsConnect};
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
@@ -58,7 +58,13 @@ struct Failure {
     io: bool,
 }
 
-impl Failure {
+impl HandshakeFailure for Failure {
+    type CrlNeed = crate::crl::CrlNeed;
+
+    fn take_crl_needs(&mut self) -> Vec<crate::crl::CrlNeed> {
+        std::mem::take(&mut self.crl_needs)
+    }
+
     /// The classification, from the verifier's own record.
     fn into_error(self) -> BitsError {
         match self.rejection {
@@ -115,18 +121,11 @@ impl RustlsConnector {
         round: usize,
     ) -> CrlRound<TlsStream<TcpStream>> {
         let had: Vec<String> = self.inner.crls.fresh().into_keys().collect();
-        let failure = match self.handshake(host, tcp, flags).await {
-            Ok(stream) => return CrlRound::Connected(stream),
-            Err(failure) => failure,
-        };
-        if failure.crl_needs.is_empty() {
-            return CrlRound::Fail(failure.into_error());
-        }
-        tracing::debug!(%host, round, "handshake needs CRLs");
-        // Ok(false) fails with the handshake's error: every CRL the path
-        // names was there and still missing, so revocation cannot be checked.
-        let obtained = self.inner.crls.obtain(&failure.crl_needs, &had).await;
-        CrlRound::after_obtain(obtained, || failure.into_error())
+        let result = self.handshake(host, tcp, flags).await;
+        CrlRound::after_handshake(result, host, round, async |needs| {
+            self.inner.crls.obtain(needs, &had).await
+        })
+        .await
     }
 
     /// One handshake with a fresh `ClientConfig` (its own verifier, no
