@@ -85,17 +85,16 @@ fn request<'a>(urls: &'a [String], issuer: &'static str) -> CrlRequest<'a, Issue
 #[tokio::test]
 async fn a_fresh_crl_is_used_from_memory_then_disk_without_downloading_again() {
     let server = CrlServer::start();
-    server.set("/root.crl", fresh_crl("root"));
+    // Made once: a CRL made again a second later differs (its dates).
+    let served = fresh_crl("root");
+    server.set("/root.crl", served.clone());
     let urls = vec![server.url("/root.crl")];
     let dir = tempfile::tempdir().unwrap();
 
     let first = cache(&dir);
     assert_eq!(first.obtain(&[request(&urls, "root")], &[]).await, Ok(true));
     assert_eq!(server.requests("/root.crl"), 1);
-    assert_eq!(
-        std::fs::read(first.path_for(&urls[0])).unwrap(),
-        fresh_crl("root")
-    );
+    assert_eq!(std::fs::read(first.path_for(&urls[0])).unwrap(), served);
     let fresh = first.fresh();
     assert_eq!(fresh.len(), 1);
     assert_eq!(fresh[0].url, urls[0]);
@@ -112,7 +111,8 @@ async fn a_fresh_crl_is_used_from_memory_then_disk_without_downloading_again() {
 #[tokio::test]
 async fn a_stale_cached_crl_is_downloaded_again() {
     let server = CrlServer::start();
-    server.set("/root.crl", fresh_crl("root"));
+    let served = fresh_crl("root");
+    server.set("/root.crl", served.clone());
     let urls = vec![server.url("/root.crl")];
     let dir = tempfile::tempdir().unwrap();
     let cache = cache(&dir);
@@ -120,10 +120,7 @@ async fn a_stale_cached_crl_is_downloaded_again() {
 
     assert_eq!(cache.obtain(&[request(&urls, "root")], &[]).await, Ok(true));
     assert_eq!(server.requests("/root.crl"), 1);
-    assert_eq!(
-        std::fs::read(cache.path_for(&urls[0])).unwrap(),
-        fresh_crl("root")
-    );
+    assert_eq!(std::fs::read(cache.path_for(&urls[0])).unwrap(), served);
 }
 
 #[tokio::test]
