@@ -115,6 +115,9 @@ impl OpensslConnector {
         // verification, so none may cross policies (pitfall 9).
         builder.set_session_cache_mode(SslSessionCacheMode::OFF);
         builder.set_options(SslOptions::NO_TICKET);
+        // Read what the socket holds into OpenSSL's buffer, not each
+        // record's header and body with a syscall each.
+        builder.set_read_ahead(true);
         Ok(OpensslConnector {
             inner: Arc::new(Inner {
                 connector: builder.build(),
