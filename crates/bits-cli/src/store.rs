@@ -302,6 +302,15 @@ impl Store {
         // last change (the "version-valid-for" rule of the file format).
         let pages = u64::from(be32(28));
         if be32(92) == be32(24) && pages * page_size > len {
+            // With a WAL beside it, a checkpoint may be under way: SQLite
+            // writes page 1 (with the new size) before the pages after it,
+            // so the file is short for a moment. Only a file at rest (no
+            // WAL, or an empty one) is judged.
+            let mut wal = self.db.clone().into_os_string();
+            wal.push("-wal");
+            if fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                return Ok(());
+            }
             return Err(corrupt(
                 &self.db,
                 &format!("the file holds {len} bytes, its header says {pages} pages of {page_size}"),
