@@ -18,9 +18,16 @@
 //! (`ERROR_FILE_CORRUPT`, exit 2): the store never deletes or rewrites a
 //! database it cannot read.
 //!
-//! Version 1 has one table, `jobs`: the id, display name, state, priority
-//! and times as columns (for lookups, ordering and pruning) and the whole
-//! [`Job`] as JSON (serde), so that new job fields need no migration.
+//! Version 2 has two tables. `jobs`: the id, display name, state, priority
+//! and times as columns (for lookups, ordering and pruning), the [`Job`]
+//! without its files as JSON (serde, so that new job fields need no
+//! migration) and `gen`, which every save increments. `files`: one row per
+//! file (job id, index, the [`bits_core::FileInfo`] as JSON), deleted with
+//! its job. Version 1 kept the files inside the job's JSON, so every save
+//! of a job of 2,000 files rewrote 660 KB; now a save writes the job's row
+//! and the rows of the files that changed since this connection last read
+//! or wrote them (known by a hash of each row, trusted only while `gen`
+//! says no other connection wrote the job since).
 //!
 //! # Durability
 //! WAL with `synchronous = NORMAL`: a commit survives the process being
@@ -34,14 +41,16 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bits_core::{BitsError, Hresult, Job, Priority};
+use std::collections::HashMap;
+
+use bits_core::{BitsError, FileInfo, Hresult, Job, Priority};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use uuid::Uuid;
 
 use crate::error::{Failure, STORE_CORRUPT, STORE_TOO_NEW};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `i` takes a database from version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -57,6 +66,17 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX jobs_name ON jobs(name);
     CREATE INDEX jobs_state ON jobs(state, priority, created_ms);",
+    // 1 → 2: files move out of the job's JSON into rows of their own.
+    "ALTER TABLE jobs ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE files (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        idx    INTEGER NOT NULL,
+        file   TEXT NOT NULL,
+        PRIMARY KEY (job_id, idx)
+    ) WITHOUT ROWID;
+    INSERT INTO files (job_id, idx, file)
+        SELECT jobs.id, f.key, f.value FROM jobs, json_each(jobs.job, '$.files') AS f;
+    UPDATE jobs SET job = json_set(job, '$.files', json('[]'));",
 ];
 
 /// The database file's name inside the store folder.
@@ -148,6 +168,47 @@ pub struct Store {
     conn: Connection,
     dir: PathBuf,
     db: PathBuf,
+    known: Known,
+}
+
+/// What this connection last read or wrote of a few jobs' files: the
+/// job's `gen` then and a hash of each file's row, so a save writes only
+/// the rows that changed. Bounded: a daemon that runs for months keeps at
+/// most [`Known::MAX`] jobs, and forgets a job once it is final.
+#[derive(Debug, Default)]
+struct Known(std::cell::RefCell<HashMap<Uuid, Rows>>);
+
+#[derive(Debug)]
+struct Rows {
+    gen: i64,
+    hashes: Vec<u64>,
+}
+
+impl Known {
+    const MAX: usize = 64;
+
+    /// The rows of `id` as known at `gen`, if that is still the job's
+    /// generation.
+    fn take(&self, id: Uuid, gen: Option<i64>) -> Option<Rows> {
+        let rows = self.0.borrow_mut().remove(&id)?;
+        (Some(rows.gen) == gen).then_some(rows)
+    }
+
+    fn put(&self, job: &Job, rows: Rows) {
+        let mut map = self.0.borrow_mut();
+        if job.state.is_final() {
+            map.remove(&job.id);
+            return;
+        }
+        if map.len() >= Self::MAX && !map.contains_key(&job.id) {
+            map.clear();
+        }
+        map.insert(job.id, rows);
+    }
+
+    fn forget(&self, id: Uuid) {
+        self.0.borrow_mut().remove(&id);
+    }
 }
 
 impl Store {
@@ -177,6 +238,7 @@ impl Store {
             conn,
             dir: dir.to_path_buf(),
             db,
+            known: Known::default(),
         };
         store.prepare().map_err(|e| sql_failure(&store.db, &e))?;
         store.check_version()?;
@@ -336,33 +398,17 @@ impl Store {
 
     /// Inserts a new job.
     pub fn insert(&self, job: &Job) -> Result<(), Failure> {
-        let json = to_json(job)?;
-        self.conn
-            .execute(
-                "INSERT INTO jobs (id, name, state, priority, created_ms, modified_ms, job)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    job.id.to_string(),
-                    job.display_name,
-                    job.state.as_str(),
-                    priority_rank(job.priority),
-                    millis(job.creation_time),
-                    millis(job.modification_time),
-                    json
-                ],
-            )
-            .map_err(|e| sql_failure(&self.db, &e))?;
-        Ok(())
+        save_on(&self.conn, &self.db, &self.known, job, Write::Insert)
     }
 
     /// Writes a job's current state (insert or replace).
     pub fn save(&self, job: &Job) -> Result<(), Failure> {
-        save_on(&self.conn, &self.db, job)
+        save_on(&self.conn, &self.db, &self.known, job, Write::Upsert)
     }
 
     /// The job with this id.
     pub fn get(&self, id: Uuid) -> Result<Option<Job>, Failure> {
-        get_on(&self.conn, &self.db, id)
+        get_on(&self.conn, &self.db, &self.known, id)
     }
 
     /// The state column of job `id` (as [`bits_core::JobState::as_str`]
@@ -388,15 +434,18 @@ impl Store {
     ) -> Result<Result<T, BitsError>, Failure> {
         let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(|e| sql_failure(&self.db, &e))?;
-        let Some(mut job) = get_on(&tx, &self.db, id)? else {
+        let Some(mut job) = get_on(&tx, &self.db, &self.known, id)? else {
             return Ok(Err(BitsError::NotFound { job: id.to_string() }));
         };
         let before = job.clone();
         let (result, save_anyway) = f(&mut job);
         if (result.is_ok() || save_anyway) && job != before {
-            save_on(&tx, &self.db, &job)?;
+            save_on(&tx, &self.db, &self.known, &job, Write::Upsert)?;
         }
-        tx.commit().map_err(|e| sql_failure(&self.db, &e))?;
+        if let Err(e) = tx.commit() {
+            self.known.forget(id);
+            return Err(sql_failure(&self.db, &e));
+        }
         Ok(result)
     }
 
@@ -493,6 +542,7 @@ impl Store {
             .map_err(|e| sql_failure(&self.db, &e))
     }
 
+    /// Jobs whose JSON `sql` selects, each with its files.
     fn query<P: rusqlite::Params>(&self, sql: &str, p: P) -> Result<Vec<Job>, Failure> {
         let run = || -> rusqlite::Result<Vec<String>> {
             let mut stmt = self.conn.prepare_cached(sql)?;
@@ -500,51 +550,196 @@ impl Store {
             rows.collect()
         };
         let rows = run().map_err(|e| sql_failure(&self.db, &e))?;
-        rows.iter().map(|s| from_json(&self.db, s)).collect()
+        rows.iter()
+            .map(|s| {
+                let mut job = from_json(&self.db, s)?;
+                job.files = read_files(&self.conn, &self.db, job.id)?.0;
+                Ok(job)
+            })
+            .collect()
     }
 }
 
-fn get_on(conn: &Connection, db: &Path, id: Uuid) -> Result<Option<Job>, Failure> {
-    let json: Option<String> = conn
-        .query_row(
-            "SELECT job FROM jobs WHERE id = ?1",
-            params![id.to_string()],
-            |r| r.get(0),
-        )
-        .optional()
+fn get_on(conn: &Connection, db: &Path, known: &Known, id: Uuid) -> Result<Option<Job>, Failure> {
+    let row: Option<(String, i64)> = conn
+        .prepare_cached("SELECT job, gen FROM jobs WHERE id = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
         .map_err(|e| sql_failure(db, &e))?;
-    json.map(|s| from_json(db, &s)).transpose()
+    let Some((head, gen)) = row else {
+        return Ok(None);
+    };
+    let mut job = from_json(db, &head)?;
+    let (files, hashes) = read_files(conn, db, id)?;
+    job.files = files;
+    known.put(&job, Rows { gen, hashes });
+    Ok(Some(job))
 }
 
-fn save_on(conn: &Connection, db: &Path, job: &Job) -> Result<(), Failure> {
-    let json = to_json(job)?;
-    conn.execute(
-        "INSERT INTO jobs (id, name, state, priority, created_ms, modified_ms, job)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT(id) DO UPDATE SET name = ?2, state = ?3, priority = ?4,
-             modified_ms = ?6, job = ?7",
-        params![
-            job.id.to_string(),
-            job.display_name,
-            job.state.as_str(),
-            priority_rank(job.priority),
-            millis(job.creation_time),
-            millis(job.modification_time),
-            json
-        ],
-    )
-    .map_err(|e| sql_failure(db, &e))?;
-    Ok(())
+/// The files of job `id` in order, and a hash of each one's row.
+fn read_files(conn: &Connection, db: &Path, id: Uuid) -> Result<(Vec<FileInfo>, Vec<u64>), Failure> {
+    let texts: Vec<String> = conn
+        .prepare_cached("SELECT file FROM files WHERE job_id = ?1 ORDER BY idx")
+        .and_then(|mut stmt| stmt.query_map(params![id.to_string()], |r| r.get(0))?.collect())
+        .map_err(|e| sql_failure(db, &e))?;
+    let mut files = Vec::with_capacity(texts.len());
+    let mut hashes = Vec::with_capacity(texts.len());
+    for text in &texts {
+        files.push(
+            serde_json::from_str(text)
+                .map_err(|e| corrupt(db, &format!("a file record of job {id} does not parse ({e})")))?,
+        );
+        hashes.push(row_hash(text));
+    }
+    Ok((files, hashes))
 }
 
-fn to_json(job: &Job) -> Result<String, Failure> {
-    serde_json::to_string(job).map_err(|e| {
-        Failure::runtime(
-            Hresult::E_FAIL,
-            format!("cannot serialize job {}: {e}", job.id),
-            "",
+fn row_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// How [`save_on`] writes the job's row.
+#[derive(Clone, Copy, PartialEq)]
+enum Write {
+    /// A new job: an existing id is an error.
+    Insert,
+    /// Insert or replace.
+    Upsert,
+}
+
+/// Writes `job`: its row and the rows of the files that changed since this
+/// connection last read or wrote it (all of them when another connection
+/// wrote it since, or this one never saw it), in one savepoint.
+fn save_on(conn: &Connection, db: &Path, known: &Known, job: &Job, how: Write) -> Result<(), Failure> {
+    let fail = |e: rusqlite::Error| sql_failure(db, &e);
+    conn.execute_batch("SAVEPOINT save_job").map_err(fail)?;
+    let written = write_job(conn, db, known, job, how);
+    match written {
+        Ok(rows) => {
+            conn.execute_batch("RELEASE save_job").map_err(fail)?;
+            known.put(job, rows);
+            Ok(())
+        }
+        Err(f) => {
+            known.forget(job.id);
+            let _ = conn.execute_batch("ROLLBACK TO save_job; RELEASE save_job");
+            Err(f)
+        }
+    }
+}
+
+fn write_job(conn: &Connection, db: &Path, known: &Known, job: &Job, how: Write) -> Result<Rows, Failure> {
+    let fail = |e: rusqlite::Error| sql_failure(db, &e);
+    let id = job.id.to_string();
+    let gen: Option<i64> = conn
+        .prepare_cached("SELECT gen FROM jobs WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row(params![id], |r| r.get(0)).optional())
+        .map_err(fail)?;
+    let sql = match how {
+        Write::Insert => {
+            "INSERT INTO jobs (id, name, state, priority, created_ms, modified_ms, job, gen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        }
+        Write::Upsert => {
+            "INSERT INTO jobs (id, name, state, priority, created_ms, modified_ms, job, gen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(id) DO UPDATE SET name = ?2, state = ?3, priority = ?4,
+                 modified_ms = ?6, job = ?7, gen = ?8"
+        }
+    };
+    let new_gen = gen.unwrap_or(0) + 1;
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                id,
+                job.display_name,
+                job.state.as_str(),
+                priority_rank(job.priority),
+                millis(job.creation_time),
+                millis(job.modification_time),
+                to_json(&head_of(job))?,
+                new_gen
+            ])
+        })
+        .map_err(fail)?;
+    let old = known.take(job.id, gen);
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO files (job_id, idx, file) VALUES (?1, ?2, ?3)
+             ON CONFLICT(job_id, idx) DO UPDATE SET file = ?3",
         )
-    })
+        .map_err(fail)?;
+    let mut hashes = Vec::with_capacity(job.files.len());
+    for (idx, file) in job.files.iter().enumerate() {
+        let text = serde_json::to_string(file).map_err(|e| serialize_failure(job, &e))?;
+        let hash = row_hash(&text);
+        if old.as_ref().and_then(|o| o.hashes.get(idx)) != Some(&hash) {
+            stmt.execute(params![id, idx as i64, text]).map_err(fail)?;
+        }
+        hashes.push(hash);
+    }
+    if old.is_none_or(|o| o.hashes.len() > job.files.len()) {
+        conn.prepare_cached("DELETE FROM files WHERE job_id = ?1 AND idx >= ?2")
+            .and_then(|mut stmt| stmt.execute(params![id, job.files.len() as i64]))
+            .map_err(fail)?;
+    }
+    Ok(Rows { gen: new_gen, hashes })
+}
+
+/// The job without its files (they are rows of `files`). Every field is
+/// named, so a new field of [`Job`] does not compile until it is here.
+fn head_of(job: &Job) -> Job {
+    let Job {
+        id,
+        display_name,
+        job_type,
+        state,
+        backend,
+        files: _,
+        priority,
+        security_flags,
+        min_retry_delay,
+        no_progress_timeout,
+        creation_time,
+        modification_time,
+        transfer_completion_time,
+        error,
+        no_progress_since,
+    } = job;
+    Job {
+        id: *id,
+        display_name: display_name.clone(),
+        job_type: *job_type,
+        state: *state,
+        backend: backend.clone(),
+        files: Vec::new(),
+        priority: *priority,
+        security_flags: *security_flags,
+        min_retry_delay: *min_retry_delay,
+        no_progress_timeout: *no_progress_timeout,
+        creation_time: *creation_time,
+        modification_time: *modification_time,
+        transfer_completion_time: *transfer_completion_time,
+        error: error.clone(),
+        no_progress_since: *no_progress_since,
+    }
+}
+
+fn serialize_failure(job: &Job, e: &serde_json::Error) -> Failure {
+    Failure::runtime(
+        Hresult::E_FAIL,
+        format!("cannot serialize job {}: {e}", job.id),
+        "",
+    )
+}
+
+fn to_json(job: &Job) -> rusqlite::Result<String> {
+    serde_json::to_string(job).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
 fn from_json(db: &Path, text: &str) -> Result<Job, Failure> {
@@ -744,5 +939,119 @@ mod tests {
         let e = Store::open(tmp.path()).unwrap_err();
         assert_eq!((e.code, e.exit), (STORE_CORRUPT, 2), "{e}");
         assert_eq!(fs::read(&db).unwrap(), before);
+    }
+
+    fn job_with_files(name: &str, dir: &Path, n: usize) -> Job {
+        let mut job = job(name);
+        for k in 0..n {
+            job.add_file(&format!("http://127.0.0.1/{k}"), &dir.join(format!("f{k}")))
+                .unwrap();
+        }
+        job
+    }
+
+    fn file_rows(store: &Store, id: Uuid) -> Vec<(i64, String)> {
+        let mut stmt = store
+            .conn
+            .prepare("SELECT idx, file FROM files WHERE job_id = ?1 ORDER BY idx")
+            .unwrap();
+        let rows = stmt
+            .query_map(params![id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    #[test]
+    fn a_version_1_store_moves_its_files_into_rows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join(DB_FILE);
+        let old = job_with_files("old", tmp.path(), 3);
+        let mut other = job_with_files("other", tmp.path(), 1);
+        other.files[0].bytes_transferred = 7;
+        {
+            let conn = Connection::open(&db).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch("PRAGMA user_version = 1").unwrap();
+            for j in [&old, &other] {
+                conn.execute(
+                    "INSERT INTO jobs (id, name, state, priority, created_ms, modified_ms, job)
+                     VALUES (?1, ?2, ?3, 2, 0, 0, ?4)",
+                    params![
+                        j.id.to_string(),
+                        j.display_name,
+                        j.state.as_str(),
+                        serde_json::to_string(j).unwrap()
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(tmp.path()).unwrap();
+        assert_eq!(store.user_version().unwrap(), 2);
+        assert_eq!(store.get(old.id).unwrap().unwrap(), old);
+        assert_eq!(store.get(other.id).unwrap().unwrap(), other);
+        assert_eq!(store.list(true).unwrap(), vec![old.clone(), other.clone()]);
+        assert_eq!(file_rows(&store, old.id).len(), 3);
+        let head: String = store
+            .conn
+            .query_row(
+                "SELECT job FROM jobs WHERE id = ?1",
+                params![old.id.to_string()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(from_json(&db, &head).unwrap(), head_of(&old));
+    }
+
+    #[test]
+    fn a_save_writes_only_the_files_that_changed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let mut j = job_with_files("many", tmp.path(), 50);
+        store.insert(&j).unwrap();
+        j.files[7].bytes_transferred = 100;
+        j.state = JobState::Transferring;
+        let before = store.conn.total_changes();
+        store.save(&j).unwrap();
+        // The job's row and file 7's.
+        assert_eq!(store.conn.total_changes() - before, 2);
+        assert_eq!(store.get(j.id).unwrap().unwrap(), j);
+        // Fewer files (not a BITS operation, but the rows must follow).
+        j.files.truncate(10);
+        store.save(&j).unwrap();
+        assert_eq!(file_rows(&store, j.id).len(), 10);
+        assert_eq!(store.get(j.id).unwrap().unwrap(), j);
+    }
+
+    #[test]
+    fn another_writer_makes_the_next_save_write_every_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Store::open(tmp.path()).unwrap();
+        let b = Store::open(tmp.path()).unwrap();
+        let mut mine = job_with_files("shared", tmp.path(), 4);
+        a.insert(&mine).unwrap();
+        // B changes file 0 behind A's back.
+        let mut theirs = b.get(mine.id).unwrap().unwrap();
+        theirs.files[0].bytes_transferred = 5;
+        b.save(&theirs).unwrap();
+        // A saves its own copy with file 2 changed: its copy wins whole,
+        // file 0 included, although A never changed file 0 itself.
+        mine.files[2].bytes_transferred = 9;
+        a.save(&mine).unwrap();
+        assert_eq!(b.get(mine.id).unwrap().unwrap(), mine);
+    }
+
+    #[test]
+    fn pruning_a_job_deletes_its_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let mut j = job_with_files("old", tmp.path(), 3);
+        j.state = JobState::Acknowledged;
+        store.insert(&j).unwrap();
+        assert_eq!(
+            store.prune(SystemTime::now() + Duration::from_secs(60)).unwrap(),
+            1
+        );
+        assert!(file_rows(&store, j.id).is_empty());
     }
 }
