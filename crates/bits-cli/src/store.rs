@@ -542,25 +542,46 @@ impl Store {
             .map_err(|e| sql_failure(&self.db, &e))
     }
 
-    /// Jobs whose JSON `sql` selects, each with its files.
+    /// Jobs whose JSON `sql` selects, each with its files (one snapshot).
     fn query<P: rusqlite::Params>(&self, sql: &str, p: P) -> Result<Vec<Job>, Failure> {
-        let run = || -> rusqlite::Result<Vec<String>> {
-            let mut stmt = self.conn.prepare_cached(sql)?;
-            let rows = stmt.query_map(p, |r| r.get::<_, String>(0))?;
-            rows.collect()
-        };
-        let rows = run().map_err(|e| sql_failure(&self.db, &e))?;
-        rows.iter()
-            .map(|s| {
-                let mut job = from_json(&self.db, s)?;
-                job.files = read_files(&self.conn, &self.db, job.id)?.0;
-                Ok(job)
-            })
-            .collect()
+        snapshot(&self.conn, &self.db, || {
+            let run = || -> rusqlite::Result<Vec<String>> {
+                let mut stmt = self.conn.prepare_cached(sql)?;
+                let rows = stmt.query_map(p, |r| r.get::<_, String>(0))?;
+                rows.collect()
+            };
+            let rows = run().map_err(|e| sql_failure(&self.db, &e))?;
+            rows.iter()
+                .map(|s| {
+                    let mut job = from_json(&self.db, s)?;
+                    job.files = read_files(&self.conn, &self.db, job.id)?.0;
+                    Ok(job)
+                })
+                .collect()
+        })
     }
 }
 
+/// Runs `read` in one read transaction (a savepoint: inside a caller's
+/// transaction it is part of it), so a job's row and its files' rows come
+/// from the same save.
+fn snapshot<T>(
+    conn: &Connection,
+    db: &Path,
+    read: impl FnOnce() -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    conn.execute_batch("SAVEPOINT read_job")
+        .map_err(|e| sql_failure(db, &e))?;
+    let result = read();
+    let _ = conn.execute_batch("RELEASE read_job");
+    result
+}
+
 fn get_on(conn: &Connection, db: &Path, known: &Known, id: Uuid) -> Result<Option<Job>, Failure> {
+    snapshot(conn, db, || get_in(conn, db, known, id))
+}
+
+fn get_in(conn: &Connection, db: &Path, known: &Known, id: Uuid) -> Result<Option<Job>, Failure> {
     let row: Option<(String, i64)> = conn
         .prepare_cached("SELECT job, gen FROM jobs WHERE id = ?1")
         .and_then(|mut stmt| {
