@@ -741,8 +741,12 @@ fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode> {
             Ok(code) => report_complete(ctx, &store, id, code),
             Err(f) => result = Err(f),
         }
-        if let Some(j) = store.get(id)? {
-            job = j;
+        // The job as complete left it, for --json (reading a job of many
+        // files is not free).
+        if ctx.global.json {
+            if let Some(j) = store.get(id)? {
+                job = j;
+            }
         }
     } else {
         result = Err(job_failure(&job));
