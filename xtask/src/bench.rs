@@ -357,6 +357,19 @@ struct Medians {
     machine_cpu: f64,
 }
 
+/// One number of a [`Sample`].
+type Metric = fn(&Sample) -> f64;
+
+/// A ratio of bits to curl taken round by round.
+struct Paired {
+    /// The median of the per-round ratios (the goal's number).
+    median: f64,
+    min: f64,
+    max: f64,
+    /// The ratio of the two medians, for reference.
+    of_medians: f64,
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -1062,6 +1075,38 @@ impl Bench {
         }
     }
 
+    /// bits against curl on `workload`, round by round: `metric` of bits
+    /// over curl's (curl's over bits' when `inverse`, for a throughput).
+    fn paired(&self, workload: Workload, bits: &Tool, metric: Metric, inverse: bool) -> Option<Paired> {
+        let b = self.results.get(&(workload, bits.clone()))?;
+        let c = self.results.get(&(workload, Tool::Curl))?;
+        let ratio = |b: f64, c: f64| if inverse { c / b } else { b / c };
+        let mut rounds: Vec<f64> = b
+            .iter()
+            .zip(c)
+            .map(|(b, c)| ratio(metric(b), metric(c)))
+            .collect();
+        if rounds.is_empty() {
+            return None;
+        }
+        rounds.sort_by(f64::total_cmp);
+        let med = |v: Vec<f64>| -> f64 {
+            let mut v = v;
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let of_medians = ratio(
+            med(b.iter().map(metric).collect()),
+            med(c.iter().map(metric).collect()),
+        );
+        Some(Paired {
+            median: rounds[rounds.len() / 2],
+            min: rounds[0],
+            max: rounds[rounds.len() - 1],
+            of_medians,
+        })
+    }
+
     /// The Markdown table and the goals.
     fn report(&self, opts: &Options, daemon_total: Option<TimeV>) -> String {
         let mut r = String::new();
@@ -1145,47 +1190,63 @@ impl Bench {
             );
         }
 
-        r.push_str("\nGoals (ratios within this run):\n");
-        let get = |w: Workload, t: Tool| medians.get(&(w, t)).copied();
+        r.push_str(
+            "\nGoals (ratios within this run). Each ratio pairs the runs of one round (the tools run \
+             back to back, so a slow spell of the machine hits both): the median of those per-round \
+             ratios, their range, and for reference the ratio of the medians above.\n",
+        );
         for backend in &opts.backends {
             let bits = Tool::Bits(backend.clone());
-            if let (Some(b), Some(c)) = (get(Workload::One, bits.clone()), get(Workload::One, Tool::Curl)) {
+            let goals: [(Workload, &str, Metric, bool, &str); 6] = [
+                (
+                    Workload::One,
+                    "throughput / curl",
+                    |s| s.wall,
+                    true,
+                    "(goal >= 1.00)",
+                ),
+                (
+                    Workload::One,
+                    "CPU s/GiB / curl",
+                    |s| s.cpu,
+                    false,
+                    "(goal <= 1.20)",
+                ),
+                (
+                    Workload::One,
+                    "machine CPU, bits/curl",
+                    |s| s.machine_cpu,
+                    false,
+                    "(shown for context; nginx's work included)",
+                ),
+                (
+                    Workload::Many,
+                    "wall / curl (one reused connection)",
+                    |s| s.wall,
+                    false,
+                    "(goal <= 1.00)",
+                ),
+                (Workload::Many, "CPU / curl", |s| s.cpu, false, "(goal <= 1.20)"),
+                (
+                    Workload::Many,
+                    "machine CPU, bits/curl",
+                    |s| s.machine_cpu,
+                    false,
+                    "(shown for context; nginx's work included)",
+                ),
+            ];
+            for (workload, what, metric, inverse, goal) in goals {
+                let Some(p) = self.paired(workload, &bits, metric, inverse) else {
+                    continue;
+                };
+                let label = match workload {
+                    Workload::One => "one file".to_string(),
+                    Workload::Many => format!("{} files", opts.count),
+                };
                 let _ = writeln!(
                     r,
-                    "- one file, bits ({backend}) throughput / curl: {:.2} (goal >= 1.00)",
-                    c.wall / b.wall
-                );
-                let _ = writeln!(
-                    r,
-                    "- one file, bits ({backend}) CPU s/GiB / curl: {:.2} (goal <= 1.20)",
-                    b.cpu / c.cpu
-                );
-                let _ = writeln!(
-                    r,
-                    "- one file, bits ({backend}) machine CPU, bits/curl: {:.2} \
-                     (shown for context; nginx's work included)",
-                    b.machine_cpu / c.machine_cpu
-                );
-            }
-            if let (Some(b), Some(c)) = (get(Workload::Many, bits.clone()), get(Workload::Many, Tool::Curl)) {
-                let _ = writeln!(
-                    r,
-                    "- {} files, bits ({backend}) wall / curl (one reused connection): {:.2} (goal <= 1.00)",
-                    opts.count,
-                    b.wall / c.wall
-                );
-                let _ = writeln!(
-                    r,
-                    "- {} files, bits ({backend}) CPU / curl: {:.2} (goal <= 1.20)",
-                    opts.count,
-                    b.cpu / c.cpu
-                );
-                let _ = writeln!(
-                    r,
-                    "- {} files, bits ({backend}) machine CPU, bits/curl: {:.2} \
-                     (shown for context; nginx's work included)",
-                    opts.count,
-                    b.machine_cpu / c.machine_cpu
+                    "- {label}, bits ({backend}) {what}: {:.2} (rounds {:.2}-{:.2}; medians {:.2}) {goal}",
+                    p.median, p.min, p.max, p.of_medians
                 );
             }
         }
