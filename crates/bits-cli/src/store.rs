@@ -674,6 +674,7 @@ fn write_job(conn: &Connection, db: &Path, known: &Known, job: &Job, how: Write)
         }
     };
     let new_gen = gen.unwrap_or(0) + 1;
+    let head = serde_json::to_string(&head_of(job)).map_err(|e| serialize_failure(job, &e))?;
     conn.prepare_cached(sql)
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -683,7 +684,7 @@ fn write_job(conn: &Connection, db: &Path, known: &Known, job: &Job, how: Write)
                 priority_rank(job.priority),
                 millis(job.creation_time),
                 millis(job.modification_time),
-                to_json(&head_of(job))?,
+                head,
                 new_gen
             ])
         })
@@ -757,10 +758,6 @@ fn serialize_failure(job: &Job, e: &serde_json::Error) -> Failure {
         format!("cannot serialize job {}: {e}", job.id),
         "",
     )
-}
-
-fn to_json(job: &Job) -> rusqlite::Result<String> {
-    serde_json::to_string(job).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
 fn from_json(db: &Path, text: &str) -> Result<Job, Failure> {
