@@ -1080,31 +1080,7 @@ impl Bench {
     fn paired(&self, workload: Workload, bits: &Tool, metric: Metric, inverse: bool) -> Option<Paired> {
         let b = self.results.get(&(workload, bits.clone()))?;
         let c = self.results.get(&(workload, Tool::Curl))?;
-        let ratio = |b: f64, c: f64| if inverse { c / b } else { b / c };
-        let mut rounds: Vec<f64> = b
-            .iter()
-            .zip(c)
-            .map(|(b, c)| ratio(metric(b), metric(c)))
-            .collect();
-        if rounds.is_empty() {
-            return None;
-        }
-        rounds.sort_by(f64::total_cmp);
-        let med = |v: Vec<f64>| -> f64 {
-            let mut v = v;
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let of_medians = ratio(
-            med(b.iter().map(metric).collect()),
-            med(c.iter().map(metric).collect()),
-        );
-        Some(Paired {
-            median: rounds[rounds.len() / 2],
-            min: rounds[0],
-            max: rounds[rounds.len() - 1],
-            of_medians,
-        })
+        paired(b, c, metric, inverse)
     }
 
     /// The Markdown table and the goals.
@@ -1437,6 +1413,31 @@ impl Bench {
     }
 }
 
+/// `b` against `c`, run by run (the same round): `metric` of `b` over `c`'s
+/// (`c`'s over `b`'s when `inverse`, for a throughput).
+fn paired(b: &[Sample], c: &[Sample], metric: Metric, inverse: bool) -> Option<Paired> {
+    let ratio = |b: f64, c: f64| if inverse { c / b } else { b / c };
+    let rounds: Vec<f64> = b
+        .iter()
+        .zip(c)
+        .map(|(b, c)| ratio(metric(b), metric(c)))
+        .collect();
+    if rounds.is_empty() {
+        return None;
+    }
+    let min = rounds.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some(Paired {
+        median: median(rounds),
+        min,
+        max,
+        of_medians: ratio(
+            median(b.iter().map(metric).collect()),
+            median(c.iter().map(metric).collect()),
+        ),
+    })
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     match v.len() {
@@ -1458,6 +1459,28 @@ mod tests {
         assert_eq!(parse_size("4k").unwrap(), 4096);
         assert_eq!(parse_size("1000").unwrap(), 1000);
         assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn ratios_pair_the_runs_of_a_round() {
+        let run = |wall: f64| Sample {
+            wall,
+            cpu: wall,
+            machine_cpu: wall,
+            rss_kib: 0,
+            cli_rss_kib: None,
+            tag: 0,
+            server: None,
+        };
+        let bits = [run(1.0), run(4.0), run(1.2)];
+        let curl = [run(1.0), run(2.0), run(2.0)];
+        let p = paired(&bits, &curl, |s| s.wall, false).unwrap();
+        assert_eq!((p.median, p.min, p.max), (1.0, 0.6, 2.0));
+        assert_eq!(p.of_medians, 1.2 / 2.0);
+        // A throughput is curl's time over bits'.
+        let t = paired(&bits, &curl, |s| s.wall, true).unwrap();
+        assert_eq!((t.median, t.max), (1.0, 1.0 / 0.6));
+        assert!(paired(&[], &curl, |s| s.wall, false).is_none());
     }
 
     #[test]
