@@ -385,3 +385,53 @@ pub fn busy(dir: &Path, pid: Option<u32>) -> Failure {
         "only one daemon per store runs; stop it first or use another --store",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+
+    #[test]
+    fn a_daemon_that_does_not_know_schedule_gets_a_resume() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let listener = UnixListener::bind(path(tmp.path(), SOCKET_FILE)).unwrap();
+        // An older daemon: `schedule` is a bad request to it.
+        let old_daemon = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut seen = Vec::new();
+            for line in BufReader::new(stream).lines() {
+                let line = line.unwrap();
+                let reply = if line.contains("\"schedule\"") {
+                    Reply::failed(&Failure::bad_input(
+                        Hresult::E_INVALIDARG,
+                        "bad request to the daemon: unknown variant `schedule`",
+                        "",
+                    ))
+                } else {
+                    Reply::ok(Hresult::S_OK)
+                };
+                writeln!(writer, "{}", serde_json::to_string(&reply).unwrap()).unwrap();
+                seen.push(line);
+                if seen.len() == 3 {
+                    break;
+                }
+            }
+            seen
+        });
+        let id = Uuid::new_v4();
+        schedule_via_daemon(&store, id, 0).unwrap();
+        let seen = old_daemon.join().unwrap();
+        assert!(
+            seen[0].contains("\"ping\"") && seen[1].contains("\"schedule\""),
+            "{seen:?}"
+        );
+        let last: Request = serde_json::from_str(&seen[2]).unwrap();
+        assert!(
+            matches!(last, Request::Job { id: i, op: JobOp::Resume } if i == id),
+            "{last:?}"
+        );
+    }
+}
