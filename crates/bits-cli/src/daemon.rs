@@ -13,6 +13,9 @@
 //! - **Operations** arrive over the socket (see [`crate::ipc`]); a running
 //!   job's transfer is stopped (its engine future dropped, which the engine
 //!   makes safe) before any change but `resume` applies.
+//! - **`transfer`'s jobs** are completed here as soon as they are
+//!   TRANSFERRED ([`Request::Transfer`]): the daemon holds the job then, so
+//!   the command neither reads it nor waits for a second round trip.
 //! - **Persistence**: progress is saved every second; state and error
 //!   changes, a reported redirect and the validator of a file over a MiB
 //!   at once. SIGTERM/SIGINT stop every transfer, save it as
@@ -25,7 +28,7 @@
 //! It runs on a single-threaded tokio runtime: the engine's tasks are
 //! I/O-bound, and one thread keeps the scheduler free of locks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -45,13 +48,16 @@ use uuid::Uuid;
 use crate::backend;
 use crate::error::{Failure, EXIT_OK};
 use crate::ipc::{self, Reply, Request};
-use crate::ops;
+use crate::ops::{self, JobOp};
 use crate::store::{self, Store};
 
 /// Jobs that transfer at once.
 pub const MAX_PARALLEL: usize = 4;
 /// Final jobs older than this are pruned by the daemon.
 pub const PRUNE_AGE: Duration = Duration::from_secs(30 * 86_400);
+/// How many results of completions the daemon did for `transfer`
+/// ([`Request::Transfer`]) it keeps for their `complete` to read.
+const COMPLETIONS_KEPT: usize = 64;
 /// Progress is saved this often.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// A file larger than this (or of unknown size) has its validator saved
@@ -138,6 +144,8 @@ pub fn run(dir: &Path) -> Result<ExitCode, Failure> {
             done_tx,
             next_gen: 0,
             changes,
+            completing: HashSet::new(),
+            completed: VecDeque::new(),
         };
         daemon.prune();
         for job in recovered {
@@ -231,6 +239,12 @@ struct Daemon {
     done_tx: mpsc::UnboundedSender<(Uuid, u64)>,
     next_gen: u64,
     changes: Changes,
+    /// Jobs to complete as soon as they are TRANSFERRED ([`Request::Transfer`]).
+    completing: HashSet<Uuid>,
+    /// The results of those completions, answered to the `complete` that
+    /// `transfer` sends once it sees its job settled (the latest
+    /// [`COMPLETIONS_KEPT`]: one whose command went away is forgotten).
+    completed: VecDeque<(Uuid, Reply)>,
 }
 
 impl Daemon {
@@ -272,10 +286,15 @@ impl Daemon {
     }
 
     fn save(&self, job: &Job) {
+        self.save_quietly(job);
+        announce(&self.changes);
+    }
+
+    /// Saves without waking subscribers.
+    fn save_quietly(&self, job: &Job) {
         if let Err(f) = lock(&self.store).save(job) {
             tracing::error!(job = %job.id, "cannot save the job: {f}");
         }
-        announce(&self.changes);
     }
 
     fn load(&self, id: Uuid) -> Option<Job> {
@@ -298,14 +317,33 @@ impl Daemon {
     }
 
     async fn handle(&mut self, request: Request) -> Reply {
-        // `schedule` needs only the answer: the scheduler runs after every
-        // request.
-        let Request::Job { id, op } = request else {
-            return Reply {
-                pid: Some(std::process::id()),
-                ..Reply::ok(Hresult::S_OK)
-            };
+        // `schedule` and `transfer` need only the answer: the scheduler runs
+        // after every request.
+        let (id, op) = match request {
+            Request::Job { id, op } => (id, op),
+            Request::Transfer { id } => {
+                self.completing.insert(id);
+                return Reply::ok(Hresult::S_OK);
+            }
+            _ => {
+                return Reply {
+                    pid: Some(std::process::id()),
+                    ..Reply::ok(Hresult::S_OK)
+                }
+            }
         };
+        if op == JobOp::Complete {
+            if let Some(n) = self.completed.iter().position(|(done, _)| *done == id) {
+                if let Some((_, reply)) = self.completed.remove(n) {
+                    return reply;
+                }
+            }
+        }
+        // Whoever sends an operation but `resume` takes the job over from
+        // `transfer` (Ctrl-C suspends it; a later resume does not complete).
+        if op != JobOp::Resume {
+            self.completing.remove(&id);
+        }
         if op.stops_transfer() && self.running.contains_key(&id) {
             self.stop(id).await;
         }
@@ -387,8 +425,10 @@ impl Daemon {
         let changes = self.changes.clone();
         let done = self.done_tx.clone();
         tracing::info!(job = %id, name = %job.display_name, "transfer starts");
+        let completing = self.completing.contains(&id);
         let handle = tokio::task::spawn_local(async move {
             let mut observer = Persist::new(store, changes, &job);
+            observer.hold_transferred = completing;
             let outcome = tokio::select! {
                 biased;
                 _ = stop_rx => None,
@@ -440,6 +480,18 @@ impl Daemon {
                 self.save(&job);
             }
             Ok((job, Some(outcome))) => {
+                let complete = match outcome.state {
+                    JobState::TransientError
+                    | JobState::Queued
+                    | JobState::Connecting
+                    | JobState::Transferring => false,
+                    _ => self.completing.remove(&id) && job.state == JobState::Transferred,
+                };
+                if complete {
+                    self.save_quietly(&job);
+                    tracing::info!(job = %id, state = job.state.as_str(), "transfer ended");
+                    return self.complete(job);
+                }
                 self.save(&job);
                 tracing::info!(job = %id, state = job.state.as_str(), "transfer ended");
                 match outcome.state {
@@ -471,6 +523,35 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// Completes a TRANSFERRED job that `transfer` asked for
+    /// ([`Request::Transfer`]), from the copy the transfer task left, which
+    /// is the stored one: while the daemon carries the store nobody else
+    /// writes its jobs.
+    fn complete(&mut self, mut job: Job) {
+        let id = job.id;
+        let (result, save_anyway) = ops::apply(&mut job, &JobOp::Complete, &self.dir);
+        if result.is_ok() || save_anyway {
+            self.save(&job);
+        } else {
+            announce(&self.changes);
+        }
+        let reply = match result {
+            Ok(code) => {
+                tracing::info!(job = %id, "completed for transfer: {code}");
+                Reply::ok(code)
+            }
+            Err(e) => {
+                let f = Failure::from_bits(&e);
+                tracing::info!(job = %id, "completing for transfer failed: {f}");
+                Reply::failed(&f)
+            }
+        };
+        if self.completed.len() == COMPLETIONS_KEPT {
+            self.completed.pop_front();
+        }
+        self.completed.push_back((id, reply));
     }
 
     /// Arms the timers of a TRANSIENT_ERROR job: retry after `retry_after`
@@ -567,6 +648,9 @@ struct Persist {
     saved_at: Instant,
     /// What, in the last save, must be saved at once when it changes.
     saved_key: SaveKey,
+    /// The daemon completes the job once TRANSFERRED ([`Request::Transfer`]):
+    /// that save wakes no subscriber, the completion's does.
+    hold_transferred: bool,
 }
 
 /// The parts of a job saved at once when they change.
@@ -601,6 +685,7 @@ impl Persist {
             changes,
             saved_at: Instant::now(),
             saved_key: SaveKey::of(job),
+            hold_transferred: false,
         }
     }
 
@@ -609,7 +694,8 @@ impl Persist {
             tracing::error!(job = %job.id, "cannot save progress: {f}");
         }
         self.saved_at = Instant::now();
-        if self.saved_key.state != job.state {
+        if self.saved_key.state != job.state && !(self.hold_transferred && job.state == JobState::Transferred)
+        {
             announce(&self.changes);
         }
         self.saved_key = SaveKey::of(job);
@@ -814,6 +900,22 @@ mod tests {
         job.state = JobState::Transferring;
         p.on_change(&job);
         assert_eq!(*rx.borrow(), 1);
+    }
+
+    #[test]
+    fn a_job_the_daemon_completes_is_saved_transferred_without_waking_anyone() {
+        let (_tmp, store, mut job) = setup(1);
+        let changes = Changes::new(0);
+        let rx = changes.subscribe();
+        let mut p = Persist::new(store.clone(), changes, &job);
+        p.hold_transferred = true;
+        job.state = JobState::Transferring;
+        p.on_change(&job);
+        assert_eq!(*rx.borrow(), 1);
+        job.state = JobState::Transferred;
+        p.on_change(&job);
+        assert_eq!(stored(&store, job.id).state, JobState::Transferred);
+        assert_eq!(*rx.borrow(), 1, "the completion's save wakes them");
     }
 
     #[test]

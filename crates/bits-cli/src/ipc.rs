@@ -71,6 +71,18 @@ pub enum Request {
     /// which spares the daemon reading and rewriting the whole job for a
     /// `resume`.
     Schedule,
+    /// `transfer`'s request: run the scheduler now (as [`Request::Schedule`])
+    /// and complete job `id` in the daemon as soon as it is TRANSFERRED,
+    /// while the daemon still holds it (no second read of a job of many
+    /// files, no round trip). Its TRANSFERRED state is saved but not
+    /// announced to subscribers (the ACKNOWLEDGED one is). A `complete` of
+    /// the job sent afterwards is answered with that completion's result.
+    /// Any other operation on the job but `resume`, or the job ending
+    /// otherwise, withdraws the request.
+    Transfer {
+        /// The job, stored QUEUED by the caller.
+        id: Uuid,
+    },
     /// Apply an operation to a job.
     Job {
         /// The job.
@@ -253,10 +265,15 @@ pub fn apply_via_daemon(store: &Store, id: Uuid, op: JobOp, verbose: u8) -> Resu
 }
 
 /// Makes the daemon (started when none runs) pick up job `id`, which the
-/// caller stored QUEUED. A daemon older than [`Request::Schedule`] gets a
-/// `resume` instead.
-pub fn schedule_via_daemon(store: &Store, id: Uuid, verbose: u8) -> Result<(), Failure> {
+/// caller stored QUEUED, and complete it once TRANSFERRED
+/// ([`Request::Transfer`]). A daemon older than that gets a
+/// [`Request::Schedule`], and one older still a `resume`: the caller
+/// completes the job itself when it sees it TRANSFERRED.
+pub fn transfer_via_daemon(store: &Store, id: Uuid, verbose: u8) -> Result<(), Failure> {
     let mut client = ensure_daemon(store.dir(), verbose)?;
+    if client.call(&Request::Transfer { id })?.into_result().is_ok() {
+        return Ok(());
+    }
     if client.call(&Request::Schedule)?.into_result().is_err() {
         client.job_op(id, JobOp::Resume)?;
     }
@@ -393,21 +410,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_daemon_that_does_not_know_schedule_gets_a_resume() {
+    fn a_daemon_that_knows_neither_transfer_nor_schedule_gets_a_resume() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path()).unwrap();
         let listener = UnixListener::bind(path(tmp.path(), SOCKET_FILE)).unwrap();
-        // An older daemon: `schedule` is a bad request to it.
+        // An older daemon: `transfer` and `schedule` are bad requests to it.
         let old_daemon = std::thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
             let mut writer = stream.try_clone().unwrap();
             let mut seen = Vec::new();
             for line in BufReader::new(stream).lines() {
                 let line = line.unwrap();
-                let reply = if line.contains("\"schedule\"") {
+                let reply = if line.contains("\"transfer\"") || line.contains("\"schedule\"") {
                     Reply::failed(&Failure::bad_input(
                         Hresult::E_INVALIDARG,
-                        "bad request to the daemon: unknown variant `schedule`",
+                        "bad request to the daemon: unknown variant",
                         "",
                     ))
                 } else {
@@ -415,20 +432,22 @@ mod tests {
                 };
                 writeln!(writer, "{}", serde_json::to_string(&reply).unwrap()).unwrap();
                 seen.push(line);
-                if seen.len() == 3 {
+                if seen.len() == 4 {
                     break;
                 }
             }
             seen
         });
         let id = Uuid::new_v4();
-        schedule_via_daemon(&store, id, 0).unwrap();
+        transfer_via_daemon(&store, id, 0).unwrap();
         let seen = old_daemon.join().unwrap();
         assert!(
-            seen[0].contains("\"ping\"") && seen[1].contains("\"schedule\""),
+            seen[0].contains("\"ping\"")
+                && seen[1].contains("\"transfer\"")
+                && seen[2].contains("\"schedule\""),
             "{seen:?}"
         );
-        let last: Request = serde_json::from_str(&seen[2]).unwrap();
+        let last: Request = serde_json::from_str(&seen[3]).unwrap();
         assert!(
             matches!(last, Request::Job { id: i, op: JobOp::Resume } if i == id),
             "{last:?}"

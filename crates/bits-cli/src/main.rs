@@ -728,7 +728,7 @@ fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode> {
     let id = job.id;
     let verbose = ctx.global.verbose;
     watch::catch_interrupt();
-    ipc::schedule_via_daemon(&store, id, verbose)?;
+    ipc::transfer_via_daemon(&store, id, verbose)?;
     let bars = watch::show_bars(ctx.global.quiet);
     let ended = match watch::follow(&store, &[id], bars, verbose)? {
         watch::Followed::Settled(jobs) => jobs,
@@ -736,9 +736,15 @@ fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode> {
     };
     let mut job = ended.into_iter().next().unwrap_or(job);
     let mut result = Ok(ExitCode::SUCCESS);
-    if job.state == JobState::Transferred {
+    // The daemon completes the job itself (`ipc::Request::Transfer`); the
+    // `complete` sent here gets that completion's result, or does the work
+    // when the daemon could not (an older one, or one started again).
+    if matches!(job.state, JobState::Transferred | JobState::Acknowledged) {
         match ipc::apply(&store, id, JobOp::Complete) {
             Ok(code) => report_complete(ctx, &store, id, code),
+            // Completed by a daemon that has since stopped, and with it
+            // the result it kept.
+            Err(_) if job.state == JobState::Acknowledged => {}
             Err(f) => result = Err(f),
         }
         // The job as complete left it, for --json (reading a job of many

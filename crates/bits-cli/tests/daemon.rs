@@ -214,3 +214,50 @@ fn a_subscriber_is_woken_by_every_state_change() {
     env.run(&["cancel", &id]).ok();
     assert_eq!(lines.next().unwrap().unwrap(), "{\"changed\":true}");
 }
+
+/// Sends one raw request line to the daemon of `env` and returns its reply.
+fn request(env: &Env, line: &str) -> String {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let mut sock = UnixStream::connect(env.store.join("daemon.sock")).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    writeln!(sock, "{line}").unwrap();
+    let mut reply = String::new();
+    BufReader::new(sock).read_line(&mut reply).unwrap();
+    reply
+}
+
+#[test]
+fn the_daemon_completes_a_transfer_job_and_answers_its_complete() {
+    let env = Env::new();
+    let server = HttpServer::start();
+    let (id, body) = slow_job(&env, &server, 300_000);
+    let reply = request(&env, &format!("{{\"request\":\"transfer\",\"id\":\"{id}\"}}"));
+    assert!(reply.contains("\"code\":0"), "{reply}");
+    // Nobody sends `complete`: the daemon moves the file to LOCAL itself.
+    let info = env.wait_for(&id, Duration::from_secs(30), |j| j["state"] == "ACKNOWLEDGED");
+    assert_eq!(info["files"][0]["completed"], true);
+    assert_eq!(std::fs::read(env.path("slow.bin")).unwrap(), body);
+    assert!(Env::temp_files(&env.data).is_empty());
+    // The `complete` of the command that asked gets the completion's
+    // result, once; after that the job is final as any other.
+    env.run(&["complete", &id]).ok();
+    env.run(&["complete", &id]).fails(2, "0x80200002");
+}
+
+#[test]
+fn an_operation_on_a_transfer_job_withdraws_its_completion() {
+    let env = Env::new();
+    let server = HttpServer::start();
+    let (id, _) = slow_job(&env, &server, 1_000_000);
+    let reply = request(&env, &format!("{{\"request\":\"transfer\",\"id\":\"{id}\"}}"));
+    assert!(reply.contains("\"code\":0"), "{reply}");
+    // As Ctrl-C in `transfer` does: suspend, and later resume by hand.
+    env.run(&["suspend", &id]).ok();
+    env.run(&["resume", &id]).ok();
+    env.run(&["wait", &id]).ok();
+    assert_eq!(env.info(&id)["state"], "TRANSFERRED");
+    assert!(!env.path("slow.bin").exists());
+    env.run(&["complete", &id]).ok();
+    assert!(env.path("slow.bin").exists());
+}
