@@ -23,7 +23,9 @@
 //!   could still lose, and many small files cost a few syncs, not one each:
 //!   a batch of many files is one `syncfs` of their file system (Linux),
 //!   through a directory opened before they were written, so any failure
-//!   to write them back is reported; a small batch is an `fdatasync` each.
+//!   to write them back is reported; a small batch is an `fsync` each.
+//!   Either way a completed file's data and metadata (its size, the
+//!   server's modification time) are on disk, so [`complete`] only renames.
 //!   A file dropped before its checkpoint is asked again from its full
 //!   length after a restart, and the server's `416` says it is whole.
 //!
@@ -821,22 +823,22 @@ fn fail(job: &mut Job, observer: &mut dyn Observer, error: &BitsError, file: Opt
 }
 
 /// `complete`: moves every finished temporary file to its LOCAL name
-/// atomically (fsync, rename) and puts the job in ACKNOWLEDGED. A download in
-/// ERROR with some files finished keeps those and drops the rest
-/// (`BG_S_PARTIAL_COMPLETE`).
+/// atomically (rename, then fsync of the directories; the files themselves
+/// were synced by the checkpoint that marked them completed) and puts the
+/// job in ACKNOWLEDGED. A download in ERROR with some files finished keeps
+/// those and drops the rest (`BG_S_PARTIAL_COMPLETE`).
 ///
 /// If a rename fails, the job keeps its state (files already renamed stay
-/// at LOCAL; calling `complete` again skips them) and the `LOCAL_FILE`
-/// error is returned. Unfinished temporary files are deleted only once
-/// every rename succeeded. Stop any [`Engine::run`] of the job first.
+/// at LOCAL; calling `complete` again skips them: a missing temporary file
+/// whose LOCAL exists) and the `LOCAL_FILE` error is returned. Unfinished
+/// temporary files are deleted only once every rename succeeded. Stop any
+/// [`Engine::run`] of the job first.
 pub fn complete(job: &mut Job) -> Result<Hresult, BitsError> {
     check_operation(job.state, job.job_type, Operation::Complete)?;
     let pairs: Vec<(&std::path::Path, &std::path::Path)> = job
         .files
         .iter()
         .filter(|f| f.completed)
-        // Renamed by an earlier `complete` that failed on a later file.
-        .filter(|f| f.temp_name.exists() || !f.local_name.exists())
         .map(|f| (f.temp_name.as_path(), f.local_name.as_path()))
         .collect();
     files::commit_all(&pairs)?;

@@ -286,7 +286,7 @@ async fn files_are_reported_completed_only_after_a_batch_sync() {
 
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn fresh_files_ride_one_syncfs_and_a_file_with_older_bytes_gets_its_own_fdatasync() {
+async fn fresh_files_ride_one_syncfs_and_a_file_with_older_bytes_gets_its_own_fsync() {
     let n = files::SYNCFS_FILES + 4;
     let mut f = Fixture::new(n);
     // File 2 holds bytes an earlier process wrote: their writeback may have
@@ -1073,6 +1073,65 @@ fn a_failed_rename_leaves_the_job_as_it_was() {
     std::fs::remove_dir_all(f.local(1)).unwrap();
     assert_eq!(complete(&mut f.job).unwrap(), Hresult::S_OK);
     assert_eq!(read(&f.local(1)), b"data");
+}
+
+#[test]
+fn a_second_complete_skips_the_files_the_first_renamed_and_finishes() {
+    let mut f = Fixture::new(4);
+    for n in 0..4 {
+        std::fs::write(f.temp(n), format!("data {n}")).unwrap();
+        f.job.files[n].completed = true;
+    }
+    f.job.state = JobState::Transferred;
+    // LOCAL of file 2 is a non-empty directory: files 0 and 1 are renamed,
+    // file 2 fails, file 3 is not tried.
+    std::fs::create_dir(f.local(2)).unwrap();
+    std::fs::write(f.local(2).join("x"), b"").unwrap();
+    let e = complete(&mut f.job).unwrap_err();
+    assert_eq!(e.context(), ErrorContext::LocalFile);
+    assert_eq!(f.job.state, JobState::Transferred);
+    for n in 0..2 {
+        assert!(!f.temp(n).exists());
+        assert_eq!(read(&f.local(n)), format!("data {n}").as_bytes());
+    }
+    assert!(f.temp(2).exists() && f.temp(3).exists() && !f.local(3).exists());
+    // Not fixed yet: the same error again, the renamed files untouched.
+    let e = complete(&mut f.job).unwrap_err();
+    assert_eq!(e.context(), ErrorContext::LocalFile);
+    assert_eq!(f.job.state, JobState::Transferred);
+    // Fixed: files 0 and 1 are skipped (already in place), 2 and 3 renamed.
+    std::fs::remove_dir_all(f.local(2)).unwrap();
+    assert_eq!(complete(&mut f.job).unwrap(), Hresult::S_OK);
+    assert_eq!(f.job.state, JobState::Acknowledged);
+    for n in 0..4 {
+        assert!(!f.temp(n).exists());
+        assert_eq!(read(&f.local(n)), format!("data {n}").as_bytes());
+    }
+}
+
+#[test]
+fn a_missing_temp_file_without_its_local_is_an_error() {
+    let mut f = Fixture::new(3);
+    for n in 0..3 {
+        std::fs::write(f.temp(n), b"data").unwrap();
+        f.job.files[n].completed = true;
+    }
+    f.job.state = JobState::Transferred;
+    // File 1's temporary file vanished and nothing is at its LOCAL.
+    std::fs::remove_file(f.temp(1)).unwrap();
+    let e = complete(&mut f.job).unwrap_err();
+    assert_eq!(e.context(), ErrorContext::LocalFile);
+    assert_eq!(f.job.state, JobState::Transferred);
+    assert_eq!(read(&f.local(0)), b"data");
+    assert!(!f.local(1).exists());
+    // The rename stopped there: file 2 waits in its temporary file.
+    assert!(f.temp(2).exists() && !f.local(2).exists());
+    // Still an error the next time: nothing makes it look renamed.
+    assert_eq!(
+        complete(&mut f.job).unwrap_err().context(),
+        ErrorContext::LocalFile
+    );
+    assert!(!f.local(1).exists() && f.temp(2).exists());
 }
 
 #[test]

@@ -5,8 +5,11 @@
 //! bytes a `write` system call has handed to the kernel, so a job's counters
 //! (copied from it) never claim more than the temporary file holds, even
 //! when the engine's future is dropped halfway. Writes are small and go to
-//! the page cache, so they run inline; `fdatasync`, which can block for
-//! long, runs on the blocking pool, in batches ([`sync_paths`]).
+//! the page cache, so they run inline; the checkpoint syncs (`syncfs`, or
+//! `fsync` per file), which can block for long, run on the blocking pool,
+//! in batches ([`sync_paths`]). A file they synced has its data and its
+//! metadata (size, modification time) on disk, so [`commit_all`] has only
+//! the renames left to make durable.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -55,15 +58,15 @@ pub(crate) fn remove(path: &Path) -> io::Result<()> {
     }
 }
 
-/// At most this many `fdatasync`s run at once in [`sync_paths`].
+/// At most this many `fsync`s run at once in [`sync_paths`].
 const SYNC_THREADS: usize = 32;
 
 /// A batch of at least this many files is made durable with one `syncfs`
-/// per file system (Linux) instead of one `fdatasync` per file: on ext4
-/// each `fdatasync` also flushes the disk's cache, so 2,000 small files
-/// cost 2,000 flushes; one `syncfs` writes them all back and flushes once.
-/// Smaller batches (one large file, say) keep `fdatasync`, so they never
-/// wait for other programs' dirty data on the same file system.
+/// per file system (Linux) instead of one `fsync` per file: on ext4 each
+/// `fsync` also flushes the disk's cache, so 2,000 small files cost 2,000
+/// flushes; one `syncfs` writes them all back and flushes once. Smaller
+/// batches (one large file, say) keep `fsync`, so they never wait for
+/// other programs' dirty data on the same file system.
 pub(crate) const SYNCFS_FILES: usize = 16;
 
 /// The file systems a run writes temporary files to, each watched through
@@ -76,10 +79,10 @@ pub(crate) const SYNCFS_FILES: usize = 16;
 /// before our writes, the directory's descriptor hears of any failure to
 /// write them back; a `syncfs` that reports nothing means every one of
 /// them is on disk. A `syncfs` that reports an error (maybe another
-/// program's file) falls back to `fdatasync` per file, which tells whose,
-/// and retires the watcher: that `syncfs` consumed the error, so a file
-/// of a later batch whose writeback failed then would go unreported. Its
-/// file system gets `fdatasync` per file for the rest of the run.
+/// program's file) falls back to `fsync` per file, which tells whose, and
+/// retires the watcher: that `syncfs` consumed the error, so a file of a
+/// later batch whose writeback failed then would go unreported. Its file
+/// system gets `fsync` per file for the rest of the run.
 #[derive(Debug, Default)]
 pub(crate) struct Watched {
     /// Directory → index in `fs`.
@@ -122,7 +125,7 @@ pub(crate) struct FsGroup {
 impl Watched {
     /// Watches the file system of `dir`, where a temporary file is about
     /// to be written. Cheap after the first call for a directory; a
-    /// directory that cannot be opened leaves its files to `fdatasync`.
+    /// directory that cannot be opened leaves its files to `fsync`.
     pub(crate) fn watch(&mut self, dir: &Path) {
         #[cfg(target_os = "linux")]
         {
@@ -193,11 +196,15 @@ fn syncfs(_dir: &File) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
-/// Makes every file of `paths` durable: the files of each group with one
-/// `syncfs` of its file system, the rest (and a group whose `syncfs`
-/// failed) with `fdatasync`, several at once on the blocking pool. On
-/// failure, returns the index (in `paths`) of the first file that could
-/// not be synced.
+/// Makes every file of `paths` durable, data and metadata (its size, and
+/// the modification time the engine set before the checkpoint): the files
+/// of each group with one `syncfs` of its file system, the rest (and a
+/// group whose `syncfs` failed) with `fsync`, several at once on the
+/// blocking pool. On failure, returns the index (in `paths`) of the first
+/// file that could not be synced.
+///
+/// [`commit_all`] relies on this: a file is marked `completed` only after
+/// this synced it, so `complete` syncs no file's data again.
 pub(crate) async fn sync_paths(paths: Vec<PathBuf>, groups: Vec<FsGroup>) -> Result<(), (usize, BitsError)> {
     let mut done = vec![false; paths.len()];
     for group in groups {
@@ -212,12 +219,13 @@ pub(crate) async fn sync_paths(paths: Vec<PathBuf>, groups: Vec<FsGroup>) -> Res
         }
     }
     let each: Vec<usize> = (0..paths.len()).filter(|&n| !done[n]).collect();
-    fdatasync_each(paths, each).await
+    fsync_each(paths, each).await
 }
 
-/// `fdatasync`s the files `each` (indices into `paths`), several at once on
-/// the blocking pool: concurrent syncs share journal commits.
-async fn fdatasync_each(paths: Vec<PathBuf>, each: Vec<usize>) -> Result<(), (usize, BitsError)> {
+/// `fsync`s (data and metadata) the files `each` (indices into `paths`),
+/// several at once on the blocking pool: concurrent syncs share journal
+/// commits.
+async fn fsync_each(paths: Vec<PathBuf>, each: Vec<usize>) -> Result<(), (usize, BitsError)> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     if each.is_empty() {
         return Ok(());
@@ -233,7 +241,7 @@ async fn fdatasync_each(paths: Vec<PathBuf>, each: Vec<usize>) -> Result<(), (us
             let mut failed: Option<(usize, io::Error)> = None;
             while let Some(&n) = each.get(next.fetch_add(1, Ordering::Relaxed)) {
                 let path = &paths[n];
-                let synced = File::open(path).and_then(|f| f.sync_data());
+                let synced = File::open(path).and_then(|f| f.sync_all());
                 #[cfg(test)]
                 if synced.is_ok() {
                     test_log::synced(path);
@@ -264,35 +272,36 @@ async fn fdatasync_each(paths: Vec<PathBuf>, each: Vec<usize>) -> Result<(), (us
     }
 }
 
-/// Moves finished temporary files to their LOCAL names durably, in three
-/// passes so that many files cost few waits: make every file's data and
-/// metadata durable, then rename each (same directory, so atomic: LOCAL is
-/// either the old file or the whole new one, and no file is renamed before
-/// every file is on disk), then fsync each directory once so the renames
-/// survive a crash. A failed rename stops there: the files renamed before
-/// it stay at LOCAL, their directories synced.
+/// Moves finished temporary files to their LOCAL names durably: renames
+/// each (same directory, so atomic: LOCAL is either the old file or the
+/// whole new one), then fsyncs each directory once so the renames survive
+/// a crash.
 ///
-/// The first pass is one `syncfs` per file system for [`SYNCFS_FILES`] or
-/// more files (else, or when a `syncfs` fails, an `fsync` per file, several
-/// at once). That is enough here although the directories are opened only
-/// now: a job is TRANSFERRED only once the engine's checkpoints synced every
-/// file's data, so what is left is metadata (the modification time), and
-/// any error writing it back happens during this `syncfs`.
+/// No file's data or metadata is synced here: the engine marks a file
+/// `completed` (and only completed files come here) once its checkpoint
+/// synced it, data and metadata, whichever way ([`sync_paths`]). So every
+/// temporary file is already durable before the first rename, and the
+/// renames are all that is left.
+///
+/// A rename that fails stops there, and its error is returned once the
+/// directories of the files renamed before it are synced: those stay at
+/// LOCAL. One exception, for a `complete` called again after such a
+/// failure: a temporary file that is missing while its LOCAL exists was
+/// renamed by the earlier call and is skipped (its directory is synced
+/// again, in case that call could not). Only then, on `NotFound`, is
+/// anything stat'ed.
 pub(crate) fn commit_all(pairs: &[(&Path, &Path)]) -> Result<(), BitsError> {
-    let mut done = vec![false; pairs.len()];
-    for FsGroup { watcher, files } in fs_groups_now(pairs) {
-        if watcher.syncfs().is_ok() {
-            files.into_iter().for_each(|n| done[n] = true);
-        }
-    }
-    let each: Vec<usize> = (0..pairs.len()).filter(|&n| !done[n]).collect();
-    fsync_each(pairs, &each)?;
     let mut dirs: Vec<&Path> = Vec::new();
     let mut renamed = Ok(());
     for (temp, local) in pairs {
-        if let Err(e) = fs::rename(temp, local) {
-            renamed = Err(BitsError::local("rename", temp.display(), e));
-            break;
+        match fs::rename(temp, local) {
+            Ok(()) => {}
+            // Renamed by an earlier `complete` that failed on a later file.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && local.exists() => {}
+            Err(e) => {
+                renamed = Err(BitsError::local("rename", temp.display(), e));
+                break;
+            }
         }
         if let Some(dir) = local.parent() {
             if !dirs.contains(&dir) {
@@ -306,60 +315,6 @@ pub(crate) fn commit_all(pairs: &[(&Path, &Path)]) -> Result<(), BitsError> {
             .map_err(|e| BitsError::local("sync", dir.display(), e))?;
     }
     renamed
-}
-
-/// For [`commit_all`]: the temporary files grouped by file system, each
-/// group with a directory opened now (none under [`SYNCFS_FILES`] files).
-/// A file whose directory cannot be opened is in no group: it gets the
-/// `fsync` of [`fsync_each`].
-fn fs_groups_now(pairs: &[(&Path, &Path)]) -> Vec<FsGroup> {
-    if pairs.len() < SYNCFS_FILES {
-        return Vec::new();
-    }
-    let mut watched = Watched::default();
-    let paths: Vec<PathBuf> = pairs.iter().map(|(temp, _)| temp.to_path_buf()).collect();
-    for path in &paths {
-        if let Some(dir) = path.parent() {
-            watched.watch(dir);
-        }
-    }
-    watched.groups(&paths, &vec![true; paths.len()])
-}
-
-/// `fsync`s (data and metadata) the temporary files `each` (indices into
-/// `pairs`), several at once; the first failure in `pairs` order wins.
-fn fsync_each(pairs: &[(&Path, &Path)], each: &[usize]) -> Result<(), BitsError> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let next = AtomicUsize::new(0);
-    let workers = each.len().min(SYNC_THREADS);
-    let failures: Vec<(usize, io::Error)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut failed = None;
-                    while let Some(&n) = each.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let temp = pairs[n].0;
-                        if let Err(e) = File::open(temp).and_then(|f| f.sync_all()) {
-                            failed = Some((n, e));
-                            break;
-                        }
-                    }
-                    failed
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .filter_map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Some((0, io::Error::other("sync thread panicked"))))
-            })
-            .collect()
-    });
-    match failures.into_iter().min_by_key(|(n, _)| *n) {
-        Some((n, e)) => Err(BitsError::local("sync", pairs[n].0.display(), e)),
-        None => Ok(()),
-    }
 }
 
 /// Appends a response body to a temporary file, buffered.
@@ -538,8 +493,8 @@ impl TempWriter {
     }
 }
 
-/// Which files [`sync_paths`] synced, for tests that check nothing is
-/// reported completed before its sync.
+/// Which files [`sync_paths`] synced (by `syncfs` or their own `fsync`),
+/// for tests that check nothing is reported completed before its sync.
 #[cfg(test)]
 pub(crate) mod test_log {
     use std::collections::{HashMap, HashSet};
@@ -579,7 +534,7 @@ pub(crate) mod test_log {
     }
 
     /// Whether `path` was synced by a `syncfs` batch rather than its own
-    /// `fdatasync`.
+    /// `fsync`.
     pub(crate) fn was_synced_by_syncfs(path: &Path) -> bool {
         let set = BY_SYNCFS.lock().unwrap_or_else(|e| e.into_inner());
         set.as_ref().is_some_and(|s| s.contains(path))
@@ -662,7 +617,7 @@ mod tests {
         assert_eq!(groups.len(), 1);
         let expected: Vec<usize> = (0..SYNCFS_FILES).filter(|&n| n != 3).collect();
         assert_eq!(groups[0].files, expected);
-        // A small batch gets fdatasync for every file.
+        // A small batch gets fsync for every file.
         assert!(w.groups(&paths[..SYNCFS_FILES - 1], &fresh).is_empty());
         // So does every batch once a syncfs through the watcher failed.
         w.fs[0].1.failed.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -710,6 +665,38 @@ mod tests {
                 assert_eq!(fs::read_to_string(local).unwrap(), n.to_string());
             }
         }
+    }
+
+    #[test]
+    fn commit_all_skips_files_already_renamed_and_refuses_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = |n: usize| dir.path().join(format!(".r{n}.tmp"));
+        let local = |n: usize| dir.path().join(format!("r{n}"));
+        let (temps, locals): (Vec<PathBuf>, Vec<PathBuf>) = (0..3).map(|n| (temp(n), local(n))).unzip();
+        let refs: Vec<(&Path, &Path)> = temps
+            .iter()
+            .zip(&locals)
+            .map(|(t, l)| (t.as_path(), l.as_path()))
+            .collect();
+        // File 0 was renamed by an earlier call; 1 and 2 wait.
+        fs::write(&locals[0], b"0").unwrap();
+        fs::write(&temps[1], b"1").unwrap();
+        fs::write(&temps[2], b"2").unwrap();
+        commit_all(&refs).unwrap();
+        for n in 0..3 {
+            assert!(!temps[n].exists());
+            assert_eq!(fs::read_to_string(&locals[n]).unwrap(), n.to_string());
+        }
+        // A temporary file missing with no LOCAL either is an error, and
+        // stops the renames there.
+        fs::remove_file(&locals[1]).unwrap();
+        fs::write(&temps[2], b"new 2").unwrap();
+        let e = commit_all(&refs).unwrap_err();
+        assert_eq!(e.context(), crate::error::ErrorContext::LocalFile);
+        assert!(e.to_string().contains(".r1.tmp"), "{e}");
+        assert!(!locals[1].exists());
+        assert_eq!(fs::read_to_string(&temps[2]).unwrap(), "new 2");
+        assert_eq!(fs::read_to_string(&locals[2]).unwrap(), "2");
     }
 
     #[test]
