@@ -107,6 +107,7 @@ pub fn run(dir: &Path) -> Result<ExitCode, Failure> {
     let store = Store::open(dir)?;
     store.check_integrity()?;
     let recovered = recover(&store)?;
+    let checkpoints = Checkpoints::start(dir)?;
     let sock = ipc::path(dir, ipc::SOCKET_FILE);
     let _ = std::fs::remove_file(&sock);
     let listener = std::os::unix::net::UnixListener::bind(&sock).map_err(|e| {
@@ -146,6 +147,7 @@ pub fn run(dir: &Path) -> Result<ExitCode, Failure> {
             changes,
             completing: HashSet::new(),
             completed: VecDeque::new(),
+            checkpoints,
         };
         daemon.prune();
         for job in recovered {
@@ -245,6 +247,40 @@ struct Daemon {
     /// `transfer` sends once it sees its job settled (the latest
     /// [`COMPLETIONS_KEPT`]: one whose command went away is forgotten).
     completed: VecDeque<(Uuid, Reply)>,
+    checkpoints: Checkpoints,
+}
+
+/// The thread that checkpoints the store's WAL ([`Store::checkpoint`],
+/// on a connection of its own) after every job that ends and every
+/// [`store::CHECKPOINT_EVERY`], so that neither a command's commit nor a
+/// save of a running job pays for an automatic checkpoint.
+struct Checkpoints(std::sync::mpsc::SyncSender<()>);
+
+impl Checkpoints {
+    fn start(dir: &Path) -> Result<Checkpoints, Failure> {
+        use std::sync::mpsc::RecvTimeoutError;
+        let store = Store::open(dir)?;
+        // One request waiting is enough: more would copy the same WAL.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || loop {
+                match rx.recv_timeout(store::CHECKPOINT_EVERY) {
+                    Ok(()) | Err(RecvTimeoutError::Timeout) => {
+                        if let Err(f) = store.checkpoint() {
+                            tracing::warn!("cannot checkpoint the store: {f}");
+                        }
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            })
+            .map_err(|e| Failure::runtime(Hresult::E_FAIL, format!("cannot start a thread: {e}"), ""))?;
+        Ok(Checkpoints(tx))
+    }
+
+    fn request(&self) {
+        let _ = self.0.try_send(());
+    }
 }
 
 impl Daemon {
@@ -490,9 +526,12 @@ impl Daemon {
                 if complete {
                     self.save_quietly(&job);
                     tracing::info!(job = %id, state = job.state.as_str(), "transfer ended");
-                    return self.complete(job);
+                    self.complete(job);
+                    self.checkpoints.request();
+                    return;
                 }
                 self.save(&job);
+                self.checkpoints.request();
                 tracing::info!(job = %id, state = job.state.as_str(), "transfer ended");
                 match outcome.state {
                     JobState::TransientError => self.wait_for_retry(&job, outcome.retry_after),

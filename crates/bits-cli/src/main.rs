@@ -483,14 +483,20 @@ fn check_name(name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Checks a file to add: the URL parses as http/https, LOCAL becomes
-/// absolute, names a file (not a folder), and its folder exists and takes
-/// new files. Returns LOCAL made absolute. `writable` holds the folders
-/// already found to take new files: a command adding many files to one
-/// folder probes it once (a probe is a file created and deleted, and 2,000
-/// of them cost more than the rest of the command).
+/// Checks a file to add: the URL parses as http/https, then
+/// [`check_local`].
 fn check_file(url: &str, local: &Path, writable: &mut HashSet<PathBuf>) -> Result<PathBuf, Failure> {
     bits_core::job::parse_remote_url(url).map_err(Failure::from)?;
+    check_local(local, writable)
+}
+
+/// Checks the LOCAL of a file to add: it becomes absolute, names a file
+/// (not a folder), and its folder exists and takes new files. Returns it
+/// made absolute. `writable` holds the folders already found to take new
+/// files: a command adding many files to one folder probes it once (a
+/// probe is a file created and deleted, and 2,000 of them cost more than
+/// the rest of the command).
+fn check_local(local: &Path, writable: &mut HashSet<PathBuf>) -> Result<PathBuf, Failure> {
     let local = store::absolute(local)?;
     if local.file_name().is_none() || local.is_dir() {
         return Err(Failure::bad_input(
@@ -615,7 +621,7 @@ fn wait(ctx: &Ctx, job: &str) -> anyhow::Result<ExitCode> {
         ipc::ensure_daemon(store.dir(), ctx.global.verbose)?;
     }
     let bars = watch::show_bars(ctx.global.quiet);
-    let ended = settled(watch::follow(&store, &[job.id], bars, ctx.global.verbose)?);
+    let ended = settled(watch::follow(&store, &[job.id], false, bars, ctx.global.verbose)?);
     let job = ended.into_iter().next().unwrap_or(job);
     settle_exit(&job)
 }
@@ -661,7 +667,7 @@ fn monitor(ctx: &Ctx, job: Option<&str>) -> anyhow::Result<ExitCode> {
     }
     ipc::ensure_daemon(store.dir(), ctx.global.verbose)?;
     let bars = watch::show_bars(ctx.global.quiet);
-    let ended = settled(watch::follow(&store, &ids, bars, ctx.global.verbose)?);
+    let ended = settled(watch::follow(&store, &ids, true, bars, ctx.global.verbose)?);
     if !bars {
         for j in &ended {
             ctx.note(format!(
@@ -716,7 +722,9 @@ fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode> {
     }
     let mut writable = HashSet::new();
     for pair in args.pairs.chunks(2) {
-        let local = check_file(&pair[0], Path::new(&pair[1]), &mut writable)?;
+        // `add_file` checks the URL (parsing it twice costs 2,000 files
+        // some milliseconds).
+        let local = check_local(Path::new(&pair[1]), &mut writable)?;
         job.add_file(&pair[0], &local).map_err(Failure::from)?;
     }
     // Stored QUEUED: no daemon carries a new job, and the daemon needs
@@ -730,7 +738,7 @@ fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode> {
     watch::catch_interrupt();
     ipc::transfer_via_daemon(&store, id, verbose)?;
     let bars = watch::show_bars(ctx.global.quiet);
-    let ended = match watch::follow(&store, &[id], bars, verbose)? {
+    let ended = match watch::follow(&store, &[id], ctx.global.json, bars, verbose)? {
         watch::Followed::Settled(jobs) => jobs,
         watch::Followed::Interrupted => return interrupted(ctx, &store, id),
     };

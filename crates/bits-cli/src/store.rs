@@ -49,6 +49,14 @@ use uuid::Uuid;
 
 use crate::error::{Failure, STORE_CORRUPT, STORE_TOO_NEW};
 
+/// A commit that leaves more WAL pages than this checkpoints (SQLite's
+/// `wal_autocheckpoint`): 16 MiB, a backstop; see [`Store::checkpoint`].
+const AUTOCHECKPOINT_PAGES: u32 = 4000;
+
+/// How often a daemon's background [`Store::checkpoint`] runs when no job
+/// ends meanwhile.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = 2;
 
@@ -247,6 +255,16 @@ impl Store {
         Ok(store)
     }
 
+    /// Copies what the WAL holds back into the database without waiting
+    /// for (or blocking) any reader or writer (`wal_checkpoint(PASSIVE)`),
+    /// so that the next commit restarts a short WAL instead of paying an
+    /// automatic checkpoint. The daemon runs it on a thread of its own.
+    pub fn checkpoint(&self) -> Result<(), Failure> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| sql_failure(&self.db, &e))
+    }
+
     /// The store folder.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -269,16 +287,18 @@ impl Store {
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(mode, "the store database is not in WAL mode");
         }
-        // Checkpoints at SQLite's default 1,000 pages (4 MiB): a job of
-        // 2,000 files is about 170 pages of JSON, so 200 made nearly every
-        // save of such a job, and the command's insert, copy the WAL back
-        // and fsync the database.
-        self.conn.execute_batch(
+        // A running daemon checkpoints in the background after every job
+        // and every [`CHECKPOINT_EVERY`] (see [`Store::checkpoint`]): a
+        // commit that passes AUTOCHECKPOINT_PAGES copies the WAL back and
+        // fsyncs the database itself (some 20 ms), which a command's insert
+        // or a save of a running job should not wait for. The limit stays
+        // as the backstop of a store without a daemon.
+        self.conn.execute_batch(&format!(
             "PRAGMA synchronous = NORMAL;
              PRAGMA foreign_keys = ON;
-             PRAGMA wal_autocheckpoint = 1000;
-             PRAGMA journal_size_limit = 4194304;",
-        )?;
+             PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES};
+             PRAGMA journal_size_limit = 4194304;"
+        ))?;
         for suffix in ["-wal", "-shm"] {
             let mut p = self.db.clone().into_os_string();
             p.push(suffix);
@@ -409,6 +429,17 @@ impl Store {
     /// The job with this id.
     pub fn get(&self, id: Uuid) -> Result<Option<Job>, Failure> {
         get_on(&self.conn, &self.db, &self.known, id)
+    }
+
+    /// Job `id` without its files (`files` is empty): for a caller that
+    /// needs its state, error or times, not the rows of 2,000 files.
+    pub fn head(&self, id: Uuid) -> Result<Option<Job>, Failure> {
+        let head: Option<String> = self
+            .conn
+            .prepare_cached("SELECT job FROM jobs WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row(params![id.to_string()], |r| r.get(0)).optional())
+            .map_err(|e| sql_failure(&self.db, &e))?;
+        head.map(|text| from_json(&self.db, &text)).transpose()
     }
 
     /// The state column of job `id` (as [`bits_core::JobState::as_str`]
@@ -847,6 +878,44 @@ mod tests {
         store.save(&j).unwrap();
         assert_eq!(store.state_text(j.id).unwrap().as_deref(), Some("TRANSFERRING"));
         assert_eq!(store.state_text(Uuid::new_v4()).unwrap(), None);
+    }
+
+    #[test]
+    fn head_reads_a_job_without_its_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let mut j = job("h");
+        j.add_file("https://example.com/a", Path::new("/tmp/a")).unwrap();
+        store.insert(&j).unwrap();
+        let head = store.head(j.id).unwrap().unwrap();
+        assert!(head.files.is_empty());
+        assert_eq!(head.state, j.state);
+        assert_eq!(head.display_name, "h");
+        assert_eq!(store.get(j.id).unwrap().unwrap().files.len(), 1);
+        assert!(store.head(Uuid::new_v4()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_checkpoint_copies_the_wal_back_into_the_database() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let checkpointer = Store::open(tmp.path()).unwrap();
+        let mut j = job("c");
+        for n in 0..200 {
+            j.add_file(
+                &format!("https://example.com/{n}"),
+                Path::new(&format!("/tmp/c{n}")),
+            )
+            .unwrap();
+        }
+        store.insert(&j).unwrap();
+        let len = || fs::metadata(store.db_path()).unwrap().len();
+        // Under the automatic checkpoint's threshold, the rows are only in
+        // the WAL.
+        let before = len();
+        checkpointer.checkpoint().unwrap();
+        assert!(len() > before + 4096 * 10, "{before} -> {}", len());
+        assert_eq!(store.get(j.id).unwrap().unwrap().files.len(), 200);
     }
 
     #[test]

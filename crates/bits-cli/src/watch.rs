@@ -75,9 +75,16 @@ pub fn show_bars(quiet: bool) -> bool {
 }
 
 /// Follows `ids` until each one settles; returns the jobs as they ended
-/// (in the order of `ids`). A job that disappears meanwhile (pruned) is
-/// reported CANCELLED.
-pub fn follow(store: &Store, ids: &[Uuid], bars: bool, verbose: u8) -> Result<Followed, Failure> {
+/// (in the order of `ids`), with their files when `whole` or `bars` (else
+/// only their heads: see [`Store::head`]). A job that disappears meanwhile
+/// (pruned) is reported CANCELLED.
+pub fn follow(
+    store: &Store,
+    ids: &[Uuid],
+    whole: bool,
+    bars: bool,
+    verbose: u8,
+) -> Result<Followed, Failure> {
     let multi = MultiProgress::with_draw_target(if bars {
         ProgressDrawTarget::stderr()
     } else {
@@ -109,7 +116,12 @@ pub fn follow(store: &Store, ids: &[Uuid], bars: bool, verbose: u8) -> Result<Fo
                     }
                 }
             }
-            let Some(job) = store.get(*id)? else {
+            let read = if whole || bars {
+                store.get(*id)?
+            } else {
+                store.head(*id)?
+            };
+            let Some(job) = read else {
                 if let Some(b) = bar {
                     b.finish_and_clear();
                 }
