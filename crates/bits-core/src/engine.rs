@@ -78,6 +78,14 @@ pub trait Observer: Send {
         let _ = i;
         self.on_change(job);
     }
+    /// The engine is about to wait, with nothing else to do, for a
+    /// checkpoint's sync (the files it marks completed after it come
+    /// through [`Observer::on_change`]): a free moment to persist what
+    /// [`Observer::on_progress`] left for later, so that the save after
+    /// the sync is small. Defaults to nothing.
+    fn on_idle(&mut self, job: &Job) {
+        let _ = job;
+    }
 }
 
 /// An observer that ignores everything.
@@ -782,6 +790,9 @@ impl Unsynced {
         let Some((waiting, sync)) = self.syncing.take() else {
             return Ok(());
         };
+        if !sync.is_finished() {
+            observer.on_idle(job);
+        }
         let result = sync.await.unwrap_or_else(|e| {
             Err((
                 0,

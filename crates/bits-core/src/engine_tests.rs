@@ -239,6 +239,9 @@ struct SyncChecker {
     completed_before_sync: Vec<usize>,
     whole_but_waiting: bool,
     changes: usize,
+    /// At each `on_idle`: how many files were whole but waiting for their
+    /// sync.
+    idle_waiting: Vec<usize>,
 }
 
 impl SyncChecker {
@@ -262,6 +265,15 @@ impl Observer for SyncChecker {
         self.changes += 1;
         self.check(job);
     }
+    fn on_idle(&mut self, job: &Job) {
+        self.check(job);
+        let waiting = job
+            .files
+            .iter()
+            .filter(|f| !f.completed && f.bytes_total.is_some_and(|t| f.bytes_transferred == t))
+            .count();
+        self.idle_waiting.push(waiting);
+    }
 }
 
 #[tokio::test]
@@ -282,6 +294,9 @@ async fn files_are_reported_completed_only_after_a_batch_sync() {
     // One batch: the five files did not each cause a change report (only
     // CONNECTING, per-file headers, TRANSFERRING, the checkpoint, TRANSFERRED).
     assert!(rec.changes <= 5 + 4, "{} changes", rec.changes);
+    // While the last checkpoint synced, the observer had a free moment to
+    // save the five whole files (not yet completed).
+    assert_eq!(rec.idle_waiting, vec![5]);
 }
 
 #[cfg(target_os = "linux")]
