@@ -791,6 +791,9 @@ impl Unsynced {
             return Ok(());
         };
         if !sync.is_finished() {
+            // Lets a sync task spawned just now start its blocking work
+            // first, so that the observer's work runs beside it.
+            tokio::task::yield_now().await;
             observer.on_idle(job);
         }
         let result = sync.await.unwrap_or_else(|e| {
