@@ -26,7 +26,7 @@
 //! its job. Version 1 kept the files inside the job's JSON, so every save
 //! of a job of 2,000 files rewrote 660 KB; now a save writes the job's row
 //! and the rows of the files that changed since this connection last read
-//! or wrote them (known by a hash of each row, trusted only while `gen`
+//! or wrote them (known by a hash of each file, trusted only while `gen`
 //! says no other connection wrote the job since).
 //!
 //! # Durability
@@ -180,7 +180,7 @@ pub struct Store {
 }
 
 /// What this connection last read or wrote of a few jobs' files: the
-/// job's `gen` then and a hash of each file's row, so a save writes only
+/// job's `gen` then and the [`file_hash`] of each file, so a save writes only
 /// the rows that changed. Bounded: a daemon that runs for months keeps at
 /// most [`Known::MAX`] jobs, and forgets a job once it is final.
 #[derive(Debug, Default)]
@@ -630,7 +630,7 @@ fn get_in(conn: &Connection, db: &Path, known: &Known, id: Uuid) -> Result<Optio
     Ok(Some(job))
 }
 
-/// The files of job `id` in order, and a hash of each one's row.
+/// The files of job `id` in order, and the [`file_hash`] of each.
 fn read_files(conn: &Connection, db: &Path, id: Uuid) -> Result<(Vec<FileInfo>, Vec<u64>), Failure> {
     let texts: Vec<String> = conn
         .prepare_cached("SELECT file FROM files WHERE job_id = ?1 ORDER BY idx")
@@ -639,19 +639,22 @@ fn read_files(conn: &Connection, db: &Path, id: Uuid) -> Result<(Vec<FileInfo>, 
     let mut files = Vec::with_capacity(texts.len());
     let mut hashes = Vec::with_capacity(texts.len());
     for text in &texts {
-        files.push(
-            serde_json::from_str(text)
-                .map_err(|e| corrupt(db, &format!("a file record of job {id} does not parse ({e})")))?,
-        );
-        hashes.push(row_hash(text));
+        let file: FileInfo = serde_json::from_str(text)
+            .map_err(|e| corrupt(db, &format!("a file record of job {id} does not parse ({e})")))?;
+        hashes.push(file_hash(&file));
+        files.push(file);
     }
     Ok((files, hashes))
 }
 
-fn row_hash(text: &str) -> u64 {
+/// What [`write_job`] compares to find the file rows that changed: a hash
+/// of the file itself, not of its JSON, so that the rows that did not
+/// change cost no serialization (a save of 2,000 files serialized them all,
+/// some 1.5 ms, several times per job).
+fn file_hash(file: &FileInfo) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
+    file.hash(&mut h);
     h.finish()
 }
 
@@ -729,9 +732,9 @@ fn write_job(conn: &Connection, db: &Path, known: &Known, job: &Job, how: Write)
         .map_err(fail)?;
     let mut hashes = Vec::with_capacity(job.files.len());
     for (idx, file) in job.files.iter().enumerate() {
-        let text = serde_json::to_string(file).map_err(|e| serialize_failure(job, &e))?;
-        let hash = row_hash(&text);
+        let hash = file_hash(file);
         if old.as_ref().and_then(|o| o.hashes.get(idx)) != Some(&hash) {
+            let text = serde_json::to_string(file).map_err(|e| serialize_failure(job, &e))?;
             stmt.execute(params![id, idx as i64, text]).map_err(fail)?;
         }
         hashes.push(hash);

@@ -84,7 +84,7 @@ impl Priority {
 }
 
 /// One file of a job.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FileInfo {
     /// The URL as the user gave it (validated, not normalized, so that
     /// `replace-remote-prefix` matches what the user sees); a reported
