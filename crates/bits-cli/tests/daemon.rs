@@ -227,13 +227,18 @@ fn request(env: &Env, line: &str) -> String {
     reply
 }
 
+/// Sends `transfer`'s request for job `id`, as `bits transfer` does.
+fn request_transfer(env: &Env, id: &str) {
+    let reply = request(env, &format!("{{\"request\":\"transfer\",\"id\":\"{id}\"}}"));
+    assert!(reply.contains("\"code\":0"), "{reply}");
+}
+
 #[test]
 fn the_daemon_completes_a_transfer_job_and_answers_its_complete() {
     let env = Env::new();
     let server = HttpServer::start();
     let (id, body) = slow_job(&env, &server, 300_000);
-    let reply = request(&env, &format!("{{\"request\":\"transfer\",\"id\":\"{id}\"}}"));
-    assert!(reply.contains("\"code\":0"), "{reply}");
+    request_transfer(&env, &id);
     // Nobody sends `complete`: the daemon moves the file to LOCAL itself.
     let info = env.wait_for(&id, Duration::from_secs(30), |j| j["state"] == "ACKNOWLEDGED");
     assert_eq!(info["files"][0]["completed"], true);
@@ -250,8 +255,7 @@ fn an_operation_on_a_transfer_job_withdraws_its_completion() {
     let env = Env::new();
     let server = HttpServer::start();
     let (id, _) = slow_job(&env, &server, 1_000_000);
-    let reply = request(&env, &format!("{{\"request\":\"transfer\",\"id\":\"{id}\"}}"));
-    assert!(reply.contains("\"code\":0"), "{reply}");
+    request_transfer(&env, &id);
     // As Ctrl-C in `transfer` does: suspend, and later resume by hand.
     env.run(&["suspend", &id]).ok();
     env.run(&["resume", &id]).ok();

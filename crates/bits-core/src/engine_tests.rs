@@ -1069,17 +1069,28 @@ async fn complete_in_error_keeps_finished_files_only() {
     assert_eq!(f.job.state, JobState::Acknowledged);
 }
 
-#[test]
-fn a_failed_rename_leaves_the_job_as_it_was() {
-    let mut f = Fixture::new(2);
-    for n in 0..2 {
-        std::fs::write(f.temp(n), b"data").unwrap();
-        f.job.files[n].completed = true;
+/// A TRANSFERRED job of `n` files, each temporary file holding `content(k)`.
+fn transferred(n: usize, content: impl Fn(usize) -> String) -> Fixture {
+    let mut f = Fixture::new(n);
+    for k in 0..n {
+        std::fs::write(f.temp(k), content(k)).unwrap();
+        f.job.files[k].completed = true;
     }
     f.job.state = JobState::Transferred;
+    f
+}
+
+/// Makes LOCAL of file `k` a non-empty directory, which no rename replaces.
+fn block_local(f: &Fixture, k: usize) {
+    std::fs::create_dir(f.local(k)).unwrap();
+    std::fs::write(f.local(k).join("x"), b"").unwrap();
+}
+
+#[test]
+fn a_failed_rename_leaves_the_job_as_it_was() {
+    let mut f = transferred(2, |_| "data".into());
     // LOCAL of file 1 is a non-empty directory: rename fails.
-    std::fs::create_dir(f.local(1)).unwrap();
-    std::fs::write(f.local(1).join("x"), b"").unwrap();
+    block_local(&f, 1);
     let e = complete(&mut f.job).unwrap_err();
     assert_eq!(e.context(), ErrorContext::LocalFile);
     assert_eq!(f.job.state, JobState::Transferred);
@@ -1092,16 +1103,10 @@ fn a_failed_rename_leaves_the_job_as_it_was() {
 
 #[test]
 fn a_second_complete_skips_the_files_the_first_renamed_and_finishes() {
-    let mut f = Fixture::new(4);
-    for n in 0..4 {
-        std::fs::write(f.temp(n), format!("data {n}")).unwrap();
-        f.job.files[n].completed = true;
-    }
-    f.job.state = JobState::Transferred;
+    let mut f = transferred(4, |n| format!("data {n}"));
     // LOCAL of file 2 is a non-empty directory: files 0 and 1 are renamed,
     // file 2 fails, file 3 is not tried.
-    std::fs::create_dir(f.local(2)).unwrap();
-    std::fs::write(f.local(2).join("x"), b"").unwrap();
+    block_local(&f, 2);
     let e = complete(&mut f.job).unwrap_err();
     assert_eq!(e.context(), ErrorContext::LocalFile);
     assert_eq!(f.job.state, JobState::Transferred);
@@ -1126,12 +1131,7 @@ fn a_second_complete_skips_the_files_the_first_renamed_and_finishes() {
 
 #[test]
 fn a_missing_temp_file_without_its_local_is_an_error() {
-    let mut f = Fixture::new(3);
-    for n in 0..3 {
-        std::fs::write(f.temp(n), b"data").unwrap();
-        f.job.files[n].completed = true;
-    }
-    f.job.state = JobState::Transferred;
+    let mut f = transferred(3, |_| "data".into());
     // File 1's temporary file vanished and nothing is at its LOCAL.
     std::fs::remove_file(f.temp(1)).unwrap();
     let e = complete(&mut f.job).unwrap_err();
