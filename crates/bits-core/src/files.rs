@@ -493,6 +493,16 @@ impl TempWriter {
     }
 }
 
+impl Drop for TempWriter {
+    /// Bytes received but still buffered reach the file (best effort) when
+    /// a run is dropped: a resume trusts the file on disk, not the counters.
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let _ = self.flush();
+        }
+    }
+}
+
 /// Which files [`sync_paths`] synced (by `syncfs` or their own `fsync`),
 /// for tests that check nothing is reported completed before its sync.
 #[cfg(test)]
