@@ -324,7 +324,8 @@ impl Engine {
         let mut restarted = false;
         let mut first = true;
         loop {
-            let on_disk = files::disk_len(&temp)?;
+            let found = files::disk_size(&temp)?;
+            let on_disk = found.unwrap_or(0);
             if std::mem::take(&mut first) {
                 fresh &= on_disk == 0;
             }
@@ -333,7 +334,7 @@ impl Engine {
                 observer.on_progress(job);
             }
             if !restarted {
-                meanwhile.open = Some((temp.clone(), on_disk));
+                meanwhile.open = Some((temp.clone(), found));
             }
             let response = self.fetch(job, i, on_disk, observer, meanwhile).await?;
             if job.state != JobState::Transferring && job.apply(Event::Connected) == JobState::Transferring {
@@ -600,8 +601,9 @@ struct Meanwhile<'a> {
     unsynced: &'a mut Unsynced,
     /// What settling the previous file gave; `None` until it ran.
     settled: Option<SyncResult>,
-    /// The temporary file to open, at this length.
-    open: Option<(PathBuf, u64)>,
+    /// The temporary file to open, and its length (`None`: it does not
+    /// exist).
+    open: Option<(PathBuf, Option<u64>)>,
     opened: Option<Early>,
 }
 
@@ -617,11 +619,18 @@ impl Meanwhile<'_> {
     /// The work, once; the file is opened only while a request is in flight.
     async fn run(&mut self, job: &mut Job, observer: &mut dyn Observer) {
         self.settle(job, observer).await;
-        if let Some((temp, offset)) = self.open.take() {
-            let created = (offset == 0 && !temp.exists()).then(|| temp.clone());
+        if let Some((temp, found)) = self.open.take() {
+            let (writer, created) = match found {
+                Some(len) => (TempWriter::open_at(&temp, len), None),
+                None => match TempWriter::create(&temp) {
+                    Ok(Some(writer)) => (Ok(writer), Some(temp)),
+                    Ok(None) => (TempWriter::open_at(&temp, 0), None),
+                    Err(e) => (Err(e), None),
+                },
+            };
             self.opened = Some(Early {
-                offset,
-                writer: TempWriter::open_at(&temp, offset),
+                offset: found.unwrap_or(0),
+                writer,
                 created,
             });
         }
