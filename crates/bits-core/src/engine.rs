@@ -595,8 +595,9 @@ struct Received {
 /// The local work a file's request does not wait for, done while it is in
 /// flight (the round trip to the server is idle time for the engine): the
 /// previous file is settled (written out, counted, queued for its
-/// checkpoint) and this file's temporary file opened. On a 2,000-file job
-/// over loopback this hid ~35 µs of the ~210 µs each file took.
+/// checkpoint) and this file's temporary file opened. That work was ~35 µs
+/// of the ~225 µs each of 2,000 × 16 KiB files took over loopback HTTPS;
+/// hiding it took the job from 0.45 s to 0.36 s (A/B, 10 rounds).
 struct Meanwhile<'a> {
     unsynced: &'a mut Unsynced,
     /// What settling the previous file gave; `None` until it ran.
