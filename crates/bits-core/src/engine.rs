@@ -493,6 +493,7 @@ impl Engine {
         observer: &mut dyn Observer,
         meanwhile: &mut Meanwhile<'_>,
     ) -> Result<Response, BitsError> {
+        meanwhile.before_sending(job, observer).await;
         let flags = job.security_flags;
         let origin = parse_remote_url(&job.files[i].remote_name)?;
         let mut headers = HeaderMap::new();
@@ -634,6 +635,17 @@ impl Meanwhile<'_> {
                 writer,
                 created,
             });
+        }
+    }
+
+    /// Settles the previous file before the request goes out when that
+    /// means waiting for a sync (its own background writeback, or the batch
+    /// before when a new one is due): no wait runs while a request is in
+    /// flight, against its headers timeout, and a slow disk holds back the
+    /// next request as it always did.
+    async fn before_sending(&mut self, job: &mut Job, observer: &mut dyn Observer) {
+        if self.unsynced.settling_waits() {
+            self.settle(job, observer).await;
         }
     }
 
@@ -943,6 +955,22 @@ impl Unsynced {
         // A due batch syncs in the background while the next files
         // download; an earlier batch that is done gets marked.
         self.step(job, observer).await
+    }
+
+    /// Whether [`Unsynced::settle`] would wait for a sync now.
+    fn settling_waits(&self) -> bool {
+        let Some(held) = &self.held else {
+            return false;
+        };
+        if held.writer.as_ref().is_some_and(TempWriter::syncing) {
+            return true;
+        }
+        let syncing = self.syncing.as_ref().is_some_and(|(_, sync)| !sync.is_finished());
+        // `step` after the held file joins the waiting ones.
+        let due = self.files.len() + 1 >= CHECKPOINT_FILES
+            || self.bytes + held.size >= CHECKPOINT_BYTES
+            || self.since.is_some_and(|t| t.elapsed() >= CHECKPOINT_INTERVAL);
+        syncing && due
     }
 
     fn push(&mut self, job: &Job, i: usize, fresh: bool) {

@@ -305,6 +305,36 @@ async fn the_previous_file_is_written_out_while_the_next_request_is_in_flight() 
 }
 
 #[tokio::test]
+async fn settling_never_waits_for_a_sync_while_a_request_is_in_flight() {
+    let held = |size| Received {
+        file: 0,
+        writer: None,
+        modified: None,
+        size,
+        fresh: true,
+    };
+    let mut u = Unsynced::default();
+    assert!(!u.settling_waits());
+    u.hold(held(10));
+    // Nothing syncing: settling starts a batch at most, without waiting.
+    u.files = vec![1; CHECKPOINT_FILES];
+    assert!(!u.settling_waits());
+    // A batch still syncing, and the held file makes the next one due (by
+    // count, then by bytes): settling would wait, so it happens first.
+    let never = tokio::spawn(std::future::pending::<SyncResult>());
+    u.syncing = Some((vec![2], never));
+    u.files = vec![1; CHECKPOINT_FILES - 1];
+    assert!(u.settling_waits());
+    u.files = vec![1];
+    assert!(!u.settling_waits());
+    u.held = Some(held(CHECKPOINT_BYTES));
+    assert!(u.settling_waits());
+    if let Some((_, sync)) = u.syncing.take() {
+        sync.abort();
+    }
+}
+
+#[tokio::test]
 async fn a_file_that_cannot_be_written_out_is_the_one_in_error() {
     // Writing file 0 out fails (disk full) while file 1 is requested.
     let mut f = Fixture::new(2);

@@ -487,6 +487,12 @@ impl TempWriter {
         }
     }
 
+    /// Whether a background sync is still running ([`TempWriter::settle`]
+    /// would wait for it).
+    pub(crate) fn syncing(&self) -> bool {
+        self.kick.as_ref().is_some_and(|kick| !kick.is_finished())
+    }
+
     /// Waits for the background sync in flight, if any, and returns its
     /// error: called once the body ended, before the file may be finished.
     pub(crate) async fn settle(&mut self) -> Result<(), BitsError> {
