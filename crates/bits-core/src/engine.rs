@@ -618,7 +618,8 @@ struct Early {
 }
 
 impl Meanwhile<'_> {
-    /// The work, once; the file is opened only while a request is in flight.
+    /// While a request is in flight: settles the previous file (once) and
+    /// opens this file's temporary file.
     async fn run(&mut self, job: &mut Job, observer: &mut dyn Observer) {
         self.settle(job, observer).await;
         if let Some((temp, found)) = self.open.take() {
