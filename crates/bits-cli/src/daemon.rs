@@ -883,6 +883,15 @@ mod tests {
         lock(store).get(id).unwrap().unwrap()
     }
 
+    /// A job of `files` files in TRANSFERRING, saved, and its `Persist`.
+    fn transferring(files: usize) -> (tempfile::TempDir, Shared, Job, Persist) {
+        let (tmp, store, mut job) = setup(files);
+        job.state = JobState::Transferring;
+        let mut p = Persist::new(store.clone(), Changes::new(0), &job);
+        p.on_change(&job);
+        (tmp, store, job, p)
+    }
+
     #[test]
     fn state_error_and_remote_name_changes_are_saved_at_once() {
         let (_tmp, store, mut job) = setup(2);
@@ -903,10 +912,7 @@ mod tests {
 
     #[test]
     fn file_details_and_small_progress_wait_for_the_throttle() {
-        let (_tmp, store, mut job) = setup(2);
-        job.state = JobState::Transferring;
-        let mut p = Persist::new(store.clone(), Changes::new(0), &job);
-        p.on_change(&job);
+        let (_tmp, store, mut job, mut p) = transferring(2);
         // A small file's headers, its bytes and its completion: not saved at once.
         job.files[0].validator = Some("\"v\"".into());
         job.files[0].bytes_total = Some(10);
@@ -935,10 +941,7 @@ mod tests {
 
     #[test]
     fn an_idle_moment_saves_what_the_throttle_held() {
-        let (_tmp, store, mut job) = setup(2);
-        job.state = JobState::Transferring;
-        let mut p = Persist::new(store.clone(), Changes::new(0), &job);
-        p.on_change(&job);
+        let (_tmp, store, mut job, mut p) = transferring(2);
         job.files[0].bytes_total = Some(10);
         job.files[0].bytes_transferred = 10;
         p.on_progress(&job);
@@ -980,10 +983,7 @@ mod tests {
 
     #[test]
     fn a_large_files_validator_is_saved_at_once() {
-        let (_tmp, store, mut job) = setup(2);
-        job.state = JobState::Transferring;
-        let mut p = Persist::new(store.clone(), Changes::new(0), &job);
-        p.on_change(&job);
+        let (_tmp, store, mut job, mut p) = transferring(2);
         for total in [Some(SAVE_FILE_AT_ONCE + 1), None] {
             job.files[1].validator = Some(format!("\"{total:?}\""));
             job.files[1].bytes_total = total;

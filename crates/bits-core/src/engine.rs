@@ -294,11 +294,10 @@ impl Engine {
             opened: None,
         };
         let received = self.receive_file(job, i, observer, &mut meanwhile).await;
-        // The previous file's failure comes first: it happened first.
-        match meanwhile.settled.take() {
-            Some(settled) => settled?,
-            None => meanwhile.unsynced.settle(job, observer).await?,
-        }
+        // Done now if no request was in flight. The previous file's
+        // failure comes first: it happened first.
+        meanwhile.settle(job, observer).await;
+        meanwhile.settled.take().unwrap_or(Ok(()))?;
         received.map_err(|e| (i, e))
     }
 
@@ -968,10 +967,7 @@ impl Unsynced {
         }
         let syncing = self.syncing.as_ref().is_some_and(|(_, sync)| !sync.is_finished());
         // `step` after the held file joins the waiting ones.
-        let due = self.files.len() + 1 >= CHECKPOINT_FILES
-            || self.bytes + held.size >= CHECKPOINT_BYTES
-            || self.since.is_some_and(|t| t.elapsed() >= CHECKPOINT_INTERVAL);
-        syncing && due
+        syncing && self.due_with(1, held.size)
     }
 
     fn push(&mut self, job: &Job, i: usize, fresh: bool) {
@@ -983,8 +979,14 @@ impl Unsynced {
 
     /// Whether a checkpoint is due.
     fn due(&self) -> bool {
-        self.files.len() >= CHECKPOINT_FILES
-            || self.bytes >= CHECKPOINT_BYTES
+        self.due_with(0, 0)
+    }
+
+    /// Whether a checkpoint would be due with `files` more files of
+    /// `bytes` in all.
+    fn due_with(&self, files: usize, bytes: u64) -> bool {
+        self.files.len() + files >= CHECKPOINT_FILES
+            || self.bytes + bytes >= CHECKPOINT_BYTES
             || self.since.is_some_and(|t| t.elapsed() >= CHECKPOINT_INTERVAL)
     }
 
