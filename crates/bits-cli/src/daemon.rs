@@ -174,9 +174,9 @@ pub fn run(dir: &Path) -> Result<ExitCode, Failure> {
 fn recover(store: &Store) -> Result<Vec<Job>, Failure> {
     let mut waiting = Vec::new();
     for mut job in store.active()? {
-        match job.state {
+        match job.state() {
             JobState::Connecting | JobState::Transferring => {
-                job.state = JobState::Queued;
+                job.apply(Event::Stopped);
                 store.save(&job)?;
             }
             JobState::TransientError => waiting.push(job),
@@ -388,7 +388,7 @@ impl Daemon {
         // The job may have left TRANSIENT_ERROR (resume, suspend, cancel…),
         // or changed its timeouts while waiting.
         if let Some(old) = self.waiting.remove(&id) {
-            if let Some(job) = self.load(id).filter(|j| j.state == JobState::TransientError) {
+            if let Some(job) = self.load(id).filter(|j| j.state() == JobState::TransientError) {
                 let left = old.retry_at.saturating_duration_since(Instant::now());
                 self.wait_for_retry(&job, Some(left));
             }
@@ -436,7 +436,7 @@ impl Daemon {
     fn start(&mut self, id: Uuid) {
         let Some(mut job) = self.load(id) else { return };
         if !matches!(
-            job.state,
+            job.state(),
             JobState::Queued | JobState::Connecting | JobState::Transferring
         ) {
             return;
@@ -445,9 +445,6 @@ impl Daemon {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(job = %id, "cannot run: {e}");
-                if job.state != JobState::Queued {
-                    job.state = JobState::Queued;
-                }
                 job.fail(&e, None, SystemTime::now());
                 self.save(&job);
                 return;
@@ -510,9 +507,7 @@ impl Daemon {
             Ok((mut job, None)) => {
                 // Stopped mid-transfer: back in the queue, counters as the
                 // engine left them (it resumes from the file on disk).
-                if matches!(job.state, JobState::Connecting | JobState::Transferring) {
-                    job.state = JobState::Queued;
-                }
+                job.apply(Event::Stopped);
                 self.save(&job);
             }
             Ok((job, Some(outcome))) => {
@@ -521,27 +516,29 @@ impl Daemon {
                     | JobState::Queued
                     | JobState::Connecting
                     | JobState::Transferring => false,
-                    _ => self.completing.remove(&id) && job.state == JobState::Transferred,
+                    _ => self.completing.remove(&id) && job.state() == JobState::Transferred,
                 };
                 if complete {
                     self.save_quietly(&job);
-                    tracing::info!(job = %id, state = job.state.as_str(), "transfer ended");
+                    tracing::info!(job = %id, state = job.state().as_str(), "transfer ended");
                     self.complete(job);
                     self.checkpoints.request();
                     return;
                 }
                 self.save(&job);
                 self.checkpoints.request();
-                tracing::info!(job = %id, state = job.state.as_str(), "transfer ended");
+                tracing::info!(job = %id, state = job.state().as_str(), "transfer ended");
                 match outcome.state {
                     JobState::TransientError => self.wait_for_retry(&job, outcome.retry_after),
                     JobState::Queued | JobState::Connecting | JobState::Transferring => {
-                        // Not expected from the engine: try again later
-                        // rather than spin.
+                        // Not expected from the engine: an ERROR the user
+                        // sees rather than a job that spins.
                         let mut job = job;
-                        job.state = JobState::TransientError;
+                        let e = BitsError::Internal {
+                            what: format!("a transfer ended with the job {}", job.state()),
+                        };
+                        job.fail(&e, None, SystemTime::now());
                         self.save(&job);
-                        self.wait_for_retry(&job, Some(Duration::from_secs(5)));
                     }
                     _ => {}
                 }
@@ -549,13 +546,10 @@ impl Daemon {
             Err(e) => {
                 tracing::error!(job = %id, "the transfer task failed: {e}");
                 if let Some(mut job) = self.load(id) {
-                    if job.state.is_active() {
+                    if job.state().is_active() {
                         let err = BitsError::Internal {
                             what: format!("the transfer task failed: {e}"),
                         };
-                        if job.state == JobState::TransientError {
-                            job.state = JobState::Queued;
-                        }
                         job.fail(&err, None, SystemTime::now());
                         self.save(&job);
                     }
@@ -570,7 +564,7 @@ impl Daemon {
     /// writes its jobs.
     fn complete(&mut self, mut job: Job) {
         let id = job.id;
-        let (result, save_anyway) = ops::apply(&mut job, &JobOp::Complete, &self.dir);
+        let (result, save_anyway) = ops::apply(&mut job, &JobOp::Complete);
         if result.is_ok() || save_anyway {
             self.save(&job);
         } else {
@@ -626,7 +620,7 @@ impl Daemon {
         for (id, wake) in due {
             self.waiting.remove(&id);
             let Some(mut job) = self.load(id) else { continue };
-            if job.state != JobState::TransientError {
+            if job.state() != JobState::TransientError {
                 continue;
             }
             if job.no_progress_expired(SystemTime::now()) {
@@ -703,7 +697,7 @@ struct SaveKey {
 impl SaveKey {
     fn of(job: &Job) -> SaveKey {
         SaveKey {
-            state: job.state,
+            state: job.state(),
             error: job.error.clone(),
             remotes: job.files.iter().map(|f| f.remote_name.clone()).collect(),
         }
@@ -713,7 +707,7 @@ impl SaveKey {
     /// through `on_change` (remote names come through `on_file_change`:
     /// comparing them all on every call would cost a job of n files n²).
     fn differs(&self, job: &Job) -> bool {
-        self.state != job.state || self.error != job.error || self.remotes.len() != job.files.len()
+        self.state != job.state() || self.error != job.error || self.remotes.len() != job.files.len()
     }
 }
 
@@ -733,7 +727,8 @@ impl Persist {
             tracing::error!(job = %job.id, "cannot save progress: {f}");
         }
         self.saved_at = Instant::now();
-        if self.saved_key.state != job.state && !(self.hold_transferred && job.state == JobState::Transferred)
+        if self.saved_key.state != job.state()
+            && !(self.hold_transferred && job.state() == JobState::Transferred)
         {
             announce(&self.changes);
         }
@@ -886,7 +881,8 @@ mod tests {
     /// A job of `files` files in TRANSFERRING, saved, and its `Persist`.
     fn transferring(files: usize) -> (tempfile::TempDir, Shared, Job, Persist) {
         let (tmp, store, mut job) = setup(files);
-        job.state = JobState::Transferring;
+        job.apply(Event::Scheduled);
+        job.apply(Event::Connected);
         let mut p = Persist::new(store.clone(), Changes::new(0), &job);
         p.on_change(&job);
         (tmp, store, job, p)
@@ -896,9 +892,10 @@ mod tests {
     fn state_error_and_remote_name_changes_are_saved_at_once() {
         let (_tmp, store, mut job) = setup(2);
         let mut p = Persist::new(store.clone(), Changes::new(0), &job);
-        job.state = JobState::Transferring;
+        job.apply(Event::Scheduled);
+        job.apply(Event::Connected);
         p.on_change(&job);
-        assert_eq!(stored(&store, job.id).state, JobState::Transferring);
+        assert_eq!(stored(&store, job.id).state(), JobState::Transferring);
         job.files[1].remote_name = "http://127.0.0.1/moved".into();
         p.on_file_change(&job, 1);
         assert_eq!(
@@ -934,7 +931,7 @@ mod tests {
         assert_eq!(stored(&store, job.id), job);
         // And the final state change flushes everything.
         job.files[1].completed = true;
-        job.state = JobState::Transferred;
+        job.apply(Event::AllFilesDone);
         p.on_change(&job);
         assert_eq!(stored(&store, job.id), job);
     }
@@ -960,7 +957,8 @@ mod tests {
         p.saved_at -= SAVE_INTERVAL;
         p.on_progress(&job);
         assert_eq!(*rx.borrow(), 0, "progress wakes nobody");
-        job.state = JobState::Transferring;
+        job.apply(Event::Scheduled);
+        job.apply(Event::Connected);
         p.on_change(&job);
         assert_eq!(*rx.borrow(), 1);
     }
@@ -972,12 +970,13 @@ mod tests {
         let rx = changes.subscribe();
         let mut p = Persist::new(store.clone(), changes, &job);
         p.hold_transferred = true;
-        job.state = JobState::Transferring;
+        job.apply(Event::Scheduled);
+        job.apply(Event::Connected);
         p.on_change(&job);
         assert_eq!(*rx.borrow(), 1);
-        job.state = JobState::Transferred;
+        job.apply(Event::AllFilesDone);
         p.on_change(&job);
-        assert_eq!(stored(&store, job.id).state, JobState::Transferred);
+        assert_eq!(stored(&store, job.id).state(), JobState::Transferred);
         assert_eq!(*rx.borrow(), 1, "the completion's save wakes them");
     }
 

@@ -605,19 +605,19 @@ fn report_complete(ctx: &Ctx, store: &Store, id: uuid::Uuid, code: Hresult) {
 fn wait(ctx: &Ctx, job: &str) -> anyhow::Result<ExitCode> {
     let store = ctx.open()?;
     let job = store.resolve(job)?;
-    if job.state.is_final() || job.state == JobState::Suspended {
+    if job.state().is_final() || job.state() == JobState::Suspended {
         return Err(Failure::from_bits(&BitsError::InvalidState {
             operation: "wait",
-            state: job.state.as_str(),
+            state: job.state().as_str(),
         })
-        .with_hint(if job.state == JobState::Suspended {
+        .with_hint(if job.state() == JobState::Suspended {
             "nothing to wait for; `bits resume JOB` first"
         } else {
             "nothing to wait for; `bits info JOB` shows the job"
         })
         .into());
     }
-    if job.state.is_active() {
+    if job.state().is_active() {
         ipc::ensure_daemon(store.dir(), ctx.global.verbose)?;
     }
     let bars = watch::show_bars(ctx.global.quiet);
@@ -629,7 +629,7 @@ fn wait(ctx: &Ctx, job: &str) -> anyhow::Result<ExitCode> {
 /// Exit 0 for TRANSFERRED (or already ACKNOWLEDGED), 1 with the error line
 /// otherwise.
 fn settle_exit(job: &Job) -> anyhow::Result<ExitCode> {
-    match job.state {
+    match job.state() {
         JobState::Transferred | JobState::Acknowledged => Ok(ExitCode::SUCCESS),
         _ => Err(job_failure(job).into()),
     }
@@ -638,7 +638,7 @@ fn settle_exit(job: &Job) -> anyhow::Result<ExitCode> {
 /// The one line for a job that did not transfer.
 fn job_failure(job: &Job) -> Failure {
     let id = job.id;
-    match (job.state, &job.error) {
+    match (job.state(), &job.error) {
         (JobState::Error, Some(e)) => Failure::runtime(
             e.code,
             format!("job {id} is in ERROR ({}): {}", e.context.as_str(), e.message),
@@ -673,7 +673,7 @@ fn monitor(ctx: &Ctx, job: Option<&str>) -> anyhow::Result<ExitCode> {
             ctx.note(format!(
                 "{} {} {}/{} bytes {}",
                 j.id,
-                j.state.as_str(),
+                j.state().as_str(),
                 j.bytes_transferred(),
                 j.bytes_total()
                     .map(|t| t.to_string())
@@ -684,7 +684,7 @@ fn monitor(ctx: &Ctx, job: Option<&str>) -> anyhow::Result<ExitCode> {
     }
     if job.is_some() {
         if let Some(j) = ended.first() {
-            if j.state == JobState::Error {
+            if j.state() == JobState::Error {
                 return Err(job_failure(j).into());
             }
         }
@@ -710,8 +710,7 @@ fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode> {
     let mut job = Job::new(name, JobType::Download, backend.name());
     if let Some(text) = &args.security_flags {
         let flags = SecurityFlags::parse(text).map_err(Failure::from)?;
-        let transport = backend.transport(&ctx.dir).map_err(Failure::from)?;
-        job.set_security_flags(flags, &*transport)
+        job.set_security_flags(flags, |p| backend.check_policy(p))
             .map_err(Failure::from)?;
     }
     if let Some(s) = args.retry_delay {
@@ -747,12 +746,12 @@ fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode> {
     // The daemon completes the job itself (`ipc::Request::Transfer`); the
     // `complete` sent here gets that completion's result, or does the work
     // when the daemon could not (an older one, or one started again).
-    if matches!(job.state, JobState::Transferred | JobState::Acknowledged) {
+    if matches!(job.state(), JobState::Transferred | JobState::Acknowledged) {
         match ipc::apply(&store, id, JobOp::Complete) {
             Ok(code) => report_complete(ctx, &store, id, code),
             // Completed by a daemon that has since stopped, and with it
             // the result it kept.
-            Err(_) if job.state == JobState::Acknowledged => {}
+            Err(_) if job.state() == JobState::Acknowledged => {}
             Err(f) => result = Err(f),
         }
         // The job as complete left it, for --json (reading a job of many
@@ -806,7 +805,10 @@ fn backends(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for (i, b) in Backend::compiled().into_iter().enumerate() {
         let (flags, problem) = match b.transport(&ctx.dir) {
-            Ok(t) => (bits_core::transport::supported_cert_flags(&*t), None),
+            Ok(t) => (
+                bits_core::transport::supported_cert_flags(|p| t.check_policy(p)),
+                None,
+            ),
             Err(e) => (Vec::new(), Some(Failure::from_bits(&e).to_string())),
         };
         rows.push((b.name(), i == 0, flags, problem));

@@ -2,7 +2,7 @@
 //! code applies them whether the CLI edits the store itself (no daemon
 //! running) or the daemon does (after stopping the job's transfer).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bits_core::{engine, BitsError, Hresult, Job, Priority, SecurityFlags};
 use serde::{Deserialize, Serialize};
@@ -72,7 +72,7 @@ impl JobOp {
 /// `BG_S_PARTIAL_COMPLETE`…) and whether the job must be saved even on
 /// failure (`complete` and `cancel` touch files, so whatever they managed
 /// is recorded).
-pub fn apply(job: &mut Job, op: &JobOp, store_dir: &Path) -> (Result<Hresult, BitsError>, bool) {
+pub fn apply(job: &mut Job, op: &JobOp) -> (Result<Hresult, BitsError>, bool) {
     match op {
         JobOp::AddFile { url, local } => (job.add_file(url, local).map(|()| Hresult::S_OK), false),
         JobOp::SetSecurityFlags { flags } => {
@@ -80,12 +80,12 @@ pub fn apply(job: &mut Job, op: &JobOp, store_dir: &Path) -> (Result<Hresult, Bi
                 // The state check first, so a final job says "invalid state"
                 // whatever its backend.
                 bits_core::state::check_operation(
-                    job.state,
+                    job.state(),
                     job.job_type,
                     bits_core::Operation::SetSecurityFlags,
                 )?;
-                let transport = backend::transport_for(&job.backend, store_dir)?;
-                job.set_security_flags(flags, &*transport)
+                let backend = backend::named(&job.backend)?;
+                job.set_security_flags(flags, |p| backend.check_policy(p))
             });
             (result.map(|()| Hresult::S_OK), false)
         }
@@ -107,8 +107,7 @@ pub fn apply(job: &mut Job, op: &JobOp, store_dir: &Path) -> (Result<Hresult, Bi
 
 /// Applies `op` to job `id` in the store, in one transaction.
 pub fn apply_stored(store: &Store, id: Uuid, op: &JobOp) -> Result<Hresult, Failure> {
-    let dir = store.dir().to_path_buf();
     store
-        .update(id, |job| apply(job, op, &dir))?
+        .update(id, |job| apply(job, op))?
         .map_err(|e| Failure::from_bits(&e))
 }

@@ -204,7 +204,7 @@ impl Known {
 
     fn put(&self, job: &Job, rows: Rows) {
         let mut map = self.0.borrow_mut();
-        if job.state.is_final() {
+        if job.state().is_final() {
             map.remove(&job.id);
             return;
         }
@@ -500,7 +500,7 @@ impl Store {
                 None
             }
         };
-        let live: Vec<&Job> = jobs.iter().filter(|j| !j.state.is_final()).collect();
+        let live: Vec<&Job> = jobs.iter().filter(|j| !j.state().is_final()).collect();
         if let Some(j) = pick(live.clone()) {
             return Ok(j);
         }
@@ -516,7 +516,7 @@ impl Store {
         }
         let ids: Vec<String> = jobs
             .iter()
-            .map(|j| format!("{} ({})", j.id, j.state.as_str()))
+            .map(|j| format!("{} ({})", j.id, j.state().as_str()))
             .collect();
         Err(Failure::bad_input(
             Hresult::E_INVALIDARG,
@@ -714,7 +714,7 @@ fn write_job(conn: &Connection, db: &Path, known: &Known, job: &Job, how: Write)
             stmt.execute(params![
                 id,
                 job.display_name,
-                job.state.as_str(),
+                job.state().as_str(),
                 priority_rank(job.priority),
                 millis(job.creation_time),
                 millis(job.modification_time),
@@ -747,43 +747,9 @@ fn write_job(conn: &Connection, db: &Path, known: &Known, job: &Job, how: Write)
     Ok(Rows { gen: new_gen, hashes })
 }
 
-/// The job without its files (they are rows of `files`). Every field is
-/// named, so a new field of [`Job`] does not compile until it is here.
+/// The job without its files (they are rows of `files`).
 fn head_of(job: &Job) -> Job {
-    let Job {
-        id,
-        display_name,
-        job_type,
-        state,
-        backend,
-        files: _,
-        priority,
-        security_flags,
-        min_retry_delay,
-        no_progress_timeout,
-        creation_time,
-        modification_time,
-        transfer_completion_time,
-        error,
-        no_progress_since,
-    } = job;
-    Job {
-        id: *id,
-        display_name: display_name.clone(),
-        job_type: *job_type,
-        state: *state,
-        backend: backend.clone(),
-        files: Vec::new(),
-        priority: *priority,
-        security_flags: *security_flags,
-        min_retry_delay: *min_retry_delay,
-        no_progress_timeout: *no_progress_timeout,
-        creation_time: *creation_time,
-        modification_time: *modification_time,
-        transfer_completion_time: *transfer_completion_time,
-        error: error.clone(),
-        no_progress_since: *no_progress_since,
-    }
+    job.without_files()
 }
 
 fn serialize_failure(job: &Job, e: &serde_json::Error) -> Failure {
@@ -864,7 +830,7 @@ pub fn sql_failure(db: &Path, e: &rusqlite::Error) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bits_core::{JobState, JobType};
+    use bits_core::{Event, JobState, JobType};
 
     fn job(name: &str) -> Job {
         Job::new(name, JobType::Download, "openssl")
@@ -875,9 +841,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path()).unwrap();
         let mut j = job("s");
+        j.add_file("https://example.com/a", Path::new("/tmp/a")).unwrap();
         store.insert(&j).unwrap();
         assert_eq!(store.state_text(j.id).unwrap().as_deref(), Some("SUSPENDED"));
-        j.state = JobState::Transferring;
+        j.resume().unwrap();
+        j.apply(Event::Scheduled);
+        j.apply(Event::Connected);
         store.save(&j).unwrap();
         assert_eq!(store.state_text(j.id).unwrap().as_deref(), Some("TRANSFERRING"));
         assert_eq!(store.state_text(Uuid::new_v4()).unwrap(), None);
@@ -892,7 +861,7 @@ mod tests {
         store.insert(&j).unwrap();
         let head = store.head(j.id).unwrap().unwrap();
         assert!(head.files.is_empty());
-        assert_eq!(head.state, j.state);
+        assert_eq!(head.state(), j.state());
         assert_eq!(head.display_name, "h");
         assert_eq!(store.get(j.id).unwrap().unwrap().files.len(), 1);
         assert!(store.head(Uuid::new_v4()).unwrap().is_none());
@@ -957,10 +926,7 @@ mod tests {
 
         // Cancelling b1 makes "b" unique among live jobs.
         store
-            .update(b1.id, |j| {
-                j.state = JobState::Cancelled;
-                (Ok(()), false)
-            })
+            .update(b1.id, |j| (bits_core::engine::cancel(j).map(|_| ()), false))
             .unwrap()
             .unwrap();
         assert_eq!(store.resolve("b").unwrap().id, b2.id);
@@ -1069,7 +1035,7 @@ mod tests {
                     params![
                         j.id.to_string(),
                         j.display_name,
-                        j.state.as_str(),
+                        j.state().as_str(),
                         serde_json::to_string(j).unwrap()
                     ],
                 )
@@ -1100,7 +1066,9 @@ mod tests {
         let mut j = job_with_files("many", tmp.path(), 50);
         store.insert(&j).unwrap();
         j.files[7].bytes_transferred = 100;
-        j.state = JobState::Transferring;
+        j.resume().unwrap();
+        j.apply(Event::Scheduled);
+        j.apply(Event::Connected);
         let before = store.conn.total_changes();
         store.save(&j).unwrap();
         // The job's row and file 7's.
@@ -1136,7 +1104,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path()).unwrap();
         let mut j = job_with_files("old", tmp.path(), 3);
-        j.state = JobState::Acknowledged;
+        bits_core::engine::complete(&mut j).unwrap();
+        assert_eq!(j.state(), JobState::Acknowledged);
         store.insert(&j).unwrap();
         assert_eq!(
             store.prune(SystemTime::now() + Duration::from_secs(60)).unwrap(),

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 /// The job as `info --json`, `list --json` and `transfer --json` print it.
 pub fn job_json(job: &Job) -> Value {
-    let error = match (job.state, &job.error) {
+    let error = match (job.state(), &job.error) {
         (JobState::Error | JobState::TransientError, Some(e)) => json!({
             "code": e.code.to_string(),
             "context": e.context.as_str(),
@@ -35,7 +35,7 @@ pub fn job_json(job: &Job) -> Value {
         "id": job.id.to_string(),
         "display_name": job.display_name,
         "type": job.job_type.as_str(),
-        "state": job.state.as_str(),
+        "state": job.state().as_str(),
         "backend": job.backend,
         "security_flags": job.security_flags.bits(),
         "priority": job.priority.as_str(),
@@ -63,7 +63,7 @@ pub fn job_text(job: &Job) -> String {
     let _ = writeln!(s, "id:                  {}", job.id);
     let _ = writeln!(s, "display name:        {}", job.display_name);
     let _ = writeln!(s, "type:                {}", job.job_type.as_str());
-    let _ = writeln!(s, "state:               {}", job.state.as_str());
+    let _ = writeln!(s, "state:               {}", job.state().as_str());
     let _ = writeln!(s, "backend:             {}", job.backend);
     let _ = writeln!(s, "security flags:      {}", job.security_flags);
     let _ = writeln!(s, "priority:            {}", job.priority.as_str());
@@ -82,7 +82,7 @@ pub fn job_text(job: &Job) -> String {
     if let Some(t) = job.transfer_completion_time {
         let _ = writeln!(s, "transferred:         {}", rfc3339(t));
     }
-    if let (JobState::Error | JobState::TransientError, Some(e)) = (job.state, &job.error) {
+    if let (JobState::Error | JobState::TransientError, Some(e)) = (job.state(), &job.error) {
         let file = e.file_index.map(|i| format!(" (file {i})")).unwrap_or_default();
         let name = crate::error::hresult_name(e.code)
             .map(|n| format!(" {n}"))
@@ -127,7 +127,7 @@ pub fn list_text(jobs: &[Job]) -> String {
             s,
             "{:<36}  {:<15}  {:<10}  {:>21}  {:>7}  {}",
             j.id,
-            j.state.as_str(),
+            j.state().as_str(),
             j.priority.as_str(),
             format!("{}/{}", j.bytes_transferred(), total),
             format!("{}/{}", j.files_transferred(), j.files.len()),
@@ -205,14 +205,13 @@ mod tests {
         assert_eq!(v["files"][0]["local_name"], "/data/x.bin");
         assert_eq!(v["files"][0]["bytes_total"], Value::Null);
 
-        j.state = JobState::Error;
-        j.error = Some(
-            BitsError::HttpStatus {
-                status: 404,
-                retry_after: None,
-            }
-            .to_job_error(Some(0)),
-        );
+        j.resume().unwrap();
+        let not_found = BitsError::HttpStatus {
+            status: 404,
+            retry_after: None,
+        };
+        j.fail(&not_found, Some(0), std::time::SystemTime::now());
+        assert_eq!(j.state(), JobState::Error);
         let v = job_json(&j);
         assert_eq!(v["error"]["code"], "0x80190194");
         assert_eq!(v["error"]["context"], "REMOTE_FILE");

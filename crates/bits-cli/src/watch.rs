@@ -103,7 +103,7 @@ pub fn follow(
             drawn = Some(Instant::now());
         }
         for (id, bar, last) in tracked.iter_mut() {
-            if last.as_ref().is_some_and(|j| settled(j.state)) {
+            if last.as_ref().is_some_and(|j| settled(j.state())) {
                 continue;
             }
             // Between reads of the whole job, its state column says
@@ -138,11 +138,11 @@ pub fn follow(
                     b
                 });
                 draw(b, &job);
-                if settled(job.state) {
+                if settled(job.state()) {
                     b.finish();
                 }
             }
-            if !settled(job.state) {
+            if !settled(job.state()) {
                 all_settled = false;
             }
             *last = Some(job);
@@ -181,13 +181,21 @@ fn is_active_text(state: &str) -> bool {
     JobState::ALL.iter().any(|s| s.as_str() == state && s.is_active())
 }
 
+/// A job that left the store while followed, as it is reported: its last
+/// copy, CANCELLED.
 fn gone(id: Uuid, last: Option<Job>) -> Job {
     let mut job = last.unwrap_or_else(|| {
         let mut j = Job::new("", bits_core::JobType::Download, "");
         j.id = id;
         j
     });
-    job.state = JobState::Cancelled;
+    // The job's files are not ours to delete any more: cancel it without
+    // them, then give them back for the report.
+    let files = std::mem::take(&mut job.files);
+    if let Err(e) = bits_core::engine::cancel(&mut job) {
+        tracing::debug!(job = %id, "a job that left the store: {e}");
+    }
+    job.files = files;
     job
 }
 
@@ -197,11 +205,11 @@ fn short_name(job: &Job) -> String {
 }
 
 fn draw(bar: &ProgressBar, job: &Job) {
-    let state = match (&job.state, &job.error) {
+    let state = match (&job.state(), &job.error) {
         (JobState::Error | JobState::TransientError, Some(e)) => {
-            format!("{} {}", job.state.as_str(), e.code)
+            format!("{} {}", job.state().as_str(), e.code)
         }
-        _ => job.state.as_str().to_string(),
+        _ => job.state().as_str().to_string(),
     };
     match job.bytes_total() {
         Some(total) if total > 0 => {

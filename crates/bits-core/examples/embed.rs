@@ -16,7 +16,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bits_core::engine::complete;
 use bits_core::{
-    BitsError, BodyStream, Engine, Job, JobType, Observer, Request, Response, SecurityFlags, Transport,
+    BitsError, BodyStream, ConnectionPolicy, Engine, Job, JobType, Observer, Request, Response,
+    SecurityFlags, Transport,
 };
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, LOCATION, RANGE};
@@ -37,12 +38,12 @@ impl Transport for MemoryTransport {
     /// This transport has no TLS, so it cannot honour any certificate
     /// setting: it refuses them instead of ignoring them (never ignore more
     /// than asked). Redirect policies are the engine's business.
-    fn check_flags(&self, flags: SecurityFlags) -> Result<(), BitsError> {
-        if flags.cert_bits() == 0 {
+    fn check_policy(&self, policy: &ConnectionPolicy) -> Result<(), BitsError> {
+        if policy.flags().cert_bits() == 0 {
             Ok(())
         } else {
             Err(BitsError::NotImplemented {
-                what: format!("security flags {flags}: the memory transport has no TLS"),
+                what: format!("{policy}: the memory transport has no TLS"),
             })
         }
     }
@@ -135,9 +136,9 @@ impl Observer for Printer {
     }
 
     fn on_change(&mut self, job: &Job) {
-        if self.last_state != Some(job.state) {
-            self.last_state = Some(job.state);
-            println!("state: {}", job.state);
+        if self.last_state != Some(job.state()) {
+            self.last_state = Some(job.state());
+            println!("state: {}", job.state());
         }
     }
 }
@@ -160,7 +161,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     job.add_file("http://downloads.example/latest", &dir.path().join("app.bin"))?;
     job.add_file("http://downloads.example/readme.txt", &dir.path().join("README"))?;
     // Report redirects: the first file's remote name becomes the final URL.
-    job.set_security_flags(SecurityFlags::parse("0x0100")?, &transport)?;
+    job.set_security_flags(SecurityFlags::parse("0x0100")?, |p| transport.check_policy(p))?;
     job.resume()?;
 
     let engine = Engine::new(Arc::new(transport));
@@ -177,7 +178,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Nothing exists at LOCAL until complete renames the temporary files.
     assert!(!dir.path().join("app.bin").exists());
     let code = complete(&mut job)?;
-    println!("complete: {code}, job {}", job.state);
+    println!("complete: {code}, job {}", job.state());
     assert_eq!(std::fs::read(dir.path().join("app.bin"))?, app);
     print!("README: {}", std::fs::read_to_string(dir.path().join("README"))?);
     Ok(())

@@ -192,7 +192,7 @@ impl Engine {
     /// A job in CONNECTING or TRANSFERRING (a daemon restarted mid-transfer)
     /// is run too; any other state is returned as it is, untouched.
     pub async fn run(&self, job: &mut Job, observer: &mut dyn Observer) -> RunOutcome {
-        match job.state {
+        match job.state() {
             JobState::Queued => {
                 job.apply(Event::Scheduled);
                 observer.on_change(job);
@@ -211,8 +211,8 @@ impl Engine {
             };
             return fail(job, observer, &e, None);
         }
-        // Never transfer under flags the transport cannot honour exactly.
-        if let Err(e) = self.transport.check_flags(job.security_flags) {
+        // Never transfer under a policy the transport cannot honour exactly.
+        if let Err(e) = self.transport.check_policy(&job.connection_policy()) {
             return fail(job, observer, &e, None);
         }
         let mut unsynced = Unsynced::default();
@@ -241,7 +241,7 @@ impl Engine {
         job.apply(Event::AllFilesDone);
         observer.on_change(job);
         RunOutcome {
-            state: job.state,
+            state: job.state(),
             retry_after: None,
         }
     }
@@ -267,9 +267,9 @@ impl Engine {
             };
             job.apply(event);
             observer.on_change(job);
-            if job.state != JobState::Queued {
+            if job.state() != JobState::Queued {
                 return RunOutcome {
-                    state: job.state,
+                    state: job.state(),
                     retry_after: None,
                 };
             }
@@ -336,7 +336,8 @@ impl Engine {
                 meanwhile.open = Some((temp.clone(), found));
             }
             let response = self.fetch(job, i, on_disk, observer, meanwhile).await?;
-            if job.state != JobState::Transferring && job.apply(Event::Connected) == JobState::Transferring {
+            if job.state() != JobState::Transferring && job.apply(Event::Connected) == JobState::Transferring
+            {
                 observer.on_change(job);
             }
             match plan(&response, on_disk, &job.files[i])? {
@@ -494,6 +495,7 @@ impl Engine {
     ) -> Result<Response, BitsError> {
         meanwhile.before_sending(job, observer).await;
         let flags = job.security_flags;
+        let policy = job.connection_policy();
         let origin = parse_remote_url(&job.files[i].remote_name)?;
         let mut headers = HeaderMap::new();
         if offset > 0 {
@@ -511,7 +513,7 @@ impl Engine {
         let mut url = origin.clone();
         let mut hops = 0;
         loop {
-            let mut request = Request::get(url.clone(), flags);
+            let mut request = Request::get(url.clone(), policy.clone());
             request.headers = headers.clone();
             let same_origin = redirect::same_origin(&origin, &url);
             for (name, value) in &self.headers {
@@ -878,7 +880,7 @@ fn reset(file: &mut FileInfo) {
 fn moved(job: &mut Job, i: usize, position: u64, observer: &mut dyn Observer) {
     job.files[i].bytes_transferred = position;
     job.note_progress();
-    if job.state != JobState::Transferring && job.apply(Event::BytesMoved) == JobState::Transferring {
+    if job.state() != JobState::Transferring && job.apply(Event::BytesMoved) == JobState::Transferring {
         observer.on_change(job);
     }
     observer.on_progress(job);
@@ -1097,7 +1099,7 @@ fn fail(job: &mut Job, observer: &mut dyn Observer, error: &BitsError, file: Opt
 /// temporary files are deleted only once every rename succeeded. Stop any
 /// [`Engine::run`] of the job first.
 pub fn complete(job: &mut Job) -> Result<Hresult, BitsError> {
-    check_operation(job.state, job.job_type, Operation::Complete)?;
+    check_operation(job.state(), job.job_type, Operation::Complete)?;
     let pairs: Vec<(&std::path::Path, &std::path::Path)> = job
         .files
         .iter()
@@ -1114,8 +1116,7 @@ pub fn complete(job: &mut Job) -> Result<Hresult, BitsError> {
             undeleted += 1;
         }
     }
-    job.state = JobState::Acknowledged;
-    job.modification_time = SystemTime::now();
+    job.transition(Event::Complete);
     Ok(if dropped > 0 {
         Hresult::BG_S_PARTIAL_COMPLETE
     } else if undeleted > 0 {
@@ -1129,7 +1130,7 @@ pub fn complete(job: &mut Job) -> Result<Hresult, BitsError> {
 /// Returns `BG_S_UNABLE_TO_DELETE_FILES` when some could not be removed
 /// (missing ones are fine). LOCAL files are never touched.
 pub fn cancel(job: &mut Job) -> Result<Hresult, BitsError> {
-    check_operation(job.state, job.job_type, Operation::Cancel)?;
+    check_operation(job.state(), job.job_type, Operation::Cancel)?;
     let mut undeleted = 0;
     for file in &job.files {
         if let Err(e) = files::remove(&file.temp_name) {
@@ -1137,8 +1138,7 @@ pub fn cancel(job: &mut Job) -> Result<Hresult, BitsError> {
             undeleted += 1;
         }
     }
-    job.state = JobState::Cancelled;
-    job.modification_time = SystemTime::now();
+    job.transition(Event::Cancel);
     Ok(if undeleted > 0 {
         Hresult::BG_S_UNABLE_TO_DELETE_FILES
     } else {

@@ -11,6 +11,7 @@ use http::header::{AUTHORIZATION, USER_AGENT};
 use super::*;
 use crate::error::ErrorContext;
 use crate::flags::SecurityFlags;
+use crate::policy::ConnectionPolicy;
 use crate::transport::{BodyStream, MockTransport, Transport};
 
 /// A body made of chunks (or errors), then the end.
@@ -89,15 +90,16 @@ impl Scripted {
         let seen = requests.clone();
         let script = Mutex::new(VecDeque::from(script));
         let mut t = MockTransport::new();
-        t.expect_check_flags().returning(|_| Ok(()));
+        t.expect_check_policy().returning(|_| Ok(()));
         t.expect_name().return_const("mock".to_string());
         t.expect_send().returning(move |req| {
-            seen.lock().unwrap().push(req.clone());
+            let url = req.url.clone();
+            seen.lock().unwrap().push(req);
             script
                 .lock()
                 .unwrap()
                 .pop_front()
-                .unwrap_or_else(|| panic!("unexpected request {}", req.url))
+                .unwrap_or_else(|| panic!("unexpected request {url}"))
         });
         Scripted {
             engine: Engine::with_options(Arc::new(t), options).with_request_headers(extra),
@@ -134,8 +136,8 @@ impl Observer for Recorder {
         self.progress.push(job.bytes_transferred());
     }
     fn on_change(&mut self, job: &Job) {
-        if self.states.last() != Some(&job.state) {
-            self.states.push(job.state);
+        if self.states.last() != Some(&job.state()) {
+            self.states.push(job.state());
         }
     }
 }
@@ -265,7 +267,7 @@ impl Transport for InFlight {
     fn name(&self) -> &str {
         "in-flight"
     }
-    fn check_flags(&self, _: SecurityFlags) -> Result<(), BitsError> {
+    fn check_policy(&self, _: &ConnectionPolicy) -> Result<(), BitsError> {
         Ok(())
     }
     async fn send(&self, request: Request) -> Result<Response, BitsError> {
@@ -547,7 +549,21 @@ async fn runs_only_runnable_jobs() {
         JobState::Transferred,
     ] {
         let mut f = Fixture::new(1);
-        f.job.state = state;
+        match state {
+            JobState::Suspended => f.job.suspend().unwrap(),
+            JobState::Transferred => {
+                f.job.apply(Event::AllFilesDone);
+            }
+            _ => {
+                let e = if state == JobState::Error {
+                    BitsError::UnknownCa
+                } else {
+                    BitsError::ConnectionReset { reason: "r".into() }
+                };
+                f.job.fail(&e, Some(0), SystemTime::now());
+            }
+        }
+        assert_eq!(f.job.state(), state);
         let s = Scripted::new(vec![]);
         assert_eq!(
             run(&s, &mut f).await,
@@ -576,7 +592,7 @@ async fn uploads_are_not_implemented() {
 async fn flags_the_transport_refuses_are_never_used() {
     let mut f = Fixture::new(1).flags(0x4);
     let mut t = MockTransport::new();
-    t.expect_check_flags()
+    t.expect_check_policy()
         .returning(|_| Err(BitsError::NotImplemented { what: "0x4".into() }));
     t.expect_send().never();
     let out = Engine::new(Arc::new(t)).run(&mut f.job, &mut NoObserver).await;
@@ -908,7 +924,7 @@ async fn a_silent_body_times_out_and_keeps_its_bytes() {
     };
     let s = Scripted::with(vec![], options, HeaderMap::new());
     let mut t = MockTransport::new();
-    t.expect_check_flags().returning(|_| Ok(()));
+    t.expect_check_policy().returning(|_| Ok(()));
     t.expect_send().times(1).returning(|_| {
         Ok(Response {
             status: 200,
@@ -1135,7 +1151,7 @@ async fn a_body_longer_than_announced_is_refused() {
 async fn dropping_a_run_leaves_counters_within_the_file() {
     let mut f = Fixture::new(1);
     let mut t = MockTransport::new();
-    t.expect_check_flags().returning(|_| Ok(()));
+    t.expect_check_policy().returning(|_| Ok(()));
     t.expect_send().returning(|_| {
         Ok(Response {
             status: 200,
@@ -1181,7 +1197,7 @@ async fn complete_renames_finished_files_atomically() {
     let s = Scripted::new(vec![ok(b"one"), ok(b"two")]);
     run(&s, &mut f).await;
     assert_eq!(complete(&mut f.job).unwrap(), Hresult::S_OK);
-    assert_eq!(f.job.state, JobState::Acknowledged);
+    assert_eq!(f.job.state(), JobState::Acknowledged);
     assert_eq!(
         (read(&f.local(0)), read(&f.local(1))),
         (b"one".to_vec(), b"two".to_vec())
@@ -1210,7 +1226,7 @@ async fn complete_in_error_keeps_finished_files_only() {
     assert_eq!(complete(&mut f.job).unwrap(), Hresult::BG_S_PARTIAL_COMPLETE);
     assert_eq!(read(&f.local(0)), b"one");
     assert!(!f.local(1).exists() && !f.temp(1).exists() && !f.local(2).exists());
-    assert_eq!(f.job.state, JobState::Acknowledged);
+    assert_eq!(f.job.state(), JobState::Acknowledged);
 }
 
 /// A TRANSFERRED job of `n` files, each temporary file holding `content(k)`.
@@ -1220,7 +1236,8 @@ fn transferred(n: usize, content: impl Fn(usize) -> String) -> Fixture {
         std::fs::write(f.temp(k), content(k)).unwrap();
         f.job.files[k].completed = true;
     }
-    f.job.state = JobState::Transferred;
+    f.job.apply(Event::AllFilesDone);
+    assert_eq!(f.job.state(), JobState::Transferred);
     f
 }
 
@@ -1237,7 +1254,7 @@ fn a_failed_rename_leaves_the_job_as_it_was() {
     block_local(&f, 1);
     let e = complete(&mut f.job).unwrap_err();
     assert_eq!(e.context(), ErrorContext::LocalFile);
-    assert_eq!(f.job.state, JobState::Transferred);
+    assert_eq!(f.job.state(), JobState::Transferred);
     assert_eq!(read(&f.local(0)), b"data");
     // Fixed, complete again: file 0 (already renamed) is skipped.
     std::fs::remove_dir_all(f.local(1)).unwrap();
@@ -1253,7 +1270,7 @@ fn a_second_complete_skips_the_files_the_first_renamed_and_finishes() {
     block_local(&f, 2);
     let e = complete(&mut f.job).unwrap_err();
     assert_eq!(e.context(), ErrorContext::LocalFile);
-    assert_eq!(f.job.state, JobState::Transferred);
+    assert_eq!(f.job.state(), JobState::Transferred);
     for n in 0..2 {
         assert!(!f.temp(n).exists());
         assert_eq!(read(&f.local(n)), format!("data {n}").as_bytes());
@@ -1262,11 +1279,11 @@ fn a_second_complete_skips_the_files_the_first_renamed_and_finishes() {
     // Not fixed yet: the same error again, the renamed files untouched.
     let e = complete(&mut f.job).unwrap_err();
     assert_eq!(e.context(), ErrorContext::LocalFile);
-    assert_eq!(f.job.state, JobState::Transferred);
+    assert_eq!(f.job.state(), JobState::Transferred);
     // Fixed: files 0 and 1 are skipped (already in place), 2 and 3 renamed.
     std::fs::remove_dir_all(f.local(2)).unwrap();
     assert_eq!(complete(&mut f.job).unwrap(), Hresult::S_OK);
-    assert_eq!(f.job.state, JobState::Acknowledged);
+    assert_eq!(f.job.state(), JobState::Acknowledged);
     for n in 0..4 {
         assert!(!f.temp(n).exists());
         assert_eq!(read(&f.local(n)), format!("data {n}").as_bytes());
@@ -1280,7 +1297,7 @@ fn a_missing_temp_file_without_its_local_is_an_error() {
     std::fs::remove_file(f.temp(1)).unwrap();
     let e = complete(&mut f.job).unwrap_err();
     assert_eq!(e.context(), ErrorContext::LocalFile);
-    assert_eq!(f.job.state, JobState::Transferred);
+    assert_eq!(f.job.state(), JobState::Transferred);
     assert_eq!(read(&f.local(0)), b"data");
     assert!(!f.local(1).exists());
     // The rename stopped there: file 2 waits in its temporary file.
@@ -1301,7 +1318,7 @@ fn cancel_deletes_every_temp_file_and_no_local_file() {
     std::fs::write(f.temp(1), b"part").unwrap();
     std::fs::write(f.local(2), b"user's own file").unwrap();
     assert_eq!(cancel(&mut f.job).unwrap(), Hresult::S_OK);
-    assert_eq!(f.job.state, JobState::Cancelled);
+    assert_eq!(f.job.state(), JobState::Cancelled);
     assert!(!f.temp(0).exists() && !f.temp(1).exists() && !f.local(0).exists());
     assert_eq!(read(&f.local(2)), b"user's own file");
 }
@@ -1312,7 +1329,7 @@ fn cancel_reports_temp_files_it_cannot_delete() {
     // A directory in the temp file's place cannot be removed as a file.
     std::fs::create_dir(f.temp(0)).unwrap();
     assert_eq!(cancel(&mut f.job).unwrap(), Hresult::BG_S_UNABLE_TO_DELETE_FILES);
-    assert_eq!(f.job.state, JobState::Cancelled);
+    assert_eq!(f.job.state(), JobState::Cancelled);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use crate::error::BitsError;
 /// A value of this type is always valid: it holds no unknown bit and its
 /// redirect-policy field is one of the three defined policies. Whether a
 /// given transport honours it is a separate question
-/// ([`crate::Transport::check_flags`]).
+/// ([`crate::Transport::check_policy`]).
 ///
 /// # Security
 /// Every `IGNORE_*` bit relaxes exactly one certificate check and nothing
@@ -111,6 +111,12 @@ impl SecurityFlags {
     /// The certificate-verification part of the value (bits 0x001F).
     pub const fn cert_bits(self) -> u32 {
         self.0 & Self::CERT_MASK
+    }
+
+    /// The flags with only their certificate-verification part: what a
+    /// connection's TLS depends on.
+    pub const fn cert_part(self) -> SecurityFlags {
+        SecurityFlags(self.cert_bits())
     }
 
     /// The redirect policy.

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::error::{BitsError, Hresult, JobError};
 use crate::flags::SecurityFlags;
+use crate::policy::ConnectionPolicy;
 use crate::state::{check_operation, next_state, Event, JobState, Operation};
-use crate::transport::Transport;
 
 /// Default minimum retry delay, in seconds.
 pub const DEFAULT_MIN_RETRY_DELAY: u64 = 600;
@@ -119,8 +119,9 @@ pub struct Job {
     pub display_name: String,
     /// Download, upload or upload-reply.
     pub job_type: JobType,
-    /// Where it stands.
-    pub state: JobState,
+    /// Where it stands: read it with [`Job::state`]; it changes only
+    /// through the state table ([`crate::state::next_state`]).
+    state: JobState,
     /// The transport (TLS backend) that carries it, by name.
     pub backend: String,
     /// Its files, transferred in order.
@@ -215,17 +216,19 @@ impl Job {
         Ok(())
     }
 
-    /// Sets the security flags, once `transport` says it honours them
-    /// exactly (`E_NOTIMPL` otherwise, and nothing changes). Turning on
+    /// Sets the security flags, once `check` (a transport's
+    /// [`crate::Transport::check_policy`], or its backend's own check) says
+    /// the job's connection policy under them is honoured exactly
+    /// (`E_NOTIMPL` otherwise, and nothing changes). Turning on
     /// `ENABLE_CRL_CHECK` restarts every part-way file from byte 0 under the
     /// new policy; finished files are left alone.
     pub fn set_security_flags(
         &mut self,
         flags: SecurityFlags,
-        transport: &dyn Transport,
+        check: impl FnOnce(&ConnectionPolicy) -> Result<(), BitsError>,
     ) -> Result<(), BitsError> {
         self.check(Operation::SetSecurityFlags)?;
-        transport.check_flags(flags)?;
+        check(&self.connection_policy().with_flags(flags))?;
         if flags.crl_check() && !self.security_flags.crl_check() {
             for file in self
                 .files
@@ -305,6 +308,56 @@ impl Job {
         Ok(())
     }
 
+    /// Where the job stands.
+    pub fn state(&self) -> JobState {
+        self.state
+    }
+
+    /// A copy of the job without its files (a store that keeps files apart
+    /// reads and writes the rest this way). Every field is named, so a new
+    /// field of [`Job`] does not compile until it is here.
+    pub fn without_files(&self) -> Job {
+        let Job {
+            id,
+            display_name,
+            job_type,
+            state,
+            backend,
+            files: _,
+            priority,
+            security_flags,
+            min_retry_delay,
+            no_progress_timeout,
+            creation_time,
+            modification_time,
+            transfer_completion_time,
+            error,
+            no_progress_since,
+        } = self;
+        Job {
+            id: *id,
+            display_name: display_name.clone(),
+            job_type: *job_type,
+            state: *state,
+            backend: backend.clone(),
+            files: Vec::new(),
+            priority: *priority,
+            security_flags: *security_flags,
+            min_retry_delay: *min_retry_delay,
+            no_progress_timeout: *no_progress_timeout,
+            creation_time: *creation_time,
+            modification_time: *modification_time,
+            transfer_completion_time: *transfer_completion_time,
+            error: error.clone(),
+            no_progress_since: *no_progress_since,
+        }
+    }
+
+    /// What the job's connections are made under.
+    pub fn connection_policy(&self) -> ConnectionPolicy {
+        ConnectionPolicy::new(self.security_flags)
+    }
+
     /// Starts (or restarts after an error) transferring: SUSPENDED, ERROR
     /// and TRANSIENT_ERROR go to QUEUED and the error is cleared; a
     /// TRANSFERRED job with a file added since goes to QUEUED; an active job
@@ -314,41 +367,43 @@ impl Job {
         if self.files.is_empty() {
             return Err(BitsError::Empty);
         }
-        let pending = self.files.iter().any(|f| !f.completed);
-        match self.state {
-            JobState::Suspended | JobState::Error | JobState::TransientError => {
-                self.state = if pending {
-                    JobState::Queued
-                } else {
-                    JobState::Transferred
-                };
-                self.error = None;
-                self.no_progress_since = None;
-            }
-            JobState::Transferred if pending => self.state = JobState::Queued,
-            _ => return Ok(()),
+        let event = if self.files.iter().any(|f| !f.completed) {
+            Event::Resume
+        } else {
+            Event::ResumeTransferred
+        };
+        let before = self.state;
+        if self.transition(event) != before {
+            self.no_progress_since = None;
         }
-        self.touch();
         Ok(())
     }
 
     /// Pauses the job: any non-final state goes to SUSPENDED.
     pub fn suspend(&mut self) -> Result<(), BitsError> {
         self.check(Operation::Suspend)?;
-        if self.state != JobState::Suspended {
-            self.state = JobState::Suspended;
-            self.touch();
-        }
+        self.transition(Event::Suspend);
         Ok(())
     }
 
     /// Applies an engine or scheduler event through the state table.
-    /// Returns the new state.
+    /// Returns the new state. The user's operations (`Resume`, `Suspend`,
+    /// `Complete`, `Cancel`) change nothing here: they go through
+    /// [`Job::resume`], [`Job::suspend`], [`crate::engine::complete`] and
+    /// [`crate::engine::cancel`], which check them and do their part first.
     pub fn apply(&mut self, event: Event) -> JobState {
+        if event.is_operation() {
+            return self.state;
+        }
+        self.transition(event)
+    }
+
+    /// Moves the job through the state table.
+    pub(crate) fn transition(&mut self, event: Event) -> JobState {
         let next = next_state(self.state, event);
         if next != self.state {
             self.state = next;
-            if next == JobState::Transferred {
+            if event == Event::AllFilesDone {
                 self.transfer_completion_time = Some(SystemTime::now());
             }
             if matches!(
@@ -453,7 +508,7 @@ pub fn parse_remote_url(text: &str) -> Result<Url, BitsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::MockTransport;
+    use crate::transport::{MockTransport, Transport};
 
     fn job() -> Job {
         Job::new("j", JobType::Download, "mock")
@@ -461,7 +516,7 @@ mod tests {
 
     fn accepting() -> MockTransport {
         let mut t = MockTransport::new();
-        t.expect_check_flags().returning(|_| Ok(()));
+        t.expect_check_policy().returning(|_| Ok(()));
         t
     }
 
@@ -578,7 +633,7 @@ mod tests {
                 j.add_file("http://h/y", Path::new("/tmp/y"))
                     .unwrap_err()
                     .hresult(),
-                j.set_security_flags(SecurityFlags::new(4).unwrap(), &t)
+                j.set_security_flags(SecurityFlags::new(4).unwrap(), |p| t.check_policy(p))
                     .unwrap_err()
                     .hresult(),
                 j.replace_remote_prefix("http://h", "http://g")
@@ -599,8 +654,8 @@ mod tests {
     fn set_security_flags_refused_by_transport_changes_nothing() {
         let mut j = job();
         let mut t = MockTransport::new();
-        t.expect_check_flags().returning(|f| {
-            if f.bits() == 0 {
+        t.expect_check_policy().returning(|p| {
+            if p.flags().bits() == 0 {
                 Ok(())
             } else {
                 Err(BitsError::NotImplemented { what: "x".into() })
@@ -608,7 +663,7 @@ mod tests {
         });
         let before = j.clone();
         assert_eq!(
-            j.set_security_flags(SecurityFlags::new(8).unwrap(), &t)
+            j.set_security_flags(SecurityFlags::new(8).unwrap(), |p| t.check_policy(p))
                 .unwrap_err()
                 .hresult()
                 .0,
@@ -628,14 +683,16 @@ mod tests {
         j.files[0].bytes_transferred = 100;
         j.files[1].bytes_transferred = 50;
         let t = accepting();
-        j.set_security_flags(SecurityFlags::new(1).unwrap(), &t).unwrap();
+        j.set_security_flags(SecurityFlags::new(1).unwrap(), |p| t.check_policy(p))
+            .unwrap();
         assert_eq!((j.files[0].bytes_transferred, j.files[0].restart), (100, false));
         assert_eq!((j.files[1].bytes_transferred, j.files[1].restart), (0, true));
         assert_eq!((j.files[2].bytes_transferred, j.files[2].restart), (0, false));
         // Already on: setting it again restarts nothing.
         j.files[1].restart = false;
         j.files[1].bytes_transferred = 10;
-        j.set_security_flags(SecurityFlags::new(3).unwrap(), &t).unwrap();
+        j.set_security_flags(SecurityFlags::new(3).unwrap(), |p| t.check_policy(p))
+            .unwrap();
         assert_eq!((j.files[1].bytes_transferred, j.files[1].restart), (10, false));
     }
 
@@ -738,6 +795,22 @@ mod tests {
         assert_eq!(
             (err.code.0, err.context, err.file_index),
             (0x8019_0194, crate::ErrorContext::RemoteFile, Some(0))
+        );
+    }
+
+    #[test]
+    fn without_files_keeps_everything_else() {
+        let mut j = job();
+        j.add_file("http://h/x", Path::new("/tmp/x")).unwrap();
+        j.resume().unwrap();
+        let head = j.without_files();
+        assert!(head.files.is_empty());
+        assert_eq!(
+            Job {
+                files: j.files.clone(),
+                ..head
+            },
+            j
         );
     }
 

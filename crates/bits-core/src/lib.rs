@@ -26,12 +26,13 @@
 //!    `bits-transport-native` for https, `bits_http::PlainHttp` for http
 //!    only, or your own [`Transport`] (`examples/embed.rs` serves files from
 //!    memory). A transport never follows redirects, refuses in
-//!    [`Transport::check_flags`] every flag value it cannot honour exactly,
+//!    [`Transport::check_policy`] every policy it cannot honour exactly,
 //!    reports certificate failures as the matching [`BitsError`], and fails
 //!    a body that ends before its length with `ConnectionReset`.
 //! 2. **Make a [`Job`]**: [`Job::add_file`] (absolute LOCAL; the bytes go to
 //!    a hidden temporary file beside it), [`Job::set_security_flags`]
-//!    (checked against the transport), then [`Job::resume`] (QUEUED).
+//!    (checked against the transport's [`Transport::check_policy`]), then
+//!    [`Job::resume`] (QUEUED).
 //! 3. **Run it** with an [`Engine`]. [`Engine::run`] makes one attempt and
 //!    returns a [`RunOutcome`]: TRANSFERRED, ERROR, or TRANSIENT_ERROR with
 //!    the delay after which the scheduler applies [`Event::RetryTimer`] (or
@@ -89,6 +90,7 @@ mod files;
 pub mod flags;
 mod httpdate;
 pub mod job;
+pub mod policy;
 mod redirect;
 pub mod state;
 pub mod transport;
@@ -97,5 +99,8 @@ pub use engine::{Engine, EngineOptions, NoObserver, Observer, RunOutcome};
 pub use error::{BitsError, CertFault, ErrorContext, Hresult, JobError};
 pub use flags::{RedirectPolicy, SecurityFlags};
 pub use job::{FileInfo, Job, JobType, Priority};
+pub use policy::ConnectionPolicy;
 pub use state::{Event, JobState, Operation};
-pub use transport::{BodyStream, Method, Request, Response, SharedTransport, Transport};
+pub use transport::{
+    BodySource, BodyStream, Method, Request, RequestBody, Response, SharedTransport, Transport,
+};

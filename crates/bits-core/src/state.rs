@@ -1,5 +1,7 @@
 //! The nine BITS job states and the transition table, as pure code
-//! (`shared/spec/bits-reference.md` §3.2).
+//! (`docs/spec/states.md`). [`next_state`] is the only place that decides a
+//! job's next state: [`crate::Job`] keeps its state private and changes it
+//! only through this table.
 
 use std::fmt;
 
@@ -151,7 +153,8 @@ pub fn check_operation(state: JobState, job_type: JobType, op: Operation) -> Res
     }
 }
 
-/// What happens to a job while it is carried by the engine or scheduler.
+/// What happens to a job: the engine's and the scheduler's events, and the
+/// user's operations that move it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Event {
     /// The scheduler picked the job.
@@ -172,11 +175,24 @@ pub enum Event {
     RetryTimer,
     /// No byte moved for the no-progress timeout.
     NoProgressTimeout,
+    /// The scheduler stopped a running transfer (preempted, shut down, or
+    /// found interrupted by a crash): the job waits for its turn again.
+    Stopped,
+    /// `resume` of a job with files left to transfer.
+    Resume,
+    /// `resume` of a job whose every file is transferred.
+    ResumeTransferred,
+    /// `suspend`.
+    Suspend,
+    /// `complete`.
+    Complete,
+    /// `cancel`.
+    Cancel,
 }
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 15] = [
         Event::Scheduled,
         Event::Connected,
         Event::BytesMoved,
@@ -186,16 +202,33 @@ impl Event {
         Event::FatalFailure,
         Event::RetryTimer,
         Event::NoProgressTimeout,
+        Event::Stopped,
+        Event::Resume,
+        Event::ResumeTransferred,
+        Event::Suspend,
+        Event::Complete,
+        Event::Cancel,
     ];
+
+    /// A user's operation rather than something that happened to the job.
+    pub const fn is_operation(self) -> bool {
+        matches!(
+            self,
+            Event::Resume | Event::ResumeTransferred | Event::Suspend | Event::Complete | Event::Cancel
+        )
+    }
 }
 
 /// The state after `event` in `state`. Events that do not apply to a state
 /// (a late byte after `suspend`, a timer on a job already resumed) leave it
 /// unchanged, so a stale engine task can never move a job the user stopped.
+/// Final states never change. The operations' own checks (which job types
+/// may `complete` where) are [`check_operation`]'s.
 pub fn next_state(state: JobState, event: Event) -> JobState {
     use Event as E;
     use JobState as S;
     match (state, event) {
+        (S::Acknowledged | S::Cancelled, _) => state,
         (S::Queued, E::Scheduled) => S::Connecting,
         (S::Connecting | S::Transferring, E::Connected | E::BytesMoved | E::FileDone) => S::Transferring,
         (S::Queued | S::Connecting | S::Transferring, E::AllFilesDone) => S::Transferred,
@@ -203,6 +236,12 @@ pub fn next_state(state: JobState, event: Event) -> JobState {
         (S::Queued | S::Connecting | S::Transferring | S::TransientError, E::FatalFailure) => S::Error,
         (S::TransientError, E::RetryTimer) => S::Queued,
         (S::TransientError, E::NoProgressTimeout) => S::Error,
+        (S::Connecting | S::Transferring, E::Stopped) => S::Queued,
+        (S::Suspended | S::Error | S::TransientError | S::Transferred, E::Resume) => S::Queued,
+        (S::Suspended | S::Error | S::TransientError, E::ResumeTransferred) => S::Transferred,
+        (_, E::Suspend) => S::Suspended,
+        (_, E::Complete) => S::Acknowledged,
+        (_, E::Cancel) => S::Cancelled,
         (s, _) => s,
     }
 }
@@ -262,6 +301,35 @@ mod tests {
         (S::TransientError, Event::RetryTimer, S::Queued),
         (S::TransientError, Event::NoProgressTimeout, S::Error),
         (S::TransientError, Event::FatalFailure, S::Error),
+        (S::Connecting, Event::Stopped, S::Queued),
+        (S::Transferring, Event::Stopped, S::Queued),
+        (S::Suspended, Event::Resume, S::Queued),
+        (S::Error, Event::Resume, S::Queued),
+        (S::TransientError, Event::Resume, S::Queued),
+        (S::Transferred, Event::Resume, S::Queued),
+        (S::Suspended, Event::ResumeTransferred, S::Transferred),
+        (S::Error, Event::ResumeTransferred, S::Transferred),
+        (S::TransientError, Event::ResumeTransferred, S::Transferred),
+        (S::Queued, Event::Suspend, S::Suspended),
+        (S::Connecting, Event::Suspend, S::Suspended),
+        (S::Transferring, Event::Suspend, S::Suspended),
+        (S::Error, Event::Suspend, S::Suspended),
+        (S::TransientError, Event::Suspend, S::Suspended),
+        (S::Transferred, Event::Suspend, S::Suspended),
+        (S::Queued, Event::Complete, S::Acknowledged),
+        (S::Connecting, Event::Complete, S::Acknowledged),
+        (S::Transferring, Event::Complete, S::Acknowledged),
+        (S::Suspended, Event::Complete, S::Acknowledged),
+        (S::Error, Event::Complete, S::Acknowledged),
+        (S::TransientError, Event::Complete, S::Acknowledged),
+        (S::Transferred, Event::Complete, S::Acknowledged),
+        (S::Queued, Event::Cancel, S::Cancelled),
+        (S::Connecting, Event::Cancel, S::Cancelled),
+        (S::Transferring, Event::Cancel, S::Cancelled),
+        (S::Suspended, Event::Cancel, S::Cancelled),
+        (S::Error, Event::Cancel, S::Cancelled),
+        (S::TransientError, Event::Cancel, S::Cancelled),
+        (S::Transferred, Event::Cancel, S::Cancelled),
     ];
 
     #[test]
@@ -278,6 +346,20 @@ mod tests {
         }
     }
 
+    /// The events the engine and the scheduler send while a job runs.
+    const ENGINE_EVENTS: [Event; 10] = [
+        Event::Scheduled,
+        Event::Connected,
+        Event::BytesMoved,
+        Event::FileDone,
+        Event::AllFilesDone,
+        Event::TransientFailure,
+        Event::FatalFailure,
+        Event::RetryTimer,
+        Event::NoProgressTimeout,
+        Event::Stopped,
+    ];
+
     #[test]
     fn suspended_error_and_final_states_ignore_engine_events() {
         for s in [
@@ -287,6 +369,15 @@ mod tests {
             S::Acknowledged,
             S::Cancelled,
         ] {
+            for e in ENGINE_EVENTS {
+                assert_eq!(next_state(s, e), s, "{s} + {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn final_states_never_change() {
+        for s in [S::Acknowledged, S::Cancelled] {
             for e in Event::ALL {
                 assert_eq!(next_state(s, e), s, "{s} + {e:?}");
             }

@@ -1,58 +1,189 @@
 //! The seam between the engine and the network: one HTTP request at a time,
-//! under a job's security flags. Backends (OpenSSL, native-tls, …) implement
-//! [`Transport`]; bits-core itself has no TLS dependency.
+//! under a job's [`ConnectionPolicy`]. Backends (OpenSSL, native-tls, …)
+//! implement [`Transport`]; bits-core itself has no TLS dependency.
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
+pub use http::Method;
+use tokio::io::{AsyncRead, ReadBuf};
 use url::Url;
 
 use crate::error::BitsError;
 use crate::flags::SecurityFlags;
-
-/// The HTTP method of a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Method {
-    /// GET: the body is the file (or part of it).
-    Get,
-    /// HEAD: headers only.
-    Head,
-}
+use crate::policy::ConnectionPolicy;
 
 /// One HTTP request.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Request {
-    /// GET or HEAD.
+    /// The method (GET and HEAD for downloads).
     pub method: Method,
     /// An absolute http or https URL.
     pub url: Url,
     /// Extra headers (Range, If-Range, Authorization…). The transport adds
-    /// Host and User-Agent.
+    /// Host and User-Agent, and Content-Length for a body of known length.
     pub headers: HeaderMap,
-    /// The job's flags; the transport verifies the server under exactly the
-    /// certificate part of them.
-    pub flags: SecurityFlags,
+    /// The body, streamed; `None` sends none.
+    pub body: Option<RequestBody>,
+    /// What the connection must be made under: the transport verifies the
+    /// server under exactly this policy and never lets a connection made
+    /// under another one carry the request.
+    pub policy: ConnectionPolicy,
 }
 
 impl Request {
-    /// A GET of `url` under `flags`.
-    pub fn get(url: Url, flags: SecurityFlags) -> Request {
+    /// A request without a body.
+    pub fn new(method: Method, url: Url, policy: ConnectionPolicy) -> Request {
         Request {
-            method: Method::Get,
+            method,
             url,
             headers: HeaderMap::new(),
-            flags,
+            body: None,
+            policy,
         }
     }
 
-    /// A HEAD of `url` under `flags`.
-    pub fn head(url: Url, flags: SecurityFlags) -> Request {
-        Request {
-            method: Method::Head,
-            ..Request::get(url, flags)
+    /// A GET of `url` under `policy`.
+    pub fn get(url: Url, policy: ConnectionPolicy) -> Request {
+        Request::new(Method::GET, url, policy)
+    }
+
+    /// A HEAD of `url` under `policy`.
+    pub fn head(url: Url, policy: ConnectionPolicy) -> Request {
+        Request::new(Method::HEAD, url, policy)
+    }
+
+    /// This request with `body`.
+    #[must_use]
+    pub fn with_body(mut self, body: RequestBody) -> Request {
+        self.body = Some(body);
+        self
+    }
+}
+
+/// Where the chunks of a streamed request body come from.
+pub trait BodySource: Send {
+    /// The next chunk, `None` at the end, or the error that ends the body.
+    fn poll_chunk(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BitsError>>>;
+}
+
+/// A request body: chunks from a [`BodySource`], and its length when known
+/// (sent as `Content-Length`; unknown is sent chunked).
+pub struct RequestBody {
+    length: Option<u64>,
+    source: Pin<Box<dyn BodySource>>,
+}
+
+impl RequestBody {
+    /// A body of the chunks `source` gives, `length` bytes in all when
+    /// known. A source that ends before `length` fails the request.
+    pub fn from_source(length: Option<u64>, source: impl BodySource + 'static) -> RequestBody {
+        RequestBody {
+            length,
+            source: Box::pin(source),
+        }
+    }
+
+    /// A body held in memory.
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> RequestBody {
+        let bytes = bytes.into();
+        RequestBody::from_source(Some(bytes.len() as u64), Once(Some(bytes)))
+    }
+
+    /// A body read from `reader` (a file at the offset to send from) until
+    /// `length` bytes are read, or its end when `length` is `None`.
+    pub fn from_reader(reader: impl AsyncRead + Send + 'static, length: Option<u64>) -> RequestBody {
+        RequestBody::from_source(
+            length,
+            Reader {
+                reader: Box::pin(reader),
+                left: length,
+            },
+        )
+    }
+
+    /// The length, when known.
+    pub fn length(&self) -> Option<u64> {
+        self.length
+    }
+
+    /// The next chunk: `None` at the end.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BitsError>>> {
+        self.source.as_mut().poll_chunk(cx)
+    }
+
+    /// The next chunk: `None` at the end.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, BitsError>> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+}
+
+impl fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("length", &self.length)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One chunk, then the end.
+struct Once(Option<Bytes>);
+
+impl BodySource for Once {
+    fn poll_chunk(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BitsError>>> {
+        Poll::Ready(self.get_mut().0.take().filter(|b| !b.is_empty()).map(Ok))
+    }
+}
+
+/// Reads of an [`AsyncRead`], at most `left` bytes.
+struct Reader {
+    reader: Pin<Box<dyn AsyncRead + Send>>,
+    left: Option<u64>,
+}
+
+/// The largest chunk a [`Reader`] reads at once.
+const READ_CHUNK: usize = 64 << 10;
+
+impl BodySource for Reader {
+    fn poll_chunk(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BitsError>>> {
+        let this = self.get_mut();
+        let want = this
+            .left
+            .map_or(READ_CHUNK, |left| left.min(READ_CHUNK as u64) as usize);
+        if want == 0 {
+            return Poll::Ready(None);
+        }
+        let mut buf = BytesMut::zeroed(want);
+        let mut read = ReadBuf::new(&mut buf);
+        match this.reader.as_mut().poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(BitsError::local("read", "the request body", e)))),
+            Poll::Ready(Ok(())) => {
+                let n = read.filled().len();
+                if n == 0 {
+                    // The end: early when a length was promised.
+                    return Poll::Ready(this.left.map(|left| {
+                        Err(BitsError::local(
+                            "read",
+                            "the request body",
+                            std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                format!("it ended {left} bytes early"),
+                            ),
+                        ))
+                    }));
+                }
+                if let Some(left) = &mut this.left {
+                    *left -= n as u64;
+                }
+                buf.truncate(n);
+                Poll::Ready(Some(Ok(buf.freeze())))
+            }
         }
     }
 }
@@ -77,26 +208,27 @@ pub struct Response {
     pub body: Box<dyn BodyStream>,
 }
 
-/// A way to issue HTTP requests under BITS security flags.
+/// A way to issue HTTP requests under a BITS [`ConnectionPolicy`].
 ///
 /// Implementations must:
 /// - never follow redirects (the engine applies the job's redirect policy);
-/// - verify the server exactly as the certificate bits of
-///   [`Request::flags`] say, and report a failure as the policy's error
-///   ([`BitsError::CertDateInvalid`], [`BitsError::UnknownCa`], …), before
-///   any HTTP request reaches the server;
-/// - never reuse a connection or TLS session made under other flags;
-/// - refuse in [`Transport::check_flags`], with `E_NOTIMPL`, every value they
-///   cannot honour exactly. Never ignore more than asked.
+/// - verify the server exactly as [`Request::policy`] says, and report a
+///   failure as the policy's error ([`BitsError::CertDateInvalid`],
+///   [`BitsError::UnknownCa`], …), before any HTTP request reaches the
+///   server;
+/// - never reuse a connection or TLS session made under another policy;
+/// - refuse in [`Transport::check_policy`], with `E_NOTIMPL`, every policy
+///   they cannot honour exactly. Never ignore more than asked.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait Transport: fmt::Debug + Send + Sync + 'static {
     /// The backend's name (`openssl`, `native`, …).
     fn name(&self) -> &str;
 
-    /// `Ok` when this transport honours `flags` exactly; `E_NOTIMPL`
-    /// ([`BitsError::NotImplemented`]) otherwise.
-    fn check_flags(&self, flags: SecurityFlags) -> Result<(), BitsError>;
+    /// `Ok` when this transport honours `policy` exactly; `E_NOTIMPL`
+    /// ([`BitsError::NotImplemented`]) otherwise. Cheap: it decides from the
+    /// policy alone, without connecting.
+    fn check_policy(&self, policy: &ConnectionPolicy) -> Result<(), BitsError>;
 
     /// Sends one request and returns the response headers; the body streams.
     async fn send(&self, request: Request) -> Result<Response, BitsError>;
@@ -105,13 +237,14 @@ pub trait Transport: fmt::Debug + Send + Sync + 'static {
 /// A shareable transport.
 pub type SharedTransport = Arc<dyn Transport>;
 
-/// The certificate-flag values (0x00..=0x1F) that `transport` honours, for a
-/// CLI or docs to print before any transfer.
-pub fn supported_cert_flags(transport: &dyn Transport) -> Vec<u32> {
+/// The certificate-flag values (0x00..=0x1F) that `check` accepts (a
+/// transport's [`Transport::check_policy`], or a backend's own check), for
+/// a CLI or docs to print before any transfer.
+pub fn supported_cert_flags(check: impl Fn(&ConnectionPolicy) -> Result<(), BitsError>) -> Vec<u32> {
     (0..=SecurityFlags::CERT_MASK)
         .filter(|&bits| {
             SecurityFlags::new(bits)
-                .map(|f| transport.check_flags(f).is_ok())
+                .map(|f| check(&ConnectionPolicy::new(f)).is_ok())
                 .unwrap_or(false)
         })
         .collect()
@@ -131,15 +264,43 @@ mod tests {
     }
 
     #[test]
-    fn supported_cert_flags_asks_check_flags() {
+    fn supported_cert_flags_asks_check_policy() {
         let mut t = MockTransport::new();
-        t.expect_check_flags().returning(|f| {
-            if f.bits() & !0x2 == 0 {
+        t.expect_check_policy().returning(|p| {
+            if p.flags().bits() & !0x2 == 0 {
                 Ok(())
             } else {
                 Err(BitsError::NotImplemented { what: "x".into() })
             }
         });
-        assert_eq!(supported_cert_flags(&t), vec![0, 2]);
+        assert_eq!(supported_cert_flags(|p| t.check_policy(p)), vec![0, 2]);
+    }
+
+    fn drain(mut body: RequestBody) -> Result<Vec<u8>, BitsError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            let mut all = Vec::new();
+            while let Some(chunk) = body.next_chunk().await {
+                all.extend_from_slice(&chunk?);
+            }
+            Ok(all)
+        })
+    }
+
+    #[test]
+    fn bodies_from_bytes_and_readers() {
+        let body = RequestBody::from_bytes(&b"hello"[..]);
+        assert_eq!(body.length(), Some(5));
+        assert_eq!(drain(body).unwrap(), b"hello");
+        assert!(drain(RequestBody::from_bytes(Bytes::new())).unwrap().is_empty());
+        let data: Vec<u8> = (0..200_000u32).map(|n| n as u8).collect();
+        let body = RequestBody::from_reader(std::io::Cursor::new(data.clone()), Some(150_000));
+        assert_eq!(drain(body).unwrap(), &data[..150_000]);
+        let body = RequestBody::from_reader(std::io::Cursor::new(data.clone()), None);
+        assert_eq!(body.length(), None);
+        assert_eq!(drain(body).unwrap(), data);
+        // A reader shorter than the length promised fails the body.
+        let short = RequestBody::from_reader(std::io::Cursor::new(vec![1u8; 10]), Some(11));
+        assert!(drain(short).is_err());
     }
 }

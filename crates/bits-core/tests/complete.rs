@@ -15,7 +15,7 @@ async fn complete_moves_every_file_to_local() {
     assert_eq!(env.run().await.state, JobState::Transferred);
     assert!(!env.local(0).exists(), "nothing at LOCAL before complete");
     assert_eq!(complete(&mut env.job).unwrap(), Hresult::S_OK);
-    assert_eq!(env.job.state, JobState::Acknowledged);
+    assert_eq!(env.job.state(), JobState::Acknowledged);
     assert_eq!((read(&env.local(0)), read(&env.local(1))), (a, b));
     assert!(!env.temp(0).exists() && !env.temp(1).exists());
     // Only the two files: no temporary file is left in the directory.
@@ -38,7 +38,7 @@ async fn complete_after_an_error_keeps_only_finished_files() {
     for n in 1..3 {
         assert!(!env.local(n).exists() && !env.temp(n).exists());
     }
-    assert_eq!(env.job.state, JobState::Acknowledged);
+    assert_eq!(env.job.state(), JobState::Acknowledged);
 }
 
 #[tokio::test]
@@ -51,7 +51,7 @@ async fn cancel_deletes_temporary_files_and_leaves_local_alone() {
     assert_eq!(env.run().await.state, JobState::TransientError);
     assert!(env.temp(0).exists() && env.temp(1).exists());
     assert_eq!(cancel(&mut env.job).unwrap(), Hresult::S_OK);
-    assert_eq!(env.job.state, JobState::Cancelled);
+    assert_eq!(env.job.state(), JobState::Cancelled);
     assert!(!env.temp(0).exists() && !env.temp(1).exists() && !env.local(0).exists());
     assert_eq!(read(&env.local(1)), b"the user's file");
     assert_eq!(

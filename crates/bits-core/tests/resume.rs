@@ -3,7 +3,7 @@
 
 mod support;
 
-use bits_core::{JobState, SecurityFlags};
+use bits_core::{JobState, SecurityFlags, Transport};
 use support::*;
 
 #[tokio::test]
@@ -147,7 +147,7 @@ async fn enabling_crl_check_part_way_restarts_only_the_partial_file() {
 
     let transport = bits_http::PlainHttp::new();
     env.job
-        .set_security_flags(SecurityFlags::new(0x0001).unwrap(), &transport)
+        .set_security_flags(SecurityFlags::new(0x0001).unwrap(), |p| transport.check_policy(p))
         .unwrap();
     assert!(env.job.files[1].restart && !env.job.files[0].restart);
     assert_eq!(env.retry().await.state, JobState::Transferred);

@@ -1,15 +1,54 @@
-//! [`bits_core::BodyStream`] over hyper's `Incoming`, with an idle timeout.
+//! Bodies both ways: [`bits_core::BodyStream`] over hyper's `Incoming`,
+//! with an idle timeout, and a [`bits_core::RequestBody`] as hyper's
+//! outgoing body.
 
 use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bits_core::{BitsError, BodyStream};
+use bits_core::{BitsError, BodyStream, RequestBody};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::classify;
+use crate::connector::Classified;
+
+/// A request's body as hyper sends it: none, or the request's chunks (with
+/// `Content-Length` when its length is known). A chunk's error fails the
+/// request with that error ([`classify::client_error`] takes it out).
+#[derive(Debug)]
+pub(crate) struct OutgoingBody(pub(crate) Option<RequestBody>);
+
+impl Body for OutgoingBody {
+    type Data = Bytes;
+    type Error = Classified;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Classified>>> {
+        let Some(body) = &mut self.get_mut().0 else {
+            return Poll::Ready(None);
+        };
+        body.poll_chunk(cx)
+            .map(|chunk| chunk.map(|c| c.map(Frame::data).map_err(Classified::new)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(|b| b.length() == Some(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.0.as_ref().map(RequestBody::length) {
+            None => SizeHint::with_exact(0),
+            Some(Some(n)) => SizeHint::with_exact(n),
+            Some(None) => SizeHint::default(),
+        }
+    }
+}
 
 /// A response body read frame by frame; each frame must arrive within the
 /// idle timeout.

@@ -14,7 +14,7 @@ use std::io;
 
 use bits_core::BitsError;
 
-use crate::connector::ConnectFailure;
+use crate::connector::Classified;
 
 /// The error and its sources, joined by `": "`.
 pub(crate) fn chain_text(e: &(dyn StdError + 'static)) -> String {
@@ -70,7 +70,7 @@ pub(crate) fn tcp_error(e: &(dyn StdError + 'static), authority: &str) -> BitsEr
 /// A failure of `Client::request` (before the response headers).
 pub(crate) fn client_error(e: &hyper_util::client::legacy::Error, authority: &str) -> BitsError {
     let dyn_e: &(dyn StdError + 'static) = e;
-    if let Some(taken) = find::<ConnectFailure>(dyn_e).and_then(ConnectFailure::take) {
+    if let Some(taken) = find::<Classified>(dyn_e).and_then(Classified::take) {
         return taken;
     }
     if let Some(h) = find::<hyper::Error>(dyn_e) {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bits_core::{BitsError, SecurityFlags};
+use bits_core::{BitsError, ConnectionPolicy};
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
@@ -21,13 +21,14 @@ use tower_service::Service;
 use crate::classify;
 use crate::tls::{BoxFuture, TlsConnect};
 
-/// A classified connect failure, carried through hyper-util's error chain
-/// and taken out again by [`classify::client_error`].
-pub(crate) struct ConnectFailure(Mutex<Option<BitsError>>);
+/// A failure already classified (a connect failure, a request body's
+/// error), carried through hyper's error chain and taken out again by
+/// [`classify::client_error`].
+pub(crate) struct Classified(Mutex<Option<BitsError>>);
 
-impl ConnectFailure {
+impl Classified {
     pub(crate) fn new(e: BitsError) -> Self {
-        ConnectFailure(Mutex::new(Some(e)))
+        Classified(Mutex::new(Some(e)))
     }
 
     /// Takes the error out (once).
@@ -36,16 +37,16 @@ impl ConnectFailure {
     }
 }
 
-impl fmt::Debug for ConnectFailure {
+impl fmt::Debug for Classified {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => write!(f, "ConnectFailure({e:?})"),
-            None => f.write_str("ConnectFailure(taken)"),
+            Some(e) => write!(f, "Classified({e:?})"),
+            None => f.write_str("Classified(taken)"),
         }
     }
 }
 
-impl fmt::Display for ConnectFailure {
+impl fmt::Display for Classified {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => fmt::Display::fmt(e, f),
@@ -54,7 +55,7 @@ impl fmt::Display for ConnectFailure {
     }
 }
 
-impl StdError for ConnectFailure {}
+impl StdError for Classified {}
 
 /// A plain TCP or a TLS stream.
 pub(crate) enum MaybeTls<S> {
@@ -199,11 +200,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
     }
 }
 
-/// Connects for one policy (one value of the certificate flags).
+/// Connects for one [`ConnectionPolicy`].
 pub(crate) struct PolicyConnector<C> {
     pub(crate) http: HttpConnector,
     pub(crate) tls: Arc<C>,
-    pub(crate) flags: SecurityFlags,
+    pub(crate) policy: ConnectionPolicy,
     pub(crate) handshake_timeout: Duration,
     /// Connections established (TCP, plus TLS for https) by this connector.
     pub(crate) made: Arc<AtomicUsize>,
@@ -214,7 +215,7 @@ impl<C> Clone for PolicyConnector<C> {
         PolicyConnector {
             http: self.http.clone(),
             tls: Arc::clone(&self.tls),
-            flags: self.flags,
+            policy: self.policy.clone(),
             handshake_timeout: self.handshake_timeout,
             made: Arc::clone(&self.made),
         }
@@ -233,7 +234,7 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let mut http = self.http.clone();
         let tls = Arc::clone(&self.tls);
-        let flags = self.flags;
+        let policy = self.policy.clone();
         let handshake_timeout = self.handshake_timeout;
         let made = Arc::clone(&self.made);
         Box::pin(async move {
@@ -248,15 +249,14 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
                 .authority()
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| host.clone());
-            let boxed =
-                |e: BitsError| -> Box<dyn StdError + Send + Sync> { Box::new(ConnectFailure::new(e)) };
+            let boxed = |e: BitsError| -> Box<dyn StdError + Send + Sync> { Box::new(Classified::new(e)) };
             let tcp = http
                 .call(uri)
                 .await
                 .map_err(|e| boxed(classify::tcp_error(&e, &authority)))?
                 .into_inner();
             let stream = if https {
-                let handshake = tls.connect(&host, tcp, flags);
+                let handshake = tls.connect(&host, tcp, &policy);
                 match tokio::time::timeout(handshake_timeout, handshake).await {
                     Ok(Ok(s)) => MaybeTls::Tls(Coalesce::new(s)),
                     Ok(Err(e)) => return Err(boxed(e)),
@@ -273,7 +273,7 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
                 MaybeTls::Plain(tcp)
             };
             made.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%authority, https, flags = %flags, "connected");
+            tracing::debug!(%authority, https, %policy, "connected");
             Ok(TokioIo::new(stream))
         })
     }

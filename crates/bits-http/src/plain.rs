@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bits_core::{BitsError, Request, Response, SecurityFlags, Transport};
+use bits_core::{BitsError, ConnectionPolicy, Request, Response, Transport};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use url::Url;
@@ -15,8 +15,8 @@ use crate::transport::{HttpOptions, HttpTransport};
 /// backends. An `https` request is refused with `E_NOTIMPL`
 /// ([`BitsError::NotImplemented`]) before anything is sent.
 ///
-/// [`Transport::check_flags`] accepts every valid value: the flags concern
-/// only https, which this transport never does. Its name is `plain`.
+/// [`Transport::check_policy`] accepts every policy: it concerns only https,
+/// which this transport never does. Its name is `plain`.
 #[derive(Clone, Debug)]
 pub struct PlainHttp {
     inner: HttpTransport<NoTls>,
@@ -53,7 +53,7 @@ impl Transport for PlainHttp {
         "plain"
     }
 
-    fn check_flags(&self, _flags: SecurityFlags) -> Result<(), BitsError> {
+    fn check_policy(&self, _policy: &ConnectionPolicy) -> Result<(), BitsError> {
         Ok(())
     }
 
@@ -113,7 +113,7 @@ pub async fn fetch_plain(url: &Url, timeout: Duration, max_len: usize) -> Result
     let transport = PlainHttp::with_options(options);
     let fetch = async {
         let mut response = transport
-            .send(Request::get(url.clone(), SecurityFlags::DEFAULT))
+            .send(Request::get(url.clone(), ConnectionPolicy::default()))
             .await?;
         if response.status != 200 {
             return Err(BitsError::HttpStatus {

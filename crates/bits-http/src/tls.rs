@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use bits_core::{BitsError, SecurityFlags};
+use bits_core::{BitsError, ConnectionPolicy};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -15,27 +15,26 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// [`crate::HttpTransport`] opens the TCP connection, then hands it to
 /// `connect` for every `https` URL. The backend verifies the server under
-/// exactly the certificate bits of `flags` ([`SecurityFlags::cert_bits`])
-/// and reports a failure as the policy's error
+/// exactly `policy` and reports a failure as the policy's error
 /// ([`BitsError::CertDateInvalid`], [`BitsError::UnknownCa`], …). The
 /// error comes back from [`bits_core::Transport::send`] unchanged.
 ///
 /// # Security
-/// The transport keeps one connection pool per certificate-flag value, so a
+/// The transport keeps one connection pool per [`ConnectionPolicy`], so a
 /// connection made here under one policy is never reused under another. A
-/// backend that keeps its own TLS session cache must key it by the flags
+/// backend that keeps its own TLS session cache must key it by the policy
 /// too (a resumed session skips certificate verification).
 pub trait TlsConnect: Send + Sync + 'static {
     /// The TLS stream.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
     /// Performs the handshake with `host` (a DNS name or an IP address, no
-    /// brackets, no port) over `tcp`, verifying under `flags`.
+    /// brackets, no port) over `tcp`, verifying under `policy`.
     fn connect(
         &self,
         host: &str,
         tcp: TcpStream,
-        flags: SecurityFlags,
+        policy: &ConnectionPolicy,
     ) -> BoxFuture<'static, Result<Self::Stream, BitsError>>;
 }
 
@@ -51,7 +50,7 @@ impl TlsConnect for NoTls {
         &self,
         host: &str,
         _tcp: TcpStream,
-        _flags: SecurityFlags,
+        _policy: &ConnectionPolicy,
     ) -> BoxFuture<'static, Result<TcpStream, BitsError>> {
         let what = format!("https to {host}: this transport has no TLS");
         Box::pin(async move { Err(BitsError::NotImplemented { what }) })

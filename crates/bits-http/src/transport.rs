@@ -1,5 +1,5 @@
 //! [`HttpTransport`]: a [`Transport`] over hyper-util's pooling client, one
-//! pool per certificate-flag value.
+//! pool per [`ConnectionPolicy`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,17 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bits_core::{BitsError, Method, Request, Response, SecurityFlags, Transport};
-use bytes::Bytes;
+use bits_core::{BitsError, ConnectionPolicy, Method, Request, Response, Transport};
 use http::header::{HeaderValue, AUTHORIZATION, USER_AGENT};
 use http::Uri;
-use http_body_util::Empty;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use url::Url;
 
-use crate::body::HyperBody;
+use crate::body::{HyperBody, OutgoingBody};
 use crate::classify;
 use crate::connector::PolicyConnector;
 use crate::tls::TlsConnect;
@@ -60,8 +58,8 @@ impl Default for HttpOptions {
     }
 }
 
-type FlagCheck = dyn Fn(SecurityFlags) -> Result<(), BitsError> + Send + Sync;
-type PolicyClient<C> = Client<PolicyConnector<C>, Empty<Bytes>>;
+type PolicyCheck = dyn Fn(&ConnectionPolicy) -> Result<(), BitsError> + Send + Sync;
+type PolicyClient<C> = Client<PolicyConnector<C>, OutgoingBody>;
 
 struct Pool<C: TlsConnect> {
     client: PolicyClient<C>,
@@ -71,18 +69,17 @@ struct Pool<C: TlsConnect> {
 struct Inner<C: TlsConnect> {
     name: &'static str,
     tls: Arc<C>,
-    check: Box<FlagCheck>,
+    check: Box<PolicyCheck>,
     options: HttpOptions,
-    pools: Mutex<HashMap<u32, Pool<C>>>,
+    pools: Mutex<HashMap<ConnectionPolicy, Pool<C>>>,
 }
 
 /// A [`Transport`] made of hyper-util's HTTP/1.1 client and a backend's
 /// [`TlsConnect`].
 ///
-/// - One client (connection pool) per value of
-///   [`SecurityFlags::cert_bits`], created on first use, so a connection or
-///   TLS session made under one policy never serves another (tls-mapping.md
-///   pitfall 9).
+/// - One client (connection pool) per [`ConnectionPolicy`], created on
+///   first use, so a connection or TLS session made under one policy never
+///   serves another (`docs/spec/tls.md`, pitfall 9).
 /// - Redirects are never followed: a 3xx is a [`Response`].
 /// - Any status is a [`Response`]; errors are network failures only,
 ///   classified as the `classify` table of this crate's docs says.
@@ -116,13 +113,13 @@ impl<C: TlsConnect> fmt::Debug for HttpTransport<C> {
 
 impl<C: TlsConnect> HttpTransport<C> {
     /// A transport named `name` doing TLS with `tls`; `check` is the
-    /// backend's [`Transport::check_flags`]: `Ok` for exactly the flag
-    /// values the backend honours. [`Transport::send`] calls it too, so a
-    /// request under a refused value never reaches the network.
+    /// backend's [`Transport::check_policy`]: `Ok` for exactly the policies
+    /// the backend honours. [`Transport::send`] calls it too, so a request
+    /// under a refused policy never reaches the network.
     pub fn new(
         name: &'static str,
         tls: C,
-        check: impl Fn(SecurityFlags) -> Result<(), BitsError> + Send + Sync + 'static,
+        check: impl Fn(&ConnectionPolicy) -> Result<(), BitsError> + Send + Sync + 'static,
         options: HttpOptions,
     ) -> Self {
         HttpTransport {
@@ -146,12 +143,11 @@ impl<C: TlsConnect> HttpTransport<C> {
         &self.inner.options
     }
 
-    /// Connections (TCP, plus TLS for https) made so far under the
-    /// certificate bits of `flags`: a diagnostic for tests that pools are
-    /// per policy.
-    pub fn connections_made(&self, flags: SecurityFlags) -> usize {
+    /// Connections (TCP, plus TLS for https) made so far under `policy`: a
+    /// diagnostic for tests that pools are per policy.
+    pub fn connections_made(&self, policy: &ConnectionPolicy) -> usize {
         self.lock_pools()
-            .get(&flags.cert_bits())
+            .get(policy)
             .map_or(0, |p| p.made.load(Ordering::Relaxed))
     }
 
@@ -168,16 +164,19 @@ impl<C: TlsConnect> HttpTransport<C> {
         self.lock_pools().clear();
     }
 
-    fn lock_pools(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Pool<C>>> {
+    fn lock_pools(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionPolicy, Pool<C>>> {
         self.inner
             .pools
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn client_for(&self, flags: SecurityFlags) -> PolicyClient<C> {
+    fn client_for(&self, policy: &ConnectionPolicy) -> PolicyClient<C> {
         let mut pools = self.lock_pools();
-        let pool = pools.entry(flags.cert_bits()).or_insert_with(|| {
+        if let Some(pool) = pools.get(policy) {
+            return pool.client.clone();
+        }
+        let pool = pools.entry(policy.clone()).or_insert_with(|| {
             let o = &self.inner.options;
             let mut http = HttpConnector::new();
             http.enforce_http(false);
@@ -187,9 +186,7 @@ impl<C: TlsConnect> HttpTransport<C> {
             let connector = PolicyConnector {
                 http,
                 tls: Arc::clone(&self.inner.tls),
-                // Only the certificate bits reach the backend: the rest
-                // (redirect policy) is the engine's business.
-                flags: SecurityFlags::new(flags.cert_bits()).unwrap_or_default(),
+                policy: policy.clone(),
                 handshake_timeout: o.handshake_timeout,
                 made: Arc::clone(&made),
             };
@@ -203,7 +200,7 @@ impl<C: TlsConnect> HttpTransport<C> {
         pool.client.clone()
     }
 
-    fn build_request(&self, request: &Request) -> Result<(http::Request<Empty<Bytes>>, String), BitsError> {
+    fn build_request(&self, request: Request) -> Result<(http::Request<OutgoingBody>, String), BitsError> {
         let url = &request.url;
         match url.scheme() {
             "http" | "https" => {}
@@ -215,17 +212,11 @@ impl<C: TlsConnect> HttpTransport<C> {
         }
         let (uri, credentials) = to_uri(url)?;
         let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-        let method = match request.method {
-            Method::Get => http::Method::GET,
-            Method::Head => http::Method::HEAD,
-        };
-        let mut req = http::Request::new(Empty::new());
-        *req.method_mut() = method;
+        let mut req = http::Request::new(OutgoingBody(request.body));
+        *req.method_mut() = request.method;
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
-        for (name, value) in &request.headers {
-            headers.append(name.clone(), value.clone());
-        }
+        *headers = request.headers;
         if !headers.contains_key(USER_AGENT) {
             let ua = HeaderValue::from_str(&self.inner.options.user_agent)
                 .unwrap_or_else(|_| HeaderValue::from_static(USER_AGENT_VALUE));
@@ -312,14 +303,16 @@ impl<C: TlsConnect> Transport for HttpTransport<C> {
         self.inner.name
     }
 
-    fn check_flags(&self, flags: SecurityFlags) -> Result<(), BitsError> {
-        (self.inner.check)(flags)
+    fn check_policy(&self, policy: &ConnectionPolicy) -> Result<(), BitsError> {
+        (self.inner.check)(policy)
     }
 
     async fn send(&self, request: Request) -> Result<Response, BitsError> {
-        (self.inner.check)(request.flags)?;
-        let (req, authority) = self.build_request(&request)?;
-        let client = self.client_for(request.flags);
+        (self.inner.check)(&request.policy)?;
+        let client = self.client_for(&request.policy);
+        let head = request.method == Method::HEAD;
+        let url = request.url.clone();
+        let (req, authority) = self.build_request(request)?;
         let headers_timeout = self.inner.options.headers_timeout;
         let response = match tokio::time::timeout(headers_timeout, client.request(req)).await {
             Err(_) => {
@@ -336,7 +329,7 @@ impl<C: TlsConnect> Transport for HttpTransport<C> {
         let (parts, incoming) = response.into_parts();
         tracing::debug!(
             backend = self.inner.name,
-            url = %request.url,
+            %url,
             status = parts.status.as_u16(),
             "response"
         );
@@ -346,7 +339,7 @@ impl<C: TlsConnect> Transport for HttpTransport<C> {
             body: Box::new(HyperBody {
                 incoming,
                 idle: self.inner.options.idle_timeout,
-                done: request.method == Method::Head,
+                done: head,
             }),
         })
     }

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use bits_core::{Request, Response, SecurityFlags, Transport};
+use bits_core::{ConnectionPolicy, Request, Response, Transport};
 use bits_http::PlainHttp;
 use bits_testkit::http::{HttpServer, Route};
 use http::HeaderValue;
 use url::Url;
 
 async fn get(t: &PlainHttp, u: &str, headers: &[(&'static str, &'static str)]) -> Response {
-    let mut req = Request::get(Url::parse(u).unwrap(), SecurityFlags::DEFAULT);
+    let mut req = Request::get(Url::parse(u).unwrap(), ConnectionPolicy::default());
     for (n, v) in headers {
         req.headers.insert(*n, HeaderValue::from_static(v));
     }
@@ -142,7 +142,10 @@ async fn bodiless_answers_keep_the_connection_usable() {
         .with("/empty", Route::status(204))
         .with("/f", Route::body("x"));
     let t = PlainHttp::new();
-    let head = Request::head(Url::parse(&server.url("/c")).unwrap(), SecurityFlags::DEFAULT);
+    let head = Request::head(
+        Url::parse(&server.url("/c")).unwrap(),
+        ConnectionPolicy::default(),
+    );
     let mut r = t.send(head).await.unwrap();
     assert_eq!(header(&r, "transfer-encoding"), Some("chunked"));
     assert!(body(&mut r).await.is_empty());
@@ -167,7 +170,10 @@ async fn an_acceptor_wraps_each_connection_and_its_failures_are_counted() {
     let refusing = HttpServer::start_with_acceptor("http", |_tcp| async move {
         Err::<tokio::net::TcpStream, _>(std::io::Error::other("handshake refused"))
     });
-    let req = Request::get(Url::parse(&refusing.url("/f")).unwrap(), SecurityFlags::DEFAULT);
+    let req = Request::get(
+        Url::parse(&refusing.url("/f")).unwrap(),
+        ConnectionPolicy::default(),
+    );
     let err = t.send(req).await.unwrap_err();
     assert_eq!(err.hresult(), bits_core::Hresult::WINHTTP_CONNECTION_ERROR);
     assert_eq!(refusing.handshake_failures(), 1);

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bits_core::{BitsError, Hresult, Request, Response, SecurityFlags, Transport};
+use bits_core::{BitsError, ConnectionPolicy, Hresult, Request, Response, SecurityFlags, Transport};
 use bits_http::{BoxFuture, HttpOptions, HttpTransport, PlainHttp, TlsConnect};
 use bits_testkit::http::{HttpServer, Route};
 use http::HeaderValue;
@@ -40,7 +40,7 @@ async fn get_streams_the_whole_body_and_sends_user_agent_and_host() {
     let server = HttpServer::start().with("/f", Route::body(body.clone()).etag("\"v1\""));
     let t = PlainHttp::new();
     let mut r = t
-        .send(Request::get(url(&server.url("/f")), SecurityFlags::DEFAULT))
+        .send(Request::get(url(&server.url("/f")), ConnectionPolicy::default()))
         .await
         .unwrap();
     assert_eq!(r.status, 200);
@@ -59,7 +59,7 @@ async fn head_has_headers_and_no_body() {
     let server = HttpServer::start().with("/f", Route::body(data(1234)));
     let t = PlainHttp::new();
     let mut r = t
-        .send(Request::head(url(&server.url("/f")), SecurityFlags::DEFAULT))
+        .send(Request::head(url(&server.url("/f")), ConnectionPolicy::default()))
         .await
         .unwrap();
     assert_eq!(r.status, 200);
@@ -73,7 +73,7 @@ async fn range_gives_206_with_the_tail() {
     let body = data(10_000);
     let server = HttpServer::start().with("/f", Route::body(body.clone()).etag("\"v1\""));
     let t = PlainHttp::new();
-    let mut req = Request::get(url(&server.url("/f")), SecurityFlags::DEFAULT);
+    let mut req = Request::get(url(&server.url("/f")), ConnectionPolicy::default());
     req.headers
         .insert("range", HeaderValue::from_static("bytes=4000-"));
     req.headers.insert("if-range", HeaderValue::from_static("\"v1\""));
@@ -94,7 +94,7 @@ async fn statuses_and_redirects_are_responses_not_errors() {
         .with("/moved", Route::redirect(302, "/elsewhere"))
         .with("/bare", Route::redirect_without_location(301));
     let t = PlainHttp::new();
-    let send = |path: &str| t.send(Request::get(url(&server.url(path)), SecurityFlags::DEFAULT));
+    let send = |path: &str| t.send(Request::get(url(&server.url(path)), ConnectionPolicy::default()));
     assert_eq!(send("/gone").await.unwrap().status, 404);
     assert_eq!(send("/nowhere").await.unwrap().status, 404);
     let busy = send("/busy").await.unwrap();
@@ -115,7 +115,10 @@ async fn a_body_cut_short_is_connection_reset_from_next_chunk() {
     let server = HttpServer::start().with("/cut", Route::body(data(100_000)).truncate_after(30_000));
     let t = PlainHttp::new();
     let mut r = t
-        .send(Request::get(url(&server.url("/cut")), SecurityFlags::DEFAULT))
+        .send(Request::get(
+            url(&server.url("/cut")),
+            ConnectionPolicy::default(),
+        ))
         .await
         .unwrap();
     assert_eq!(r.status, 200);
@@ -138,7 +141,7 @@ async fn chunked_bodies_without_length_are_read_to_the_end() {
     let server = HttpServer::start().with("/c", Route::body(body.clone()).chunked());
     let t = PlainHttp::new();
     let mut r = t
-        .send(Request::get(url(&server.url("/c")), SecurityFlags::DEFAULT))
+        .send(Request::get(url(&server.url("/c")), ConnectionPolicy::default()))
         .await
         .unwrap();
     assert_eq!(header(&r, "content-length"), None);
@@ -150,7 +153,7 @@ async fn a_chunked_body_cut_short_is_connection_reset() {
     let server = HttpServer::start().with("/c", Route::body(data(200_000)).chunked().truncate_after(70_000));
     let t = PlainHttp::new();
     let mut r = t
-        .send(Request::get(url(&server.url("/c")), SecurityFlags::DEFAULT))
+        .send(Request::get(url(&server.url("/c")), ConnectionPolicy::default()))
         .await
         .unwrap();
     let err = collect(&mut r).await.unwrap_err();
@@ -167,7 +170,7 @@ async fn connection_refused_is_cannot_connect() {
     let err = t
         .send(Request::get(
             url(&format!("http://127.0.0.1:{port}/x")),
-            SecurityFlags::DEFAULT,
+            ConnectionPolicy::default(),
         ))
         .await
         .unwrap_err();
@@ -190,7 +193,7 @@ async fn no_response_headers_in_time_is_timeout() {
     let err = t
         .send(Request::get(
             url(&format!("http://{addr}/x")),
-            SecurityFlags::DEFAULT,
+            ConnectionPolicy::default(),
         ))
         .await
         .unwrap_err();
@@ -209,7 +212,10 @@ async fn a_stalled_body_is_timeout() {
         ..HttpOptions::default()
     });
     let mut r = t
-        .send(Request::get(url(&server.url("/slow")), SecurityFlags::DEFAULT))
+        .send(Request::get(
+            url(&server.url("/slow")),
+            ConnectionPolicy::default(),
+        ))
         .await
         .unwrap();
     let err = collect(&mut r).await.unwrap_err();
@@ -222,14 +228,14 @@ async fn https_on_plain_http_is_e_notimpl_and_nothing_connects() {
     let t = PlainHttp::new();
     let https = server.url("/f").replacen("http:", "https:", 1);
     let err = t
-        .send(Request::get(url(&https), SecurityFlags::DEFAULT))
+        .send(Request::get(url(&https), ConnectionPolicy::default()))
         .await
         .unwrap_err();
     assert_eq!(err.hresult(), Hresult::E_NOTIMPL, "{err}");
     assert_eq!(server.connections(), 0);
     assert_eq!(t.name(), "plain");
     for bits in [0, 0x1F, 0x21F, 0x91F] {
-        assert!(t.check_flags(flags(bits)).is_ok());
+        assert!(t.check_policy(&ConnectionPolicy::new(flags(bits))).is_ok());
     }
 }
 
@@ -237,7 +243,10 @@ async fn https_on_plain_http_is_e_notimpl_and_nothing_connects() {
 async fn other_schemes_are_unrecognized() {
     let t = PlainHttp::new();
     let err = t
-        .send(Request::get(url("ftp://127.0.0.1/x"), SecurityFlags::DEFAULT))
+        .send(Request::get(
+            url("ftp://127.0.0.1/x"),
+            ConnectionPolicy::default(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.hresult(), Hresult::WINHTTP_UNRECOGNIZED_SCHEME, "{err}");
@@ -252,12 +261,15 @@ async fn user_info_is_sent_as_basic_authorization() {
     let t = PlainHttp::new();
     let with_creds = server.url("/private").replacen("://", "://user:pass@", 1);
     let r = t
-        .send(Request::get(url(&with_creds), SecurityFlags::DEFAULT))
+        .send(Request::get(url(&with_creds), ConnectionPolicy::default()))
         .await
         .unwrap();
     assert_eq!(r.status, 200);
     let without = t
-        .send(Request::get(url(&server.url("/private")), SecurityFlags::DEFAULT))
+        .send(Request::get(
+            url(&server.url("/private")),
+            ConnectionPolicy::default(),
+        ))
         .await
         .unwrap();
     assert_eq!(without.status, 401);
@@ -268,7 +280,10 @@ async fn user_info_is_sent_as_basic_authorization() {
 }
 
 async fn get_all(t: &dyn Transport, u: &str, f: SecurityFlags) -> Vec<u8> {
-    let mut r = t.send(Request::get(url(u), f)).await.unwrap();
+    let mut r = t
+        .send(Request::get(url(u), ConnectionPolicy::new(f)))
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     let body = collect(&mut r).await.unwrap();
     // Let hyper return the connection to its pool (it does so
@@ -286,7 +301,7 @@ async fn sequential_requests_under_one_policy_reuse_a_connection() {
     }
     let used = server.connections();
     assert!(used < 5, "5 sequential requests used {used} connections");
-    assert_eq!(t.http().connections_made(SecurityFlags::DEFAULT), used);
+    assert_eq!(t.http().connections_made(&ConnectionPolicy::default()), used);
 }
 
 /// A "TLS" connector that does no TLS at all (so it can talk to the plain
@@ -304,9 +319,12 @@ impl TlsConnect for RecordingTls {
         &self,
         host: &str,
         tcp: TcpStream,
-        flags: SecurityFlags,
+        policy: &ConnectionPolicy,
     ) -> BoxFuture<'static, Result<TcpStream, BitsError>> {
-        self.seen.lock().unwrap().push((host.to_owned(), flags.bits()));
+        self.seen
+            .lock()
+            .unwrap()
+            .push((host.to_owned(), policy.flags().bits()));
         let fail = self.fail_with_date;
         Box::pin(async move {
             if fail {
@@ -338,10 +356,10 @@ async fn each_certificate_policy_has_its_own_pool() {
     // Another certificate policy never gets the pooled connection.
     get_all(&t, &https(&server, "/f"), relaxed).await;
     assert_eq!(server.connections(), after_strict + 1);
-    assert_eq!(t.connections_made(relaxed), 1);
+    assert_eq!(t.connections_made(&ConnectionPolicy::new(relaxed)), 1);
     // The redirect-policy bits do not split pools, and never reach the backend.
     get_all(&t, &https(&server, "/f"), flags(0x0204)).await;
-    assert_eq!(t.connections_made(relaxed), 1);
+    assert_eq!(t.connections_made(&ConnectionPolicy::new(relaxed)), 1);
     assert_eq!(server.connections(), after_strict + 1);
     assert_eq!(t.connections_made_total(), after_strict + 1);
     let seen = seen.lock().unwrap().clone();
@@ -359,7 +377,10 @@ async fn a_handshake_error_comes_back_unchanged() {
     };
     let t = HttpTransport::new("recording", tls, |_| Ok(()), HttpOptions::default());
     let err = t
-        .send(Request::get(url(&https(&server, "/f")), SecurityFlags::DEFAULT))
+        .send(Request::get(
+            url(&https(&server, "/f")),
+            ConnectionPolicy::default(),
+        ))
         .await
         .unwrap_err();
     assert!(matches!(err, BitsError::CertDateInvalid), "{err:?}");
@@ -373,19 +394,22 @@ async fn a_refused_flag_value_never_reaches_the_network() {
     let t = HttpTransport::new(
         "picky",
         RecordingTls::default(),
-        |f: SecurityFlags| {
-            if f.cert_bits() & !0x2 == 0 {
+        |p: &ConnectionPolicy| {
+            if p.flags().cert_bits() & !0x2 == 0 {
                 Ok(())
             } else {
-                Err(BitsError::NotImplemented { what: format!("{f}") })
+                Err(BitsError::NotImplemented { what: format!("{p}") })
             }
         },
         HttpOptions::default(),
     );
     assert_eq!(t.name(), "picky");
-    assert!(t.check_flags(flags(0x2)).is_ok());
+    assert!(t.check_policy(&ConnectionPolicy::new(flags(0x2))).is_ok());
     let err = t
-        .send(Request::get(url(&https(&server, "/f")), flags(0x4)))
+        .send(Request::get(
+            url(&https(&server, "/f")),
+            ConnectionPolicy::new(flags(0x4)),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.hresult(), Hresult::E_NOTIMPL);
@@ -407,7 +431,10 @@ async fn a_connection_closed_before_the_headers_is_connection_reset() {
     let server = HttpServer::start().with("/bye", Route::hang_up());
     let t = PlainHttp::new();
     let err = t
-        .send(Request::get(url(&server.url("/bye")), SecurityFlags::DEFAULT))
+        .send(Request::get(
+            url(&server.url("/bye")),
+            ConnectionPolicy::default(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.hresult(), Hresult::WINHTTP_CONNECTION_ERROR, "{err}");
@@ -422,7 +449,10 @@ async fn headers_later_than_the_timeout_are_timeout() {
         ..HttpOptions::default()
     });
     let err = t
-        .send(Request::get(url(&server.url("/late")), SecurityFlags::DEFAULT))
+        .send(Request::get(
+            url(&server.url("/late")),
+            ConnectionPolicy::default(),
+        ))
         .await
         .unwrap_err();
     assert!(matches!(err, BitsError::Timeout { .. }), "{err:?}");

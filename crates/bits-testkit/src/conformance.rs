@@ -75,6 +75,7 @@ use std::time::{Duration, Instant};
 use bits_core::error::{BitsError, Hresult};
 use bits_core::flags::SecurityFlags;
 use bits_core::transport::{Request, Transport};
+use bits_core::ConnectionPolicy;
 use serde::Serialize;
 
 use crate::crl::CrlServer;
@@ -442,7 +443,7 @@ async fn run_case(
     let mut problems = Vec::new();
     let mut message = None;
 
-    if let Err(e) = transport.check_flags(sec) {
+    if let Err(e) = transport.check_policy(&ConnectionPolicy::new(sec)) {
         let code = e.hresult();
         let outcome = if code == Hresult::E_NOTIMPL {
             Outcome::Refused
@@ -457,7 +458,11 @@ async fn run_case(
             problems.push("check_flags refused the default flags 0; every transport must honour them".into());
         }
         // A refused value must not work through send() either.
-        let sent = tokio::time::timeout(CASE_TIMEOUT, fetch(transport, Request::get(url, sec))).await;
+        let sent = tokio::time::timeout(
+            CASE_TIMEOUT,
+            fetch(transport, Request::get(url, ConnectionPolicy::new(sec))),
+        )
+        .await;
         if let Ok(Ok(_)) = sent {
             problems
                 .push("check_flags refused these flags but send() under them SUCCEEDED (broadening)".into());
@@ -475,7 +480,11 @@ async fn run_case(
         };
     }
 
-    let result = tokio::time::timeout(CASE_TIMEOUT, fetch(transport, Request::get(url, sec))).await;
+    let result = tokio::time::timeout(
+        CASE_TIMEOUT,
+        fetch(transport, Request::get(url, ConnectionPolicy::new(sec))),
+    )
+    .await;
     let arrived = server.requests_for(&target);
     let outcome = match result {
         Err(_) => {

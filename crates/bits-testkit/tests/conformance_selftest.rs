@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bits_core::{BitsError, BodyStream, Request, Response, SecurityFlags, Transport};
+use bits_core::{BitsError, BodyStream, ConnectionPolicy, Request, Response, Transport};
 use bits_testkit::conformance::{run_matrix, run_matrix_with, Outcome, MATRIX_FLAGS};
 use bits_testkit::pki::{LeafKind, TestPki};
 use bytes::Bytes;
@@ -73,18 +73,18 @@ impl Transport for RefTransport {
         self.name
     }
 
-    fn check_flags(&self, flags: SecurityFlags) -> Result<(), BitsError> {
-        if !self.strict || flags.cert_bits() == 0 {
+    fn check_policy(&self, policy: &ConnectionPolicy) -> Result<(), BitsError> {
+        if !self.strict || policy.flags().cert_bits() == 0 {
             Ok(())
         } else {
             Err(BitsError::NotImplemented {
-                what: format!("reference transport honours only 0, not {flags}"),
+                what: format!("reference transport honours only 0, not {policy}"),
             })
         }
     }
 
     async fn send(&self, request: Request) -> Result<Response, BitsError> {
-        self.check_flags(request.flags)?;
+        self.check_policy(&request.policy)?;
         let host = request.url.host_str().unwrap_or_default().to_owned();
         let port = request.url.port().unwrap_or(443);
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
@@ -184,8 +184,8 @@ impl Transport for Inconsistent {
         "inconsistent"
     }
 
-    fn check_flags(&self, flags: SecurityFlags) -> Result<(), BitsError> {
-        if flags.cert_bits() == 0 {
+    fn check_policy(&self, policy: &ConnectionPolicy) -> Result<(), BitsError> {
+        if policy.flags().cert_bits() == 0 {
             Ok(())
         } else {
             Err(BitsError::InvalidArg { what: "no".into() })

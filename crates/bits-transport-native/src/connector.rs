@@ -3,12 +3,12 @@
 
 use std::fmt;
 
-use bits_core::{BitsError, SecurityFlags};
+use bits_core::{BitsError, ConnectionPolicy};
 use bits_http::{BoxFuture, TlsConnect};
 use tokio::net::TcpStream;
 
 use crate::classify::classify;
-use crate::policy::check_flags;
+use crate::policy::check_policy;
 
 /// [`TlsConnect`] on native-tls: the platform's TLS stack (OpenSSL on
 /// Linux, SChannel on Windows, Security.framework on macOS).
@@ -21,7 +21,7 @@ use crate::policy::check_flags;
 ///   host-name check and nothing else.
 ///
 /// Any other certificate value is refused with `E_NOTIMPL` before a byte
-/// is sent (the transport's `check_flags` refuses it earlier still).
+/// is sent (the transport's `check_policy` refuses it earlier still).
 #[derive(Clone)]
 pub struct NativeConnector {
     strict: tokio_native_tls::TlsConnector,
@@ -95,12 +95,12 @@ impl NativeConnector {
         })
     }
 
-    fn for_flags(&self, flags: SecurityFlags) -> Result<&tokio_native_tls::TlsConnector, BitsError> {
-        check_flags(flags)?;
-        match flags.cert_bits() {
+    fn for_policy(&self, policy: &ConnectionPolicy) -> Result<&tokio_native_tls::TlsConnector, BitsError> {
+        check_policy(policy)?;
+        match policy.flags().cert_bits() {
             0x00 => Ok(&self.strict),
             0x02 => Ok(&self.ignore_cn),
-            // check_flags allows exactly SUPPORTED_CERT_FLAGS.
+            // check_policy allows exactly SUPPORTED_CERT_FLAGS.
             other => Err(BitsError::Internal {
                 what: format!("native connector has no policy for 0x{other:04X}"),
             }),
@@ -132,9 +132,9 @@ impl TlsConnect for NativeConnector {
         &self,
         host: &str,
         tcp: TcpStream,
-        flags: SecurityFlags,
+        policy: &ConnectionPolicy,
     ) -> BoxFuture<'static, Result<Self::Stream, BitsError>> {
-        let connector = self.for_flags(flags).cloned();
+        let connector = self.for_policy(policy).cloned();
         let host = host.to_owned();
         Box::pin(async move {
             let connector = connector?;

@@ -9,13 +9,14 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), bits_core::BitsError> {
-//! use bits_core::{SecurityFlags, Transport};
+//! use bits_core::{ConnectionPolicy, SecurityFlags, Transport};
 //! use bits_transport_native::NativeTransport;
 //!
 //! let transport = NativeTransport::builder().build()?; // system roots
 //! assert_eq!(transport.name(), "native");
-//! transport.check_flags(SecurityFlags::new(0x0002)?)?; // honoured
-//! assert!(transport.check_flags(SecurityFlags::new(0x0004)?).is_err()); // E_NOTIMPL
+//! let policy = |bits| SecurityFlags::new(bits).map(ConnectionPolicy::new);
+//! transport.check_policy(&policy(0x0002)?)?; // honoured
+//! assert!(transport.check_policy(&policy(0x0004)?).is_err()); // E_NOTIMPL
 //! # Ok(()) }
 //! ```
 //!
@@ -30,7 +31,7 @@
 //!
 //! With either, any redirect policy (`0x0100`, `0x0200`) and
 //! `ALLOW_HTTPS_TO_HTTP` (`0x0800`) work: bits-core applies those.
-//! Every other value is refused by `check_flags` with `E_NOTIMPL`
+//! Every other value is refused by [`check_policy`] with `E_NOTIMPL`
 //! (`0x80004001`) before any connection; [`refusal_reason`] says why in one
 //! line.
 //!
@@ -99,5 +100,5 @@ mod policy;
 mod transport;
 
 pub use connector::NativeConnector;
-pub use policy::{refusal_reason, SUPPORTED_CERT_FLAGS};
+pub use policy::{check_policy, refusal_reason, SUPPORTED_CERT_FLAGS};
 pub use transport::{NativeTransport, NativeTransportBuilder, NAME};

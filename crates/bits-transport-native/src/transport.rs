@@ -4,11 +4,11 @@ use std::fmt;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use bits_core::{BitsError, Request, Response, SecurityFlags, Transport};
+use bits_core::{BitsError, ConnectionPolicy, Request, Response, Transport};
 use bits_http::{HttpOptions, HttpTransport};
 
 use crate::connector::{NativeConnector, TrustConfig};
-use crate::policy::check_flags;
+use crate::policy::check_policy;
 
 /// The backend's name, as [`Transport::name`] returns it.
 pub const NAME: &str = "native";
@@ -56,12 +56,12 @@ impl Transport for NativeTransport {
         NAME
     }
 
-    fn check_flags(&self, flags: SecurityFlags) -> Result<(), BitsError> {
-        check_flags(flags)
+    fn check_policy(&self, policy: &ConnectionPolicy) -> Result<(), BitsError> {
+        check_policy(policy)
     }
 
     async fn send(&self, request: Request) -> Result<Response, BitsError> {
-        // HttpTransport calls check_flags (ours) before touching the network.
+        // HttpTransport calls check_policy (ours) before touching the network.
         Transport::send(&self.http, request).await
     }
 }
@@ -162,7 +162,7 @@ impl NativeTransportBuilder {
         let trust = self.trust.resolve(|name| std::env::var_os(name));
         let connector = NativeConnector::new(&trust)?;
         Ok(NativeTransport {
-            http: HttpTransport::new(NAME, connector, check_flags, self.options),
+            http: HttpTransport::new(NAME, connector, check_policy, self.options),
         })
     }
 }
@@ -178,7 +178,10 @@ mod tests {
         assert_send_sync::<NativeTransport>();
         let t: Box<dyn Transport> = Box::new(NativeTransport::builder().system_roots(false).build().unwrap());
         assert_eq!(t.name(), "native");
-        assert_eq!(bits_core::transport::supported_cert_flags(&*t), vec![0x00, 0x02]);
+        assert_eq!(
+            bits_core::transport::supported_cert_flags(|p| t.check_policy(p)),
+            vec![0x00, 0x02]
+        );
         assert!(format!("{t:?}").contains("NativeTransport"));
     }
 
@@ -199,6 +202,7 @@ mod tests {
             .system_roots(false)
             .build()
             .unwrap();
-        assert!(t.check_flags(SecurityFlags::new(0x01).unwrap()).is_err());
+        let crl = ConnectionPolicy::new(bits_core::SecurityFlags::new(0x01).unwrap());
+        assert!(t.check_policy(&crl).is_err());
     }
 }

@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use bits_core::{Request, SecurityFlags, Transport};
+use bits_core::{ConnectionPolicy, Request, Transport};
 use bits_testkit::pki::{LeafKind, TestPki};
 use bits_testkit::tls::TlsServer;
 use bits_transport_native::NativeTransport;
@@ -47,7 +47,7 @@ fn child() {
         let server = TlsServer::start(pki.leaf(LeafKind::Good));
         let t = NativeTransport::new().expect("a transport with default roots");
         let resp = t
-            .send(Request::get(server.url("/file"), SecurityFlags::DEFAULT))
+            .send(Request::get(server.url("/file"), ConnectionPolicy::default()))
             .await
             .expect("the root named by SSL_CERT_FILE is trusted");
         assert_eq!(resp.status, 200);
@@ -55,7 +55,7 @@ fn child() {
         // The rogue CA's leaf is still refused: the file adds nothing else.
         let rogue = TlsServer::start(pki.leaf(LeafKind::UnknownCa));
         let err = t
-            .send(Request::get(rogue.url("/file"), SecurityFlags::DEFAULT))
+            .send(Request::get(rogue.url("/file"), ConnectionPolicy::default()))
             .await
             .unwrap_err();
         assert_eq!(err.hresult().0, 0x8007_2F0D);

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use bits_core::SecurityFlags;
+use bits_core::{ConnectionPolicy, SecurityFlags};
 use bits_http::TlsConnect;
 use bits_testkit::pki::{LeafKind, TestPki};
 use bits_testkit::suites::{chains, hostnames};
@@ -29,7 +29,11 @@ async fn handshake_by_addr(addr: SocketAddr, host: String, flags: u32) -> Result
     let tcp = TcpStream::connect(addr).await.unwrap();
     t.http()
         .tls()
-        .connect(&host, tcp, SecurityFlags::new(flags).unwrap())
+        .connect(
+            &host,
+            tcp,
+            &ConnectionPolicy::new(SecurityFlags::new(flags).unwrap()),
+        )
         .await
         .map(|_| ())
         .map_err(|e| e.hresult().0)
@@ -59,7 +63,11 @@ async fn handshake_at(addr: SocketAddr, flags: u32) -> Result<(), u32> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     t.http()
         .tls()
-        .connect("127.0.0.1", tcp, SecurityFlags::new(flags).unwrap())
+        .connect(
+            "127.0.0.1",
+            tcp,
+            &ConnectionPolicy::new(SecurityFlags::new(flags).unwrap()),
+        )
         .await
         .map(|_| ())
         .map_err(|e| e.hresult().0)

@@ -3,7 +3,7 @@
 //! and still rejects every other fault ("relax narrowly"). Real TLS servers
 //! on 127.0.0.1 with the shared test PKI.
 
-use bits_core::{BitsError, Request, SecurityFlags, Transport};
+use bits_core::{BitsError, ConnectionPolicy, Request, SecurityFlags, Transport};
 use bits_testkit::pki::{LeafKind, TestPki};
 use bits_testkit::tls::TlsServer;
 use bits_transport_native::{refusal_reason, NativeTransport, SUPPORTED_CERT_FLAGS};
@@ -35,7 +35,10 @@ fn flags(bits: u32) -> SecurityFlags {
 /// GETs `url` under `bits`: `Ok(body)` or the error's HRESULT.
 async fn get(t: &dyn Transport, url: Url, bits: u32) -> Result<Vec<u8>, (u32, String)> {
     let fail = |e: BitsError| (e.hresult().0, e.to_string());
-    let mut resp = t.send(Request::get(url, flags(bits))).await.map_err(fail)?;
+    let mut resp = t
+        .send(Request::get(url, ConnectionPolicy::new(flags(bits))))
+        .await
+        .map_err(fail)?;
     assert_eq!(resp.status, 200);
     let mut body = Vec::new();
     while let Some(chunk) = resp.body.next_chunk().await.map_err(fail)? {
@@ -59,7 +62,7 @@ fn check_flags_refuses_exactly_what_native_tls_cannot_honour() {
     for bits in every_valid_value() {
         let cert = bits & SecurityFlags::CERT_MASK;
         let expected_ok = cert == 0x00 || cert == 0x02;
-        let got = t.check_flags(flags(bits));
+        let got = t.check_policy(&ConnectionPolicy::new(flags(bits)));
         match (&got, expected_ok) {
             (Ok(()), true) => {}
             (Err(e), false) => {
@@ -169,6 +172,6 @@ async fn a_connection_made_under_0x02_never_serves_0x00() {
     assert_eq!(get(&t, url, 0x00).await.map_err(|e| e.0), Err(CN));
     assert_eq!(server.request_count(), 2);
     assert_eq!(server.handshakes_ok(), 1, "the 0x02 connection was reused");
-    assert_eq!(t.http().connections_made(flags(0x02)), 1);
-    assert_eq!(t.http().connections_made(flags(0x00)), 0);
+    assert_eq!(t.http().connections_made(&ConnectionPolicy::new(flags(0x02))), 1);
+    assert_eq!(t.http().connections_made(&ConnectionPolicy::new(flags(0x00))), 0);
 }

@@ -4,7 +4,7 @@
 //! `openssl` and `tokio-openssl` crates) on top of the shared HTTP plumbing
 //! of `bits-http`. It honours **every** value of the BITS security flags
 //! exactly: all 32 combinations of `ENABLE_CRL_CHECK` (0x01) and the four
-//! `IGNORE_*` bits, so [`OpensslTransport`]'s `check_flags` refuses nothing.
+//! `IGNORE_*` bits, so [`check_policy`] refuses nothing.
 //!
 //! ```no_run
 //! # async fn demo(pem: &[u8]) -> Result<(), bits_core::BitsError> {
@@ -73,4 +73,4 @@ mod transport;
 mod verify;
 
 pub use connector::OpensslConnector;
-pub use transport::{OpensslTransport, OpensslTransportBuilder};
+pub use transport::{check_policy, OpensslTransport, OpensslTransportBuilder};

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use bits_core::{BitsError, Request, Response, SecurityFlags, Transport};
+use bits_core::{BitsError, ConnectionPolicy, Request, Response, Transport};
 use bits_http::builder::{pem_roots, BuilderOptions};
 use bits_http::{HttpOptions, HttpTransport};
 use openssl::x509::X509;
@@ -51,16 +51,21 @@ impl Transport for OpensslTransport {
         NAME
     }
 
-    /// Every valid value is honoured: OpenSSL's verify callback sees each
-    /// error one at a time, so each flag relaxes exactly its own category
-    /// (tls-mapping.md §2.3, §7).
-    fn check_flags(&self, _flags: SecurityFlags) -> Result<(), BitsError> {
-        Ok(())
+    fn check_policy(&self, policy: &ConnectionPolicy) -> Result<(), BitsError> {
+        check_policy(policy)
     }
 
     async fn send(&self, request: Request) -> Result<Response, BitsError> {
         self.http.send(request).await
     }
+}
+
+/// The backend's [`Transport::check_policy`], decided from the policy
+/// alone (no transport needs building): every policy is honoured, since
+/// OpenSSL's verify callback sees each error one at a time and each flag
+/// relaxes exactly its own category (`docs/spec/tls.md`).
+pub fn check_policy(_policy: &ConnectionPolicy) -> Result<(), BitsError> {
+    Ok(())
 }
 
 /// Builds an [`OpensslTransport`].
@@ -132,7 +137,7 @@ impl OpensslTransportBuilder {
         let o = self.options;
         let crls = CrlCache::new(o.crl_dir(), o.crl_fetch_timeout());
         let connector = OpensslConnector::new(o.roots, o.system_roots, crls, o.http_options.connect_timeout)?;
-        let http = HttpTransport::new(NAME, connector, |_| Ok(()), o.http_options);
+        let http = HttpTransport::new(NAME, connector, check_policy, o.http_options);
         Ok(OpensslTransport { http })
     }
 }
@@ -154,10 +159,10 @@ mod tests {
         let t = OpensslTransport::builder().system_roots(false).build().unwrap();
         assert_eq!(t.name(), "openssl");
         for bits in 0..0x2000 {
-            if let Ok(flags) = SecurityFlags::new(bits) {
-                assert!(t.check_flags(flags).is_ok(), "{flags}");
+            if let Ok(flags) = bits_core::SecurityFlags::new(bits) {
+                assert!(t.check_policy(&ConnectionPolicy::new(flags)).is_ok(), "{flags}");
             }
         }
-        assert_eq!(bits_core::transport::supported_cert_flags(&t).len(), 32);
+        assert_eq!(bits_core::transport::supported_cert_flags(check_policy).len(), 32);
     }
 }

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use bits_core::SecurityFlags;
+use bits_core::{ConnectionPolicy, SecurityFlags};
 use bits_http::TlsConnect;
 use bits_testkit::pki::TestPki;
 use bits_testkit::suites::hostnames;
@@ -23,7 +23,11 @@ async fn handshake(addr: SocketAddr, host: String, flags: u32) -> Result<(), u32
     let tcp = TcpStream::connect(addr).await.unwrap();
     t.http()
         .tls()
-        .connect(&host, tcp, SecurityFlags::new(flags).unwrap())
+        .connect(
+            &host,
+            tcp,
+            &ConnectionPolicy::new(SecurityFlags::new(flags).unwrap()),
+        )
         .await
         .map(|_| ())
         .map_err(|e| e.hresult().0)

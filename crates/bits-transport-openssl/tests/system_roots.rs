@@ -2,13 +2,13 @@
 //! honour `SSL_CERT_FILE`; `system_roots(false)` does not. One test in this
 //! file, so it has its process (and environment) to itself.
 
-use bits_core::{Request, SecurityFlags, Transport};
+use bits_core::{ConnectionPolicy, Request, Transport};
 use bits_testkit::pki::{LeafKind, TestPki};
 use bits_testkit::tls::TlsServer;
 use bits_transport_openssl::OpensslTransport;
 
 async fn get(t: &OpensslTransport, server: &TlsServer) -> Result<u16, u32> {
-    let req = Request::get(server.url("/file"), SecurityFlags::DEFAULT);
+    let req = Request::get(server.url("/file"), ConnectionPolicy::default());
     t.send(req).await.map(|r| r.status).map_err(|e| e.hresult().0)
 }
 

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bits_core::{BitsError, SecurityFlags};
+use bits_core::{BitsError, ConnectionPolicy, SecurityFlags};
 use bits_http::crl_cache::{crl_rounds, CrlRound, HandshakeFailure};
 use bits_http::{BoxFuture, TlsConnect};
 use rustls::client::Resumption;
@@ -190,11 +190,9 @@ impl TlsConnect for RustlsConnector {
         &self,
         host: &str,
         tcp: TcpStream,
-        flags: SecurityFlags,
+        policy: &ConnectionPolicy,
     ) -> BoxFuture<'static, Result<Self::Stream, BitsError>> {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        // Only the certificate bits concern the handshake.
-        let flags = SecurityFlags::new(flags.cert_bits()).unwrap_or_default();
-        Box::pin(self.clone().connect_tls(host, tcp, flags))
+        Box::pin(self.clone().connect_tls(host, tcp, policy.flags()))
     }
 }

@@ -20,7 +20,7 @@
 //! ```
 //!
 //! ## How the flags are honoured
-//! `check_flags` accepts all 32 certificate values. Each is honoured exactly,
+//! [`check_policy`] accepts all 32 certificate values. Each is honoured exactly,
 //! except in the cases below, where the transfer **fails** with the fault's
 //! error instead of succeeding (narrower than the OpenSSL backend, never
 //! broader):
@@ -80,4 +80,4 @@ mod transport;
 mod verify;
 
 pub use connector::RustlsConnector;
-pub use transport::{RustlsTransport, RustlsTransportBuilder};
+pub use transport::{check_policy, RustlsTransport, RustlsTransportBuilder};

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use bits_core::{BitsError, Request, Response, SecurityFlags, Transport};
+use bits_core::{BitsError, ConnectionPolicy, Request, Response, Transport};
 use bits_http::builder::{pem_roots, BuilderOptions};
 use bits_http::{HttpOptions, HttpTransport};
 use rustls::pki_types::{CertificateDer, TrustAnchor};
@@ -46,17 +46,22 @@ impl Transport for RustlsTransport {
         NAME
     }
 
-    /// Every valid value is accepted: each certificate flag is honoured
-    /// exactly or, in the cases the crate documentation lists, more
-    /// narrowly (the transfer fails with the fault's error); never more
-    /// broadly.
-    fn check_flags(&self, _flags: SecurityFlags) -> Result<(), BitsError> {
-        Ok(())
+    fn check_policy(&self, policy: &ConnectionPolicy) -> Result<(), BitsError> {
+        check_policy(policy)
     }
 
     async fn send(&self, request: Request) -> Result<Response, BitsError> {
         self.http.send(request).await
     }
+}
+
+/// The backend's [`Transport::check_policy`], decided from the policy
+/// alone (no transport needs building): every policy is accepted; each
+/// certificate flag is honoured exactly or, in the cases the crate
+/// documentation lists, more narrowly (the transfer fails with the fault's
+/// error); never more broadly.
+pub fn check_policy(_policy: &ConnectionPolicy) -> Result<(), BitsError> {
+    Ok(())
 }
 
 /// Builds a [`RustlsTransport`].
@@ -153,7 +158,7 @@ impl RustlsTransportBuilder {
             }
         }
         let connector = RustlsConnector::new(roots, crls, o.http_options.connect_timeout);
-        let http = HttpTransport::new(NAME, connector, |_| Ok(()), o.http_options);
+        let http = HttpTransport::new(NAME, connector, check_policy, o.http_options);
         Ok(RustlsTransport { http })
     }
 }
@@ -175,10 +180,10 @@ mod tests {
         let t = RustlsTransport::builder().system_roots(false).build().unwrap();
         assert_eq!(t.name(), "rustls");
         for bits in 0..0x2000 {
-            if let Ok(flags) = SecurityFlags::new(bits) {
-                assert!(t.check_flags(flags).is_ok(), "{flags}");
+            if let Ok(flags) = bits_core::SecurityFlags::new(bits) {
+                assert!(t.check_policy(&ConnectionPolicy::new(flags)).is_ok(), "{flags}");
             }
         }
-        assert_eq!(bits_core::transport::supported_cert_flags(&t).len(), 32);
+        assert_eq!(bits_core::transport::supported_cert_flags(check_policy).len(), 32);
     }
 }

@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 
-use bits_core::SecurityFlags;
+use bits_core::{ConnectionPolicy, SecurityFlags};
 use bits_http::TlsConnect;
 use bits_testkit::suites::chains::{issue, serve, CA, DATE};
 use bits_transport_rustls::RustlsTransport;
@@ -30,7 +30,7 @@ async fn handshake(roots: Vec<Vec<u8>>, addr: SocketAddr, flags: u32) -> Result<
     let flags = SecurityFlags::new(flags).unwrap();
     t.http()
         .tls()
-        .connect("127.0.0.1", tcp, flags)
+        .connect("127.0.0.1", tcp, &ConnectionPolicy::new(flags))
         .await
         .map(|_| ())
         .map_err(|e| e.hresult().0)
@@ -84,7 +84,12 @@ async fn tls_sessions_are_never_resumed() {
     for flags in [0x1E, 0x08, 0x00, 0x00] {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let flags = SecurityFlags::new(flags).unwrap();
-        let mut stream = t.http().tls().connect("127.0.0.1", tcp, flags).await.unwrap();
+        let mut stream = t
+            .http()
+            .tls()
+            .connect("127.0.0.1", tcp, &ConnectionPolicy::new(flags))
+            .await
+            .unwrap();
         // Read what the server sends after the handshake (TLS 1.3 session
         // tickets) so that a client that kept them would have them.
         use tokio::io::AsyncReadExt;

@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use bits_core::{Request, SecurityFlags, Transport};
+use bits_core::{ConnectionPolicy, Request, Transport};
 use bits_testkit::pki::{LeafKind, TestPki};
 use bits_testkit::tls::TlsServer;
 use bits_transport_rustls::RustlsTransport;
@@ -36,7 +36,7 @@ fn ssl_cert_file_replaces_the_system_roots() {
 }
 
 async fn get(t: &RustlsTransport, server: &TlsServer) -> Result<u16, u32> {
-    let req = Request::get(server.url("/file"), SecurityFlags::DEFAULT);
+    let req = Request::get(server.url("/file"), ConnectionPolicy::default());
     t.send(req).await.map(|r| r.status).map_err(|e| e.hresult().0)
 }
 

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use bits_core::{BitsError, SharedTransport};
+use bits_core::{BitsError, ConnectionPolicy, SharedTransport};
 
 use crate::error::Failure;
 
@@ -85,6 +85,19 @@ impl Backend {
         Err(disabled::refuse(name))
     }
 
+    /// Whether the backend honours `policy` exactly (`E_NOTIMPL` when not),
+    /// decided without building its transport (no roots are loaded).
+    pub fn check_policy(self, policy: &ConnectionPolicy) -> Result<(), BitsError> {
+        match self {
+            #[cfg(feature = "openssl")]
+            Backend::Openssl => openssl::check_policy(policy),
+            #[cfg(feature = "rustls")]
+            Backend::Rustls => rustls::check_policy(policy),
+            #[cfg(feature = "native")]
+            Backend::Native => native::check_policy(policy),
+        }
+    }
+
     /// Builds the backend's transport: the system's trusted roots (which
     /// `SSL_CERT_FILE` / `SSL_CERT_DIR` replace), with the CRL cache in the
     /// store folder where the backend has one.
@@ -101,11 +114,15 @@ impl Backend {
     }
 }
 
+/// The backend a job names: `E_NOTIMPL` when this build has no such backend.
+pub fn named(name: &str) -> Result<Backend, BitsError> {
+    Backend::from_name(name).map_err(|f| BitsError::NotImplemented { what: f.message })
+}
+
 /// The transport for the backend a job names: `E_NOTIMPL` when this build
 /// has no such backend.
 pub fn transport_for(name: &str, store_dir: &Path) -> Result<SharedTransport, BitsError> {
-    let backend = Backend::from_name(name).map_err(|f| BitsError::NotImplemented { what: f.message })?;
-    backend.transport(store_dir)
+    named(name)?.transport(store_dir)
 }
 
 /// The names of the compiled-in backends, comma-separated.

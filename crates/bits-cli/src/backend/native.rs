@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use bits_core::{BitsError, SharedTransport};
+pub use bits_transport_native::check_policy;
 use bits_transport_native::NativeTransport;
 
 /// A native-tls transport over the system roots (`SSL_CERT_FILE` /

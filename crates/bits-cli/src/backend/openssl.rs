@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bits_core::{BitsError, SharedTransport};
+pub use bits_transport_openssl::check_policy;
 use bits_transport_openssl::OpensslTransport;
 
 /// An OpenSSL transport over the system roots (`SSL_CERT_FILE` /

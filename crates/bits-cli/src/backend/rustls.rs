@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bits_core::{BitsError, SharedTransport};
+pub use bits_transport_rustls::check_policy;
 use bits_transport_rustls::RustlsTransport;
 
 /// A rustls transport over the system roots (`SSL_CERT_FILE` /

@@ -69,7 +69,7 @@ impl Env {
 
     /// Fires the retry timer of a TRANSIENT_ERROR job and runs it again.
     pub async fn retry(&mut self) -> RunOutcome {
-        assert_eq!(self.job.state, JobState::TransientError);
+        assert_eq!(self.job.state(), JobState::TransientError);
         self.job.apply(bits_core::Event::RetryTimer);
         self.run().await
     }

@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bits_core::{BitsError, Request, SecurityFlags, Transport};
+use bits_core::{BitsError, ConnectionPolicy, Request, SecurityFlags, Transport};
 
 use crate::crl::CrlServer;
 use crate::pki::{LeafKind, TestPki};
@@ -61,7 +61,9 @@ fn setup() -> (CrlServer, TestPki) {
 async fn get<T: Transport>(t: &T, server: &TlsServer, flags: u32) -> Result<(), u32> {
     let flags = SecurityFlags::new(flags).unwrap();
     let result: Result<Vec<u8>, BitsError> = async {
-        let mut response = t.send(Request::get(server.url("/file"), flags)).await?;
+        let mut response = t
+            .send(Request::get(server.url("/file"), ConnectionPolicy::new(flags)))
+            .await?;
         assert_eq!(response.status, 200);
         let mut body = Vec::new();
         while let Some(chunk) = response.body.next_chunk().await? {

@@ -15,14 +15,17 @@ pub mod hostnames;
 pub mod isolation;
 mod macros;
 
-use bits_core::{Request, SecurityFlags, Transport};
+use bits_core::{ConnectionPolicy, Request, SecurityFlags, Transport};
 
 use crate::tls::TlsServer;
 
 /// GETs `/file` from `server` under `flags` and reads the whole body:
 /// the status, or the HRESULT of the failure.
 pub async fn get_status<T: Transport + ?Sized>(t: &T, server: &TlsServer, flags: u32) -> Result<u16, u32> {
-    let req = Request::get(server.url("/file"), SecurityFlags::new(flags).unwrap());
+    let req = Request::get(
+        server.url("/file"),
+        ConnectionPolicy::new(SecurityFlags::new(flags).unwrap()),
+    );
     match t.send(req).await {
         Ok(mut response) => {
             while response
