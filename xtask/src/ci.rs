@@ -12,7 +12,10 @@ use anyhow::{bail, Context, Result};
 use crate::util::{cargo_with, run_checked, show};
 
 /// Crates that bits-core must never depend on (normal dependencies): it
-/// talks to the network only through the `Transport` trait.
+/// talks to the network only through the `Transport` trait, so it has no TLS
+/// library (those belong in the bits-transport-* crates) and no HTTP client
+/// or server library (bits-http owns hyper). The `http` crate (types only:
+/// `HeaderMap`, `Method`) and `http-body` are allowed.
 const FORBIDDEN_IN_CORE: &[&str] = &[
     "openssl",
     "openssl-sys",
@@ -21,6 +24,10 @@ const FORBIDDEN_IN_CORE: &[&str] = &[
     "tokio-native-tls",
     "rustls",
     "tokio-rustls",
+    "hyper",
+    "hyper-util",
+    "reqwest",
+    "h2",
 ];
 
 /// Runs the task.
@@ -73,7 +80,7 @@ fn doc() -> Result<()> {
 
 fn architecture() -> Result<()> {
     check_core_tree(&normal_tree("bits-core")?)?;
-    println!("architecture invariant holds: bits-core has no TLS dependency");
+    println!("architecture invariant holds: bits-core has no TLS or HTTP library");
     check_xtask_tree(&normal_tree("xtask")?)?;
     println!("architecture invariant holds: xtask depends on none of the workspace's crates");
     let rustls_only = ["--no-default-features", "--features", "rustls"];
@@ -134,7 +141,7 @@ fn crate_names(tree: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Fails when `cargo tree -p bits-core -e normal --prefix none` output names
-/// a TLS crate.
+/// a crate of [`FORBIDDEN_IN_CORE`] (a TLS or HTTP library).
 pub fn check_core_tree(tree: &str) -> Result<()> {
     let mut found: Vec<&str> = crate_names(tree)
         .filter(|name| FORBIDDEN_IN_CORE.contains(name))
@@ -145,7 +152,7 @@ pub fn check_core_tree(tree: &str) -> Result<()> {
         bail!(
             "architecture invariant broken: bits-core depends on {} \
              (`cargo tree -p bits-core -e normal -i {}` shows the path); \
-             TLS belongs in the bits-transport-* crates",
+             TLS belongs in the bits-transport-* crates, HTTP libraries in bits-http",
             found.join(", "),
             found[0]
         );
@@ -185,6 +192,35 @@ mod tests {
         let tree = "bits-core v0.1.0 (/w/crates/bits-core)\nasync-trait v0.1.89\ntokio v1.48.0\n\
                     openssl-probe-free v1.0.0\n";
         check_core_tree(tree).unwrap();
+    }
+
+    #[test]
+    fn the_http_types_crates_are_allowed_in_core() {
+        let tree = "bits-core v0.1.0 (/w/crates/bits-core)\nhttp v1.5.0\nhttp-body v1.0.1\n\
+                    hyperlocal-free v0.1.0\n";
+        check_core_tree(tree).unwrap();
+    }
+
+    #[test]
+    fn an_http_library_fails_and_is_named() {
+        let tree = "bits-core v0.1.0 (/w)\nhttp v1.5.0\nreqwest v0.13.5\nhyper-util v0.1.21\n\
+                    hyper v1.12.0\nh2 v0.4.13\n";
+        let err = check_core_tree(tree).unwrap_err().to_string();
+        assert!(
+            err.contains("depends on h2, hyper, hyper-util, reqwest ("),
+            "{err}"
+        );
+        assert!(err.contains("-i h2"), "{err}");
+        assert!(err.contains("HTTP libraries in bits-http"), "{err}");
+    }
+
+    #[test]
+    fn every_forbidden_crate_fails_alone() {
+        for name in FORBIDDEN_IN_CORE {
+            let tree = format!("bits-core v0.1.0 (/w)\n{name} v1.0.0\n");
+            let err = check_core_tree(&tree).unwrap_err().to_string();
+            assert!(err.contains(&format!("depends on {name} (")), "{name}: {err}");
+        }
     }
 
     #[test]
