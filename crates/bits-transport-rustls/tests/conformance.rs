@@ -103,7 +103,7 @@ Where rustls and OpenSSL differ:
 each engine reports the first it meets: webpki checks dates, then usage, \
 then the issuer, then signatures and CRLs, and the host name last; OpenSSL \
 checks the chain, then usage, the host name, CRLs, and dates last \
-(tls-mapping.md §4.1, pitfall 3). Both fail; each error is one of the \
+(`docs/spec/tls.md` §4.1, pitfall 3). Both fail; each error is one of the \
 uncovered faults.
 - **Narrower (fails where OpenSSL succeeds), in chains the matrix does not \
 serve** (crates/bits-transport-rustls/tests/chains.rs):
