@@ -22,10 +22,13 @@
 //!   written counts its bytes at once but is marked `completed` only after
 //!   a checkpoint synced it (every [`CHECKPOINT_FILES`] files,
 //!   [`CHECKPOINT_BYTES`] bytes or [`CHECKPOINT_INTERVAL`], in the
-//!   background while the next files download; and, waited for, before a
-//!   failure is recorded and before the job reports TRANSFERRED). So neither the
-//!   observer nor a store ever sees a file completed whose bytes a crash
-//!   could still lose, and many small files cost a few syncs, not one each:
+//!   background while the next files download, a checkpoint due by time
+//!   even in the middle of the next file, so a finished file is completed
+//!   about a second after it finished however slow the next one is; and,
+//!   waited for, before a failure is recorded and before the job reports
+//!   TRANSFERRED). So neither the observer nor a store ever sees a file
+//!   completed whose bytes a crash could still lose, and many small files
+//!   cost a few syncs, not one each:
 //!   a batch of many files is one `syncfs` of their file system (Linux),
 //!   through a directory opened before they were written, so any failure
 //!   to write them back is reported; a small batch is an `fsync` each.
@@ -363,10 +366,10 @@ impl Engine {
                     observer.on_change(job);
                 }
                 Plan::Write { offset, end, total } => {
-                    let early = meanwhile.opened(offset);
                     let span = Span { offset, end, total };
-                    if let Some(mut received) =
-                        self.write_body(job, i, response, span, early, observer).await?
+                    if let Some(mut received) = self
+                        .write_body(job, i, response, span, meanwhile, observer)
+                        .await?
                     {
                         received.fresh = fresh;
                         return Ok(received);
@@ -378,17 +381,19 @@ impl Engine {
     }
 
     /// Streams `response` into file `i`'s temporary file from `offset`
-    /// (with `early`, that file opened while the request was in flight).
-    /// Returns the file once every byte arrived, its last ones possibly
-    /// still buffered, or `None` when the server sent less than the whole
-    /// file (a 206 for a shorter range) and more must be asked for.
+    /// (into the file `meanwhile` opened while the request was in flight,
+    /// when it opened it there), doing the earlier files' checkpoint work
+    /// as it falls due ([`Meanwhile::alongside`]). Returns the file once
+    /// every byte arrived, its last ones possibly still buffered, or `None`
+    /// when the server sent less than the whole file (a 206 for a shorter
+    /// range) and more must be asked for.
     async fn write_body(
         &self,
         job: &mut Job,
         i: usize,
         response: Response,
         span: Span,
-        early: Option<Result<TempWriter, BitsError>>,
+        meanwhile: &mut Meanwhile<'_>,
         observer: &mut dyn Observer,
     ) -> Result<Option<Received>, BitsError> {
         let Span { offset, end, total } = span;
@@ -398,7 +403,7 @@ impl Engine {
         if offset == 0 {
             reset(&mut job.files[i]);
         }
-        let mut writer = match early {
+        let mut writer = match meanwhile.opened(offset) {
             Some(early) => early?,
             None => TempWriter::open_at(&temp, offset)?,
         };
@@ -415,7 +420,8 @@ impl Engine {
         let read_timeout = self.options.read_timeout;
         let result: Result<(), BitsError> = async {
             loop {
-                let chunk = match tokio::time::timeout(read_timeout, body.next_chunk()).await {
+                let next = std::pin::pin!(tokio::time::timeout(read_timeout, body.next_chunk()));
+                let chunk = match meanwhile.alongside(next, job, observer).await? {
                     Err(_) => {
                         return Err(BitsError::Timeout {
                             what: format!("no data for {} s", read_timeout.as_secs_f64()),
@@ -532,7 +538,7 @@ impl Engine {
                     // write it, then work until the answer comes.
                     tokio::task::yield_now().await;
                     meanwhile.run(job, observer).await;
-                    sending.await
+                    meanwhile.alongside(sending, job, observer).await?
                 }
             }?;
             let Some(location) = redirect::location(response.status, &response.headers) else {
@@ -655,6 +661,46 @@ impl Meanwhile<'_> {
         if self.settled.is_none() {
             self.settled = Some(self.unsynced.settle(job, observer).await);
         }
+    }
+
+    /// Awaits `future` (this file's answer, or the next chunk of its body)
+    /// while doing the earlier files' checkpoint work as it falls due, so
+    /// that a finished file is completed about [`CHECKPOINT_INTERVAL`]
+    /// after it settled however long this file takes: a batch due by time
+    /// starts syncing, a batch whose sync ended is marked
+    /// ([`Unsynced::ready`]). No system call is added per chunk: each poll
+    /// looks at a timer or the sync's task, and only when a batch waits.
+    ///
+    /// Fails only when such a sync failed: that failure becomes the settled
+    /// one, which [`Engine::transfer_file`] reports first (it is the failed
+    /// file's error), and the error returned here, never reported, stops
+    /// this file.
+    async fn alongside<F: Future>(
+        &mut self,
+        mut future: Pin<&mut F>,
+        job: &mut Job,
+        observer: &mut dyn Observer,
+    ) -> Result<F::Output, BitsError> {
+        loop {
+            tokio::select! {
+                biased;
+                work = self.unsynced.ready(), if self.streaming() => {
+                    if let Err(failed) = self.unsynced.step_ready(work, job, observer) {
+                        self.settled = Some(Err(failed));
+                        return Err(BitsError::Internal {
+                            what: "stopped: an earlier file could not be synced".into(),
+                        });
+                    }
+                }
+                output = future.as_mut() => return Ok(output),
+            }
+        }
+    }
+
+    /// Whether [`Meanwhile::alongside`] has checkpoint work to watch: the
+    /// previous file settled and a batch waits or syncs.
+    fn streaming(&self) -> bool {
+        matches!(self.settled, Some(Ok(()))) && self.unsynced.pending()
     }
 
     /// The temporary file opened early, if it was opened at `offset`
@@ -912,8 +958,20 @@ struct Unsynced {
     since: Option<Instant>,
     /// A batch being synced in the background: its files and the sync.
     syncing: Option<(Vec<usize>, tokio::task::JoinHandle<SyncResult>)>,
+    /// Fires when the waiting files fall due by time ([`Unsynced::ready`]);
+    /// kept from file to file, so it is armed once per batch.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The file systems written to, for batches synced with `syncfs`.
     watched: files::Watched,
+}
+
+/// Checkpoint work that needs no waiting, found by [`Unsynced::ready`].
+#[derive(Debug)]
+enum Ready {
+    /// The background batch's sync ended.
+    Synced(SyncResult),
+    /// The waiting files fell due by time, and no batch syncs.
+    Due,
 }
 
 impl Unsynced {
@@ -1005,6 +1063,51 @@ impl Unsynced {
         Ok(())
     }
 
+    /// Whether files wait for their checkpoint or a batch syncs.
+    fn pending(&self) -> bool {
+        self.since.is_some() || self.syncing.is_some()
+    }
+
+    /// While the network is awaited: resolves once there is checkpoint work
+    /// that needs no waiting: the background batch's sync ended, or, none
+    /// syncing, the waiting files fell due by time. Cancel-safe; never
+    /// resolves when nothing is [`Unsynced::pending`].
+    async fn ready(&mut self) -> Ready {
+        if let Some((_, sync)) = &mut self.syncing {
+            return Ready::Synced(joined(sync.await));
+        }
+        let Some(since) = self.since else {
+            return std::future::pending().await;
+        };
+        let deadline = since + CHECKPOINT_INTERVAL;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.await;
+        Ready::Due
+    }
+
+    /// Does the work [`Unsynced::ready`] found: marks the batch whose sync
+    /// ended (its error, if any, is returned as [`Unsynced::finish`]
+    /// returns it) and starts the next one when it is due.
+    fn step_ready(&mut self, ready: Ready, job: &mut Job, observer: &mut dyn Observer) -> SyncResult {
+        match ready {
+            Ready::Synced(result) => {
+                if let Some((waiting, _)) = self.syncing.take() {
+                    mark(job, observer, &waiting, result)?;
+                }
+                if self.due() {
+                    self.start(job);
+                }
+            }
+            Ready::Due => self.start(job),
+        }
+        Ok(())
+    }
+
     /// Syncs every waiting file and marks it completed: before a failure
     /// is recorded and before the job is TRANSFERRED.
     async fn checkpoint(
@@ -1034,9 +1137,7 @@ impl Unsynced {
     }
 
     /// Waits for the background batch, then (only then) marks its files
-    /// completed and tells the observer. A file that cannot be synced stays
-    /// unfinished and is returned with its index, as are the ones after it;
-    /// the ones before it are marked completed.
+    /// completed ([`mark`]).
     async fn finish(&mut self, job: &mut Job, observer: &mut dyn Observer) -> SyncResult {
         let Some((waiting, sync)) = self.syncing.take() else {
             return Ok(());
@@ -1047,29 +1148,42 @@ impl Unsynced {
             tokio::task::yield_now().await;
             observer.on_idle(job);
         }
-        let result = sync.await.unwrap_or_else(|e| {
-            Err((
-                0,
-                BitsError::Internal {
-                    what: format!("the sync task failed: {e}"),
-                },
-            ))
-        });
-        let synced = match &result {
-            Ok(()) => waiting.len(),
-            Err((n, _)) => *n,
-        };
-        for &i in &waiting[..synced] {
-            job.files[i].completed = true;
-        }
-        if synced > 0 {
-            if job.next_file().is_some() {
-                job.apply(Event::FileDone);
-            }
-            observer.on_change(job);
-        }
-        result.map_err(|(n, e)| (waiting[n], e))
+        mark(job, observer, &waiting, joined(sync.await))
     }
+}
+
+/// A batch sync's result, a task that failed counting as its first file's
+/// failure.
+fn joined(sync: Result<SyncResult, tokio::task::JoinError>) -> SyncResult {
+    sync.unwrap_or_else(|e| {
+        Err((
+            0,
+            BitsError::Internal {
+                what: format!("the sync task failed: {e}"),
+            },
+        ))
+    })
+}
+
+/// Marks the files of a batch that its sync made durable completed and
+/// tells the observer. A file that could not be synced stays unfinished and
+/// is returned with its index, as are the ones after it; the ones before
+/// it are marked completed.
+fn mark(job: &mut Job, observer: &mut dyn Observer, waiting: &[usize], result: SyncResult) -> SyncResult {
+    let synced = match &result {
+        Ok(()) => waiting.len(),
+        Err((n, _)) => *n,
+    };
+    for &i in &waiting[..synced] {
+        job.files[i].completed = true;
+    }
+    if synced > 0 {
+        if job.next_file().is_some() {
+            job.apply(Event::FileDone);
+        }
+        observer.on_change(job);
+    }
+    result.map_err(|(n, e)| (waiting[n], e))
 }
 
 /// Records a failure and says when to retry.

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -529,6 +530,175 @@ async fn a_dropped_run_never_leaves_an_unsynced_file_completed() {
     assert_eq!(s.header(0, "range").as_deref(), Some("bytes=3-"));
     assert_eq!(read(&f.temp(0)), b"one");
     assert!(f.job.files.iter().all(|x| x.completed));
+}
+
+/// Bytes in each chunk of a [`SlowBody`]: a whole write buffer, so each
+/// chunk reaches the file (and the counters) at once.
+const SLOW_CHUNK: usize = 64 * 1024;
+
+/// A body of `left` chunks of [`SLOW_CHUNK`] bytes, one every `every` on
+/// tokio's clock; `sent` counts the chunks it gave.
+#[derive(Debug)]
+struct SlowBody {
+    left: usize,
+    every: Duration,
+    sent: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl BodyStream for SlowBody {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, BitsError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        tokio::time::sleep(self.every).await;
+        self.left -= 1;
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(Bytes::from(vec![b's'; SLOW_CHUNK])))
+    }
+}
+
+/// A 200 whose body is `chunks` [`SlowBody`] chunks, one every 200 ms.
+fn slow(chunks: usize, sent: &Arc<AtomicUsize>) -> Result<Response, BitsError> {
+    let len = (chunks * SLOW_CHUNK).to_string();
+    Ok(Response {
+        status: 200,
+        headers: headers(&[("content-length", &len), ("etag", "\"slow\"")]),
+        body: Box::new(SlowBody {
+            left: chunks,
+            every: Duration::from_millis(200),
+            sent: sent.clone(),
+        }),
+    })
+}
+
+/// A transport that answers each request from a script after the delay
+/// scripted with it (on tokio's clock).
+#[derive(Debug)]
+struct Paced(Mutex<VecDeque<(Duration, Result<Response, BitsError>)>>);
+
+#[async_trait::async_trait]
+impl Transport for Paced {
+    fn name(&self) -> &str {
+        "paced"
+    }
+    fn check_policy(&self, _: &ConnectionPolicy) -> Result<(), BitsError> {
+        Ok(())
+    }
+    async fn send(&self, request: Request) -> Result<Response, BitsError> {
+        let next = self.0.lock().unwrap().pop_front();
+        let (delay, response) = next.unwrap_or_else(|| panic!("unexpected request {}", request.url));
+        tokio::time::sleep(delay).await;
+        response
+    }
+}
+
+fn paced(script: Vec<(Duration, Result<Response, BitsError>)>) -> Engine {
+    Engine::new(Arc::new(Paced(Mutex::new(VecDeque::from(script)))))
+}
+
+/// Checks what [`SyncChecker`] checks, and notes when `on_change` first
+/// reported file 0 completed: how long after the run started, and how many
+/// bytes file 1 held then.
+struct Timeline {
+    sync: SyncChecker,
+    started: tokio::time::Instant,
+    completed: Option<(Duration, u64)>,
+    /// `on_progress` saw file 0 completed before `on_change` reported it.
+    unreported: bool,
+}
+
+impl Timeline {
+    fn new() -> Timeline {
+        Timeline {
+            sync: SyncChecker::default(),
+            started: tokio::time::Instant::now(),
+            completed: None,
+            unreported: false,
+        }
+    }
+}
+
+impl Observer for Timeline {
+    fn on_progress(&mut self, job: &Job) {
+        self.sync.on_progress(job);
+        self.unreported |= job.files[0].completed && self.completed.is_none();
+    }
+    fn on_change(&mut self, job: &Job) {
+        self.sync.on_change(job);
+        if job.files[0].completed && self.completed.is_none() {
+            self.completed = Some((self.started.elapsed(), job.files[1].bytes_transferred));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finished_file_is_completed_while_the_next_one_streams_or_waits_for_its_answer() {
+    let interval = CHECKPOINT_INTERVAL;
+    // File 1's body takes 4 s, or its answer comes after 3 s; file 0
+    // finishes at once (the paused clock moves only when all wait).
+    let sent = Arc::new(AtomicUsize::new(0));
+    let cases = [
+        ("slow body", Duration::ZERO, slow(20, &sent)),
+        ("slow answer", Duration::from_secs(3), ok(b"late")),
+    ];
+    for (case, delay, second) in cases {
+        let mut f = Fixture::new(2);
+        let engine = paced(vec![(Duration::ZERO, ok(b"small")), (delay, second)]);
+        let mut rec = Timeline::new();
+        let out = engine.run(&mut f.job, &mut rec).await;
+        assert_eq!(out.state, JobState::Transferred, "{case}");
+        assert_eq!(rec.sync.completed_before_sync, Vec::<usize>::new(), "{case}");
+        assert!(!rec.unreported, "{case}");
+        // One checkpoint interval after file 0 settled, well before file 1
+        // ends: a quarter of its body in, or before its answer.
+        let (at, bytes) = rec.completed.unwrap_or_else(|| panic!("{case}: never completed"));
+        assert!(
+            at >= interval && at < interval + Duration::from_millis(250),
+            "{case}: {at:?}"
+        );
+        let expected = if delay.is_zero() { 4..6 } else { 0..1 };
+        assert!(expected.contains(&(bytes / SLOW_CHUNK as u64)), "{case}: {bytes}");
+        assert!(f.job.files.iter().all(|x| x.completed), "{case}");
+    }
+    assert_eq!(sent.load(Ordering::Relaxed), 20);
+}
+
+/// Removes file 0's temporary file once file 1 has bytes: its checkpoint,
+/// due later, cannot sync it.
+struct RemoveFirst(bool);
+
+impl Observer for RemoveFirst {
+    fn on_progress(&mut self, job: &Job) {
+        if !self.0 && job.files[1].bytes_transferred > 0 {
+            std::fs::remove_file(&job.files[0].temp_name).unwrap();
+            self.0 = true;
+        }
+    }
+    fn on_change(&mut self, _: &Job) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkpoint_failing_while_the_next_file_streams_is_its_files_error_and_stops_that_body() {
+    let mut f = Fixture::new(2);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let engine = paced(vec![
+        (Duration::ZERO, ok(b"small")),
+        (Duration::ZERO, slow(20, &sent)),
+    ]);
+    let out = engine.run(&mut f.job, &mut RemoveFirst(false)).await;
+    assert_eq!(out.state, JobState::Error);
+    let e = f.job.error.as_ref().unwrap();
+    assert_eq!(
+        (e.code.0, e.context, e.file_index),
+        (0x8007_0002, ErrorContext::LocalFile, Some(0))
+    );
+    assert!(f.job.files.iter().all(|x| !x.completed));
+    // File 1 stopped at the failure, a second in; its bytes are kept.
+    let sent = sent.load(Ordering::Relaxed);
+    assert!((4..8).contains(&sent), "{sent} chunks");
+    assert_eq!(read(&f.temp(1)).len(), sent * SLOW_CHUNK);
+    assert_eq!(f.job.files[1].bytes_transferred, (sent * SLOW_CHUNK) as u64);
 }
 
 #[tokio::test]
