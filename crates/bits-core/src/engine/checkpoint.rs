@@ -17,10 +17,8 @@ use crate::state::Event;
 
 /// A checkpoint syncs the finished files once this many wait. The last
 /// batch of a job is synced while the job waits, so smaller batches end a
-/// job of many small files sooner (2,000 × 16 KiB, the last checkpoint and
-/// save, medians of 10 runs: 11.5 ms with 256 against 8.9 with 64 in one
-/// A/B; 7.8 with 64 against 9.4 with 32 in another, whose more frequent
-/// syncs begin to get in each other's way).
+/// job of many small files sooner; much smaller ones sync so often that
+/// their syncs get in each other's way.
 pub const CHECKPOINT_FILES: usize = 64;
 /// … or once the finished files waiting hold this many bytes.
 pub const CHECKPOINT_BYTES: u64 = 32 << 20;
