@@ -3,7 +3,7 @@
 
 use crate::error::{BitsError, Hresult};
 use crate::files;
-use crate::job::Job;
+use crate::job::{FileInfo, Job};
 use crate::state::{check_operation, Event, Operation};
 
 /// `complete`: moves every finished temporary file to its LOCAL name
@@ -26,15 +26,8 @@ pub fn complete(job: &mut Job) -> Result<Hresult, BitsError> {
         .map(|f| (f.temp_name.as_path(), f.local_name.as_path()))
         .collect();
     files::commit_all(&pairs)?;
-    let mut dropped = 0;
-    let mut undeleted = 0;
-    for file in job.files.iter().filter(|f| !f.completed) {
-        dropped += 1;
-        if let Err(e) = files::remove(&file.temp_name) {
-            tracing::warn!("cannot delete {}: {e}", file.temp_name.display());
-            undeleted += 1;
-        }
-    }
+    let dropped = job.files.iter().filter(|f| !f.completed).count();
+    let undeleted = remove_temps(job.files.iter().filter(|f| !f.completed));
     job.transition(Event::Complete);
     Ok(if dropped > 0 {
         Hresult::BG_S_PARTIAL_COMPLETE
@@ -50,17 +43,24 @@ pub fn complete(job: &mut Job) -> Result<Hresult, BitsError> {
 /// (missing ones are fine). LOCAL files are never touched.
 pub fn cancel(job: &mut Job) -> Result<Hresult, BitsError> {
     check_operation(job.state(), job.job_type, Operation::Cancel)?;
-    let mut undeleted = 0;
-    for file in &job.files {
-        if let Err(e) = files::remove(&file.temp_name) {
-            tracing::warn!("cannot delete {}: {e}", file.temp_name.display());
-            undeleted += 1;
-        }
-    }
+    let undeleted = remove_temps(&job.files);
     job.transition(Event::Cancel);
     Ok(if undeleted > 0 {
         Hresult::BG_S_UNABLE_TO_DELETE_FILES
     } else {
         Hresult::S_OK
     })
+}
+
+/// Deletes the temporary files of `list` (a missing one is fine) and
+/// returns how many could not be.
+fn remove_temps<'a>(list: impl IntoIterator<Item = &'a FileInfo>) -> usize {
+    let mut undeleted = 0;
+    for file in list {
+        if let Err(e) = files::remove(&file.temp_name) {
+            tracing::warn!("cannot delete {}: {e}", file.temp_name.display());
+            undeleted += 1;
+        }
+    }
+    undeleted
 }

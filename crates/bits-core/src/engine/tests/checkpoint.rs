@@ -155,31 +155,6 @@ fn slow(chunks: usize, sent: &Arc<AtomicUsize>) -> Result<Response, BitsError> {
     })
 }
 
-/// A transport that answers each request from a script after the delay
-/// scripted with it (on tokio's clock).
-#[derive(Debug)]
-struct Paced(Mutex<VecDeque<(Duration, Result<Response, BitsError>)>>);
-
-#[async_trait::async_trait]
-impl Transport for Paced {
-    fn name(&self) -> &str {
-        "paced"
-    }
-    fn check_policy(&self, _: &ConnectionPolicy) -> Result<(), BitsError> {
-        Ok(())
-    }
-    async fn send(&self, request: Request) -> Result<Response, BitsError> {
-        let next = self.0.lock().unwrap().pop_front();
-        let (delay, response) = next.unwrap_or_else(|| panic!("unexpected request {}", request.url));
-        tokio::time::sleep(delay).await;
-        response
-    }
-}
-
-fn paced(script: Vec<(Duration, Result<Response, BitsError>)>) -> Engine {
-    Engine::new(Arc::new(Paced(Mutex::new(VecDeque::from(script)))))
-}
-
 /// Checks what [`SyncChecker`] checks, and notes when `on_change` first
 /// reported file 0 completed: how long after the run started, and how many
 /// bytes file 1 held then.
@@ -227,7 +202,8 @@ async fn a_finished_file_is_completed_while_the_next_one_streams_or_waits_for_it
     ];
     for (case, delay, second) in cases {
         let mut f = Fixture::new(2);
-        let engine = paced(vec![(Duration::ZERO, ok(b"small")), (delay, second)]);
+        let script = vec![(Duration::ZERO, ok(b"small")), (delay, second)];
+        let engine = Engine::new(InFlight::paced(&f, script));
         let mut rec = Timeline::new();
         let out = engine.run(&mut f.job, &mut rec).await;
         assert_eq!(out.state, JobState::Transferred, "{case}");
@@ -265,10 +241,8 @@ impl Observer for RemoveFirst {
 async fn a_checkpoint_failing_while_the_next_file_streams_is_its_files_error_and_stops_that_body() {
     let mut f = Fixture::new(2);
     let sent = Arc::new(AtomicUsize::new(0));
-    let engine = paced(vec![
-        (Duration::ZERO, ok(b"small")),
-        (Duration::ZERO, slow(20, &sent)),
-    ]);
+    let script = vec![(Duration::ZERO, ok(b"small")), (Duration::ZERO, slow(20, &sent))];
+    let engine = Engine::new(InFlight::paced(&f, script));
     let out = engine.run(&mut f.job, &mut RemoveFirst(false)).await;
     assert_eq!(out.state, JobState::Error);
     let e = f.job.error.as_ref().unwrap();

@@ -199,6 +199,62 @@ async fn run(s: &Scripted, f: &mut Fixture) -> RunOutcome {
     s.engine.run(&mut f.job, &mut NoObserver).await
 }
 
+/// A transport whose answers take a turn of the runtime, as a real one's
+/// do (its connection task writes the request), or the delay scripted with
+/// them (on tokio's clock): for each request, the length of every temporary
+/// file when it was handed over and when its answer was taken (`None`: no
+/// such file).
+#[derive(Debug)]
+struct InFlight {
+    script: Mutex<VecDeque<(Duration, Result<Response, BitsError>)>>,
+    temps: Vec<PathBuf>,
+    seen: Mutex<Vec<[Vec<Option<u64>>; 2]>>,
+}
+
+impl InFlight {
+    fn new(f: &Fixture, script: Vec<Result<Response, BitsError>>) -> Arc<InFlight> {
+        InFlight::paced(f, script.into_iter().map(|r| (Duration::ZERO, r)).collect())
+    }
+
+    /// Each answer after its delay (none: a turn of the runtime).
+    fn paced(f: &Fixture, script: Vec<(Duration, Result<Response, BitsError>)>) -> Arc<InFlight> {
+        Arc::new(InFlight {
+            script: Mutex::new(VecDeque::from(script)),
+            temps: (0..f.job.files.len()).map(|n| f.temp(n)).collect(),
+            seen: Mutex::default(),
+        })
+    }
+
+    fn lengths(&self) -> Vec<Option<u64>> {
+        self.temps
+            .iter()
+            .map(|t| std::fs::metadata(t).ok().map(|m| m.len()))
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for InFlight {
+    fn name(&self) -> &str {
+        "in-flight"
+    }
+    fn check_policy(&self, _: &ConnectionPolicy) -> Result<(), BitsError> {
+        Ok(())
+    }
+    async fn send(&self, request: Request) -> Result<Response, BitsError> {
+        let handed = self.lengths();
+        let next = self.script.lock().unwrap().pop_front();
+        let (delay, response) = next.unwrap_or_else(|| panic!("unexpected request {}", request.url));
+        if delay.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(delay).await;
+        }
+        self.seen.lock().unwrap().push([handed, self.lengths()]);
+        response
+    }
+}
+
 /// Checks, at every report, that no file is completed before its sync,
 /// and records whether a file's bytes were seen counted while it waited.
 #[derive(Default)]

@@ -2,51 +2,6 @@
 
 use super::*;
 
-/// A transport whose answers take a turn of the runtime, as a real one's
-/// do (its connection task writes the request): for each request, the
-/// length of every temporary file when it was handed over and when its
-/// answer was taken (`None`: no such file).
-#[derive(Debug)]
-struct InFlight {
-    script: Mutex<VecDeque<Result<Response, BitsError>>>,
-    temps: Vec<PathBuf>,
-    seen: Mutex<Vec<[Vec<Option<u64>>; 2]>>,
-}
-
-impl InFlight {
-    fn new(f: &Fixture, script: Vec<Result<Response, BitsError>>) -> Arc<InFlight> {
-        Arc::new(InFlight {
-            script: Mutex::new(VecDeque::from(script)),
-            temps: (0..f.job.files.len()).map(|n| f.temp(n)).collect(),
-            seen: Mutex::default(),
-        })
-    }
-
-    fn lengths(&self) -> Vec<Option<u64>> {
-        self.temps
-            .iter()
-            .map(|t| std::fs::metadata(t).ok().map(|m| m.len()))
-            .collect()
-    }
-}
-
-#[async_trait::async_trait]
-impl Transport for InFlight {
-    fn name(&self) -> &str {
-        "in-flight"
-    }
-    fn check_policy(&self, _: &ConnectionPolicy) -> Result<(), BitsError> {
-        Ok(())
-    }
-    async fn send(&self, request: Request) -> Result<Response, BitsError> {
-        let handed = self.lengths();
-        tokio::task::yield_now().await;
-        self.seen.lock().unwrap().push([handed, self.lengths()]);
-        let next = self.script.lock().unwrap().pop_front();
-        next.unwrap_or_else(|| panic!("unexpected request {}", request.url))
-    }
-}
-
 #[tokio::test]
 async fn the_previous_file_is_written_out_while_the_next_request_is_in_flight() {
     let mut f = Fixture::new(3);
