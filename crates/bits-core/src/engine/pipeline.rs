@@ -120,6 +120,7 @@ impl<'a> Meanwhile<'a> {
         }
     }
 
+    /// Settles the previous file, once ([`Unsynced::settle`]).
     pub(super) async fn settle(&mut self, job: &mut Job, observer: &mut dyn Observer) {
         if self.settled.is_none() {
             self.settled = Some(self.unsynced.settle(job, observer).await);
@@ -128,16 +129,17 @@ impl<'a> Meanwhile<'a> {
 
     /// Awaits `future` (this file's answer, or the next chunk of its body)
     /// while doing the earlier files' checkpoint work as it falls due, so
-    /// that a finished file is completed about [`CHECKPOINT_INTERVAL`](super::CHECKPOINT_INTERVAL)
-    /// after it settled however long this file takes: a batch due by time
-    /// starts syncing, a batch whose sync ended is marked
-    /// ([`Unsynced::ready`]). No system call is added per chunk: each poll
-    /// looks at a timer or the sync's task, and only when a batch waits.
+    /// that a finished file is completed about
+    /// [`CHECKPOINT_INTERVAL`](super::CHECKPOINT_INTERVAL) after it settled
+    /// however long this file takes: a batch due by time starts syncing, a
+    /// batch whose sync ended is marked ([`Unsynced::ready`]). No system
+    /// call is added per chunk: each poll looks at a timer or the sync's
+    /// task, and only while a batch waits.
     ///
     /// Fails only when such a sync failed: that failure becomes the settled
-    /// one, which [`Engine::transfer_file`](super::Engine::transfer_file) reports first (it is the failed
-    /// file's error), and the error returned here, never reported, stops
-    /// this file.
+    /// one, which [`Engine::transfer_file`](super::Engine::transfer_file)
+    /// reports first (it is the failed file's error), and the error
+    /// returned here, never reported, stops this file.
     pub(super) async fn alongside<F: Future>(
         &mut self,
         mut future: Pin<&mut F>,
@@ -147,7 +149,7 @@ impl<'a> Meanwhile<'a> {
         loop {
             tokio::select! {
                 biased;
-                work = self.unsynced.ready(), if self.streaming() => {
+                work = self.unsynced.ready(), if self.checkpoint_pending() => {
                     if let Err(failed) = self.unsynced.step_ready(work, job, observer) {
                         self.settled = Some(Err(failed));
                         return Err(BitsError::Internal {
@@ -162,7 +164,7 @@ impl<'a> Meanwhile<'a> {
 
     /// Whether [`Meanwhile::alongside`] has checkpoint work to watch: the
     /// previous file settled and a batch waits or syncs.
-    fn streaming(&self) -> bool {
+    fn checkpoint_pending(&self) -> bool {
         matches!(self.settled, Some(Ok(()))) && self.unsynced.pending()
     }
 
