@@ -413,8 +413,15 @@ impl Engine {
         let read_timeout = self.options.read_timeout;
         let result: Result<(), BitsError> = async {
             loop {
-                let next = std::pin::pin!(tokio::time::timeout(read_timeout, body.next_chunk()));
-                let chunk = match meanwhile.alongside(next, job, observer).await? {
+                let next = tokio::time::timeout(read_timeout, body.next_chunk());
+                // A plain await unless earlier files have checkpoint work:
+                // the loop of a lone large file stays as lean as it was.
+                let next = if meanwhile.checkpoint_pending() {
+                    meanwhile.alongside(std::pin::pin!(next), job, observer).await?
+                } else {
+                    next.await
+                };
+                let chunk = match next {
                     Err(_) => {
                         return Err(BitsError::Timeout {
                             what: format!("no data for {} s", read_timeout.as_secs_f64()),

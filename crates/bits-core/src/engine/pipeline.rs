@@ -133,8 +133,9 @@ impl<'a> Meanwhile<'a> {
     /// [`CHECKPOINT_INTERVAL`](super::CHECKPOINT_INTERVAL) after it settled
     /// however long this file takes: a batch due by time starts syncing, a
     /// batch whose sync ended is marked ([`Unsynced::ready`]). No system
-    /// call is added per chunk: each poll looks at a timer or the sync's
-    /// task, and only while a batch waits.
+    /// call or allocation is added per chunk: each poll looks at a timer
+    /// (armed once per batch) or the sync's task; the body loop calls this
+    /// only while [`Meanwhile::checkpoint_pending`].
     ///
     /// Fails only when such a sync failed: that failure becomes the settled
     /// one, which [`Engine::transfer_file`](super::Engine::transfer_file)
@@ -163,8 +164,9 @@ impl<'a> Meanwhile<'a> {
     }
 
     /// Whether [`Meanwhile::alongside`] has checkpoint work to watch: the
-    /// previous file settled and a batch waits or syncs.
-    fn checkpoint_pending(&self) -> bool {
+    /// previous file settled and a batch waits or syncs. Cheap: the body
+    /// loop asks it for each chunk.
+    pub(super) fn checkpoint_pending(&self) -> bool {
         matches!(self.settled, Some(Ok(()))) && self.unsynced.pending()
     }
 
