@@ -80,30 +80,6 @@ mod tests {
 
     use super::*;
 
-    fn assert_send_sync<T: Send + Sync + 'static>() {}
-
-    #[test]
-    fn transport_is_send_sync_and_named() {
-        assert_send_sync::<NativeTransport>();
-        let t: Box<dyn Transport> = Box::new(NativeTransport::builder().system_roots(false).build().unwrap());
-        assert_eq!(t.name(), "native");
-        assert_eq!(
-            bits_core::transport::supported_cert_flags(|p| t.check_policy(p)),
-            vec![0x00, 0x02]
-        );
-        assert!(format!("{t:?}").contains("\"native\""));
-    }
-
-    #[test]
-    fn bad_roots_are_invalid_arguments() {
-        let e = NativeTransport::builder().add_root_pem(b"not pem").unwrap_err();
-        assert_eq!(e.hresult().0, 0x8007_0057);
-        let e = NativeTransport::builder()
-            .add_root_der(b"\x30\x03junk")
-            .unwrap_err();
-        assert_eq!(e.hresult().0, 0x8007_0057);
-    }
-
     #[test]
     fn crl_cache_dir_is_accepted_and_ignored() {
         let t = NativeTransport::builder()

@@ -104,30 +104,3 @@ pub type RustlsTransportBuilder = TlsTransportBuilder<Rustls>;
 pub fn check_policy(_policy: &ConnectionPolicy) -> Result<(), BitsError> {
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use bits_core::Transport;
-
-    use super::*;
-
-    #[test]
-    fn bad_roots_are_invalid_arguments() {
-        let e = RustlsTransport::builder().add_root_pem(b"not pem").unwrap_err();
-        assert_eq!(e.hresult().0, 0x8007_0057);
-        let e = RustlsTransport::builder().add_root_der(b"\x30\x00").unwrap_err();
-        assert_eq!(e.hresult().0, 0x8007_0057);
-    }
-
-    #[test]
-    fn every_valid_flag_value_is_accepted() {
-        let t = RustlsTransport::builder().system_roots(false).build().unwrap();
-        assert_eq!(t.name(), "rustls");
-        for bits in 0..0x2000 {
-            if let Ok(flags) = bits_core::SecurityFlags::new(bits) {
-                assert!(t.check_policy(&ConnectionPolicy::new(flags)).is_ok(), "{flags}");
-            }
-        }
-        assert_eq!(bits_core::transport::supported_cert_flags(check_policy).len(), 32);
-    }
-}
