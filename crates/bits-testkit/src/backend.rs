@@ -25,7 +25,8 @@ use bits_http::{TlsBackend, TlsConnect, TlsTransport, TlsTransportBuilder};
 use tokio::net::TcpStream;
 
 use crate::conformance::{self, Report};
-use crate::pki::TestPki;
+use crate::http::HttpServer;
+use crate::pki::{LeafKind, TestPki};
 use crate::temp::TempDir;
 
 /// The CRL cache directory of transports whose tests never check CRLs (no
@@ -78,6 +79,17 @@ pub fn with_pki_and_crl_cache<B: TlsBackend>(pki: &TestPki, crl_cache: &Path) ->
         .crl_cache_dir(crl_cache)
         .build()
         .expect("a transport")
+}
+
+/// The scriptable [`HttpServer`] over TLS
+/// ([`crate::tls::https_server`]), presenting [`TestPki::shared`]'s good
+/// leaf (valid for `127.0.0.1`), and a transport trusting that PKI.
+pub fn https_server<B: TlsBackend>() -> (TlsTransport<B>, HttpServer) {
+    let pki = TestPki::shared();
+    (
+        with_pki::<B>(pki),
+        crate::tls::https_server(pki.leaf(LeafKind::Good)),
+    )
 }
 
 /// Drops every pooled connection of `t` (the next request connects afresh).

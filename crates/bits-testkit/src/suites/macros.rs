@@ -180,3 +180,27 @@ macro_rules! builder_tests {
         }
     };
 }
+
+/// One `#[tokio::test]` per [`suites::bodies`](crate::suites::bodies) case,
+/// over https ([`backend::https_server`](crate::backend::https_server)):
+/// `request_body_tests!(Backend)`.
+#[macro_export]
+macro_rules! request_body_tests {
+    ($backend:ty) => {
+        #[tokio::test]
+        async fn bodies_of_known_length_arrive_byte_exact() {
+            let (t, server) = $crate::backend::https_server::<$backend>();
+            $crate::suites::bodies::bodies_of_known_length_arrive_byte_exact(&t, &server).await;
+        }
+        #[tokio::test]
+        async fn a_body_of_unknown_length_arrives_chunked_and_whole() {
+            let (t, server) = $crate::backend::https_server::<$backend>();
+            $crate::suites::bodies::a_body_of_unknown_length_arrives_chunked_and_whole(&t, &server).await;
+        }
+        #[tokio::test]
+        async fn a_body_that_fails_midway_fails_send_with_its_error() {
+            let (t, server) = $crate::backend::https_server::<$backend>();
+            $crate::suites::bodies::a_body_that_fails_midway_fails_send_with_its_error(&t, &server).await;
+        }
+    };
+}

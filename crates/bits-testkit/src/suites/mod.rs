@@ -5,12 +5,14 @@
 //! a backend's test file runs them all for its backend type through
 //! [`isolation_tests!`](crate::isolation_tests), [`crl_tests!`](crate::crl_tests),
 //! [`chain_tests!`](crate::chain_tests),
-//! [`system_roots_tests!`](crate::system_roots_tests) and
-//! [`builder_tests!`](crate::builder_tests) (one test per case),
+//! [`system_roots_tests!`](crate::system_roots_tests),
+//! [`builder_tests!`](crate::builder_tests) and
+//! [`request_body_tests!`](crate::request_body_tests) (one test per case),
 //! or one by one with a transport or handshake from
 //! [`backend`](crate::backend). A factory must trust the given
 //! [`TestPki`](crate::pki::TestPki)'s root only (no system roots).
 
+pub mod bodies;
 pub mod builder;
 pub mod chains;
 pub mod crl;
