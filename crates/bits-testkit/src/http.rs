@@ -755,7 +755,7 @@ async fn read_request<S: AsyncRead + Unpin>(
     if buf.is_empty() && read_more(stream, buf).await? == 0 {
         return Ok(None);
     }
-    let head = read_until_blank_line(stream, buf).await?;
+    let head = read_through(stream, buf, b"\r\n\r\n", "request head").await?;
     let text = String::from_utf8_lossy(&head).into_owned();
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
@@ -799,42 +799,34 @@ async fn fill<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>, n: usize)
     Ok(())
 }
 
-/// Takes a line (without its CRLF) off the front of `buf`, reading as
-/// needed.
-async fn read_line<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> {
+/// Takes what comes before `end` off the front of `buf` (and `end` too),
+/// reading as needed; more than [`MAX_HEAD`] bytes without it is an error
+/// saying `what` is too long.
+async fn read_through<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    end: &[u8],
+    what: &str,
+) -> io::Result<Vec<u8>> {
     loop {
-        if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
-            let mut line: Vec<u8> = buf.drain(..end + 2).collect();
-            line.truncate(end);
-            return Ok(line);
+        if let Some(at) = buf.windows(end.len()).position(|w| w == end) {
+            let mut taken: Vec<u8> = buf.drain(..at + end.len()).collect();
+            taken.truncate(at);
+            return Ok(taken);
         }
         if buf.len() > MAX_HEAD {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{what} too long"),
+            ));
         }
         fill(stream, buf, buf.len() + 1).await?;
     }
 }
 
-/// Takes a request head (without its blank line) off the front of `buf`,
-/// reading as needed.
-async fn read_until_blank_line<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut Vec<u8>,
-) -> io::Result<Vec<u8>> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let mut head: Vec<u8> = buf.drain(..end + 4).collect();
-            head.truncate(end);
-            return Ok(head);
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request head too long",
-            ));
-        }
-        fill(stream, buf, buf.len() + 1).await?;
-    }
+/// Takes a line (without its CRLF) off the front of `buf`.
+async fn read_line<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> {
+    read_through(stream, buf, b"\r\n", "line").await
 }
 
 /// The request's body: chunked when `Transfer-Encoding` ends in `chunked`
