@@ -1,11 +1,7 @@
-//! What the builders of the CRL-checking backends (`OpensslTransportBuilder`,
-//! `RustlsTransportBuilder`) have in common: the settings they collect,
-//! their defaults, the CRL cache those settings describe, and how a PEM
-//! bundle of roots is accepted.
-//!
-//! Each backend keeps its own builder type, methods and docs (what "system
-//! roots" means differs); the builder stores a [`BuilderOptions`] and reads
-//! the shared rules from it, so they are written once.
+//! The settings [`crate::TlsTransportBuilder`] collects for every backend
+//! ([`BuilderOptions`]), their defaults, the CRL cache they describe, and
+//! how a backend's parse of a root becomes the builder's error
+//! ([`pem_roots`], [`der_root`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -16,9 +12,10 @@ use bits_core::BitsError;
 use crate::crl_cache::default_crl_cache_dir;
 use crate::HttpOptions;
 
-/// The settings of a CRL-checking backend's builder. `R` is the backend's
-/// form of a trusted root (a parsed certificate, a trust anchor, ...).
-#[derive(Debug)]
+/// The settings of a backend's builder, as [`crate::TlsBackend::connector`]
+/// gets them. `R` is the backend's form of a trusted root (a parsed
+/// certificate, a trust anchor, ...).
+#[derive(Clone, Debug)]
 pub struct BuilderOptions<R> {
     /// The caller's roots (default none).
     pub roots: Vec<R>,
@@ -54,24 +51,6 @@ impl<R> BuilderOptions<R> {
     pub fn crl_fetch_timeout(&self) -> Duration {
         (self.http_options.handshake_timeout / 2).max(Duration::from_millis(100))
     }
-
-    /// Formats the settings as the fields of a struct called `name`, for a
-    /// builder's `Debug` (the same output as deriving it on a builder that
-    /// held these four fields itself).
-    ///
-    /// # Errors
-    /// The formatter's.
-    pub fn fmt_as(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result
-    where
-        R: fmt::Debug,
-    {
-        f.debug_struct(name)
-            .field("roots", &self.roots)
-            .field("system_roots", &self.system_roots)
-            .field("crl_cache_dir", &self.crl_cache_dir)
-            .field("http_options", &self.http_options)
-            .finish()
-    }
 }
 
 /// The certificates a backend's PEM parser found in a bundle of roots
@@ -90,6 +69,17 @@ pub fn pem_roots<C, E: fmt::Display>(parsed: Result<Vec<C>, E>) -> Result<Vec<C>
         });
     }
     Ok(certs)
+}
+
+/// The certificate a backend's DER parser made of one root (`parsed`):
+/// `E_INVALIDARG` when it could not parse it.
+///
+/// # Errors
+/// `InvalidArg` in that case.
+pub fn der_root<C, E: fmt::Display>(parsed: Result<C, E>) -> Result<C, BitsError> {
+    parsed.map_err(|e| BitsError::InvalidArg {
+        what: format!("root certificate is not valid DER: {e}"),
+    })
 }
 
 #[cfg(test)]
@@ -132,37 +122,6 @@ mod tests {
     }
 
     #[test]
-    fn debug_is_that_of_a_struct_with_the_four_fields() {
-        #[derive(Debug)]
-        #[expect(dead_code, reason = "the fields are there to be printed by the derived Debug")]
-        struct SomeBuilder {
-            roots: Vec<u8>,
-            system_roots: bool,
-            crl_cache_dir: Option<PathBuf>,
-            http_options: HttpOptions,
-        }
-        struct Wrapped(BuilderOptions<u8>);
-        impl fmt::Debug for Wrapped {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.fmt_as("SomeBuilder", f)
-            }
-        }
-        let o = BuilderOptions {
-            roots: vec![7],
-            system_roots: false,
-            crl_cache_dir: Some(PathBuf::from("/c")),
-            http_options: HttpOptions::default(),
-        };
-        let derived = SomeBuilder {
-            roots: o.roots.clone(),
-            system_roots: o.system_roots,
-            crl_cache_dir: o.crl_cache_dir.clone(),
-            http_options: o.http_options.clone(),
-        };
-        assert_eq!(format!("{:?}", Wrapped(o)), format!("{derived:?}"));
-    }
-
-    #[test]
     fn pem_roots_refuse_unparsable_and_empty_bundles() {
         let e = pem_roots::<u8, _>(Err("bad base64")).unwrap_err();
         assert_eq!(e.hresult().0, 0x8007_0057);
@@ -170,5 +129,13 @@ mod tests {
         let e = pem_roots::<u8, &str>(Ok(vec![])).unwrap_err();
         assert_eq!(e.hresult().0, 0x8007_0057);
         assert_eq!(pem_roots::<u8, &str>(Ok(vec![1, 2])).unwrap(), [1, 2]);
+    }
+
+    #[test]
+    fn der_root_refuses_what_does_not_parse() {
+        let e = der_root::<u8, _>(Err("short")).unwrap_err();
+        assert_eq!(e.hresult().0, 0x8007_0057);
+        assert!(e.to_string().contains("not valid DER: short"), "{e}");
+        assert_eq!(der_root::<u8, &str>(Ok(3)).unwrap(), 3);
     }
 }

@@ -79,15 +79,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for MaybeTls<S> {
 }
 
 /// A TLS stream whose reads fill the caller's buffer with as many records
-/// as are ready, not one.
-///
-/// Every TLS library here returns at most one record (16 KiB) per read,
-/// and hyper hands each read to the body as one chunk: a wakeup of the
-/// reading task, two timers and a write for every 16 KiB. Reading on
-/// until the buffer is full or the socket has nothing more makes the
-/// chunks as large as hyper's read buffer (which grows when a read fills
-/// it), so a large download costs a few thousand chunks per GiB instead
-/// of 65,536 (profile in issue 7's note).
+/// as are ready, not one: TLS libraries return one record (at most
+/// 16 KiB) per read and hyper makes each read a body chunk, which costs a
+/// task wakeup, timers and a file write, so fewer, larger chunks make a
+/// download cheaper.
 pub(crate) struct Coalesce<S> {
     inner: S,
     /// An error met after some bytes were already returned: the next read

@@ -1,11 +1,13 @@
 //! The CRL cache every TLS backend shares for `BG_SSL_ENABLE_CRL_CHECK`:
 //! download from a certificate's http CRL distribution points, a cache in
-//! memory and on disk, and the reconnect-after-download loop of the
-//! two-phase CRL flow (tls-mapping §2.5).
+//! memory and on disk, and ([`CrlConnector`]) the reconnect-after-download
+//! flow of the two-phase CRL check (tls-mapping §2.5).
 //!
-//! Only what a CRL *is* differs between backends: each one parses and
-//! verifies CRLs its own way through [`CrlIssuer`] (OpenSSL's
-//! `X509Crl::verify`, webpki + ring, ...). Everything else is here, once:
+//! Only what a CRL *is* and how a handshake uses it differ between
+//! backends: each one parses and verifies CRLs its own way through
+//! [`CrlIssuer`] (OpenSSL's `X509Crl::verify`, webpki + ring, ...) and
+//! supplies its handshake through [`CrlHandshake`]. Everything else is
+//! here, once:
 //!
 //! - A CRL is used only when the backend accepts it for the issuer at hand
 //!   and it is fresh against the **real** clock (`thisUpdate <= now <
@@ -19,19 +21,22 @@
 //!   shares the format (and, by default, the directory:
 //!   [`default_crl_cache_dir`]). Whatever is read back is verified again.
 //! - One lock per URL, so that concurrent connections download it once.
+//! - A handshake that lacks CRLs fails, says which ([`HandshakeFailure`]),
+//!   and the connection is made again once they are downloaded, at most
+//!   [`MAX_CRL_ROUNDS`] times ([`crl_rounds`], [`CrlRound`]).
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
-use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bits_core::BitsError;
-use tokio::net::TcpStream;
 use url::Url;
+
+pub use crate::crl_flow::{
+    crl_rounds, CrlConnector, CrlHandshake, CrlRound, FailedHandshake, HandshakeFailure, MAX_CRL_ROUNDS,
+};
 
 /// The largest CRL accepted (CRLs of public CAs are far smaller).
 pub const MAX_CRL_LEN: usize = 16 * 1024 * 1024;
@@ -348,138 +353,6 @@ pub fn default_crl_cache_dir() -> PathBuf {
         home.join(".cache").join("bits-crl")
     } else {
         std::env::temp_dir().join("bits-crl")
-    }
-}
-
-/// The most handshakes one CRL-checked connection makes: each retry must
-/// follow the download of a CRL the previous one lacked (one per chain
-/// level).
-pub const MAX_CRL_ROUNDS: usize = 4;
-
-/// What one round of [`crl_rounds`] came to.
-#[derive(Debug)]
-pub enum CrlRound<S> {
-    /// The handshake succeeded.
-    Connected(S),
-    /// CRLs were downloaded that the handshake lacked: try again on a new
-    /// connection.
-    Retry,
-    /// The connection fails with this error.
-    Fail(BitsError),
-}
-
-impl<S> CrlRound<S> {
-    /// The round after a handshake that failed for want of CRLs, given what
-    /// [`CrlCache::obtain`] said: retry when it got something new; fail
-    /// with the handshake's own error (`error`) when every CRL was already
-    /// there (revocation cannot be checked); `CertRevocationFailed` when a
-    /// CRL cannot be had.
-    pub fn after_obtain(obtained: Result<bool, String>, error: impl FnOnce() -> BitsError) -> Self {
-        match obtained {
-            Ok(true) => CrlRound::Retry,
-            Ok(false) => CrlRound::Fail(error()),
-            Err(reason) => CrlRound::Fail(BitsError::CertRevocationFailed { reason }),
-        }
-    }
-}
-
-/// A failed handshake of the CRL flow, as the backend recorded it: the CRLs
-/// it lacked, and the error it comes to.
-pub trait HandshakeFailure {
-    /// The backend's description of a CRL the handshake lacked, as its
-    /// cache's `obtain` takes it.
-    type CrlNeed;
-
-    /// Takes the CRLs the handshake lacked out of the failure: empty when it
-    /// failed for another reason.
-    fn take_crl_needs(&mut self) -> Vec<Self::CrlNeed>;
-
-    /// The error the connection fails with, classified by the backend.
-    fn into_error(self) -> BitsError;
-}
-
-impl<S> CrlRound<S> {
-    /// The round after one handshake of the CRL flow (`result`, to `host`,
-    /// in round number `round`): connected when it succeeded; its own error
-    /// when it failed for another reason than missing CRLs; otherwise
-    /// `obtain` fetches the missing CRLs (the backend's [`CrlCache::obtain`])
-    /// and [`CrlRound::after_obtain`] decides.
-    pub async fn after_handshake<F: HandshakeFailure>(
-        result: Result<S, F>,
-        host: &str,
-        round: usize,
-        obtain: impl AsyncFnOnce(&[F::CrlNeed]) -> Result<bool, String>,
-    ) -> Self {
-        let mut failure = match result {
-            Ok(stream) => return CrlRound::Connected(stream),
-            Err(failure) => failure,
-        };
-        let needs = failure.take_crl_needs();
-        if needs.is_empty() {
-            return CrlRound::Fail(failure.into_error());
-        }
-        tracing::debug!(%host, round, "handshake needs CRLs");
-        // Ok(false) fails with the handshake's error: the handshake held
-        // every CRL the chain names and still found none usable, so
-        // revocation cannot be checked.
-        let obtained = obtain(&needs).await;
-        CrlRound::after_obtain(obtained, || failure.into_error())
-    }
-}
-
-/// The reconnect loop of the two-phase CRL flow: runs `round` (one
-/// handshake, and the CRL downloads it asks for) on `tcp`, then on a new
-/// connection to the same address (within `reconnect_timeout`) as long as
-/// it says [`CrlRound::Retry`], at most [`MAX_CRL_ROUNDS`] times. `round`
-/// gets the socket and the round's number.
-///
-/// # Errors
-/// `round`'s error; `ConnectionReset` when `tcp` is already lost;
-/// `CannotConnect` / `Timeout` when reconnecting fails;
-/// `CertRevocationFailed` when the rounds run out.
-pub async fn crl_rounds<S, F, Fut>(
-    tcp: TcpStream,
-    reconnect_timeout: Duration,
-    mut round: F,
-) -> Result<S, BitsError>
-where
-    F: FnMut(TcpStream, usize) -> Fut,
-    Fut: Future<Output = CrlRound<S>>,
-{
-    let addr = tcp.peer_addr().map_err(|e| BitsError::ConnectionReset {
-        reason: format!("socket lost before the TLS handshake: {e}"),
-    })?;
-    let mut tcp = Some(tcp);
-    for n in 0..MAX_CRL_ROUNDS {
-        let tcp = match tcp.take() {
-            Some(tcp) => tcp,
-            None => reconnect(addr, reconnect_timeout).await?,
-        };
-        match round(tcp, n).await {
-            CrlRound::Connected(stream) => return Ok(stream),
-            CrlRound::Retry => {}
-            CrlRound::Fail(e) => return Err(e),
-        }
-    }
-    Err(BitsError::CertRevocationFailed {
-        reason: format!("still missing CRLs after {MAX_CRL_ROUNDS} downloads"),
-    })
-}
-
-/// A new connection to `addr` after a CRL download.
-async fn reconnect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, BitsError> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(tcp)) => {
-            let _ = tcp.set_nodelay(true);
-            Ok(tcp)
-        }
-        Ok(Err(e)) => Err(BitsError::CannotConnect {
-            host: addr.to_string(),
-            reason: format!("reconnecting after a CRL download: {e}"),
-        }),
-        Err(_) => Err(BitsError::Timeout {
-            what: format!("reconnecting to {addr} after a CRL download"),
-        }),
     }
 }
 

@@ -2,21 +2,32 @@
 //!
 //! The HTTP plumbing every bits transport shares, written once: hyper 1 and
 //! hyper-util's pooling client, HTTP/1.1, with BITS error classification.
-//! A TLS backend (`bits-transport-openssl`, `bits-transport-native`)
-//! supplies only its handshake, through [`TlsConnect`], and its
-//! `check_flags`; [`HttpTransport`] does the rest.
+//! A TLS backend (`bits-transport-openssl`, `-rustls`, `-native`)
+//! implements [`TlsBackend`]: it parses roots, builds its connector (a
+//! [`TlsConnect`]: the handshake under a policy) and says which policies it
+//! honours; [`TlsTransport`] and [`TlsTransportBuilder`] do the rest. A
+//! backend that checks CRLs supplies one handshake ([`crl_cache::CrlHandshake`])
+//! and its CRL parsing ([`crl_cache::CrlIssuer`]);
+//! [`crl_cache::CrlConnector`] does the cache and the reconnect rounds.
 //!
 //! ## What it does
 //! - [`HttpTransport`]: a [`bits_core::Transport`]. One connection pool per
-//!   value of the certificate flags (a connection made under one policy
+//!   [`bits_core::ConnectionPolicy`] (a connection made under one policy
 //!   never serves another); keep-alive with an idle timeout; connect,
-//!   handshake, header and per-chunk idle timeouts ([`HttpOptions`]); a
-//!   streaming body; `Host` and `User-Agent: bits/<version>` added.
+//!   handshake, header and per-chunk idle timeouts ([`HttpOptions`]);
+//!   streaming bodies both ways (a request body of known length is sent
+//!   with `Content-Length`, one of unknown length chunked); `Host` and
+//!   `User-Agent: bits/<version>` added.
+//! - [`TlsTransport`], [`TlsTransportBuilder`]: a backend's transport and
+//!   builder (roots, system roots, CRL cache directory, [`HttpOptions`]),
+//!   named after the backend and refusing what its `check_policy` refuses
+//!   before any connection.
 //! - Errors classified once, for every backend:
 //!
 //!   | failure | error | HRESULT |
 //!   | --- | --- | --- |
 //!   | the backend's handshake error | unchanged | its own |
+//!   | the request body's error | unchanged | its own |
 //!   | DNS | `NameNotResolved` | `0x80072EE7` |
 //!   | TCP refused / unreachable | `CannotConnect` | `0x80072EFD` |
 //!   | connect, header or idle timeout | `Timeout` | `0x80072EE2` |
@@ -26,11 +37,9 @@
 //! - [`PlainHttp`]: http:// only, for tests and embedders without TLS.
 //! - [`fetch_plain`]: one plain GET, for CRL downloads.
 //! - [`crl_cache`]: the CRL cache (memory, disk, download) and the
-//!   reconnect-after-download loop every TLS backend shares; the backend
-//!   supplies only CRL parsing and verification.
-//! - [`builder`]: the settings the CRL-checking backends' builders share
-//!   (roots, system roots, CRL cache directory, [`HttpOptions`]) and the
-//!   rules that follow from them.
+//!   reconnect-after-download flow every CRL-checking backend shares.
+//! - [`builder`]: the settings [`TlsTransportBuilder`] collects
+//!   ([`builder::BuilderOptions`]) and the rules that follow from them.
 //!
 //! ## What it does not do
 //! - Follow redirects: a 3xx is a [`bits_core::Response`]; the engine
@@ -38,8 +47,7 @@
 //! - Turn statuses into errors: a 404 is a response ([`fetch_plain`] is
 //!   the exception: it wants a 200).
 //! - TLS: that is the backend's [`TlsConnect`].
-//! - HTTP/2, proxies, cookies, decompression, request bodies (BITS
-//!   downloads need GET and HEAD only).
+//! - HTTP/2, proxies, cookies, decompression, `Expect: 100-continue`.
 //!
 //! ## Why the defaults are what they are
 //! Connect and handshake 30 s, headers 60 s, body idle 60 s (WinHTTP's
@@ -49,15 +57,18 @@
 
 #![deny(missing_docs)]
 
+mod backend;
 mod body;
 pub mod builder;
 mod classify;
 mod connector;
 pub mod crl_cache;
+mod crl_flow;
 mod plain;
 mod tls;
 mod transport;
 
+pub use backend::{TlsBackend, TlsTransport, TlsTransportBuilder};
 pub use plain::{fetch_plain, retry_after_secs, PlainHttp};
 pub use tls::{BoxFuture, NoTls, TlsConnect};
 pub use transport::{HttpOptions, HttpTransport, USER_AGENT_VALUE};

@@ -4,32 +4,21 @@
 //!
 //! ```text
 //! // crates/bits-transport-openssl/tests/conformance.rs
-//! use std::sync::Arc;
-//! use bits_testkit::conformance::run_matrix;
+//! use bits_testkit::backend;
+//! use bits_transport_openssl::Openssl;
 //!
 //! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 //! async fn conformance() {
-//!     let crl_cache = tempfile::tempdir().unwrap();
-//!     let dir = crl_cache.path().to_owned();
-//!     let report = run_matrix("openssl", &|pki| {
-//!         Arc::new(
-//!             OpensslTransport::builder()
-//!                 .add_root_pem(pki.root_pem()).unwrap()
-//!                 .system_roots(false)
-//!                 .crl_cache_dir(&dir)
-//!                 .build()
-//!                 .unwrap(),
-//!         )
-//!     })
-//!     .await;
+//!     let report = backend::run_matrix::<Openssl>().await;
 //!     report.write_json_if_requested().unwrap(); // $BITS_CONFORMANCE_OUT/openssl.json
 //!     report.assert_conforms();                  // panics with a table of every mismatch
 //! }
 //! ```
 //!
-//! The factory is called once, with the PKI the servers use; trust
-//! [`TestPki::root_pem`] only. The runner works on a current-thread runtime
-//! too.
+//! [`crate::backend::run_matrix`] builds the backend's transport; with
+//! [`run_matrix`] a test passes its own factory, which is called once, with
+//! the PKI the servers use, and must trust [`TestPki::root_pem`] only. The
+//! runner works on a current-thread runtime too.
 //!
 //! # What runs
 //!

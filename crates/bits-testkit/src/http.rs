@@ -27,7 +27,10 @@
 //! after K body bytes; send chunked without `Content-Length`; throttle
 //! (sleep after each chunk); fail the first N requests with a status; require
 //! an `Authorization` value; delay the headers; hang up without answering.
-//! Every request is recorded ([`RecordedRequest`]).
+//! A route answers every method alike (`GET`, `PUT`, `POST`, `DELETE`, …);
+//! `HEAD` gets the headers only. A request's body (`Content-Length` bytes
+//! or chunked) is read whole before the answer. Every request that arrived
+//! whole is recorded ([`RecordedRequest`], its body included).
 //! An unknown path is a 404. Connections are kept alive unless the client
 //! says `Connection: close` (or speaks HTTP/1.0 without `keep-alive`), a
 //! route closes, or [`HttpServer::set_close_connections`] asks for one
@@ -77,6 +80,8 @@ use tokio::sync::oneshot;
 
 /// The largest request head accepted.
 const MAX_HEAD: usize = 64 * 1024;
+/// The largest request body accepted.
+const MAX_BODY: usize = 64 << 20;
 /// Body bytes written at a time when no throttle is set.
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -266,6 +271,9 @@ pub struct RecordedRequest {
     pub path: String,
     /// Every header, names lower-cased, in order.
     pub headers: Vec<(String, String)>,
+    /// The body as it arrived (`Content-Length` bytes, or the chunks of a
+    /// chunked body joined); empty when there was none.
+    pub body: Bytes,
     /// Which connection it came on (1 for the first accepted).
     pub connection: usize,
 }
@@ -736,36 +744,19 @@ fn wants_keep_alive(r: &RecordedRequest, http10: bool) -> bool {
     !has("close") && (!http10 || has("keep-alive"))
 }
 
-/// Reads one request head (and discards any body); `None` at a clean EOF.
-/// With the request comes whether the client keeps the connection alive.
+/// Reads one request (its head, then its body: `Content-Length` bytes or
+/// chunked); `None` at a clean EOF. With the request comes whether the
+/// client keeps the connection alive.
 async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut Vec<u8>,
     id: usize,
 ) -> io::Result<Option<(RecordedRequest, bool)>> {
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request head too long",
-            ));
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return if buf.is_empty() {
-                Ok(None)
-            } else {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            };
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head: Vec<u8> = buf.drain(..end + 4).collect();
-    let text = String::from_utf8_lossy(&head[..end]).into_owned();
+    if buf.is_empty() && read_more(stream, buf).await? == 0 {
+        return Ok(None);
+    }
+    let head = read_through(stream, buf, b"\r\n\r\n", "request head").await?;
+    let text = String::from_utf8_lossy(&head).into_owned();
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
     let mut parts = request_line.split_whitespace();
@@ -776,32 +767,111 @@ async fn read_request<S: AsyncRead + Unpin>(
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let request = RecordedRequest {
+    let mut request = RecordedRequest {
         path: normalize(&target),
         method,
         target,
         headers,
+        body: Bytes::new(),
         connection: id,
     };
-    // Discard a request body, if any (GET and HEAD normally have none).
-    let mut remaining: usize = request
-        .header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    while remaining > 0 {
-        if buf.is_empty() {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let take = remaining.min(buf.len());
-        buf.drain(..take);
-        remaining -= take;
-    }
+    request.body = read_body(stream, buf, &request).await?;
     let keep_alive = wants_keep_alive(&request, http10);
     Ok(Some((request, keep_alive)))
+}
+
+/// Reads what the stream has into `buf`: how many bytes (0 at its end).
+async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut chunk = [0u8; 4096];
+    let n = stream.read(&mut chunk).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+/// Reads on until `buf` holds `n` bytes; the stream's end before that is
+/// `UnexpectedEof`.
+async fn fill<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
+    while buf.len() < n {
+        if read_more(stream, buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
+}
+
+/// Takes what comes before `end` off the front of `buf` (and `end` too),
+/// reading as needed; more than [`MAX_HEAD`] bytes without it is an error
+/// saying `what` is too long.
+async fn read_through<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    end: &[u8],
+    what: &str,
+) -> io::Result<Vec<u8>> {
+    loop {
+        if let Some(at) = buf.windows(end.len()).position(|w| w == end) {
+            let mut taken: Vec<u8> = buf.drain(..at + end.len()).collect();
+            taken.truncate(at);
+            return Ok(taken);
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{what} too long"),
+            ));
+        }
+        fill(stream, buf, buf.len() + 1).await?;
+    }
+}
+
+/// Takes a line (without its CRLF) off the front of `buf`.
+async fn read_line<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> {
+    read_through(stream, buf, b"\r\n", "line").await
+}
+
+/// The request's body: chunked when `Transfer-Encoding` ends in `chunked`
+/// (RFC 9112 §7.1; extensions and trailers are read and dropped), else
+/// `Content-Length` bytes, else none.
+async fn read_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    request: &RecordedRequest,
+) -> io::Result<Bytes> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let chunked = request
+        .header("transfer-encoding")
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+    if chunked {
+        let mut body = Vec::new();
+        loop {
+            let line = read_line(stream, buf).await?;
+            let line = String::from_utf8_lossy(&line);
+            let size = line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size, 16).map_err(|_| invalid("bad chunk size"))?;
+            if size == 0 {
+                while !read_line(stream, buf).await?.is_empty() {}
+                return Ok(body.into());
+            }
+            if body.len() + size > MAX_BODY {
+                return Err(invalid("request body too long"));
+            }
+            fill(stream, buf, size + 2).await?;
+            body.extend(buf.drain(..size));
+            if buf.drain(..2).as_slice() != b"\r\n" {
+                return Err(invalid("chunk not followed by CRLF"));
+            }
+        }
+    }
+    let length = match request.header("content-length") {
+        None => 0,
+        Some(v) => v.parse().map_err(|_| invalid("bad Content-Length"))?,
+    };
+    if length > MAX_BODY {
+        return Err(invalid("request body too long"));
+    }
+    fill(stream, buf, length).await?;
+    Ok(buf.drain(..length).collect::<Vec<u8>>().into())
 }
 
 /// What to send.
@@ -1025,6 +1095,8 @@ fn parse_range(value: &str) -> Option<(u64, Option<u64>)> {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
+        204 => "No Content",
         206 => "Partial Content",
         300 => "Multiple Choices",
         301 => "Moved Permanently",
@@ -1037,7 +1109,9 @@ fn reason(status: u16) -> &'static str {
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         408 => "Request Timeout",
+        413 => "Content Too Large",
         416 => "Range Not Satisfiable",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
@@ -1134,6 +1208,7 @@ mod tests {
                 .iter()
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
                 .collect(),
+            body: Bytes::new(),
             connection: 1,
         }
     }
@@ -1184,11 +1259,13 @@ mod tests {
         assert_eq!(types, ["application/x-test"]);
     }
 
-    /// Sends `raw` on a fresh connection and reads until the server closes.
+    /// Sends `raw` on a fresh connection, ends its sending side, and reads
+    /// until the server closes.
     fn exchange(addr: SocketAddr, raw: &str) -> String {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.write_all(raw.as_bytes()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
@@ -1236,5 +1313,53 @@ mod tests {
             HttpServer::start().with("/f", Route::body("x")).handshakes_ok(),
             0
         );
+    }
+
+    #[test]
+    fn routes_answer_any_method_and_bodies_are_recorded_whole() {
+        let server = HttpServer::start()
+            .with("/f", Route::body("x"))
+            .with("/made", Route::status(201));
+        let out = exchange(
+            server.addr(),
+            "PUT /made HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
+             POST /f HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+             3;ext=1\r\nabc\r\n0A\r\n0123456789\r\n0\r\nTrailer: t\r\n\r\n\
+             DELETE /f HTTP/1.1\r\nConnection: close\r\n\r\n",
+        );
+        assert!(out.starts_with("HTTP/1.1 201 Created\r\n"), "{out}");
+        assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+        let reqs = server.requests();
+        let seen: Vec<(&str, &[u8])> = reqs.iter().map(|r| (r.method.as_str(), &r.body[..])).collect();
+        assert_eq!(
+            seen,
+            [
+                ("PUT", &b"hello"[..]),
+                ("POST", &b"abc0123456789"[..]),
+                ("DELETE", &b""[..])
+            ]
+        );
+        assert!(reqs.iter().all(|r| r.connection == 1));
+    }
+
+    #[test]
+    fn a_body_cut_short_leaves_no_record() {
+        let server = HttpServer::start().with("/f", Route::body("x"));
+        let out = exchange(
+            server.addr(),
+            "PUT /f HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort",
+        );
+        assert_eq!(out, "");
+        let out = exchange(
+            server.addr(),
+            "PUT /f HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc",
+        );
+        assert_eq!(out, "");
+        let out = exchange(
+            server.addr(),
+            "PUT /f HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        );
+        assert_eq!(out, "");
+        assert!(server.requests().is_empty());
     }
 }

@@ -3,8 +3,10 @@
 
 pub mod http;
 
+pub mod backend;
 pub mod conformance;
 pub mod crl;
 pub mod pki;
 pub mod suites;
+mod temp;
 pub mod tls;

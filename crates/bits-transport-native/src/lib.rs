@@ -3,9 +3,10 @@
 //! A bits [`Transport`](bits_core::Transport) whose TLS is
 //! [native-tls](https://docs.rs/native-tls): the platform's own stack
 //! (OpenSSL on Linux, SChannel on Windows, Security.framework on macOS).
-//! It supplies only the handshake ([`NativeConnector`]) and its flag check;
-//! the HTTP side (pooling per policy, timeouts, streaming, no redirects) is
-//! `bits_http::HttpTransport`.
+//! It supplies only what is its own ([`Native`]: root parsing, the
+//! handshake [`NativeConnector`] and its flag check); the builder and the
+//! HTTP side (pooling per policy, timeouts, streaming, no redirects) are
+//! `bits_http`'s, shared with the other backends.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), bits_core::BitsError> {
@@ -101,4 +102,4 @@ mod transport;
 
 pub use connector::NativeConnector;
 pub use policy::{check_policy, refusal_reason, SUPPORTED_CERT_FLAGS};
-pub use transport::{NativeTransport, NativeTransportBuilder, NAME};
+pub use transport::{Native, NativeTransport, NativeTransportBuilder, NAME};

@@ -1,30 +1,16 @@
 //! The shared conformance matrix (bits-testkit) against the native backend:
 //! every leaf of the test PKI under all 32 certificate-flag values, real
 //! TLS on 127.0.0.1. Each case must conform to the policy or be refused
-//! with E_NOTIMPL by `check_flags`; here exactly 0x00 and 0x02 run.
+//! with E_NOTIMPL by `check_policy`; here exactly 0x00 and 0x02 run.
 //!
 //! With `BITS_CONFORMANCE_OUT=<dir>` it also writes `<dir>/native.json` and
 //! `<dir>/reasons/native.json` (why each refused flag bit is refused), which
 //! `cargo xtask conformance` turns into docs/conformance.md and
 //! docs/backends.md.
 
-use std::sync::Arc;
-
-use bits_core::Transport;
-use bits_testkit::conformance::{run_matrix_with, Outcome, OUT_ENV};
-use bits_testkit::pki::TestPki;
-use bits_transport_native::{refusal_reason, NativeTransport, SUPPORTED_CERT_FLAGS};
-
-fn make(pki: &TestPki) -> Arc<dyn Transport> {
-    Arc::new(
-        NativeTransport::builder()
-            .add_root_pem(pki.root_pem())
-            .expect("the test root parses")
-            .system_roots(false)
-            .build()
-            .expect("a native transport"),
-    )
-}
+use bits_testkit::backend;
+use bits_testkit::conformance::{Outcome, OUT_ENV};
+use bits_transport_native::{refusal_reason, Native, SUPPORTED_CERT_FLAGS};
 
 fn write_reasons() {
     let Some(dir) = std::env::var_os(OUT_ENV).filter(|d| !d.is_empty()) else {
@@ -42,10 +28,9 @@ fn write_reasons() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_backend_conforms_or_refuses_every_value() {
-    // All 32 values, most permissive first, so a pooled 0x02 connection
-    // would be caught serving the 0x00 case that runs last.
-    let flags: Vec<u32> = (0..=0x1F).rev().collect();
-    let report = run_matrix_with("native", &flags, &make).await;
+    // The matrix runs all 32 values most permissive first, so a pooled
+    // 0x02 connection would be caught serving the 0x00 case that runs last.
+    let report = backend::run_matrix::<Native>().await;
     report.write_json_if_requested().expect("write the JSON report");
     write_reasons();
     report.assert_conforms();

@@ -4,9 +4,10 @@
 //! on 127.0.0.1 with the shared test PKI.
 
 use bits_core::{BitsError, ConnectionPolicy, Request, SecurityFlags, Transport};
+use bits_testkit::backend;
 use bits_testkit::pki::{LeafKind, TestPki};
 use bits_testkit::tls::TlsServer;
-use bits_transport_native::{refusal_reason, NativeTransport, SUPPORTED_CERT_FLAGS};
+use bits_transport_native::{refusal_reason, Native, NativeTransport, SUPPORTED_CERT_FLAGS};
 use url::Url;
 
 const OK: u32 = 0;
@@ -20,12 +21,7 @@ const POLICIES: [u32; 3] = [0x000, 0x100, 0x200];
 const HTTPS_TO_HTTP: [u32; 2] = [0x000, 0x800];
 
 fn transport() -> NativeTransport {
-    NativeTransport::builder()
-        .add_root_pem(TestPki::shared().root_pem())
-        .expect("the test root parses")
-        .system_roots(false)
-        .build()
-        .expect("a native transport")
+    backend::with_pki::<Native>(TestPki::shared())
 }
 
 fn flags(bits: u32) -> SecurityFlags {

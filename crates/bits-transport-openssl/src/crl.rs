@@ -7,23 +7,25 @@
 //! it is fresh (`lastUpdate <= now < nextUpdate`). A CRL that fails any of
 //! this is never cached nor used.
 
-use std::time::Duration;
+use std::fmt;
 
-use bits_http::crl_cache::{self, CrlIssuer, CrlRequest, CrlWindow};
+use bits_http::crl_cache::{self, CrlIssuer, CrlWindow};
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::x509::{X509Crl, X509Ref};
 
-use crate::verify::{subject_text, CrlNeed};
+use crate::verify::subject_text;
 
 /// A CRL that passed [`Issuer::verify`] and was fresh, with its URL.
 pub(crate) type CachedCrl = crl_cache::CachedCrl<X509Crl>;
 
-/// The CRLs this transport knows, in memory and on disk.
-#[derive(Debug)]
-pub(crate) struct CrlCache(crl_cache::CrlCache<X509Crl>);
-
 /// An issuing certificate, judging the CRLs it may have issued.
-struct Issuer<'a>(&'a X509Ref);
+pub struct Issuer<'a>(pub(crate) &'a X509Ref);
+
+impl fmt::Debug for Issuer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Issuer").field(&subject_text(self.0)).finish()
+    }
+}
 
 impl CrlIssuer for Issuer<'_> {
     type Crl = X509Crl;
@@ -38,37 +40,6 @@ impl CrlIssuer for Issuer<'_> {
 
     fn to_der(&self, crl: &X509Crl) -> Result<Vec<u8>, String> {
         crl.to_der().map_err(|e| format!("cannot re-encode: {e}"))
-    }
-}
-
-impl CrlCache {
-    pub(crate) fn new(dir: std::path::PathBuf, fetch_timeout: Duration) -> Self {
-        CrlCache(crl_cache::CrlCache::new(dir, fetch_timeout))
-    }
-
-    /// The fresh CRLs in memory (stale ones are dropped), for a
-    /// connection's store.
-    pub(crate) fn fresh(&self) -> Vec<CachedCrl> {
-        self.0.fresh()
-    }
-
-    /// Makes sure a verified, fresh CRL for each of `needs` is in memory,
-    /// from memory, disk or its CDP. `Ok(true)` when at least one of them
-    /// was not among `had` (the URLs the last handshake's store held), so a
-    /// new handshake can get further. `Err(reason)` when the certificate
-    /// OpenSSL reported can have no usable CRL; the other certificates are
-    /// best effort (OpenSSL will report them on the next handshake).
-    pub(crate) async fn obtain(&self, needs: &[CrlNeed], had: &[String]) -> Result<bool, String> {
-        let requests: Vec<CrlRequest<'_, Issuer<'_>>> = needs
-            .iter()
-            .map(|need| CrlRequest {
-                subject: &need.subject,
-                urls: &need.urls,
-                issuer: need.issuer.as_deref().map(Issuer),
-                required: need.reported,
-            })
-            .collect();
-        self.0.obtain(&requests, had).await
     }
 }
 

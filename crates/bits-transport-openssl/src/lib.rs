@@ -6,15 +6,21 @@
 //! exactly: all 32 combinations of `ENABLE_CRL_CHECK` (0x01) and the four
 //! `IGNORE_*` bits, so [`check_policy`] refuses nothing.
 //!
+//! It supplies only what is OpenSSL's own ([`Openssl`]: root parsing, the
+//! handshake [`OpensslHandshake`] with its verify callback, CRL parsing and
+//! signature checks, the policy check); the builder, the CRL cache and the
+//! reconnect-after-download rounds, and the HTTP side are `bits_http`'s,
+//! shared with the other backends.
+//!
 //! ```no_run
 //! # async fn demo(pem: &[u8]) -> Result<(), bits_core::BitsError> {
-//! use bits_core::{Request, SecurityFlags, Transport};
+//! use bits_core::{ConnectionPolicy, Request, SecurityFlags, Transport};
 //! use bits_transport_openssl::OpensslTransport;
 //!
 //! let transport = OpensslTransport::builder().add_root_pem(pem)?.build()?;
 //! let url = "https://127.0.0.1:8443/file".parse().unwrap();
-//! let flags = SecurityFlags::new(SecurityFlags::ENABLE_CRL_CHECK)?;
-//! let response = transport.send(Request::get(url, flags)).await?;
+//! let policy = ConnectionPolicy::new(SecurityFlags::new(SecurityFlags::ENABLE_CRL_CHECK)?);
+//! let response = transport.send(Request::get(url, policy)).await?;
 //! # let _ = response; Ok(()) }
 //! ```
 //!
@@ -72,5 +78,5 @@ mod store;
 mod transport;
 mod verify;
 
-pub use connector::OpensslConnector;
-pub use transport::{check_policy, OpensslTransport, OpensslTransportBuilder};
+pub use connector::{OpensslConnector, OpensslHandshake};
+pub use transport::{check_policy, Openssl, OpensslTransport, OpensslTransportBuilder};

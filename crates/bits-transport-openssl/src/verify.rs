@@ -94,7 +94,7 @@ pub(crate) struct Rejection {
 
 /// One certificate of the chain whose CRL verification wants.
 #[derive(Clone, Debug)]
-pub(crate) struct CrlNeed {
+pub struct CrlNeed {
     /// The certificate's subject, for messages.
     pub(crate) subject: String,
     /// Its CRL distribution points (http URLs only), in order.

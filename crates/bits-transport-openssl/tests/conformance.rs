@@ -7,28 +7,14 @@
 //! `BITS_CONFORMANCE_OUT=<dir>` writes `<dir>/openssl.json` for
 //! `cargo xtask conformance`.
 
-use std::sync::Arc;
-
-use bits_testkit::conformance::{run_matrix, Outcome, Report};
+use bits_testkit::backend;
+use bits_testkit::conformance::{Outcome, Report};
 use bits_testkit::pki::LeafKind;
-use bits_transport_openssl::OpensslTransport;
+use bits_transport_openssl::Openssl;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openssl_conforms_to_the_policy_matrix() {
-    let crl_cache = tempfile::tempdir().unwrap();
-    let dir = crl_cache.path().to_owned();
-    let report = run_matrix("openssl", &|pki| {
-        Arc::new(
-            OpensslTransport::builder()
-                .add_root_pem(pki.root_pem())
-                .unwrap()
-                .system_roots(false)
-                .crl_cache_dir(&dir)
-                .build()
-                .unwrap(),
-        )
-    })
-    .await;
+    let report = backend::run_matrix::<Openssl>().await;
     report.write_json_if_requested().unwrap();
     report.assert_conforms();
     assert!(

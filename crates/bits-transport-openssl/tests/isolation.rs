@@ -3,18 +3,4 @@
 //! The cases are shared by every backend: [`bits_testkit::suites::isolation`]
 //! (one test per case, by [`bits_testkit::isolation_tests`]).
 
-use bits_testkit::pki::TestPki;
-use bits_transport_openssl::OpensslTransport;
-
-fn transport(pki: &TestPki) -> OpensslTransport {
-    let cache = std::env::temp_dir().join("bits-openssl-isolation-test-never-used");
-    OpensslTransport::builder()
-        .add_root_pem(pki.root_pem())
-        .unwrap()
-        .system_roots(false)
-        .crl_cache_dir(cache)
-        .build()
-        .unwrap()
-}
-
-bits_testkit::isolation_tests!(transport);
+bits_testkit::isolation_tests!(bits_transport_openssl::Openssl);

@@ -1,15 +1,13 @@
-//! The TLS handshake: tokio-rustls under a per-connection [`PolicyVerifier`],
-//! and the two-phase CRL flow (tls-mapping §2.5, §4.2): the verifier records
-//! which CRLs the path lacks and refuses; the connector downloads them and
-//! reconnects.
+//! The TLS handshake: tokio-rustls under a per-connection [`PolicyVerifier`]
+//! (tls-mapping §4.2). With CRLs, the verifier records which CRLs the path
+//! lacks and refuses; `bits_http::crl_cache::CrlConnector` downloads them
+//! and reconnects.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bits_core::{BitsError, ConnectionPolicy, SecurityFlags};
-use bits_http::crl_cache::{crl_rounds, CrlRound, HandshakeFailure};
-use bits_http::{BoxFuture, TlsConnect};
+use bits_core::ConnectionPolicy;
+use bits_http::crl_cache::{CrlConnector, CrlHandshake, CrlRequest, FailedHandshake};
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{ServerName, TrustAnchor};
@@ -18,115 +16,43 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::crl::CrlCache;
-use crate::verify::{Fault, PolicyVerifier, SharedRecord};
+use crate::crl::{CachedCrl, CrlNeed, Issuer};
+use crate::verify::{PolicyVerifier, SharedRecord};
 
-/// The TLS side of [`crate::RustlsTransport`]: one handshake per
-/// connection, verifying the server under exactly the certificate bits of
-/// the flags it is given (or refusing where that cannot be decided).
-///
-/// Cloning is cheap and shares the roots and the CRL cache.
-#[derive(Clone)]
-pub struct RustlsConnector {
-    inner: Arc<Inner>,
-}
+/// The TLS side of [`crate::RustlsTransport`]: [`RustlsHandshake`] with the
+/// CRL cache and the reconnect-after-download flow of bits-http.
+pub type RustlsConnector = CrlConnector<RustlsHandshake>;
 
-struct Inner {
+/// One rustls handshake per connection, verifying the server under exactly
+/// the certificate bits of the policy it is given (or refusing where that
+/// cannot be decided).
+pub struct RustlsHandshake {
     roots: Arc<Vec<TrustAnchor<'static>>>,
     provider: Arc<CryptoProvider>,
-    crls: CrlCache,
-    /// How long one reconnect (after a CRL download) may take.
-    reconnect_timeout: Duration,
 }
 
-impl fmt::Debug for RustlsConnector {
+impl fmt::Debug for RustlsHandshake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RustlsConnector")
-            .field("roots", &self.inner.roots.len())
-            .field("crls", &self.inner.crls)
+        f.debug_struct("RustlsHandshake")
+            .field("roots", &self.roots.len())
             .finish_non_exhaustive()
     }
 }
 
-/// Why one handshake failed.
-struct Failure {
-    rejection: Option<(Fault, String)>,
-    crl_needs: Vec<crate::crl::CrlNeed>,
-    /// rustls' or the socket's words.
-    text: String,
-    /// The socket failed rather than TLS or verification.
-    io: bool,
-}
-
-impl HandshakeFailure for Failure {
-    type CrlNeed = crate::crl::CrlNeed;
-
-    fn take_crl_needs(&mut self) -> Vec<crate::crl::CrlNeed> {
-        std::mem::take(&mut self.crl_needs)
-    }
-
-    /// The classification, from the verifier's own record.
-    fn into_error(self) -> BitsError {
-        match self.rejection {
-            Some((fault, detail)) => {
-                tracing::debug!(?fault, %detail, "certificate refused");
-                fault.to_error(&detail)
-            }
-            None if self.io => BitsError::ConnectionReset {
-                reason: format!("during the TLS handshake: {}", self.text),
-            },
-            None => BitsError::SecureFailure { reason: self.text },
+impl RustlsHandshake {
+    pub(crate) fn new(roots: Vec<TrustAnchor<'static>>) -> Self {
+        RustlsHandshake {
+            roots: Arc::new(roots),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
         }
     }
 }
 
-impl RustlsConnector {
-    pub(crate) fn new(roots: Vec<TrustAnchor<'static>>, crls: CrlCache, reconnect_timeout: Duration) -> Self {
-        RustlsConnector {
-            inner: Arc::new(Inner {
-                roots: Arc::new(roots),
-                provider: Arc::new(rustls::crypto::ring::default_provider()),
-                crls,
-                reconnect_timeout,
-            }),
-        }
-    }
-
-    /// The handshake under `flags`, with the CRL flow when 0x1 is set.
-    async fn connect_tls(
-        self,
-        host: String,
-        tcp: TcpStream,
-        flags: SecurityFlags,
-    ) -> Result<TlsStream<TcpStream>, BitsError> {
-        if !flags.crl_check() {
-            return self
-                .handshake(&host, tcp, flags)
-                .await
-                .map_err(Failure::into_error);
-        }
-        crl_rounds(tcp, self.inner.reconnect_timeout, |tcp, round| {
-            self.crl_round(&host, tcp, flags, round)
-        })
-        .await
-    }
-
-    /// One handshake of the CRL flow (its verifier gets the fresh CRLs),
-    /// and the downloads of the CRLs it lacked.
-    async fn crl_round(
-        &self,
-        host: &str,
-        tcp: TcpStream,
-        flags: SecurityFlags,
-        round: usize,
-    ) -> CrlRound<TlsStream<TcpStream>> {
-        let had: Vec<String> = self.inner.crls.fresh().into_keys().collect();
-        let result = self.handshake(host, tcp, flags).await;
-        CrlRound::after_handshake(result, host, round, async |needs| {
-            self.inner.crls.obtain(needs, &had).await
-        })
-        .await
-    }
+impl CrlHandshake for RustlsHandshake {
+    type Stream = TlsStream<TcpStream>;
+    type Crl = Vec<u8>;
+    type CrlNeed = CrlNeed;
+    type Issuer<'a> = Issuer<'a>;
 
     /// One handshake with a fresh `ClientConfig` (its own verifier, no
     /// session resumption: a resumed session skips verification, so none
@@ -135,36 +61,31 @@ impl RustlsConnector {
         &self,
         host: &str,
         tcp: TcpStream,
-        flags: SecurityFlags,
-    ) -> Result<TlsStream<TcpStream>, Failure> {
-        let setup = |text: String| Failure {
-            rejection: None,
-            crl_needs: Vec::new(),
-            text,
-            io: false,
-        };
+        policy: &ConnectionPolicy,
+        crls: Option<Vec<CachedCrl>>,
+    ) -> Result<TlsStream<TcpStream>, FailedHandshake<CrlNeed>> {
         let record = SharedRecord::default();
         let verifier = PolicyVerifier {
-            roots: Arc::clone(&self.inner.roots),
-            flags,
-            crls: if flags.crl_check() {
-                self.inner.crls.fresh()
-            } else {
-                Default::default()
-            },
+            roots: Arc::clone(&self.roots),
+            flags: policy.flags(),
+            crls: crls
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| (c.url.clone(), c))
+                .collect(),
             record: record.clone(),
-            algs: self.inner.provider.signature_verification_algorithms,
+            algs: self.provider.signature_verification_algorithms,
         };
-        let mut config = ClientConfig::builder_with_provider(Arc::clone(&self.inner.provider))
+        let mut config = ClientConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| setup(format!("TLS setup: {e}")))?
+            .map_err(|e| FailedHandshake::other(format!("TLS setup: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.resumption = Resumption::disabled();
         let name = ServerName::try_from(host.to_owned())
-            .map_err(|e| setup(format!("not a valid server name {host:?}: {e}")))?;
+            .map_err(|e| FailedHandshake::other(format!("not a valid server name {host:?}: {e}")))?;
         match TlsConnector::from(Arc::new(config)).connect(name, tcp).await {
             Ok(stream) => Ok(stream),
             Err(e) => {
@@ -172,7 +93,8 @@ impl RustlsConnector {
                 let tls = e
                     .get_ref()
                     .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
-                Err(Failure {
+                // The classification comes from the verifier's own record.
+                Err(FailedHandshake {
                     rejection: rec.rejection.take(),
                     crl_needs: std::mem::take(&mut rec.crl_needs),
                     text: e.to_string(),
@@ -181,18 +103,14 @@ impl RustlsConnector {
             }
         }
     }
-}
 
-impl TlsConnect for RustlsConnector {
-    type Stream = TlsStream<TcpStream>;
-
-    fn connect(
-        &self,
-        host: &str,
-        tcp: TcpStream,
-        policy: &ConnectionPolicy,
-    ) -> BoxFuture<'static, Result<Self::Stream, BitsError>> {
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        Box::pin(self.clone().connect_tls(host, tcp, policy.flags()))
+    /// Every certificate of the path but the anchor needs its CRL.
+    fn crl_request(need: &CrlNeed) -> CrlRequest<'_, Issuer<'_>> {
+        CrlRequest {
+            subject: &need.subject,
+            urls: &need.urls,
+            issuer: Some(Issuer(need)),
+            required: true,
+        }
     }
 }

@@ -9,11 +9,7 @@
 //! certificate's key, and it is fresh (`thisUpdate <= now < nextUpdate`).
 //! A CRL that fails any of this is never cached nor used.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::time::Duration;
-
-use bits_http::crl_cache::{self, CrlIssuer, CrlRequest, CrlWindow};
+use bits_http::crl_cache::{self, CrlIssuer, CrlWindow};
 
 use crate::der;
 
@@ -22,7 +18,7 @@ pub(crate) type CachedCrl = crl_cache::CachedCrl<Vec<u8>>;
 
 /// What one certificate of a verified path needs for its revocation check.
 #[derive(Clone, Debug)]
-pub(crate) struct CrlNeed {
+pub struct CrlNeed {
     /// The certificate, for messages.
     pub(crate) subject: String,
     /// Its http CDP URLs.
@@ -33,12 +29,9 @@ pub(crate) struct CrlNeed {
     pub(crate) issuer_spki: Vec<u8>,
 }
 
-/// The CRLs this transport knows, in memory and on disk.
-#[derive(Debug)]
-pub(crate) struct CrlCache(crl_cache::CrlCache<Vec<u8>>);
-
 /// The issuer of a [`CrlNeed`], judging the CRLs (DER) it may have issued.
-struct Issuer<'a>(&'a CrlNeed);
+#[derive(Debug)]
+pub struct Issuer<'a>(pub(crate) &'a CrlNeed);
 
 impl CrlIssuer for Issuer<'_> {
     type Crl = Vec<u8>;
@@ -53,35 +46,6 @@ impl CrlIssuer for Issuer<'_> {
 
     fn to_der(&self, der: &Vec<u8>) -> Result<Vec<u8>, String> {
         Ok(der.clone())
-    }
-}
-
-impl CrlCache {
-    pub(crate) fn new(dir: PathBuf, fetch_timeout: Duration) -> Self {
-        CrlCache(crl_cache::CrlCache::new(dir, fetch_timeout))
-    }
-
-    /// The fresh CRLs in memory by URL (stale ones are dropped), for one
-    /// handshake's verifier.
-    pub(crate) fn fresh(&self) -> HashMap<String, CachedCrl> {
-        self.0.fresh().into_iter().map(|c| (c.url.clone(), c)).collect()
-    }
-
-    /// Makes sure a verified, fresh CRL for each of `needs` is in memory,
-    /// from memory, disk or a CDP. `Ok(true)` when at least one is not among
-    /// `had` (the URLs the last handshake's verifier held), so a new
-    /// handshake can get further; `Err(reason)` when one cannot be had.
-    pub(crate) async fn obtain(&self, needs: &[CrlNeed], had: &[String]) -> Result<bool, String> {
-        let requests: Vec<CrlRequest<'_, Issuer<'_>>> = needs
-            .iter()
-            .map(|need| CrlRequest {
-                subject: &need.subject,
-                urls: &need.urls,
-                issuer: Some(Issuer(need)),
-                required: true,
-            })
-            .collect();
-        self.0.obtain(&requests, had).await
     }
 }
 

@@ -7,15 +7,21 @@
 //! because time, anchors, the EKU validator and CRLs must be explicit
 //! inputs to honour the BITS security flags (tls-mapping.md §4).
 //!
+//! It supplies only what is rustls's own ([`Rustls`]: trust anchors, the
+//! handshake [`RustlsHandshake`] with its verifier, CRL parsing and
+//! signature checks, the policy check); the builder, the CRL cache and the
+//! reconnect-after-download rounds, and the HTTP side are `bits_http`'s,
+//! shared with the other backends.
+//!
 //! ```no_run
 //! # async fn demo(pem: &[u8]) -> Result<(), bits_core::BitsError> {
-//! use bits_core::{Request, SecurityFlags, Transport};
+//! use bits_core::{ConnectionPolicy, Request, SecurityFlags, Transport};
 //! use bits_transport_rustls::RustlsTransport;
 //!
 //! let transport = RustlsTransport::builder().add_root_pem(pem)?.build()?;
 //! let url = "https://127.0.0.1:8443/file".parse().unwrap();
-//! let flags = SecurityFlags::new(SecurityFlags::ENABLE_CRL_CHECK)?;
-//! let response = transport.send(Request::get(url, flags)).await?;
+//! let policy = ConnectionPolicy::new(SecurityFlags::new(SecurityFlags::ENABLE_CRL_CHECK)?);
+//! let response = transport.send(Request::get(url, policy)).await?;
 //! # let _ = response; Ok(()) }
 //! ```
 //!
@@ -79,5 +85,5 @@ mod der;
 mod transport;
 mod verify;
 
-pub use connector::RustlsConnector;
-pub use transport::{check_policy, RustlsTransport, RustlsTransportBuilder};
+pub use connector::{RustlsConnector, RustlsHandshake};
+pub use transport::{check_policy, Rustls, RustlsTransport, RustlsTransportBuilder};

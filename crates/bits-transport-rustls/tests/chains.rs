@@ -9,34 +9,16 @@
 
 use std::net::SocketAddr;
 
-use bits_core::{ConnectionPolicy, SecurityFlags};
-use bits_http::TlsConnect;
-use bits_testkit::suites::chains::{issue, serve, CA, DATE};
-use bits_transport_rustls::RustlsTransport;
-use tokio::net::TcpStream;
+use bits_testkit::backend::{chain_handshake, HandshakeFuture};
+use bits_testkit::suites::chains::{self, issue, serve, CA, DATE};
+use bits_transport_rustls::Rustls;
 
-/// The handshake result under `flags` against `addr`, trusting `roots`
-/// (DER), through the transport's own connector.
-async fn handshake(roots: Vec<Vec<u8>>, addr: SocketAddr, flags: u32) -> Result<(), u32> {
-    let mut builder = RustlsTransport::builder().system_roots(false);
-    for r in roots {
-        builder = builder.add_root_der(&r).unwrap();
-    }
-    let t = builder
-        .crl_cache_dir(std::env::temp_dir().join("bits-rustls-chains-test-never-used"))
-        .build()
-        .unwrap();
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let flags = SecurityFlags::new(flags).unwrap();
-    t.http()
-        .tls()
-        .connect("127.0.0.1", tcp, &ConnectionPolicy::new(flags))
-        .await
-        .map(|_| ())
-        .map_err(|e| e.hresult().0)
+bits_testkit::chain_tests!(Rustls);
+
+/// The backend's own handshake, naming the server `127.0.0.1`.
+fn handshake(roots: Vec<Vec<u8>>, addr: SocketAddr, flags: u32) -> HandshakeFuture {
+    chain_handshake::<Rustls>(roots, addr, flags)
 }
-
-bits_testkit::chain_tests!(handshake);
 
 #[tokio::test]
 async fn ignoring_an_unknown_ca_does_not_ignore_an_expired_untrusted_intermediate() {
@@ -71,34 +53,8 @@ async fn disjoint_validities_keep_the_date_error_narrower_than_openssl() {
 
 #[tokio::test]
 async fn tls_sessions_are_never_resumed() {
-    let root = issue("root", None, true, (-10, 3650), None);
-    let leaf = issue("leaf", Some(&root), false, (-1, 365), None);
-    let addr = serve(&leaf, &[]).await;
-    let t = RustlsTransport::builder()
-        .system_roots(false)
-        .add_root_der(&root.der())
-        .unwrap()
-        .crl_cache_dir(std::env::temp_dir().join("bits-rustls-chains-test-never-used"))
-        .build()
-        .unwrap();
-    for flags in [0x1E, 0x08, 0x00, 0x00] {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let flags = SecurityFlags::new(flags).unwrap();
-        let mut stream = t
-            .http()
-            .tls()
-            .connect("127.0.0.1", tcp, &ConnectionPolicy::new(flags))
-            .await
-            .unwrap();
-        // Read what the server sends after the handshake (TLS 1.3 session
-        // tickets) so that a client that kept them would have them.
-        use tokio::io::AsyncReadExt;
-        let mut buf = [0u8; 16];
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(50), stream.read(&mut buf)).await;
-        assert_eq!(
-            stream.get_ref().1.handshake_kind(),
-            Some(rustls::HandshakeKind::Full),
-            "{flags}"
-        );
-    }
+    chains::tls_sessions_are_never_resumed::<Rustls>(&|s| {
+        s.get_ref().1.handshake_kind() != Some(rustls::HandshakeKind::Full)
+    })
+    .await;
 }

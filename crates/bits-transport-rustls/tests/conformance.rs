@@ -10,28 +10,14 @@
 //! `<dir>/notes/rustls.md` (why its cells differ from OpenSSL's) for
 //! `cargo xtask conformance`.
 
-use std::sync::Arc;
-
-use bits_testkit::conformance::{run_matrix, Outcome, Report, OUT_ENV};
+use bits_testkit::backend;
+use bits_testkit::conformance::{Outcome, Report, OUT_ENV};
 use bits_testkit::pki::LeafKind;
-use bits_transport_rustls::RustlsTransport;
+use bits_transport_rustls::Rustls;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rustls_conforms_to_the_policy_matrix() {
-    let crl_cache = tempfile::tempdir().unwrap();
-    let dir = crl_cache.path().to_owned();
-    let report = run_matrix("rustls", &|pki| {
-        Arc::new(
-            RustlsTransport::builder()
-                .add_root_pem(pki.root_pem())
-                .unwrap()
-                .system_roots(false)
-                .crl_cache_dir(&dir)
-                .build()
-                .unwrap(),
-        )
-    })
-    .await;
+    let report = backend::run_matrix::<Rustls>().await;
     report.write_json_if_requested().unwrap();
     write_notes();
     report.assert_conforms();

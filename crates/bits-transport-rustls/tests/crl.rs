@@ -3,19 +3,4 @@
 //! [`bits_testkit::suites::crl`] (one test per case, by
 //! [`bits_testkit::crl_tests`]).
 
-use std::path::Path;
-
-use bits_testkit::pki::TestPki;
-use bits_transport_rustls::RustlsTransport;
-
-fn transport(pki: &TestPki, cache: &Path) -> RustlsTransport {
-    RustlsTransport::builder()
-        .add_root_pem(pki.root_pem())
-        .unwrap()
-        .system_roots(false)
-        .crl_cache_dir(cache)
-        .build()
-        .unwrap()
-}
-
-bits_testkit::crl_tests!(transport, |t: &RustlsTransport| t.http().clear_pools());
+bits_testkit::crl_tests!(bits_transport_rustls::Rustls);

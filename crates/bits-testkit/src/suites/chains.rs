@@ -7,23 +7,22 @@
 //!
 //! Each case takes a [`Handshake`]: the backend's own connector's handshake
 //! against a real TLS server on 127.0.0.1, trusting only the given roots
-//! (DER), under the given flags; `Ok(())` or the HRESULT.
+//! (DER), under the given flags; `Ok(())` or the HRESULT
+//! ([`backend::chain_handshake`](crate::backend::chain_handshake)).
 //!
 //! ```text
-//! async fn handshake(roots: Vec<Vec<u8>>, addr: SocketAddr, flags: u32) -> Result<(), u32> { … }
-//!
 //! #[tokio::test]
 //! async fn a_bad_signature_is_refused_under_every_ignore_flag() {
-//!     chains::a_bad_signature_is_refused_under_every_ignore_flag(&|r, a, f| Box::pin(handshake(r, a, f))).await;
+//!     chains::a_bad_signature_is_refused_under_every_ignore_flag(&backend::chain_handshake::<Openssl>).await;
 //! }
 //! ```
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bits_core::SecurityFlags;
+use bits_core::{ConnectionPolicy, SecurityFlags};
+use bits_http::{TlsBackend, TlsConnect};
 use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
@@ -36,7 +35,10 @@ use openssl::x509::extension::{
     SubjectKeyIdentifier,
 };
 use openssl::x509::{X509Builder, X509NameBuilder, X509};
-use tokio::net::TcpListener;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::backend::HandshakeFuture;
 
 /// One day in seconds.
 pub const DAY: i64 = 86_400;
@@ -48,7 +50,7 @@ pub const CA: u32 = SecurityFlags::IGNORE_UNKNOWN_CA;
 /// A backend's handshake: trusting only `roots` (DER certificates), connect
 /// to `addr` as `127.0.0.1` under the certificate `flags`; `Ok(())` or the
 /// failure's HRESULT.
-pub type Handshake = dyn Fn(Vec<Vec<u8>>, SocketAddr, u32) -> Pin<Box<dyn Future<Output = Result<(), u32>>>>;
+pub type Handshake = dyn Fn(Vec<Vec<u8>>, SocketAddr, u32) -> HandshakeFuture;
 
 /// A certificate and its private key.
 #[derive(Debug)]
@@ -356,4 +358,26 @@ pub async fn an_intermediate_without_cert_sign_usage_is_refused_under_every_flag
     assert_eq!(handshake(ders(&[&root]), addr, 0).await, Err(0x8007_2F8F));
     assert_eq!(handshake(ders(&[&root]), addr, 0x1E).await, Err(0x8007_2F8F));
     assert_eq!(handshake(vec![], addr, 0x1E).await, Err(0x8007_2F8F));
+}
+
+/// TLS sessions are never resumed: four handshakes with one server through
+/// the backend's connector, relaxed flags first, each reading what the
+/// server sends after the handshake (TLS 1.3 session tickets, so a client
+/// that kept them would have them); `resumed` is the backend's own view of
+/// its stream and must say `false` each time.
+pub async fn tls_sessions_are_never_resumed<B: TlsBackend>(
+    resumed: &dyn Fn(&<B::Connector as TlsConnect>::Stream) -> bool,
+) {
+    let root = issue("root", None, true, (-10, 3650), None);
+    let leaf = issue("leaf", Some(&root), false, (-1, 365), None);
+    let addr = serve(&leaf, &[]).await;
+    let t = crate::backend::with_roots::<B>(&[root.der()]);
+    for flags in [0x1E, 0x08, 0x00, 0x00] {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let policy = ConnectionPolicy::new(SecurityFlags::new(flags).unwrap());
+        let mut stream = t.http().tls().connect("127.0.0.1", tcp, &policy).await.unwrap();
+        let mut buf = [0u8; 16];
+        let _ = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await;
+        assert!(!resumed(&stream), "a session was resumed under 0x{flags:02X}");
+    }
 }

@@ -5,7 +5,7 @@
 //! ```text
 //! #[tokio::test]
 //! async fn a_pem_crl_is_accepted() {
-//!     crl::a_pem_crl_is_accepted(&transport).await;
+//!     crl::a_pem_crl_is_accepted(&backend::with_pki_and_crl_cache::<Openssl>).await;
 //! }
 //! ```
 //!
@@ -14,39 +14,15 @@
 //! `<cache_dir>/<sha256(url) hex>.crl`, in every backend.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bits_core::{BitsError, ConnectionPolicy, Request, SecurityFlags, Transport};
 
 use crate::crl::CrlServer;
 use crate::pki::{LeafKind, TestPki};
+use crate::temp::TempDir;
 use crate::tls::TlsServer;
 
 const CRL: u32 = SecurityFlags::ENABLE_CRL_CHECK;
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("bits-testkit-crl-suite-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A CRL server serving the fresh CRLs, and the PKI whose CDPs name it.
 fn setup() -> (CrlServer, TestPki) {
@@ -105,7 +81,7 @@ pub async fn revoked_with_crl_check_fails_revoked_and_reaches_no_http<T: Transpo
     make: &dyn Fn(&TestPki, &Path) -> T,
 ) {
     let (crls, pki) = setup();
-    let cache = TempDir::new();
+    let cache = TempDir::new("crl-suite");
     let server = TlsServer::start(pki.leaf(LeafKind::Revoked));
     let t = make(&pki, cache.path());
     assert_eq!(get(&t, &server, CRL).await, Err(0x8007_2F8A));
@@ -120,7 +96,7 @@ pub async fn without_crl_check_a_revoked_certificate_passes_and_no_crl_is_fetche
     make: &dyn Fn(&TestPki, &Path) -> T,
 ) {
     let (crls, pki) = setup();
-    let cache = TempDir::new();
+    let cache = TempDir::new("crl-suite");
     let server = TlsServer::start(pki.leaf(LeafKind::Revoked));
     let t = make(&pki, cache.path());
     assert_eq!(get(&t, &server, 0).await, Ok(()));
@@ -135,7 +111,7 @@ pub async fn a_good_certificate_passes_and_the_crl_is_fetched_once<T: Transport>
     clear_pools: &dyn Fn(&T),
 ) {
     let (crls, pki) = setup();
-    let cache = TempDir::new();
+    let cache = TempDir::new("crl-suite");
     let server = TlsServer::start(pki.leaf(LeafKind::Good));
     let t = make(&pki, cache.path());
     assert_eq!(get(&t, &server, CRL).await, Ok(()));
@@ -158,14 +134,14 @@ pub async fn the_whole_chain_is_checked_intermediate_crl_included<T: Transport>(
     make: &dyn Fn(&TestPki, &Path) -> T,
 ) {
     let (crls, pki) = setup();
-    let cache = TempDir::new();
+    let cache = TempDir::new("crl-suite");
     let server = TlsServer::start(pki.leaf(LeafKind::ViaInt));
     let t = make(&pki, cache.path());
     assert_eq!(get(&t, &server, CRL).await, Ok(()));
     assert_eq!(crls.requests("/int.crl"), 1);
     assert_eq!(crls.requests("/root.crl"), 1);
     // Without the root's CRL (for the intermediate) the check fails.
-    let cache2 = TempDir::new();
+    let cache2 = TempDir::new("crl-suite");
     crls.set_status("/root.crl", 404);
     let t2 = make(&pki, cache2.path());
     assert_eq!(get(&t2, &server, CRL).await, Err(0x8007_2F19));
@@ -174,7 +150,7 @@ pub async fn the_whole_chain_is_checked_intermediate_crl_included<T: Transport>(
 /// A CDP answering 404, or nobody listening at it, fails `ERROR_INTERNET_SEC_CERT_NO_REV` and caches nothing.
 pub async fn an_unreachable_crl_fails_revocation_check<T: Transport>(make: &dyn Fn(&TestPki, &Path) -> T) {
     let (crls, pki) = setup();
-    let cache = TempDir::new();
+    let cache = TempDir::new("crl-suite");
     let t = make(&pki, cache.path());
     // The CDP answers 404.
     let server = TlsServer::start(pki.leaf(LeafKind::CrlUnreachable));
@@ -194,7 +170,7 @@ pub async fn a_badly_signed_crl_is_rejected_and_never_cached<T: Transport>(
     make: &dyn Fn(&TestPki, &Path) -> T,
 ) {
     let (crls, pki) = setup();
-    let cache = TempDir::new();
+    let cache = TempDir::new("crl-suite");
     let server = TlsServer::start(pki.leaf(LeafKind::Revoked));
     let t = make(&pki, cache.path());
     crls.set("/root.crl", pki.badsig_root_crl_der());
@@ -213,7 +189,7 @@ pub async fn garbage_instead_of_a_crl_fails_revocation_check<T: Transport>(
     make: &dyn Fn(&TestPki, &Path) -> T,
 ) {
     let (crls, pki) = setup();
-    let cache = TempDir::new();
+    let cache = TempDir::new("crl-suite");
     let server = TlsServer::start(pki.leaf(LeafKind::Good));
     let t = make(&pki, cache.path());
     crls.set("/root.crl", b"this is not a CRL".to_vec());
@@ -227,7 +203,7 @@ pub async fn garbage_instead_of_a_crl_fails_revocation_check<T: Transport>(
 /// A PEM CRL is accepted (and says revoked).
 pub async fn a_pem_crl_is_accepted<T: Transport>(make: &dyn Fn(&TestPki, &Path) -> T) {
     let (crls, pki) = setup();
-    let cache = TempDir::new();
+    let cache = TempDir::new("crl-suite");
     let server = TlsServer::start(pki.leaf(LeafKind::Revoked));
     let t = make(&pki, cache.path());
     crls.set("/root.crl", pki.root_crl_pem());
@@ -239,7 +215,7 @@ pub async fn a_stale_served_crl_is_rejected_and_not_cached<T: Transport>(
     make: &dyn Fn(&TestPki, &Path) -> T,
 ) {
     let (crls, pki) = setup();
-    let cache = TempDir::new();
+    let cache = TempDir::new("crl-suite");
     let server = TlsServer::start(pki.leaf(LeafKind::Good));
     let t = make(&pki, cache.path());
     crls.set("/root.crl", pki.stale_root_crl_der());
@@ -252,7 +228,7 @@ pub async fn a_stale_served_crl_is_rejected_and_not_cached<T: Transport>(
 /// A stale cached CRL is downloaded again and the cache file replaced.
 pub async fn a_stale_cached_crl_is_downloaded_again<T: Transport>(make: &dyn Fn(&TestPki, &Path) -> T) {
     let (crls, pki) = setup();
-    let cache = TempDir::new();
+    let cache = TempDir::new("crl-suite");
     let server = TlsServer::start(pki.leaf(LeafKind::Revoked));
     let path = cache_file(cache.path(), &crls.url("/root.crl"));
     std::fs::write(&path, pki.stale_root_crl_der()).unwrap();
@@ -266,7 +242,7 @@ pub async fn a_stale_cached_crl_is_downloaded_again<T: Transport>(make: &dyn Fn(
 /// A cache file with a bad signature is not trusted: the CRL is downloaded.
 pub async fn a_tampered_cache_file_is_not_trusted<T: Transport>(make: &dyn Fn(&TestPki, &Path) -> T) {
     let (crls, pki) = setup();
-    let cache = TempDir::new();
+    let cache = TempDir::new("crl-suite");
     let server = TlsServer::start(pki.leaf(LeafKind::Revoked));
     let path = cache_file(cache.path(), &crls.url("/root.crl"));
     std::fs::write(&path, pki.badsig_root_crl_der()).unwrap();
@@ -280,7 +256,7 @@ pub async fn crl_check_with_an_unknown_ca_cannot_check_revocation<T: Transport>(
     make: &dyn Fn(&TestPki, &Path) -> T,
 ) {
     let (crls, pki) = setup();
-    let cache = TempDir::new();
+    let cache = TempDir::new("crl-suite");
     let t = make(&pki, cache.path());
     let server = TlsServer::start(pki.leaf(LeafKind::UnknownCa));
     // CA not ignored: unknown CA first.
@@ -294,7 +270,7 @@ pub async fn crl_check_with_an_unknown_ca_cannot_check_revocation<T: Transport>(
 /// Concurrent connections download a CRL once.
 pub async fn concurrent_connections_download_a_crl_once<T: Transport>(make: &dyn Fn(&TestPki, &Path) -> T) {
     let (crls, pki) = setup();
-    let cache = TempDir::new();
+    let cache = TempDir::new("crl-suite");
     let server = TlsServer::start(pki.leaf(LeafKind::Good));
     let t = make(&pki, cache.path());
     // Different flag values: different pools, so two connections.
@@ -310,7 +286,7 @@ pub async fn concurrent_connections_download_a_crl_once<T: Transport>(make: &dyn
 /// An unwritable cache dir still checks revocation (the CRL kept in memory).
 pub async fn an_unwritable_cache_still_checks_revocation<T: Transport>(make: &dyn Fn(&TestPki, &Path) -> T) {
     let (crls, pki) = setup();
-    let dir = TempDir::new();
+    let dir = TempDir::new("crl-suite");
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"not a directory").unwrap();
     let server = TlsServer::start(pki.leaf(LeafKind::Revoked));
@@ -326,7 +302,7 @@ pub async fn ignoring_dates_does_not_ignore_a_stale_crl_nor_a_revocation<T: Tran
     make: &dyn Fn(&TestPki, &Path) -> T,
 ) {
     let (crls, pki) = setup();
-    let cache = TempDir::new();
+    let cache = TempDir::new("crl-suite");
     let t = make(&pki, cache.path());
     // Expired and revoked: the shifted verification time must not make the
     // revocation (judged against a fresh CRL) disappear.
@@ -335,7 +311,7 @@ pub async fn ignoring_dates_does_not_ignore_a_stale_crl_nor_a_revocation<T: Tran
     // An expired leaf is accepted under 0x5 only with a CRL fresh now.
     let expired = TlsServer::start(pki.leaf(LeafKind::Expired));
     assert_eq!(get(&t, &expired, CRL | 0x4).await, Ok(()));
-    let cache2 = TempDir::new();
+    let cache2 = TempDir::new("crl-suite");
     let t2 = make(&pki, cache2.path());
     crls.set("/root.crl", pki.stale_root_crl_der());
     assert_eq!(get(&t2, &expired, CRL | 0x4).await, Err(0x8007_2F19));

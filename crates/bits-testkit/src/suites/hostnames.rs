@@ -5,14 +5,13 @@
 //! ```text
 //! #[tokio::test]
 //! async fn dns_names_and_ip_addresses_are_both_checked() {
-//!     hostnames::dns_names_and_ip_addresses_are_both_checked(&|a, h, f| Box::pin(handshake(a, h, f))).await;
+//!     hostnames::dns_names_and_ip_addresses_are_both_checked(&backend::host_handshake::<Openssl>).await;
 //! }
 //! ```
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 
+use crate::backend::HandshakeFuture;
 use crate::pki::{LeafKind, TestPki};
 use crate::tls::TlsServer;
 
@@ -22,7 +21,7 @@ const DATE: u32 = 0x8007_2F05;
 /// A backend's handshake: trusting only [`TestPki::shared`]'s root, connect
 /// to `addr` naming the server `host` under the certificate `flags`;
 /// `Ok(())` or the failure's HRESULT.
-pub type HostHandshake = dyn Fn(SocketAddr, String, u32) -> Pin<Box<dyn Future<Output = Result<(), u32>>>>;
+pub type HostHandshake = dyn Fn(SocketAddr, String, u32) -> HandshakeFuture;
 
 /// Names and IP addresses are both checked against the leaf's SANs;
 /// `IGNORE_CERT_CN_INVALID` (0x2) by name or by IP covers a wrong host and

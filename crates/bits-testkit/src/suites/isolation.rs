@@ -4,7 +4,7 @@
 //! ```text
 //! #[tokio::test]
 //! async fn a_connection_made_under_ignore_unknown_ca_never_serves_strict_requests() {
-//!     isolation::ignore_unknown_ca_never_serves_strict_requests(&transport).await;
+//!     isolation::ignore_unknown_ca_never_serves_strict_requests(&backend::with_pki::<Openssl>).await;
 //! }
 //! ```
 //!

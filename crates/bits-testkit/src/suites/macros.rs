@@ -1,134 +1,206 @@
 //! `#[tokio::test]` lists running every shared case of a suite, so each
-//! backend's test file names its factory once (STYLE.md item 13). The
-//! tests keep the names they had in the backends' own files.
+//! backend's test file names its backend once (STYLE.md item 13), e.g.
+//! `crl_tests!(bits_transport_openssl::Openssl)`; the transports come from
+//! [`backend`](crate::backend). The tests keep the names they had in the
+//! backends' own files.
 
 /// One `#[tokio::test]` per [`suites::isolation`](crate::suites::isolation)
-/// case: `isolation_tests!(make)`, `make: fn(&TestPki) -> T`.
+/// case: `isolation_tests!(Backend)`.
 #[macro_export]
 macro_rules! isolation_tests {
-    ($make:expr) => {
+    ($backend:ty) => {
         #[tokio::test]
         async fn a_connection_made_under_ignore_unknown_ca_never_serves_strict_requests() {
-            $crate::suites::isolation::ignore_unknown_ca_never_serves_strict_requests(&$make).await;
+            $crate::suites::isolation::ignore_unknown_ca_never_serves_strict_requests(
+                &$crate::backend::with_pki::<$backend>,
+            )
+            .await;
         }
         #[tokio::test]
         async fn a_connection_made_under_ignore_cn_never_serves_strict_requests() {
-            $crate::suites::isolation::ignore_cn_never_serves_strict_requests(&$make).await;
+            $crate::suites::isolation::ignore_cn_never_serves_strict_requests(
+                &$crate::backend::with_pki::<$backend>,
+            )
+            .await;
         }
     };
 }
 
 /// One `#[tokio::test]` per [`suites::crl`](crate::suites::crl) case:
-/// `crl_tests!(make, clear_pools)`, `make: fn(&TestPki, &Path) -> T`,
-/// `clear_pools: fn(&T)`.
+/// `crl_tests!(Backend)`.
 #[macro_export]
 macro_rules! crl_tests {
-    ($make:expr, $clear_pools:expr) => {
+    ($backend:ty) => {
+        $crate::crl_tests!(@cases &$crate::backend::with_pki_and_crl_cache::<$backend>, &$crate::backend::clear_pools::<$backend>);
+    };
+    (@cases $make:expr, $clear_pools:expr) => {
         #[tokio::test]
         async fn revoked_with_crl_check_fails_revoked_and_reaches_no_http() {
-            $crate::suites::crl::revoked_with_crl_check_fails_revoked_and_reaches_no_http(&$make).await;
+            $crate::suites::crl::revoked_with_crl_check_fails_revoked_and_reaches_no_http($make).await;
         }
         #[tokio::test]
         async fn without_crl_check_a_revoked_certificate_passes_and_no_crl_is_fetched() {
-            $crate::suites::crl::without_crl_check_a_revoked_certificate_passes_and_no_crl_is_fetched(&$make)
+            $crate::suites::crl::without_crl_check_a_revoked_certificate_passes_and_no_crl_is_fetched($make)
                 .await;
         }
         #[tokio::test]
         async fn a_good_certificate_passes_and_the_crl_is_fetched_once() {
-            $crate::suites::crl::a_good_certificate_passes_and_the_crl_is_fetched_once(&$make, &$clear_pools)
+            $crate::suites::crl::a_good_certificate_passes_and_the_crl_is_fetched_once($make, $clear_pools)
                 .await;
         }
         #[tokio::test]
         async fn the_whole_chain_is_checked_intermediate_crl_included() {
-            $crate::suites::crl::the_whole_chain_is_checked_intermediate_crl_included(&$make).await;
+            $crate::suites::crl::the_whole_chain_is_checked_intermediate_crl_included($make).await;
         }
         #[tokio::test]
         async fn an_unreachable_crl_fails_revocation_check() {
-            $crate::suites::crl::an_unreachable_crl_fails_revocation_check(&$make).await;
+            $crate::suites::crl::an_unreachable_crl_fails_revocation_check($make).await;
         }
         #[tokio::test]
         async fn a_badly_signed_crl_is_rejected_and_never_cached() {
-            $crate::suites::crl::a_badly_signed_crl_is_rejected_and_never_cached(&$make).await;
+            $crate::suites::crl::a_badly_signed_crl_is_rejected_and_never_cached($make).await;
         }
         #[tokio::test]
         async fn garbage_instead_of_a_crl_fails_revocation_check() {
-            $crate::suites::crl::garbage_instead_of_a_crl_fails_revocation_check(&$make).await;
+            $crate::suites::crl::garbage_instead_of_a_crl_fails_revocation_check($make).await;
         }
         #[tokio::test]
         async fn a_pem_crl_is_accepted() {
-            $crate::suites::crl::a_pem_crl_is_accepted(&$make).await;
+            $crate::suites::crl::a_pem_crl_is_accepted($make).await;
         }
         #[tokio::test]
         async fn a_stale_served_crl_is_rejected_and_not_cached() {
-            $crate::suites::crl::a_stale_served_crl_is_rejected_and_not_cached(&$make).await;
+            $crate::suites::crl::a_stale_served_crl_is_rejected_and_not_cached($make).await;
         }
         #[tokio::test]
         async fn a_stale_cached_crl_is_downloaded_again() {
-            $crate::suites::crl::a_stale_cached_crl_is_downloaded_again(&$make).await;
+            $crate::suites::crl::a_stale_cached_crl_is_downloaded_again($make).await;
         }
         #[tokio::test]
         async fn a_tampered_cache_file_is_not_trusted() {
-            $crate::suites::crl::a_tampered_cache_file_is_not_trusted(&$make).await;
+            $crate::suites::crl::a_tampered_cache_file_is_not_trusted($make).await;
         }
         #[tokio::test]
         async fn crl_check_with_an_unknown_ca_cannot_check_revocation() {
-            $crate::suites::crl::crl_check_with_an_unknown_ca_cannot_check_revocation(&$make).await;
+            $crate::suites::crl::crl_check_with_an_unknown_ca_cannot_check_revocation($make).await;
         }
         #[tokio::test]
         async fn concurrent_connections_download_a_crl_once() {
-            $crate::suites::crl::concurrent_connections_download_a_crl_once(&$make).await;
+            $crate::suites::crl::concurrent_connections_download_a_crl_once($make).await;
         }
         #[tokio::test]
         async fn an_unwritable_cache_still_checks_revocation() {
-            $crate::suites::crl::an_unwritable_cache_still_checks_revocation(&$make).await;
+            $crate::suites::crl::an_unwritable_cache_still_checks_revocation($make).await;
         }
         #[tokio::test]
         async fn ignoring_dates_does_not_ignore_a_stale_crl_nor_a_revocation() {
-            $crate::suites::crl::ignoring_dates_does_not_ignore_a_stale_crl_nor_a_revocation(&$make).await;
+            $crate::suites::crl::ignoring_dates_does_not_ignore_a_stale_crl_nor_a_revocation($make).await;
         }
     };
 }
 
 /// One `#[tokio::test]` per [`suites::chains`](crate::suites::chains) case:
-/// `chain_tests!(handshake)`, `handshake: async fn(Vec<Vec<u8>>, SocketAddr, u32) -> Result<(), u32>`.
+/// `chain_tests!(Backend)`, through the backend's own connector
+/// ([`backend::chain_handshake`](crate::backend::chain_handshake)).
 #[macro_export]
 macro_rules! chain_tests {
-    ($handshake:path) => {
+    ($backend:ty) => {
+        $crate::chain_tests!(@cases &$crate::backend::chain_handshake::<$backend>);
+    };
+    (@cases $handshake:expr) => {
         #[tokio::test]
         async fn ignoring_an_unknown_ca_does_not_ignore_a_not_yet_valid_untrusted_intermediate() {
-            $crate::suites::chains::ignoring_an_unknown_ca_does_not_ignore_a_not_yet_valid_untrusted_intermediate(&|r, a, f| ::std::boxed::Box::pin($handshake(r, a, f))).await;
+            $crate::suites::chains::ignoring_an_unknown_ca_does_not_ignore_a_not_yet_valid_untrusted_intermediate($handshake).await;
         }
         #[tokio::test]
         async fn a_valid_untrusted_chain_passes_with_ignore_unknown_ca_only() {
-            $crate::suites::chains::a_valid_untrusted_chain_passes_with_ignore_unknown_ca_only(&|r, a, f| ::std::boxed::Box::pin($handshake(r, a, f))).await;
+            $crate::suites::chains::a_valid_untrusted_chain_passes_with_ignore_unknown_ca_only($handshake).await;
         }
         #[tokio::test]
         async fn a_bad_signature_is_refused_under_every_ignore_flag() {
-            $crate::suites::chains::a_bad_signature_is_refused_under_every_ignore_flag(&|r, a, f| ::std::boxed::Box::pin($handshake(r, a, f))).await;
+            $crate::suites::chains::a_bad_signature_is_refused_under_every_ignore_flag($handshake).await;
         }
         #[tokio::test]
         async fn a_leaf_whose_issuer_is_absent_gets_every_check_it_can_under_ignore_unknown_ca() {
-            $crate::suites::chains::a_leaf_whose_issuer_is_absent_gets_every_check_it_can_under_ignore_unknown_ca(&|r, a, f| ::std::boxed::Box::pin($handshake(r, a, f))).await;
+            $crate::suites::chains::a_leaf_whose_issuer_is_absent_gets_every_check_it_can_under_ignore_unknown_ca($handshake).await;
         }
         #[tokio::test]
         async fn a_leaf_issued_by_a_non_ca_is_refused_under_every_ignore_flag() {
-            $crate::suites::chains::a_leaf_issued_by_a_non_ca_is_refused_under_every_ignore_flag(&|r, a, f| ::std::boxed::Box::pin($handshake(r, a, f))).await;
+            $crate::suites::chains::a_leaf_issued_by_a_non_ca_is_refused_under_every_ignore_flag($handshake).await;
         }
         #[tokio::test]
         async fn a_server_that_does_not_speak_tls_is_a_secure_failure() {
-            $crate::suites::chains::a_server_that_does_not_speak_tls_is_a_secure_failure(&|r, a, f| ::std::boxed::Box::pin($handshake(r, a, f))).await;
+            $crate::suites::chains::a_server_that_does_not_speak_tls_is_a_secure_failure($handshake).await;
         }
         #[tokio::test]
         async fn a_reset_during_the_handshake_is_a_transient_connection_reset() {
-            $crate::suites::chains::a_reset_during_the_handshake_is_a_transient_connection_reset(&|r, a, f| ::std::boxed::Box::pin($handshake(r, a, f))).await;
+            $crate::suites::chains::a_reset_during_the_handshake_is_a_transient_connection_reset($handshake).await;
         }
         #[tokio::test]
         async fn a_leaf_key_usage_without_tls_use_is_a_usage_fault() {
-            $crate::suites::chains::a_leaf_key_usage_without_tls_use_is_a_usage_fault(&|r, a, f| ::std::boxed::Box::pin($handshake(r, a, f))).await;
+            $crate::suites::chains::a_leaf_key_usage_without_tls_use_is_a_usage_fault($handshake).await;
         }
         #[tokio::test]
         async fn an_intermediate_without_cert_sign_usage_is_refused_under_every_flag() {
-            $crate::suites::chains::an_intermediate_without_cert_sign_usage_is_refused_under_every_flag(&|r, a, f| ::std::boxed::Box::pin($handshake(r, a, f))).await;
+            $crate::suites::chains::an_intermediate_without_cert_sign_usage_is_refused_under_every_flag($handshake).await;
+        }
+    };
+}
+
+/// The [`suites::system_roots`](crate::suites::system_roots) test,
+/// `ssl_cert_file_replaces_the_system_roots`: `system_roots_tests!(Backend)`.
+#[macro_export]
+macro_rules! system_roots_tests {
+    ($backend:ty) => {
+        #[test]
+        fn ssl_cert_file_replaces_the_system_roots() {
+            $crate::suites::system_roots::ssl_cert_file_replaces_the_system_roots::<$backend>(
+                &$crate::suites::system_roots::test_path(
+                    module_path!(),
+                    "ssl_cert_file_replaces_the_system_roots",
+                ),
+            );
+        }
+    };
+}
+
+/// One `#[test]` per [`suites::builder`](crate::suites::builder) case:
+/// `builder_tests!(Backend, supported)`, `supported` the certificate-flag
+/// values the backend honours.
+#[macro_export]
+macro_rules! builder_tests {
+    ($backend:ty, $supported:expr) => {
+        #[test]
+        fn bad_roots_are_invalid_arguments() {
+            $crate::suites::builder::bad_roots_are_invalid_arguments::<$backend>();
+        }
+        #[test]
+        fn the_transport_checks_policies_as_its_backend() {
+            $crate::suites::builder::the_transport_checks_policies_as_its_backend::<$backend>($supported);
+        }
+    };
+}
+
+/// One `#[tokio::test]` per [`suites::bodies`](crate::suites::bodies) case,
+/// over https ([`backend::https_server`](crate::backend::https_server)):
+/// `request_body_tests!(Backend)`.
+#[macro_export]
+macro_rules! request_body_tests {
+    ($backend:ty) => {
+        #[tokio::test]
+        async fn bodies_of_known_length_arrive_byte_exact() {
+            let (t, server) = $crate::backend::https_server::<$backend>();
+            $crate::suites::bodies::bodies_of_known_length_arrive_byte_exact(&t, &server).await;
+        }
+        #[tokio::test]
+        async fn a_body_of_unknown_length_arrives_chunked_and_whole() {
+            let (t, server) = $crate::backend::https_server::<$backend>();
+            $crate::suites::bodies::a_body_of_unknown_length_arrives_chunked_and_whole(&t, &server).await;
+        }
+        #[tokio::test]
+        async fn a_body_that_fails_midway_fails_send_with_its_error() {
+            let (t, server) = $crate::backend::https_server::<$backend>();
+            $crate::suites::bodies::a_body_that_fails_midway_fails_send_with_its_error(&t, &server).await;
         }
     };
 }

@@ -1,19 +1,25 @@
 //! Backend test suites written once (STYLE.md item 13) and run by every TLS
-//! backend's `tests/` with its own transport factory, like
-//! [`conformance`](crate::conformance).
+//! backend's `tests/`, like [`conformance`](crate::conformance).
 //!
 //! Each case is a `pub async fn` that panics on the first failed assertion;
-//! a backend's test file calls them all with its own factory through
-//! [`isolation_tests!`](crate::isolation_tests), [`crl_tests!`](crate::crl_tests)
-//! and [`chain_tests!`](crate::chain_tests) (one `#[tokio::test]` per case),
-//! or one by one. The factory must trust
-//! the given [`TestPki`](crate::pki::TestPki)'s root only (no system roots).
+//! a backend's test file runs them all for its backend type through
+//! [`isolation_tests!`](crate::isolation_tests), [`crl_tests!`](crate::crl_tests),
+//! [`chain_tests!`](crate::chain_tests),
+//! [`system_roots_tests!`](crate::system_roots_tests),
+//! [`builder_tests!`](crate::builder_tests) and
+//! [`request_body_tests!`](crate::request_body_tests) (one test per case),
+//! or one by one with a transport or handshake from
+//! [`backend`](crate::backend). A factory must trust the given
+//! [`TestPki`](crate::pki::TestPki)'s root only (no system roots).
 
+pub mod bodies;
+pub mod builder;
 pub mod chains;
 pub mod crl;
 pub mod hostnames;
 pub mod isolation;
 mod macros;
+pub mod system_roots;
 
 use bits_core::{ConnectionPolicy, Request, SecurityFlags, Transport};
 
