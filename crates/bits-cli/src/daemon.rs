@@ -39,15 +39,14 @@ use std::time::{Duration, Instant, SystemTime};
 use bits_core::{
     BitsError, Engine, Event, Hresult, Job, JobError, JobState, Observer, RunOutcome, SharedTransport,
 };
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::backend;
 use crate::error::{Failure, EXIT_OK};
-use crate::ipc::{self, Reply, Request};
+use crate::ipc::{self, accept_loop, Changes, Pending, Reply, Request};
 use crate::ops::{self, JobOp};
 use crate::store::{self, Store};
 
@@ -69,14 +68,6 @@ const SAVE_FILE_AT_ONCE: u64 = 1 << 20;
 const SIGXFSZ: i32 = 25;
 
 type Shared = Arc<Mutex<Store>>;
-
-/// Counts the saves that changed a job's state; `subscribe` connections
-/// ([`Request::Subscribe`]) write a line each time it moves.
-type Changes = watch::Sender<u64>;
-
-fn announce(changes: &Changes) {
-    changes.send_modify(|n| *n = n.wrapping_add(1));
-}
 
 fn lock(store: &Shared) -> MutexGuard<'_, Store> {
     store.lock().unwrap_or_else(|p| p.into_inner())
@@ -133,7 +124,7 @@ pub fn run(dir: &Path) -> Result<ExitCode, Failure> {
             .map_err(|e| store::io_failure("listen on", &sock, &e))?;
         let mut signals = Signals::new()?;
         let (req_tx, req_rx) = mpsc::unbounded_channel();
-        let changes = Changes::new(0);
+        let changes = Changes::default();
         tokio::task::spawn_local(accept_loop(listener, req_tx, changes.clone()));
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let mut daemon = Daemon {
@@ -207,8 +198,6 @@ impl Signals {
         })
     }
 }
-
-type Pending = (Request, oneshot::Sender<Reply>);
 
 struct Running {
     generation: u64,
@@ -323,7 +312,7 @@ impl Daemon {
 
     fn save(&self, job: &Job) {
         self.save_quietly(job);
-        announce(&self.changes);
+        self.changes.announce();
     }
 
     /// Saves without waking subscribers.
@@ -384,7 +373,7 @@ impl Daemon {
             self.stop(id).await;
         }
         let result = ops::apply_stored(&lock(&self.store), id, &op);
-        announce(&self.changes);
+        self.changes.announce();
         // The job may have left TRANSIENT_ERROR (resume, suspend, cancel…),
         // or changed its timeouts while waiting.
         if let Some(old) = self.waiting.remove(&id) {
@@ -568,7 +557,7 @@ impl Daemon {
         if result.is_ok() || save_anyway {
             self.save(&job);
         } else {
-            announce(&self.changes);
+            self.changes.announce();
         }
         let reply = match result {
             Ok(code) => {
@@ -730,7 +719,7 @@ impl Persist {
         if self.saved_key.state != job.state()
             && !(self.hold_transferred && job.state() == JobState::Transferred)
         {
-            announce(&self.changes);
+            self.changes.announce();
         }
         self.saved_key = SaveKey::of(job);
     }
@@ -773,87 +762,6 @@ impl Observer for Persist {
     }
 }
 
-async fn accept_loop(
-    listener: tokio::net::UnixListener,
-    requests: mpsc::UnboundedSender<Pending>,
-    changes: Changes,
-) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::task::spawn_local(serve_connection(stream, requests.clone(), changes.subscribe()));
-            }
-            Err(e) => {
-                tracing::warn!("accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-async fn serve_connection(
-    stream: tokio::net::UnixStream,
-    requests: mpsc::UnboundedSender<Pending>,
-    mut changes: watch::Receiver<u64>,
-) {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Ping) => Reply {
-                pid: Some(std::process::id()),
-                ..Reply::ok(Hresult::S_OK)
-            },
-            Ok(Request::Subscribe) => {
-                changes.mark_unchanged();
-                let mut text = serde_json::to_string(&Reply::ok(Hresult::S_OK)).unwrap_or_default();
-                text.push('\n');
-                if write.write_all(text.as_bytes()).await.is_err() {
-                    return;
-                }
-                // From now on the connection only carries wake-ups, until
-                // the client goes away (or the daemon does).
-                loop {
-                    tokio::select! {
-                        changed = changes.changed() => {
-                            if changed.is_err() || write.write_all(ipc::CHANGED_LINE.as_bytes()).await.is_err() {
-                                return;
-                            }
-                        }
-                        line = lines.next_line() => {
-                            if !matches!(line, Ok(Some(_))) {
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
-            Ok(request) => {
-                let (tx, rx) = oneshot::channel();
-                if requests.send((request, tx)).is_err() {
-                    break;
-                }
-                match rx.await {
-                    Ok(reply) => reply,
-                    Err(_) => break,
-                }
-            }
-            Err(e) => Reply::failed(&Failure::bad_input(
-                Hresult::E_INVALIDARG,
-                format!("bad request to the daemon: {e}"),
-                "",
-            )),
-        };
-        let Ok(mut text) = serde_json::to_string(&reply) else {
-            break;
-        };
-        text.push('\n');
-        if write.write_all(text.as_bytes()).await.is_err() {
-            break;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -883,7 +791,7 @@ mod tests {
         let (tmp, store, mut job) = setup(files);
         job.apply(Event::Scheduled);
         job.apply(Event::Connected);
-        let mut p = Persist::new(store.clone(), Changes::new(0), &job);
+        let mut p = Persist::new(store.clone(), Changes::default(), &job);
         p.on_change(&job);
         (tmp, store, job, p)
     }
@@ -891,7 +799,7 @@ mod tests {
     #[test]
     fn state_error_and_remote_name_changes_are_saved_at_once() {
         let (_tmp, store, mut job) = setup(2);
-        let mut p = Persist::new(store.clone(), Changes::new(0), &job);
+        let mut p = Persist::new(store.clone(), Changes::default(), &job);
         job.apply(Event::Scheduled);
         job.apply(Event::Connected);
         p.on_change(&job);
@@ -950,7 +858,7 @@ mod tests {
     #[test]
     fn saves_that_change_the_state_wake_subscribers() {
         let (_tmp, store, mut job) = setup(1);
-        let changes = Changes::new(0);
+        let changes = Changes::default();
         let rx = changes.subscribe();
         let mut p = Persist::new(store.clone(), changes, &job);
         job.files[0].bytes_transferred = 1;
@@ -966,7 +874,7 @@ mod tests {
     #[test]
     fn a_job_the_daemon_completes_is_saved_transferred_without_waking_anyone() {
         let (_tmp, store, mut job) = setup(1);
-        let changes = Changes::new(0);
+        let changes = Changes::default();
         let rx = changes.subscribe();
         let mut p = Persist::new(store.clone(), changes, &job);
         p.hold_transferred = true;
