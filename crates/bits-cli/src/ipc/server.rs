@@ -24,12 +24,6 @@ impl Changes {
     pub fn announce(&self) {
         self.0.send_modify(|n| *n = n.wrapping_add(1));
     }
-
-    /// A new subscriber.
-    #[cfg(test)]
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.0.subscribe()
-    }
 }
 
 /// Accepts connections on `listener` until the daemon stops, each served
