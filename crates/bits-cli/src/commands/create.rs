@@ -60,8 +60,8 @@ pub(super) fn check_file(
 /// (not a folder), and its folder exists and takes new files. Returns it
 /// made absolute. `writable` holds the folders already found to take new
 /// files: a command adding many files to one folder probes it once (a
-/// probe is a file created and deleted, and 2,000 of them cost more than
-/// the rest of the command).
+/// probe creates and deletes a file, which is dearer than the rest of
+/// adding one).
 pub(super) fn check_local(local: &Path, writable: &mut HashSet<PathBuf>) -> Result<PathBuf, Failure> {
     let local = store::absolute(local)?;
     if local.file_name().is_none() || local.is_dir() {

@@ -173,8 +173,8 @@ pub(super) fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode
     }
     let mut writable = HashSet::new();
     for pair in args.pairs.chunks(2) {
-        // `add_file` checks the URL (parsing it twice costs 2,000 files
-        // some milliseconds).
+        // Only LOCAL is checked here: `add_file` checks the URL, so each
+        // URL is parsed once.
         let local = check_local(Path::new(&pair[1]), &mut writable)?;
         job.add_file(&pair[0], &local).map_err(Failure::from)?;
     }

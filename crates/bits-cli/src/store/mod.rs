@@ -24,9 +24,9 @@
 //! migration) and `gen`, which every save increments. `files`: one row per
 //! file (job id, index, the [`bits_core::FileInfo`] as JSON), deleted with
 //! its job. Version 1 kept the files inside the job's JSON, so every save
-//! of a job of 2,000 files rewrote 660 KB; now a save writes the job's row
-//! and the rows of the files that changed since this connection last read
-//! or wrote them (known by a hash of each file, trusted only while `gen`
+//! rewrote every file of the job, however few had changed; now a save
+//! writes the job's row and the rows of the files that changed since this
+//! connection last read or wrote them (known by a hash of each file, trusted only while `gen`
 //! says no other connection wrote the job since).
 //!
 //! # Durability
@@ -130,7 +130,7 @@ impl Store {
     }
 
     /// Job `id` without its files (`files` is empty): for a caller that
-    /// needs its state, error or times, not the rows of 2,000 files.
+    /// needs its state, error or times, not the rows of all its files.
     pub fn head(&self, id: Uuid) -> Result<Option<Job>, Failure> {
         let head: Option<String> = self
             .conn

@@ -114,8 +114,8 @@ pub(super) fn read_files(
 
 /// What [`write_job`] compares to find the file rows that changed: a hash
 /// of the file itself, not of its JSON, so that the rows that did not
-/// change cost no serialization (a save of 2,000 files serialized them all,
-/// some 1.5 ms, several times per job).
+/// change cost no serialization: a save serializes only the files it
+/// writes.
 fn file_hash(file: &FileInfo) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();

@@ -65,8 +65,8 @@ impl Store {
         // A running daemon checkpoints in the background after every job
         // and every [`CHECKPOINT_EVERY`] (see [`Store::checkpoint`]): a
         // commit that passes AUTOCHECKPOINT_PAGES copies the WAL back and
-        // fsyncs the database itself (some 20 ms), which a command's insert
-        // or a save of a running job should not wait for. The limit stays
+        // fsyncs the database itself, which a command's insert or a save
+        // of a running job should not wait for. The limit stays
         // as the backstop of a store without a daemon.
         self.conn.execute_batch(&format!(
             "PRAGMA synchronous = NORMAL;
