@@ -39,15 +39,34 @@ fn scheduler(memory: &Memory) -> Scheduler {
     Scheduler::new(memory.clone(), memory.clone(), transports)
 }
 
-/// A QUEUED job of one file, `path` on `server`, stored in `memory`.
-fn queued(memory: &Memory, dir: &Path, server: &HttpServer, path: &str, priority: Priority) -> Uuid {
-    let mut job = Job::new(path, JobType::Download, "plain");
-    job.add_file(&server.url(path), &dir.join(path.trim_start_matches('/')))
-        .unwrap();
-    job.set_priority(priority).unwrap();
-    job.resume().unwrap();
-    memory.put(&job);
-    job.id
+/// What the transfer tests start from: a folder for the files, a test
+/// server on 127.0.0.1 and an empty memory.
+struct Fixture {
+    dir: tempfile::TempDir,
+    server: HttpServer,
+    memory: Memory,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            server: HttpServer::start(),
+            memory: Memory::default(),
+        }
+    }
+
+    /// Serves `route` at `path` and stores a QUEUED job of that one file.
+    fn queued(&self, path: &str, route: Route, priority: Priority) -> Uuid {
+        self.server.set(path, route);
+        let mut job = Job::new(path, JobType::Download, "plain");
+        job.add_file(&self.server.url(path), &self.dir.path().join(&path[1..]))
+            .unwrap();
+        job.set_priority(priority).unwrap();
+        job.resume().unwrap();
+        self.memory.put(&job);
+        job.id
+    }
 }
 
 /// A route that takes a while: 1 MB, 16 KiB every 20 ms.
@@ -102,74 +121,62 @@ fn transient(memory: &Memory, dir: &Path) -> Job {
 
 #[test]
 fn a_queued_job_transfers_and_its_end_is_reported() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = HttpServer::start();
-    server.set("/a", Route::body(vec![1u8; 100_000]));
-    let memory = Memory::default();
-    let id = queued(&memory, tmp.path(), &server, "/a", Priority::Normal);
+    let f = Fixture::new();
+    let id = f.queued("/a", Route::body(vec![1u8; 100_000]), Priority::Normal);
     let ended = local(async {
-        let mut s = scheduler(&memory);
-        drive(&mut s, &memory, |m| state(m, id) == JobState::Transferred).await
+        let mut s = scheduler(&f.memory);
+        drive(&mut s, &f.memory, |m| state(m, id) == JobState::Transferred).await
     });
     assert!(
         matches!(&ended[..], [Ended { id: i, state: JobState::Transferred, held: None }] if *i == id),
         "{ended:?}"
     );
-    let log = memory.log(id);
+    let log = f.memory.log(id);
     assert_eq!(
         &log[log.len() - 2..],
         [Entry::Saved(JobState::Transferred), Entry::Changed],
         "{log:?}"
     );
-    assert_eq!(memory.get(id).bytes_transferred(), 100_000);
+    assert_eq!(f.memory.get(id).bytes_transferred(), 100_000);
 }
 
 #[test]
 fn slots_go_by_priority_then_age() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = HttpServer::start();
-    for path in ["/old", "/new", "/high"] {
-        server.set(path, slow(1_000_000));
-    }
-    let memory = Memory::default();
-    let old = queued(&memory, tmp.path(), &server, "/old", Priority::Normal);
-    let new = queued(&memory, tmp.path(), &server, "/new", Priority::Normal);
-    let high = queued(&memory, tmp.path(), &server, "/high", Priority::High);
+    let f = Fixture::new();
+    let old = f.queued("/old", slow(1_000_000), Priority::Normal);
+    let new = f.queued("/new", slow(1_000_000), Priority::Normal);
+    let high = f.queued("/high", slow(1_000_000), Priority::High);
     local(async {
-        let mut s = scheduler(&memory).with_max_parallel(2);
+        let mut s = scheduler(&f.memory).with_max_parallel(2);
         assert!(s.schedule().await.is_empty());
         assert!(s.is_running(high) && s.is_running(old) && !s.is_running(new));
         let _ = s.shutdown().await;
     });
     for id in [old, new, high] {
-        assert_eq!(state(&memory, id), JobState::Queued);
+        assert_eq!(state(&f.memory, id), JobState::Queued);
     }
 }
 
 #[test]
 fn a_higher_priority_job_preempts_and_the_preempted_one_resumes_later() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = HttpServer::start();
-    server.set("/low", slow(1_000_000));
-    server.set("/high", Route::body(vec![2u8; 50_000]));
-    let memory = Memory::default();
-    let low = queued(&memory, tmp.path(), &server, "/low", Priority::Low);
+    let f = Fixture::new();
+    let low = f.queued("/low", slow(1_000_000), Priority::Low);
     local(async {
-        let mut s = scheduler(&memory).with_max_parallel(1);
+        let mut s = scheduler(&f.memory).with_max_parallel(1);
         assert!(s.schedule().await.is_empty());
-        until_sent(&server, 100_000).await;
-        let high = queued(&memory, tmp.path(), &server, "/high", Priority::High);
+        until_sent(&f.server, 100_000).await;
+        let high = f.queued("/high", Route::body(vec![2u8; 50_000]), Priority::High);
         assert!(s.schedule().await.is_empty());
         assert!(s.is_running(high) && !s.is_running(low));
-        let preempted = memory.get(low);
+        let preempted = f.memory.get(low);
         assert_eq!(preempted.state(), JobState::Queued);
         assert!(preempted.bytes_transferred() > 0, "saved where it got");
-        drive(&mut s, &memory, |m| {
+        drive(&mut s, &f.memory, |m| {
             state(m, high) == JobState::Transferred && state(m, low) == JobState::Transferred
         })
         .await;
     });
-    let again = server.requests_for("/low");
+    let again = f.server.requests_for("/low");
     assert!(
         again.iter().any(|r| r.range().is_some_and(|h| h != "bytes=0-")),
         "resumed from the bytes on disk: {again:?}"
@@ -178,38 +185,32 @@ fn a_higher_priority_job_preempts_and_the_preempted_one_resumes_later() {
 
 #[test]
 fn stopping_a_transfer_saves_it_queued_with_its_bytes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = HttpServer::start();
-    server.set("/slow", slow(1_000_000));
-    let memory = Memory::default();
-    let id = queued(&memory, tmp.path(), &server, "/slow", Priority::Normal);
+    let f = Fixture::new();
+    let id = f.queued("/slow", slow(1_000_000), Priority::Normal);
     local(async {
-        let mut s = scheduler(&memory);
+        let mut s = scheduler(&f.memory);
         assert!(s.schedule().await.is_empty());
-        until_sent(&server, 100_000).await;
+        until_sent(&f.server, 100_000).await;
         assert!(s.stop(id).await.is_none(), "stopped, not ended");
         assert!(!s.is_running(id));
         assert!(s.stop(id).await.is_none(), "stopping twice is nothing");
     });
-    let job = memory.get(id);
+    let job = f.memory.get(id);
     assert_eq!(job.state(), JobState::Queued);
     assert!(job.bytes_transferred() > 0);
-    assert_eq!(memory.log(id).last(), Some(&Entry::Changed));
+    assert_eq!(f.memory.log(id).last(), Some(&Entry::Changed));
 }
 
 #[test]
 fn a_transient_error_waits_for_its_retry_delay_then_runs_again() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = HttpServer::start();
-    server.set("/flaky", Route::status(503));
-    let memory = Memory::default();
-    let id = queued(&memory, tmp.path(), &server, "/flaky", Priority::Normal);
-    let mut job = memory.get(id);
+    let f = Fixture::new();
+    let id = f.queued("/flaky", Route::status(503), Priority::Normal);
+    let mut job = f.memory.get(id);
     job.min_retry_delay = 0;
-    memory.put(&job);
+    f.memory.put(&job);
     local(async {
-        let mut s = scheduler(&memory);
-        let ended = drive(&mut s, &memory, |m| state(m, id) == JobState::TransientError).await;
+        let mut s = scheduler(&f.memory);
+        let ended = drive(&mut s, &f.memory, |m| state(m, id) == JobState::TransientError).await;
         assert!(
             matches!(
                 &ended[..],
@@ -221,26 +222,24 @@ fn a_transient_error_waits_for_its_retry_delay_then_runs_again() {
             "{ended:?}"
         );
         assert!(s.timers.contains(id));
-        server.set("/flaky", Route::body(vec![3u8; 1000]));
-        drive(&mut s, &memory, |m| state(m, id) == JobState::Transferred).await;
+        f.server.set("/flaky", Route::body(vec![3u8; 1000]));
+        drive(&mut s, &f.memory, |m| state(m, id) == JobState::Transferred).await;
     });
+    let log = f.memory.log(id);
     assert!(
-        memory.log(id).contains(&Entry::Saved(JobState::Queued)),
-        "the retry timer fired"
+        log.contains(&Entry::Saved(JobState::Queued)),
+        "the retry timer fired: {log:?}"
     );
 }
 
 #[test]
 fn a_held_job_is_handed_over_transferred_without_telling_watchers() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = HttpServer::start();
-    server.set("/mine", Route::body(vec![4u8; 10_000]));
-    let memory = Memory::default();
-    let id = queued(&memory, tmp.path(), &server, "/mine", Priority::Normal);
+    let f = Fixture::new();
+    let id = f.queued("/mine", Route::body(vec![4u8; 10_000]), Priority::Normal);
     let ended = local(async {
-        let mut s = scheduler(&memory);
+        let mut s = scheduler(&f.memory);
         s.hold(id);
-        let ended = drive(&mut s, &memory, |m| state(m, id) == JobState::Transferred).await;
+        let ended = drive(&mut s, &f.memory, |m| state(m, id) == JobState::Transferred).await;
         assert!(!s.release(id), "the hold was used");
         ended
     });
@@ -252,8 +251,8 @@ fn a_held_job_is_handed_over_transferred_without_telling_watchers() {
     else {
         panic!("{ended:?}");
     };
-    assert_eq!(job, &memory.get(id));
-    let log = memory.log(id);
+    assert_eq!(job, &f.memory.get(id));
+    let log = f.memory.log(id);
     let saved = log
         .iter()
         .position(|e| *e == Entry::Saved(JobState::Transferred))
@@ -283,18 +282,15 @@ fn a_job_whose_backend_cannot_be_built_goes_to_error() {
 
 #[test]
 fn a_source_that_fails_skips_a_pass() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = HttpServer::start();
-    server.set("/a", Route::body(vec![5u8; 1000]));
-    let memory = Memory::default();
-    let id = queued(&memory, tmp.path(), &server, "/a", Priority::Normal);
+    let f = Fixture::new();
+    let id = f.queued("/a", Route::body(vec![5u8; 1000]), Priority::Normal);
     local(async {
-        let mut s = scheduler(&memory);
-        memory.break_reads(true);
+        let mut s = scheduler(&f.memory);
+        f.memory.break_reads(true);
         assert!(s.schedule().await.is_empty());
         assert!(!s.is_running(id));
-        memory.break_reads(false);
-        drive(&mut s, &memory, |m| state(m, id) == JobState::Transferred).await;
+        f.memory.break_reads(false);
+        drive(&mut s, &f.memory, |m| state(m, id) == JobState::Transferred).await;
     });
 }
 
