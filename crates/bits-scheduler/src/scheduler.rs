@@ -97,7 +97,7 @@ pub struct Ended {
     /// The job.
     pub id: Uuid,
     /// Its state now: TRANSFERRED, TRANSIENT_ERROR (its retry timer is
-    /// armed) or ERROR, or the state an operation left it in.
+    /// armed) or ERROR.
     pub state: JobState,
     /// The job, when it was held ([`Scheduler::hold`]) and is TRANSFERRED:
     /// saved, but no watcher told. The caller finishes it.
