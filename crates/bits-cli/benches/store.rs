@@ -4,15 +4,15 @@
 //! and `transfer` do every 200 ms.
 //!
 //! `bits-cli` is a binary without a library target, so the bench compiles
-//! the store module (and the error module it uses) from `src/` directly.
-//! Under `cargo clippy --all-targets` their unit tests are compiled in too,
+//! the store module (`src/store/`) and the error module it uses from `src/`
+//! directly. Under `cargo clippy --all-targets` their unit tests are compiled in too,
 //! hence `unused_imports`. `cargo bench -p bits-cli --bench store` (not run in CI).
 
 #[allow(dead_code, unused_imports, missing_docs, missing_debug_implementations)]
 #[path = "../src/error.rs"]
 mod error;
 #[allow(dead_code, unused_imports, missing_docs, missing_debug_implementations)]
-#[path = "../src/store.rs"]
+#[path = "../src/store/mod.rs"]
 mod store;
 
 use std::hint::black_box;

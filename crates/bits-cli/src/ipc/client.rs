@@ -1,33 +1,6 @@
-//! How the `bits` command and the daemon talk.
-//!
-//! # Architecture
-//! - **The database is the truth for reading.** `info`, `list`, `wait`,
-//!   `monitor` read the store directly (SQLite in WAL mode lets them read
-//!   while the daemon writes); the daemon saves a running job's progress at
-//!   least every second and every state change at once.
-//! - **One writer per job at a time.** While a daemon carries the store,
-//!   every change to an existing job (`add-file`, `set-*`, `resume`,
-//!   `suspend`, `complete`, `cancel`, `replace-remote-prefix`) is sent to it
-//!   over a Unix socket, `daemon.sock` in the store folder (`0600`), as one
-//!   line of JSON ([`Request`]) answered by one line ([`Reply`]). The daemon
-//!   stops the job's transfer first when it is running (so no engine task
-//!   writes a stale copy over the change), applies the same
-//!   [`crate::ops::apply`] the CLI would, saves, and reschedules. With no
-//!   daemon, the CLI applies the change to the database itself, in one
-//!   transaction.
-//! - **No race with a starting daemon.** "Is a daemon up?" and the direct
-//!   edit happen under a short `flock` of `store.lock`; a daemon takes the
-//!   same lock while it binds its socket and loads the jobs. The daemon's
-//!   lifetime lock is `daemon.lock` (`flock`, non-blocking: a second daemon
-//!   exits 1).
-//! - **Started on demand.** `resume`, `monitor`, `wait` and `transfer` start
-//!   `bits daemon --foreground` in its own process group, stdin closed,
-//!   output appended to `daemon.log`, and wait until its socket answers a
-//!   ping. `wait`/`monitor`/`transfer` start it again if it dies while they
-//!   wait, so a killed daemon resumes its jobs from the bytes on disk.
-//! - `create` only inserts a new SUSPENDED job, which no daemon is carrying,
-//!   so it writes the database directly even while a daemon runs; so does
-//!   `prune`, which only deletes final jobs.
+//! The CLI's side: a [`Client`] connection, a [`Subscription`] to state
+//! changes, applying an operation through the daemon or directly, and
+//! starting a daemon on demand.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -37,122 +10,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bits_core::Hresult;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::{Failure, DAEMON_BUSY, DAEMON_DOWN, EXIT_FAILURE};
+use super::protocol::{path, Reply, Request, DAEMON_LOCK, LOG_FILE, SOCKET_FILE, STORE_LOCK};
+use crate::error::{Failure, DAEMON_DOWN, EXIT_FAILURE};
 use crate::ops::JobOp;
 use crate::store::{self, Store};
-
-/// The socket's file name in the store folder.
-pub const SOCKET_FILE: &str = "daemon.sock";
-/// The daemon's lifetime lock file.
-pub const DAEMON_LOCK: &str = "daemon.lock";
-/// The short lock that orders direct edits with a daemon's start.
-pub const STORE_LOCK: &str = "store.lock";
-/// The log of a daemon started on demand.
-pub const LOG_FILE: &str = "daemon.log";
-
-/// A request line.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "request", rename_all = "kebab-case")]
-pub enum Request {
-    /// Is the daemon up? Answered with its pid.
-    Ping,
-    /// Stop: save every job as SIGTERM does, then exit (`bits daemon --stop`).
-    Shutdown,
-    /// Wake me when a job's state changes: answered with one reply, then
-    /// the connection carries a [`CHANGED_LINE`] after every save that
-    /// changed a job's state (a hint to read the database again, nothing
-    /// more), until either side closes it.
-    Subscribe,
-    /// Run the scheduler now: `transfer` stores its job already QUEUED
-    /// (a new job no daemon carries yet) and asks the daemon to pick it up,
-    /// which spares the daemon reading and rewriting the whole job for a
-    /// `resume`.
-    Schedule,
-    /// `transfer`'s request: run the scheduler now (as [`Request::Schedule`])
-    /// and complete job `id` in the daemon as soon as it is TRANSFERRED,
-    /// while the daemon still holds it (no second read of a job of many
-    /// files, no round trip). Its TRANSFERRED state is saved but not
-    /// announced to subscribers (the ACKNOWLEDGED one is). A `complete` of
-    /// the job sent afterwards is answered with that completion's result.
-    /// Any other operation on the job but `resume`, or the job ending
-    /// otherwise, withdraws the request.
-    Transfer {
-        /// The job, stored QUEUED by the caller.
-        id: Uuid,
-    },
-    /// Apply an operation to a job.
-    Job {
-        /// The job.
-        id: Uuid,
-        /// What to do.
-        op: JobOp,
-    },
-}
-
-/// What a [`Request::Subscribe`] connection carries when a job's state
-/// changed.
-pub const CHANGED_LINE: &str = "{\"changed\":true}\n";
-
-/// A reply line.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Reply {
-    /// The operation's HRESULT (a success code, or the failure's).
-    pub code: u32,
-    /// For a failure: what happened.
-    #[serde(default)]
-    pub message: String,
-    /// For a failure: what to do.
-    #[serde(default)]
-    pub hint: String,
-    /// For a failure: the exit status.
-    #[serde(default)]
-    pub exit: u8,
-    /// The daemon's pid (ping).
-    #[serde(default)]
-    pub pid: Option<u32>,
-}
-
-impl Reply {
-    /// A success with `code`.
-    pub fn ok(code: Hresult) -> Reply {
-        Reply {
-            code: code.0,
-            message: String::new(),
-            hint: String::new(),
-            exit: 0,
-            pid: None,
-        }
-    }
-
-    /// A failure.
-    pub fn failed(f: &Failure) -> Reply {
-        Reply {
-            code: f.code.0,
-            message: f.message.clone(),
-            hint: f.hint.clone(),
-            exit: f.exit,
-            pid: None,
-        }
-    }
-
-    /// The success code, or the failure.
-    pub fn into_result(self) -> Result<Hresult, Failure> {
-        let code = Hresult(self.code);
-        if code.is_success() {
-            Ok(code)
-        } else {
-            Err(Failure::new(code, self.message, self.hint, self.exit))
-        }
-    }
-}
-
-/// A path of the store folder.
-pub fn path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
-}
 
 /// A connection to a running daemon.
 #[derive(Debug)]
@@ -391,16 +254,6 @@ fn log_tail(log: &Path, start: u64) -> String {
         .unwrap_or("no output")
         .trim()
         .to_string()
-}
-
-/// The "another daemon" failure.
-pub fn busy(dir: &Path, pid: Option<u32>) -> Failure {
-    let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-    Failure::runtime(
-        DAEMON_BUSY,
-        format!("a bits daemon{who} already carries the store {}", dir.display()),
-        "only one daemon per store runs; stop it first or use another --store",
-    )
 }
 
 #[cfg(test)]

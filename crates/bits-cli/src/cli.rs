@@ -1,0 +1,184 @@
+//! The command line as clap reads it: global options and one subcommand
+//! per verb of `shared/spec/cli.md`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bits",
+    version,
+    about = "Background transfers that survive restarts, with the semantics of Windows BITS",
+    long_about = None,
+    after_help = "JOB is a job id (as printed by `create`) or a display name, when unique.\n\
+                  Exit status: 0 done, 1 the job ended in ERROR (or another runtime failure), \
+                  2 bad input (nothing changed)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The store folder (default: $BITS_STORE, else $XDG_STATE_HOME/bits, else ~/.local/state/bits).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// The TLS backend of new jobs (`bits backends` lists them; default: the first compiled in).
+    #[arg(long, global = true, value_name = "B")]
+    pub backend: Option<String>,
+    /// Print JSON (info, list, transfer, create, backends).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print less: no progress bars or notes.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print more (repeat for more detail); also passed to a daemon started on demand.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new SUSPENDED job; prints its id.
+    Create {
+        /// An upload job (one file) instead of a download.
+        #[arg(long)]
+        upload: bool,
+        /// The job's display name.
+        name: String,
+    },
+    /// Add a file to a job; a relative LOCAL is taken from the current directory.
+    AddFile {
+        /// The job.
+        job: String,
+        /// An http or https URL.
+        url: String,
+        /// Where the file goes on `complete`.
+        local: PathBuf,
+    },
+    /// Set the job's security flags (decimal or 0x hex).
+    SetSecurityFlags {
+        /// The job.
+        job: String,
+        /// The flags, e.g. 0x0004.
+        flags: String,
+    },
+    /// Print the job's security flags as 0x and four hex digits.
+    GetSecurityFlags {
+        /// The job.
+        job: String,
+    },
+    /// Rewrite each file URL of the job that starts with OLD.
+    ReplaceRemotePrefix {
+        /// The job.
+        job: String,
+        /// The prefix to replace (case-sensitive).
+        old: String,
+        /// Its replacement.
+        new: String,
+    },
+    /// Seconds to wait before retrying after a transient error (default 600, at least 5).
+    SetMinRetryDelay {
+        /// The job.
+        job: String,
+        /// Seconds.
+        seconds: u32,
+    },
+    /// Seconds without progress after which a transient error becomes fatal (default 1209600).
+    SetNoProgressTimeout {
+        /// The job.
+        job: String,
+        /// Seconds (0: the first transient error is fatal).
+        seconds: u32,
+    },
+    /// Set the job's priority: foreground, high, normal or low.
+    SetPriority {
+        /// The job.
+        job: String,
+        /// foreground|high|normal|low.
+        priority: String,
+    },
+    /// Start or restart transferring (starts the daemon when needed).
+    Resume {
+        /// The job.
+        job: String,
+    },
+    /// Pause transferring.
+    Suspend {
+        /// The job.
+        job: String,
+    },
+    /// Move the transferred files to their LOCAL names; the job becomes ACKNOWLEDGED.
+    Complete {
+        /// The job.
+        job: String,
+    },
+    /// Remove the temporary files; the job becomes CANCELLED.
+    Cancel {
+        /// The job.
+        job: String,
+    },
+    /// Show one job.
+    Info {
+        /// The job.
+        job: String,
+    },
+    /// List the jobs of this store that are not final.
+    List {
+        /// Also ACKNOWLEDGED and CANCELLED jobs.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Forget final jobs (ACKNOWLEDGED, CANCELLED).
+    Prune {
+        /// Only those older than this many days.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        older_than: u32,
+    },
+    /// Show live progress until the jobs (or JOB) settle.
+    Monitor {
+        /// One job (default: every active job).
+        job: Option<String>,
+    },
+    /// Block until the job is TRANSFERRED (exit 0) or in ERROR (exit 1).
+    Wait {
+        /// The job.
+        job: String,
+    },
+    /// One-shot transfer: create, add, resume, wait, complete.
+    Transfer(TransferArgs),
+    /// List the compiled-in backends and the certificate-flag values each honours.
+    Backends,
+    /// The service that carries the jobs (started on demand by resume, wait, monitor, transfer).
+    Daemon {
+        /// Stay attached (for systemd and tests); prints `ready` once it accepts commands.
+        #[arg(long, conflicts_with = "stop")]
+        foreground: bool,
+        /// Stop the store's running daemon (its jobs are saved and resume at its next start).
+        #[arg(long)]
+        stop: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// Security flags (decimal or 0x hex).
+    #[arg(long, value_name = "FLAGS")]
+    pub security_flags: Option<String>,
+    /// Minimum retry delay in seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub retry_delay: Option<u32>,
+    /// No-progress timeout in seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub no_progress_timeout: Option<u32>,
+    /// The job's display name (default: transfer).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// URL LOCAL pairs.
+    #[arg(value_name = "URL LOCAL", num_args = 2.., required = true)]
+    pub pairs: Vec<String>,
+}

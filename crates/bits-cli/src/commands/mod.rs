@@ -1,0 +1,101 @@
+//! The verbs of `bits`, grouped by what they touch: [`create`] (new jobs
+//! and their files), [`edit`] (changes to a stored job, and pruning),
+//! [`transfer`] (running jobs: resume, complete, wait, monitor, transfer),
+//! [`show`] (reading jobs), [`daemon`] (starting and stopping the
+//! service), [`backends`].
+
+mod backends;
+mod create;
+mod daemon;
+mod edit;
+mod show;
+mod transfer;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bits_core::Job;
+
+use crate::backend::Backend;
+use crate::cli::{Cli, Command, Global};
+use crate::error::Failure;
+use crate::ops::JobOp;
+use crate::store::{self, Store};
+use crate::view;
+
+/// Everything a command needs besides its own arguments.
+struct Ctx {
+    global: Global,
+    dir: PathBuf,
+}
+
+impl Ctx {
+    fn open(&self) -> Result<Store, Failure> {
+        Store::open(&self.dir)
+    }
+
+    fn backend(&self) -> Result<Backend, Failure> {
+        match &self.global.backend {
+            Some(name) => Backend::from_name(name),
+            None => Ok(Backend::default_backend()),
+        }
+    }
+
+    fn note(&self, text: impl AsRef<str>) {
+        if !self.global.quiet {
+            out!("{}", text.as_ref());
+        }
+    }
+
+    fn print_job(&self, job: &Job) {
+        if self.global.json {
+            out!("{}", view::job_json(job));
+        } else {
+            out_raw!("{}", view::job_text(job));
+        }
+    }
+}
+
+/// Runs the command `cli` names.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let dir = store::resolve_dir(cli.global.store.as_deref())?;
+    let ctx = Ctx {
+        global: cli.global,
+        dir,
+    };
+    match cli.command {
+        Command::Create { upload, name } => create::create(&ctx, upload, &name),
+        Command::AddFile { job, url, local } => create::add_file(&ctx, &job, &url, &local),
+        Command::SetSecurityFlags { job, flags } => edit::set_security_flags(&ctx, &job, &flags),
+        Command::GetSecurityFlags { job } => show::security_flags(&ctx, &job),
+        Command::ReplaceRemotePrefix { job, old, new } => edit::replace_remote_prefix(&ctx, &job, old, new),
+        Command::SetMinRetryDelay { job, seconds } => edit::simple_op(
+            &ctx,
+            &job,
+            JobOp::SetMinRetryDelay {
+                seconds: u64::from(seconds),
+            },
+        ),
+        Command::SetNoProgressTimeout { job, seconds } => edit::simple_op(
+            &ctx,
+            &job,
+            JobOp::SetNoProgressTimeout {
+                seconds: u64::from(seconds),
+            },
+        ),
+        Command::SetPriority { job, priority } => edit::set_priority(&ctx, &job, &priority),
+        Command::Resume { job } => transfer::resume(&ctx, &job),
+        Command::Suspend { job } => edit::simple_op(&ctx, &job, JobOp::Suspend),
+        Command::Cancel { job } => edit::simple_op(&ctx, &job, JobOp::Cancel),
+        Command::Complete { job } => transfer::complete(&ctx, &job),
+        Command::Info { job } => show::info(&ctx, &job),
+        Command::List { all } => show::list(&ctx, all),
+        Command::Prune { older_than } => edit::prune(&ctx, older_than),
+        Command::Monitor { job } => transfer::monitor(&ctx, job.as_deref()),
+        Command::Wait { job } => transfer::wait(&ctx, &job),
+        Command::Transfer(args) => transfer::transfer(&ctx, args),
+        Command::Backends => backends::backends(&ctx),
+        Command::Daemon { stop: true, .. } => daemon::stop(&ctx),
+        Command::Daemon { foreground, .. } => daemon::start(&ctx, foreground),
+    }
+}
