@@ -83,3 +83,64 @@ fn a_finished_file_shows_completed_while_the_next_one_downloads_and_after_a_susp
         .expect("file 0's temporary file");
     assert_eq!(std::fs::read(temp).unwrap(), small);
 }
+
+#[test]
+fn a_finished_file_shows_completed_while_the_next_one_stalls() {
+    let env = Env::new();
+    let server = HttpServer::start();
+    // File 0 takes about a second, so the job's first saves are old when it
+    // finishes; file 1 is large (its validator is saved as soon as its
+    // answer comes, right after file 0 finished), sends one chunk, then
+    // stalls: no event comes to carry a throttled save.
+    const FIRST: usize = 256 * 1024;
+    server.set(
+        "/first.bin",
+        Route::body(content(FIRST, 3))
+            .etag("\"f1\"")
+            .throttle(32 * 1024, Duration::from_millis(125)),
+    );
+    server.set(
+        "/stalled.bin",
+        Route::body(content(SLOW, 4))
+            .etag("\"s1\"")
+            .throttle(64 * 1024, Duration::from_secs(5)),
+    );
+    let id = env.create("stall");
+    for name in ["first.bin", "stalled.bin"] {
+        let local = env.path(name);
+        env.run(&[
+            "add-file",
+            &id,
+            &server.url(&format!("/{name}")),
+            local.to_str().unwrap(),
+        ])
+        .ok();
+    }
+    env.run(&["resume", &id]).ok();
+    let started = Instant::now();
+    let mut whole = None;
+    loop {
+        let info = env.info(&id);
+        let at = started.elapsed();
+        if whole.is_none() && info["files"][0]["bytes_transferred"] == FIRST {
+            whole = Some(at);
+        }
+        if info["files"][0]["completed"] == true {
+            let whole = whole.unwrap_or(at);
+            eprintln!("file 0: all bytes counted at {whole:?}, completed at {at:?}");
+            assert!(
+                at - whole < Duration::from_millis(2500),
+                "completed {:?} after",
+                at - whole
+            );
+            assert!(
+                info["files"][1]["bytes_transferred"].as_u64().unwrap() <= 64 * 1024,
+                "file 1 is still stalled: {info:#}"
+            );
+            break;
+        }
+        assert!(at < Duration::from_secs(20), "never completed: {info:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.run(&["cancel", &id]).ok();
+}

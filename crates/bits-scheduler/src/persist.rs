@@ -17,12 +17,14 @@ pub const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 pub const SAVE_FILE_AT_ONCE: u64 = 1 << 20;
 
 /// Saves a running job. At once: a change of its state, error or number
-/// of files, a remote name changed by a reported redirect, and the
-/// validator of a file over [`SAVE_FILE_AT_ONCE`] (so a crash never costs
-/// a large file's bytes on disk). Everything else (byte progress, a small
-/// file's headers, a file completed) at most every [`SAVE_INTERVAL`]: a job
-/// of many small files is not rewritten once per file, and a large file
-/// costs a save a second. Whatever a throttled save leaves out, the engine
+/// of files, files newly completed (the engine marks them a batch at a
+/// time, once synced, so a user sees a finished file as completed whatever
+/// the next file does), a remote name changed by a reported redirect, and
+/// the validator of a file over [`SAVE_FILE_AT_ONCE`] (so a crash never
+/// costs a large file's bytes on disk). Everything else (byte progress, a
+/// small file's headers) at most every [`SAVE_INTERVAL`]: a job of many
+/// small files is not rewritten once per file, and a large file costs a
+/// save a second. Whatever a throttled save leaves out, the engine
 /// recovers from the temporary files after a crash (a whole file is asked
 /// from its full length and the `416` says so; a small file without its
 /// validator restarts, at most [`SAVE_FILE_AT_ONCE`] again); the engine
@@ -57,6 +59,7 @@ struct SaveKey {
     state: JobState,
     error: Option<JobError>,
     remotes: Vec<String>,
+    completed: usize,
 }
 
 impl SaveKey {
@@ -65,6 +68,7 @@ impl SaveKey {
             state: job.state(),
             error: job.error.clone(),
             remotes: job.files.iter().map(|f| f.remote_name.clone()).collect(),
+            completed: job.files_transferred(),
         }
     }
 
@@ -126,8 +130,11 @@ impl Observer for Persist {
         }
     }
 
+    /// Files completed are looked for here, not in [`SaveKey::differs`]:
+    /// the engine marks them through `on_change`, and counting them on
+    /// every `on_file_change` would cost a job of n files n².
     fn on_change(&mut self, job: &Job) {
-        if self.saved_key.differs(job) {
+        if self.saved_key.differs(job) || self.saved_key.completed != job.files_transferred() {
             self.save(job, Why::Change);
         } else if self.due() {
             self.save(job, Why::Progress);
@@ -221,20 +228,18 @@ mod tests {
     #[test]
     fn file_details_and_small_progress_wait_for_the_throttle() {
         let (_tmp, memory, mut job, mut p) = transferring(2);
-        // A small file's headers, its bytes and its completion: not saved at once.
+        // A small file's headers and its bytes: not saved at once.
         job.files[0].validator = Some("\"v\"".into());
         job.files[0].bytes_total = Some(10);
         p.on_file_change(&job, 0);
         job.files[0].bytes_transferred = 10;
         p.on_progress(&job);
-        job.files[0].completed = true;
         p.on_change(&job);
         // Nor many MiB of progress.
         job.files[1].bytes_transferred = 64 << 20;
         p.on_progress(&job);
         let saved = memory.get(job.id);
         assert_eq!(saved.files[0].validator, None);
-        assert!(!saved.files[0].completed);
         assert_eq!(saved.bytes_transferred(), 0);
         // A second passed: everything is saved, as progress.
         p.saved_at -= SAVE_INTERVAL;
@@ -249,6 +254,25 @@ mod tests {
         job.apply(Event::AllFilesDone);
         p.on_change(&job);
         assert_eq!(memory.get(job.id), job);
+    }
+
+    #[test]
+    fn files_completed_are_saved_at_once_whatever_the_throttle() {
+        let (_tmp, memory, mut job, mut p) = transferring(3);
+        job.files[1].bytes_transferred = 5;
+        p.on_progress(&job);
+        assert_eq!(memory.get(job.id).bytes_transferred(), 0);
+        // The engine marks a synced batch and says so through on_change.
+        job.files[0].completed = true;
+        p.on_change(&job);
+        let saved = memory.get(job.id);
+        assert!(saved.files[0].completed);
+        assert_eq!(saved, job, "what the throttle held goes with it");
+        // Nothing new completed: the throttle again.
+        job.files[1].bytes_transferred = 6;
+        p.on_change(&job);
+        assert_eq!(memory.get(job.id).files[1].bytes_transferred, 5);
+        assert_eq!(memory.changes(job.id), 0, "a completed file wakes no watcher");
     }
 
     #[test]
