@@ -30,6 +30,24 @@ const FORBIDDEN_IN_CORE: &[&str] = &[
     "h2",
 ];
 
+/// What bits-scheduler may not depend on (normal dependencies): a store,
+/// TLS, HTTP or a command line are the embedder's, so a fleet agent reuses
+/// the scheduler as it is.
+const FORBIDDEN_IN_SCHEDULER: &[&str] = &[
+    "rusqlite",
+    "libsqlite3-sys",
+    "openssl",
+    "openssl-sys",
+    "tokio-openssl",
+    "native-tls",
+    "tokio-native-tls",
+    "rustls",
+    "tokio-rustls",
+    "hyper",
+    "hyper-util",
+    "clap",
+];
+
 /// Runs the task.
 pub fn run(args: &[String]) -> Result<()> {
     if let Some(other) = args.first() {
@@ -81,6 +99,8 @@ fn doc() -> Result<()> {
 fn architecture() -> Result<()> {
     check_core_tree(&normal_tree("bits-core")?)?;
     println!("architecture invariant holds: bits-core has no TLS or HTTP library");
+    check_scheduler_tree(&normal_tree("bits-scheduler")?)?;
+    println!("architecture invariant holds: bits-scheduler has no store, TLS, HTTP library or CLI");
     check_xtask_tree(&normal_tree("xtask")?)?;
     println!("architecture invariant holds: xtask depends on none of the workspace's crates");
     let rustls_only = ["--no-default-features", "--features", "rustls"];
@@ -160,6 +180,26 @@ pub fn check_core_tree(tree: &str) -> Result<()> {
     Ok(())
 }
 
+/// Fails when `cargo tree -p bits-scheduler -e normal --prefix none`
+/// output names a crate of [`FORBIDDEN_IN_SCHEDULER`].
+pub fn check_scheduler_tree(tree: &str) -> Result<()> {
+    let mut found: Vec<&str> = crate_names(tree)
+        .filter(|name| FORBIDDEN_IN_SCHEDULER.contains(name))
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    if !found.is_empty() {
+        bail!(
+            "architecture invariant broken: bits-scheduler depends on {} \
+             (`cargo tree -p bits-scheduler -e normal -i {}` shows the path); \
+             the store, TLS and the command line reach it through its seams",
+            found.join(", "),
+            found[0]
+        );
+    }
+    Ok(())
+}
+
 /// Fails when xtask's normal dependencies include a workspace crate
 /// (`bits-*`): xtask must build even when those do not.
 pub fn check_xtask_tree(tree: &str) -> Result<()> {
@@ -219,6 +259,16 @@ mod tests {
         for name in FORBIDDEN_IN_CORE {
             let tree = format!("bits-core v0.1.0 (/w)\n{name} v1.0.0\n");
             let err = check_core_tree(&tree).unwrap_err().to_string();
+            assert!(err.contains(&format!("depends on {name} (")), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_scheduler_may_not_depend_on_a_store_tls_or_cli() {
+        check_scheduler_tree("bits-scheduler v0.1.0 (/w)\nbits-core v0.1.0 (/w)\ntokio v1.48.0\n").unwrap();
+        for name in FORBIDDEN_IN_SCHEDULER {
+            let tree = format!("bits-scheduler v0.1.0 (/w)\n{name} v1.0.0\n");
+            let err = check_scheduler_tree(&tree).unwrap_err().to_string();
             assert!(err.contains(&format!("depends on {name} (")), "{name}: {err}");
         }
     }

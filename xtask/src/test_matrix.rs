@@ -70,15 +70,18 @@ pub fn cli_features() -> Vec<String> {
 }
 
 /// Every combination, in the order they run (small to big, so later ones
-/// reuse what earlier ones built): bits-core alone, bits-cli with each
-/// backend feature alone, bits-cli with its default features, and the whole
-/// workspace with every feature.
+/// reuse what earlier ones built): bits-core alone, bits-scheduler alone,
+/// bits-cli with each backend feature alone, bits-cli with its default
+/// features, and the whole workspace with every feature.
 pub fn all(cli_features: &[String]) -> Vec<Combination> {
-    let mut combos = vec![Combination::new(
-        "bits-core, no default features",
-        &["-p", "bits-core", "--no-default-features"],
-        true,
-    )];
+    let mut combos = vec![
+        Combination::new(
+            "bits-core, no default features",
+            &["-p", "bits-core", "--no-default-features"],
+            true,
+        ),
+        Combination::new("bits-scheduler alone", &["-p", "bits-scheduler"], true),
+    ];
     for f in cli_features {
         combos.push(Combination::new(
             format!("bits-cli, {f} only"),
@@ -326,17 +329,18 @@ workspace   | FAIL 100s | blocked | pass 7s
     #[test]
     fn every_combination_selects_packages_without_unification_except_the_workspace_one() {
         let all = all(&["native".to_string(), "openssl".to_string()]);
-        assert_eq!(all.len(), 5);
-        for c in &all[..4] {
+        assert_eq!(all.len(), 6);
+        for c in &all[..5] {
             assert_eq!(c.args[0], "-p", "{}", c.name);
             assert!(!c.args.iter().any(|a| a == "--workspace"));
         }
+        assert_eq!(all[1].args, ["-p", "bits-scheduler"]);
         assert_eq!(
-            all[1].args,
+            all[2].args,
             ["-p", "bits-cli", "--no-default-features", "--features", "native"]
         );
-        assert_eq!(all[3].args, ["-p", "bits-cli"]);
-        assert_eq!(all[4].args, ["--workspace", "--all-features"]);
+        assert_eq!(all[4].args, ["-p", "bits-cli"]);
+        assert_eq!(all[5].args, ["--workspace", "--all-features"]);
         let q = quick();
         assert_eq!(q.len(), 2);
         assert!(!q[0].clippy);
