@@ -1,5 +1,5 @@
 //! The command line as clap reads it: global options and one subcommand
-//! per verb of `shared/spec/cli.md`.
+//! per verb of `docs/spec/cli.md`.
 
 use std::path::PathBuf;
 

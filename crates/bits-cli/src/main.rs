@@ -1,6 +1,6 @@
 //! `bits`: background transfers with the semantics of Windows BITS, from the
 //! command line. The contract (commands, options, JSON fields, exit codes)
-//! is `shared/spec/cli.md`.
+//! is `docs/spec/cli.md`.
 //!
 //! - [`cli`], [`commands`]: the command line and its verbs; this file keeps
 //!   clap's top level, logging and exit codes.

@@ -1,4 +1,4 @@
-//! How jobs are printed: the JSON object of `shared/spec/cli.md` (stable
+//! How jobs are printed: the JSON object of `docs/spec/cli.md` (stable
 //! field names) and the human text of `info` and `list`.
 
 use std::fmt::Write as _;

@@ -1,6 +1,6 @@
 //! Errors as BITS reports them: an HRESULT, a `BG_ERROR_CONTEXT`, and whether
 //! the job retries (transient) or stops (fatal). The tables are those of
-//! `shared/spec/policy.md`.
+//! `docs/spec/policy.md` (the codes' values: `docs/spec/bits.md`).
 
 use std::fmt;
 use std::io;
@@ -313,7 +313,7 @@ impl BitsError {
         }
     }
 
-    /// The HRESULT, per policy.md.
+    /// The HRESULT, per `docs/spec/policy.md`.
     pub fn hresult(&self) -> Hresult {
         use BitsError::*;
         match self {
@@ -390,7 +390,7 @@ impl BitsError {
         }
     }
 
-    /// True for the certificate failures of policy.md's table (found during
+    /// True for the certificate failures of the table in `docs/spec/policy.md` (found during
     /// or before the handshake).
     pub fn is_certificate_failure(&self) -> bool {
         use BitsError::*;

@@ -1,5 +1,5 @@
 //! Security flags of `IBackgroundCopyJobHttpOptions::SetSecurityFlags`, with
-//! the exact values of `shared/spec/policy.md`.
+//! the exact values of `docs/spec/policy.md`.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,4 +1,4 @@
-//! The redirect rules of `shared/spec/policy.md` ("Redirects"), as pure
+//! The redirect rules of `docs/spec/policy.md` ("Redirects"), as pure
 //! decisions: the engine asks, for each 3xx response, whether it is a
 //! redirect at all, where it points, and whether this job may follow it.
 //! Transports never follow redirects themselves.

@@ -1,4 +1,4 @@
-//! Redirects against a real HTTP/1.1 server, per policy.md.
+//! Redirects against a real HTTP/1.1 server, per `docs/spec/policy.md`.
 
 mod support;
 

@@ -1,7 +1,7 @@
 //! The CRL cache every TLS backend shares for `BG_SSL_ENABLE_CRL_CHECK`:
 //! download from a certificate's http CRL distribution points, a cache in
 //! memory and on disk, and ([`CrlConnector`]) the reconnect-after-download
-//! flow of the two-phase CRL check (tls-mapping §2.5).
+//! flow of the two-phase CRL check (`docs/spec/tls.md` §2.5).
 //!
 //! Only what a CRL *is* and how a handshake uses it differ between
 //! backends: each one parses and verifies CRLs its own way through
@@ -12,7 +12,7 @@
 //! - A CRL is used only when the backend accepts it for the issuer at hand
 //!   and it is fresh against the **real** clock (`thisUpdate <= now <
 //!   nextUpdate`), whatever time the certificate check itself runs at
-//!   (tls-mapping pitfall 7). A CRL that fails any of this is never cached
+//!   (`docs/spec/tls.md`, pitfall 7). A CRL that fails any of this is never cached
 //!   nor used; a cached one is used while fresh and downloaded again once
 //!   stale.
 //! - The disk cache holds one DER file per CDP URL, `<dir>/<hex

@@ -1,4 +1,4 @@
-//! The two-phase CRL flow (tls-mapping §2.5), written once for every
+//! The two-phase CRL flow (`docs/spec/tls.md` §2.5), written once for every
 //! CRL-checking backend: a handshake with the fresh CRLs the cache holds;
 //! when it fails for want of CRLs, download them and connect again.
 //!

@@ -36,7 +36,7 @@
 //! succeed either. Otherwise the runner GETs `/file?case=…` and records `ok`
 //! (200 with [`TlsServer::BODY`]) or the error's HRESULT.
 //!
-//! # The oracle (policy.md)
+//! # The oracle (`docs/spec/policy.md`)
 //!
 //! [`LeafKind::uncovered_faults`]: a leaf's faults, where `REVOKED` and
 //! `CRL_UNREACHABLE` count only with `ENABLE_CRL_CHECK` and are never

@@ -53,7 +53,7 @@ impl RefTransport {
     }
 }
 
-/// X509_V_ERR_* → policy error (tls-mapping.md §2.2).
+/// X509_V_ERR_* → policy error (`docs/spec/tls.md` §2.2).
 fn classify(code: i32) -> BitsError {
     match code {
         9 | 10 => BitsError::CertDateInvalid,

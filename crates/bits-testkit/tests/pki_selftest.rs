@@ -77,7 +77,7 @@ fn leaves_have_the_claimed_dates_names_and_issuers() {
     }
     assert!(pki.leaf(LeafKind::Expired).cert().not_after() < now);
     assert!(pki.leaf(LeafKind::NotYet).cert().not_before() > now);
-    // Chain verification codes, as Appendix B of tls-mapping.md lists them
+    // Chain verification codes, as Appendix B of `docs/spec/tls.md` lists them
     // (host names are not checked here).
     use LeafKind::*;
     let expect = [

@@ -1,7 +1,7 @@
 //! native-tls handshake errors → policy errors.
 //!
 //! native-tls exposes no typed verification result on any platform, so the
-//! only route is its error text (tls-mapping.md §1.3):
+//! only route is its error text (`docs/spec/tls.md` §1.3):
 //! - Linux and other OpenSSL platforms: the `Debug` form carries
 //!   `X509VerifyResult { code: N, … }`; `N` is mapped with the same table as
 //!   the openssl backend ([`from_x509_code`]).
@@ -75,7 +75,7 @@ pub(crate) fn from_openssl_debug(debug: &str) -> Option<BitsError> {
 
 /// The one table from OpenSSL's `X509_V_ERR_*` codes (`openssl/x509_vfy.h`,
 /// described in `man 1 openssl-verify`, "Diagnostics") to policy errors,
-/// as tls-mapping.md §2.2 lays it out.
+/// as `docs/spec/tls.md` §2.2 lays it out.
 pub(crate) fn from_x509_code(code: i32, text: &str) -> BitsError {
     match code {
         // X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
@@ -165,7 +165,7 @@ mod tests {
     }
 
     /// The real Debug text of a native-tls 0.2 error on OpenSSL 3, from the
-    /// tls-mapping.md probe, with the code replaced.
+    /// probe of `docs/spec/tls.md` §1.3, with the code replaced.
     fn openssl_debug(code: i32) -> String {
         format!(
             "Error(Ssl(Error {{ code: ErrorCode(1), cause: Some(Ssl(ErrorStack([Error {{ code: 167772294, \

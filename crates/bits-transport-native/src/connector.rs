@@ -117,7 +117,7 @@ fn make(trust: &TrustConfig, ignore_cn: bool) -> Result<tokio_native_tls::TlsCon
     }
     // The only relaxation native-tls offers that is exactly one BITS flag.
     // danger_accept_invalid_certs is never used: it turns off every check
-    // (tls-mapping.md pitfall 1).
+    // (`docs/spec/tls.md`, pitfall 1).
     b.danger_accept_invalid_hostnames(ignore_cn);
     let connector = b.build().map_err(|e| BitsError::Internal {
         what: format!("cannot create a native-tls connector: {e}"),

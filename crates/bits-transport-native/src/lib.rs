@@ -77,7 +77,7 @@
 //!   `IGNORE_CERT_DATE_INVALID` alone, an expired certificate from an
 //!   unknown CA must still fail; with that knob it would not.
 //! - **`0x1E`** (all four ignores) is refused too, by team decision
-//!   (tls-mapping.md pitfall 20): `danger_accept_invalid_certs` also accepts
+//!   (`docs/spec/tls.md`, pitfall 20): `danger_accept_invalid_certs` also accepts
 //!   bad signatures, CA-constraint violations and unknown critical
 //!   extensions, so it is broader than the four flags together.
 //!
@@ -86,7 +86,7 @@
 //!
 //! One platform difference is narrower, never broader: on Windows, SChannel
 //! rejects a certificate whose revocation is already in the local CRL cache
-//! even without `ENABLE_CRL_CHECK` (tls-mapping.md §1.2).
+//! even without `ENABLE_CRL_CHECK` (`docs/spec/tls.md` §1.2).
 //!
 //! Each honoured value has its own connector (and TLS context), and
 //! `bits_http::HttpTransport` keeps one connection pool per value, so a

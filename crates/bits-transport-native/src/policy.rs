@@ -1,5 +1,5 @@
 //! Which certificate-flag values native-tls can honour exactly, and why it
-//! refuses the rest (tls-mapping.md §1.5, §7, pitfalls 1 and 20).
+//! refuses the rest (`docs/spec/tls.md` §1.5, §7, pitfalls 1 and 20).
 
 use bits_core::{BitsError, ConnectionPolicy, SecurityFlags};
 

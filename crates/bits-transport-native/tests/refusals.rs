@@ -92,7 +92,7 @@ async fn a_refused_value_never_reaches_the_network() {
 
 /// Expected outcome under 0x00 and under 0x02, for each leaf. Where a leaf
 /// has several faults, native-tls on Linux reports OpenSSL's first: chain,
-/// then purpose, then host name, then dates (tls-mapping.md §2.3).
+/// then purpose, then host name, then dates (`docs/spec/tls.md` §2.3).
 const EXPECTED: &[(LeafKind, u32, u32)] = &[
     (LeafKind::Good, OK, OK),
     (LeafKind::Expired, DATE, DATE),
@@ -153,7 +153,7 @@ async fn honoured_values_relax_exactly_the_host_name_check() {
     }
 }
 
-/// pitfall 9: the testkit's TLS server keeps connections alive, so the
+/// Pitfall 9 of `docs/spec/tls.md`: the testkit's TLS server keeps connections alive, so the
 /// 0x02 connection stays pooled; a 0x00 request to the same server must
 /// not reuse it but make (and fail) its own handshake. (The server counts
 /// failed handshakes asynchronously, so that count is not asserted.)

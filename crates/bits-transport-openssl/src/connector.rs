@@ -63,7 +63,7 @@ impl OpensslHandshake {
             .map_err(setup_error)?;
         builder.set_alpn_protos(b"\x08http/1.1").map_err(setup_error)?;
         // No client session cache, no tickets: a resumed session skips
-        // verification, so none may cross policies (pitfall 9).
+        // verification, so none may cross policies (`docs/spec/tls.md`, pitfall 9).
         builder.set_session_cache_mode(SslSessionCacheMode::OFF);
         builder.set_options(SslOptions::NO_TICKET);
         // Read what the socket holds into OpenSSL's buffer, not each
@@ -133,7 +133,7 @@ impl CrlHandshake for OpensslHandshake {
                 let mut rec = record.lock();
                 // The classification comes from our own record, never from
                 // `verify_result`, which may name an error we ignored
-                // (pitfalls 3, 5).
+                // (pitfall 5 and §2.4 item 3).
                 let rejection = rec.rejection.take().map(|r| {
                     tracing::debug!(code = r.code, depth = r.depth, "OpenSSL verify error refused");
                     (r.fault, r.detail)

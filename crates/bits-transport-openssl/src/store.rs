@@ -1,7 +1,7 @@
 //! Adding a CRL to an `X509_STORE` from memory.
 //!
 //! rust-openssl 0.10 has no `X509StoreBuilder::add_crl` (rust-openssl#2354,
-//! tls-mapping pitfall 11); its documented workaround is to declare
+//! `docs/spec/tls.md`, pitfall 11); its documented workaround is to declare
 //! `X509_STORE_add_crl` ourselves. libcrypto is already linked by
 //! openssl-sys. The alternative (write the CRL to a file and load it with
 //! `X509Lookup::file()`) would read back from disk a CRL we verified in

@@ -3,14 +3,14 @@
 //!
 //! OpenSSL calls the callback once per error it finds (and once per
 //! certificate with `preverify_ok` set). Returning `true` for an error makes
-//! verification go on and report the next one (tls-mapping §2.3), so a
+//! verification go on and report the next one (`docs/spec/tls.md` §2.3), so a
 //! callback that returns `true` only for the categories the flags cover, on
 //! every call, is exact: nothing outside the mask slips through (pitfall 2).
 //!
 //! The callback keeps its own record of the first error it refused:
 //! `SslRef::verify_result()` is non-zero even after a successful handshake
 //! with ignored errors, and names OpenSSL's error, not ours, when our own date
-//! compensation refused (pitfalls 3 and 5).
+//! compensation refused (`docs/spec/tls.md`, pitfall 5 and §2.4 item 3).
 
 use std::os::raw::c_int;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -23,11 +23,11 @@ use openssl_sys as ffi;
 /// What kind of certificate fault an OpenSSL verify error is, in policy terms.
 pub(crate) use bits_core::CertFault as Fault;
 
-/// The §2.2 table of tls-mapping.md: `X509_V_ERR_*` → policy category.
+/// The §2.2 table of `docs/spec/tls.md`: `X509_V_ERR_*` → policy category.
 ///
 /// Codes and meanings follow OpenSSL's `openssl-verify(1)` ("VERIFY
 /// OPERATION" / "Diagnostics") and `X509_STORE_CTX_get_error(3)`; the
-/// ordering notes are the probe results of tls-mapping §2.3.
+/// ordering notes are the probe results of `docs/spec/tls.md` §2.3.
 pub(crate) fn classify(code: c_int) -> Fault {
     match code {
         // "Hostname mismatch" / "IP address mismatch": X509_VERIFY_PARAM's
@@ -112,7 +112,7 @@ pub(crate) struct VerifyRecord {
     pub(crate) rejection: Option<Rejection>,
     /// Set when the refusal was "no usable CRL": the chain's certificates,
     /// their CDPs and issuers, so that the CRLs can be fetched and the
-    /// handshake retried (tls-mapping §2.5).
+    /// handshake retried (`docs/spec/tls.md` §2.5).
     pub(crate) crl_needs: Vec<CrlNeed>,
 }
 

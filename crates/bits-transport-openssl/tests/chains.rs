@@ -3,7 +3,7 @@
 //! cases every backend must pass (and the certificate builders) are
 //! [`bits_testkit::suites::chains`] (one test per case, by
 //! [`bits_testkit::chain_tests`]); here only what is OpenSSL's own: the
-//! OpenSSL 3 partial-chain hole (tls-mapping pitfall 4) around an expired
+//! OpenSSL 3 partial-chain hole (`docs/spec/tls.md`, pitfall 4) around an expired
 //! untrusted intermediate, and session resumption checked on the `SslStream`.
 
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! The backend conformance matrix (bits-testkit): every leaf of the test
 //! PKI under every flag value of the matrix, against real TLS servers. This
 //! backend refuses nothing, must satisfy the policy's oracle everywhere,
-//! and must report exactly the errors of tls-mapping.md appendix B (the
+//! and must report exactly the errors of `docs/spec/tls.md` appendix B (the
 //! probe of OpenSSL's callback policy) where the matrix has them.
 //!
 //! `BITS_CONFORMANCE_OUT=<dir>` writes `<dir>/openssl.json` for
@@ -84,7 +84,7 @@ fn assert_matches_appendix_b(report: &Report) {
     }
     assert!(
         mismatches.is_empty(),
-        "differs from tls-mapping appendix B:\n{}",
+        "differs from docs/spec/tls.md appendix B:\n{}",
         mismatches.join("\n")
     );
 }

@@ -1,5 +1,5 @@
 //! The TLS handshake: tokio-rustls under a per-connection [`PolicyVerifier`]
-//! (tls-mapping §4.2). With CRLs, the verifier records which CRLs the path
+//! (`docs/spec/tls.md` §4.2). With CRLs, the verifier records which CRLs the path
 //! lacks and refuses; `bits_http::crl_cache::CrlConnector` downloads them
 //! and reconnects.
 

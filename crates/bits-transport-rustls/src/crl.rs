@@ -1,7 +1,7 @@
 //! CRLs for `BG_SSL_ENABLE_CRL_CHECK`, the rustls backend's part: parsing
 //! and verification with webpki + ring. The cache (memory, disk in the
 //! format every backend shares, download, freshness against the **real**
-//! clock whatever time the certificate check runs at, tls-mapping
+//! clock whatever time the certificate check runs at, `docs/spec/tls.md`,
 //! pitfall 7) is `bits_http::crl_cache`.
 //!
 //! A CRL is used only when webpki can parse it, its issuer name is the

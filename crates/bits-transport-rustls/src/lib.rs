@@ -5,7 +5,7 @@
 //! HTTP plumbing of `bits-http`, verifying certificates with rustls-webpki
 //! 0.103 driven directly rather than rustls' stock `WebPkiServerVerifier`,
 //! because time, anchors, the EKU validator and CRLs must be explicit
-//! inputs to honour the BITS security flags (tls-mapping.md §4).
+//! inputs to honour the BITS security flags (`docs/spec/tls.md` §4).
 //!
 //! It supplies only what is rustls's own ([`Rustls`]: trust anchors, the
 //! handshake [`RustlsHandshake`] with its verifier, CRL parsing and

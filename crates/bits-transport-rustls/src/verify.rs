@@ -1,5 +1,5 @@
 //! The certificate policy: rustls-webpki driven directly, so that each
-//! security flag relaxes exactly its own check (tls-mapping §4.2).
+//! security flag relaxes exactly its own check (`docs/spec/tls.md` §4.2).
 //!
 //! - **0x02** (CN): the name check (`verify_is_valid_for_subject_name`) is
 //!   skipped; everything else is the same.

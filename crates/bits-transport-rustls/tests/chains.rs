@@ -4,7 +4,7 @@
 //! [`bits_testkit::suites::chains`] (one test per case, by
 //! [`bits_testkit::chain_tests`]); here only what is rustls's own: webpki
 //! meeting an untrusted intermediate's date before its missing issuer
-//! (pitfall 8), the date-window narrowing and its documented narrower case,
+//! (`docs/spec/tls.md`, pitfall 8), the date-window narrowing and its documented narrower case,
 //! and session resumption checked on the rustls connection.
 
 use std::net::SocketAddr;
@@ -37,7 +37,7 @@ async fn ignoring_an_unknown_ca_does_not_ignore_an_expired_untrusted_intermediat
     assert_eq!(handshake(vec![root.der()], addr, DATE).await, Ok(()));
 }
 
-/// The documented narrower case (tls-mapping §4.2, appendix C): no instant
+/// The documented narrower case (`docs/spec/tls.md` §4.2, appendix C): no instant
 /// lies in both validities, so IGNORE_CERT_DATE_INVALID cannot be honoured
 /// by a shifted time and the date error stands (OpenSSL accepts).
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The backend conformance matrix (bits-testkit): every leaf of the test
 //! PKI under every flag value of the matrix, against real TLS servers. This
 //! backend refuses nothing and must satisfy the policy's oracle everywhere;
-//! its accept/reject pattern must equal tls-mapping.md appendix B's
+//! its accept/reject pattern must equal `docs/spec/tls.md` appendix B's
 //! (OpenSSL) on every cell the matrix shares with it, as appendix C
 //! observed for rustls. (The cases where rustls is narrower than OpenSSL
 //! need chains the matrix does not serve; `chains` covers them.)
@@ -76,7 +76,7 @@ fn assert_accepts_as_appendix_b(report: &Report) {
     }
     assert!(
         mismatches.is_empty(),
-        "differs from tls-mapping appendix B:\n{}",
+        "differs from docs/spec/tls.md appendix B:\n{}",
         mismatches.join("\n")
     );
 }

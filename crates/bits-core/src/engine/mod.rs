@@ -10,7 +10,7 @@
 //!   ignored, or content changed), a changed validator or a changed size
 //!   restarts the file from byte 0; a `416` whose size equals N means the
 //!   file is whole;
-//! - follows redirects itself under the job's policy (policy.md), never
+//! - follows redirects itself under the job's policy (`docs/spec/policy.md`), never
 //!   sending credentials to another origin;
 //! - writes through a buffer and counts only bytes the file holds;
 //! - does a file's local work while the next file's request is in flight,
