@@ -44,9 +44,8 @@
 //! disk holds at most one copy of it). Why: on ext4 (this machine's has no
 //! journal), deleting thousands of files makes the inode allocations of the
 //! next ~30-300 s in that block group scan past every recently deleted
-//! inode (`recently_deleted()` in `find_inode_bit`); when each run removed
-//! the previous run's 2,000 `many` files, that was 43% of the next tool's
-//! CPU in a profile, a penalty on whichever tool ran after. The `many`
+//! inode (`recently_deleted()` in `find_inode_bit`), a penalty on whichever
+//! tool runs after a delete (`docs/benchmarks.md` has the profile). The `many`
 //! downloads go with the work directory once the bench is over. Since they
 //! stay, `sync -f` writes back whatever is dirty before each timed run
 //! (outside the timing), so an earlier run's files are never written back

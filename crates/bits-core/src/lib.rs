@@ -16,7 +16,8 @@
 //!   hyper-util plumbing lives in `bits-http`).
 //! - Persistence: [`Job`] is `serde`-serializable so that a store (the
 //!   `bits` CLI uses SQLite) can keep it.
-//! - Scheduling several jobs: the `bits` daemon does that.
+//! - Scheduling several jobs: `bits-scheduler` does that (the `bits`
+//!   daemon runs it over its SQLite store).
 //! - Uploads: upload and upload-reply jobs can be created and stored, but
 //!   there is no upload protocol yet; running one puts it in ERROR with
 //!   `E_NOTIMPL`.
