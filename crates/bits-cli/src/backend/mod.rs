@@ -150,6 +150,23 @@ mod tests {
     }
 
     #[test]
+    fn each_backends_check_agrees_with_its_transport_without_building_one() {
+        let dir = std::env::temp_dir();
+        for b in Backend::compiled() {
+            let transport = b.transport(&dir).unwrap();
+            for bits in 0..=bits_core::SecurityFlags::CERT_MASK {
+                let policy = ConnectionPolicy::new(bits_core::SecurityFlags::new(bits).unwrap());
+                assert_eq!(
+                    b.check_policy(&policy).is_ok(),
+                    transport.check_policy(&policy).is_ok(),
+                    "{} 0x{bits:02X}",
+                    b.name()
+                );
+            }
+        }
+    }
+
+    #[test]
     fn unknown_name_is_invalid_arg() {
         let f = Backend::from_name("gnutls").unwrap_err();
         assert_eq!(f.code, bits_core::Hresult::E_INVALIDARG);
