@@ -130,10 +130,10 @@ impl Observer for Persist {
         }
     }
 
-    /// Files completed are looked for here, not in [`SaveKey::differs`]:
-    /// the engine marks them through `on_change`, and counting them on
-    /// every `on_file_change` would cost a job of n files n².
     fn on_change(&mut self, job: &Job) {
+        // Files completed are counted here, not in `SaveKey::differs`: the
+        // engine marks them through `on_change`, and counting them on every
+        // `on_file_change` would cost a job of n files n².
         if self.saved_key.differs(job) || self.saved_key.completed != job.files_transferred() {
             self.save(job, Why::Change);
         } else if self.due() {
