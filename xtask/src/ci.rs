@@ -163,36 +163,37 @@ fn crate_names(tree: &str) -> impl Iterator<Item = &str> {
 /// Fails when `cargo tree -p bits-core -e normal --prefix none` output names
 /// a crate of [`FORBIDDEN_IN_CORE`] (a TLS or HTTP library).
 pub fn check_core_tree(tree: &str) -> Result<()> {
-    let mut found: Vec<&str> = crate_names(tree)
-        .filter(|name| FORBIDDEN_IN_CORE.contains(name))
-        .collect();
-    found.sort_unstable();
-    found.dedup();
-    if !found.is_empty() {
-        bail!(
-            "architecture invariant broken: bits-core depends on {} \
-             (`cargo tree -p bits-core -e normal -i {}` shows the path); \
-             TLS belongs in the bits-transport-* crates, HTTP libraries in bits-http",
-            found.join(", "),
-            found[0]
-        );
-    }
-    Ok(())
+    check_tree(
+        "bits-core",
+        tree,
+        FORBIDDEN_IN_CORE,
+        "TLS belongs in the bits-transport-* crates, HTTP libraries in bits-http",
+    )
 }
 
 /// Fails when `cargo tree -p bits-scheduler -e normal --prefix none`
 /// output names a crate of [`FORBIDDEN_IN_SCHEDULER`].
 pub fn check_scheduler_tree(tree: &str) -> Result<()> {
+    check_tree(
+        "bits-scheduler",
+        tree,
+        FORBIDDEN_IN_SCHEDULER,
+        "the store, TLS and the command line reach it through its seams",
+    )
+}
+
+/// Fails, naming them and `hint`, when `package`'s `tree` holds crates of
+/// `forbidden`.
+fn check_tree(package: &str, tree: &str, forbidden: &[&str], hint: &str) -> Result<()> {
     let mut found: Vec<&str> = crate_names(tree)
-        .filter(|name| FORBIDDEN_IN_SCHEDULER.contains(name))
+        .filter(|name| forbidden.contains(name))
         .collect();
     found.sort_unstable();
     found.dedup();
     if !found.is_empty() {
         bail!(
-            "architecture invariant broken: bits-scheduler depends on {} \
-             (`cargo tree -p bits-scheduler -e normal -i {}` shows the path); \
-             the store, TLS and the command line reach it through its seams",
+            "architecture invariant broken: {package} depends on {} \
+             (`cargo tree -p {package} -e normal -i {}` shows the path); {hint}",
             found.join(", "),
             found[0]
         );
