@@ -41,6 +41,26 @@ impl Hresult {
     pub const BG_E_INVALID_SERVER_RESPONSE: Hresult = Hresult(0x8020_001B);
     /// `BG_E_TOO_MANY_FILES`.
     pub const BG_E_TOO_MANY_FILES: Hresult = Hresult(0x8020_001C);
+    /// `BG_E_STRING_TOO_LONG`: custom headers longer than 16,384 characters.
+    pub const BG_E_STRING_TOO_LONG: Hresult = Hresult(0x8020_0021);
+    /// `BG_E_NOT_SUPPORTED_WITH_CUSTOM_HTTP_METHOD`: a job with a non-GET
+    /// method keeps its FOREGROUND priority.
+    pub const BG_E_NOT_SUPPORTED_WITH_CUSTOM_HTTP_METHOD: Hresult = Hresult(0x8020_0071);
+    /// `BG_E_READ_ONLY_WHEN_JOB_ACTIVE`: a property set only while SUSPENDED.
+    pub const BG_E_READ_ONLY_WHEN_JOB_ACTIVE: Hresult = Hresult(0x8020_0075);
+    /// `HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)`.
+    pub const FILE_NOT_FOUND: Hresult = Hresult(0x8007_0002);
+    /// `E_ACCESSDENIED`.
+    pub const E_ACCESSDENIED: Hresult = Hresult(0x8007_0005);
+    /// `HRESULT_FROM_WIN32(ERROR_INVALID_PASSWORD)`.
+    pub const INVALID_PASSWORD: Hresult = Hresult(0x8007_0056);
+    /// `CRYPT_E_NOT_FOUND`: no certificate or key, or not the one expected.
+    pub const CRYPT_E_NOT_FOUND: Hresult = Hresult(0x8009_2004);
+    /// `TRUST_E_FAIL`: the server's certificate matches none of the job's pins.
+    pub const TRUST_E_FAIL: Hresult = Hresult(0x800B_010B);
+    /// `ERROR_WINHTTP_CLIENT_AUTH_CERT_NEEDED`: the server demands a client
+    /// certificate and the job has none.
+    pub const WINHTTP_CLIENT_AUTH_CERT_NEEDED: Hresult = Hresult(0x8007_2F0C);
     /// `ERROR_WINHTTP_TIMEOUT` as an HRESULT.
     pub const WINHTTP_TIMEOUT: Hresult = Hresult(0x8007_2EE2);
     /// `ERROR_WINHTTP_UNRECOGNIZED_SCHEME` as an HRESULT.
@@ -124,6 +144,10 @@ pub enum ErrorContext {
     GeneralTransport,
     /// The upload server application failed.
     RemoteApplication,
+    /// The job's server-certificate validation (its pins or the
+    /// embedder's validator) rejected the server (`BG_ERROR_CONTEXT`
+    /// value 8).
+    ServerCertificateCallback,
 }
 
 impl ErrorContext {
@@ -138,6 +162,7 @@ impl ErrorContext {
             ErrorContext::RemoteFile => "REMOTE_FILE",
             ErrorContext::GeneralTransport => "GENERAL_TRANSPORT",
             ErrorContext::RemoteApplication => "REMOTE_APPLICATION",
+            ErrorContext::ServerCertificateCallback => "SERVER_CERTIFICATE_CALLBACK",
         }
     }
 }
@@ -192,6 +217,74 @@ pub enum BitsError {
     /// `BG_E_TOO_MANY_FILES` 0x8020001C: a second file on an upload job.
     #[error("an upload job takes exactly one file")]
     TooManyFiles,
+    /// `BG_E_STRING_TOO_LONG` 0x80200021: custom headers over 16,384
+    /// characters.
+    #[error("{what}")]
+    StringTooLong {
+        /// What was too long, and by how much.
+        what: String,
+    },
+    /// `BG_E_NOT_SUPPORTED_WITH_CUSTOM_HTTP_METHOD` 0x80200071: the
+    /// priority of a job with a non-GET method stays FOREGROUND.
+    #[error("the job has HTTP method {method}: its priority stays FOREGROUND")]
+    NotSupportedWithCustomHttpMethod {
+        /// The job's method.
+        method: String,
+    },
+    /// `BG_E_READ_ONLY_WHEN_JOB_ACTIVE` 0x80200075: set only while the job
+    /// is SUSPENDED.
+    #[error("{what} can be changed only while the job is SUSPENDED (it is {state})")]
+    ReadOnlyWhenJobActive {
+        /// What was to be changed.
+        what: &'static str,
+        /// The job's state, by name.
+        state: &'static str,
+    },
+    /// `E_ACCESSDENIED` 0x80070005, fatal: a write-only property read, or
+    /// a private key that others may read.
+    #[error("access denied: {what}")]
+    AccessDenied {
+        /// What was refused, and what to do.
+        what: String,
+    },
+    /// 0x80070002, fatal: a file the job names (a client certificate or
+    /// key) does not exist.
+    #[error("{path}: no such file")]
+    FileNotFound {
+        /// The file.
+        path: String,
+    },
+    /// `ERROR_INVALID_PASSWORD` 0x80070056, fatal: the password does not
+    /// open the PKCS#12 file.
+    #[error("{path}: the password does not open it")]
+    InvalidPassword {
+        /// The file.
+        path: String,
+    },
+    /// `CRYPT_E_NOT_FOUND` 0x80092004, fatal: no certificate or key found,
+    /// a key that is not the certificate's, or a certificate file that no
+    /// longer holds the certificate the job chose.
+    #[error("client certificate: {what}")]
+    ClientCertNotFound {
+        /// What was missing or different.
+        what: String,
+    },
+    /// `ERROR_WINHTTP_CLIENT_AUTH_CERT_NEEDED` 0x80072F0C, fatal: the
+    /// server demands a client certificate and the job has none.
+    #[error(
+        "the server demands a client certificate and the job has none (set one with set-client-certificate)"
+    )]
+    ClientCertNeeded,
+    /// Context SERVER_CERTIFICATE_CALLBACK, transient: the job's pins
+    /// (`TRUST_E_FAIL` 0x800B010B) or the embedder's validator (its own
+    /// HRESULT) rejected a server that passed verification under the flags.
+    #[error("server certificate rejected: {what}")]
+    ServerCertRejected {
+        /// The HRESULT the job shows.
+        code: Hresult,
+        /// Who rejected what.
+        what: String,
+    },
 
     /// 0x80072F05, fatal: the certificate is expired or not yet valid.
     #[error("the server certificate is expired or not yet valid")]
@@ -323,6 +416,15 @@ impl BitsError {
             InvalidState { .. } => Hresult::BG_E_INVALID_STATE,
             Empty => Hresult::BG_E_EMPTY,
             TooManyFiles => Hresult::BG_E_TOO_MANY_FILES,
+            StringTooLong { .. } => Hresult::BG_E_STRING_TOO_LONG,
+            NotSupportedWithCustomHttpMethod { .. } => Hresult::BG_E_NOT_SUPPORTED_WITH_CUSTOM_HTTP_METHOD,
+            ReadOnlyWhenJobActive { .. } => Hresult::BG_E_READ_ONLY_WHEN_JOB_ACTIVE,
+            AccessDenied { .. } => Hresult::E_ACCESSDENIED,
+            FileNotFound { .. } => Hresult::FILE_NOT_FOUND,
+            InvalidPassword { .. } => Hresult::INVALID_PASSWORD,
+            ClientCertNotFound { .. } => Hresult::CRYPT_E_NOT_FOUND,
+            ClientCertNeeded => Hresult::WINHTTP_CLIENT_AUTH_CERT_NEEDED,
+            ServerCertRejected { code, .. } => *code,
             CertDateInvalid => Hresult::WINHTTP_SECURE_CERT_DATE_INVALID,
             CertCnInvalid => Hresult::WINHTTP_SECURE_CERT_CN_INVALID,
             UnknownCa => Hresult::WINHTTP_SECURE_INVALID_CA,
@@ -362,6 +464,11 @@ impl BitsError {
             | CertRevoked
             | CertRevocationFailed { .. }
             | SecureFailure { .. }
+            | ClientCertNeeded
+            | ClientCertNotFound { .. }
+            | FileNotFound { .. }
+            | InvalidPassword { .. }
+            | AccessDenied { .. }
             | RedirectDisallowed { .. }
             | RedirectFailed { .. }
             | HttpStatus { .. }
@@ -369,9 +476,15 @@ impl BitsError {
             | InvalidServerResponse { .. }
             | InvalidArg { .. } => ErrorContext::RemoteFile,
             Internal { .. } => ErrorContext::GeneralQueueManager,
-            NotImplemented { .. } | NotFound { .. } | InvalidState { .. } | Empty | TooManyFiles => {
-                ErrorContext::GeneralQueueManager
-            }
+            ServerCertRejected { .. } => ErrorContext::ServerCertificateCallback,
+            NotImplemented { .. }
+            | NotFound { .. }
+            | InvalidState { .. }
+            | Empty
+            | TooManyFiles
+            | StringTooLong { .. }
+            | NotSupportedWithCustomHttpMethod { .. }
+            | ReadOnlyWhenJobActive { .. } => ErrorContext::GeneralQueueManager,
         }
     }
 
@@ -385,7 +498,8 @@ impl BitsError {
             | ConnectionReset { .. }
             | Timeout { .. }
             | NameNotResolved { .. }
-            | InvalidServerResponse { .. } => true,
+            | InvalidServerResponse { .. }
+            | ServerCertRejected { .. } => true,
             _ => false,
         }
     }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::error::{BitsError, Hresult, JobError};
 use crate::flags::SecurityFlags;
+use crate::http_options::{ClientCertificate, CustomHeaders, PinSet};
 use crate::policy::ConnectionPolicy;
 use crate::state::{check_operation, next_state, Event, JobState, Operation};
 
@@ -146,6 +147,25 @@ pub struct Job {
     /// no-progress timeout counts from here and resets when bytes move.
     #[serde(default)]
     pub no_progress_since: Option<SystemTime>,
+    /// Custom headers sent on every request (read them with
+    /// [`Job::custom_headers`], which honours write-only).
+    #[serde(default)]
+    custom_headers: Option<CustomHeaders>,
+    /// The custom headers can no longer be read (for good).
+    #[serde(default)]
+    pub custom_headers_write_only: bool,
+    /// The HTTP method when it is not GET (`SetHttpMethod`).
+    #[serde(default)]
+    http_method: Option<String>,
+    /// The client certificate offered to servers that ask for one.
+    #[serde(default)]
+    pub client_certificate: Option<ClientCertificate>,
+    /// Pins the server's chain must match.
+    #[serde(default)]
+    pub server_cert_pins: Option<PinSet>,
+    /// The job has been resumed at least once (its HTTP method is fixed).
+    #[serde(default)]
+    pub resumed: bool,
 }
 
 impl Job {
@@ -168,6 +188,12 @@ impl Job {
             transfer_completion_time: None,
             error: None,
             no_progress_since: None,
+            custom_headers: None,
+            custom_headers_write_only: false,
+            http_method: None,
+            client_certificate: None,
+            server_cert_pins: None,
+            resumed: false,
         }
     }
 
@@ -276,9 +302,15 @@ impl Job {
         Ok(Hresult::S_OK)
     }
 
-    /// Sets the priority.
+    /// Sets the priority. A job with a non-GET HTTP method stays
+    /// FOREGROUND (`BG_E_NOT_SUPPORTED_WITH_CUSTOM_HTTP_METHOD`).
     pub fn set_priority(&mut self, priority: Priority) -> Result<(), BitsError> {
         self.check(Operation::SetProperty)?;
+        if let Some(method) = &self.http_method {
+            return Err(BitsError::NotSupportedWithCustomHttpMethod {
+                method: method.clone(),
+            });
+        }
         self.priority = priority;
         self.touch();
         Ok(())
@@ -333,6 +365,12 @@ impl Job {
             transfer_completion_time,
             error,
             no_progress_since,
+            custom_headers,
+            custom_headers_write_only,
+            http_method,
+            client_certificate,
+            server_cert_pins,
+            resumed,
         } = self;
         Job {
             id: *id,
@@ -350,12 +388,149 @@ impl Job {
             transfer_completion_time: *transfer_completion_time,
             error: error.clone(),
             no_progress_since: *no_progress_since,
+            custom_headers: custom_headers.clone(),
+            custom_headers_write_only: *custom_headers_write_only,
+            http_method: http_method.clone(),
+            client_certificate: client_certificate.clone(),
+            server_cert_pins: server_cert_pins.clone(),
+            resumed: *resumed,
         }
     }
 
-    /// What the job's connections are made under.
+    /// What the job's connections are made under: its flags, client
+    /// certificate and pins (an embedder's validator is the engine's:
+    /// [`ConnectionPolicy::with_validator`]).
     pub fn connection_policy(&self) -> ConnectionPolicy {
         ConnectionPolicy::new(self.security_flags)
+            .with_client_certificate(self.client_certificate.clone())
+            .with_pins(self.server_cert_pins.clone())
+    }
+
+    /// Sets the custom headers (`Name: value` lines; none removes them).
+    /// Write-only headers can still be replaced.
+    ///
+    /// # Errors
+    /// As [`CustomHeaders::parse`]; the job's state as any property.
+    pub fn set_custom_headers<S: AsRef<str>>(&mut self, lines: &[S]) -> Result<(), BitsError> {
+        self.check(Operation::SetProperty)?;
+        self.custom_headers = CustomHeaders::parse(lines)?;
+        self.touch();
+        Ok(())
+    }
+
+    /// The custom headers, for reading.
+    ///
+    /// # Errors
+    /// `E_ACCESSDENIED` once they are write-only.
+    pub fn custom_headers(&self) -> Result<Option<&CustomHeaders>, BitsError> {
+        if self.custom_headers_write_only {
+            return Err(BitsError::AccessDenied {
+                what: "the job's custom headers are write-only".into(),
+            });
+        }
+        Ok(self.custom_headers.as_ref())
+    }
+
+    /// The custom headers, to send (write-only or not).
+    pub fn custom_headers_to_send(&self) -> Option<&CustomHeaders> {
+        self.custom_headers.as_ref()
+    }
+
+    /// Makes the custom headers write-only, for good.
+    pub fn make_custom_headers_write_only(&mut self) -> Result<(), BitsError> {
+        self.check(Operation::SetProperty)?;
+        self.custom_headers_write_only = true;
+        self.touch();
+        Ok(())
+    }
+
+    /// The HTTP method of downloads (GET unless set).
+    pub fn http_method(&self) -> http::Method {
+        self.http_method
+            .as_deref()
+            .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
+            .unwrap_or(http::Method::GET)
+    }
+
+    /// Whether the job has a method other than GET: its priority is
+    /// FOREGROUND for good, it sends no HEAD and no Range, its errors are
+    /// all fatal and a resume restarts every unfinished file from byte 0.
+    pub fn has_custom_http_method(&self) -> bool {
+        self.http_method.is_some()
+    }
+
+    /// Sets the HTTP method (`SetHttpMethod`): an upper-case token; `GET`
+    /// goes back to the default. Another method makes the priority
+    /// FOREGROUND.
+    ///
+    /// # Errors
+    /// `E_INVALIDARG` for a bad method; `E_NOTIMPL` on an upload job;
+    /// `BG_E_INVALID_STATE` once the job has been resumed.
+    pub fn set_http_method(&mut self, method: &str) -> Result<(), BitsError> {
+        self.check(Operation::SetProperty)?;
+        let method = crate::http_options::parse_http_method(method)?;
+        if self.job_type != JobType::Download {
+            return Err(BitsError::NotImplemented {
+                what: "an HTTP method on an upload job".into(),
+            });
+        }
+        if self.resumed {
+            return Err(BitsError::InvalidState {
+                operation: "set-http-method after the job has been resumed",
+                state: self.state.as_str(),
+            });
+        }
+        if method == http::Method::GET {
+            self.http_method = None;
+        } else {
+            self.http_method = Some(method.as_str().to_owned());
+            self.priority = Priority::Foreground;
+        }
+        self.touch();
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, removes) the client certificate, once
+    /// `check` (the transport's [`crate::Transport::check_policy`]) says
+    /// the job's policy with it is honoured exactly. The certificate was
+    /// checked by whoever made it (a transport's loader).
+    pub fn set_client_certificate(
+        &mut self,
+        certificate: Option<ClientCertificate>,
+        check: impl FnOnce(&ConnectionPolicy) -> Result<(), BitsError>,
+    ) -> Result<(), BitsError> {
+        self.check(Operation::SetProperty)?;
+        check(
+            &self
+                .connection_policy()
+                .with_client_certificate(certificate.clone()),
+        )?;
+        self.client_certificate = certificate;
+        self.touch();
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, removes) the server-certificate pins, once
+    /// `check` says the job's policy with them is honoured exactly.
+    ///
+    /// # Errors
+    /// `BG_E_READ_ONLY_WHEN_JOB_ACTIVE` unless the job is SUSPENDED.
+    pub fn set_server_cert_pins(
+        &mut self,
+        pins: Option<PinSet>,
+        check: impl FnOnce(&ConnectionPolicy) -> Result<(), BitsError>,
+    ) -> Result<(), BitsError> {
+        self.check(Operation::SetProperty)?;
+        if self.state != JobState::Suspended {
+            return Err(BitsError::ReadOnlyWhenJobActive {
+                what: "the server certificate pins",
+                state: self.state.as_str(),
+            });
+        }
+        check(&self.connection_policy().with_pins(pins.clone()))?;
+        self.server_cert_pins = pins;
+        self.touch();
+        Ok(())
     }
 
     /// Starts (or restarts after an error) transferring: SUSPENDED, ERROR
@@ -375,6 +550,18 @@ impl Job {
         let before = self.state;
         if self.transition(event) != before {
             self.no_progress_since = None;
+        }
+        self.resumed = true;
+        if self.has_custom_http_method() {
+            // No Range with a custom method: every unfinished file starts again.
+            for file in self
+                .files
+                .iter_mut()
+                .filter(|f| !f.completed && f.bytes_transferred > 0)
+            {
+                file.bytes_transferred = 0;
+                file.restart = true;
+            }
         }
         Ok(())
     }
@@ -421,7 +608,7 @@ impl Job {
     /// TRANSIENT_ERROR (or straight in ERROR when the no-progress timeout is
     /// 0 or has run out); a fatal one puts it in ERROR. Returns the new state.
     pub fn fail(&mut self, error: &BitsError, file_index: Option<usize>, now: SystemTime) -> JobState {
-        let fatal = !error.is_transient() || self.no_progress_expired(now);
+        let fatal = !error.is_transient() || self.no_progress_expired(now) || self.has_custom_http_method();
         let event = if fatal {
             Event::FatalFailure
         } else {

@@ -89,6 +89,7 @@ pub mod engine;
 pub mod error;
 mod files;
 pub mod flags;
+pub mod http_options;
 mod httpdate;
 pub mod job;
 pub mod policy;
@@ -99,6 +100,10 @@ pub mod transport;
 pub use engine::{Engine, EngineOptions, NoObserver, Observer, RunOutcome};
 pub use error::{BitsError, CertFault, ErrorContext, Hresult, JobError};
 pub use flags::{RedirectPolicy, SecurityFlags};
+pub use http_options::{
+    ClientCertificate, ClientCertificateFile, CustomHeaders, Password, Pin, PinSet, ServerCertCheck,
+    ServerCertValidator, Thumbprint,
+};
 pub use job::{FileInfo, Job, JobType, Priority};
 pub use policy::ConnectionPolicy;
 pub use state::{Event, JobState, Operation};

@@ -3,10 +3,13 @@
 
 use std::fmt;
 
+use crate::error::{BitsError, Hresult};
 use crate::flags::SecurityFlags;
+use crate::http_options::{ClientCertificate, PinSet, ServerCertCheck};
 
-/// What a connection is made under: today the certificate part of the
-/// job's security flags; client certificates, pins, a proxy route and
+/// What a connection is made under: the certificate part of the job's
+/// security flags, its client certificate, and its server-certificate
+/// validation (pins, an embedder's validator); a proxy route and
 /// credentials join it as they come.
 ///
 /// A transport keys its connection pools (and any TLS session cache) by
@@ -18,10 +21,17 @@ use crate::flags::SecurityFlags;
 /// # Security
 /// The redirect bits of the flags are not part of it: redirects are the
 /// engine's, and no connection depends on them.
+///
+/// Server-certificate validation ([`ConnectionPolicy::check_server`]) runs
+/// only after the handshake verified the server under the flags, and can
+/// only reject.
 #[non_exhaustive]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConnectionPolicy {
     flags: SecurityFlags,
+    client_certificate: Option<ClientCertificate>,
+    pins: Option<PinSet>,
+    validator: Option<ServerCertCheck>,
 }
 
 impl ConnectionPolicy {
@@ -30,6 +40,9 @@ impl ConnectionPolicy {
     pub const fn new(flags: SecurityFlags) -> ConnectionPolicy {
         ConnectionPolicy {
             flags: flags.cert_part(),
+            client_certificate: None,
+            pins: None,
+            validator: None,
         }
     }
 
@@ -45,12 +58,99 @@ impl ConnectionPolicy {
     pub const fn flags(&self) -> SecurityFlags {
         self.flags
     }
+
+    /// This policy offering `certificate` to servers that ask for one.
+    #[must_use]
+    pub fn with_client_certificate(mut self, certificate: Option<ClientCertificate>) -> ConnectionPolicy {
+        self.client_certificate = certificate;
+        self
+    }
+
+    /// The client certificate offered to servers that ask for one.
+    pub fn client_certificate(&self) -> Option<&ClientCertificate> {
+        self.client_certificate.as_ref()
+    }
+
+    /// This policy requiring the server's chain to match one of `pins`.
+    #[must_use]
+    pub fn with_pins(mut self, pins: Option<PinSet>) -> ConnectionPolicy {
+        self.pins = pins;
+        self
+    }
+
+    /// The pins the server's chain must match.
+    pub fn pins(&self) -> Option<&PinSet> {
+        self.pins.as_ref()
+    }
+
+    /// This policy asking `check` about every server (after the flags).
+    #[must_use]
+    pub fn with_validator(mut self, check: Option<ServerCertCheck>) -> ConnectionPolicy {
+        self.validator = check;
+        self
+    }
+
+    /// The embedder's validator, as the job's connections carry it.
+    pub fn validator(&self) -> Option<&ServerCertCheck> {
+        self.validator.as_ref()
+    }
+
+    /// Whether [`ConnectionPolicy::check_server`] has anything to check:
+    /// a transport that cannot see the presented chain must refuse such a
+    /// policy.
+    pub fn checks_server(&self) -> bool {
+        self.pins.is_some() || self.validator.is_some()
+    }
+
+    /// The job's own server-certificate validation, run by the transport
+    /// after its handshake verified `host:port` under the flags and before
+    /// any HTTP request: the pins against `spki_sha256` (the SHA-256 of
+    /// each presented certificate's DER SubjectPublicKeyInfo), then the
+    /// validator with `chain` (DER, leaf first).
+    ///
+    /// # Errors
+    /// [`BitsError::ServerCertRejected`]: `TRUST_E_FAIL` when no key is
+    /// pinned, else the validator's HRESULT.
+    pub fn check_server(
+        &self,
+        host: &str,
+        port: u16,
+        chain: &[Vec<u8>],
+        spki_sha256: &[[u8; 32]],
+    ) -> Result<(), BitsError> {
+        if let Some(pins) = &self.pins {
+            if !pins.matches_any(spki_sha256) {
+                return Err(BitsError::ServerCertRejected {
+                    code: Hresult::TRUST_E_FAIL,
+                    what: format!(
+                        "no certificate {host}:{port} presented has a key pinned by the job ({} presented)",
+                        spki_sha256.len()
+                    ),
+                });
+            }
+        }
+        if let Some(check) = &self.validator {
+            check.check(host, port, chain)?;
+        }
+        Ok(())
+    }
 }
 
-/// Displays as `flags 0x0004`.
+/// Displays as `flags 0x0004`, then `, client certificate <sha1>`,
+/// `, N pins`, `, a validator` when present.
 impl fmt::Display for ConnectionPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "flags {}", self.flags)
+        write!(f, "flags {}", self.flags)?;
+        if let Some(c) = &self.client_certificate {
+            write!(f, ", client certificate {}", c.sha1)?;
+        }
+        if let Some(p) = &self.pins {
+            write!(f, ", {} pins", p.pins().len())?;
+        }
+        if self.validator.is_some() {
+            f.write_str(", a validator")?;
+        }
+        Ok(())
     }
 }
 

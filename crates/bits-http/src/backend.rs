@@ -5,7 +5,9 @@ use std::fmt;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use bits_core::{BitsError, ConnectionPolicy, Request, Response, Transport};
+use bits_core::{
+    BitsError, ClientCertificate, ClientCertificateFile, ConnectionPolicy, Request, Response, Transport,
+};
 
 use crate::builder::BuilderOptions;
 use crate::tls::TlsConnect;
@@ -61,6 +63,26 @@ pub trait TlsBackend: Sized + Send + Sync + 'static {
     /// # Errors
     /// `NotImplemented` (`E_NOTIMPL`) for every other policy.
     fn check_policy(policy: &ConnectionPolicy) -> Result<(), BitsError>;
+
+    /// Reads and checks a client certificate file as it is set on a job
+    /// (`docs/spec/http-options.md`, "Client certificate"): it parses, the
+    /// key matches the certificate, the password opens it, a key file is
+    /// not readable by group or others. Returns what the job stores.
+    ///
+    /// # Errors
+    /// `0x80070002` (no such file), `CRYPT_E_NOT_FOUND` (no certificate or
+    /// key, or they differ), `ERROR_INVALID_PASSWORD`, `E_ACCESSDENIED` (a
+    /// key others may read), `E_NOTIMPL` for a format the backend cannot
+    /// load (the default: no client certificates at all).
+    fn load_client_certificate(file: &ClientCertificateFile) -> Result<ClientCertificate, BitsError> {
+        Err(BitsError::NotImplemented {
+            what: format!(
+                "client certificate {}: the {} backend does not load client certificates",
+                file.path.display(),
+                Self::NAME
+            ),
+        })
+    }
 }
 
 /// A [`Transport`] made of a backend's connector and [`HttpTransport`]:

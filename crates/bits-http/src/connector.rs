@@ -246,14 +246,23 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
                 .unwrap_or_else(|| host.clone());
             let boxed = |e: BitsError| -> Box<dyn StdError + Send + Sync> { Box::new(Classified::new(e)) };
             let tcp = http
-                .call(uri)
+                .call(uri.clone())
                 .await
                 .map_err(|e| boxed(classify::tcp_error(&e, &authority)))?
                 .into_inner();
             let stream = if https {
                 let handshake = tls.connect(&host, tcp, &policy);
                 match tokio::time::timeout(handshake_timeout, handshake).await {
-                    Ok(Ok(s)) => MaybeTls::Tls(Coalesce::new(s)),
+                    Ok(Ok(s)) => {
+                        if policy.checks_server() {
+                            // After the flags passed, before any request.
+                            let chain = C::peer_chain(&s);
+                            let port = uri.port_u16().unwrap_or(443);
+                            let keys = crate::chain::spki_sha256_all(&chain);
+                            policy.check_server(&host, port, &chain, &keys).map_err(boxed)?;
+                        }
+                        MaybeTls::Tls(Coalesce::new(s))
+                    }
                     Ok(Err(e)) => return Err(boxed(e)),
                     Err(_) => {
                         return Err(boxed(BitsError::Timeout {

@@ -60,6 +60,7 @@
 mod backend;
 mod body;
 pub mod builder;
+pub mod chain;
 mod classify;
 mod connector;
 pub mod crl_cache;

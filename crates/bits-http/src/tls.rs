@@ -36,6 +36,19 @@ pub trait TlsConnect: Send + Sync + 'static {
         tcp: TcpStream,
         policy: &ConnectionPolicy,
     ) -> BoxFuture<'static, Result<Self::Stream, BitsError>>;
+
+    /// The chain the server presented on `stream`, DER, leaf first, as the
+    /// server sent it (empty when the library does not tell).
+    ///
+    /// The transport hands it to [`ConnectionPolicy::check_server`] (pins,
+    /// an embedder's validator) after a handshake under a policy that
+    /// [`ConnectionPolicy::checks_server`], and `bits diagnose` shows it.
+    /// A backend that returns less than the whole chain must refuse such
+    /// policies in its `check_policy`.
+    fn peer_chain(stream: &Self::Stream) -> Vec<Vec<u8>> {
+        let _ = stream;
+        Vec::new()
+    }
 }
 
 /// A [`TlsConnect`] that refuses every handshake with `E_NOTIMPL`: the TLS
