@@ -54,6 +54,9 @@ pub trait CrlHandshake: fmt::Debug + Send + Sync + 'static {
     /// What the cache is asked for `need`: the certificate, its CDP URLs,
     /// its issuer, and whether failing to get its CRL fails the connection.
     fn crl_request(need: &Self::CrlNeed) -> CrlRequest<'_, Self::Issuer<'_>>;
+
+    /// The chain the server presented ([`TlsConnect::peer_chain`]).
+    fn peer_chain(stream: &Self::Stream) -> Vec<Vec<u8>>;
 }
 
 /// A [`TlsConnect`] for a CRL-checking backend: its [`CrlHandshake`], the
@@ -163,6 +166,10 @@ impl<H: CrlHandshake> TlsConnect for CrlConnector<H> {
     ) -> BoxFuture<'static, Result<H::Stream, BitsError>> {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         Box::pin(self.clone().connect_tls(host, tcp, policy.clone()))
+    }
+
+    fn peer_chain(stream: &H::Stream) -> Vec<Vec<u8>> {
+        H::peer_chain(stream)
     }
 }
 

@@ -141,6 +141,19 @@ impl TlsConnect for NativeConnector {
             connector.connect(&host, tcp).await.map_err(|e| classify(&e))
         })
     }
+
+    /// The leaf only: native-tls tells no more, so this backend refuses
+    /// policies that check the server's chain (pins, validators).
+    fn peer_chain(stream: &Self::Stream) -> Vec<Vec<u8>> {
+        stream
+            .get_ref()
+            .peer_certificate()
+            .ok()
+            .flatten()
+            .and_then(|c| c.to_der().ok())
+            .into_iter()
+            .collect()
+    }
 }
 
 #[cfg(all(test, not(any(target_os = "macos", target_os = "windows"))))]

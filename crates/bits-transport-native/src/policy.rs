@@ -60,6 +60,22 @@ pub fn refusal_reason(flags: u32) -> Option<&'static str> {
 /// policy alone (no transport needs building): `Ok` for certificate flags
 /// in [`SUPPORTED_CERT_FLAGS`], `E_NOTIMPL` otherwise.
 pub fn check_policy(policy: &ConnectionPolicy) -> Result<(), BitsError> {
+    if policy.checks_server() {
+        return Err(BitsError::NotImplemented {
+            what: "server certificate pins or a validator: native-tls shows only the leaf of the \
+                   chain a server presents, and a pin may name any certificate of it; the openssl \
+                   and rustls backends can"
+                .into(),
+        });
+    }
+    if let Some(cert) = policy.client_certificate() {
+        return Err(BitsError::NotImplemented {
+            what: format!(
+                "client certificate {}: the native backend does not offer client certificates yet",
+                cert.file.path.display()
+            ),
+        });
+    }
     let flags = policy.flags();
     match refusal_reason(flags.bits()) {
         None => Ok(()),

@@ -159,6 +159,16 @@ impl CrlHandshake for OpensslHandshake {
             required: need.reported,
         }
     }
+
+    /// `SSL_get_peer_cert_chain`: on a client, the leaf and the rest as the
+    /// server sent them.
+    fn peer_chain(stream: &SslStream<TcpStream>) -> Vec<Vec<u8>> {
+        stream
+            .ssl()
+            .peer_cert_chain()
+            .map(|chain| chain.iter().filter_map(|c| c.to_der().ok()).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// The trusted roots plus `crls`, checking the whole chain.

@@ -73,6 +73,14 @@ pub type OpensslTransportBuilder = TlsTransportBuilder<Openssl>;
 /// policy alone (no transport needs building): every policy is honoured,
 /// since OpenSSL's verify callback sees each error one at a time and each
 /// flag relaxes exactly its own category (`docs/spec/tls.md`).
-pub fn check_policy(_policy: &ConnectionPolicy) -> Result<(), BitsError> {
+pub fn check_policy(policy: &ConnectionPolicy) -> Result<(), BitsError> {
+    if let Some(cert) = policy.client_certificate() {
+        return Err(BitsError::NotImplemented {
+            what: format!(
+                "client certificate {}: the openssl backend does not offer client certificates yet",
+                cert.file.path.display()
+            ),
+        });
+    }
     Ok(())
 }

@@ -113,4 +113,14 @@ impl CrlHandshake for RustlsHandshake {
             required: true,
         }
     }
+
+    /// The certificates the server sent, leaf first.
+    fn peer_chain(stream: &TlsStream<TcpStream>) -> Vec<Vec<u8>> {
+        stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|chain| chain.iter().map(|c| c.as_ref().to_vec()).collect())
+            .unwrap_or_default()
+    }
 }

@@ -101,6 +101,14 @@ pub type RustlsTransportBuilder = TlsTransportBuilder<Rustls>;
 /// each certificate flag is honoured exactly or, in the cases the crate
 /// documentation lists, more narrowly (the transfer fails with the fault's
 /// error); never more broadly.
-pub fn check_policy(_policy: &ConnectionPolicy) -> Result<(), BitsError> {
+pub fn check_policy(policy: &ConnectionPolicy) -> Result<(), BitsError> {
+    if let Some(cert) = policy.client_certificate() {
+        return Err(BitsError::NotImplemented {
+            what: format!(
+                "client certificate {}: the rustls backend does not offer client certificates yet",
+                cert.file.path.display()
+            ),
+        });
+    }
     Ok(())
 }
