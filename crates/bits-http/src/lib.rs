@@ -62,6 +62,7 @@ mod body;
 pub mod builder;
 pub mod chain;
 mod classify;
+pub mod client_cert;
 mod connector;
 pub mod crl_cache;
 mod crl_flow;
