@@ -24,8 +24,10 @@
 //!   method with no body, and never `HEAD` (the engine sends none anyway),
 //!   `Range` or `If-Range`: a file with bytes on disk starts again from byte
 //!   0, its temporary file truncated (`docs/spec/http-options.md`, "HTTP
-//!   method"); every failure is fatal ([`Job::fail`]) and a resume restarts
-//!   every unfinished file ([`Job::resume`]);
+//!   method"); a redirect (303 included) keeps the method; a `206` is
+//!   refused (there is no `Range` to ask for the rest with); every failure
+//!   is fatal ([`Job::fail`]) and a resume restarts every unfinished file
+//!   ([`Job::resume`]);
 //! - asks the job's server-certificate validator, when the embedder set one
 //!   ([`Engine::set_server_cert_validator`]), through the policy every
 //!   request carries: `job.connection_policy()` with the job's

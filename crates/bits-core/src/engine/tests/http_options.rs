@@ -420,3 +420,68 @@ async fn the_validator_is_set_only_while_suspended_and_only_if_honoured() {
     engine.set_server_cert_validator(&h.job, None).unwrap();
     assert!(engine.server_cert_validator(h.job.id).is_none());
 }
+
+/// Every event logged while it is the default subscriber, formatted with
+/// its fields (message included).
+#[derive(Default, Clone)]
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={value:?}", field.name()));
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut line = String::from("span");
+        span.record(&mut Fields(&mut line));
+        self.0.lock().unwrap().push(line);
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut line = String::from("record");
+        values.record(&mut Fields(&mut line));
+        self.0.lock().unwrap().push(line);
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut line = String::from("event");
+        event.record(&mut Fields(&mut line));
+        self.0.lock().unwrap().push(line);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn header_values_are_never_logged_names_are() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let mut f = Fixture::new(2);
+    f.job
+        .set_custom_headers(&["X-Secret: value-one", "Authorization: Bearer value-two"])
+        .unwrap();
+    let s = Scripted::with(
+        vec![redirect(302, "http://g/elsewhere"), ok(b"x"), resp(404, &[], &[])],
+        EngineOptions::default(),
+        headers(&[("cookie", "value-three")]),
+    );
+    assert_eq!(run(&s, &mut f).await.state, JobState::Error);
+    let lines = capture.0.lock().unwrap().clone();
+    let all = lines.join("\n");
+    // The redirect, the withheld credentials, the failure were logged…
+    assert!(all.contains("redirect") && all.contains("404"), "{all}");
+    assert!(all.contains("authorization") && all.contains("cookie"), "{all}");
+    // …and no value.
+    for secret in ["value-one", "value-two", "value-three"] {
+        assert!(!all.contains(secret), "{secret} logged:\n{all}");
+    }
+    let e = f.job.error.as_ref().unwrap();
+    assert!(!e.message.contains("value-"), "{}", e.message);
+}
