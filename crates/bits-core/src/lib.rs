@@ -33,19 +33,34 @@
 //! 2. **Make a [`Job`]**: [`Job::add_file`] (absolute LOCAL; the bytes go to
 //!    a hidden temporary file beside it), [`Job::set_security_flags`]
 //!    (checked against the transport's [`Transport::check_policy`]), then
-//!    [`Job::resume`] (QUEUED).
-//! 3. **Run it** with an [`Engine`]. [`Engine::run`] makes one attempt and
+//!    [`Job::resume`] (QUEUED). The HTTP options
+//!    (`docs/spec/http-options.md`) are set on the job too:
+//!    [`Job::set_custom_headers`] (sent on every request of every file),
+//!    [`Job::set_http_method`] (before the first resume; no body, no
+//!    `Range`, every failure fatal), [`Job::set_client_certificate`] and
+//!    [`Job::set_server_cert_pins`] (stored with the job).
+//! 3. **Validate servers yourself**, if you want to: while the job is
+//!    SUSPENDED, [`Engine::set_server_cert_validator`] gives the engine a
+//!    [`ServerCertValidator`] for that job. It is asked, after the
+//!    transport verified the server under the job's flags and pins and
+//!    before any request, with the job's id, the file's index and the
+//!    chain; it can only reject (TRANSIENT_ERROR, context
+//!    SERVER_CERTIFICATE_CALLBACK). Certificates it accepted are not asked
+//!    about again for that job. The engine keeps it (its clones share it)
+//!    and never persists it: set it again after a restart, before the job
+//!    resumes.
+//! 4. **Run it** with an [`Engine`]. [`Engine::run`] makes one attempt and
 //!    returns a [`RunOutcome`]: TRANSFERRED, ERROR, or TRANSIENT_ERROR with
 //!    the delay after which the scheduler applies [`Event::RetryTimer`] (or
 //!    [`Event::NoProgressTimeout`] once [`Job::no_progress_expired`]).
 //!    [`Engine::run_until_settled`] does that loop for you.
-//! 4. **Watch it** with an [`Observer`]; persist the job there (throttled)
+//! 5. **Watch it** with an [`Observer`]; persist the job there (throttled)
 //!    if you keep jobs across restarts. The counters never claim more bytes
 //!    than the temporary files hold, so any saved copy resumes safely (the
 //!    engine trusts the bytes on disk, and resumes with `Range`).
-//! 5. **Stop it** by dropping the future of `run` (it is cancel-safe), then
+//! 6. **Stop it** by dropping the future of `run` (it is cancel-safe), then
 //!    [`Job::suspend`] or [`engine::cancel`] (deletes the temporary files).
-//! 6. **Finish it** with [`engine::complete`]: each finished file is
+//! 7. **Finish it** with [`engine::complete`]: each finished file is
 //!    fsync'd and renamed onto LOCAL atomically; nothing is written at LOCAL
 //!    before that.
 //!
@@ -75,8 +90,10 @@
 //! - No `Content-Length` (chunked) is fine: the size is known when the body
 //!   ends.
 //! - 308 redirects are handled like 307; credentials (`Authorization`,
-//!   `Cookie`) given with [`Engine::with_request_headers`] never reach
-//!   another origin.
+//!   `Proxy-Authorization`, `Cookie`), given with
+//!   [`Engine::with_request_headers`] or as a job's custom headers, never
+//!   reach another origin (BITS sends custom headers everywhere; curl does
+//!   not). Header values are never logged.
 //!
 //! ## Why the defaults are what they are
 //! Flags default to `0x0000` (full verification, no CRL check, silent

@@ -3,8 +3,8 @@
 //! redirect at all, where it points, and whether this job may follow it.
 //! Transports never follow redirects themselves.
 
-use http::header::{AUTHORIZATION, COOKIE, LOCATION, PROXY_AUTHORIZATION};
-use http::{HeaderMap, HeaderName};
+use http::header::LOCATION;
+use http::HeaderMap;
 use url::Url;
 
 use crate::error::BitsError;
@@ -13,10 +13,6 @@ use crate::flags::{RedirectPolicy, SecurityFlags};
 /// The statuses that redirect when they carry a `Location` (300 only with
 /// one, like the others; a 3xx without `Location` is `BG_E_HTTP_ERROR_S`).
 pub(crate) const REDIRECT_STATUSES: [u16; 6] = [300, 301, 302, 303, 307, 308];
-
-/// Request headers that carry credentials: they are only ever sent to the
-/// origin of the file's own URL, never to another origin after a redirect.
-pub(crate) const CREDENTIAL_HEADERS: [HeaderName; 3] = [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE];
 
 /// The `Location` of a redirect response, or `None` when the response is not
 /// a redirect (not a redirect status, or no usable `Location`).

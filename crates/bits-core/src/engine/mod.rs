@@ -12,6 +12,26 @@
 //!   file is whole;
 //! - follows redirects itself under the job's policy (`docs/spec/policy.md`), never
 //!   sending credentials to another origin;
+//! - sends the job's custom headers ([`Job::custom_headers_to_send`]) with
+//!   the engine's own ([`Engine::with_request_headers`]) on every request
+//!   of every file, resumed ones and redirected ones included; one rule for
+//!   both: `Authorization`, `Proxy-Authorization` and `Cookie`
+//!   ([`is_credential_header`]) go only to the origin (scheme, host, port)
+//!   of the file's own URL, every other header to any origin
+//!   (`docs/spec/http-options.md`, "Custom headers"). Header values are
+//!   never logged, only names;
+//! - with a custom HTTP method ([`Job::has_custom_http_method`]) sends that
+//!   method with no body, and never `HEAD` (the engine sends none anyway),
+//!   `Range` or `If-Range`: a file with bytes on disk starts again from byte
+//!   0, its temporary file truncated (`docs/spec/http-options.md`, "HTTP
+//!   method"); a redirect (303 included) keeps the method; a `206` is
+//!   refused (there is no `Range` to ask for the rest with); every failure
+//!   is fatal ([`Job::fail`]) and a resume restarts every unfinished file
+//!   ([`Job::resume`]);
+//! - asks the job's server-certificate validator, when the embedder set one
+//!   ([`Engine::set_server_cert_validator`]), through the policy every
+//!   request carries: `job.connection_policy()` with the job's
+//!   [`ServerCertCheck`], told the index of the file before each request;
 //! - writes through a buffer and counts only bytes the file holds;
 //! - does a file's local work while the next file's request is in flight,
 //!   not between the two: the last buffered bytes of a file are written,
@@ -56,18 +76,25 @@ mod finish;
 mod pipeline;
 mod plan;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use http::header::{IF_RANGE, RANGE};
 use http::{HeaderMap, HeaderValue};
+use uuid::Uuid;
 
 use crate::error::BitsError;
 use crate::files::{self, TempWriter};
 use crate::flags::RedirectPolicy;
+use crate::http_options::{
+    is_credential_header, CustomHeaders, PinSet, ServerCertCheck, ServerCertValidator,
+};
 use crate::job::{parse_remote_url, FileInfo, Job, JobType};
+use crate::policy::ConnectionPolicy;
 use crate::redirect;
-use crate::state::{Event, JobState};
+use crate::state::{check_operation, Event, JobState, Operation};
 use crate::transport::{Request, Response, SharedTransport};
 
 use checkpoint::Unsynced;
@@ -144,11 +171,26 @@ impl Default for EngineOptions {
 }
 
 /// Drives jobs through a transport.
+///
+/// Clones share the server-certificate validators set on any of them
+/// ([`Engine::set_server_cert_validator`]).
 #[derive(Debug, Clone)]
 pub struct Engine {
     transport: SharedTransport,
     options: EngineOptions,
     headers: HeaderMap,
+    validators: Arc<Mutex<HashMap<Uuid, JobValidator>>>,
+}
+
+/// A job's validator as the engine keeps it: the check its connections
+/// carry (one per job, kept across runs so that accepted certificates stay
+/// cached), and the pins the job had when that check was made (new pins
+/// make a new check: the cache is cleared).
+#[derive(Debug)]
+struct JobValidator {
+    validator: Arc<dyn ServerCertValidator>,
+    pins: Option<PinSet>,
+    check: ServerCertCheck,
 }
 
 impl Engine {
@@ -163,18 +205,116 @@ impl Engine {
             transport,
             options,
             headers: HeaderMap::new(),
+            validators: Arc::default(),
         }
     }
 
-    /// Adds headers to every request (a `User-Agent`, an `Authorization`…).
+    /// Adds headers to every request of every job (a `User-Agent`, an
+    /// `Authorization`…). A job's own custom headers
+    /// ([`Job::set_custom_headers`]) are sent with them; a name the job
+    /// sets replaces the engine's header of that name.
     ///
     /// # Security
-    /// `Authorization`, `Proxy-Authorization` and `Cookie` are sent only to
-    /// the origin (scheme, host, port) of the file's own URL: after a
-    /// redirect to another origin they are left out.
+    /// `Authorization`, `Proxy-Authorization` and `Cookie` (the engine's or
+    /// the job's) are sent only to the origin (scheme, host, port) of the
+    /// file's own URL: after a redirect to another origin they are left
+    /// out. Header values are never logged.
     pub fn with_request_headers(mut self, headers: HeaderMap) -> Engine {
         self.headers = headers;
         self
+    }
+
+    /// Sets (or, with `None`, removes) `job`'s server-certificate validator
+    /// (BITS's `IBackgroundCopyJobHttpOptions3::SetServerCertificateValidationInterface`;
+    /// `docs/spec/http-options.md`, "Server certificate validation").
+    ///
+    /// From the next [`Engine::run`] of that job on, every connection is
+    /// checked by it after the transport verified the server under the
+    /// job's flags and pins, before any HTTP request; it is told the job's
+    /// id and the index of the file being requested, and can only reject
+    /// (TRANSIENT_ERROR, context SERVER_CERTIFICATE_CALLBACK). A (host,
+    /// port, certificate) it accepted is not asked about again for this
+    /// job; setting the validator again, or new pins on the job, forgets
+    /// them.
+    ///
+    /// The engine keeps it (clones of this engine share it) and never
+    /// persists it: an embedder that keeps jobs across restarts sets it
+    /// again after one, before resuming the job. Removing it (`None`) when
+    /// the job is done frees it.
+    ///
+    /// # Errors
+    /// `BG_E_INVALID_STATE` for an ACKNOWLEDGED or CANCELLED job;
+    /// `BG_E_READ_ONLY_WHEN_JOB_ACTIVE` unless the job is SUSPENDED;
+    /// `E_NOTIMPL` when the transport cannot honour a validator
+    /// ([`crate::Transport::check_policy`]). Nothing changes on an error.
+    pub fn set_server_cert_validator(
+        &self,
+        job: &Job,
+        validator: Option<Arc<dyn ServerCertValidator>>,
+    ) -> Result<(), BitsError> {
+        check_operation(job.state(), job.job_type, Operation::SetProperty)?;
+        if job.state() != JobState::Suspended {
+            return Err(BitsError::ReadOnlyWhenJobActive {
+                what: "the server certificate validator",
+                state: job.state().as_str(),
+            });
+        }
+        let Some(validator) = validator else {
+            self.validators().remove(&job.id);
+            return Ok(());
+        };
+        let check = ServerCertCheck::new(validator.clone(), job.id);
+        self.transport
+            .check_policy(&job.connection_policy().with_validator(Some(check.clone())))?;
+        self.validators().insert(
+            job.id,
+            JobValidator {
+                validator,
+                pins: job.server_cert_pins.clone(),
+                check,
+            },
+        );
+        Ok(())
+    }
+
+    /// The server-certificate validator set for the job `id`, if any.
+    pub fn server_cert_validator(&self, id: Uuid) -> Option<Arc<dyn ServerCertValidator>> {
+        self.validators().get(&id).map(|v| v.validator.clone())
+    }
+
+    fn validators(&self) -> MutexGuard<'_, HashMap<Uuid, JobValidator>> {
+        self.validators.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What `job`'s connections are made under: its own policy, with the
+    /// check of its validator when one is set (made anew when the job's
+    /// pins changed since, which clears its cache).
+    fn policy_of(&self, job: &Job) -> ConnectionPolicy {
+        let check = self.validators().get_mut(&job.id).map(|v| {
+            if v.pins != job.server_cert_pins {
+                v.check = ServerCertCheck::new(v.validator.clone(), job.id);
+                v.pins = job.server_cert_pins.clone();
+            }
+            v.check.clone()
+        });
+        job.connection_policy().with_validator(check)
+    }
+
+    /// The headers every request of a job carries besides `Range` and
+    /// `If-Range`: the engine's own, then the job's custom headers; a name
+    /// the job sets replaces the engine's header of that name.
+    fn headers_for(&self, custom: Option<&CustomHeaders>) -> HeaderMap {
+        let Some(custom) = custom.map(CustomHeaders::to_header_map) else {
+            return self.headers.clone();
+        };
+        let mut all = HeaderMap::with_capacity(self.headers.len() + custom.len());
+        for (name, value) in self.headers.iter().filter(|(n, _)| !custom.contains_key(*n)) {
+            all.append(name.clone(), value.clone());
+        }
+        for (name, value) in &custom {
+            all.append(name.clone(), value.clone());
+        }
+        all
     }
 
     /// The transport.
@@ -215,7 +355,8 @@ impl Engine {
             return fail(job, observer, &e, None);
         }
         // Never transfer under a policy the transport cannot honour exactly.
-        if let Err(e) = self.transport.check_policy(&job.connection_policy()) {
+        let policy = self.policy_of(job);
+        if let Err(e) = self.transport.check_policy(&policy) {
             return fail(job, observer, &e, None);
         }
         let mut unsynced = Unsynced::default();
@@ -225,7 +366,7 @@ impl Engine {
             from = i + 1;
             // Before its first byte: see files::Watched.
             unsynced.watch(&job.files[i].temp_name);
-            match self.transfer_file(job, i, observer, &mut unsynced).await {
+            match self.transfer_file(job, i, &policy, observer, &mut unsynced).await {
                 // Written out while the next file's request is in flight.
                 Ok(received) => unsynced.hold(received),
                 Err((f, e)) => {
@@ -287,11 +428,12 @@ impl Engine {
         &self,
         job: &mut Job,
         i: usize,
+        policy: &ConnectionPolicy,
         observer: &mut dyn Observer,
         unsynced: &mut Unsynced,
     ) -> Result<Received, (usize, BitsError)> {
         let mut meanwhile = Meanwhile::new(unsynced);
-        let received = self.receive_file(job, i, observer, &mut meanwhile).await;
+        let received = self.receive_file(job, i, policy, observer, &mut meanwhile).await;
         // The previous file's failure comes first: it happened first.
         meanwhile.end(job, observer).await?;
         received.map_err(|e| (i, e))
@@ -302,12 +444,18 @@ impl Engine {
         &self,
         job: &mut Job,
         i: usize,
+        policy: &ConnectionPolicy,
         observer: &mut dyn Observer,
         meanwhile: &mut Meanwhile<'_>,
     ) -> Result<Received, BitsError> {
         let temp = job.files[i].temp_name.clone();
-        let mut fresh = !job.files[i].restart;
-        if job.files[i].restart {
+        // A custom method sends no Range (docs/spec/http-options.md, "HTTP
+        // method"): bytes on disk, whatever the counters say, are dropped.
+        let custom_method = job.has_custom_http_method();
+        let restart =
+            job.files[i].restart || (custom_method && files::disk_size(&temp)?.is_some_and(|n| n > 0));
+        let mut fresh = !restart;
+        if restart {
             // Counters first, then the file, then the flag: dropped at any
             // point, the counters never claim bytes the file lacks and the
             // restart is not forgotten.
@@ -331,10 +479,19 @@ impl Engine {
             if !restarted {
                 meanwhile.will_open(temp.clone(), found);
             }
-            let response = self.fetch(job, i, on_disk, observer, meanwhile).await?;
+            let response = self.fetch(job, i, on_disk, policy, observer, meanwhile).await?;
             if job.state() != JobState::Transferring && job.apply(Event::Connected) == JobState::Transferring
             {
                 observer.on_change(job);
+            }
+            if custom_method && response.status == 206 {
+                // Part of the file, and no Range to ask for the rest with.
+                return Err(BitsError::InvalidServerResponse {
+                    what: format!(
+                        "a 206 (partial content) to a {} request without Range",
+                        job.http_method()
+                    ),
+                });
             }
             match plan(&response, on_disk, &job.files[i])? {
                 Plan::Whole => {
@@ -488,22 +645,28 @@ impl Engine {
         })
     }
 
-    /// Sends the GET for file `i` from byte `offset`, following redirects
-    /// under the job's policy, and runs `meanwhile` once while a request is
-    /// in flight. Returns the first response that is not a redirect.
+    /// Sends the request for file `i` (the job's method: GET unless set)
+    /// from byte `offset` under `policy`, with the engine's and the job's
+    /// headers, following redirects under the job's flags, and runs
+    /// `meanwhile` once while a request is in flight. Returns the first
+    /// response that is not a redirect.
     async fn fetch(
         &self,
         job: &mut Job,
         i: usize,
         offset: u64,
+        policy: &ConnectionPolicy,
         observer: &mut dyn Observer,
         meanwhile: &mut Meanwhile<'_>,
     ) -> Result<Response, BitsError> {
         meanwhile.before_sending(job, observer).await;
         let flags = job.security_flags;
-        let policy = job.connection_policy();
+        let method = job.http_method();
         let origin = parse_remote_url(&job.files[i].remote_name)?;
+        let extra = self.headers_for(job.custom_headers_to_send());
         let mut headers = HeaderMap::new();
+        // Never a Range with a custom method (receive_file empties the file).
+        debug_assert!(offset == 0 || !job.has_custom_http_method());
         if offset > 0 {
             headers.insert(RANGE, header_value(&format!("bytes={offset}-"))?);
             if let Some(v) = job.files[i]
@@ -519,13 +682,23 @@ impl Engine {
         let mut url = origin.clone();
         let mut hops = 0;
         loop {
-            let mut request = Request::get(url.clone(), policy.clone());
+            let mut request = Request::new(method.clone(), url.clone(), policy.clone());
             request.headers = headers.clone();
             let same_origin = redirect::same_origin(&origin, &url);
-            for (name, value) in &self.headers {
-                if same_origin || !redirect::CREDENTIAL_HEADERS.contains(name) {
+            let mut withheld = Vec::new();
+            for (name, value) in &extra {
+                if same_origin || !is_credential_header(name.as_str()) {
                     request.headers.append(name.clone(), value.clone());
+                } else if !withheld.contains(&name.as_str()) {
+                    withheld.push(name.as_str());
                 }
+            }
+            if !withheld.is_empty() {
+                // Names only: values may be secrets.
+                tracing::debug!(file = i, headers = ?withheld, "credentials not sent to another origin");
+            }
+            if let Some(check) = policy.validator() {
+                check.set_file_index(i);
             }
             let mut sending = std::pin::pin!(self.transport.send(request));
             let response = match poll_once(sending.as_mut()).await {

@@ -18,6 +18,7 @@ use crate::transport::{BodyStream, MockTransport, Transport};
 
 mod checkpoint;
 mod finish;
+mod http_options;
 mod pipeline;
 mod redirects;
 mod resume;
