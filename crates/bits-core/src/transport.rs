@@ -21,7 +21,8 @@ use crate::policy::ConnectionPolicy;
 /// One HTTP request.
 #[derive(Debug)]
 pub struct Request {
-    /// The method (GET and HEAD for downloads).
+    /// The method: GET for downloads, unless the job sets another
+    /// ([`crate::Job::set_http_method`]).
     pub method: Method,
     /// An absolute http or https URL.
     pub url: Url,
