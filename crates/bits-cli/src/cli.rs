@@ -123,8 +123,7 @@ pub enum Command {
         /// The job.
         job: String,
     },
-    /// Make the job's custom headers write-only, for good: still sent and
-    /// replaceable, never shown again.
+    /// Make the job's custom headers write-only, for good (still sent and replaceable).
     MakeCustomHeadersWriteOnly {
         /// The job.
         job: String,
@@ -148,8 +147,7 @@ pub enum Command {
         #[command(flatten)]
         secrets: CertSecrets,
     },
-    /// Print the job's client certificate: three lines, the file, its
-    /// subject and its SHA-1 thumbprint (nothing when none).
+    /// Print the job's client certificate: its file, subject and SHA-1 thumbprint, one per line.
     GetClientCertificate {
         /// The job.
         job: String,
@@ -177,10 +175,10 @@ pub enum Command {
         /// The job.
         job: String,
     },
-    /// Pin the server's key: the connection passes only when a certificate
-    /// of the chain it presents has one of these keys; none removes them.
+    /// Set the keys the server's chain must show (sha256//…); none removes them.
     #[command(
-        after_help = "PINS is sha256//<base64>[;sha256//<base64>]... (curl's --pinnedpubkey form): the \
+        after_help = "The connection passes only when a certificate of the chain the server presents has \
+                      the key of one of the pins. PINS is sha256//<base64>[;sha256//<base64>]... (curl's --pinnedpubkey form): the \
                       SHA-256 of a DER SubjectPublicKeyInfo. Checked after the usual verification under \
                       the job's flags, never instead of it. Only while the job is SUSPENDED (else \
                       0x80200075). A mismatch is TRANSIENT_ERROR 0x800B010B, before any HTTP request."
@@ -244,6 +242,13 @@ pub enum Command {
         job: String,
     },
     /// One-shot transfer: create, add, resume, wait, complete.
+    #[command(
+        after_help = "--header, --client-certificate (with --key, --password-file, --password-env), --pin \
+                      and --priority mean what set-custom-headers, set-client-certificate, \
+                      set-server-cert-pins and set-priority do, with the same checks; a refused one \
+                      exits 2 before any job is created. With --json the job object is printed at the \
+                      end, whether it succeeded or not."
+    )]
     Transfer(TransferArgs),
     /// List the compiled-in backends and the certificate-flag values each honours.
     Backends,

@@ -113,10 +113,10 @@ fn default_hint(error: &BitsError) -> &'static str {
             "nothing was changed; the job's backend cannot honour it exactly (`bits backends` lists the backends and the flag values each honours)"
         }
         BitsError::StringTooLong { .. } => {
-            "nothing was changed; custom headers take at most 16,384 characters (each line with its CRLF, plus one)"
+            "nothing was changed; send fewer or shorter headers"
         }
         BitsError::NotSupportedWithCustomHttpMethod { .. } => {
-            "nothing was changed; a job with an HTTP method other than GET stays FOREGROUND"
+            "nothing was changed; `bits set-http-method JOB GET` first (possible only before the job's first resume)"
         }
         BitsError::ReadOnlyWhenJobActive { .. } => {
             "nothing was changed; `bits suspend JOB` first, then set it and `bits resume JOB`"
