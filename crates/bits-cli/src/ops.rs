@@ -94,13 +94,19 @@ pub struct HeaderLines(pub Vec<String>);
 
 impl fmt::Debug for HeaderLines {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(
-                self.0
-                    .iter()
-                    .map(|l| format!("{}: …", l.split_once(':').map_or(l.as_str(), |(n, _)| n))),
-            )
-            .finish()
+        // A name only when it is a plain token: a line typed without its
+        // colon may hold a value.
+        let name = |line: &str| match line.split_once(':') {
+            Some((n, _))
+                if !n.is_empty()
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) =>
+            {
+                format!("{n}: …")
+            }
+            _ => "(not a header)".to_string(),
+        };
+        f.debug_list().entries(self.0.iter().map(|l| name(l))).finish()
     }
 }
 
@@ -182,11 +188,17 @@ mod tests {
     #[test]
     fn header_values_never_reach_the_log() {
         let op = JobOp::SetCustomHeaders {
-            headers: HeaderLines(vec!["Authorization: Bearer s3cret".into(), "X-A:b".into()]),
+            headers: HeaderLines(vec![
+                "Authorization: Bearer s3cret".into(),
+                "X-A:b".into(),
+                "Authorization Bearer t0ken".into(),
+                "Authorization Bearer t0ken: x".into(),
+            ]),
         };
         let text = format!("{op:?}");
         assert!(text.contains("Authorization") && text.contains("X-A"), "{text}");
         assert!(!text.contains("s3cret") && !text.contains(":b"), "{text}");
+        assert!(!text.contains("t0ken"), "{text}");
         // The socket carries them whole.
         let line = serde_json::to_string(&op).unwrap();
         assert!(line.contains("Bearer s3cret"), "{line}");

@@ -122,7 +122,27 @@ fn header_values_never_reach_the_daemon_log() {
     env.run(&["-vv", "set-custom-headers", &id, &auth, "X-Visible-Name: v4lue"])
         .ok();
     env.run(&["-vv", "make-custom-headers-write-only", &id]).ok();
+    // A refused one too (the daemon logs refusals).
+    env.run(&["set-custom-headers", &id, "Authorization s3cret-typo"])
+        .fails(2, "0x80070057");
     env.run(&["cancel", &id]).ok();
+    // And `transfer -vv`, whose daemon logs at trace level.
+    server.set("/small", Route::body(content(1000, 2)));
+    env.kill_daemon("TERM");
+    let local = env.path("small");
+    let r = env
+        .run(&[
+            "-vv",
+            "transfer",
+            "--header",
+            &auth,
+            "--header",
+            "Cookie: s3cret-cookie",
+            &server.url("/small"),
+            local.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(!r.stderr.contains("s3cret"), "{}", r.stderr);
     let log = std::fs::read_to_string(env.store.join("daemon.log")).unwrap();
     assert!(log.contains("X-Visible-Name"), "the operation is logged: {log}");
     assert!(!log.contains("s3cret") && !log.contains("v4lue"), "{log}");
@@ -174,6 +194,7 @@ fn http_method_priority_and_resume() {
 }
 
 /// `sha256//` and the base64 of the SHA-256 of `der`'s SubjectPublicKeyInfo.
+#[cfg(any(feature = "openssl", feature = "rustls"))]
 fn pin_of(der: &[u8]) -> String {
     bits_core::Pin(bits_http::chain::spki_sha256(der).unwrap()).to_string()
 }
