@@ -102,6 +102,98 @@ pub enum Command {
         /// foreground|high|normal|low.
         priority: String,
     },
+    /// Set the job's custom headers, sent on every request; none removes them.
+    #[command(
+        after_help = "Each HEADER is \"Name: value\". Host, Content-Length, Transfer-Encoding, Connection, \
+                      Upgrade, TE, Range, If-Range and BITS-* are the engine's own (0x80070057); all of \
+                      them together take at most 16,384 characters (0x80200021). Authorization, \
+                      Proxy-Authorization and Cookie never follow a redirect to another origin, and their \
+                      values are never shown by `info`."
+    )]
+    SetCustomHeaders {
+        /// The job.
+        job: String,
+        /// "Name: value" (repeat for more; none removes them).
+        #[arg(value_name = "HEADER")]
+        headers: Vec<String>,
+    },
+    /// Print the job's custom headers, one per line (nothing when none).
+    #[command(after_help = "Write-only headers cannot be read: exit 2 with 0x80070005 E_ACCESSDENIED.")]
+    GetCustomHeaders {
+        /// The job.
+        job: String,
+    },
+    /// Make the job's custom headers write-only, for good (still sent and replaceable).
+    MakeCustomHeadersWriteOnly {
+        /// The job.
+        job: String,
+    },
+    /// Set the client certificate offered to https servers that ask for one.
+    #[command(
+        after_help = "FILE is PEM (the certificate, optionally its chain, and the private key unless \
+                      --key names it) or PKCS#12 (.p12/.pfx, detected by content). A PKCS#12 password \
+                      is read from a file or an environment variable, never from the command line. \
+                      A relative path is taken from the current directory and stored absolute. A file \
+                      holding a private key must be its owner's alone (chmod 600). Errors: 0x80070002 \
+                      no such file, 0x80070005 a key others can read, 0x80092004 no certificate or key \
+                      (or they differ), 0x80070056 wrong password, 0x80004001 the job's backend cannot \
+                      offer client certificates."
+    )]
+    SetClientCertificate {
+        /// The job.
+        job: String,
+        /// The certificate file (PEM or PKCS#12).
+        file: PathBuf,
+        #[command(flatten)]
+        secrets: CertSecrets,
+    },
+    /// Print the job's client certificate: its file, subject and SHA-1 thumbprint, one per line.
+    GetClientCertificate {
+        /// The job.
+        job: String,
+    },
+    /// Forget the job's client certificate.
+    RemoveClientCertificate {
+        /// The job.
+        job: String,
+    },
+    /// Set the HTTP method of the job's requests (GET by default).
+    #[command(
+        after_help = "Only before the job's first resume (else 0x80200002). A method other than GET makes \
+                      the priority FOREGROUND for good (set-priority then exits 2 with 0x80200071); the \
+                      job sends no HEAD and no Range, every error is fatal, and a resume restarts \
+                      unfinished files from byte 0."
+    )]
+    SetHttpMethod {
+        /// The job.
+        job: String,
+        /// An upper-case HTTP token: GET, POST, PROPFIND…
+        method: String,
+    },
+    /// Print the job's HTTP method.
+    GetHttpMethod {
+        /// The job.
+        job: String,
+    },
+    /// Set the keys the server's chain must show (sha256//…); none removes them.
+    #[command(
+        after_help = "The connection passes only when a certificate of the chain the server presents has \
+                      the key of one of the pins. PINS is sha256//<base64>[;sha256//<base64>]... (curl's --pinnedpubkey form): the \
+                      SHA-256 of a DER SubjectPublicKeyInfo. Checked after the usual verification under \
+                      the job's flags, never instead of it. Only while the job is SUSPENDED (else \
+                      0x80200075). A mismatch is TRANSIENT_ERROR 0x800B010B, before any HTTP request."
+    )]
+    SetServerCertPins {
+        /// The job.
+        job: String,
+        /// The pins (none removes them).
+        pins: Option<String>,
+    },
+    /// Print the job's server certificate pins (nothing when none).
+    GetServerCertPins {
+        /// The job.
+        job: String,
+    },
     /// Start or restart transferring (starts the daemon when needed).
     Resume {
         /// The job.
@@ -150,6 +242,13 @@ pub enum Command {
         job: String,
     },
     /// One-shot transfer: create, add, resume, wait, complete.
+    #[command(
+        after_help = "--header, --client-certificate (with --key, --password-file, --password-env), --pin \
+                      and --priority mean what set-custom-headers, set-client-certificate, \
+                      set-server-cert-pins and set-priority do, with the same checks; a refused one \
+                      exits 2 before any job is created. With --json the job object is printed at the \
+                      end, whether it succeeded or not."
+    )]
     Transfer(TransferArgs),
     /// List the compiled-in backends and the certificate-flag values each honours.
     Backends,
@@ -178,7 +277,36 @@ pub struct TransferArgs {
     /// The job's display name (default: transfer).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// The job's priority: foreground, high, normal or low.
+    #[arg(long, value_name = "P")]
+    pub priority: Option<String>,
+    /// A custom header, "Name: value", sent on every request (repeatable).
+    #[arg(long = "header", value_name = "H")]
+    pub headers: Vec<String>,
+    /// A client certificate (PEM or PKCS#12) offered to servers that ask for one.
+    #[arg(long, value_name = "FILE")]
+    pub client_certificate: Option<PathBuf>,
+    #[command(flatten)]
+    pub secrets: CertSecrets,
+    /// Server key pins, sha256//<base64>[;sha256//<base64>]...
+    #[arg(long = "pin", value_name = "PINS")]
+    pub pins: Option<String>,
     /// URL LOCAL pairs.
     #[arg(value_name = "URL LOCAL", num_args = 2.., required = true)]
     pub pairs: Vec<String>,
+}
+
+/// The private key and password of a client certificate. There is no
+/// option that takes a password itself: argv is readable by every user.
+#[derive(Debug, Args)]
+pub struct CertSecrets {
+    /// The private key, when it is not in the certificate file (PEM).
+    #[arg(long, value_name = "KEYFILE")]
+    pub key: Option<PathBuf>,
+    /// A file whose first line is the PKCS#12 password.
+    #[arg(long, value_name = "F", conflicts_with = "password_env")]
+    pub password_file: Option<PathBuf>,
+    /// An environment variable that holds the PKCS#12 password.
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
 }

@@ -84,7 +84,9 @@ impl Failure {
 }
 
 /// Whether a [`BitsError`] reports bad input (exit 2) rather than a runtime
-/// failure (exit 1).
+/// failure (exit 1). The errors of a client certificate file are bad input
+/// here: a command meets them when it sets one; at transfer time they are
+/// the job's ERROR, which `wait` and `transfer` report with exit 1.
 pub fn is_bad_input(error: &BitsError) -> bool {
     matches!(
         error,
@@ -95,13 +97,37 @@ pub fn is_bad_input(error: &BitsError) -> bool {
             | BitsError::Empty
             | BitsError::TooManyFiles
             | BitsError::UnsupportedScheme { .. }
+            | BitsError::StringTooLong { .. }
+            | BitsError::NotSupportedWithCustomHttpMethod { .. }
+            | BitsError::ReadOnlyWhenJobActive { .. }
+            | BitsError::AccessDenied { .. }
+            | BitsError::FileNotFound { .. }
+            | BitsError::InvalidPassword { .. }
+            | BitsError::ClientCertNotFound { .. }
     )
 }
 
 fn default_hint(error: &BitsError) -> &'static str {
     match error {
         BitsError::NotImplemented { .. } => {
-            "nothing was changed; `bits backends` lists the flag values each backend honours"
+            "nothing was changed; the job's backend cannot honour it exactly (`bits backends` lists the backends and the flag values each honours)"
+        }
+        BitsError::StringTooLong { .. } => {
+            "nothing was changed; send fewer or shorter headers"
+        }
+        BitsError::NotSupportedWithCustomHttpMethod { .. } => {
+            "nothing was changed; `bits set-http-method JOB GET` first (possible only before the job's first resume)"
+        }
+        BitsError::ReadOnlyWhenJobActive { .. } => {
+            "nothing was changed; `bits suspend JOB` first, then set it and `bits resume JOB`"
+        }
+        BitsError::AccessDenied { .. } => "nothing was changed",
+        BitsError::FileNotFound { .. } => "nothing was changed; check the path",
+        BitsError::InvalidPassword { .. } => {
+            "nothing was changed; check the password given with --password-file or --password-env"
+        }
+        BitsError::ClientCertNotFound { .. } => {
+            "nothing was changed; give a file with the certificate and its private key (or the key with --key)"
         }
         BitsError::InvalidArg { .. } | BitsError::UnsupportedScheme { .. } => {
             "nothing was changed; fix the argument and run the command again"
@@ -156,6 +182,13 @@ pub fn hresult_name(code: Hresult) -> Option<&'static str> {
         0x8020_000F => "BG_E_ERROR_INFORMATION_UNAVAILABLE",
         0x8020_001B => "BG_E_INVALID_SERVER_RESPONSE",
         0x8020_001C => "BG_E_TOO_MANY_FILES",
+        0x8020_0021 => "BG_E_STRING_TOO_LONG",
+        0x8020_0071 => "BG_E_NOT_SUPPORTED_WITH_CUSTOM_HTTP_METHOD",
+        0x8020_0075 => "BG_E_READ_ONLY_WHEN_JOB_ACTIVE",
+        0x8007_0056 => "ERROR_INVALID_PASSWORD",
+        0x8009_2004 => "CRYPT_E_NOT_FOUND",
+        0x800B_010B => "TRUST_E_FAIL",
+        0x8007_2F0C => "ERROR_WINHTTP_CLIENT_AUTH_CERT_NEEDED",
         0x8007_2EE2 => "ERROR_WINHTTP_TIMEOUT",
         0x8007_2EE6 => "ERROR_WINHTTP_UNRECOGNIZED_SCHEME",
         0x8007_2EE7 => "ERROR_WINHTTP_NAME_NOT_RESOLVED",

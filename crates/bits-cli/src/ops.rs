@@ -2,9 +2,10 @@
 //! code applies them whether the CLI edits the store itself (no daemon
 //! running) or the daemon does (after stopping the job's transfer).
 
+use std::fmt;
 use std::path::PathBuf;
 
-use bits_core::{engine, BitsError, Hresult, Job, Priority, SecurityFlags};
+use bits_core::{engine, BitsError, ClientCertificate, Hresult, Job, PinSet, Priority, SecurityFlags};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -50,6 +51,30 @@ pub enum JobOp {
         /// The new priority.
         priority: Priority,
     },
+    /// `set-custom-headers` (none: removes them).
+    SetCustomHeaders {
+        /// The `Name: value` lines, checked by [`Job::set_custom_headers`].
+        headers: HeaderLines,
+    },
+    /// `make-custom-headers-write-only`.
+    MakeCustomHeadersWriteOnly,
+    /// `set-client-certificate` (with the certificate the job's backend
+    /// loaded and checked in the command) and `remove-client-certificate`
+    /// (`None`).
+    SetClientCertificate {
+        /// What the job stores.
+        certificate: Option<ClientCertificate>,
+    },
+    /// `set-http-method`.
+    SetHttpMethod {
+        /// The method (checked by [`Job::set_http_method`]).
+        method: String,
+    },
+    /// `set-server-cert-pins` (`None`: removes them).
+    SetServerCertPins {
+        /// The pins.
+        pins: Option<PinSet>,
+    },
     /// `resume`.
     Resume,
     /// `suspend`.
@@ -58,6 +83,31 @@ pub enum JobOp {
     Complete,
     /// `cancel`.
     Cancel,
+}
+
+/// Custom header lines on their way to a job. `Debug` (which the daemon's
+/// log uses for every operation) shows the names only: values may be
+/// secrets (`docs/spec/http-options.md`, "Custom headers").
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HeaderLines(pub Vec<String>);
+
+impl fmt::Debug for HeaderLines {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A name only when it is a plain token: a line typed without its
+        // colon may hold a value.
+        let name = |line: &str| match line.split_once(':') {
+            Some((n, _))
+                if !n.is_empty()
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) =>
+            {
+                format!("{n}: …")
+            }
+            _ => "(not a header)".to_string(),
+        };
+        f.debug_list().entries(self.0.iter().map(|l| name(l))).finish()
+    }
 }
 
 impl JobOp {
@@ -98,6 +148,25 @@ pub fn apply(job: &mut Job, op: &JobOp) -> (Result<Hresult, BitsError>, bool) {
             false,
         ),
         JobOp::SetPriority { priority } => (job.set_priority(*priority).map(|()| Hresult::S_OK), false),
+        JobOp::SetCustomHeaders { headers } => {
+            (job.set_custom_headers(&headers.0).map(|()| Hresult::S_OK), false)
+        }
+        JobOp::MakeCustomHeadersWriteOnly => (
+            job.make_custom_headers_write_only().map(|()| Hresult::S_OK),
+            false,
+        ),
+        JobOp::SetClientCertificate { certificate } => {
+            let name = job.backend.clone();
+            let result =
+                job.set_client_certificate(certificate.clone(), |p| backend::named(&name)?.check_policy(p));
+            (result.map(|()| Hresult::S_OK), false)
+        }
+        JobOp::SetHttpMethod { method } => (job.set_http_method(method).map(|()| Hresult::S_OK), false),
+        JobOp::SetServerCertPins { pins } => {
+            let name = job.backend.clone();
+            let result = job.set_server_cert_pins(pins.clone(), |p| backend::named(&name)?.check_policy(p));
+            (result.map(|()| Hresult::S_OK), false)
+        }
         JobOp::Resume => (job.resume().map(|()| Hresult::S_OK), false),
         JobOp::Suspend => (job.suspend().map(|()| Hresult::S_OK), false),
         JobOp::Complete => (engine::complete(job), true),
@@ -110,4 +179,60 @@ pub fn apply_stored(store: &Store, id: Uuid, op: &JobOp) -> Result<Hresult, Fail
     store
         .update(id, |job| apply(job, op))?
         .map_err(|e| Failure::from_bits(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_never_reach_the_log() {
+        let op = JobOp::SetCustomHeaders {
+            headers: HeaderLines(vec![
+                "Authorization: Bearer s3cret".into(),
+                "X-A:b".into(),
+                "Authorization Bearer t0ken".into(),
+                "Authorization Bearer t0ken: x".into(),
+            ]),
+        };
+        let text = format!("{op:?}");
+        assert!(text.contains("Authorization") && text.contains("X-A"), "{text}");
+        assert!(!text.contains("s3cret") && !text.contains(":b"), "{text}");
+        assert!(!text.contains("t0ken"), "{text}");
+        // The socket carries them whole.
+        let line = serde_json::to_string(&op).unwrap();
+        assert!(line.contains("Bearer s3cret"), "{line}");
+        assert_eq!(serde_json::from_str::<JobOp>(&line).unwrap(), op);
+    }
+
+    #[test]
+    fn a_refused_setter_leaves_the_job_unchanged() {
+        let mut job = Job::new("j", bits_core::JobType::Download, "openssl");
+        let before = job.clone();
+        let long = format!("X: {}", "a".repeat(16_384));
+        for (op, code) in [
+            (
+                JobOp::SetCustomHeaders {
+                    headers: HeaderLines(vec!["Range: bytes=0-".into()]),
+                },
+                Hresult::E_INVALIDARG,
+            ),
+            (
+                JobOp::SetCustomHeaders {
+                    headers: HeaderLines(vec![long]),
+                },
+                Hresult::BG_E_STRING_TOO_LONG,
+            ),
+            (
+                JobOp::SetHttpMethod {
+                    method: "post".into(),
+                },
+                Hresult::E_INVALIDARG,
+            ),
+        ] {
+            let (result, _) = apply(&mut job, &op);
+            assert_eq!(result.unwrap_err().hresult(), code, "{op:?}");
+            assert_eq!(job, before, "{op:?}");
+        }
+    }
 }

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bits_core::http_options::is_credential_header;
 use bits_core::{Job, JobState};
 use serde_json::{json, Value};
 
@@ -50,7 +51,42 @@ pub fn job_json(job: &Job) -> Value {
         "creation_time": rfc3339(job.creation_time),
         "modification_time": rfc3339(job.modification_time),
         "transfer_completion_time": job.transfer_completion_time.map(rfc3339),
+        "custom_headers": match job.custom_headers() {
+            Ok(Some(h)) => json!(h.lines()),
+            // None, or write-only: never the values.
+            Ok(None) | Err(_) => Value::Null,
+        },
+        "custom_headers_write_only": job.custom_headers_write_only,
+        "client_certificate": job.client_certificate.as_ref().map(|c| json!({
+            "path": c.file.path.to_string_lossy(),
+            "key": c.file.key.as_ref().map(|k| k.to_string_lossy()),
+            "subject": c.subject,
+            "sha1": c.sha1.to_string(),
+        })),
+        "http_method": job.http_method().as_str(),
+        "server_cert_pins": job.server_cert_pins.as_ref().map(ToString::to_string),
     })
+}
+
+/// The custom headers as `info` shows them to people: never a value once
+/// they are write-only, and never the value of a header that carries
+/// credentials (`docs/spec/http-options.md`, "Custom headers").
+fn headers_text(job: &Job) -> Vec<String> {
+    let Some(headers) = job.custom_headers_to_send() else {
+        return Vec::new();
+    };
+    headers
+        .iter()
+        .map(|(name, value)| {
+            if job.custom_headers_write_only {
+                format!("{name}: <write-only>")
+            } else if is_credential_header(name) {
+                format!("{name}: <hidden>")
+            } else {
+                format!("{name}: {value}")
+            }
+        })
+        .collect()
 }
 
 /// `info` without `--json`.
@@ -69,6 +105,35 @@ pub fn job_text(job: &Job) -> String {
     let _ = writeln!(s, "priority:            {}", job.priority.as_str());
     let _ = writeln!(s, "min retry delay:     {} s", job.min_retry_delay);
     let _ = writeln!(s, "no-progress timeout: {} s", job.no_progress_timeout);
+    let _ = writeln!(s, "http method:         {}", job.http_method());
+    let headers = headers_text(job);
+    if headers.is_empty() {
+        let _ = writeln!(s, "custom headers:      none");
+    }
+    for (i, line) in headers.iter().enumerate() {
+        let label = if i == 0 { "custom headers:" } else { "" };
+        let _ = writeln!(s, "{label:<21}{line}");
+    }
+    match &job.client_certificate {
+        Some(c) => {
+            let _ = writeln!(s, "client certificate:  {}", c.file.path.display());
+            if let Some(key) = &c.file.key {
+                let _ = writeln!(s, "  key:               {}", key.display());
+            }
+            let _ = writeln!(s, "  subject:           {}", c.subject);
+            let _ = writeln!(s, "  sha1:              {}", c.sha1);
+        }
+        None => {
+            let _ = writeln!(s, "client certificate:  none");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "server cert pins:    {}",
+        job.server_cert_pins
+            .as_ref()
+            .map_or_else(|| "none".to_string(), ToString::to_string)
+    );
     let _ = writeln!(
         s,
         "progress:            {} / {} bytes, {} / {} files",
@@ -216,6 +281,51 @@ mod tests {
         assert_eq!(v["error"]["code"], "0x80190194");
         assert_eq!(v["error"]["context"], "REMOTE_FILE");
         assert_eq!(v["error"]["file_index"], 0);
+    }
+
+    #[test]
+    fn http_options_in_json_and_text() {
+        let mut j = Job::new("h", JobType::Download, "openssl");
+        let v = job_json(&j);
+        assert_eq!(v["custom_headers"], Value::Null);
+        assert_eq!(v["custom_headers_write_only"], false);
+        assert_eq!(v["client_certificate"], Value::Null);
+        assert_eq!(v["http_method"], "GET");
+        assert_eq!(v["server_cert_pins"], Value::Null);
+        let text = job_text(&j);
+        assert!(text.contains("http method:         GET\n"), "{text}");
+        assert!(text.contains("custom headers:      none\n"), "{text}");
+
+        j.set_custom_headers(&["X-Trace: t1", "Authorization: Bearer s3cret", "Cookie: c=1"])
+            .unwrap();
+        j.set_http_method("POST").unwrap();
+        let pin = format!("sha256//{}", "A".repeat(43) + "=");
+        let pins = bits_core::PinSet::parse(&pin).unwrap();
+        j.set_server_cert_pins(pins, |_| Ok(())).unwrap();
+        let v = job_json(&j);
+        assert_eq!(
+            v["custom_headers"],
+            json!(["X-Trace: t1", "Authorization: Bearer s3cret", "Cookie: c=1"])
+        );
+        assert_eq!(v["http_method"], "POST");
+        assert_eq!(v["server_cert_pins"], pin.as_str());
+        let text = job_text(&j);
+        assert!(text.contains("custom headers:      X-Trace: t1\n"), "{text}");
+        assert!(
+            text.contains("                     Authorization: <hidden>\n"),
+            "{text}"
+        );
+        assert!(text.contains("Cookie: <hidden>"), "{text}");
+        assert!(!text.contains("s3cret") && !text.contains("c=1"), "{text}");
+        assert!(text.contains("http method:         POST"), "{text}");
+
+        j.make_custom_headers_write_only().unwrap();
+        let v = job_json(&j);
+        assert_eq!(v["custom_headers"], Value::Null);
+        assert_eq!(v["custom_headers_write_only"], true);
+        let text = job_text(&j);
+        assert!(text.contains("X-Trace: <write-only>"), "{text}");
+        assert!(!text.contains("t1") && !text.contains("s3cret"), "{text}");
     }
 
     #[test]

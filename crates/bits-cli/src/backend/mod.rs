@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use bits_core::{BitsError, ConnectionPolicy, SharedTransport};
+use bits_core::{BitsError, ClientCertificate, ClientCertificateFile, ConnectionPolicy, SharedTransport};
 
 use crate::error::Failure;
 
@@ -95,6 +95,31 @@ impl Backend {
             Backend::Rustls => rustls::check_policy(policy),
             #[cfg(feature = "native")]
             Backend::Native => native::check_policy(policy),
+        }
+    }
+
+    /// Reads and checks a client certificate file as the backend will offer
+    /// it (`docs/spec/http-options.md`, "Client certificate"), returning
+    /// what a job stores.
+    ///
+    /// The checks every backend shares run first, whatever the backend
+    /// ([`bits_http::client_cert::read`]: a missing file is `0x80070002`, a
+    /// private key its group or others can read `E_ACCESSDENIED`), then
+    /// the backend's own parsing (`CRYPT_E_NOT_FOUND`,
+    /// `ERROR_INVALID_PASSWORD`, or `E_NOTIMPL` from a backend that does not
+    /// offer client certificates).
+    pub fn load_client_certificate(
+        self,
+        file: &ClientCertificateFile,
+    ) -> Result<ClientCertificate, BitsError> {
+        bits_http::client_cert::read(file)?;
+        match self {
+            #[cfg(feature = "openssl")]
+            Backend::Openssl => openssl::load_client_certificate(file),
+            #[cfg(feature = "rustls")]
+            Backend::Rustls => rustls::load_client_certificate(file),
+            #[cfg(feature = "native")]
+            Backend::Native => native::load_client_certificate(file),
         }
     }
 

@@ -1,13 +1,15 @@
 //! The verbs of `bits`, grouped by what they touch: [`create`] (new jobs
 //! and their files), [`edit`] (changes to a stored job, and pruning),
 //! [`transfer`] (running jobs: resume, complete, wait, monitor, transfer),
-//! [`show`] (reading jobs), [`daemon`] (starting and stopping the
+//! [`show`] (reading jobs), [`http_options`] (custom headers, client
+//! certificate, HTTP method, pins), [`daemon`] (starting and stopping the
 //! service), [`backends`].
 
 mod backends;
 mod create;
 mod daemon;
 mod edit;
+mod http_options;
 mod show;
 mod transfer;
 
@@ -84,6 +86,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
         ),
         Command::SetPriority { job, priority } => edit::set_priority(&ctx, &job, &priority),
+        Command::SetCustomHeaders { job, headers } => http_options::set_custom_headers(&ctx, &job, headers),
+        Command::GetCustomHeaders { job } => http_options::get_custom_headers(&ctx, &job),
+        Command::MakeCustomHeadersWriteOnly { job } => {
+            edit::simple_op(&ctx, &job, JobOp::MakeCustomHeadersWriteOnly)
+        }
+        Command::SetClientCertificate { job, file, secrets } => {
+            http_options::set_client_certificate(&ctx, &job, &file, &secrets)
+        }
+        Command::GetClientCertificate { job } => http_options::get_client_certificate(&ctx, &job),
+        Command::RemoveClientCertificate { job } => {
+            edit::simple_op(&ctx, &job, JobOp::SetClientCertificate { certificate: None })
+        }
+        Command::SetHttpMethod { job, method } => http_options::set_http_method(&ctx, &job, &method),
+        Command::GetHttpMethod { job } => http_options::get_http_method(&ctx, &job),
+        Command::SetServerCertPins { job, pins } => {
+            http_options::set_server_cert_pins(&ctx, &job, pins.as_deref())
+        }
+        Command::GetServerCertPins { job } => http_options::get_server_cert_pins(&ctx, &job),
         Command::Resume { job } => transfer::resume(&ctx, &job),
         Command::Suspend { job } => edit::simple_op(&ctx, &job, JobOp::Suspend),
         Command::Cancel { job } => edit::simple_op(&ctx, &job, JobOp::Cancel),

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use bits_core::{BitsError, Hresult, Job, JobState, JobType, SecurityFlags};
+use bits_core::{BitsError, Hresult, Job, JobState, JobType, Priority, SecurityFlags};
 
 use super::create::{check_local, check_name};
 use super::Ctx;
@@ -171,6 +171,18 @@ pub(super) fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode
     if let Some(s) = args.no_progress_timeout {
         job.set_no_progress_timeout(u64::from(s)).map_err(Failure::from)?;
     }
+    if let Some(p) = &args.priority {
+        job.set_priority(Priority::parse(p).map_err(Failure::from)?)
+            .map_err(Failure::from)?;
+    }
+    super::http_options::configure_new_job(
+        &mut job,
+        backend,
+        &args.headers,
+        args.client_certificate.as_deref(),
+        &args.secrets,
+        args.pins.as_deref(),
+    )?;
     let mut writable = HashSet::new();
     for pair in args.pairs.chunks(2) {
         // Only LOCAL is checked here: `add_file` checks the URL, so each

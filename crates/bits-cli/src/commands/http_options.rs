@@ -1,0 +1,217 @@
+//! The rest of BITS's `IBackgroundCopyJobHttpOptions` family
+//! (`docs/spec/http-options.md`): custom headers, the client certificate,
+//! the HTTP method and the server certificate pins, set and read.
+//!
+//! Setters go the way of every change to a stored job ([`ipc::apply`]:
+//! through the daemon when one carries the store, which stops a running
+//! transfer first, so the change applies from the job's next request).
+//! What needs the command's own context is done here before: a client
+//! certificate is read (relative paths from the current directory, the
+//! password from a file or the environment) and checked by the job's
+//! backend; pins are parsed.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use bits_core::{ClientCertificate, ClientCertificateFile, Hresult, Job, Operation, Password, PinSet};
+
+use super::Ctx;
+use crate::backend::Backend;
+use crate::cli::CertSecrets;
+use crate::error::Failure;
+use crate::ipc;
+use crate::ops::{HeaderLines, JobOp};
+use crate::store;
+
+pub(super) fn set_custom_headers(ctx: &Ctx, job: &str, headers: Vec<String>) -> anyhow::Result<ExitCode> {
+    super::edit::simple_op(
+        ctx,
+        job,
+        JobOp::SetCustomHeaders {
+            headers: HeaderLines(headers),
+        },
+    )
+}
+
+pub(super) fn get_custom_headers(ctx: &Ctx, job: &str) -> anyhow::Result<ExitCode> {
+    let job = ctx.open()?.resolve(job)?;
+    let headers = job.custom_headers().map_err(|e| {
+        Failure::from_bits(&e).with_hint(
+            "they are still sent, and `bits set-custom-headers JOB ...` replaces them, but they can never be read again",
+        )
+    })?;
+    if let Some(headers) = headers {
+        for line in headers.lines() {
+            out!("{line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn set_client_certificate(
+    ctx: &Ctx,
+    job: &str,
+    file: &Path,
+    secrets: &CertSecrets,
+) -> anyhow::Result<ExitCode> {
+    let store = ctx.open()?;
+    let job = store.resolve(job)?;
+    // The state first, so a final job says "invalid state" whatever its file.
+    bits_core::state::check_operation(job.state(), job.job_type, Operation::SetProperty)
+        .map_err(Failure::from)?;
+    let backend = Backend::from_name(&job.backend)?;
+    let certificate = load_certificate(backend, file, secrets)?;
+    ipc::apply(
+        &store,
+        job.id,
+        JobOp::SetClientCertificate {
+            certificate: Some(certificate),
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the password of a client certificate the way `secrets` says
+/// (never from argv), makes the paths absolute, and has `backend` read
+/// and check the files.
+pub(super) fn load_certificate(
+    backend: Backend,
+    file: &Path,
+    secrets: &CertSecrets,
+) -> Result<ClientCertificate, Failure> {
+    let file = ClientCertificateFile {
+        path: store::absolute(file)?,
+        key: secrets.key.as_deref().map(store::absolute).transpose()?,
+        password: password(secrets)?,
+    };
+    backend.load_client_certificate(&file).map_err(|e| {
+        let f = Failure::from_bits(&e);
+        if e.hresult() == Hresult::E_NOTIMPL {
+            f.with_hint(format!(
+                "nothing was changed; the {} backend cannot offer client certificates (yet)",
+                backend.name()
+            ))
+        } else {
+            f
+        }
+    })
+}
+
+fn password(secrets: &CertSecrets) -> Result<Option<Password>, Failure> {
+    if let Some(path) = &secrets.password_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                Hresult::FILE_NOT_FOUND
+            } else {
+                Hresult::E_ACCESSDENIED
+            };
+            Failure::bad_input(
+                code,
+                format!("cannot read the password file {}: {e}", path.display()),
+                "nothing was changed; check the path",
+            )
+        })?;
+        // The first line, without its line ending (as `--password-file`
+        // of curl and ssh-keygen's passphrase files).
+        let first = text.lines().next().unwrap_or("");
+        return Ok(Some(Password::new(first)));
+    }
+    if let Some(var) = &secrets.password_env {
+        return match std::env::var(var) {
+            Ok(value) => Ok(Some(Password::new(value))),
+            Err(_) => Err(Failure::bad_input(
+                Hresult::E_INVALIDARG,
+                format!("the environment variable {var} named by --password-env is not set (or not UTF-8)"),
+                "nothing was changed; export it first",
+            )),
+        };
+    }
+    Ok(None)
+}
+
+pub(super) fn get_client_certificate(ctx: &Ctx, job: &str) -> anyhow::Result<ExitCode> {
+    let job = ctx.open()?.resolve(job)?;
+    if let Some(c) = &job.client_certificate {
+        out!("{}", c.file.path.display());
+        out!("{}", c.subject);
+        out!("{}", c.sha1);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn set_http_method(ctx: &Ctx, job: &str, method: &str) -> anyhow::Result<ExitCode> {
+    super::edit::simple_op(
+        ctx,
+        job,
+        JobOp::SetHttpMethod {
+            method: method.to_string(),
+        },
+    )
+}
+
+pub(super) fn get_http_method(ctx: &Ctx, job: &str) -> anyhow::Result<ExitCode> {
+    let job = ctx.open()?.resolve(job)?;
+    out!("{}", job.http_method());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pins from the command line: `Ok(None)` for none (or an empty text).
+pub(super) fn parse_pins(text: Option<&str>) -> Result<Option<PinSet>, Failure> {
+    PinSet::parse(text.unwrap_or("")).map_err(|e| {
+        Failure::from_bits(&e).with_hint(
+            "nothing was changed; give sha256// and the base64 of the SHA-256 of the server's DER SubjectPublicKeyInfo (`bits diagnose URL` prints it), several separated by ;",
+        )
+    })
+}
+
+pub(super) fn set_server_cert_pins(ctx: &Ctx, job: &str, pins: Option<&str>) -> anyhow::Result<ExitCode> {
+    let pins = parse_pins(pins)?;
+    super::edit::simple_op(ctx, job, JobOp::SetServerCertPins { pins })
+}
+
+pub(super) fn get_server_cert_pins(ctx: &Ctx, job: &str) -> anyhow::Result<ExitCode> {
+    let job = ctx.open()?.resolve(job)?;
+    if let Some(pins) = &job.server_cert_pins {
+        out!("{pins}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `transfer` sets on its new job beyond flags and timeouts, in the
+/// order and with the checks of the setters above.
+pub(super) fn configure_new_job(
+    job: &mut Job,
+    backend: Backend,
+    headers: &[String],
+    certificate: Option<&Path>,
+    secrets: &CertSecrets,
+    pins: Option<&str>,
+) -> Result<(), Failure> {
+    if !headers.is_empty() {
+        job.set_custom_headers(headers).map_err(Failure::from)?;
+    }
+    match certificate {
+        Some(file) => {
+            let certificate = load_certificate(backend, file, secrets)?;
+            job.set_client_certificate(Some(certificate), |p| backend.check_policy(p))
+                .map_err(Failure::from)?;
+        }
+        None if secrets.key.is_some()
+            || secrets.password_file.is_some()
+            || secrets.password_env.is_some() =>
+        {
+            return Err(Failure::bad_input(
+                Hresult::E_INVALIDARG,
+                "--key, --password-file and --password-env go with --client-certificate",
+                "nothing was changed; add --client-certificate FILE",
+            ));
+        }
+        None => {}
+    }
+    if pins.is_some() {
+        let pins = parse_pins(pins)?;
+        job.set_server_cert_pins(pins, |p| backend.check_policy(p))
+            .map_err(Failure::from)?;
+    }
+    Ok(())
+}
