@@ -2,11 +2,12 @@
 //! and their files), [`edit`] (changes to a stored job, and pruning),
 //! [`transfer`] (running jobs: resume, complete, wait, monitor, transfer),
 //! [`show`] (reading jobs), [`daemon`] (starting and stopping the
-//! service), [`backends`].
+//! service), [`backends`], [`diagnose`] (a server's TLS, no job).
 
 mod backends;
 mod create;
 mod daemon;
+mod diagnose;
 mod edit;
 mod show;
 mod transfer;
@@ -97,5 +98,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backends => backends::backends(&ctx),
         Command::Daemon { stop: true, .. } => daemon::stop(&ctx),
         Command::Daemon { foreground, .. } => daemon::start(&ctx, foreground),
+        Command::Diagnose { url, crl } => diagnose::diagnose(&ctx, &url, crl),
     }
 }
