@@ -39,7 +39,12 @@ use crate::backend::TlsBackend;
 use crate::tls::TlsConnect;
 
 /// The four ignorable faults, in the order a report lists them.
-pub const IGNORABLE: [CertFault; 4] = [CertFault::Date, CertFault::Cn, CertFault::UnknownCa, CertFault::Usage];
+pub const IGNORABLE: [CertFault; 4] = [
+    CertFault::Date,
+    CertFault::Cn,
+    CertFault::UnknownCa,
+    CertFault::Usage,
+];
 
 /// Where to connect: an `https` URL's host (no brackets) and port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -535,7 +540,9 @@ pub async fn diagnose<B: TlsBackend>(
         }
     }
     let findings = judge(&run.results, options.crl);
-    let whole_chain = B::check_policy(&ConnectionPolicy::default().with_pins(PinSet::parse(&Pin([0; 32]).to_string())?)).is_ok();
+    let whole_chain =
+        B::check_policy(&ConnectionPolicy::default().with_pins(PinSet::parse(&Pin([0; 32]).to_string())?))
+            .is_ok();
     let (chain_flags, chain) = match &run.chain {
         Some((bits, chain)) => (
             Some(SecurityFlags::new(*bits)?),
@@ -546,7 +553,12 @@ pub async fn diagnose<B: TlsBackend>(
     let tries = run
         .order
         .iter()
-        .map(|b| (SecurityFlags::new(*b).expect("certificate bits"), run.results[b].clone()))
+        .map(|b| {
+            (
+                SecurityFlags::new(*b).expect("certificate bits"),
+                run.results[b].clone(),
+            )
+        })
         .collect();
     Ok(Diagnosis {
         backend: B::NAME,
@@ -571,10 +583,15 @@ fn judge(results: &BTreeMap<u32, Outcome>, crl: bool) -> Vec<Finding> {
     faults
         .into_iter()
         .map(|fault| {
-            let failed = results.iter().find(|(_, o)| match o {
-                Outcome::Failed(h, _) => fault_of(*h) == Some(fault),
-                _ => false,
-            });
+            let fails_with_it =
+                |o: &Outcome| matches!(o, Outcome::Failed(h, _) if fault_of(*h) == Some(fault));
+            // The clearest evidence: the value that leaves only this fault
+            // uncovered; else any failure with its error.
+            let only = SecurityFlags::IGNORE_MASK & !fault.ignored_by();
+            let failed = results
+                .get_key_value(&only)
+                .filter(|(_, o)| fails_with_it(o))
+                .or_else(|| results.iter().find(|(_, o)| fails_with_it(o)));
             if let Some((v, Outcome::Failed(h, _))) = failed {
                 return Finding {
                     fault,

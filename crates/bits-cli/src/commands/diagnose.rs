@@ -26,7 +26,9 @@ pub(super) fn diagnose(ctx: &Ctx, url: &str, crl: bool) -> anyhow::Result<ExitCo
         crl,
         ..DiagnoseOptions::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut results = Vec::new();
     for b in backends {
         let d = runtime
@@ -127,7 +129,11 @@ fn fault_label(f: CertFault) -> &'static str {
 pub(crate) fn to_text(target: &Target, results: &[Diagnosis]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "server {target} (TLS handshakes only, no HTTP request)");
-    let shown = results.iter().max_by_key(|d| (d.chain.len(), d.whole_chain));
+    // The first backend (the default) among those that showed the most.
+    let shown = results
+        .iter()
+        .rev()
+        .max_by_key(|d| (d.chain.len(), d.whole_chain));
     match shown {
         Some(d) if !d.chain.is_empty() => {
             let how = d.chain_flags.map(|f| flags_hex(f.bits())).unwrap_or_default();
@@ -146,7 +152,10 @@ pub(crate) fn to_text(target: &Target, results: &[Diagnosis]) -> String {
             }
         }
         _ => {
-            let _ = writeln!(out, "\nchain presented: unknown (no backend completed a handshake)");
+            let _ = writeln!(
+                out,
+                "\nchain presented: unknown (no backend completed a handshake)"
+            );
         }
     }
     for d in results {
@@ -186,7 +195,11 @@ pub(crate) fn to_text(target: &Target, results: &[Diagnosis]) -> String {
         let refused = d.refused();
         if !refused.is_empty() {
             let list: Vec<String> = refused.iter().map(|f| flags_hex(f.bits())).collect();
-            let _ = writeln!(out, "  refused     {} (E_NOTIMPL: not honoured exactly)", list.join(" "));
+            let _ = writeln!(
+                out,
+                "  refused     {} (E_NOTIMPL: not honoured exactly)",
+                list.join(" ")
+            );
         }
     }
     out
