@@ -216,6 +216,10 @@ pub async fn a_pin_never_makes_a_failing_certificate_pass<B: TlsBackend>() {
     }
 }
 
+/// What a validator was given: the job, the file index, the leaf and the
+/// presented chain (DER).
+pub type Asked = (Uuid, usize, Vec<u8>, Vec<Vec<u8>>);
+
 /// A validator that counts its calls and answers `answer`, recording what
 /// it was given.
 #[derive(Debug)]
@@ -225,7 +229,7 @@ pub struct Recording {
     /// How many times it was asked.
     pub calls: AtomicUsize,
     /// The last (job, file index, leaf, chain) it was given.
-    pub last: Mutex<Option<(Uuid, usize, Vec<u8>, Vec<Vec<u8>>)>>,
+    pub last: Mutex<Option<Asked>>,
 }
 
 impl Recording {
