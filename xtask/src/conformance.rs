@@ -61,6 +61,10 @@ const HRESULT_NAMES: &[(&str, &str)] = &[
     ("0x80072F8A", "ERROR_WINHTTP_SECURE_CERT_REVOKED"),
     ("0x80072F8F", "ERROR_WINHTTP_SECURE_FAILURE"),
     ("0x80072F93", "ERROR_WINHTTP_SECURE_CERT_WRONG_USAGE"),
+    (
+        "0x800B010B",
+        "TRUST_E_FAIL (no certificate presented has a pinned key)",
+    ),
     ("0x80072EFD", "ERROR_WINHTTP_CANNOT_CONNECT"),
     ("0x80072EFE", "ERROR_WINHTTP_CONNECTION_ERROR"),
 ];
@@ -78,6 +82,22 @@ pub struct Case {
     pub outcome: String,
 }
 
+/// One pin case of a backend's report: a server, what was pinned, a flag
+/// value and the outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PinCase {
+    /// The server's name.
+    pub server: String,
+    /// The server certificate's faults.
+    pub faults: Vec<String>,
+    /// What was pinned (`leaf`, `sent CA`, `root (not sent)`, `wrong`).
+    pub pin: String,
+    /// The flag value.
+    pub flags: u32,
+    /// `ok`, an HRESULT or `refused`.
+    pub outcome: String,
+}
+
 /// One backend's conformance report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -85,6 +105,8 @@ pub struct Report {
     pub backend: String,
     /// Every case, in the order the suite ran them.
     pub cases: Vec<Case>,
+    /// The pin rows (`"pins"`, optional), in the order the suite ran them.
+    pub pins: Vec<PinCase>,
     /// Why each refused single flag bit is refused, when the backend said.
     pub reasons: BTreeMap<u32, String>,
     /// Markdown notes to show under the backend's table, if any.
@@ -231,9 +253,27 @@ pub fn parse_report(text: &str) -> Result<Report> {
             outcome: str_field(c, "outcome")?,
         });
     }
+    let mut pins = Vec::new();
+    for c in v.get("pins").and_then(Value::as_array).into_iter().flatten() {
+        let faults = c
+            .get("faults")
+            .and_then(Value::as_array)
+            .context("missing array \"faults\" in a pin case")?
+            .iter()
+            .map(|f| f.as_str().map(str::to_string).context("a fault is not a string"))
+            .collect::<Result<Vec<_>>>()?;
+        pins.push(PinCase {
+            server: str_field(c, "server")?,
+            faults,
+            pin: str_field(c, "pin")?,
+            flags: parse_flags(&str_field(c, "flags")?)?,
+            outcome: str_field(c, "outcome")?,
+        });
+    }
     Ok(Report {
         backend,
         cases,
+        pins,
         reasons: BTreeMap::new(),
         notes: None,
     })
@@ -329,6 +369,7 @@ pub fn render_conformance(reports: &[Report]) -> String {
                 list.join(", ")
             );
         }
+        render_pins(&mut out, r, &mut seen_codes);
         if let Some(base) = reports
             .iter()
             .find(|b| b.backend == "openssl" && b.backend != r.backend)
@@ -370,6 +411,66 @@ pub fn render_conformance(reports: &[Report]) -> String {
         }
     }
     out
+}
+
+/// The backend's pin rows (`docs/spec/http-options.md`, "Server
+/// certificate validation"): a table of server and pin by flag value, or
+/// one line when every pin case was refused.
+fn render_pins(out: &mut String, r: &Report, seen_codes: &mut BTreeSet<String>) {
+    if r.pins.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n### {}: pins (`sha256//`)\n", r.backend);
+    if r.pins.iter().all(|c| c.outcome == "refused") {
+        let _ = writeln!(
+            out,
+            "Refused by `check_flags` with E_NOTIMPL in all {} pin cases: this backend cannot see \
+             the presented chain.",
+            r.pins.len()
+        );
+        return;
+    }
+    out.push_str(
+        "The flags are judged first, as above; then a pin must match a certificate the server \
+         presented (the test servers send the leaf and its intermediates, never the root).\n\n",
+    );
+    let flags: BTreeSet<u32> = r.pins.iter().map(|c| c.flags).collect();
+    out.push_str("| server (faults) | pin |");
+    for f in &flags {
+        let _ = write!(out, " {} |", flag_text(*f));
+    }
+    out.push_str("\n|---|---|");
+    for _ in &flags {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    let mut rows: Vec<(&str, &[String], &str)> = Vec::new();
+    for c in &r.pins {
+        if !rows.iter().any(|(s, _, p)| *s == c.server && *p == c.pin) {
+            rows.push((&c.server, &c.faults, &c.pin));
+        }
+    }
+    for (server, faults, pin) in rows {
+        let label = if faults.is_empty() {
+            server.to_string()
+        } else {
+            format!("{server} ({})", faults.join(", "))
+        };
+        let _ = write!(out, "| {} | {} |", escape(&label), escape(pin));
+        for f in &flags {
+            let cell = r
+                .pins
+                .iter()
+                .find(|c| c.server == server && c.pin == pin && c.flags == *f)
+                .map(|c| c.outcome.as_str())
+                .unwrap_or("–");
+            if cell.starts_with("0x") {
+                seen_codes.insert(cell.to_string());
+            }
+            let _ = write!(out, " {} |", escape(cell));
+        }
+        out.push('\n');
+    }
 }
 
 /// A cell where a backend's outcome differs from the base backend's.
@@ -588,6 +689,39 @@ Refused by `check_flags` with E_NOTIMPL for every server: `0x0004`.
             "{md}"
         );
         assert_eq!(md.matches("differ from openssl").count(), 1, "{md}");
+    }
+
+    #[test]
+    fn pin_rows_render_as_a_table_or_one_refusal_line() {
+        let text = r#"{"backend":"openssl","cases":[
+            {"server":"good","faults":[],"flags":"0x0000","outcome":"ok"}],
+            "pins":[
+            {"server":"good","faults":[],"pin":"leaf","flags":"0x0000","outcome":"ok"},
+            {"server":"good","faults":[],"pin":"leaf","flags":"0x0008","outcome":"ok"},
+            {"server":"good","faults":[],"pin":"wrong","flags":"0x0000","outcome":"0x800B010B"},
+            {"server":"expired","faults":["DATE"],"pin":"leaf","flags":"0x0000","outcome":"0x80072F05"}]}"#;
+        let r = parse_report(text).unwrap();
+        assert_eq!(r.pins.len(), 4);
+        assert_eq!(r.pins[2].pin, "wrong");
+        let md = render_conformance(&[r]);
+        assert!(
+            md.contains(
+                "| server (faults) | pin | 0x0000 | 0x0008 |\n|---|---|---|---|\n\
+                 | good | leaf | ok | ok |\n| good | wrong | 0x800B010B | – |\n\
+                 | expired (DATE) | leaf | 0x80072F05 | – |\n"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| `0x800B010B` | TRUST_E_FAIL"), "{md}");
+        let refused = parse_report(
+            r#"{"backend":"native","cases":[],"pins":[
+            {"server":"good","faults":[],"pin":"leaf","flags":"0x0000","outcome":"refused"}]}"#,
+        )
+        .unwrap();
+        let md = render_conformance(&[refused]);
+        assert!(md.contains("E_NOTIMPL in all 1 pin cases"), "{md}");
+        // No "pins": no section.
+        assert!(!render_conformance(&[native()]).contains("pins (`sha256//`)"));
     }
 
     #[test]

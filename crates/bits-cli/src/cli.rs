@@ -261,7 +261,40 @@ pub enum Command {
         #[arg(long)]
         stop: bool,
     },
+    /// TLS handshakes only, no HTTP request: the chain, every fault, the least flags per backend.
+    #[command(long_about = DIAGNOSE_HELP)]
+    Diagnose {
+        /// The https:// URL of the server.
+        url: String,
+        /// Also check revocation (ENABLE_CRL_CHECK, 0x0001): the least value then includes it.
+        #[arg(long)]
+        crl: bool,
+    },
 }
+
+/// `bits diagnose --help`.
+const DIAGNOSE_HELP: &str = "\
+TLS handshakes only, never an HTTP request: on each compiled backend (or --backend B) \
+the chain the server presents (subject, issuer, validity, names, the sha256// pin of each key), \
+every certificate fault found (date 0x0004, name 0x0002, unknown CA 0x0008, usage 0x0010; \
+with --crl revocation too) and the least security-flags value the backend accepts the server \
+under, or why none does. Values a backend refuses (E_NOTIMPL) are skipped and listed.
+
+Exit status: 0 the diagnosis ran (whatever it found), 1 the server cannot be reached, 2 a bad URL.
+
+--json prints one object:
+  url, host, port, crl: what was diagnosed
+  backends: one object per backend:
+    backend: its name
+    chain: [{subject, issuer, not_before, not_after (RFC 3339), names [\"DNS:..\", \"IP:..\"], pin \"sha256//..\"}],
+           leaf first, from the loosest handshake that succeeded ([] when none did)
+    chain_flags: the flags of that handshake (\"0x001E\") or null
+    whole_chain: false when the backend tells only the leaf (native)
+    faults: {date, name, unknown_ca, usage[, revoked, revocation_unchecked]}:
+            each {\"present\": true|false|null (null: cannot tell), \"evidence\": \"...\"}
+    least_flags: \"0x0004\" or null; why_none: the reason when null
+    refused: the values the backend refuses (E_NOTIMPL)
+    tries: [{flags, outcome: \"accepted\" | \"refused\" | \"0x80072F05\", message}] in the order tried";
 
 #[derive(Debug, Args)]
 pub struct TransferArgs {

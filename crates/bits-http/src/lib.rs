@@ -38,6 +38,8 @@
 //! - [`fetch_plain`]: one plain GET, for CRL downloads.
 //! - [`crl_cache`]: the CRL cache (memory, disk, download) and the
 //!   reconnect-after-download flow every CRL-checking backend shares.
+//! - [`diagnose`]: `bits diagnose`: handshakes only, the presented chain,
+//!   every certificate fault, the least flags a backend accepts.
 //! - [`builder`]: the settings [`TlsTransportBuilder`] collects
 //!   ([`builder::BuilderOptions`]) and the rules that follow from them.
 //!
@@ -66,6 +68,7 @@ pub mod client_cert;
 mod connector;
 pub mod crl_cache;
 mod crl_flow;
+pub mod diagnose;
 mod plain;
 mod tls;
 mod transport;

@@ -47,6 +47,18 @@
 //! must leave no HTTP request on the server; `check_flags(0)` must never
 //! refuse.
 //!
+//! # Pin rows
+//!
+//! [`run_matrix`] (not [`run_matrix_with`]) also runs every [`PIN_ROWS`]
+//! row (a leaf and what is pinned: its own key, the CA its server sends,
+//! the root, which is trusted but never sent, or a wrong key) under each of
+//! [`PIN_FLAGS`], on the same servers ([`expected_pin`]): the flags are
+//! judged first, exactly as without a pin (a pin never makes a failing
+//! certificate pass); then the pin must match a certificate of the
+//! presented chain, else `TRUST_E_FAIL` (0x800B010B, transient, context
+//! SERVER_CERTIFICATE_CALLBACK) with no HTTP request. A backend that
+//! cannot see the presented chain refuses every pin case with `E_NOTIMPL`.
+//!
 //! # JSON (`BITS_CONFORMANCE_OUT`)
 //!
 //! `{"backend":"openssl","cases":[{"server":"expired","faults":["DATE"],
@@ -54,17 +66,19 @@
 //! `outcome` = `ok` | an HRESULT (`0x80072F05`) | `refused` | `timeout`,
 //! `expected` = `ok` or the acceptable HRESULTs joined by `|`, and
 //! `problems` empty when the case conforms. Cases are in [`LeafKind::ALL`]
-//! order, flags ascending.
+//! order, flags ascending. Then `"pins":[{"server":"selfsigned","faults":["CA"],
+//! "pin":"leaf","flags":"0x0008","outcome":"ok","expected":"ok","problems":[]}]`
+//! in [`PIN_ROWS`] order, [`PIN_FLAGS`] order (absent when no pin case ran).
 
 use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bits_core::error::{BitsError, Hresult};
+use bits_core::error::{BitsError, ErrorContext, Hresult};
 use bits_core::flags::SecurityFlags;
 use bits_core::transport::{Request, Transport};
-use bits_core::ConnectionPolicy;
+use bits_core::{ConnectionPolicy, Pin, PinSet};
 use serde::Serialize;
 
 use crate::crl::CrlServer;
@@ -204,6 +218,9 @@ pub struct Report {
     pub transport_name: String,
     /// Every case, in [`LeafKind::ALL`] order, flags ascending.
     pub cases: Vec<CaseResult>,
+    /// The pin rows ([`PIN_ROWS`] × [`PIN_FLAGS`]), in that order; empty
+    /// for [`run_matrix_with`].
+    pub pins: Vec<PinCaseResult>,
     /// How long the whole matrix took.
     pub elapsed: Duration,
 }
@@ -212,6 +229,19 @@ pub struct Report {
 struct JsonReport<'a> {
     backend: &'a str,
     cases: Vec<JsonCase>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pins: Vec<JsonPinCase>,
+}
+
+#[derive(Serialize)]
+struct JsonPinCase {
+    server: &'static str,
+    faults: Vec<&'static str>,
+    pin: &'static str,
+    flags: String,
+    outcome: String,
+    expected: String,
+    problems: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -228,6 +258,18 @@ impl Report {
     /// The cases that break the policy.
     pub fn mismatches(&self) -> impl Iterator<Item = &CaseResult> {
         self.cases.iter().filter(|c| !c.conforms())
+    }
+
+    /// The pin cases that break the policy.
+    pub fn pin_mismatches(&self) -> impl Iterator<Item = &PinCaseResult> {
+        self.pins.iter().filter(|c| !c.problems.is_empty())
+    }
+
+    /// The pin case for `server` with `pin` under `flags`, if it ran.
+    pub fn pin_case(&self, server: LeafKind, pin: PinKind, flags: u32) -> Option<&PinCaseResult> {
+        self.pins
+            .iter()
+            .find(|c| c.server == server && c.pin == pin && c.flags == flags)
     }
 
     /// The case for `server` under `flags`, if the matrix ran it.
@@ -249,9 +291,23 @@ impl Report {
                 problems: c.problems.clone(),
             })
             .collect();
+        let pins = self
+            .pins
+            .iter()
+            .map(|c| JsonPinCase {
+                server: c.server.name(),
+                faults: c.server.faults().iter().map(|f| f.as_str()).collect(),
+                pin: c.pin.as_str(),
+                flags: format!("0x{:04X}", c.flags),
+                outcome: c.outcome.to_string(),
+                expected: c.expected.to_string(),
+                problems: c.problems.clone(),
+            })
+            .collect();
         serde_json::to_string_pretty(&JsonReport {
             backend: &self.backend,
             cases,
+            pins,
         })
         .expect("serialize the conformance report")
     }
@@ -337,6 +393,32 @@ impl Report {
             }
             let _ = writeln!(msg, "\nfull matrix (! = mismatch):\n{}", self.table());
         }
+        let bad_pins: Vec<&PinCaseResult> = self.pin_mismatches().collect();
+        if !bad_pins.is_empty() {
+            let _ = writeln!(
+                msg,
+                "{} of {} pin cases of backend {:?} break the policy:",
+                bad_pins.len(),
+                self.pins.len(),
+                self.backend
+            );
+            for c in bad_pins {
+                for p in &c.problems {
+                    let _ = writeln!(
+                        msg,
+                        "{:<20} pin {:<16} 0x{:02X}   expected {:<12} got {:<12} {p}",
+                        c.server.name(),
+                        c.pin.as_str(),
+                        c.flags,
+                        c.expected.to_string(),
+                        c.outcome.to_string()
+                    );
+                }
+                if let Some(m) = &c.message {
+                    let _ = writeln!(msg, "{:<20} error message: {m}", "");
+                }
+            }
+        }
         if !msg.is_empty() {
             panic!("{msg}");
         }
@@ -371,7 +453,7 @@ impl Fixture {
 /// with the PKI the servers present) and returns the report. `backend` names
 /// the JSON file and must equal the transport's [`Transport::name`].
 pub async fn run_matrix(backend: &str, make: &dyn Fn(&TestPki) -> Arc<dyn Transport>) -> Report {
-    run_matrix_with(backend, &MATRIX_FLAGS, make).await
+    run_all(backend, &MATRIX_FLAGS, true, make).await
 }
 
 /// [`run_matrix`] over chosen certificate-flag values (each 0..=0x1F); they
@@ -379,6 +461,15 @@ pub async fn run_matrix(backend: &str, make: &dyn Fn(&TestPki) -> Arc<dyn Transp
 pub async fn run_matrix_with(
     backend: &str,
     flags: &[u32],
+    make: &dyn Fn(&TestPki) -> Arc<dyn Transport>,
+) -> Report {
+    run_all(backend, flags, false, make).await
+}
+
+async fn run_all(
+    backend: &str,
+    flags: &[u32],
+    with_pins: bool,
     make: &dyn Fn(&TestPki) -> Arc<dyn Transport>,
 ) -> Report {
     let started = Instant::now();
@@ -392,29 +483,252 @@ pub async fn run_matrix_with(
         let server = fixture.servers[i].clone();
         let transport = transport.clone();
         let flags = flags.clone();
+        let pki = fixture.pki.clone();
         tasks.spawn(async move {
             let mut out = Vec::new();
             for (n, &f) in flags.iter().enumerate() {
                 let id = i * 100 + n;
                 out.push(run_case(&*transport, &server, kind, f, id).await);
             }
-            out
+            let mut pins = Vec::new();
+            if with_pins {
+                let rows = PIN_ROWS.iter().filter(|(k, _)| *k == kind);
+                for (n, (_, pin)) in rows.enumerate() {
+                    for (m, &f) in PIN_FLAGS.iter().enumerate() {
+                        let id = 10_000 + i * 100 + n * 10 + m;
+                        pins.push(run_pin_case(&*transport, &server, &pki, kind, *pin, f, id).await);
+                    }
+                }
+            }
+            (out, pins)
         });
     }
     let mut cases = Vec::new();
+    let mut pins = Vec::new();
     while let Some(res) = tasks.join_next().await {
         match res {
-            Ok(mut c) => cases.append(&mut c),
+            Ok((mut c, mut p)) => {
+                cases.append(&mut c);
+                pins.append(&mut p);
+            }
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
     cases.sort_by_key(|c| (c.server, c.flags));
+    let row = |c: &PinCaseResult| PIN_ROWS.iter().position(|r| *r == (c.server, c.pin));
+    pins.sort_by_key(|c| (row(c), PIN_FLAGS.iter().position(|f| *f == c.flags)));
     drop(fixture);
     Report {
         backend: backend.to_owned(),
         transport_name,
         cases,
+        pins,
         elapsed: started.elapsed(),
+    }
+}
+
+/// Which key a pin row pins (`docs/spec/http-options.md`, "Server
+/// certificate validation": the connection passes when any certificate of
+/// the presented chain matches any pin).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PinKind {
+    /// The leaf's own key.
+    Leaf,
+    /// The key of the CA certificate the server sends after the leaf.
+    SentCa,
+    /// The test root's key: the root is trusted but never sent, so it is
+    /// not part of the presented chain and its pin matches nothing.
+    Root,
+    /// A key no certificate has.
+    Wrong,
+}
+
+impl PinKind {
+    /// `leaf`, `sent CA`, `root (not sent)`, `wrong`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PinKind::Leaf => "leaf",
+            PinKind::SentCa => "sent CA",
+            PinKind::Root => "root (not sent)",
+            PinKind::Wrong => "wrong",
+        }
+    }
+
+    /// The `sha256//` pin of this kind for `kind`'s server.
+    ///
+    /// # Panics
+    /// [`PinKind::SentCa`] for a leaf whose server sends no CA.
+    pub fn pin(self, pki: &TestPki, kind: LeafKind) -> Pin {
+        let of = |c: &openssl::x509::X509| {
+            Pin(bits_http::chain::spki_sha256(&c.to_der().expect("DER")).expect("a certificate"))
+        };
+        let leaf = pki.leaf(kind);
+        match self {
+            PinKind::Leaf => of(leaf.cert()),
+            PinKind::SentCa => of(leaf.chain().first().expect("the server sends a CA")),
+            PinKind::Root => of(pki.root_cert()),
+            PinKind::Wrong => Pin([0x5A; 32]),
+        }
+    }
+
+    /// Whether the pin matches a certificate `kind`'s server presents.
+    pub fn presented(self, kind: LeafKind) -> bool {
+        match self {
+            PinKind::Leaf => true,
+            PinKind::SentCa => matches!(kind, LeafKind::ViaInt | LeafKind::CrlUnreachable),
+            PinKind::Root | PinKind::Wrong => false,
+        }
+    }
+}
+
+/// The pin rows: every leaf with its own pin and with a wrong one, the
+/// sent intermediate of the two leaves whose servers send one, and the
+/// root's pin (never presented).
+pub const PIN_ROWS: [(LeafKind, PinKind); 34] = {
+    let mut rows = [(LeafKind::Good, PinKind::Leaf); 34];
+    let mut i = 0;
+    while i < 15 {
+        rows[2 * i] = (LeafKind::ALL[i], PinKind::Leaf);
+        rows[2 * i + 1] = (LeafKind::ALL[i], PinKind::Wrong);
+        i += 1;
+    }
+    rows[30] = (LeafKind::ViaInt, PinKind::SentCa);
+    rows[31] = (LeafKind::CrlUnreachable, PinKind::SentCa);
+    rows[32] = (LeafKind::Good, PinKind::Root);
+    rows[33] = (LeafKind::ViaInt, PinKind::Root);
+    rows
+};
+
+/// The flag values of the pin rows: none, `IGNORE_UNKNOWN_CA` (with a pin:
+/// trust a self-signed server by its key), and every `IGNORE_*` bit.
+pub const PIN_FLAGS: [u32; 3] = [0x00, 0x08, 0x1E];
+
+/// The oracle of a pin case: the flags first (a pin never makes a failing
+/// certificate pass), then the pin (`TRUST_E_FAIL` when it matches
+/// nothing presented).
+pub fn expected_pin(kind: LeafKind, pin: PinKind, flags: u32) -> Expected {
+    match Expected::of(kind, flags) {
+        Expected::Ok if !pin.presented(kind) => Expected::Fail(vec![Hresult::TRUST_E_FAIL]),
+        e => e,
+    }
+}
+
+/// One pin case and its result.
+#[derive(Clone, Debug)]
+pub struct PinCaseResult {
+    /// The leaf the server presented.
+    pub server: LeafKind,
+    /// What was pinned.
+    pub pin: PinKind,
+    /// The certificate bits tried.
+    pub flags: u32,
+    /// What happened.
+    pub outcome: Outcome,
+    /// What the oracle demands ([`expected_pin`]).
+    pub expected: Expected,
+    /// The error's message, when it failed.
+    pub message: Option<String>,
+    /// Every way the case breaks the policy; empty when it conforms.
+    pub problems: Vec<String>,
+}
+
+async fn run_pin_case(
+    transport: &dyn Transport,
+    server: &TlsServer,
+    pki: &TestPki,
+    kind: LeafKind,
+    pin: PinKind,
+    flags: u32,
+    id: usize,
+) -> PinCaseResult {
+    let expected = expected_pin(kind, pin, flags);
+    let target = format!("/file?case={id}&flags=0x{flags:02X}&pin");
+    let url = server.url(&target);
+    let pins = PinSet::parse(&pin.pin(pki, kind).to_string())
+        .expect("a pin")
+        .expect("one pin");
+    let policy =
+        ConnectionPolicy::new(SecurityFlags::new(flags).expect("certificate bits")).with_pins(Some(pins));
+    let mut problems = Vec::new();
+    let mut message = None;
+    let refusal = transport.check_policy(&policy).err();
+    let result = tokio::time::timeout(CASE_TIMEOUT, fetch(transport, Request::get(url, policy))).await;
+    let arrived = server.requests_for(&target);
+    let outcome = if let Some(e) = refusal {
+        message = Some(e.to_string());
+        if e.hresult() != Hresult::E_NOTIMPL {
+            problems.push(format!(
+                "check_policy refused pins with {}; a refusal must be E_NOTIMPL",
+                hex(e.hresult())
+            ));
+        }
+        if let Ok(Ok(_)) = result {
+            problems.push("check_policy refused pins but send() under them SUCCEEDED (broadening)".into());
+        }
+        if arrived != 0 {
+            problems.push("an HTTP request reached the server under a refused policy".into());
+        }
+        return PinCaseResult {
+            server: kind,
+            pin,
+            flags,
+            outcome: Outcome::Refused,
+            expected,
+            message,
+            problems,
+        };
+    } else {
+        match result {
+            Err(_) => Outcome::Timeout,
+            Ok(Ok((200, body))) if body == TlsServer::BODY => Outcome::Ok,
+            Ok(Ok((status, _))) => {
+                problems.push(format!("status {status} or a body that differs"));
+                Outcome::Ok
+            }
+            Ok(Err(e)) => {
+                message = Some(e.to_string());
+                if e.hresult() == Hresult::TRUST_E_FAIL
+                    && (e.context() != ErrorContext::ServerCertificateCallback || !e.is_transient())
+                {
+                    problems.push(
+                        "a pin rejection must be transient, context SERVER_CERTIFICATE_CALLBACK".into(),
+                    );
+                }
+                Outcome::Failed(e.hresult())
+            }
+        }
+    };
+    match (&expected, &outcome) {
+        (Expected::Ok, Outcome::Ok) if arrived != 1 => problems.push(format!(
+            "the server saw {arrived} requests for this case, expected 1"
+        )),
+        (Expected::Ok, Outcome::Ok) => {}
+        (Expected::Ok, o) => {
+            problems.push(format!("{o} but the flags cover every fault and the pin matches"))
+        }
+        (Expected::Fail(_), Outcome::Ok) => problems.push(
+            "SUCCEEDED although the flags or the pin refuse it (security bug: broader than asked)".into(),
+        ),
+        (Expected::Fail(codes), Outcome::Failed(h)) => {
+            if !codes.contains(h) {
+                problems.push(format!("failed with {}, expected one of {expected}", hex(*h)));
+            }
+            if arrived != 0 {
+                problems.push(format!(
+                    "a rejection, yet {arrived} HTTP request(s) reached the server"
+                ));
+            }
+        }
+        (_, o) => problems.push(format!("{o}")),
+    }
+    PinCaseResult {
+        server: kind,
+        pin,
+        flags,
+        outcome,
+        expected,
+        message,
+        problems,
     }
 }
 

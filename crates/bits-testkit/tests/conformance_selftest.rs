@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bits_core::{BitsError, BodyStream, ConnectionPolicy, Request, Response, Transport};
-use bits_testkit::conformance::{run_matrix, run_matrix_with, Outcome, MATRIX_FLAGS};
+use bits_testkit::conformance::{
+    run_matrix, run_matrix_with, Outcome, PinKind, MATRIX_FLAGS, PIN_FLAGS, PIN_ROWS,
+};
 use bits_testkit::pki::{LeafKind, TestPki};
 use bytes::Bytes;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
@@ -74,6 +76,12 @@ impl Transport for RefTransport {
     }
 
     fn check_policy(&self, policy: &ConnectionPolicy) -> Result<(), BitsError> {
+        // It never checks pins: the strict one refuses them, as it must.
+        if self.strict && policy.checks_server() {
+            return Err(BitsError::NotImplemented {
+                what: "reference transport checks no pins".into(),
+            });
+        }
         if !self.strict || policy.flags().cert_bits() == 0 {
             Ok(())
         } else {
@@ -148,6 +156,60 @@ async fn a_strict_transport_conforms_and_refuses_the_rest() {
     assert_eq!(first["flags"], "0x0000");
     assert_eq!(first["outcome"], "ok");
     assert!(first["faults"].as_array().unwrap().is_empty());
+}
+
+/// Takes pins (flags 0 only) and ignores them: the pin rows catch it.
+#[derive(Debug)]
+struct IgnoresPins(RefTransport);
+
+#[async_trait]
+impl Transport for IgnoresPins {
+    fn name(&self) -> &str {
+        "ignores-pins"
+    }
+
+    fn check_policy(&self, policy: &ConnectionPolicy) -> Result<(), BitsError> {
+        self.0.check_policy(&policy.clone().with_pins(None))
+    }
+
+    async fn send(&self, mut request: Request) -> Result<Response, BitsError> {
+        request.policy = request.policy.clone().with_pins(None);
+        self.0.send(request).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_strict_transport_refuses_every_pin_case_and_one_that_ignores_pins_is_caught() {
+    let report = run_matrix("strict", &|pki| Arc::new(RefTransport::new("strict", pki, true))).await;
+    assert_eq!(report.pins.len(), PIN_ROWS.len() * PIN_FLAGS.len());
+    assert!(report
+        .pins
+        .iter()
+        .all(|c| c.outcome == Outcome::Refused && c.problems.is_empty()));
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["pins"][0]["pin"], "leaf");
+    assert_eq!(json["pins"][0]["outcome"], "refused");
+
+    let report = run_matrix("ignores-pins", &|pki| {
+        Arc::new(IgnoresPins(RefTransport::new("strict", pki, true)))
+    })
+    .await;
+    let wrong = report.pin_case(LeafKind::Good, PinKind::Wrong, 0).unwrap();
+    assert_eq!(wrong.outcome, Outcome::Ok);
+    assert!(
+        wrong.problems.iter().any(|p| p.contains("SUCCEEDED")),
+        "{:?}",
+        wrong.problems
+    );
+    let own = report.pin_case(LeafKind::Good, PinKind::Leaf, 0).unwrap();
+    assert!(own.problems.is_empty(), "{:?}", own.problems);
+    // The flags still rule first: an expired leaf with its own pin fails.
+    let expired = report.pin_case(LeafKind::Expired, PinKind::Leaf, 0).unwrap();
+    assert_eq!(expired.outcome.to_string(), "0x80072F05");
+    assert!(expired.problems.is_empty(), "{:?}", expired.problems);
+    let panic = std::panic::catch_unwind(|| report.assert_conforms()).unwrap_err();
+    let text = panic.downcast_ref::<String>().unwrap();
+    assert!(text.contains("pin cases"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ compile_error!(
     "bits-cli needs at least one TLS backend: build with `--features openssl`, `--features rustls` and/or `--features native`"
 );
 
+mod diagnose;
 mod disabled;
 #[cfg(feature = "native")]
 mod native;

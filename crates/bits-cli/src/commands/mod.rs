@@ -3,11 +3,12 @@
 //! [`transfer`] (running jobs: resume, complete, wait, monitor, transfer),
 //! [`show`] (reading jobs), [`http_options`] (custom headers, client
 //! certificate, HTTP method, pins), [`daemon`] (starting and stopping the
-//! service), [`backends`].
+//! service), [`backends`], [`diagnose`] (a server's TLS, no job).
 
 mod backends;
 mod create;
 mod daemon;
+mod diagnose;
 mod edit;
 mod http_options;
 mod show;
@@ -117,5 +118,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backends => backends::backends(&ctx),
         Command::Daemon { stop: true, .. } => daemon::stop(&ctx),
         Command::Daemon { foreground, .. } => daemon::start(&ctx, foreground),
+        Command::Diagnose { url, crl } => diagnose::diagnose(&ctx, &url, crl),
     }
 }

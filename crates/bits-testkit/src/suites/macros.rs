@@ -204,3 +204,71 @@ macro_rules! request_body_tests {
         }
     };
 }
+
+/// One `#[tokio::test]` per [`suites::pins`](crate::suites::pins) case:
+/// `pin_tests!(Backend)` for a backend that sees the presented chain, or
+/// `pin_tests!(Backend, refused)` for one that refuses pins and validators
+/// with `E_NOTIMPL` (native-tls: the leaf only).
+#[macro_export]
+macro_rules! pin_tests {
+    ($backend:ty) => {
+        #[tokio::test]
+        async fn pins_of_the_presented_chain_pass() {
+            $crate::suites::pins::pins_of_the_presented_chain_pass::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn a_wrong_pin_is_rejected_before_any_request() {
+            $crate::suites::pins::a_wrong_pin_is_rejected_before_any_request::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn a_pin_with_ignore_unknown_ca_trusts_a_self_signed_server_by_its_key() {
+            $crate::suites::pins::a_pin_with_ignore_unknown_ca_trusts_a_self_signed_server_by_its_key::<
+                $backend,
+            >()
+            .await;
+        }
+        #[tokio::test]
+        async fn security_a_pin_never_makes_a_failing_certificate_pass() {
+            $crate::suites::pins::a_pin_never_makes_a_failing_certificate_pass::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn a_validator_rejects_with_its_hresult_before_any_request() {
+            $crate::suites::pins::a_validator_rejects_with_its_hresult_before_any_request::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn an_accepting_validator_is_asked_once_per_host_port_and_cert() {
+            $crate::suites::pins::an_accepting_validator_is_asked_once_per_host_port_and_cert::<$backend>()
+                .await;
+        }
+        #[tokio::test]
+        async fn the_validator_is_asked_only_after_the_flags_passed() {
+            $crate::suites::pins::the_validator_is_asked_only_after_the_flags_passed::<$backend>().await;
+        }
+    };
+    ($backend:ty, refused) => {
+        #[tokio::test]
+        async fn pins_and_validators_are_refused_with_e_notimpl() {
+            $crate::suites::pins::pins_and_validators_are_refused::<$backend>().await;
+        }
+    };
+}
+
+/// One `#[tokio::test]` per [`suites::diagnose`](crate::suites::diagnose)
+/// case: `diagnose_tests!(Backend)`.
+#[macro_export]
+macro_rules! diagnose_tests {
+    ($backend:ty) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn diagnose_agrees_with_the_matrix_on_every_leaf() {
+            $crate::suites::diagnose::diagnose_agrees_with_the_matrix::<$backend>(false).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn diagnose_with_crl_agrees_with_the_matrix_on_every_leaf() {
+            $crate::suites::diagnose::diagnose_agrees_with_the_matrix::<$backend>(true).await;
+        }
+        #[tokio::test]
+        async fn diagnose_of_an_unreachable_server_is_an_error() {
+            $crate::suites::diagnose::an_unreachable_server_is_an_error::<$backend>().await;
+        }
+    };
+}

@@ -6,8 +6,10 @@
 //! [`isolation_tests!`](crate::isolation_tests), [`crl_tests!`](crate::crl_tests),
 //! [`chain_tests!`](crate::chain_tests),
 //! [`system_roots_tests!`](crate::system_roots_tests),
-//! [`builder_tests!`](crate::builder_tests) and
-//! [`request_body_tests!`](crate::request_body_tests) (one test per case),
+//! [`builder_tests!`](crate::builder_tests),
+//! [`request_body_tests!`](crate::request_body_tests),
+//! [`pin_tests!`](crate::pin_tests) and
+//! [`diagnose_tests!`](crate::diagnose_tests) (one test per case),
 //! or one by one with a transport or handshake from
 //! [`backend`](crate::backend). A factory must trust the given
 //! [`TestPki`](crate::pki::TestPki)'s root only (no system roots).
@@ -16,9 +18,11 @@ pub mod bodies;
 pub mod builder;
 pub mod chains;
 pub mod crl;
+pub mod diagnose;
 pub mod hostnames;
 pub mod isolation;
 mod macros;
+pub mod pins;
 pub mod system_roots;
 
 use bits_core::{ConnectionPolicy, Request, SecurityFlags, Transport};
