@@ -787,6 +787,12 @@ impl TestPki {
         &self.client.intermediate.cert
     }
 
+    /// The client intermediate CA's key (to issue extra client
+    /// certificates in a test: an RSA one, …).
+    pub fn client_intermediate_key(&self) -> &PKey<Private> {
+        &self.client.intermediate.key
+    }
+
     /// The client leaf ([`CLIENT_CN`], EKU clientAuth).
     pub fn client_leaf_cert(&self) -> &X509 {
         &self.client.leaf
