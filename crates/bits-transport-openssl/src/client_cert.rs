@@ -200,19 +200,27 @@ fn alert_name(alert: i32) -> &'static str {
 }
 
 /// What a failed handshake means for client certificates, if anything:
-/// `certificate_required` → `ClientCertNeeded`; `handshake_failure` after
-/// a TLS 1.2 CertificateRequest we answered with nothing →
-/// `ClientCertNeeded`; a certificate alert while we offered one →
-/// `SecureFailure` saying so.
+/// - `certificate_required` (TLS 1.3) → `ClientCertNeeded`;
+/// - after a TLS 1.2 CertificateRequest we answered with nothing,
+///   `handshake_failure` (OpenSSL, nginx) or a certificate alert
+///   (`bad_certificate`: Go) → `ClientCertNeeded`;
+/// - a certificate alert while we offered one, or `handshake_failure`
+///   after the server asked for it → `SecureFailure` saying the server
+///   refused it.
+///
+/// A `handshake_failure` before any CertificateRequest (no common cipher,
+/// …) is none of these: the transport's `SecureFailure`.
 pub(crate) fn handshake_error(ssl: &SslRef, stack: &ErrorStack, offered: bool) -> Option<BitsError> {
     let alert = received_alert(stack)?;
     if alert == CERTIFICATE_REQUIRED {
         return Some(BitsError::ClientCertNeeded);
     }
-    if !offered && alert == HANDSHAKE_FAILURE && tls12_certificate_requested(ssl) {
+    let about_certificate = CERT_ALERTS.contains(&alert);
+    let asked = || tls12_certificate_requested(ssl);
+    if !offered && (about_certificate || alert == HANDSHAKE_FAILURE) && asked() {
         return Some(BitsError::ClientCertNeeded);
     }
-    if offered && (alert == HANDSHAKE_FAILURE || CERT_ALERTS.contains(&alert)) {
+    if offered && (about_certificate || (alert == HANDSHAKE_FAILURE && asked())) {
         return Some(refused(alert));
     }
     None

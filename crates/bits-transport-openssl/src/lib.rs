@@ -82,10 +82,11 @@
 //!
 //! The certificate is offered only to a server that asks (a
 //! CertificateRequest). A server that demands one from a job without one
-//! is `0x80072F0C`: TLS 1.3 alert `certificate_required`, or TLS 1.2
-//! `handshake_failure` after a CertificateRequest we answered with
-//! nothing. A server that refuses the one offered (`unknown_ca`,
-//! `bad_certificate`, … or `handshake_failure`) is `0x80072F8F`. With
+//! is `0x80072F0C`: TLS 1.3 alert `certificate_required`, or, after a
+//! TLS 1.2 CertificateRequest we answered with nothing, `handshake_failure`
+//! (OpenSSL servers) or a certificate alert (`bad_certificate`: Go). A
+//! server that refuses the one offered (`unknown_ca`, `bad_certificate`,
+//! …, or `handshake_failure` after it asked) is `0x80072F8F`. With
 //! TLS 1.3 the server judges the certificate after the client's handshake
 //! is over, so its alert is read with the response: the request was
 //! written, but no server handles it (its TLS layer refused the
