@@ -11,7 +11,8 @@
 //!
 //! The suites' macros ([`isolation_tests!`](crate::isolation_tests),
 //! [`crl_tests!`](crate::crl_tests), [`chain_tests!`](crate::chain_tests),
-//! [`system_roots_tests!`](crate::system_roots_tests)) take the backend type
+//! [`system_roots_tests!`](crate::system_roots_tests),
+//! [`client_cert_tests!`](crate::client_cert_tests)) take the backend type
 //! and build their transports here.
 
 use std::future::Future;

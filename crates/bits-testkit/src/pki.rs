@@ -45,6 +45,11 @@
 //! | unreachable-CRL CA | root | `/root.crl` | issues `crlunreachable`; no CRL of it exists anywhere |
 //!
 //! Leaves: see [`LeafKind`]. All use P-256 keys and SHA-256 signatures.
+//!
+//! Client certificates (a client root, intermediate and leaf, an unrelated
+//! CA and its leaf) and the files [`TestPki::shared`] writes for them (PEM
+//! with the key in the same file or apart, PKCS#8 or SEC1 keys, PKCS#12):
+//! see [`client`] and [`TestPki::client_files`].
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -54,6 +59,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bits_core::error::Hresult;
 use bits_core::flags::SecurityFlags;
+use bits_core::Thumbprint;
 use openssl::asn1::{Asn1Integer, Asn1Object, Asn1OctetString, Asn1Time};
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
@@ -72,12 +78,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::crl::CrlServer;
 
+pub mod client;
+
+pub use client::{ClientCertPaths, CLIENT_CN, PKCS12_PASSWORD, UNRELATED_CN};
+
 const DAY: i64 = 86_400;
 /// Good leaves are valid from `epoch - 1 day` to `epoch + GOOD_DAYS`.
 const GOOD_DAYS: i64 = 825;
 /// Regenerate when a good certificate or the fresh CRL expires within this.
 const MIN_REMAINING: i64 = 30 * DAY;
 const CACHE_FILE: &str = "pki-v1.json";
+/// The directory (next to the cache file) of the client certificate files.
+const CLIENT_DIR: &str = "client-certs";
 /// Overrides the cache directory of [`TestPki::shared`] (an absolute path).
 pub const PKI_DIR_ENV: &str = "BITS_TEST_PKI_DIR";
 
@@ -494,6 +506,9 @@ pub struct TestPki {
     intermediate_crl: Arc<X509Crl>,
     stale_root_crl: Arc<X509Crl>,
     badsig_root_crl: Arc<X509Crl>,
+    client: client::ClientPki,
+    /// Where [`TestPki::shared`] wrote the client files (`None` elsewhere).
+    client_paths: Option<ClientCertPaths>,
     pem: PemCache,
 }
 
@@ -550,6 +565,15 @@ impl TestPki {
 
     /// [`TestPki::generate`] as if it were `epoch` (unix seconds) now.
     fn generate_at(crl_base: &str, epoch: i64) -> Result<TestPki, ErrorStack> {
+        Self::generate_with_client(crl_base, epoch, client::ClientPki::generate(epoch)?)
+    }
+
+    /// [`TestPki::generate_at`] with a given client part.
+    fn generate_with_client(
+        crl_base: &str,
+        epoch: i64,
+        client: client::ClientPki,
+    ) -> Result<TestPki, ErrorStack> {
         let root_key = new_key()?;
         let rogue_key = new_key()?;
         let root = self_signed_ca(&root_key, "bits test root CA", 1, epoch)?;
@@ -573,6 +597,7 @@ impl TestPki {
             unreachable,
             leaves,
             crls,
+            client,
         ))
     }
 
@@ -607,6 +632,7 @@ impl TestPki {
         unreachable: Ca,
         leaves: Vec<Leaf>,
         crls: Crls,
+        client: client::ClientPki,
     ) -> TestPki {
         let pem = PemCache {
             root_pem: root.cert.to_pem().expect("encode"),
@@ -632,6 +658,8 @@ impl TestPki {
             intermediate_crl: Arc::new(crls.intermediate),
             stale_root_crl: Arc::new(crls.stale_root),
             badsig_root_crl: Arc::new(crls.badsig_root),
+            client,
+            client_paths: None,
             pem,
         }
     }
@@ -745,6 +773,66 @@ impl TestPki {
     /// The badly signed root CRL, DER.
     pub fn badsig_root_crl_der(&self) -> &[u8] {
         &self.pem.badsig_root_crl_der
+    }
+
+    /// The client root CA: what [`crate::tls::MtlsServer`] trusts for
+    /// client certificates.
+    pub fn client_root_cert(&self) -> &X509 {
+        &self.client.root.cert
+    }
+
+    /// The client intermediate CA (issuer of the client leaf; the server
+    /// does not have it, the client must send it).
+    pub fn client_intermediate_cert(&self) -> &X509 {
+        &self.client.intermediate.cert
+    }
+
+    /// The client intermediate CA's key (to issue extra client
+    /// certificates in a test: an RSA one, …).
+    pub fn client_intermediate_key(&self) -> &PKey<Private> {
+        &self.client.intermediate.key
+    }
+
+    /// The client leaf ([`CLIENT_CN`], EKU clientAuth).
+    pub fn client_leaf_cert(&self) -> &X509 {
+        &self.client.leaf
+    }
+
+    /// The client leaf's key.
+    pub fn client_leaf_key(&self) -> &PKey<Private> {
+        &self.client.leaf_key
+    }
+
+    /// The SHA-1 thumbprint of the client leaf (what a job stores).
+    pub fn client_leaf_sha1(&self) -> Thumbprint {
+        thumbprint(&self.client.leaf)
+    }
+
+    /// The leaf of the unrelated client CA ([`UNRELATED_CN`]), which no
+    /// server trusts.
+    pub fn unrelated_client_cert(&self) -> &X509 {
+        &self.client.unrelated_leaf
+    }
+
+    /// The SHA-1 thumbprint of [`TestPki::unrelated_client_cert`].
+    pub fn unrelated_client_sha1(&self) -> Thumbprint {
+        thumbprint(&self.client.unrelated_leaf)
+    }
+
+    /// The unrelated client CA.
+    pub fn unrelated_client_ca_cert(&self) -> &X509 {
+        &self.client.unrelated.cert
+    }
+
+    /// The client certificate files of [`TestPki::shared`] (in
+    /// `<cache dir>/client-certs/`).
+    ///
+    /// # Panics
+    /// On a PKI other than [`TestPki::shared`] (only it writes files).
+    pub fn client_files(&self) -> &ClientCertPaths {
+        self.client_paths
+            .as_ref()
+            .expect("only TestPki::shared() writes the client certificate files")
     }
 
     /// When the good certificates expire (unix seconds).
@@ -1090,7 +1178,7 @@ impl CacheFile {
         })
     }
 
-    fn into_pki(self) -> Result<TestPki, String> {
+    fn into_pki(self, client: client::ClientPki) -> Result<TestPki, String> {
         let e = |e: ErrorStack| e.to_string();
         let ca = |cert: &str, key: &str| -> Result<Ca, String> {
             Ok(Ca {
@@ -1138,8 +1226,18 @@ impl CacheFile {
             unreachable,
             leaves,
             crls,
+            client,
         ))
     }
+}
+
+fn thumbprint(cert: &X509Ref) -> Thumbprint {
+    let digest = cert
+        .digest(MessageDigest::sha1())
+        .expect("SHA-1 of a certificate");
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&digest);
+    Thumbprint(out)
 }
 
 fn crl_base_for(port: u16) -> String {
@@ -1219,15 +1317,16 @@ fn load_or_generate_in(dir: &Path) -> Result<(TestPki, CrlServer), String> {
 }
 
 fn load_or_generate_locked(dir: &Path) -> Result<(TestPki, CrlServer), String> {
+    let client = client::load_or_generate(dir)?;
     let file = dir.join(CACHE_FILE);
     let mut first_port = preferred_port(dir);
     if let Some(cache) = read_cache(&file) {
         let port = cache.crl_port;
-        if let Ok(pki) = cache.into_pki() {
+        if let Ok(pki) = cache.into_pki(client.clone()) {
             if still_fresh(&pki) {
                 if let Ok(server) = CrlServer::start_on(port, true) {
                     server.serve_pki(&pki);
-                    return Ok((pki, server));
+                    return Ok((with_client_files(pki, dir)?, server));
                 }
                 first_port = port.wrapping_add(1).max(20_000);
             }
@@ -1244,13 +1343,20 @@ fn load_or_generate_locked(dir: &Path) -> Result<(TestPki, CrlServer), String> {
                 continue;
             }
         };
-        let pki = TestPki::generate(&crl_base_for(port)).map_err(|e| e.to_string())?;
+        let pki = TestPki::generate_with_client(&crl_base_for(port), now(), client.clone())
+            .map_err(|e| e.to_string())?;
         server.serve_pki(&pki);
         let cache = CacheFile::from_pki(&pki, port).map_err(|e| e.to_string())?;
         write_cache(&file, &cache)?;
-        return Ok((pki, server));
+        return Ok((with_client_files(pki, dir)?, server));
     }
     Err(format!("no free CRL port on 127.0.0.1: {last_err}"))
+}
+
+/// `pki` with its client certificate files written in `dir`/client-certs.
+fn with_client_files(mut pki: TestPki, dir: &Path) -> Result<TestPki, String> {
+    pki.client_paths = Some(pki.client.write_files(&dir.join(CLIENT_DIR))?);
+    Ok(pki)
 }
 
 fn read_cache(file: &Path) -> Option<CacheFile> {
@@ -1258,7 +1364,7 @@ fn read_cache(file: &Path) -> Option<CacheFile> {
     serde_json::from_str(&text).ok()
 }
 
-fn write_cache(file: &Path, cache: &CacheFile) -> Result<(), String> {
+fn write_cache<C: Serialize>(file: &Path, cache: &C) -> Result<(), String> {
     let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
     let text = serde_json::to_string(cache).map_err(|e| e.to_string())?;
     let write = || -> std::io::Result<()> {

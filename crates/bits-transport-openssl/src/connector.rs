@@ -5,7 +5,7 @@
 use std::fmt;
 use std::pin::Pin;
 
-use bits_core::{BitsError, ConnectionPolicy};
+use bits_core::{BitsError, ClientCertificate, ConnectionPolicy};
 use bits_http::crl_cache::{CrlConnector, CrlHandshake, CrlRequest, FailedHandshake};
 use openssl::error::ErrorStack;
 use openssl::ssl::{SslConnector, SslMethod, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion};
@@ -15,6 +15,7 @@ use openssl::x509::{X509CrlRef, X509};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
+use crate::client_cert::{self, Identity};
 use crate::crl::{CachedCrl, Issuer};
 use crate::store;
 use crate::verify::{self, CrlNeed, SharedRecord};
@@ -98,6 +99,9 @@ impl CrlHandshake for OpensslHandshake {
 
     /// One handshake; with CRLs, its verify store is replaced by one of
     /// its own holding the roots and those CRLs, checking the whole chain.
+    /// With a client certificate, its files are read and parsed again
+    /// (gone: `0x80070002`; another leaf: `CRYPT_E_NOT_FOUND`; both fatal,
+    /// before any byte is sent) and offered to a server that asks.
     async fn handshake(
         &self,
         host: &str,
@@ -105,6 +109,10 @@ impl CrlHandshake for OpensslHandshake {
         policy: &ConnectionPolicy,
         crls: Option<Vec<CachedCrl>>,
     ) -> Result<SslStream<TcpStream>, FailedHandshake<CrlNeed>> {
+        let identity = match policy.client_certificate() {
+            Some(chosen) => Some(load_chosen(chosen.clone()).await?),
+            None => None,
+        };
         let crl_store = match crls {
             Some(crls) => Some(self.crl_store(crls).await?),
             None => None,
@@ -125,6 +133,13 @@ impl CrlHandshake for OpensslHandshake {
                 .map_err(setup_failure)?;
             cfg.set_verify_cert_store(store).map_err(setup_failure)?;
         }
+        if let Some(id) = &identity {
+            cfg.set_certificate(&id.leaf).map_err(setup_failure)?;
+            for c in &id.chain {
+                cfg.add_chain_cert(c.clone()).map_err(setup_failure)?;
+            }
+            cfg.set_private_key(&id.key).map_err(setup_failure)?;
+        }
         let ssl = cfg.into_ssl(host).map_err(setup_failure)?;
         let mut stream = SslStream::new(ssl, tcp).map_err(setup_failure)?;
         match Pin::new(&mut stream).connect().await {
@@ -138,11 +153,20 @@ impl CrlHandshake for OpensslHandshake {
                     tracing::debug!(code = r.code, depth = r.depth, "OpenSSL verify error refused");
                     (r.fault, r.detail)
                 });
+                // A server refusing us rather than our verifier refusing it:
+                // it demanded a certificate, or refused the one offered.
+                let error = match (&rejection, e.ssl_error()) {
+                    (None, Some(stack)) => {
+                        client_cert::handshake_error(stream.ssl(), stack, identity.is_some())
+                    }
+                    _ => None,
+                };
                 Err(FailedHandshake {
                     rejection,
                     crl_needs: std::mem::take(&mut rec.crl_needs),
                     text: e.to_string(),
                     io: e.io_error().is_some(),
+                    error,
                 })
             }
         }
@@ -160,6 +184,13 @@ impl CrlHandshake for OpensslHandshake {
         }
     }
 
+    /// A TLS 1.3 server's refusal of the client certificate, read after
+    /// the handshake: `certificate_required` is `0x80072F0C`, a certificate
+    /// alert (`unknown_ca`, …) `0x80072F8F` (crate docs, "Client certificates").
+    fn classify_io(error: &std::io::Error) -> Option<BitsError> {
+        client_cert::classify_io(error)
+    }
+
     /// `SSL_get_peer_cert_chain`: on a client, the leaf and the rest as the
     /// server sent them.
     fn peer_chain(stream: &SslStream<TcpStream>) -> Vec<Vec<u8>> {
@@ -168,6 +199,29 @@ impl CrlHandshake for OpensslHandshake {
             .peer_cert_chain()
             .map(|chain| chain.iter().filter_map(|c| c.to_der().ok()).collect())
             .unwrap_or_default()
+    }
+}
+
+/// The job's client certificate, read and parsed again for a new
+/// connection (off the worker: files, and PKCS#12 key derivation), and
+/// still the leaf the job chose.
+async fn load_chosen(chosen: ClientCertificate) -> Result<Identity, FailedHandshake<CrlNeed>> {
+    let load = move || -> Result<Identity, BitsError> {
+        let files = bits_http::client_cert::read(&chosen.file)?;
+        let identity = client_cert::parse(&chosen.file, &files)?;
+        let der = identity
+            .leaf
+            .to_der()
+            .map_err(|e| BitsError::ClientCertNotFound {
+                what: format!("{}: cannot encode the leaf ({e})", chosen.file.path.display()),
+            })?;
+        bits_http::client_cert::check_unchanged(&chosen, &der)?;
+        Ok(identity)
+    };
+    match tokio::task::spawn_blocking(load).await {
+        Ok(Ok(identity)) => Ok(identity),
+        Ok(Err(e)) => Err(FailedHandshake::classified(e)),
+        Err(e) => Err(setup_failure(e)),
     }
 }
 

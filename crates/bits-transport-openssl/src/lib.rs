@@ -8,7 +8,7 @@
 //!
 //! It supplies only what is OpenSSL's own ([`Openssl`]: root parsing, the
 //! handshake [`OpensslHandshake`] with its verify callback, CRL parsing and
-//! signature checks, the policy check); the builder, the CRL cache and the
+//! signature checks, client certificate parsing, the policy check); the builder, the CRL cache and the
 //! reconnect-after-download rounds, and the HTTP side are `bits_http`'s,
 //! shared with the other backends.
 //!
@@ -56,11 +56,52 @@
 //!   unparsable or badly signed CRL fails with "revocation check failed".
 //!   Without 0x01 no CRL is ever fetched.
 //!
+//! ## Client certificates
+//! A job's client certificate (`docs/spec/http-options.md`, "Client
+//! certificate") is loaded when it is set ([`Openssl`]'s
+//! `load_client_certificate`) and again at each new connection:
+//! - PEM: the first `CERTIFICATE` block is the leaf, the following ones
+//!   its chain, sent after it as they come; the private key in the same
+//!   file or in a file of its own, PKCS#8 (`BEGIN PRIVATE KEY`), PKCS#1
+//!   (`BEGIN RSA PRIVATE KEY`), SEC1 (`BEGIN EC PRIVATE KEY`), or encrypted
+//!   (`BEGIN ENCRYPTED PRIVATE KEY`, legacy `Proc-Type: 4,ENCRYPTED`)
+//!   opened with the job's password; any key type OpenSSL signs with.
+//! - PKCS#12 (`.p12`/`.pfx`, told by content) opened with the job's
+//!   password (none: the empty password), leaf, key and CA certificates,
+//!   with what OpenSSL's default provider decrypts (PBES2 AES with PBKDF2,
+//!   3DES, SHA-1 and SHA-2 MACs). One that needs the legacy provider
+//!   (RC2-40, old Windows exports) is `E_NOTIMPL`: re-export it with AES.
+//!
+//! Refused when set, the job unchanged: a missing file `0x80070002`; no
+//! certificate, no key, or a key that is not the leaf's `0x80092004`; a
+//! password that does not open it `0x80070056`; a key file its group or
+//! others can read `E_ACCESSDENIED` (`bits_http::client_cert::read`). At
+//! each new connection the files are read and parsed again, off the async
+//! workers, before any byte is sent: gone is `0x80070002`, a different leaf
+//! (SHA-1 thumbprint) is `0x80092004`, both fatal.
+//!
+//! The certificate is offered only to a server that asks (a
+//! CertificateRequest). A server that demands one from a job without one
+//! is `0x80072F0C`: TLS 1.3 alert `certificate_required`, or, after a
+//! TLS 1.2 CertificateRequest we answered with nothing, `handshake_failure`
+//! (OpenSSL servers) or a certificate alert (`bad_certificate`: Go). A
+//! server that refuses the one offered (`unknown_ca`, `bad_certificate`,
+//! …, or `handshake_failure` after it asked) is `0x80072F8F`. With
+//! TLS 1.3 the server judges the certificate after the client's handshake
+//! is over, so its alert is read with the response: the request was
+//! written, but no server handles it (its TLS layer refused the
+//! connection), and the read error is classified the same way
+//! (`bits_http::TlsConnect::classify_io`). Connections are pooled per
+//! policy, the certificate included, and sessions are never resumed, so a
+//! connection made with one certificate (or none) never serves a job with
+//! another.
+//!
 //! ## What it does not do
 //! - OCSP, OCSP stapling, delta CRLs, CRLs over https or ldap (only http
 //!   distribution points are followed; an https or ldap CDP alone means
 //!   "revocation check failed").
-//! - Client certificates, proxies, HTTP/2.
+//! - Proxies, HTTP/2; client certificates from a hardware token or an
+//!   OpenSSL engine/provider URI (files only).
 //! - Read the Windows or macOS system stores: the roots are OpenSSL's
 //!   default verify paths (which honour `SSL_CERT_FILE` and
 //!   `SSL_CERT_DIR`) plus those given to the builder.
@@ -72,6 +113,7 @@
 
 #![deny(missing_docs)]
 
+mod client_cert;
 mod connector;
 mod crl;
 mod store;

@@ -1,7 +1,7 @@
 //! The OpenSSL backend as bits-http's [`TlsBackend`]: [`OpensslTransport`],
 //! its builder and its policy check.
 
-use bits_core::{BitsError, ConnectionPolicy};
+use bits_core::{BitsError, ClientCertificate, ClientCertificateFile, ConnectionPolicy};
 use bits_http::builder::{der_root, pem_roots, BuilderOptions};
 use bits_http::crl_cache::CrlConnector;
 use bits_http::{TlsBackend, TlsTransport, TlsTransportBuilder};
@@ -36,6 +36,21 @@ impl TlsBackend for Openssl {
 
     fn check_policy(policy: &ConnectionPolicy) -> Result<(), BitsError> {
         check_policy(policy)
+    }
+
+    /// PEM (leaf, chain, key in the same file or its own; PKCS#8, PKCS#1,
+    /// SEC1 or encrypted keys) or PKCS#12 with the password: see the crate
+    /// documentation, "Client certificates".
+    fn load_client_certificate(file: &ClientCertificateFile) -> Result<ClientCertificate, BitsError> {
+        let files = bits_http::client_cert::read(file)?;
+        let identity = crate::client_cert::parse(file, &files)?;
+        let der = identity
+            .leaf
+            .to_der()
+            .map_err(|e| BitsError::ClientCertNotFound {
+                what: format!("{}: cannot encode the leaf ({e})", file.path.display()),
+            })?;
+        Ok(bits_http::client_cert::chosen(file, &der))
     }
 }
 
@@ -72,15 +87,10 @@ pub type OpensslTransportBuilder = TlsTransportBuilder<Openssl>;
 /// The backend's [`bits_core::Transport::check_policy`], decided from the
 /// policy alone (no transport needs building): every policy is honoured,
 /// since OpenSSL's verify callback sees each error one at a time and each
-/// flag relaxes exactly its own category (`docs/spec/tls.md`).
+/// flag relaxes exactly its own category (`docs/spec/tls.md`), the whole
+/// chain is there for pins and validators, and a client certificate is
+/// offered as it was loaded (`docs/spec/http-options.md`).
 pub fn check_policy(policy: &ConnectionPolicy) -> Result<(), BitsError> {
-    if let Some(cert) = policy.client_certificate() {
-        return Err(BitsError::NotImplemented {
-            what: format!(
-                "client certificate {}: the openssl backend does not offer client certificates yet",
-                cert.file.path.display()
-            ),
-        });
-    }
+    let _ = policy;
     Ok(())
 }

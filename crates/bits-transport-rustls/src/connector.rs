@@ -99,6 +99,7 @@ impl CrlHandshake for RustlsHandshake {
                     crl_needs: std::mem::take(&mut rec.crl_needs),
                     text: e.to_string(),
                     io: !tls && e.kind() != std::io::ErrorKind::InvalidData,
+                    error: None,
                 })
             }
         }

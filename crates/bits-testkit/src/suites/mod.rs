@@ -8,6 +8,7 @@
 //! [`system_roots_tests!`](crate::system_roots_tests),
 //! [`builder_tests!`](crate::builder_tests),
 //! [`request_body_tests!`](crate::request_body_tests),
+//! [`client_cert_tests!`](crate::client_cert_tests),
 //! [`pin_tests!`](crate::pin_tests) and
 //! [`diagnose_tests!`](crate::diagnose_tests) (one test per case),
 //! or one by one with a transport or handshake from
@@ -17,6 +18,7 @@
 pub mod bodies;
 pub mod builder;
 pub mod chains;
+pub mod client_certs;
 pub mod crl;
 pub mod diagnose;
 pub mod hostnames;
