@@ -12,7 +12,7 @@
 //! # Sharing across processes, and the CRL port
 //!
 //! [`TestPki::shared`] generates the PKI once per target directory and caches
-//! it in `<target dir>/test-pki/pki-v1.json` (or in `$BITS_TEST_PKI_DIR`;
+//! it in `<target dir>/test-pki/pki-v2.json` (or in `$BITS_TEST_PKI_DIR`;
 //! under an exclusive lock on
 //! `<target dir>/test-pki/lock`, so parallel test processes never race), and
 //! regenerates it when the file is missing or unreadable, or when a good
@@ -45,6 +45,11 @@
 //! | unreachable-CRL CA | root | `/root.crl` | issues `crlunreachable`; no CRL of it exists anywhere |
 //!
 //! Leaves: see [`LeafKind`]. All use P-256 keys and SHA-256 signatures.
+//!
+//! Client certificates (a client root, intermediate and leaf, an unrelated
+//! CA and its leaf) and the files [`TestPki::shared`] writes for them (PEM
+//! with the key in the same file or apart, PKCS#8 or SEC1 keys, PKCS#12):
+//! see [`client`] and [`TestPki::client_files`].
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -54,6 +59,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bits_core::error::Hresult;
 use bits_core::flags::SecurityFlags;
+use bits_core::Thumbprint;
 use openssl::asn1::{Asn1Integer, Asn1Object, Asn1OctetString, Asn1Time};
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
@@ -72,12 +78,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::crl::CrlServer;
 
+pub mod client;
+
+pub use client::{ClientCertPaths, CLIENT_CN, PKCS12_PASSWORD, UNRELATED_CN};
+
 const DAY: i64 = 86_400;
 /// Good leaves are valid from `epoch - 1 day` to `epoch + GOOD_DAYS`.
 const GOOD_DAYS: i64 = 825;
 /// Regenerate when a good certificate or the fresh CRL expires within this.
 const MIN_REMAINING: i64 = 30 * DAY;
-const CACHE_FILE: &str = "pki-v1.json";
+const CACHE_FILE: &str = "pki-v2.json";
+/// The directory (next to the cache file) of the client certificate files.
+const CLIENT_DIR: &str = "client-certs";
 /// Overrides the cache directory of [`TestPki::shared`] (an absolute path).
 pub const PKI_DIR_ENV: &str = "BITS_TEST_PKI_DIR";
 
@@ -494,6 +506,9 @@ pub struct TestPki {
     intermediate_crl: Arc<X509Crl>,
     stale_root_crl: Arc<X509Crl>,
     badsig_root_crl: Arc<X509Crl>,
+    client: client::ClientPki,
+    /// Where [`TestPki::shared`] wrote the client files (`None` elsewhere).
+    client_paths: Option<ClientCertPaths>,
     pem: PemCache,
 }
 
@@ -537,7 +552,7 @@ impl TestPki {
     }
 
     /// The directory [`TestPki::shared`] caches the PKI in (the file is
-    /// `pki-v1.json` there).
+    /// `pki-v2.json` there).
     pub fn shared_cache_dir() -> PathBuf {
         cache_dir()
     }
@@ -564,6 +579,7 @@ impl TestPki {
         };
         let (intermediate, unreachable, leaves) = issue_dependents(&root, &rogue, &keys, epoch, crl_base)?;
         let crls = Crls::generate(&root, &rogue, &intermediate, epoch)?;
+        let client = client::ClientPki::generate(epoch)?;
         Ok(TestPki::assemble(
             epoch,
             crl_base.to_owned(),
@@ -573,6 +589,7 @@ impl TestPki {
             unreachable,
             leaves,
             crls,
+            client,
         ))
     }
 
@@ -607,6 +624,7 @@ impl TestPki {
         unreachable: Ca,
         leaves: Vec<Leaf>,
         crls: Crls,
+        client: client::ClientPki,
     ) -> TestPki {
         let pem = PemCache {
             root_pem: root.cert.to_pem().expect("encode"),
@@ -632,6 +650,8 @@ impl TestPki {
             intermediate_crl: Arc::new(crls.intermediate),
             stale_root_crl: Arc::new(crls.stale_root),
             badsig_root_crl: Arc::new(crls.badsig_root),
+            client,
+            client_paths: None,
             pem,
         }
     }
@@ -745,6 +765,60 @@ impl TestPki {
     /// The badly signed root CRL, DER.
     pub fn badsig_root_crl_der(&self) -> &[u8] {
         &self.pem.badsig_root_crl_der
+    }
+
+    /// The client root CA: what [`crate::tls::MtlsServer`] trusts for
+    /// client certificates.
+    pub fn client_root_cert(&self) -> &X509 {
+        &self.client.root.cert
+    }
+
+    /// The client intermediate CA (issuer of the client leaf; the server
+    /// does not have it, the client must send it).
+    pub fn client_intermediate_cert(&self) -> &X509 {
+        &self.client.intermediate.cert
+    }
+
+    /// The client leaf ([`CLIENT_CN`], EKU clientAuth).
+    pub fn client_leaf_cert(&self) -> &X509 {
+        &self.client.leaf
+    }
+
+    /// The client leaf's key.
+    pub fn client_leaf_key(&self) -> &PKey<Private> {
+        &self.client.leaf_key
+    }
+
+    /// The SHA-1 thumbprint of the client leaf (what a job stores).
+    pub fn client_leaf_sha1(&self) -> Thumbprint {
+        thumbprint(&self.client.leaf)
+    }
+
+    /// The leaf of the unrelated client CA ([`UNRELATED_CN`]), which no
+    /// server trusts.
+    pub fn unrelated_client_cert(&self) -> &X509 {
+        &self.client.unrelated_leaf
+    }
+
+    /// The SHA-1 thumbprint of [`TestPki::unrelated_client_cert`].
+    pub fn unrelated_client_sha1(&self) -> Thumbprint {
+        thumbprint(&self.client.unrelated_leaf)
+    }
+
+    /// The unrelated client CA.
+    pub fn unrelated_client_ca_cert(&self) -> &X509 {
+        &self.client.unrelated.cert
+    }
+
+    /// The client certificate files of [`TestPki::shared`] (in
+    /// `<cache dir>/client-certs/`).
+    ///
+    /// # Panics
+    /// On a PKI other than [`TestPki::shared`] (only it writes files).
+    pub fn client_files(&self) -> &ClientCertPaths {
+        self.client_paths
+            .as_ref()
+            .expect("only TestPki::shared() writes the client certificate files")
     }
 
     /// When the good certificates expire (unix seconds).
@@ -1057,6 +1131,18 @@ struct CacheFile {
     intermediate_crl: String,
     stale_root_crl: String,
     badsig_root_crl: String,
+    client_root_cert: String,
+    client_root_key: String,
+    client_intermediate_cert: String,
+    client_intermediate_key: String,
+    client_leaf_cert: String,
+    client_leaf_key: String,
+    unrelated_ca_cert: String,
+    unrelated_ca_key: String,
+    unrelated_leaf_cert: String,
+    unrelated_leaf_key: String,
+    /// Hex.
+    client_pkcs12: String,
 }
 
 fn pem_string(bytes: Vec<u8>) -> String {
@@ -1087,6 +1173,17 @@ impl CacheFile {
             intermediate_crl: pem_string(pki.intermediate_crl.to_pem()?),
             stale_root_crl: pem_string(pki.stale_root_crl.to_pem()?),
             badsig_root_crl: pem_string(pki.badsig_root_crl.to_pem()?),
+            client_root_cert: cert(&pki.client.root.cert)?,
+            client_root_key: key(&pki.client.root.key)?,
+            client_intermediate_cert: cert(&pki.client.intermediate.cert)?,
+            client_intermediate_key: key(&pki.client.intermediate.key)?,
+            client_leaf_cert: cert(&pki.client.leaf)?,
+            client_leaf_key: key(&pki.client.leaf_key)?,
+            unrelated_ca_cert: cert(&pki.client.unrelated.cert)?,
+            unrelated_ca_key: key(&pki.client.unrelated.key)?,
+            unrelated_leaf_cert: cert(&pki.client.unrelated_leaf)?,
+            unrelated_leaf_key: key(&pki.client.unrelated_key)?,
+            client_pkcs12: pki.client.pkcs12.iter().map(|b| format!("{b:02x}")).collect(),
         })
     }
 
@@ -1123,6 +1220,18 @@ impl CacheFile {
                 chain,
             });
         }
+        let leaf_cert = |pem: &str| X509::from_pem(pem.as_bytes()).map_err(e);
+        let leaf_key = |pem: &str| PKey::private_key_from_pem(pem.as_bytes()).map_err(e);
+        let client = client::ClientPki {
+            root: ca(&self.client_root_cert, &self.client_root_key)?,
+            intermediate: ca(&self.client_intermediate_cert, &self.client_intermediate_key)?,
+            leaf: leaf_cert(&self.client_leaf_cert)?,
+            leaf_key: leaf_key(&self.client_leaf_key)?,
+            unrelated: ca(&self.unrelated_ca_cert, &self.unrelated_ca_key)?,
+            unrelated_leaf: leaf_cert(&self.unrelated_leaf_cert)?,
+            unrelated_key: leaf_key(&self.unrelated_leaf_key)?,
+            pkcs12: unhex(&self.client_pkcs12).ok_or("the cache's PKCS#12 is not hex")?,
+        };
         let crls = Crls {
             root: crl(&self.root_crl)?,
             intermediate: crl(&self.intermediate_crl)?,
@@ -1138,8 +1247,28 @@ impl CacheFile {
             unreachable,
             leaves,
             crls,
+            client,
         ))
     }
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+fn thumbprint(cert: &X509Ref) -> Thumbprint {
+    let digest = cert
+        .digest(MessageDigest::sha1())
+        .expect("SHA-1 of a certificate");
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&digest);
+    Thumbprint(out)
 }
 
 fn crl_base_for(port: u16) -> String {
@@ -1227,7 +1356,7 @@ fn load_or_generate_locked(dir: &Path) -> Result<(TestPki, CrlServer), String> {
             if still_fresh(&pki) {
                 if let Ok(server) = CrlServer::start_on(port, true) {
                     server.serve_pki(&pki);
-                    return Ok((pki, server));
+                    return Ok((with_client_files(pki, dir)?, server));
                 }
                 first_port = port.wrapping_add(1).max(20_000);
             }
@@ -1248,9 +1377,15 @@ fn load_or_generate_locked(dir: &Path) -> Result<(TestPki, CrlServer), String> {
         server.serve_pki(&pki);
         let cache = CacheFile::from_pki(&pki, port).map_err(|e| e.to_string())?;
         write_cache(&file, &cache)?;
-        return Ok((pki, server));
+        return Ok((with_client_files(pki, dir)?, server));
     }
     Err(format!("no free CRL port on 127.0.0.1: {last_err}"))
+}
+
+/// `pki` with its client certificate files written in `dir`/client-certs.
+fn with_client_files(mut pki: TestPki, dir: &Path) -> Result<TestPki, String> {
+    pki.client_paths = Some(pki.client.write_files(&dir.join(CLIENT_DIR))?);
+    Ok(pki)
 }
 
 fn read_cache(file: &Path) -> Option<CacheFile> {

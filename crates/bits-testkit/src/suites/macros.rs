@@ -204,3 +204,57 @@ macro_rules! request_body_tests {
         }
     };
 }
+
+/// One `#[tokio::test]` per [`suites::client_certs`](crate::suites::client_certs)
+/// case: `client_cert_tests!(Backend, Formats { pkcs12: …, non_pkcs8_keys: … })`,
+/// the [`Formats`](crate::suites::client_certs::Formats) the backend loads
+/// (it must refuse the others with `E_NOTIMPL` when they are set).
+#[macro_export]
+macro_rules! client_cert_tests {
+    ($backend:ty, $formats:expr) => {
+        #[tokio::test]
+        async fn client_cert_required_and_given_succeeds_and_the_server_sees_it() {
+            $crate::suites::client_certs::required_and_given_succeeds_and_the_server_sees_it::<$backend>($formats)
+                .await;
+        }
+        #[tokio::test]
+        async fn client_cert_required_and_absent_is_cert_needed_and_sends_no_request() {
+            $crate::suites::client_certs::required_and_absent_is_cert_needed_and_sends_no_request::<$backend>()
+                .await;
+        }
+        #[tokio::test]
+        async fn client_cert_from_another_ca_is_a_secure_failure() {
+            $crate::suites::client_certs::a_certificate_from_another_ca_is_a_secure_failure::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn client_cert_file_replaced_after_it_was_set_is_not_found() {
+            $crate::suites::client_certs::a_certificate_file_replaced_after_it_was_set_is_not_found::<$backend>()
+                .await;
+        }
+        #[tokio::test]
+        async fn client_cert_key_others_can_read_is_refused_at_load() {
+            $crate::suites::client_certs::a_key_others_can_read_is_refused_at_load::<$backend>($formats).await;
+        }
+        #[tokio::test]
+        async fn client_cert_pkcs12_needs_its_password() {
+            $crate::suites::client_certs::pkcs12_needs_its_password::<$backend>($formats).await;
+        }
+        #[tokio::test]
+        async fn client_cert_non_pkcs8_keys_load_or_are_refused_at_load() {
+            $crate::suites::client_certs::non_pkcs8_keys_load_or_are_refused_at_load::<$backend>($formats).await;
+        }
+        #[tokio::test]
+        async fn client_cert_missing_or_mismatched_files_are_refused_at_load() {
+            $crate::suites::client_certs::missing_or_mismatched_files_are_refused_at_load::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn client_cert_optional_and_absent_succeeds() {
+            $crate::suites::client_certs::optional_and_absent_succeeds::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn client_cert_never_reuses_a_connection_made_without_one() {
+            $crate::suites::client_certs::a_certificate_never_reuses_a_connection_made_without_one::<$backend>()
+                .await;
+        }
+    };
+}

@@ -6,7 +6,8 @@
 //! [`isolation_tests!`](crate::isolation_tests), [`crl_tests!`](crate::crl_tests),
 //! [`chain_tests!`](crate::chain_tests),
 //! [`system_roots_tests!`](crate::system_roots_tests),
-//! [`builder_tests!`](crate::builder_tests) and
+//! [`builder_tests!`](crate::builder_tests),
+//! [`client_cert_tests!`](crate::client_cert_tests) and
 //! [`request_body_tests!`](crate::request_body_tests) (one test per case),
 //! or one by one with a transport or handshake from
 //! [`backend`](crate::backend). A factory must trust the given
@@ -15,6 +16,7 @@
 pub mod bodies;
 pub mod builder;
 pub mod chains;
+pub mod client_certs;
 pub mod crl;
 pub mod hostnames;
 pub mod isolation;
