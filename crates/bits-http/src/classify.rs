@@ -3,6 +3,7 @@
 //! | failure | error | HRESULT |
 //! | --- | --- | --- |
 //! | a [`BitsError`] from the backend's handshake | itself, unchanged | |
+//! | a stream error the backend classified ([`crate::TlsConnect::classify_io`]: a TLS 1.3 alert refusing the client certificate, …) | the backend's | |
 //! | DNS lookup failed | `NameNotResolved` | `0x80072EE7` |
 //! | TCP connect timed out; no headers or no body bytes in time | `Timeout` | `0x80072EE2` |
 //! | TCP connect refused, unreachable, … | `CannotConnect` | `0x80072EFD` |
@@ -111,7 +112,14 @@ pub(crate) fn hyper_error(e: &hyper::Error, when: &str) -> BitsError {
     }
 }
 
-fn io_error(e: &io::Error, when: &str) -> BitsError {
+pub(crate) fn io_error(e: &io::Error, when: &str) -> BitsError {
+    if let Some(taken) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Classified>())
+        .and_then(Classified::take)
+    {
+        return taken;
+    }
     if e.kind() == io::ErrorKind::TimedOut {
         BitsError::Timeout {
             what: format!("{when}: {e}"),

@@ -83,18 +83,34 @@ impl<S: AsyncRead + Unpin> AsyncRead for MaybeTls<S> {
 /// 16 KiB) per read and hyper makes each read a body chunk, which costs a
 /// task wakeup, timers and a file write, so fewer, larger chunks make a
 /// download cheaper.
+///
+/// It also hands every read or write error to the backend's
+/// [`TlsConnect::classify_io`]: an error it classifies travels on inside
+/// the `io::Error` (as [`Classified`], same kind) for
+/// [`classify`] to take out.
 pub(crate) struct Coalesce<S> {
     inner: S,
     /// An error met after some bytes were already returned: the next read
     /// reports it.
     deferred: Option<io::Error>,
+    /// The backend's [`TlsConnect::classify_io`].
+    classify: fn(&io::Error) -> Option<BitsError>,
 }
 
 impl<S> Coalesce<S> {
-    pub(crate) fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S, classify: fn(&io::Error) -> Option<BitsError>) -> Self {
         Coalesce {
             inner,
             deferred: None,
+            classify,
+        }
+    }
+
+    /// `e`, carrying the backend's classification when it has one.
+    fn classified(&self, e: io::Error) -> io::Error {
+        match (self.classify)(&e) {
+            Some(bits) => io::Error::new(e.kind(), Classified::new(bits)),
+            None => e,
         }
     }
 }
@@ -115,10 +131,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Coalesce<S> {
                 }
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) if buf.filled().len() > start => {
-                    this.deferred = Some(e);
+                    this.deferred = Some(this.classified(e));
                     return Poll::Ready(Ok(()));
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(this.classified(e))),
                 // Nothing more ready: hand over what was read. The waker
                 // the inner stream registered only makes a spare wakeup.
                 Poll::Pending if buf.filled().len() > start => return Poll::Ready(Ok(())),
@@ -130,11 +146,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for Coalesce<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(this.classified(e))),
+            other => other,
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(this.classified(e))),
+            other => other,
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -146,7 +170,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(this.classified(e))),
+            other => other,
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -261,7 +289,7 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
                             let keys = crate::chain::spki_sha256_all(&chain);
                             policy.check_server(&host, port, &chain, &keys).map_err(boxed)?;
                         }
-                        MaybeTls::Tls(Coalesce::new(s))
+                        MaybeTls::Tls(Coalesce::new(s, C::classify_io))
                     }
                     Ok(Err(e)) => return Err(boxed(e)),
                     Err(_) => {
@@ -321,6 +349,14 @@ mod tests {
         }
     }
 
+    fn unclassified(_: &io::Error) -> Option<BitsError> {
+        None
+    }
+
+    fn script<const N: usize>(steps: [Step; N]) -> Coalesce<Script> {
+        Coalesce::new(Script(steps.into()), unclassified)
+    }
+
     async fn read_once(s: &mut Coalesce<Script>, cap: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0; cap];
         let n = s.read(&mut buf).await?;
@@ -331,9 +367,7 @@ mod tests {
     #[tokio::test]
     async fn reads_join_records_until_nothing_is_ready() {
         use Step::*;
-        let mut s = Coalesce::new(Script(
-            [Data(b"ab"), Data(b"cd"), NotReady, Data(b"ef"), Data(b"gh")].into(),
-        ));
+        let mut s = script([Data(b"ab"), Data(b"cd"), NotReady, Data(b"ef"), Data(b"gh")]);
         assert_eq!(read_once(&mut s, 64).await.unwrap(), b"abcd");
         assert_eq!(read_once(&mut s, 64).await.unwrap(), b"efgh");
         // The end of the stream reads as 0 bytes.
@@ -343,7 +377,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_buffer_ends_the_read() {
         use Step::*;
-        let mut s = Coalesce::new(Script([Data(b"ab"), Data(b"cd"), Data(b"ef")].into()));
+        let mut s = script([Data(b"ab"), Data(b"cd"), Data(b"ef")]);
         assert_eq!(read_once(&mut s, 4).await.unwrap(), b"abcd");
         assert_eq!(read_once(&mut s, 4).await.unwrap(), b"ef");
     }
@@ -351,9 +385,35 @@ mod tests {
     #[tokio::test]
     async fn an_error_after_bytes_comes_with_the_next_read() {
         use Step::*;
-        let mut s = Coalesce::new(Script([Data(b"ab"), Fail, Data(b"never")].into()));
+        let mut s = script([Data(b"ab"), Fail, Data(b"never")]);
         assert_eq!(read_once(&mut s, 64).await.unwrap(), b"ab");
         let e = read_once(&mut s, 64).await.unwrap_err();
         assert_eq!(e.to_string(), "record MAC");
+    }
+
+    /// A backend that says "record MAC" means the server refused the
+    /// client certificate.
+    fn refused(e: &io::Error) -> Option<BitsError> {
+        (e.to_string() == "record MAC").then_some(BitsError::ClientCertNeeded)
+    }
+
+    #[tokio::test]
+    async fn the_backend_classifies_stream_errors_and_the_transport_takes_them_out() {
+        use Step::*;
+        for steps in [vec![Fail], vec![Data(b"ab"), Fail]] {
+            let mut s = Coalesce::new(Script(steps.into()), refused);
+            let mut e = read_once(&mut s, 64).await;
+            if e.is_ok() {
+                e = read_once(&mut s, 64).await;
+            }
+            let e = e.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::Other);
+            let bits = classify::io_error(&e, "reading");
+            assert_eq!(bits.hresult().0, 0x8007_2F0C, "{bits:?}");
+        }
+        // Unclassified errors stay the transport's.
+        let mut s = script([Fail]);
+        let e = read_once(&mut s, 64).await.unwrap_err();
+        assert_eq!(classify::io_error(&e, "reading").hresult().0, 0x8007_2EFE);
     }
 }

@@ -57,6 +57,14 @@ pub trait CrlHandshake: fmt::Debug + Send + Sync + 'static {
 
     /// The chain the server presented ([`TlsConnect::peer_chain`]).
     fn peer_chain(stream: &Self::Stream) -> Vec<Vec<u8>>;
+
+    /// [`TlsConnect::classify_io`]: the error a failed read or write of a
+    /// connected stream stands for, when it is the backend's to say
+    /// (default: `None`).
+    fn classify_io(error: &std::io::Error) -> Option<BitsError> {
+        let _ = error;
+        None
+    }
 }
 
 /// A [`TlsConnect`] for a CRL-checking backend: its [`CrlHandshake`], the
@@ -171,6 +179,10 @@ impl<H: CrlHandshake> TlsConnect for CrlConnector<H> {
     fn peer_chain(stream: &H::Stream) -> Vec<Vec<u8>> {
         H::peer_chain(stream)
     }
+
+    fn classify_io(error: &std::io::Error) -> Option<BitsError> {
+        H::classify_io(error)
+    }
 }
 
 /// Why one handshake failed, as the backend recorded it: what
@@ -189,6 +201,12 @@ pub struct FailedHandshake<N> {
     /// Whether the socket failed (a reset, a broken pipe) rather than TLS
     /// or verification.
     pub io: bool,
+    /// The error, when the backend already knows it and it is not a
+    /// certificate fault of the server: a client certificate file that is
+    /// gone or changed (`0x80070002`, `CRYPT_E_NOT_FOUND`), a server that
+    /// demands a client certificate (`0x80072F0C`). It wins over
+    /// everything else; [`FailedHandshake::classified`] makes one.
+    pub error: Option<BitsError>,
 }
 
 impl<N> FailedHandshake<N> {
@@ -200,6 +218,16 @@ impl<N> FailedHandshake<N> {
             crl_needs: Vec::new(),
             text: text.into(),
             io: false,
+            error: None,
+        }
+    }
+
+    /// A failure the backend has already classified: `error`, as is.
+    pub fn classified(error: BitsError) -> Self {
+        FailedHandshake {
+            text: error.to_string(),
+            error: Some(error),
+            ..FailedHandshake::other(String::new())
         }
     }
 }
@@ -211,10 +239,13 @@ impl<N> HandshakeFailure for FailedHandshake<N> {
         std::mem::take(&mut self.crl_needs)
     }
 
-    /// The certificate fault's error; else `ConnectionReset` for a socket
+    /// [`FailedHandshake::error`] when set; else the certificate fault's error; else `ConnectionReset` for a socket
     /// failure (the network's fault and transient, as a reset before TLS
     /// would be); else `SecureFailure`.
     fn into_error(self) -> BitsError {
+        if let Some(e) = self.error {
+            return e;
+        }
         match self.rejection {
             Some((fault, detail)) => {
                 tracing::debug!(?fault, %detail, "certificate refused");
@@ -371,6 +402,7 @@ mod tests {
             crl_needs: Vec::new(),
             text: "alert 42".to_owned(),
             io,
+            error: None,
         };
         let date = Some((CertFault::Date, "expired".to_owned()));
         assert_eq!(failure(date.clone(), true).into_error().hresult().0, 0x8007_2F05);
@@ -384,5 +416,10 @@ mod tests {
         let other = FailedHandshake::<()>::other("TLS setup: no memory").into_error();
         assert_eq!(other.hresult().0, 0x8007_2F8F);
         assert!(other.to_string().contains("TLS setup: no memory"), "{other}");
+        // A classified error wins over everything.
+        let mut needed = FailedHandshake::<()>::classified(BitsError::ClientCertNeeded);
+        needed.rejection = Some((CertFault::Date, "expired".to_owned()));
+        needed.io = true;
+        assert_eq!(needed.into_error().hresult().0, 0x8007_2F0C);
     }
 }

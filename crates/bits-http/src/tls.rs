@@ -2,6 +2,7 @@
 //! already classified.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 
 use bits_core::{BitsError, ConnectionPolicy};
@@ -48,6 +49,23 @@ pub trait TlsConnect: Send + Sync + 'static {
     fn peer_chain(stream: &Self::Stream) -> Vec<Vec<u8>> {
         let _ = stream;
         Vec::new()
+    }
+
+    /// The error a read or write failure on a connected stream stands
+    /// for, when it is the backend's to say; `None` (the default) leaves it
+    /// to the transport (`ConnectionReset`, `Timeout`, …).
+    ///
+    /// With TLS 1.3 the server judges the client's certificate after the
+    /// client's handshake is complete, so a refusal (`certificate_required`,
+    /// `unknown_ca`, …) arrives as an alert on the first read of the
+    /// response: a backend maps it here to what the handshake would have
+    /// failed with (`ClientCertNeeded`, `SecureFailure`;
+    /// `docs/spec/http-options.md`, "Client certificate"). Called for every
+    /// failed read or write of a TLS stream, so it must be cheap and must
+    /// answer `None` for anything that is not the backend's own.
+    fn classify_io(error: &io::Error) -> Option<BitsError> {
+        let _ = error;
+        None
     }
 }
 

@@ -143,6 +143,7 @@ impl CrlHandshake for OpensslHandshake {
                     crl_needs: std::mem::take(&mut rec.crl_needs),
                     text: e.to_string(),
                     io: e.io_error().is_some(),
+                    error: None,
                 })
             }
         }

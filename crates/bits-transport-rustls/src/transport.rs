@@ -3,6 +3,7 @@
 
 use bits_core::{BitsError, ClientCertificate, ClientCertificateFile, ConnectionPolicy};
 use bits_http::builder::{pem_roots, BuilderOptions};
+use bits_http::crl_cache::CrlConnector;
 use bits_http::{TlsBackend, TlsTransport, TlsTransportBuilder};
 use rustls::pki_types::{CertificateDer, TrustAnchor};
 
@@ -47,7 +48,7 @@ impl TlsBackend for Rustls {
                 }
             }
         }
-        Ok(RustlsConnector::new(RustlsHandshake::new(roots), &options))
+        Ok(CrlConnector::new(RustlsHandshake::new(roots), &options))
     }
 
     fn check_policy(policy: &ConnectionPolicy) -> Result<(), BitsError> {
