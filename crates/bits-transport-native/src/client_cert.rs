@@ -213,9 +213,44 @@ pub(crate) fn classify_alert(text: &str, offered: bool) -> Option<BitsError> {
     }
 }
 
+/// A read or write of a connected stream that failed on the server's
+/// alert about the client certificate, from OpenSSL's words: with TLS 1.3
+/// the server judges the client's certificate after the client's
+/// handshake is complete, so its refusal arrives on the first read of the
+/// response, and after the handshake such an alert can concern nothing
+/// else. `certificate required` → `ClientCertNeeded`; a certificate alert
+/// → `SecureFailure`. `None` for any other error.
+pub(crate) fn classify_io(e: &std::io::Error) -> Option<BitsError> {
+    // Only an error with a TLS error inside can carry an alert.
+    e.get_ref()?;
+    let text = e.to_string();
+    if !text.contains(" alert ") {
+        return None;
+    }
+    if text.contains("alert certificate required") {
+        return Some(BitsError::ClientCertNeeded);
+    }
+    classify_alert(&text, true).filter(|_| !text.contains("alert handshake failure"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openssl_alerts_after_the_handshake() {
+        let io = |text: &str| std::io::Error::other(text.to_owned());
+        let hr = |e: Option<BitsError>| e.map(|e| e.hresult().0);
+        let needed = "error:0A00045C:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required:\
+                      ../ssl/record/rec_layer_s3.c:1601:SSL alert number 116";
+        assert_eq!(hr(classify_io(&io(needed))), Some(0x8007_2F0C));
+        let ca = "error:0A000418:SSL routines:ssl3_read_bytes:tlsv1 alert unknown ca:\
+                  ../ssl/record/rec_layer_s3.c:1601:SSL alert number 48";
+        assert_eq!(hr(classify_io(&io(ca))), Some(0x8007_2F8F));
+        assert_eq!(hr(classify_io(&io("sslv3 alert handshake failure"))), None);
+        assert_eq!(hr(classify_io(&io("unexpected eof while reading"))), None);
+        assert_eq!(hr(classify_io(&std::io::ErrorKind::ConnectionReset.into())), None);
+    }
 
     #[test]
     fn pem_blocks_in_order_with_their_labels() {

@@ -203,6 +203,12 @@ impl TlsConnect for NativeConnector {
         })
     }
 
+    /// A server's alert about the client certificate after a TLS 1.3
+    /// handshake, from OpenSSL's words ([`crate::client_cert`]).
+    fn classify_io(error: &std::io::Error) -> Option<BitsError> {
+        client_cert::classify_io(error)
+    }
+
     /// The leaf only: native-tls tells no more, so this backend refuses
     /// policies that check the server's chain (pins, validators).
     fn peer_chain(stream: &Self::Stream) -> Vec<Vec<u8>> {

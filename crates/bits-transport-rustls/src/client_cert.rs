@@ -260,9 +260,59 @@ pub(crate) fn classify_alert(
     None
 }
 
+/// A read or write of a connected stream that failed on the server's
+/// alert about the client certificate: with TLS 1.3 the server judges the
+/// client's certificate after the client's handshake is complete, so its
+/// refusal arrives on the first read of the response. After the handshake
+/// such an alert can concern nothing else. `certificate_required` →
+/// `ClientCertNeeded`; a certificate alert → `SecureFailure`. `None` for
+/// any other error.
+pub(crate) fn classify_io(e: &std::io::Error) -> Option<BitsError> {
+    let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    let rustls::Error::AlertReceived(alert) = tls else {
+        return None;
+    };
+    match alert {
+        AlertDescription::CertificateRequired => Some(BitsError::ClientCertNeeded),
+        AlertDescription::BadCertificate
+        | AlertDescription::UnsupportedCertificate
+        | AlertDescription::CertificateRevoked
+        | AlertDescription::CertificateExpired
+        | AlertDescription::CertificateUnknown
+        | AlertDescription::UnknownCA
+        | AlertDescription::AccessDenied
+        | AlertDescription::DecryptError => Some(BitsError::SecureFailure {
+            reason: format!("the server refused the client certificate (alert {alert:?})"),
+        }),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alerts_after_the_handshake() {
+        let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let hr = |e: Option<BitsError>| e.map(|e| e.hresult().0);
+        let alert = |a| io(rustls::Error::AlertReceived(a));
+        assert_eq!(
+            hr(classify_io(&alert(AlertDescription::CertificateRequired))),
+            Some(0x8007_2F0C)
+        );
+        assert_eq!(
+            hr(classify_io(&alert(AlertDescription::UnknownCA))),
+            Some(0x8007_2F8F)
+        );
+        assert_eq!(
+            hr(classify_io(&alert(AlertDescription::BadCertificate))),
+            Some(0x8007_2F8F)
+        );
+        assert_eq!(hr(classify_io(&alert(AlertDescription::CloseNotify))), None);
+        assert_eq!(hr(classify_io(&io(rustls::Error::DecryptError))), None);
+        assert_eq!(hr(classify_io(&std::io::ErrorKind::ConnectionReset.into())), None);
+    }
 
     #[test]
     fn alerts_about_the_client_certificate() {
