@@ -15,7 +15,8 @@
 //!   connection. Reading it otherwise needs a second PKCS#12 reader: this
 //!   crate must not use OpenSSL directly (it is the platform's TLS), and
 //!   the one pure-Rust reader (`p12-keystore`) pulls in pre-release
-//!   RustCrypto crates in its current version. Convert to PEM
+//!   RustCrypto crates in its current version (its last release on stable
+//!   ones, 29 crates). Convert to PEM
 //!   (`openssl pkcs12 -in id.p12 -nodes -out id.pem`) or use the openssl
 //!   backend.
 //! - **Key and certificate must match:** a connector is built with the
@@ -120,7 +121,7 @@ fn load(file: &ClientCertificateFile) -> Result<Loaded, BitsError> {
     if key.label != "PRIVATE KEY" || key.text.windows(9).any(|w| w == b"Proc-Type") {
         return Err(BitsError::NotImplemented {
             what: format!(
-                "the key in {key_where} is a {}, and native-tls takes only an unencrypted PKCS#8 \
+                "the key in {key_where} is `{}`, and native-tls takes only an unencrypted PKCS#8 \
                  PRIVATE KEY: convert it with `openssl pkcs8 -topk8 -nocrypt -in {key_where} \
                  -out key.pem` (then chmod 600 key.pem), or use the openssl or rustls backend",
                 key.label

@@ -62,8 +62,10 @@
 //!   thumbprint and check it at every connection. Reading it another way
 //!   needs a second PKCS#12 reader: not OpenSSL (this crate uses the
 //!   platform's TLS only), and the one pure-Rust reader (`p12-keystore`)
-//!   depends on pre-release RustCrypto crates in its current version.
-//!   Convert with `openssl pkcs12 -nodes`, or use the openssl backend.
+//!   depends on pre-release RustCrypto crates in its current version (its
+//!   last release on stable ones adds 29 crates, a second x509-parser
+//!   among them, for one thumbprint). Convert with `openssl pkcs12
+//!   -nodes`, or use the openssl backend.
 //!
 //! With a client certificate, every connection reads the files again,
 //! checks the leaf's SHA-1 against the job's (`0x80070002` when gone,
