@@ -204,7 +204,8 @@ impl TlsConnect for NativeConnector {
     }
 
     /// A server's alert about the client certificate after a TLS 1.3
-    /// handshake, from OpenSSL's words ([`crate::client_cert`]).
+    /// handshake, from OpenSSL's words (see the crate documentation,
+    /// "Client certificates").
     fn classify_io(error: &std::io::Error) -> Option<BitsError> {
         client_cert::classify_io(error)
     }

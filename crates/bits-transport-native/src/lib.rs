@@ -75,7 +75,9 @@
 //! certificate, so its alerts classify the failure, from OpenSSL's text on
 //! Linux: `certificate required`, or `handshake failure` when none was
 //! offered, is `0x80072F0C`; a certificate alert (`unknown ca`,
-//! `bad certificate`, …) against the one offered is `0x80072F8F`.
+//! `bad certificate`, …) against the one offered is `0x80072F8F`. With
+//! TLS 1.3 the verdict arrives as an alert on the first read after the
+//! handshake; `classify_io` maps it the same way.
 //!
 //! ## What it does not do
 //! - CRL checking (refused, see below); [`NativeTransportBuilder::crl_cache_dir`]

@@ -129,7 +129,7 @@ impl CrlHandshake for RustlsHandshake {
     }
 
     /// A server's alert about the client certificate after a TLS 1.3
-    /// handshake ([`crate::client_cert`]).
+    /// handshake (see the crate documentation, "Client certificates").
     fn classify_io(error: &std::io::Error) -> Option<BitsError> {
         crate::client_cert::classify_io(error)
     }

@@ -85,7 +85,10 @@
 //! against the job's (`0x80070002` when gone, `CRYPT_E_NOT_FOUND` when
 //! changed, both fatal), and offers the certificate to any server that
 //! asks. A server that asks and gets none: `0x80072F0C`; one that refuses
-//! the certificate offered: `0x80072F8F`, naming its alert. Each
+//! the certificate offered: `0x80072F8F`, naming its alert. With TLS 1.3
+//! the server's verdict comes after the client's handshake is complete, as
+//! an alert on the first read: `classify_io` maps it the same way (the
+//! server has read no request by then). Each
 //! handshake has its own `ClientConfig`, as for the flags, and the pools
 //! are keyed by the certificate, so nothing made with one certificate (or
 //! none) serves another.
