@@ -98,8 +98,8 @@ impl TrustConfig {
 impl NativeConnector {
     pub(crate) fn new(trust: &TrustConfig) -> Result<Self, BitsError> {
         Ok(NativeConnector {
-            strict: make(trust, false, None)?,
-            ignore_cn: make(trust, true, None)?,
+            strict: make(trust, false, None).map_err(setup_error)?,
+            ignore_cn: make(trust, true, None).map_err(setup_error)?,
             trust: trust.clone(),
         })
     }
@@ -120,10 +120,9 @@ impl NativeConnector {
             // Read at every connection: the files may be gone or changed
             // since the job chose the certificate.
             let identity = client_cert::load_for_connect(stored)?;
-            return make(&self.trust, ignore_cn, Some(identity)).map_err(|e| match e {
-                MakeError::Identity(e) => client_cert::mismatch(&stored.file, &e),
-                MakeError::Other(e) => e,
-            });
+            // The TLS library refuses a key that is not the certificate's.
+            return make(&self.trust, ignore_cn, Some(identity))
+                .map_err(|e| client_cert::mismatch(&stored.file, &e));
         }
         Ok(if ignore_cn {
             self.ignore_cn.clone()
@@ -133,30 +132,11 @@ impl NativeConnector {
     }
 }
 
-/// Why a connector could not be built.
-enum MakeError {
-    /// With the client identity (its key is not its certificate's).
-    Identity(native_tls::Error),
-    Other(BitsError),
-}
-
-impl From<MakeError> for BitsError {
-    fn from(e: MakeError) -> BitsError {
-        match e {
-            MakeError::Identity(e) => BitsError::Internal {
-                what: format!("cannot create a native-tls connector with the client identity: {e}"),
-            },
-            MakeError::Other(e) => e,
-        }
-    }
-}
-
 fn make(
     trust: &TrustConfig,
     ignore_cn: bool,
     identity: Option<native_tls::Identity>,
-) -> Result<tokio_native_tls::TlsConnector, MakeError> {
-    let with_identity = identity.is_some();
+) -> Result<tokio_native_tls::TlsConnector, native_tls::Error> {
     let mut b = native_tls::TlsConnector::builder();
     if let Some(identity) = identity {
         b.identity(identity);
@@ -170,16 +150,13 @@ fn make(
     // danger_accept_invalid_certs is never used: it turns off every check
     // (`docs/spec/tls.md`, pitfall 1).
     b.danger_accept_invalid_hostnames(ignore_cn);
-    let connector = b.build().map_err(|e| {
-        if with_identity {
-            MakeError::Identity(e)
-        } else {
-            MakeError::Other(BitsError::Internal {
-                what: format!("cannot create a native-tls connector: {e}"),
-            })
-        }
-    })?;
-    Ok(connector.into())
+    Ok(b.build()?.into())
+}
+
+fn setup_error(e: native_tls::Error) -> BitsError {
+    BitsError::Internal {
+        what: format!("cannot create a native-tls connector: {e}"),
+    }
 }
 
 impl TlsConnect for NativeConnector {
