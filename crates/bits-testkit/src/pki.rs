@@ -12,7 +12,7 @@
 //! # Sharing across processes, and the CRL port
 //!
 //! [`TestPki::shared`] generates the PKI once per target directory and caches
-//! it in `<target dir>/test-pki/pki-v2.json` (or in `$BITS_TEST_PKI_DIR`;
+//! it in `<target dir>/test-pki/pki-v1.json` (or in `$BITS_TEST_PKI_DIR`;
 //! under an exclusive lock on
 //! `<target dir>/test-pki/lock`, so parallel test processes never race), and
 //! regenerates it when the file is missing or unreadable, or when a good
@@ -87,7 +87,7 @@ const DAY: i64 = 86_400;
 const GOOD_DAYS: i64 = 825;
 /// Regenerate when a good certificate or the fresh CRL expires within this.
 const MIN_REMAINING: i64 = 30 * DAY;
-const CACHE_FILE: &str = "pki-v2.json";
+const CACHE_FILE: &str = "pki-v1.json";
 /// The directory (next to the cache file) of the client certificate files.
 const CLIENT_DIR: &str = "client-certs";
 /// Overrides the cache directory of [`TestPki::shared`] (an absolute path).
@@ -552,7 +552,7 @@ impl TestPki {
     }
 
     /// The directory [`TestPki::shared`] caches the PKI in (the file is
-    /// `pki-v2.json` there).
+    /// `pki-v1.json` there).
     pub fn shared_cache_dir() -> PathBuf {
         cache_dir()
     }
@@ -565,6 +565,15 @@ impl TestPki {
 
     /// [`TestPki::generate`] as if it were `epoch` (unix seconds) now.
     fn generate_at(crl_base: &str, epoch: i64) -> Result<TestPki, ErrorStack> {
+        Self::generate_with_client(crl_base, epoch, client::ClientPki::generate(epoch)?)
+    }
+
+    /// [`TestPki::generate_at`] with a given client part.
+    fn generate_with_client(
+        crl_base: &str,
+        epoch: i64,
+        client: client::ClientPki,
+    ) -> Result<TestPki, ErrorStack> {
         let root_key = new_key()?;
         let rogue_key = new_key()?;
         let root = self_signed_ca(&root_key, "bits test root CA", 1, epoch)?;
@@ -579,7 +588,6 @@ impl TestPki {
         };
         let (intermediate, unreachable, leaves) = issue_dependents(&root, &rogue, &keys, epoch, crl_base)?;
         let crls = Crls::generate(&root, &rogue, &intermediate, epoch)?;
-        let client = client::ClientPki::generate(epoch)?;
         Ok(TestPki::assemble(
             epoch,
             crl_base.to_owned(),
@@ -1131,18 +1139,6 @@ struct CacheFile {
     intermediate_crl: String,
     stale_root_crl: String,
     badsig_root_crl: String,
-    client_root_cert: String,
-    client_root_key: String,
-    client_intermediate_cert: String,
-    client_intermediate_key: String,
-    client_leaf_cert: String,
-    client_leaf_key: String,
-    unrelated_ca_cert: String,
-    unrelated_ca_key: String,
-    unrelated_leaf_cert: String,
-    unrelated_leaf_key: String,
-    /// Hex.
-    client_pkcs12: String,
 }
 
 fn pem_string(bytes: Vec<u8>) -> String {
@@ -1173,21 +1169,10 @@ impl CacheFile {
             intermediate_crl: pem_string(pki.intermediate_crl.to_pem()?),
             stale_root_crl: pem_string(pki.stale_root_crl.to_pem()?),
             badsig_root_crl: pem_string(pki.badsig_root_crl.to_pem()?),
-            client_root_cert: cert(&pki.client.root.cert)?,
-            client_root_key: key(&pki.client.root.key)?,
-            client_intermediate_cert: cert(&pki.client.intermediate.cert)?,
-            client_intermediate_key: key(&pki.client.intermediate.key)?,
-            client_leaf_cert: cert(&pki.client.leaf)?,
-            client_leaf_key: key(&pki.client.leaf_key)?,
-            unrelated_ca_cert: cert(&pki.client.unrelated.cert)?,
-            unrelated_ca_key: key(&pki.client.unrelated.key)?,
-            unrelated_leaf_cert: cert(&pki.client.unrelated_leaf)?,
-            unrelated_leaf_key: key(&pki.client.unrelated_key)?,
-            client_pkcs12: pki.client.pkcs12.iter().map(|b| format!("{b:02x}")).collect(),
         })
     }
 
-    fn into_pki(self) -> Result<TestPki, String> {
+    fn into_pki(self, client: client::ClientPki) -> Result<TestPki, String> {
         let e = |e: ErrorStack| e.to_string();
         let ca = |cert: &str, key: &str| -> Result<Ca, String> {
             Ok(Ca {
@@ -1220,18 +1205,6 @@ impl CacheFile {
                 chain,
             });
         }
-        let leaf_cert = |pem: &str| X509::from_pem(pem.as_bytes()).map_err(e);
-        let leaf_key = |pem: &str| PKey::private_key_from_pem(pem.as_bytes()).map_err(e);
-        let client = client::ClientPki {
-            root: ca(&self.client_root_cert, &self.client_root_key)?,
-            intermediate: ca(&self.client_intermediate_cert, &self.client_intermediate_key)?,
-            leaf: leaf_cert(&self.client_leaf_cert)?,
-            leaf_key: leaf_key(&self.client_leaf_key)?,
-            unrelated: ca(&self.unrelated_ca_cert, &self.unrelated_ca_key)?,
-            unrelated_leaf: leaf_cert(&self.unrelated_leaf_cert)?,
-            unrelated_key: leaf_key(&self.unrelated_leaf_key)?,
-            pkcs12: unhex(&self.client_pkcs12).ok_or("the cache's PKCS#12 is not hex")?,
-        };
         let crls = Crls {
             root: crl(&self.root_crl)?,
             intermediate: crl(&self.intermediate_crl)?,
@@ -1250,16 +1223,6 @@ impl CacheFile {
             client,
         ))
     }
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
 }
 
 fn thumbprint(cert: &X509Ref) -> Thumbprint {
@@ -1348,11 +1311,12 @@ fn load_or_generate_in(dir: &Path) -> Result<(TestPki, CrlServer), String> {
 }
 
 fn load_or_generate_locked(dir: &Path) -> Result<(TestPki, CrlServer), String> {
+    let client = client::load_or_generate(dir)?;
     let file = dir.join(CACHE_FILE);
     let mut first_port = preferred_port(dir);
     if let Some(cache) = read_cache(&file) {
         let port = cache.crl_port;
-        if let Ok(pki) = cache.into_pki() {
+        if let Ok(pki) = cache.into_pki(client.clone()) {
             if still_fresh(&pki) {
                 if let Ok(server) = CrlServer::start_on(port, true) {
                     server.serve_pki(&pki);
@@ -1373,7 +1337,8 @@ fn load_or_generate_locked(dir: &Path) -> Result<(TestPki, CrlServer), String> {
                 continue;
             }
         };
-        let pki = TestPki::generate(&crl_base_for(port)).map_err(|e| e.to_string())?;
+        let pki = TestPki::generate_with_client(&crl_base_for(port), now(), client.clone())
+            .map_err(|e| e.to_string())?;
         server.serve_pki(&pki);
         let cache = CacheFile::from_pki(&pki, port).map_err(|e| e.to_string())?;
         write_cache(&file, &cache)?;
@@ -1393,7 +1358,7 @@ fn read_cache(file: &Path) -> Option<CacheFile> {
     serde_json::from_str(&text).ok()
 }
 
-fn write_cache(file: &Path, cache: &CacheFile) -> Result<(), String> {
+fn write_cache<C: Serialize>(file: &Path, cache: &C) -> Result<(), String> {
     let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
     let text = serde_json::to_string(cache).map_err(|e| e.to_string())?;
     let write = || -> std::io::Result<()> {

@@ -158,7 +158,7 @@ fn shared_is_stable_within_a_process_and_reissue_keeps_keys() {
     assert_eq!(a.root_pem(), other.root_pem());
     // What this process uses is what is cached on disk for every other
     // test process (nextest runs each test in its own process).
-    let cached = std::fs::read_to_string(TestPki::shared_cache_dir().join("pki-v2.json")).unwrap();
+    let cached = std::fs::read_to_string(TestPki::shared_cache_dir().join("pki-v1.json")).unwrap();
     let cached: serde_json::Value = serde_json::from_str(&cached).unwrap();
     assert_eq!(cached["root_cert"].as_str().unwrap().as_bytes(), a.root_pem());
 }

@@ -11,9 +11,13 @@
 //! | unrelated CA ("bits unrelated client CA") | itself | never trusted by anyone |
 //! | unrelated leaf ("bits unrelated client") | unrelated CA | EKU clientAuth: the "wrong CA" case |
 //!
-//! [`TestPki::shared`](super::TestPki::shared) writes them as files
-//! ([`ClientCertPaths`]) next to its cache, under its lock, rewriting a file
-//! only when its content differs. Tests that change a file (its mode, its
+//! [`TestPki::shared`](super::TestPki::shared) caches them in
+//! `client-pki-v1.json` next to `pki-v1.json` (a file of their own, so the
+//! server PKI's cache keeps its format for every process sharing the
+//! directory), regenerated when missing, unreadable or within 30 days of
+//! expiry, and writes them as files ([`ClientCertPaths`]) in
+//! `client-certs/`, under the same lock, rewriting a file only when its
+//! content differs. Tests that change a file (its mode, its
 //! content) work on a copy ([`ClientCertPaths::copy_to`]).
 
 use std::fs;
@@ -29,8 +33,15 @@ use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
 };
 use openssl::x509::{X509Builder, X509};
+use serde::{Deserialize, Serialize};
 
-use super::{name, new_key, self_signed_ca, serial, time, Ca, DAY, GOOD_DAYS};
+use super::{
+    name, new_key, now, pem_string, self_signed_ca, serial, time, write_cache, Ca, DAY, GOOD_DAYS,
+    MIN_REMAINING,
+};
+
+/// The client part's cache file, next to the server PKI's.
+const CLIENT_CACHE_FILE: &str = "client-pki-v1.json";
 
 /// The password of [`ClientCertPaths::pkcs12`].
 pub const PKCS12_PASSWORD: &str = "bits-testkit p12 password";
@@ -128,6 +139,94 @@ impl ClientPki {
 
 /// A file's name, its content, and whether it holds a private key.
 type NamedFile = (&'static str, Vec<u8>, bool);
+
+/// The client part cached in `dir` if it is there and fresh, else a new one
+/// (cached). The caller holds the directory's lock.
+pub(super) fn load_or_generate(dir: &Path) -> Result<ClientPki, String> {
+    let file = dir.join(CLIENT_CACHE_FILE);
+    let cached = fs::read_to_string(&file)
+        .ok()
+        .and_then(|text| serde_json::from_str::<ClientCache>(&text).ok())
+        .and_then(|cache| cache.into_pki().ok());
+    let horizon = time(now() + MIN_REMAINING).map_err(|e| e.to_string())?;
+    if let Some(pki) = cached {
+        if pki.leaf.not_after() > horizon && pki.unrelated_leaf.not_after() > horizon {
+            return Ok(pki);
+        }
+    }
+    let pki = ClientPki::generate(now()).map_err(|e| e.to_string())?;
+    let cache = ClientCache::from_pki(&pki).map_err(|e| e.to_string())?;
+    write_cache(&file, &cache)?;
+    Ok(pki)
+}
+
+/// [`ClientPki`] as cached: PEM, and the PKCS#12 in hex.
+#[derive(Serialize, Deserialize)]
+struct ClientCache {
+    root_cert: String,
+    root_key: String,
+    intermediate_cert: String,
+    intermediate_key: String,
+    leaf_cert: String,
+    leaf_key: String,
+    unrelated_ca_cert: String,
+    unrelated_ca_key: String,
+    unrelated_leaf_cert: String,
+    unrelated_leaf_key: String,
+    pkcs12_hex: String,
+}
+
+impl ClientCache {
+    fn from_pki(pki: &ClientPki) -> Result<ClientCache, ErrorStack> {
+        let cert = |c: &X509| c.to_pem().map(pem_string);
+        let key = |k: &PKey<Private>| k.private_key_to_pem_pkcs8().map(pem_string);
+        Ok(ClientCache {
+            root_cert: cert(&pki.root.cert)?,
+            root_key: key(&pki.root.key)?,
+            intermediate_cert: cert(&pki.intermediate.cert)?,
+            intermediate_key: key(&pki.intermediate.key)?,
+            leaf_cert: cert(&pki.leaf)?,
+            leaf_key: key(&pki.leaf_key)?,
+            unrelated_ca_cert: cert(&pki.unrelated.cert)?,
+            unrelated_ca_key: key(&pki.unrelated.key)?,
+            unrelated_leaf_cert: cert(&pki.unrelated_leaf)?,
+            unrelated_leaf_key: key(&pki.unrelated_key)?,
+            pkcs12_hex: pki.pkcs12.iter().map(|b| format!("{b:02x}")).collect(),
+        })
+    }
+
+    fn into_pki(self) -> Result<ClientPki, String> {
+        let e = |e: ErrorStack| e.to_string();
+        let cert = |pem: &str| X509::from_pem(pem.as_bytes()).map_err(e);
+        let key = |pem: &str| PKey::private_key_from_pem(pem.as_bytes()).map_err(e);
+        let ca = |c: &str, k: &str| -> Result<Ca, String> {
+            Ok(Ca {
+                cert: cert(c)?,
+                key: key(k)?,
+            })
+        };
+        Ok(ClientPki {
+            root: ca(&self.root_cert, &self.root_key)?,
+            intermediate: ca(&self.intermediate_cert, &self.intermediate_key)?,
+            leaf: cert(&self.leaf_cert)?,
+            leaf_key: key(&self.leaf_key)?,
+            unrelated: ca(&self.unrelated_ca_cert, &self.unrelated_ca_key)?,
+            unrelated_leaf: cert(&self.unrelated_leaf_cert)?,
+            unrelated_key: key(&self.unrelated_leaf_key)?,
+            pkcs12: unhex(&self.pkcs12_hex).ok_or("the cached PKCS#12 is not hex")?,
+        })
+    }
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
 
 const FILE_COMBINED: &str = "client.pem";
 const FILE_CERT: &str = "client-cert.pem";
@@ -297,4 +396,29 @@ fn write_if_changed(path: &Path, content: &[u8], mode: u32) -> Result<(), String
         let _ = fs::remove_file(&tmp);
         format!("write {}: {e}", path.display())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_cache_is_reused_and_garbage_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("bits-testkit-client-pki-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let der = |pki: &ClientPki| pki.leaf.to_der().unwrap();
+        let first = load_or_generate(&dir).unwrap();
+        let again = load_or_generate(&dir).unwrap();
+        assert_eq!(der(&first), der(&again));
+        assert_eq!(first.pkcs12, again.pkcs12);
+        fs::write(dir.join(CLIENT_CACHE_FILE), "not json").unwrap();
+        assert_ne!(der(&load_or_generate(&dir).unwrap()), der(&first));
+        // The files are written once and keep their modes.
+        let paths = first.write_files(&dir.join("files")).unwrap();
+        let before = fs::metadata(&paths.pkcs12).unwrap().modified().unwrap();
+        first.write_files(&dir.join("files")).unwrap();
+        assert_eq!(fs::metadata(&paths.pkcs12).unwrap().modified().unwrap(), before);
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
