@@ -19,8 +19,9 @@
 
 use bits_core::BitsError;
 
-/// Classifies a failed native-tls handshake.
-pub(crate) fn classify(err: &native_tls::Error) -> BitsError {
+/// Classifies a failed native-tls handshake; `offered` says whether the
+/// job's client certificate was given to it.
+pub(crate) fn classify(err: &native_tls::Error, offered: bool) -> BitsError {
     let debug = format!("{err:?}");
     let display = err.to_string();
     #[cfg(not(any(target_os = "macos", target_os = "windows")))]
@@ -30,6 +31,7 @@ pub(crate) fn classify(err: &native_tls::Error) -> BitsError {
     #[cfg(target_os = "macos")]
     let found = from_macos_debug(&debug);
     found
+        .or_else(|| crate::client_cert::classify_alert(&format!("{display} {debug}"), offered))
         .or_else(|| socket_error(err))
         .unwrap_or(BitsError::SecureFailure { reason: display })
 }

@@ -8,6 +8,7 @@ use bits_http::{BoxFuture, TlsConnect};
 use tokio::net::TcpStream;
 
 use crate::classify::classify;
+use crate::client_cert;
 use crate::policy::check_policy;
 
 /// [`TlsConnect`] on native-tls: the platform's TLS stack (OpenSSL on
@@ -22,10 +23,17 @@ use crate::policy::check_policy;
 ///
 /// Any other certificate value is refused with `E_NOTIMPL` before a byte
 /// is sent (the transport's `check_policy` refuses it earlier still).
+///
+/// With a client certificate (`docs/spec/http-options.md`, "Client
+/// certificate") the connector is built for the one connection: the files
+/// read again, the leaf checked against the job's thumbprint, the
+/// identity added to a context of its own, so no TLS session or
+/// connection made with one certificate (or none) serves another.
 #[derive(Clone)]
 pub struct NativeConnector {
     strict: tokio_native_tls::TlsConnector,
     ignore_cn: tokio_native_tls::TlsConnector,
+    trust: TrustConfig,
 }
 
 impl fmt::Debug for NativeConnector {
@@ -90,26 +98,49 @@ impl TrustConfig {
 impl NativeConnector {
     pub(crate) fn new(trust: &TrustConfig) -> Result<Self, BitsError> {
         Ok(NativeConnector {
-            strict: make(trust, false)?,
-            ignore_cn: make(trust, true)?,
+            strict: make(trust, false, None).map_err(setup_error)?,
+            ignore_cn: make(trust, true, None).map_err(setup_error)?,
+            trust: trust.clone(),
         })
     }
 
-    fn for_policy(&self, policy: &ConnectionPolicy) -> Result<&tokio_native_tls::TlsConnector, BitsError> {
+    fn for_policy(&self, policy: &ConnectionPolicy) -> Result<tokio_native_tls::TlsConnector, BitsError> {
         check_policy(policy)?;
-        match policy.flags().cert_bits() {
-            0x00 => Ok(&self.strict),
-            0x02 => Ok(&self.ignore_cn),
+        let ignore_cn = match policy.flags().cert_bits() {
+            0x00 => false,
+            0x02 => true,
             // check_policy allows exactly SUPPORTED_CERT_FLAGS.
-            other => Err(BitsError::Internal {
-                what: format!("native connector has no policy for 0x{other:04X}"),
-            }),
+            other => {
+                return Err(BitsError::Internal {
+                    what: format!("native connector has no policy for 0x{other:04X}"),
+                })
+            }
+        };
+        if let Some(stored) = policy.client_certificate() {
+            // Read at every connection: the files may be gone or changed
+            // since the job chose the certificate.
+            let identity = client_cert::load_for_connect(stored)?;
+            // The TLS library refuses a key that is not the certificate's.
+            return make(&self.trust, ignore_cn, Some(identity))
+                .map_err(|e| client_cert::mismatch(&stored.file, &e));
         }
+        Ok(if ignore_cn {
+            self.ignore_cn.clone()
+        } else {
+            self.strict.clone()
+        })
     }
 }
 
-fn make(trust: &TrustConfig, ignore_cn: bool) -> Result<tokio_native_tls::TlsConnector, BitsError> {
+fn make(
+    trust: &TrustConfig,
+    ignore_cn: bool,
+    identity: Option<native_tls::Identity>,
+) -> Result<tokio_native_tls::TlsConnector, native_tls::Error> {
     let mut b = native_tls::TlsConnector::builder();
+    if let Some(identity) = identity {
+        b.identity(identity);
+    }
     b.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
     b.disable_built_in_roots(!trust.system_roots);
     for root in &trust.roots {
@@ -119,10 +150,13 @@ fn make(trust: &TrustConfig, ignore_cn: bool) -> Result<tokio_native_tls::TlsCon
     // danger_accept_invalid_certs is never used: it turns off every check
     // (`docs/spec/tls.md`, pitfall 1).
     b.danger_accept_invalid_hostnames(ignore_cn);
-    let connector = b.build().map_err(|e| BitsError::Internal {
+    Ok(b.build()?.into())
+}
+
+fn setup_error(e: native_tls::Error) -> BitsError {
+    BitsError::Internal {
         what: format!("cannot create a native-tls connector: {e}"),
-    })?;
-    Ok(connector.into())
+    }
 }
 
 impl TlsConnect for NativeConnector {
@@ -134,12 +168,23 @@ impl TlsConnect for NativeConnector {
         tcp: TcpStream,
         policy: &ConnectionPolicy,
     ) -> BoxFuture<'static, Result<Self::Stream, BitsError>> {
-        let connector = self.for_policy(policy).cloned();
+        let connector = self.for_policy(policy);
+        let offered = policy.client_certificate().is_some();
         let host = host.to_owned();
         Box::pin(async move {
             let connector = connector?;
-            connector.connect(&host, tcp).await.map_err(|e| classify(&e))
+            connector
+                .connect(&host, tcp)
+                .await
+                .map_err(|e| classify(&e, offered))
         })
+    }
+
+    /// A server's alert about the client certificate after a TLS 1.3
+    /// handshake, from OpenSSL's words (see the crate documentation,
+    /// "Client certificates").
+    fn classify_io(error: &std::io::Error) -> Option<BitsError> {
+        client_cert::classify_io(error)
     }
 
     /// The leaf only: native-tls tells no more, so this backend refuses

@@ -47,10 +47,42 @@
 //! exist but are only unit-tested on sample text: this project's tests run
 //! on Linux.
 //!
+//! ## Client certificates
+//! (`docs/spec/http-options.md`, "Client certificate".) It loads **PEM with
+//! a PKCS#8 key**: the certificate, optionally its chain after it, and an
+//! unencrypted `PRIVATE KEY`, in the same file or a file of its own
+//! (native-tls's `Identity::from_pkcs8`). The TLS library checks the key
+//! against the certificate when the job sets it: a key that is not the
+//! leaf's is `CRYPT_E_NOT_FOUND`. Refused with `E_NOTIMPL` when set, with
+//! the command that converts them:
+//! - other key forms (`RSA PRIVATE KEY`, `EC PRIVATE KEY`, encrypted):
+//!   native-tls takes only PKCS#8 (`openssl pkcs8 -topk8 -nocrypt`);
+//! - **PKCS#12**: native-tls would open it, but never tells which
+//!   certificate it holds, and the job must keep that certificate's
+//!   thumbprint and check it at every connection. Reading it another way
+//!   needs a second PKCS#12 reader: not OpenSSL (this crate uses the
+//!   platform's TLS only), and the one pure-Rust reader (`p12-keystore`)
+//!   depends on pre-release RustCrypto crates in its current version (its
+//!   last release on stable ones adds 29 crates, a second x509-parser
+//!   among them, for one thumbprint). Convert with `openssl pkcs12
+//!   -nodes`, or use the openssl backend.
+//!
+//! With a client certificate, every connection reads the files again,
+//! checks the leaf's SHA-1 against the job's (`0x80070002` when gone,
+//! `CRYPT_E_NOT_FOUND` when changed, both fatal) and gets a connector
+//! (TLS context) of its own with the identity; the pools are keyed by the
+//! certificate. native-tls does not say whether the server asked for a
+//! certificate, so its alerts classify the failure, from OpenSSL's text on
+//! Linux: `certificate required`, or `handshake failure` when none was
+//! offered, is `0x80072F0C`; a certificate alert (`unknown ca`,
+//! `bad certificate`, …) against the one offered is `0x80072F8F`. With
+//! TLS 1.3 the verdict arrives as an alert on the first read after the
+//! handshake; `classify_io` maps it the same way.
+//!
 //! ## What it does not do
 //! - CRL checking (refused, see below); [`NativeTransportBuilder::crl_cache_dir`]
 //!   is accepted and ignored.
-//! - Client certificates, ALPN, HTTP/2.
+//! - PKCS#12 client certificates, ALPN, HTTP/2.
 //!
 //! ## Why the defaults are what they are
 //! The system roots are trusted unless [`NativeTransportBuilder::system_roots`]
@@ -88,7 +120,8 @@
 //! rejects a certificate whose revocation is already in the local CRL cache
 //! even without `ENABLE_CRL_CHECK` (`docs/spec/tls.md` §1.2).
 //!
-//! Each honoured value has its own connector (and TLS context), and
+//! Each honoured value has its own connector (and TLS context; with a
+//! client certificate, each connection), and
 //! `bits_http::HttpTransport` keeps one connection pool per value, so a
 //! connection or TLS session made under `0x02` never serves a `0x00`
 //! request.
@@ -96,6 +129,7 @@
 #![deny(missing_docs)]
 
 mod classify;
+mod client_cert;
 mod connector;
 mod policy;
 mod transport;

@@ -58,7 +58,10 @@ pub fn refusal_reason(flags: u32) -> Option<&'static str> {
 
 /// The backend's [`bits_core::Transport::check_policy`], decided from the
 /// policy alone (no transport needs building): `Ok` for certificate flags
-/// in [`SUPPORTED_CERT_FLAGS`], `E_NOTIMPL` otherwise.
+/// in [`SUPPORTED_CERT_FLAGS`], `E_NOTIMPL` otherwise, and for pins or a
+/// validator. A client certificate is accepted: only one the backend loads
+/// (PEM with a PKCS#8 key) can have been set on a job, and the connection
+/// reads it again (refusing any other form with `E_NOTIMPL` then too).
 pub fn check_policy(policy: &ConnectionPolicy) -> Result<(), BitsError> {
     if policy.checks_server() {
         return Err(BitsError::NotImplemented {
@@ -66,14 +69,6 @@ pub fn check_policy(policy: &ConnectionPolicy) -> Result<(), BitsError> {
                    chain a server presents, and a pin may name any certificate of it; the openssl \
                    and rustls backends can"
                 .into(),
-        });
-    }
-    if let Some(cert) = policy.client_certificate() {
-        return Err(BitsError::NotImplemented {
-            what: format!(
-                "client certificate {}: the native backend does not offer client certificates yet",
-                cert.file.path.display()
-            ),
         });
     }
     let flags = policy.flags();

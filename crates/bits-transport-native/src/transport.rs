@@ -1,7 +1,7 @@
 //! The native-tls backend as bits-http's [`TlsBackend`]:
 //! [`NativeTransport`], its builder.
 
-use bits_core::{BitsError, ConnectionPolicy};
+use bits_core::{BitsError, ClientCertificate, ClientCertificateFile, ConnectionPolicy};
 use bits_http::builder::{der_root, pem_roots, BuilderOptions};
 use bits_http::{TlsBackend, TlsTransport, TlsTransportBuilder};
 
@@ -42,6 +42,13 @@ impl TlsBackend for Native {
 
     fn check_policy(policy: &ConnectionPolicy) -> Result<(), BitsError> {
         check_policy(policy)
+    }
+
+    /// PEM with a PKCS#8 key only (native-tls's `Identity::from_pkcs8`);
+    /// PKCS#12 and other key forms are `E_NOTIMPL` (see the crate
+    /// documentation).
+    fn load_client_certificate(file: &ClientCertificateFile) -> Result<ClientCertificate, BitsError> {
+        crate::client_cert::load_for_job(file)
     }
 }
 

@@ -1,12 +1,13 @@
 //! The TLS handshake: tokio-rustls under a per-connection [`PolicyVerifier`]
-//! (`docs/spec/tls.md` §4.2). With CRLs, the verifier records which CRLs the path
-//! lacks and refuses; `bits_http::crl_cache::CrlConnector` downloads them
-//! and reconnects.
+//! (`docs/spec/tls.md` §4.2) and, when the job has one, its client
+//! certificate (`docs/spec/http-options.md`, "Client certificate"). With
+//! CRLs, the verifier records which CRLs the path lacks and refuses;
+//! `bits_http::crl_cache::CrlConnector` downloads them and reconnects.
 
 use std::fmt;
 use std::sync::Arc;
 
-use bits_core::ConnectionPolicy;
+use bits_core::{BitsError, ConnectionPolicy};
 use bits_http::crl_cache::{CrlConnector, CrlHandshake, CrlRequest, FailedHandshake};
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
@@ -16,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::client_cert::{classify_alert, load_for_connect, ClientAuth, ClientAuthRecord};
 use crate::crl::{CachedCrl, CrlNeed, Issuer};
 use crate::verify::{PolicyVerifier, SharedRecord};
 
@@ -25,7 +27,8 @@ pub type RustlsConnector = CrlConnector<RustlsHandshake>;
 
 /// One rustls handshake per connection, verifying the server under exactly
 /// the certificate bits of the policy it is given (or refusing where that
-/// cannot be decided).
+/// cannot be decided), and offering the job's client certificate to a
+/// server that asks.
 pub struct RustlsHandshake {
     roots: Arc<Vec<TrustAnchor<'static>>>,
     provider: Arc<CryptoProvider>,
@@ -43,7 +46,7 @@ impl RustlsHandshake {
     pub(crate) fn new(roots: Vec<TrustAnchor<'static>>) -> Self {
         RustlsHandshake {
             roots: Arc::new(roots),
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            provider: Arc::new(crate::transport::provider()),
         }
     }
 }
@@ -54,9 +57,11 @@ impl CrlHandshake for RustlsHandshake {
     type CrlNeed = CrlNeed;
     type Issuer<'a> = Issuer<'a>;
 
-    /// One handshake with a fresh `ClientConfig` (its own verifier, no
-    /// session resumption: a resumed session skips verification, so none
-    /// may cross policies, pitfall 9).
+    /// One handshake with a fresh `ClientConfig` (its own verifier, its own
+    /// client-certificate resolver, no session resumption: a resumed
+    /// session skips verification, so none may cross policies, pitfall 9).
+    /// The job's client certificate is read again at every handshake: the
+    /// files may be gone or changed since the job chose it.
     async fn handshake(
         &self,
         host: &str,
@@ -64,6 +69,12 @@ impl CrlHandshake for RustlsHandshake {
         policy: &ConnectionPolicy,
         crls: Option<Vec<CachedCrl>>,
     ) -> Result<TlsStream<TcpStream>, FailedHandshake<CrlNeed>> {
+        let client = match policy.client_certificate() {
+            Some(stored) => {
+                Some(load_for_connect(stored, &self.provider).map_err(FailedHandshake::classified)?)
+            }
+            None => None,
+        };
         let record = SharedRecord::default();
         let verifier = PolicyVerifier {
             roots: Arc::clone(&self.roots),
@@ -76,12 +87,17 @@ impl CrlHandshake for RustlsHandshake {
             record: record.clone(),
             algs: self.provider.signature_verification_algorithms,
         };
+        let auth = ClientAuthRecord::default();
+        let resolver = ClientAuth {
+            key: client,
+            record: auth.clone(),
+        };
         let mut config = ClientConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| FailedHandshake::other(format!("TLS setup: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+            .with_client_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.resumption = Resumption::disabled();
         let name = ServerName::try_from(host.to_owned())
@@ -92,17 +108,30 @@ impl CrlHandshake for RustlsHandshake {
                 let mut rec = record.lock();
                 let tls = e
                     .get_ref()
-                    .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+                // The server's verdict on the client certificate, when the
+                // verifier found nothing wrong with the server first.
+                let subject = policy.client_certificate().map(|c| c.subject.as_str());
+                let error = match (&rec.rejection, tls) {
+                    (None, Some(tls)) => classify_alert(tls, auth.asked(), auth.offered(), subject),
+                    _ => None,
+                };
                 // The classification comes from the verifier's own record.
                 Err(FailedHandshake {
                     rejection: rec.rejection.take(),
                     crl_needs: std::mem::take(&mut rec.crl_needs),
                     text: e.to_string(),
-                    io: !tls && e.kind() != std::io::ErrorKind::InvalidData,
-                    error: None,
+                    io: tls.is_none() && e.kind() != std::io::ErrorKind::InvalidData,
+                    error,
                 })
             }
         }
+    }
+
+    /// A server's alert about the client certificate after a TLS 1.3
+    /// handshake (see the crate documentation, "Client certificates").
+    fn classify_io(error: &std::io::Error) -> Option<BitsError> {
+        crate::client_cert::classify_io(error)
     }
 
     /// Every certificate of the path but the anchor needs its CRL.

@@ -68,9 +68,34 @@
 //!   key of the certificate's issuer, and fresh; one that is not is never
 //!   cached. Without `0x01` no CRL is ever fetched.
 //!
+//! ## Client certificates
+//! (`docs/spec/http-options.md`, "Client certificate".) It loads **PEM**: the
+//! certificate, optionally its chain after it, and the private key in
+//! PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or SEC1
+//! (`EC PRIVATE KEY`) form, in the same file or a file of its own; keys
+//! ring signs with (RSA 2048–8192 bits, ECDSA P-256/P-384, Ed25519). The
+//! key must be the leaf's (`CertifiedKey::keys_match`), else
+//! `CRYPT_E_NOT_FOUND`. Refused with `E_NOTIMPL` when set on a job:
+//! **PKCS#12** (rustls reads none, and no well-kept pure-Rust PKCS#12
+//! reader is among this project's dependencies: convert with
+//! `openssl pkcs12 -nodes`, or use the openssl backend), encrypted keys,
+//! other key types.
+//!
+//! Every connection reads the files again and checks the leaf's SHA-1
+//! against the job's (`0x80070002` when gone, `CRYPT_E_NOT_FOUND` when
+//! changed, both fatal), and offers the certificate to any server that
+//! asks. A server that asks and gets none: `0x80072F0C`; one that refuses
+//! the certificate offered: `0x80072F8F`, naming its alert. With TLS 1.3
+//! the server's verdict comes after the client's handshake is complete, as
+//! an alert on the first read: `classify_io` maps it the same way (the
+//! server has read no request by then). Each
+//! handshake has its own `ClientConfig`, as for the flags, and the pools
+//! are keyed by the certificate, so nothing made with one certificate (or
+//! none) serves another.
+//!
 //! ## What it does not do
 //! - OCSP, OCSP stapling, delta CRLs, CRLs over https or ldap.
-//! - Client certificates, proxies, HTTP/2.
+//! - PKCS#12 client certificates, proxies, HTTP/2.
 //!
 //! ## Why the defaults are what they are
 //! System roots on (`rustls-native-certs`, which honours `SSL_CERT_FILE` /
@@ -79,6 +104,7 @@
 
 #![deny(missing_docs)]
 
+mod client_cert;
 mod connector;
 mod crl;
 mod der;

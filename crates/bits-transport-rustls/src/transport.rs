@@ -1,7 +1,7 @@
 //! The rustls backend as bits-http's [`TlsBackend`]: [`RustlsTransport`],
 //! its builder and its policy check.
 
-use bits_core::{BitsError, ConnectionPolicy};
+use bits_core::{BitsError, ClientCertificate, ClientCertificateFile, ConnectionPolicy};
 use bits_http::builder::{pem_roots, BuilderOptions};
 use bits_http::crl_cache::CrlConnector;
 use bits_http::{TlsBackend, TlsTransport, TlsTransportBuilder};
@@ -54,6 +54,19 @@ impl TlsBackend for Rustls {
     fn check_policy(policy: &ConnectionPolicy) -> Result<(), BitsError> {
         check_policy(policy)
     }
+
+    /// PEM only: the certificate (and its chain), the key in PKCS#8,
+    /// PKCS#1 (RSA) or SEC1 (EC) form, in the same file or its own; the key
+    /// must be the leaf's. PKCS#12 and encrypted keys are `E_NOTIMPL` (see
+    /// the crate documentation).
+    fn load_client_certificate(file: &ClientCertificateFile) -> Result<ClientCertificate, BitsError> {
+        crate::client_cert::load_for_job(file, &provider())
+    }
+}
+
+/// The crypto provider of every handshake and key: ring.
+pub(crate) fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 fn anchor(der: &[u8]) -> Result<TrustAnchor<'static>, BitsError> {
@@ -100,15 +113,9 @@ pub type RustlsTransportBuilder = TlsTransportBuilder<Rustls>;
 /// policy alone (no transport needs building): every policy is accepted;
 /// each certificate flag is honoured exactly or, in the cases the crate
 /// documentation lists, more narrowly (the transfer fails with the fault's
-/// error); never more broadly.
-pub fn check_policy(policy: &ConnectionPolicy) -> Result<(), BitsError> {
-    if let Some(cert) = policy.client_certificate() {
-        return Err(BitsError::NotImplemented {
-            what: format!(
-                "client certificate {}: the rustls backend does not offer client certificates yet",
-                cert.file.path.display()
-            ),
-        });
-    }
+/// error); never more broadly. A client certificate is accepted: only one
+/// `load_client_certificate` read (PEM) can have been set on a job, and it
+/// is read and checked again at every connection.
+pub fn check_policy(_policy: &ConnectionPolicy) -> Result<(), BitsError> {
     Ok(())
 }
