@@ -113,7 +113,7 @@ fn with_method(env: &mut Env, method: &str) {
 
 #[tokio::test]
 async fn a_post_job_sends_post_with_no_body() {
-    let mut env = Env::new(&[("/api", Route::body("answer"))]);
+    let mut env = Env::new(&[("/api", Route::body("answer").only_method("POST"))]);
     with_method(&mut env, "POST");
     env.job.set_custom_headers(&["X-Custom: c"]).unwrap();
     assert_eq!(env.run().await.state, JobState::Transferred);
@@ -125,6 +125,14 @@ async fn a_post_job_sends_post_with_no_body() {
     assert!(matches!(reqs[0].header("content-length"), None | Some("0")));
     assert_eq!(reqs[0].header("transfer-encoding"), None);
     assert_eq!(reqs[0].header("x-custom"), Some("c"));
+}
+
+#[tokio::test]
+async fn a_get_job_on_a_post_only_endpoint_fails_with_405() {
+    let mut env = Env::new(&[("/api", Route::body("answer").only_method("POST"))]);
+    assert_eq!(env.run().await.state, JobState::Error);
+    assert_eq!(env.job.error.as_ref().unwrap().code.0, 0x8019_0195);
+    assert_eq!(env.server.requests()[0].method, "GET");
 }
 
 #[tokio::test]

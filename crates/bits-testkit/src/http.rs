@@ -110,6 +110,7 @@ pub struct Route {
     fail_first: Option<(u32, u16)>,
     retry_after: Option<String>,
     authorization: Option<String>,
+    method: Option<String>,
     headers: Vec<(String, String)>,
     close: bool,
     delay: Option<Duration>,
@@ -129,6 +130,7 @@ impl Route {
             fail_first: None,
             retry_after: None,
             authorization: None,
+            method: None,
             headers: Vec::new(),
             close: false,
             delay: None,
@@ -243,6 +245,13 @@ impl Route {
     /// unless the request's `Authorization` is exactly `value`.
     pub fn require_authorization(mut self, value: impl Into<String>) -> Route {
         self.authorization = Some(value.into());
+        self
+    }
+
+    /// Answers 405 (with `Allow: METHOD`) to any other method, as an
+    /// endpoint that takes only POST does.
+    pub fn only_method(mut self, method: impl Into<String>) -> Route {
+        self.method = Some(method.into());
         self
     }
 
@@ -934,6 +943,14 @@ fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
     let route = entry.route.clone();
     let extra = &route.headers;
 
+    if let Some(only) = &route.method {
+        if !req.method.eq_ignore_ascii_case(only) {
+            let mut plan = Plan::simple(405, format!("only {only} here\n"), head);
+            plan.headers.push(("Allow".into(), only.clone()));
+            add_route_headers(&mut plan.headers, extra);
+            return plan;
+        }
+    }
     if let Some(expected) = &route.authorization {
         if req.authorization() != Some(expected.as_str()) {
             let mut plan = Plan::simple(401, "authorization required\n".into(), head);
