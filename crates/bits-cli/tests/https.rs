@@ -102,12 +102,20 @@ fn the_system_roots_do_not_trust_the_test_pki() {
     // Without SSL_CERT_FILE the test root is unknown: 0x80072F0D.
     let env = Env::new().env("SSL_CERT_FILE", "/nonexistent/roots.pem");
     let good = TlsServer::start(TestPki::shared().leaf(LeafKind::Good));
-    env.run(&[
-        "--backend",
-        "openssl",
-        "transfer",
-        good.url("/file").as_str(),
-        env.path("x").to_str().unwrap(),
-    ])
-    .fails(1, "0x80072F0D");
+    let url = good.url("/file");
+    let run = env
+        .run(&[
+            "--backend",
+            "openssl",
+            "transfer",
+            url.as_str(),
+            env.path("x").to_str().unwrap(),
+        ])
+        .fails(1, "0x80072F0D");
+    // The line points at the tool that says why.
+    assert!(
+        run.stderr.contains(&format!("bits diagnose {url}")),
+        "{}",
+        run.stderr
+    );
 }

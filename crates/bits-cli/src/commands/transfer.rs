@@ -75,27 +75,66 @@ pub(super) fn wait(ctx: &Ctx, job: &str) -> anyhow::Result<ExitCode> {
     let bars = watch::show_bars(ctx.global.quiet);
     let ended = settled(watch::follow(&store, &[job.id], false, bars, ctx.global.verbose)?);
     let job = ended.into_iter().next().unwrap_or(job);
-    settle_exit(&job)
+    settle_exit(&store, &job)
 }
 
 /// Exit 0 for TRANSFERRED (or already ACKNOWLEDGED), 1 with the error line
 /// otherwise.
-pub(super) fn settle_exit(job: &Job) -> anyhow::Result<ExitCode> {
+pub(super) fn settle_exit(store: &Store, job: &Job) -> anyhow::Result<ExitCode> {
     match job.state() {
         JobState::Transferred | JobState::Acknowledged => Ok(ExitCode::SUCCESS),
-        _ => Err(job_failure(job).into()),
+        _ => Err(job_failure(store, job).into()),
     }
 }
 
-/// The one line for a job that did not transfer.
-pub(super) fn job_failure(job: &Job) -> Failure {
+/// The HRESULTs of a server certificate refused under the flags
+/// (`docs/spec/policy.md`), which `bits diagnose` explains.
+fn is_server_cert_failure(code: Hresult) -> bool {
+    [
+        Hresult::WINHTTP_SECURE_CERT_DATE_INVALID,
+        Hresult::WINHTTP_SECURE_CERT_CN_INVALID,
+        Hresult::WINHTTP_SECURE_INVALID_CA,
+        Hresult::WINHTTP_SECURE_CERT_WRONG_USAGE,
+        Hresult::WINHTTP_SECURE_CERT_REVOKED,
+        Hresult::WINHTTP_SECURE_CERT_REV_FAILED,
+    ]
+    .contains(&code)
+}
+
+/// The one line for a job that did not transfer. `job` may be a head
+/// without files (as watchers read it); the store gives the failed file's
+/// URL when the line needs it.
+pub(super) fn job_failure(store: &Store, job: &Job) -> Failure {
     let id = job.id;
     match (job.state(), &job.error) {
-        (JobState::Error, Some(e)) => Failure::runtime(
-            e.code,
-            format!("job {id} is in ERROR ({}): {}", e.context.as_str(), e.message),
-            format!("`bits info {id}` shows it; fix the cause and `bits resume {id}`, or `bits cancel {id}`"),
-        ),
+        (JobState::Error, Some(e)) => {
+            let mut hint = format!(
+                "`bits info {id}` shows it; fix the cause and `bits resume {id}`, or `bits cancel {id}`"
+            );
+            // A server certificate the flags refused: diagnose says why, and
+            // the least flags that would accept it.
+            let url = match (is_server_cert_failure(e.code), e.file_index) {
+                (true, Some(i)) => match job.files.get(i) {
+                    Some(f) => Some(f.remote_name.clone()),
+                    None => store
+                        .get(id)
+                        .ok()
+                        .flatten()
+                        .and_then(|j| j.files.get(i).map(|f| f.remote_name.clone())),
+                },
+                _ => None,
+            };
+            if let Some(url) = url.filter(|u| u.starts_with("https://")) {
+                hint = format!(
+                    "`bits diagnose {url}` shows the server's chain, its faults and the least flags that accept it; {hint}"
+                );
+            }
+            Failure::runtime(
+                e.code,
+                format!("job {id} is in ERROR ({}): {}", e.context.as_str(), e.message),
+                hint,
+            )
+        }
         (state, _) => Failure::runtime(
             Hresult::E_FAIL,
             format!(
@@ -137,7 +176,7 @@ pub(super) fn monitor(ctx: &Ctx, job: Option<&str>) -> anyhow::Result<ExitCode> 
     if job.is_some() {
         if let Some(j) = ended.first() {
             if j.state() == JobState::Error {
-                return Err(job_failure(j).into());
+                return Err(job_failure(&store, j).into());
             }
         }
     }
@@ -226,7 +265,7 @@ pub(super) fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode
             }
         }
     } else {
-        result = Err(job_failure(&job));
+        result = Err(job_failure(&store, &job));
     }
     if ctx.global.json {
         out!("{}", view::job_json(&job));
