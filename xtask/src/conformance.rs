@@ -111,6 +111,9 @@ pub struct Report {
     pub reasons: BTreeMap<u32, String>,
     /// Markdown notes to show under the backend's table, if any.
     pub notes: Option<String>,
+    /// The client certificate files the backend loads, in words
+    /// (`"client_certificates"`, optional).
+    pub client_certificates: Option<String>,
 }
 
 /// Runs the task.
@@ -270,8 +273,13 @@ pub fn parse_report(text: &str) -> Result<Report> {
             outcome: str_field(c, "outcome")?,
         });
     }
+    let client_certificates = v
+        .get("client_certificates")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     Ok(Report {
         backend,
+        client_certificates,
         cases,
         pins,
         reasons: BTreeMap::new(),
@@ -592,6 +600,20 @@ pub fn render_backends(reports: &[Report]) -> String {
             }
         );
     }
+    if reports.iter().any(|r| r.client_certificates.is_some()) {
+        out.push_str("\n## Client certificates\n\n");
+        out.push_str(
+            "The files each backend loads as a job's client certificate \
+             (`TlsBackend::CLIENT_CERT_FORMATS`, tested by the client-certificate suite); \
+             any other form is refused with E_NOTIMPL (0x80004001) when it is set on a job. \
+             Every backend reads the files again at each new connection.\n\n",
+        );
+        for r in reports {
+            if let Some(c) = &r.client_certificates {
+                let _ = writeln!(out, "- **{}**: {}", r.backend, escape(c));
+            }
+        }
+    }
     out
 }
 
@@ -612,6 +634,19 @@ mod tests {
         let mut r = parse_report(NATIVE).unwrap();
         r.reasons = parse_reasons(r#"{"0x0004": "only all | nothing"}"#).unwrap();
         r
+    }
+
+    #[test]
+    fn backends_show_the_client_certificate_formats_when_reported() {
+        let mut r = native();
+        assert!(!render_backends(std::slice::from_ref(&r)).contains("Client certificates"));
+        r.client_certificates = Some("PEM (PKCS#8 key only), no PKCS#12".into());
+        let md = render_backends(&[r]);
+        assert!(md.contains("## Client certificates"), "{md}");
+        assert!(
+            md.contains("- **native**: PEM (PKCS#8 key only), no PKCS#12"),
+            "{md}"
+        );
     }
 
     #[test]

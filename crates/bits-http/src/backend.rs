@@ -36,6 +36,11 @@ pub trait TlsBackend: Sized + Send + Sync + 'static {
     /// The handshake the transport runs for every `https` connection.
     type Connector: TlsConnect;
 
+    /// The client certificate files [`TlsBackend::load_client_certificate`]
+    /// loads (none by default); it refuses every other form with
+    /// `E_NOTIMPL`.
+    const CLIENT_CERT_FORMATS: crate::client_cert::Formats = crate::client_cert::Formats::NONE;
+
     /// The certificates of a PEM bundle (one or more `CERTIFICATE` blocks).
     ///
     /// # Errors

@@ -19,6 +19,56 @@ use bits_core::{BitsError, ClientCertificate, ClientCertificateFile, Thumbprint}
 use sha1::{Digest, Sha1};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+/// The client certificate files a backend loads
+/// ([`crate::TlsBackend::CLIENT_CERT_FORMATS`]); every other form it refuses
+/// with `E_NOTIMPL` when it is set on a job. `bits backends` and
+/// `docs/backends.md` show it, and the testkit's client-certificate suite
+/// tests each backend against it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Formats {
+    /// PEM: the certificate (and its chain) with a PKCS#8 key
+    /// (`BEGIN PRIVATE KEY`), in the same file or its own.
+    pub pem: bool,
+    /// PEM keys that are not PKCS#8 (`BEGIN RSA PRIVATE KEY`, `BEGIN EC
+    /// PRIVATE KEY`).
+    pub non_pkcs8_keys: bool,
+    /// Encrypted PEM keys, opened with the job's password.
+    pub encrypted_keys: bool,
+    /// PKCS#12 (`.p12`, `.pfx`), opened with the job's password.
+    pub pkcs12: bool,
+}
+
+impl Formats {
+    /// None at all: the backend offers no client certificates.
+    pub const NONE: Formats = Formats {
+        pem: false,
+        non_pkcs8_keys: false,
+        encrypted_keys: false,
+        pkcs12: false,
+    };
+
+    /// One line for people: `PEM (PKCS#8, PKCS#1 or SEC1 key), PKCS#12`.
+    pub fn describe(&self) -> String {
+        if !self.pem && !self.pkcs12 {
+            return "none".to_owned();
+        }
+        let mut parts = Vec::new();
+        if self.pem {
+            let mut keys = String::from(if self.non_pkcs8_keys {
+                "PKCS#8, PKCS#1 or SEC1 key"
+            } else {
+                "PKCS#8 key only"
+            });
+            if self.encrypted_keys {
+                keys.push_str(", encrypted or not");
+            }
+            parts.push(format!("PEM ({keys})"));
+        }
+        parts.push(if self.pkcs12 { "PKCS#12" } else { "no PKCS#12" }.to_owned());
+        parts.join(", ")
+    }
+}
+
 /// How a certificate file is encoded (detected by content).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -225,6 +275,26 @@ mod tests {
             read(&file(&p12, Some(&key))).unwrap_err().hresult().0,
             0x8009_2004
         );
+    }
+
+    #[test]
+    fn formats_describe_themselves() {
+        assert_eq!(Formats::NONE.describe(), "none");
+        let all = Formats {
+            pem: true,
+            non_pkcs8_keys: true,
+            encrypted_keys: true,
+            pkcs12: true,
+        };
+        assert_eq!(
+            all.describe(),
+            "PEM (PKCS#8, PKCS#1 or SEC1 key, encrypted or not), PKCS#12"
+        );
+        let pem = Formats {
+            pem: true,
+            ..Formats::NONE
+        };
+        assert_eq!(pem.describe(), "PEM (PKCS#8 key only), no PKCS#12");
     }
 
     #[test]

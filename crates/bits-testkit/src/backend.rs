@@ -148,5 +148,8 @@ pub fn host_handshake<B: TlsBackend>(addr: SocketAddr, host: String, flags: u32)
 pub async fn run_matrix<B: TlsBackend>() -> Report {
     let crl_cache = TempDir::new("conformance-crl");
     let dir = crl_cache.path().to_owned();
-    conformance::run_matrix(B::NAME, &|pki| Arc::new(with_pki_and_crl_cache::<B>(pki, &dir))).await
+    let mut report =
+        conformance::run_matrix(B::NAME, &|pki| Arc::new(with_pki_and_crl_cache::<B>(pki, &dir))).await;
+    report.client_certificates = Some(B::CLIENT_CERT_FORMATS.describe());
+    report
 }

@@ -223,11 +223,17 @@ pub struct Report {
     pub pins: Vec<PinCaseResult>,
     /// How long the whole matrix took.
     pub elapsed: Duration,
+    /// The client certificate files the backend loads, in words
+    /// (`TlsBackend::CLIENT_CERT_FORMATS`), when the runner knows the
+    /// backend type.
+    pub client_certificates: Option<String>,
 }
 
 #[derive(Serialize)]
 struct JsonReport<'a> {
     backend: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_certificates: Option<&'a str>,
     cases: Vec<JsonCase>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pins: Vec<JsonPinCase>,
@@ -306,6 +312,7 @@ impl Report {
             .collect();
         serde_json::to_string_pretty(&JsonReport {
             backend: &self.backend,
+            client_certificates: self.client_certificates.as_deref(),
             cases,
             pins,
         })
@@ -524,6 +531,7 @@ async fn run_all(
         cases,
         pins,
         elapsed: started.elapsed(),
+        client_certificates: None,
     }
 }
 

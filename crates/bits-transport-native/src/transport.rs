@@ -21,6 +21,12 @@ impl TlsBackend for Native {
     const NAME: &'static str = NAME;
     type Root = native_tls::Certificate;
     type Connector = NativeConnector;
+    const CLIENT_CERT_FORMATS: bits_http::client_cert::Formats = bits_http::client_cert::Formats {
+        pem: true,
+        non_pkcs8_keys: false,
+        encrypted_keys: false,
+        pkcs12: false,
+    };
 
     fn roots_from_pem(pem: &[u8]) -> Result<Vec<native_tls::Certificate>, BitsError> {
         pem_roots(native_tls::Certificate::stack_from_pem(pem))

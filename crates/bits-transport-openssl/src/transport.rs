@@ -18,6 +18,12 @@ impl TlsBackend for Openssl {
     const NAME: &'static str = "openssl";
     type Root = X509;
     type Connector = OpensslConnector;
+    const CLIENT_CERT_FORMATS: bits_http::client_cert::Formats = bits_http::client_cert::Formats {
+        pem: true,
+        non_pkcs8_keys: true,
+        encrypted_keys: true,
+        pkcs12: true,
+    };
 
     fn roots_from_pem(pem: &[u8]) -> Result<Vec<X509>, BitsError> {
         pem_roots(X509::stack_from_pem(pem))

@@ -3,15 +3,7 @@
 //! [`bits_testkit::suites::client_certs`] (one test per case, by
 //! [`bits_testkit::client_cert_tests`]). OpenSSL loads every format.
 
-use bits_testkit::suites::client_certs::Formats;
-
-bits_testkit::client_cert_tests!(
-    bits_transport_openssl::Openssl,
-    Formats {
-        pkcs12: true,
-        non_pkcs8_keys: true,
-    }
-);
+bits_testkit::client_cert_tests!(bits_transport_openssl::Openssl);
 
 // OpenSSL's own: encrypted PEM keys, PKCS#12 without a password or with
 // 3DES, and the policy check.

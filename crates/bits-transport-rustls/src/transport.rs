@@ -18,6 +18,12 @@ impl TlsBackend for Rustls {
     const NAME: &'static str = "rustls";
     type Root = TrustAnchor<'static>;
     type Connector = RustlsConnector;
+    const CLIENT_CERT_FORMATS: bits_http::client_cert::Formats = bits_http::client_cert::Formats {
+        pem: true,
+        non_pkcs8_keys: true,
+        encrypted_keys: false,
+        pkcs12: false,
+    };
 
     /// Each certificate must also be usable as a trust anchor.
     fn roots_from_pem(pem: &[u8]) -> Result<Vec<TrustAnchor<'static>>, BitsError> {

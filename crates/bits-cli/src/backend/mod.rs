@@ -124,6 +124,30 @@ impl Backend {
         }
     }
 
+    /// The client certificate files the backend loads.
+    pub fn client_cert_formats(self) -> bits_http::client_cert::Formats {
+        match self {
+            #[cfg(feature = "openssl")]
+            Backend::Openssl => {
+                <bits_transport_openssl::Openssl as bits_http::TlsBackend>::CLIENT_CERT_FORMATS
+            }
+            #[cfg(feature = "rustls")]
+            Backend::Rustls => <bits_transport_rustls::Rustls as bits_http::TlsBackend>::CLIENT_CERT_FORMATS,
+            #[cfg(feature = "native")]
+            Backend::Native => <bits_transport_native::Native as bits_http::TlsBackend>::CLIENT_CERT_FORMATS,
+        }
+    }
+
+    /// Whether the backend honours server certificate pins (it must see
+    /// the whole presented chain).
+    pub fn honours_pins(self) -> bool {
+        let pin = bits_core::PinSet::parse(&format!("sha256//{}", "A".repeat(43) + "="))
+            .ok()
+            .flatten();
+        self.check_policy(&ConnectionPolicy::default().with_pins(pin))
+            .is_ok()
+    }
+
     /// Builds the backend's transport: the system's trusted roots (which
     /// `SSL_CERT_FILE` / `SSL_CERT_DIR` replace), with the CRL cache in the
     /// store folder where the backend has one.

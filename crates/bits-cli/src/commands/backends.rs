@@ -17,17 +17,31 @@ pub(super) fn backends(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ),
             Err(e) => (Vec::new(), Some(Failure::from_bits(&e).to_string())),
         };
-        rows.push((b.name(), i == 0, flags, problem));
+        rows.push((
+            b.name(),
+            i == 0,
+            flags,
+            problem,
+            b.client_cert_formats(),
+            b.honours_pins(),
+        ));
     }
     if ctx.global.json {
         let array: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(name, default, flags, problem)| {
+            .map(|(name, default, flags, problem, certs, pins)| {
                 serde_json::json!({
                     "name": name,
                     "default": default,
                     "supported_cert_flags": flags,
                     "supported_cert_flags_hex": flags.iter().map(|f| format!("0x{f:04X}")).collect::<Vec<_>>(),
+                    "client_certificates": {
+                        "pem": certs.pem,
+                        "non_pkcs8_keys": certs.non_pkcs8_keys,
+                        "encrypted_keys": certs.encrypted_keys,
+                        "pkcs12": certs.pkcs12,
+                    },
+                    "server_cert_pins": pins,
                     "error": problem,
                 })
             })
@@ -35,7 +49,7 @@ pub(super) fn backends(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         out!("{}", serde_json::Value::Array(array));
         return Ok(ExitCode::SUCCESS);
     }
-    for (name, default, flags, problem) in &rows {
+    for (name, default, flags, problem, certs, pins) in &rows {
         let mark = if *default { " (default)" } else { "" };
         out!("{name}{mark}");
         if let Some(p) = problem {
@@ -53,6 +67,15 @@ pub(super) fn backends(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             );
         }
         out!("  redirect bits 0x0000 0x0100 0x0200, with or without 0x0800: always");
+        out!(
+            "  client certificates: {}; other forms are refused with 0x80004001 E_NOTIMPL",
+            certs.describe()
+        );
+        if *pins {
+            out!("  server certificate pins and validators: honoured");
+        } else {
+            out!("  server certificate pins and validators: refused with 0x80004001 E_NOTIMPL (the backend sees only the leaf)");
+        }
     }
     let missing: Vec<&str> = backend::KNOWN
         .iter()

@@ -6,10 +6,10 @@
 //! [`TestPki::shared`] (the client must send the intermediate).
 //!
 //! ```text
-//! client_cert_tests!(Openssl, Formats { pkcs12: true, non_pkcs8_keys: true });
+//! client_cert_tests!(Openssl);
 //! ```
 //!
-//! [`Formats`] says what the backend loads; a format it does not load must
+//! The backend's [`TlsBackend::CLIENT_CERT_FORMATS`] says what it loads; a format it does not load must
 //! be refused with `E_NOTIMPL` when it is set, never at connect time.
 //! Tests that change a file work on a copy of the shared files
 //! ([`ClientCertPaths::copy_to`]).
@@ -44,17 +44,7 @@ pub const FILE_NOT_FOUND: u32 = 0x8007_0002;
 /// `E_NOTIMPL`.
 pub const NOT_IMPLEMENTED: u32 = 0x8000_4001;
 
-/// The client certificate formats a backend loads, beyond PEM with a
-/// PKCS#8 key (`BEGIN PRIVATE KEY`, in the certificate's file or its own),
-/// which every backend loads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Formats {
-    /// PKCS#12 (`.p12`, `.pfx`) with a password.
-    pub pkcs12: bool,
-    /// PEM keys that are not PKCS#8 (`BEGIN EC PRIVATE KEY`, `BEGIN RSA
-    /// PRIVATE KEY`).
-    pub non_pkcs8_keys: bool,
-}
+pub use bits_http::client_cert::Formats;
 
 /// Both TLS versions a server may speak.
 const VERSIONS: [MaxTls; 2] = [MaxTls::Tls13, MaxTls::Tls12];
@@ -158,7 +148,8 @@ fn wait_refused(server: &MtlsServer, n: usize) {
 /// it, connect to a server that requires a certificate, over TLS 1.3 and
 /// 1.2: 200, and the server saw the client leaf (verified through the
 /// intermediate the client sent).
-pub async fn required_and_given_succeeds_and_the_server_sees_it<B: TlsBackend>(formats: Formats) {
+pub async fn required_and_given_succeeds_and_the_server_sees_it<B: TlsBackend>() {
+    let formats = B::CLIENT_CERT_FORMATS;
     let f = files();
     let mut cases = vec![
         ("PEM, key in the same file", pem(&f.combined_pem)),
@@ -257,7 +248,8 @@ fn chmod(path: &Path, mode: u32) {
 /// A private key its owner's group or others can read is refused when it
 /// is set (`E_ACCESSDENIED`), in a key file, a PEM holding its key, or a
 /// PKCS#12; a certificate without its key may be world-readable.
-pub async fn a_key_others_can_read_is_refused_at_load<B: TlsBackend>(formats: Formats) {
+pub async fn a_key_others_can_read_is_refused_at_load<B: TlsBackend>() {
+    let formats = B::CLIENT_CERT_FORMATS;
     let dir = TempDir::new("client-cert-modes");
     let f = files().copy_to(dir.path());
     chmod(&f.cert_pem, 0o644);
@@ -284,7 +276,8 @@ pub async fn a_key_others_can_read_is_refused_at_load<B: TlsBackend>(formats: Fo
 /// PKCS#12: the right password loads (and connects), a wrong or missing
 /// one is `0x80070056`; a backend without PKCS#12 refuses it at load
 /// (`E_NOTIMPL`).
-pub async fn pkcs12_needs_its_password<B: TlsBackend>(formats: Formats) {
+pub async fn pkcs12_needs_its_password<B: TlsBackend>() {
+    let formats = B::CLIENT_CERT_FORMATS;
     let f = files();
     let right = pkcs12(&f.pkcs12, f.pkcs12_password());
     if !formats.pkcs12 {
@@ -304,7 +297,8 @@ pub async fn pkcs12_needs_its_password<B: TlsBackend>(formats: Formats) {
 
 /// PEM keys that are not PKCS#8: loaded by a backend that says so, else
 /// refused at load with `E_NOTIMPL` (apart or in the certificate's file).
-pub async fn non_pkcs8_keys_load_or_are_refused_at_load<B: TlsBackend>(formats: Formats) {
+pub async fn non_pkcs8_keys_load_or_are_refused_at_load<B: TlsBackend>() {
+    let formats = B::CLIENT_CERT_FORMATS;
     let f = files();
     let cases = [
         pem_and_key(&f.cert_pem, &f.key_sec1_pem),

@@ -274,15 +274,15 @@ macro_rules! diagnose_tests {
 }
 
 /// One `#[tokio::test]` per [`suites::client_certs`](crate::suites::client_certs)
-/// case: `client_cert_tests!(Backend, Formats { pkcs12: …, non_pkcs8_keys: … })`,
-/// the [`Formats`](crate::suites::client_certs::Formats) the backend loads
+/// case: `client_cert_tests!(Backend)`, checking the backend against the
+/// formats it declares (`TlsBackend::CLIENT_CERT_FORMATS`)
 /// (it must refuse the others with `E_NOTIMPL` when they are set).
 #[macro_export]
 macro_rules! client_cert_tests {
-    ($backend:ty, $formats:expr) => {
+    ($backend:ty) => {
         #[tokio::test]
         async fn client_cert_required_and_given_succeeds_and_the_server_sees_it() {
-            $crate::suites::client_certs::required_and_given_succeeds_and_the_server_sees_it::<$backend>($formats)
+            $crate::suites::client_certs::required_and_given_succeeds_and_the_server_sees_it::<$backend>()
                 .await;
         }
         #[tokio::test]
@@ -301,15 +301,15 @@ macro_rules! client_cert_tests {
         }
         #[tokio::test]
         async fn client_cert_key_others_can_read_is_refused_at_load() {
-            $crate::suites::client_certs::a_key_others_can_read_is_refused_at_load::<$backend>($formats).await;
+            $crate::suites::client_certs::a_key_others_can_read_is_refused_at_load::<$backend>().await;
         }
         #[tokio::test]
         async fn client_cert_pkcs12_needs_its_password() {
-            $crate::suites::client_certs::pkcs12_needs_its_password::<$backend>($formats).await;
+            $crate::suites::client_certs::pkcs12_needs_its_password::<$backend>().await;
         }
         #[tokio::test]
         async fn client_cert_non_pkcs8_keys_load_or_are_refused_at_load() {
-            $crate::suites::client_certs::non_pkcs8_keys_load_or_are_refused_at_load::<$backend>($formats).await;
+            $crate::suites::client_certs::non_pkcs8_keys_load_or_are_refused_at_load::<$backend>().await;
         }
         #[tokio::test]
         async fn client_cert_missing_or_mismatched_files_are_refused_at_load() {
