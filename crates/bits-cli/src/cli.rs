@@ -321,7 +321,7 @@ pub struct TransferArgs {
     pub client_certificate: Option<PathBuf>,
     #[command(flatten)]
     pub secrets: CertSecrets,
-    /// Server key pins, sha256//<base64>[;sha256//<base64>]...
+    /// Server key pins, sha256//BASE64[;sha256//BASE64]...
     #[arg(long = "pin", value_name = "PINS")]
     pub pins: Option<String>,
     /// URL LOCAL pairs.
