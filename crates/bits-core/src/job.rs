@@ -13,6 +13,7 @@ use crate::error::{BitsError, Hresult, JobError};
 use crate::flags::SecurityFlags;
 use crate::http_options::{ClientCertificate, CustomHeaders, PinSet};
 use crate::policy::ConnectionPolicy;
+use crate::proxy::ProxySettings;
 use crate::state::{check_operation, next_state, Event, JobState, Operation};
 
 /// Default minimum retry delay, in seconds.
@@ -166,6 +167,9 @@ pub struct Job {
     /// The job has been resumed at least once (its HTTP method is fixed).
     #[serde(default)]
     pub resumed: bool,
+    /// How its connections are routed (`SetProxySettings`).
+    #[serde(default)]
+    pub proxy: ProxySettings,
 }
 
 impl Job {
@@ -194,6 +198,7 @@ impl Job {
             client_certificate: None,
             server_cert_pins: None,
             resumed: false,
+            proxy: ProxySettings::preconfig(),
         }
     }
 
@@ -371,6 +376,7 @@ impl Job {
             client_certificate,
             server_cert_pins,
             resumed,
+            proxy,
         } = self;
         Job {
             id: *id,
@@ -394,6 +400,7 @@ impl Job {
             client_certificate: client_certificate.clone(),
             server_cert_pins: server_cert_pins.clone(),
             resumed: *resumed,
+            proxy: proxy.clone(),
         }
     }
 
@@ -404,6 +411,22 @@ impl Job {
         ConnectionPolicy::new(self.security_flags)
             .with_client_certificate(self.client_certificate.clone())
             .with_pins(self.server_cert_pins.clone())
+            .with_proxy(self.proxy.clone())
+    }
+
+    /// Sets the proxy settings, once `check` (the transport's
+    /// [`crate::Transport::check_policy`]) says the job's policy with them
+    /// is honoured exactly.
+    pub fn set_proxy_settings(
+        &mut self,
+        proxy: ProxySettings,
+        check: impl FnOnce(&ConnectionPolicy) -> Result<(), BitsError>,
+    ) -> Result<(), BitsError> {
+        self.check(Operation::SetProperty)?;
+        check(&self.connection_policy().with_proxy(proxy.clone()))?;
+        self.proxy = proxy;
+        self.touch();
+        Ok(())
     }
 
     /// Sets the custom headers (`Name: value` lines; none removes them).

@@ -110,6 +110,7 @@ pub mod http_options;
 mod httpdate;
 pub mod job;
 pub mod policy;
+pub mod proxy;
 mod redirect;
 pub mod state;
 pub mod transport;
@@ -123,6 +124,7 @@ pub use http_options::{
 };
 pub use job::{FileInfo, Job, JobType, Priority};
 pub use policy::ConnectionPolicy;
+pub use proxy::{ProxyScheme, ProxySettings, ProxyUrl, ProxyUsage};
 pub use state::{Event, JobState, Operation};
 pub use transport::{
     BodySource, BodyStream, Method, Request, RequestBody, Response, SharedTransport, Transport,

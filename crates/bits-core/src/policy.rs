@@ -6,11 +6,12 @@ use std::fmt;
 use crate::error::{BitsError, Hresult};
 use crate::flags::SecurityFlags;
 use crate::http_options::{ClientCertificate, PinSet, ServerCertCheck};
+use crate::proxy::ProxySettings;
 
 /// What a connection is made under: the certificate part of the job's
-/// security flags, its client certificate, and its server-certificate
-/// validation (pins, an embedder's validator); a proxy route and
-/// credentials join it as they come.
+/// security flags, its client certificate, its server-certificate
+/// validation (pins, an embedder's validator), and its proxy settings
+/// (which route each connection takes); credentials join it next.
 ///
 /// A transport keys its connection pools (and any TLS session cache) by
 /// the whole value, hands it to its TLS handshake, and refuses, in
@@ -32,6 +33,7 @@ pub struct ConnectionPolicy {
     client_certificate: Option<ClientCertificate>,
     pins: Option<PinSet>,
     validator: Option<ServerCertCheck>,
+    proxy: ProxySettings,
 }
 
 impl ConnectionPolicy {
@@ -43,6 +45,7 @@ impl ConnectionPolicy {
             client_certificate: None,
             pins: None,
             validator: None,
+            proxy: ProxySettings::preconfig(),
         }
     }
 
@@ -93,6 +96,20 @@ impl ConnectionPolicy {
     /// The embedder's validator, as the job's connections carry it.
     pub fn validator(&self) -> Option<&ServerCertCheck> {
         self.validator.as_ref()
+    }
+
+    /// This policy routing connections by `proxy`.
+    #[must_use]
+    pub fn with_proxy(mut self, proxy: ProxySettings) -> ConnectionPolicy {
+        self.proxy = proxy;
+        self
+    }
+
+    /// How connections are routed: the daemon's environment (the
+    /// default), direct, or the job's own proxies. The job's flags and
+    /// client certificate apply to the origin, never to a proxy.
+    pub fn proxy(&self) -> &ProxySettings {
+        &self.proxy
     }
 
     /// Whether [`ConnectionPolicy::check_server`] has anything to check:
@@ -149,6 +166,9 @@ impl fmt::Display for ConnectionPolicy {
         }
         if self.validator.is_some() {
             f.write_str(", a validator")?;
+        }
+        if self.proxy != ProxySettings::preconfig() {
+            write!(f, ", proxy {}", self.proxy)?;
         }
         Ok(())
     }

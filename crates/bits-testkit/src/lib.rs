@@ -7,6 +7,7 @@ pub mod backend;
 pub mod conformance;
 pub mod crl;
 pub mod pki;
+pub mod proxies;
 pub mod suites;
 mod temp;
 pub mod tls;
