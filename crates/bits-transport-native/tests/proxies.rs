@@ -3,4 +3,4 @@
 //! backend: the shared cases of [`bits_testkit::suites::proxies`], with
 //! TLS end to end with the origin under the job's flags.
 
-bits_testkit::proxy_tests!(bits_transport_native::Native, refuses_ignore_date);
+bits_testkit::proxy_tests!(bits_transport_native::Native, refuses_ignore_date_and_crl);

@@ -329,15 +329,20 @@ macro_rules! client_cert_tests {
 
 /// One `#[tokio::test]` per [`suites::proxies`](crate::suites::proxies)
 /// case, with real tinyproxy and microsocks: `proxy_tests!(Backend)` for a
-/// backend that honours `IGNORE_DATE` (0x4), or
-/// `proxy_tests!(Backend, refuses_ignore_date)` for one that refuses it
-/// (native: the refusal is checked instead).
+/// backend that honours `IGNORE_DATE` (0x4) and `ENABLE_CRL_CHECK`, or
+/// `proxy_tests!(Backend, refuses_ignore_date_and_crl)` for one that
+/// refuses both (native: the refusal of 0x4 is checked instead, and the CRL
+/// case is left out).
 #[macro_export]
 macro_rules! proxy_tests {
     ($backend:ty) => {
         $crate::proxy_tests!(@cases $backend, true);
+        #[tokio::test]
+        async fn proxies_crl_checking_reconnects_through_the_same_proxy() {
+            $crate::suites::proxies::crl_checking_reconnects_through_the_same_proxy::<$backend>().await;
+        }
     };
-    ($backend:ty, refuses_ignore_date) => {
+    ($backend:ty, refuses_ignore_date_and_crl) => {
         $crate::proxy_tests!(@cases $backend, false);
     };
     (@cases $backend:ty, $honours_ignore_date:expr) => {

@@ -14,9 +14,12 @@ use bits_http::proxy::ProxyEnv;
 use bits_http::{HttpOptions, TlsBackend, TlsTransport};
 use url::Url;
 
+use crate::crl::CrlServer;
 use crate::http::{HttpServer, Route};
 use crate::pki::{LeafKind, TestPki};
 use crate::proxies::{free_port, RealProxy};
+use crate::temp::TempDir;
+use crate::tls::TlsServer;
 
 const DATE: u32 = 0x8007_2F05;
 const CANNOT_CONNECT: u32 = 0x8007_2EFD;
@@ -29,11 +32,17 @@ pub const BODY: &[u8] = b"bits-testkit: through a proxy, or not\n";
 /// A transport trusting [`TestPki::shared`]'s root, routing `preconfig`
 /// by `env` (never the process's).
 pub fn transport<B: TlsBackend>(env: ProxyEnv) -> TlsTransport<B> {
+    transport_with::<B>(TestPki::shared(), &crate::backend::unused_crl_cache(), env)
+}
+
+/// A transport trusting `pki`'s root, its CRL cache in `crl_cache`,
+/// routing `preconfig` by `env`.
+pub fn transport_with<B: TlsBackend>(pki: &TestPki, crl_cache: &std::path::Path, env: ProxyEnv) -> TlsTransport<B> {
     TlsTransport::<B>::builder()
-        .add_root_pem(TestPki::shared().root_pem())
+        .add_root_pem(pki.root_pem())
         .expect("the backend takes the test root")
         .system_roots(false)
-        .crl_cache_dir(crate::backend::unused_crl_cache())
+        .crl_cache_dir(crl_cache)
         .http_options(HttpOptions {
             proxy_env: Some(Arc::new(env)),
             ..HttpOptions::default()
@@ -293,4 +302,30 @@ pub async fn a_proxied_connection_never_serves_a_direct_policy<B: TlsBackend>() 
     assert_eq!(conns[0], conns[2]);
     assert_eq!(conns[1], conns[3]);
     assert_ne!(conns[0], conns[1]);
+}
+
+/// `ENABLE_CRL_CHECK` through a `CONNECT` tunnel: the first handshake
+/// lacks the CRL, which is downloaded (by the process environment's route:
+/// direct here), and the reconnect goes through the proxy again (a second
+/// `CONNECT`), never to the proxy's address as if it were the origin.
+pub async fn crl_checking_reconnects_through_the_same_proxy<B: TlsBackend>() {
+    let crls = CrlServer::start();
+    crls.serve_pki(TestPki::shared());
+    let pki = TestPki::shared().with_crl_base(&crls.base_url());
+    let origin = TlsServer::start(pki.leaf(LeafKind::Good));
+    let cache = TempDir::new("proxied-crl");
+    let proxy = RealProxy::tinyproxy();
+    let t = transport_with::<B>(&pki, cache.path(), ProxyEnv::empty());
+    let p = policy(SecurityFlags::ENABLE_CRL_CHECK, through(&proxy.url(), ""));
+    let status = async {
+        let mut r = t.send(Request::get(origin.url("/file"), p.clone())).await?;
+        while r.body.next_chunk().await?.is_some() {}
+        Ok::<u16, BitsError>(r.status)
+    };
+    assert_eq!(code(status.await), Ok(200));
+    assert_eq!(crls.requests("/root.crl"), 1);
+    let connects = proxy.connects();
+    assert_eq!(connects.len(), 2, "the reconnect went through the proxy: {connects:?}");
+    assert!(connects.iter().all(|c| c.starts_with(&format!("{} ", origin.addr()))));
+    assert_eq!(origin.request_count(), 1);
 }
