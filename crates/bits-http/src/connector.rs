@@ -64,7 +64,10 @@ impl StdError for Classified {}
 pub(crate) enum MaybeTls<S> {
     /// Plain TCP; `to_http_proxy` when it goes to an http proxy, which
     /// then gets absolute-form requests.
-    Plain { tcp: TcpStream, to_http_proxy: bool },
+    Plain {
+        tcp: TcpStream,
+        to_http_proxy: bool,
+    },
     Tls(Coalesce<S>),
 }
 
@@ -73,7 +76,9 @@ impl<S> Connection for MaybeTls<S> {
         match self {
             // hyper-util's client sends absolute-form requests on a
             // connection marked as proxied.
-            MaybeTls::Plain { to_http_proxy: true, .. } => Connected::new().proxy(true),
+            MaybeTls::Plain {
+                to_http_proxy: true, ..
+            } => Connected::new().proxy(true),
             _ => Connected::new(),
         }
     }
@@ -519,7 +524,11 @@ async fn connect_tunnel(mut tcp: TcpStream, target: &str, proxy: &ProxyUrl) -> R
             let mut parts = l.split_whitespace();
             let version = parts.next()?;
             let code = parts.next()?;
-            version.starts_with("HTTP/1.").then_some(code)?.parse::<u16>().ok()
+            version
+                .starts_with("HTTP/1.")
+                .then_some(code)?
+                .parse::<u16>()
+                .ok()
         })
         .ok_or_else(|| BitsError::InvalidServerResponse {
             what: format!(

@@ -1,7 +1,7 @@
 //! Which way a connection goes (`docs/spec/http-options.md`, "Proxies"):
 //! direct, or through a list of proxies tried in order, decided per
 //! request URL (scheme and host) from the policy's
-//! [`ProxySettings`](bits_core::ProxySettings).
+//! [`ProxySettings`].
 //!
 //! - `preconfig`: the environment, read as curl reads it ([`ProxyEnv`]):
 //!   `https_proxy`, then `HTTPS_PROXY`, for https URLs; `http_proxy`
@@ -136,10 +136,7 @@ fn parse_var(var: &EnvVar) -> Result<ProxyUrl, BitsError> {
                   in the environment of the command that starts the daemon";
     if var.value.contains('@') {
         return Err(BitsError::NotImplemented {
-            what: format!(
-                "{}: proxy credentials are not supported; {advice}",
-                var.name
-            ),
+            what: format!("{}: proxy credentials are not supported; {advice}", var.name),
         });
     }
     ProxyUrl::parse(&var.value).map_err(|e| match e {
@@ -301,24 +298,46 @@ mod tests {
         let e = env(&[("HTTP_PROXY", "http://upper:1")]);
         assert_eq!(proxy(&e, "http", "example.org"), None);
         let e = env(&[("HTTP_PROXY", "http://upper:1"), ("http_proxy", "http://lower:2")]);
-        assert_eq!(proxy(&e, "http", "example.org").as_deref(), Some("http://lower:2"));
+        assert_eq!(
+            proxy(&e, "http", "example.org").as_deref(),
+            Some("http://lower:2")
+        );
         // HTTP_PROXY never stands in for all_proxy either.
         let e = env(&[("HTTP_PROXY", "http://upper:1"), ("ALL_PROXY", "socks5h://all:3")]);
-        assert_eq!(proxy(&e, "http", "example.org").as_deref(), Some("socks5h://all:3"));
+        assert_eq!(
+            proxy(&e, "http", "example.org").as_deref(),
+            Some("socks5h://all:3")
+        );
     }
 
     #[test]
     fn https_proxy_both_cases_lower_first_and_all_proxy_for_both() {
         let e = env(&[("HTTPS_PROXY", "http://upper:1")]);
-        assert_eq!(proxy(&e, "https", "example.org").as_deref(), Some("http://upper:1"));
-        assert_eq!(proxy(&e, "http", "example.org"), None, "https_proxy is for https URLs only");
-        let e = env(&[("HTTPS_PROXY", "http://upper:1"), ("https_proxy", "http://lower:2")]);
-        assert_eq!(proxy(&e, "https", "example.org").as_deref(), Some("http://lower:2"));
+        assert_eq!(
+            proxy(&e, "https", "example.org").as_deref(),
+            Some("http://upper:1")
+        );
+        assert_eq!(
+            proxy(&e, "http", "example.org"),
+            None,
+            "https_proxy is for https URLs only"
+        );
+        let e = env(&[
+            ("HTTPS_PROXY", "http://upper:1"),
+            ("https_proxy", "http://lower:2"),
+        ]);
+        assert_eq!(
+            proxy(&e, "https", "example.org").as_deref(),
+            Some("http://lower:2")
+        );
         let e = env(&[("all_proxy", "socks5h://all:3"), ("ALL_PROXY", "http://ALL:4")]);
         assert_eq!(proxy(&e, "https", "x").as_deref(), Some("socks5h://all:3"));
         assert_eq!(proxy(&e, "http", "x").as_deref(), Some("socks5h://all:3"));
         let e = env(&[("ALL_PROXY", "proxy.example:3128")]);
-        assert_eq!(proxy(&e, "https", "x").as_deref(), Some("http://proxy.example:3128"));
+        assert_eq!(
+            proxy(&e, "https", "x").as_deref(),
+            Some("http://proxy.example:3128")
+        );
         // The scheme's own variable wins over all_proxy; an empty one means
         // direct (curl: set, so all_proxy is not consulted).
         let e = env(&[("https_proxy", "http://own:1"), ("all_proxy", "http://all:2")]);
@@ -392,12 +411,16 @@ mod tests {
             route(&preconfig, &e, "https", "example.org").unwrap(),
             Route::Proxies(vec![ProxyUrl::parse("http://env:1").unwrap()])
         );
-        assert_eq!(route(&preconfig, &e, "http", "example.org").unwrap(), Route::Direct);
+        assert_eq!(
+            route(&preconfig, &e, "http", "example.org").unwrap(),
+            Route::Direct
+        );
         assert_eq!(
             route(&ProxySettings::no_proxy(), &e, "https", "example.org").unwrap(),
             Route::Direct
         );
-        let o = ProxySettings::override_with("http://a:1 socks5h://b:2", "<local>;.corp.example;10.0.0.0/8").unwrap();
+        let o = ProxySettings::override_with("http://a:1 socks5h://b:2", "<local>;.corp.example;10.0.0.0/8")
+            .unwrap();
         let proxied = |host: &str| route(&o, &e, "https", host).unwrap() != Route::Direct;
         assert_eq!(
             route(&o, &ProxyEnv::empty(), "http", "example.org").unwrap(),

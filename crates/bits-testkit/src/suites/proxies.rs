@@ -37,7 +37,11 @@ pub fn transport<B: TlsBackend>(env: ProxyEnv) -> TlsTransport<B> {
 
 /// A transport trusting `pki`'s root, its CRL cache in `crl_cache`,
 /// routing `preconfig` by `env`.
-pub fn transport_with<B: TlsBackend>(pki: &TestPki, crl_cache: &std::path::Path, env: ProxyEnv) -> TlsTransport<B> {
+pub fn transport_with<B: TlsBackend>(
+    pki: &TestPki,
+    crl_cache: &std::path::Path,
+    env: ProxyEnv,
+) -> TlsTransport<B> {
     TlsTransport::<B>::builder()
         .add_root_pem(pki.root_pem())
         .expect("the backend takes the test root")
@@ -73,7 +77,11 @@ pub fn policy(flags: u32, proxy: ProxySettings) -> ConnectionPolicy {
 
 /// GETs `url` and reads the whole body: the status (the body checked to
 /// be [`BODY`] on a 200), or the error.
-pub async fn get<T: Transport + ?Sized>(t: &T, url: &str, policy: &ConnectionPolicy) -> Result<u16, BitsError> {
+pub async fn get<T: Transport + ?Sized>(
+    t: &T,
+    url: &str,
+    policy: &ConnectionPolicy,
+) -> Result<u16, BitsError> {
     let url = Url::parse(url).expect("a URL");
     let mut response = t.send(Request::get(url, policy.clone())).await?;
     let mut body = Vec::new();
@@ -113,7 +121,11 @@ pub async fn https_goes_through_a_connect_tunnel<B: TlsBackend>() {
         connects[0].starts_with(&format!("{} ", origin.addr())),
         "{connects:?}"
     );
-    assert!(gets(&proxy).is_empty(), "the proxy saw a request: {:?}", proxy.requests());
+    assert!(
+        gets(&proxy).is_empty(),
+        "the proxy saw a request: {:?}",
+        proxy.requests()
+    );
     assert_eq!(origin.requests_for("/file").len(), 1, "the origin served it");
 }
 
@@ -137,7 +149,10 @@ pub async fn the_flags_apply_to_the_origin_through_the_tunnel<B: TlsBackend>(hon
         assert_eq!(proxy.connects().len(), 2);
         assert_eq!(origin.requests_for("/file").len(), 1);
     } else {
-        assert_eq!(t.check_policy(&relaxed).map_err(|e| e.hresult().0), Err(E_NOTIMPL));
+        assert_eq!(
+            t.check_policy(&relaxed).map_err(|e| e.hresult().0),
+            Err(E_NOTIMPL)
+        );
         assert_eq!(code(get(&t, &url, &relaxed).await), Err(E_NOTIMPL));
         assert_eq!(proxy.connects().len(), 1, "a refused policy never connects");
     }
@@ -161,7 +176,8 @@ pub async fn http_goes_to_the_proxy_in_absolute_form<B: TlsBackend>() {
 }
 
 /// SOCKS5 through microsocks (the proxy resolving names), for https (TLS
-/// end to end under the flags) and for http.
+/// end to end under the flags) and for http; an origin the proxy cannot
+/// reach is `CannotConnect`.
 pub async fn socks5_carries_https_and_http<B: TlsBackend>() {
     let socks = RealProxy::microsocks();
     let tls = https_origin(LeafKind::Good);
@@ -179,6 +195,13 @@ pub async fn socks5_carries_https_and_http<B: TlsBackend>() {
     // The flags still apply to the origin.
     let expired = https_origin(LeafKind::Expired);
     assert_eq!(code(get(&t, &expired.url("/file"), &p).await), Err(DATE));
+    // The proxy cannot reach the origin (its SOCKS reply says so):
+    // CannotConnect, transient, with the proxy's words.
+    let nowhere = format!("https://127.0.0.1:{}/file", free_port());
+    let err = get(&t, &nowhere, &p).await.unwrap_err();
+    assert_eq!(err.hresult().0, CANNOT_CONNECT, "{err}");
+    assert!(err.is_transient());
+    assert!(err.to_string().contains(&socks.url()), "{err}");
 }
 
 /// An override list whose first proxy refuses connections: the second
@@ -325,7 +348,13 @@ pub async fn crl_checking_reconnects_through_the_same_proxy<B: TlsBackend>() {
     assert_eq!(code(status.await), Ok(200));
     assert_eq!(crls.requests("/root.crl"), 1);
     let connects = proxy.connects();
-    assert_eq!(connects.len(), 2, "the reconnect went through the proxy: {connects:?}");
-    assert!(connects.iter().all(|c| c.starts_with(&format!("{} ", origin.addr()))));
+    assert_eq!(
+        connects.len(),
+        2,
+        "the reconnect went through the proxy: {connects:?}"
+    );
+    assert!(connects
+        .iter()
+        .all(|c| c.starts_with(&format!("{} ", origin.addr()))));
     assert_eq!(origin.request_count(), 1);
 }
