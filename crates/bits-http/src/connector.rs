@@ -720,4 +720,57 @@ mod tests {
         let e = read_once(&mut s, 64).await.unwrap_err();
         assert_eq!(classify::io_error(&e, "reading").hresult().0, 0x8007_2EFE);
     }
+
+    /// One proxy that answers whatever `CONNECT` with `answer` and then
+    /// closes: the edge cases real proxies do not produce (the real ones
+    /// are in bits-testkit's `suites::proxies`).
+    async fn scripted_connect(answer: &'static [u8]) -> Result<TcpStream, BitsError> {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(answer).await;
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let proxy = ProxyUrl::parse(&format!("http://{addr}")).unwrap();
+        connect_tunnel(tcp, "origin.example:443", &proxy).await
+    }
+
+    #[tokio::test]
+    async fn proxies_connect_answers_scripted() {
+        assert!(scripted_connect(b"HTTP/1.0 200 Connection established\r\n\r\n")
+            .await
+            .is_ok());
+        assert!(scripted_connect(b"HTTP/1.1 204 OK\r\nX: y\r\n\r\n").await.is_ok());
+        let e = scripted_connect(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap_err();
+        assert_eq!(e.hresult().0, 0x8019_0197, "{e}");
+        assert!(!e.is_transient());
+        let e = scripted_connect(b"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\n\r\n")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BitsError::HttpStatus {
+                    status: 503,
+                    retry_after: Some(7)
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.is_transient());
+        let e = scripted_connect(b"SSH-2.0-OpenSSH\r\n\r\n").await.unwrap_err();
+        assert_eq!(e.hresult().0, 0x8020_001B, "{e}");
+        let e = scripted_connect(b"HTTP/1.1 200 OK\r\n\r\nearly bytes")
+            .await
+            .unwrap_err();
+        assert_eq!(e.hresult().0, 0x8020_001B, "{e}");
+        let e = scripted_connect(b"HTTP/1.1 200 OK\r\n").await.unwrap_err();
+        assert_eq!(e.hresult().0, 0x8007_2EFE, "closed mid-answer: {e}");
+    }
 }
