@@ -270,7 +270,8 @@ pub async fn no_proxy_is_direct_and_preconfig_follows_the_environment<B: TlsBack
 
 /// A proxy that answers `CONNECT` with 403 (tinyproxy allowing port 443
 /// only): `BG_E_HTTP_ERROR_403`, fatal, and the origin sees nothing; no
-/// later proxy of the list is tried.
+/// later proxy of the list is tried. One that demands credentials (407):
+/// `0x80190197`, fatal.
 pub async fn a_proxy_refusing_the_tunnel_is_its_http_status<B: TlsBackend>() {
     let strict = RealProxy::tinyproxy_with("ConnectPort 443");
     let second = RealProxy::tinyproxy();
@@ -284,6 +285,16 @@ pub async fn a_proxy_refusing_the_tunnel_is_its_http_status<B: TlsBackend>() {
     assert!(second.requests().is_empty(), "no fallback after an answer");
     assert_eq!(origin.requests().len(), 0);
     assert_eq!(origin.handshakes_ok(), 0);
+    // A proxy that wants credentials (none are sent in this version):
+    // 407 is `0x80190197`, fatal; for an http URL it is the response.
+    let guarded = RealProxy::tinyproxy_with("BasicAuth user secret");
+    let p = policy(0, through(&guarded.url(), ""));
+    let err = get(&t, &origin.url("/file"), &p).await.unwrap_err();
+    assert_eq!(err.hresult().0, 0x8019_0197, "{err}");
+    assert!(!err.is_transient());
+    let plain = http_origin();
+    assert_eq!(code(get(&t, &plain.url("/file"), &p).await), Ok(407));
+    assert!(plain.requests().is_empty());
 }
 
 /// Proxies that refuse connections: `CannotConnect` (0x80072EFD),
