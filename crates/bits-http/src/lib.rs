@@ -31,10 +31,35 @@
 //!   | the request body's error | unchanged | its own |
 //!   | DNS | `NameNotResolved` | `0x80072EE7` |
 //!   | TCP refused / unreachable | `CannotConnect` | `0x80072EFD` |
+//!   | no proxy of the route accepts a connection (refused, unreachable, unresolvable, connect timeout), naming them | `CannotConnect` | `0x80072EFD` |
+//!   | a proxy answers `CONNECT` with status S (not 2xx) | `HttpStatus` S | `0x80190000` + S |
+//!   | a SOCKS5 proxy's failure reply (host unreachable, connection refused, …) | `CannotConnect` | `0x80072EFD` |
+//!   | no answer from a proxy to `CONNECT` or SOCKS5 within the handshake timeout | `Timeout` | `0x80072EE2` |
+//!   | `preconfig` with a proxy variable bits cannot use (`https://`, `socks5://`, user information) | `NotImplemented` (refused by `check_policy`) | `0x80004001` |
 //!   | connect, header or idle timeout | `Timeout` | `0x80072EE2` |
 //!   | reset; closed before the headers, or before Content-Length bytes | `ConnectionReset` | `0x80072EFE` |
 //!   | unparsable response | `InvalidServerResponse` | `0x8020001B` |
 //!
+//! - Proxies (`docs/spec/http-options.md`, "Proxies"), the same for every
+//!   backend: each connection goes the way [`proxy::route`] gives its URL
+//!   under the policy's [`bits_core::ProxySettings`]: `preconfig`, the
+//!   environment read as curl reads it ([`proxy::ProxyEnv`]: read once per
+//!   process, when the first transport is built, so a daemon routes by
+//!   the environment of the command that started it); `no_proxy`, direct;
+//!   `override`, the job's proxies tried in order unless its bypass list
+//!   matches. Through an http proxy, http URLs are absolute-form requests
+//!   to it, https URLs a `CONNECT` tunnel; through SOCKS5 (`socks5h`), the
+//!   proxy resolves the name; TLS then runs end to end with the origin,
+//!   under the policy (flags, client certificate, pins, validator), the
+//!   proxy itself being spoken to in plain TCP. A proxy that refuses the
+//!   TCP connection (or does not accept it in time) makes way for the next;
+//!   a proxy that answers is final. Pools are per policy, and the policy
+//!   holds the proxy settings, so a connection through one proxy never
+//!   serves a request routed another way. CRL downloads ([`fetch_plain`])
+//!   route by the process environment (`preconfig`), as the system's proxy
+//!   serves them on Windows; a reconnect after a CRL download takes the
+//!   route of the connection it replaces. `bits diagnose`'s handshakes
+//!   ([`diagnose`]) connect direct.
 //! - [`PlainHttp`]: http:// only, for tests and embedders without TLS.
 //! - [`fetch_plain`]: one plain GET, for CRL downloads.
 //! - [`crl_cache`]: the CRL cache (memory, disk, download) and the
@@ -50,7 +75,8 @@
 //! - Turn statuses into errors: a 404 is a response ([`fetch_plain`] is
 //!   the exception: it wants a 200).
 //! - TLS: that is the backend's [`TlsConnect`].
-//! - HTTP/2, proxies, cookies, decompression, `Expect: 100-continue`.
+//! - HTTP/2, proxy credentials (a proxy answering 407 is `0x80190197`,
+//!   fatal), cookies, decompression, `Expect: 100-continue`.
 //!
 //! ## Why the defaults are what they are
 //! Connect and handshake 30 s, headers 60 s, body idle 60 s (WinHTTP's
@@ -71,6 +97,7 @@ pub mod crl_cache;
 mod crl_flow;
 pub mod diagnose;
 mod plain;
+pub mod proxy;
 mod tls;
 mod transport;
 

@@ -15,8 +15,10 @@ use crate::transport::{HttpOptions, HttpTransport};
 /// backends. An `https` request is refused with `E_NOTIMPL`
 /// ([`BitsError::NotImplemented`]) before anything is sent.
 ///
-/// [`Transport::check_policy`] accepts every policy: it concerns only https,
-/// which this transport never does. Its name is `plain`.
+/// [`Transport::check_policy`] accepts every certificate policy (they
+/// concern only https, which this transport never does) and refuses only
+/// proxy settings that cannot be routed ([`crate::proxy::check`]). Its name
+/// is `plain`.
 #[derive(Clone, Debug)]
 pub struct PlainHttp {
     inner: HttpTransport<NoTls>,
@@ -53,8 +55,8 @@ impl Transport for PlainHttp {
         "plain"
     }
 
-    fn check_policy(&self, _policy: &ConnectionPolicy) -> Result<(), BitsError> {
-        Ok(())
+    fn check_policy(&self, policy: &ConnectionPolicy) -> Result<(), BitsError> {
+        self.inner.check_policy(policy)
     }
 
     async fn send(&self, request: Request) -> Result<Response, BitsError> {

@@ -1,0 +1,66 @@
+//! [`PlainHttp`] (bits-http's own transport, no TLS) through a REAL
+//! tinyproxy: the routing is bits-http's, so it holds without a TLS
+//! backend too. The TLS cases are in bits-testkit's `suites::proxies`, run
+//! by every backend.
+
+use std::sync::Arc;
+
+use bits_core::{ConnectionPolicy, ProxySettings, Request, Transport};
+use bits_http::proxy::ProxyEnv;
+use bits_http::{HttpOptions, PlainHttp};
+use bits_testkit::http::{HttpServer, Route};
+use bits_testkit::proxies::RealProxy;
+use url::Url;
+
+fn plain(env: ProxyEnv) -> PlainHttp {
+    PlainHttp::with_options(HttpOptions {
+        proxy_env: Some(Arc::new(env)),
+        ..HttpOptions::default()
+    })
+}
+
+async fn status(t: &PlainHttp, url: &str, proxy: ProxySettings) -> u16 {
+    let policy = ConnectionPolicy::default().with_proxy(proxy);
+    let mut r = t
+        .send(Request::get(Url::parse(url).unwrap(), policy))
+        .await
+        .unwrap();
+    while r.body.next_chunk().await.unwrap().is_some() {}
+    r.status
+}
+
+#[tokio::test]
+async fn proxies_plain_http_goes_absolute_form_through_http_proxy_from_the_environment() {
+    let proxy = RealProxy::tinyproxy();
+    let origin = HttpServer::start().with("/a", Route::body("a"));
+    let url = origin.url("/a");
+    let env = {
+        let p = proxy.url();
+        ProxyEnv::from_lookup(move |name| (name == "http_proxy").then(|| p.clone()))
+    };
+    let t = plain(env);
+    assert_eq!(status(&t, &url, ProxySettings::preconfig()).await, 200);
+    assert_eq!(proxy.requests(), vec![format!("GET {url} HTTP/1.1")]);
+    // The origin got it from the proxy, in origin-form.
+    assert_eq!(origin.requests()[0].target, "/a");
+    // no_proxy: direct, the proxy sees nothing more.
+    assert_eq!(status(&t, &url, ProxySettings::no_proxy()).await, 200);
+    assert_eq!(proxy.requests().len(), 1);
+    // A status from the proxy for an http URL is a response, as from a
+    // server: tinyproxy cannot reach a closed port.
+    let closed = format!("http://127.0.0.1:{}/x", bits_testkit::proxies::free_port());
+    assert_eq!(status(&t, &closed, ProxySettings::preconfig()).await, 500);
+}
+
+#[test]
+fn proxies_preconfig_with_an_unusable_variable_is_refused_by_check_policy() {
+    let env = ProxyEnv::from_lookup(|name| (name == "https_proxy").then(|| "https://p:1".to_owned()));
+    let t = plain(env);
+    let preconfig = ConnectionPolicy::default();
+    let e = t.check_policy(&preconfig).unwrap_err();
+    assert_eq!(e.hresult().0, 0x8000_4001, "{e}");
+    assert!(e.to_string().contains("https_proxy"), "{e}");
+    assert!(t
+        .check_policy(&preconfig.clone().with_proxy(ProxySettings::no_proxy()))
+        .is_ok());
+}
