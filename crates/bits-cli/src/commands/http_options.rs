@@ -308,3 +308,48 @@ pub(super) fn configure_new_job(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_lines_are_what_set_takes_back() {
+        let o = parse_proxy(
+            "override",
+            Some("127.0.0.1:3128 socks5h://p:1"),
+            Some("<local>;.x.org"),
+        )
+        .unwrap();
+        let lines = proxy_lines(&o);
+        assert_eq!(
+            lines,
+            [
+                "override",
+                "http://127.0.0.1:3128;socks5h://p:1",
+                "<local>;.x.org"
+            ]
+        );
+        assert_eq!(
+            parse_proxy(&lines[0], Some(&lines[1]), Some(&lines[2])).unwrap(),
+            o
+        );
+        assert_eq!(proxy_lines(&ProxySettings::no_proxy()), ["no_proxy"]);
+        assert_eq!(proxy_lines(&ProxySettings::preconfig()), ["preconfig"]);
+    }
+
+    #[test]
+    fn transfer_proxy_is_override_or_none() {
+        let o = transfer_proxy("http://127.0.0.1:3128", Some("<local>")).unwrap();
+        assert_eq!(o.usage(), ProxyUsage::Override);
+        assert_eq!(o.bypass(), ["<local>"]);
+        for direct in ["none", "NONE", ""] {
+            assert_eq!(transfer_proxy(direct, None).unwrap(), ProxySettings::no_proxy());
+        }
+        let f = transfer_proxy("none", Some("<local>")).unwrap_err();
+        assert_eq!((f.code, f.exit), (Hresult::E_INVALIDARG, 2));
+        let f = transfer_proxy("socks4://127.0.0.1:1", None).unwrap_err();
+        assert_eq!((f.code, f.exit), (Hresult::E_NOTIMPL, 2));
+        assert!(f.hint.contains("socks5h://"), "{}", f.hint);
+    }
+}
