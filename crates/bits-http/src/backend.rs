@@ -150,12 +150,15 @@ impl<B: TlsBackend> Transport for TlsTransport<B> {
         B::NAME
     }
 
+    /// [`TlsBackend::check_policy`], then whether the proxy settings can
+    /// be routed (every backend routes the same way, in this crate).
     fn check_policy(&self, policy: &ConnectionPolicy) -> Result<(), BitsError> {
-        B::check_policy(policy)
+        self.http.check_policy(policy)
     }
 
     async fn send(&self, request: Request) -> Result<Response, BitsError> {
-        // HttpTransport calls B::check_policy before touching the network.
+        // HttpTransport calls B::check_policy and the proxy check before
+        // touching the network.
         self.http.send(request).await
     }
 }

@@ -1,5 +1,6 @@
 //! The `tower_service::Service<Uri>` hyper-util's client connects through:
-//! TCP by `HttpConnector`, then the backend's TLS for https.
+//! TCP by `HttpConnector`, directly or through the proxies the policy's
+//! route names ([`PolicyConnector`]), then the backend's TLS for https.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -10,15 +11,17 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bits_core::{BitsError, ConnectionPolicy};
+use bits_core::{BitsError, ConnectionPolicy, ProxyScheme, ProxyUrl};
 use http::Uri;
+use hyper_util::client::legacy::connect::proxy::SocksV5;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
 use crate::classify;
+use crate::proxy::{ProxyEnv, Route};
 use crate::tls::{BoxFuture, TlsConnect};
 
 /// A failure already classified (a connect failure, a request body's
@@ -59,20 +62,27 @@ impl StdError for Classified {}
 
 /// A plain TCP or a TLS stream.
 pub(crate) enum MaybeTls<S> {
-    Plain(TcpStream),
+    /// Plain TCP; `to_http_proxy` when it goes to an http proxy, which
+    /// then gets absolute-form requests.
+    Plain { tcp: TcpStream, to_http_proxy: bool },
     Tls(Coalesce<S>),
 }
 
 impl<S> Connection for MaybeTls<S> {
     fn connected(&self) -> Connected {
-        Connected::new()
+        match self {
+            // hyper-util's client sends absolute-form requests on a
+            // connection marked as proxied.
+            MaybeTls::Plain { to_http_proxy: true, .. } => Connected::new().proxy(true),
+            _ => Connected::new(),
+        }
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for MaybeTls<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_read(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
@@ -185,21 +195,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
 impl<S: AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_write(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_flush(cx),
             MaybeTls::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
@@ -210,24 +220,50 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_write_vectored(cx, bufs),
             MaybeTls::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            MaybeTls::Plain(s) => s.is_write_vectored(),
+            MaybeTls::Plain { tcp: s, .. } => s.is_write_vectored(),
             MaybeTls::Tls(s) => s.is_write_vectored(),
         }
     }
 }
 
-/// Connects for one [`ConnectionPolicy`].
+/// Connects for one [`ConnectionPolicy`], by the route its proxy settings
+/// give each URL ([`crate::proxy::route`]):
+///
+/// - direct: TCP to the origin (`HttpConnector`), then the backend's TLS
+///   for https;
+/// - through proxies: TCP to the first proxy of the list that accepts the
+///   connection (a refusal, an unreachable or unresolvable proxy, a
+///   connect timeout: the next; all of them: `CannotConnect` naming them),
+///   then by the proxy's kind and the URL's scheme:
+///   - http proxy, http URL: the connection itself, marked proxied, so
+///     hyper-util's client sends absolute-form requests to the proxy;
+///   - http proxy, https URL: `CONNECT host:port` by hand (a 2xx answer
+///     opens the tunnel; status S is `HttpStatus` S, no fallback), then the
+///     backend's TLS with the origin's host name under the policy;
+///   - SOCKS5 (`socks5h`): hyper-util's `SocksV5`, the proxy resolving the
+///     name (a failure reply is `CannotConnect` with its words), then TLS
+///     for https.
+///
+/// The policy's flags, client certificate, pins and validator apply to
+/// the origin only: the proxy is spoken to in plain TCP. A reconnect after
+/// a CRL download takes the same route ([`PROXIED_DIAL`]).
+///
+/// hyper-util's `Tunnel` is not used for `CONNECT`: it reports every
+/// status but 200 and 407 as "unsuccessful", without the status, which
+/// `BG_E_HTTP_ERROR_S` needs.
 pub(crate) struct PolicyConnector<C> {
     pub(crate) http: HttpConnector,
     pub(crate) tls: Arc<C>,
     pub(crate) policy: ConnectionPolicy,
+    /// The environment `preconfig` routes by.
+    pub(crate) env: Arc<ProxyEnv>,
     pub(crate) handshake_timeout: Duration,
     /// Connections established (TCP, plus TLS for https) by this connector.
     pub(crate) made: Arc<AtomicUsize>,
@@ -239,10 +275,22 @@ impl<C> Clone for PolicyConnector<C> {
             http: self.http.clone(),
             tls: Arc::clone(&self.tls),
             policy: self.policy.clone(),
+            env: Arc::clone(&self.env),
             handshake_timeout: self.handshake_timeout,
             made: Arc::clone(&self.made),
         }
     }
+}
+
+/// Opens a new TCP stream to the origin through the same proxy route.
+pub(crate) type Dial = Arc<dyn Fn() -> BoxFuture<'static, Result<TcpStream, BitsError>> + Send + Sync>;
+
+tokio::task_local! {
+    /// Set around the TLS handshake of a connection through a proxy: how a
+    /// reconnect after a CRL download reaches the origin again
+    /// ([`crate::crl_cache::crl_rounds`]), instead of the socket's peer
+    /// address (the proxy's).
+    pub(crate) static PROXIED_DIAL: Dial;
 }
 
 impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
@@ -258,6 +306,7 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
         let mut http = self.http.clone();
         let tls = Arc::clone(&self.tls);
         let policy = self.policy.clone();
+        let env = Arc::clone(&self.env);
         let handshake_timeout = self.handshake_timeout;
         let made = Arc::clone(&self.made);
         Box::pin(async move {
@@ -268,24 +317,60 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_owned();
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
             let authority = uri
                 .authority()
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| host.clone());
             let boxed = |e: BitsError| -> Box<dyn StdError + Send + Sync> { Box::new(Classified::new(e)) };
-            let tcp = http
-                .call(uri.clone())
-                .await
-                .map_err(|e| boxed(classify::tcp_error(&e, &authority)))?
-                .into_inner();
+            let route = crate::proxy::route(policy.proxy(), &env, uri.scheme_str().unwrap_or("http"), &host)
+                .map_err(boxed)?;
+            let (tcp, dial) = match route {
+                Route::Direct => {
+                    let tcp = http
+                        .call(uri.clone())
+                        .await
+                        .map_err(|e| boxed(classify::tcp_error(&e, &authority)))?
+                        .into_inner();
+                    (tcp, None)
+                }
+                Route::Proxies(proxies) => {
+                    let hop = Hop {
+                        http,
+                        proxies: Arc::new(proxies),
+                        host: host.clone(),
+                        port,
+                        https,
+                        timeout: handshake_timeout,
+                    };
+                    let (tcp, proxy) = hop.clone().open().await.map_err(boxed)?;
+                    if !https {
+                        made.fetch_add(1, Ordering::Relaxed);
+                        let to_http_proxy = proxy.scheme == ProxyScheme::Http;
+                        tracing::debug!(%authority, %proxy, %policy, "connected through a proxy");
+                        return Ok(TokioIo::new(MaybeTls::Plain { tcp, to_http_proxy }));
+                    }
+                    tracing::debug!(%authority, %proxy, "tunnel open");
+                    let dial: Dial = Arc::new(move || {
+                        let hop = hop.clone();
+                        Box::pin(async move { hop.open().await.map(|(tcp, _)| tcp) })
+                    });
+                    (tcp, Some(dial))
+                }
+            };
             let stream = if https {
                 let handshake = tls.connect(&host, tcp, &policy);
+                let handshake = async move {
+                    match dial {
+                        Some(dial) => PROXIED_DIAL.scope(dial, handshake).await,
+                        None => handshake.await,
+                    }
+                };
                 match tokio::time::timeout(handshake_timeout, handshake).await {
                     Ok(Ok(s)) => {
                         if policy.checks_server() {
                             // After the flags passed, before any request.
                             let chain = C::peer_chain(&s);
-                            let port = uri.port_u16().unwrap_or(443);
                             let keys = crate::chain::spki_sha256_all(&chain);
                             policy.check_server(&host, port, &chain, &keys).map_err(boxed)?;
                         }
@@ -302,12 +387,222 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
                     }
                 }
             } else {
-                MaybeTls::Plain(tcp)
+                MaybeTls::Plain {
+                    tcp,
+                    to_http_proxy: false,
+                }
             };
             made.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%authority, https, %policy, "connected");
             Ok(TokioIo::new(stream))
         })
+    }
+}
+
+/// The way to an origin through a list of proxies.
+#[derive(Clone)]
+struct Hop {
+    http: HttpConnector,
+    proxies: Arc<Vec<ProxyUrl>>,
+    /// The origin's host (no brackets) and port.
+    host: String,
+    port: u16,
+    https: bool,
+    /// For the exchange with the proxy (`CONNECT`, SOCKS5).
+    timeout: Duration,
+}
+
+impl Hop {
+    /// A TCP stream to the first proxy that accepts one, and past it to
+    /// the origin: through its `CONNECT` tunnel (http proxy, https URL) or
+    /// its SOCKS5 connection. For an http URL through an http proxy, the
+    /// stream to the proxy itself.
+    async fn open(mut self) -> Result<(TcpStream, ProxyUrl), BitsError> {
+        let (tcp, proxy) = self.first_proxy().await?;
+        let target = if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let exchange = async {
+            match proxy.scheme {
+                ProxyScheme::Http if !self.https => Ok(tcp),
+                ProxyScheme::Http => connect_tunnel(tcp, &target, &proxy).await,
+                ProxyScheme::Socks5h => socks5(tcp, &target, self.https, &proxy).await,
+            }
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(tcp)) => Ok((tcp, proxy)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(BitsError::Timeout {
+                what: format!(
+                    "proxy {proxy} did not open the way to {target} within {}s",
+                    self.timeout.as_secs_f32()
+                ),
+            }),
+        }
+    }
+
+    /// TCP to the first proxy of the list that accepts it.
+    async fn first_proxy(&mut self) -> Result<(TcpStream, ProxyUrl), BitsError> {
+        let mut failures = Vec::new();
+        for proxy in self.proxies.iter() {
+            let host = if proxy.host.contains(':') {
+                format!("[{}]", proxy.host)
+            } else {
+                proxy.host.clone()
+            };
+            let uri = match format!("http://{host}:{}", proxy.port).parse::<Uri>() {
+                Ok(uri) => uri,
+                Err(e) => {
+                    failures.push(format!("{proxy}: {e}"));
+                    continue;
+                }
+            };
+            match self.http.call(uri).await {
+                Ok(tcp) => return Ok((tcp.into_inner(), proxy.clone())),
+                Err(e) => {
+                    let e: &(dyn StdError + 'static) = &e;
+                    let why = classify::tcp_error(e, &format!("{}:{}", proxy.host, proxy.port));
+                    tracing::debug!(%proxy, error = %why, "proxy refused the connection; trying the next");
+                    failures.push(format!("{proxy}: {}", classify::chain_text(e)));
+                }
+            }
+        }
+        let names: Vec<String> = self.proxies.iter().map(ToString::to_string).collect();
+        Err(BitsError::CannotConnect {
+            host: if names.len() == 1 {
+                format!("proxy {}", names[0])
+            } else {
+                format!("proxies {}", names.join(", "))
+            },
+            reason: failures.join("; "),
+        })
+    }
+}
+
+/// Sends `CONNECT target` on `tcp` and reads the proxy's answer: the
+/// tunnel on a 2xx; `HttpStatus` S for another status.
+async fn connect_tunnel(mut tcp: TcpStream, target: &str, proxy: &ProxyUrl) -> Result<TcpStream, BitsError> {
+    let reset = |e: io::Error| BitsError::ConnectionReset {
+        reason: format!("proxy {proxy} during CONNECT {target}: {e}"),
+    };
+    let request = format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: {}\r\n\r\n",
+        crate::USER_AGENT_VALUE
+    );
+    tcp.write_all(request.as_bytes()).await.map_err(reset)?;
+    let mut answer = Vec::with_capacity(256);
+    let mut buf = [0u8; 1024];
+    let end = loop {
+        let n = tcp.read(&mut buf).await.map_err(reset)?;
+        if n == 0 {
+            return Err(BitsError::ConnectionReset {
+                reason: format!("proxy {proxy} closed the connection before answering CONNECT {target}"),
+            });
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if let Some(i) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if answer.len() > 16 * 1024 {
+            return Err(BitsError::InvalidServerResponse {
+                what: format!("proxy {proxy}: an answer to CONNECT longer than 16 KiB"),
+            });
+        }
+    };
+    let head = String::from_utf8_lossy(&answer[..end]);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| {
+            let mut parts = l.split_whitespace();
+            let version = parts.next()?;
+            let code = parts.next()?;
+            version.starts_with("HTTP/1.").then_some(code)?.parse::<u16>().ok()
+        })
+        .ok_or_else(|| BitsError::InvalidServerResponse {
+            what: format!(
+                "proxy {proxy}: not an HTTP answer to CONNECT: {:?}",
+                head.lines().next().unwrap_or_default()
+            ),
+        })?;
+    if !(200..300).contains(&status) {
+        let mut headers = http::HeaderMap::new();
+        for line in lines {
+            if let Some((name, value)) = line.split_once(':') {
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(name.trim().as_bytes()),
+                    http::HeaderValue::from_str(value.trim()),
+                ) {
+                    headers.append(n, v);
+                }
+            }
+        }
+        tracing::debug!(%proxy, %target, status, "the proxy refused the tunnel");
+        return Err(BitsError::HttpStatus {
+            status,
+            retry_after: crate::retry_after_secs(&headers),
+        });
+    }
+    if answer.len() > end {
+        // The origin speaks only after the client's first TLS message.
+        return Err(BitsError::InvalidServerResponse {
+            what: format!("proxy {proxy}: bytes after its answer to CONNECT, before the TLS handshake"),
+        });
+    }
+    Ok(tcp)
+}
+
+/// A SOCKS5 `CONNECT` to `target` on `tcp` (hyper-util's `SocksV5`, the
+/// name resolved by the proxy). Every failure is `CannotConnect` with the
+/// proxy's words ("host unreachable", "connection refused", …): the proxy
+/// could not reach the origin, as a direct connection could not.
+async fn socks5(tcp: TcpStream, target: &str, https: bool, proxy: &ProxyUrl) -> Result<TcpStream, BitsError> {
+    let scheme = if https { "https" } else { "http" };
+    let proxy_uri = format!("http://{}:{}", proxy.host, proxy.port)
+        .parse::<Uri>()
+        .unwrap_or_default();
+    let dst = format!("{scheme}://{target}")
+        .parse::<Uri>()
+        .map_err(|e| BitsError::InvalidArg {
+            what: format!("{target}: {e}"),
+        })?;
+    let mut socks = SocksV5::new(proxy_uri, Connected1(Some(tcp))).local_dns(false);
+    match socks.call(dst).await {
+        Ok(io) => Ok(io.into_inner()),
+        Err(e) => {
+            tracing::debug!(%proxy, %target, error = ?e, "SOCKS5 failed");
+            Err(BitsError::CannotConnect {
+                host: format!("{target} through proxy {proxy}"),
+                reason: e.to_string(),
+            })
+        }
+    }
+}
+
+/// A connector that hands out one TCP stream already connected to the
+/// proxy, so that [`SocksV5`] does only the SOCKS5 exchange and the
+/// proxy's connect failures stay ours to classify (its own error type is
+/// not public).
+struct Connected1(Option<TcpStream>);
+
+impl Service<Uri> for Connected1 {
+    type Response = TokioIo<TcpStream>;
+    type Error = io::Error;
+    type Future = std::future::Ready<Result<TokioIo<TcpStream>, io::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _proxy: Uri) -> Self::Future {
+        std::future::ready(
+            self.0
+                .take()
+                .map(TokioIo::new)
+                .ok_or_else(|| io::Error::other("the proxy connection was already used")),
+        )
     }
 }
 

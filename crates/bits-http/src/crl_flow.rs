@@ -374,8 +374,18 @@ where
     })
 }
 
-/// A new connection to `addr` after a CRL download.
+/// A new connection to `addr` after a CRL download; when the connection
+/// went through a proxy, a new one through the same route
+/// ([`crate::connector::PROXIED_DIAL`]: `addr` is the proxy's).
 async fn reconnect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, BitsError> {
+    if let Ok(dial) = crate::connector::PROXIED_DIAL.try_with(std::sync::Arc::clone) {
+        return match tokio::time::timeout(timeout, dial()).await {
+            Ok(result) => result,
+            Err(_) => Err(BitsError::Timeout {
+                what: format!("reconnecting through the proxy {addr} after a CRL download"),
+            }),
+        };
+    }
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => {
             let _ = tcp.set_nodelay(true);

@@ -71,6 +71,7 @@ pub mod crl_cache;
 mod crl_flow;
 pub mod diagnose;
 mod plain;
+pub mod proxy;
 mod tls;
 mod transport;
 

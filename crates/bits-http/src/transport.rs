@@ -19,6 +19,7 @@ use url::Url;
 use crate::body::{HyperBody, OutgoingBody};
 use crate::classify;
 use crate::connector::PolicyConnector;
+use crate::proxy::ProxyEnv;
 use crate::tls::TlsConnect;
 
 /// The `User-Agent` sent when the request has none: `bits/<version>`.
@@ -42,6 +43,10 @@ pub struct HttpOptions {
     pub pool_max_idle_per_host: usize,
     /// The `User-Agent` when the request has none (default `bits/<version>`).
     pub user_agent: String,
+    /// The environment a `preconfig` policy routes by (default `None`:
+    /// the process's, read once when the first transport is built,
+    /// [`ProxyEnv::process`]). Tests and embedders give their own.
+    pub proxy_env: Option<Arc<ProxyEnv>>,
 }
 
 impl Default for HttpOptions {
@@ -54,6 +59,7 @@ impl Default for HttpOptions {
             pool_idle_timeout: Duration::from_secs(30),
             pool_max_idle_per_host: 4,
             user_agent: USER_AGENT_VALUE.to_owned(),
+            proxy_env: None,
         }
     }
 }
@@ -71,6 +77,8 @@ struct Inner<C: TlsConnect> {
     tls: Arc<C>,
     check: Box<PolicyCheck>,
     options: HttpOptions,
+    /// What `preconfig` routes by.
+    env: Arc<ProxyEnv>,
     pools: Mutex<HashMap<ConnectionPolicy, Pool<C>>>,
 }
 
@@ -79,7 +87,12 @@ struct Inner<C: TlsConnect> {
 ///
 /// - One client (connection pool) per [`ConnectionPolicy`], created on
 ///   first use, so a connection or TLS session made under one policy never
-///   serves another (`docs/spec/tls.md`, pitfall 9).
+///   serves another (`docs/spec/tls.md`, pitfall 9). The policy holds the
+///   proxy settings, so a connection through one proxy never serves a
+///   request routed another way.
+/// - Each connection goes the way [`crate::proxy`] routes its URL under
+///   the policy's proxy settings (see [`crate::proxy`] for the rules and
+///   the connector for the proxy protocols).
 /// - Redirects are never followed: a 3xx is a [`Response`].
 /// - Any status is a [`Response`]; errors are network failures only,
 ///   classified as the `classify` table of this crate's docs says.
@@ -115,7 +128,8 @@ impl<C: TlsConnect> HttpTransport<C> {
     /// A transport named `name` doing TLS with `tls`; `check` is the
     /// backend's [`Transport::check_policy`]: `Ok` for exactly the policies
     /// the backend honours. [`Transport::send`] calls it too, so a request
-    /// under a refused policy never reaches the network.
+    /// under a refused policy never reaches the network. The transport adds
+    /// its own check of the proxy settings ([`crate::proxy::check`]).
     pub fn new(
         name: &'static str,
         tls: C,
@@ -127,6 +141,7 @@ impl<C: TlsConnect> HttpTransport<C> {
                 name,
                 tls: Arc::new(tls),
                 check: Box::new(check),
+                env: options.proxy_env.clone().unwrap_or_else(ProxyEnv::process),
                 options,
                 pools: Mutex::new(HashMap::new()),
             }),
@@ -141,6 +156,18 @@ impl<C: TlsConnect> HttpTransport<C> {
     /// The options.
     pub fn options(&self) -> &HttpOptions {
         &self.inner.options
+    }
+
+    /// The environment `preconfig` policies route by.
+    pub fn proxy_env(&self) -> &ProxyEnv {
+        &self.inner.env
+    }
+
+    /// The backend's check, then whether the policy's proxy settings can
+    /// be routed.
+    fn check(&self, policy: &ConnectionPolicy) -> Result<(), BitsError> {
+        (self.inner.check)(policy)?;
+        crate::proxy::check(policy.proxy(), &self.inner.env)
     }
 
     /// Connections (TCP, plus TLS for https) made so far under `policy`: a
@@ -187,6 +214,7 @@ impl<C: TlsConnect> HttpTransport<C> {
                 http,
                 tls: Arc::clone(&self.inner.tls),
                 policy: policy.clone(),
+                env: Arc::clone(&self.inner.env),
                 handshake_timeout: o.handshake_timeout,
                 made: Arc::clone(&made),
             };
@@ -304,11 +332,11 @@ impl<C: TlsConnect> Transport for HttpTransport<C> {
     }
 
     fn check_policy(&self, policy: &ConnectionPolicy) -> Result<(), BitsError> {
-        (self.inner.check)(policy)
+        self.check(policy)
     }
 
     async fn send(&self, request: Request) -> Result<Response, BitsError> {
-        (self.inner.check)(&request.policy)?;
+        self.check(&request.policy)?;
         let client = self.client_for(&request.policy);
         let head = request.method == Method::HEAD;
         let url = request.url.clone();
