@@ -287,11 +287,22 @@ fn http_through_tinyproxy_is_an_absolute_form_request() {
     .ok();
     assert_eq!(std::fs::read(&local).unwrap(), body);
     let wanted = format!("GET {} HTTP/1.", origin.url("/plain"));
-    assert!(
-        proxy.requests().iter().any(|r| r.starts_with(&wanted)),
-        "{:?}",
-        proxy.requests()
-    );
+    let absolute = |proxy: &RealProxy| proxy.requests().iter().filter(|r| r.starts_with(&wanted)).count();
+    assert_eq!(absolute(&proxy), 1, "{:?}", proxy.requests());
+
+    // A list is tried in order: the first refuses connections, the second carries it.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let local = env.path("second.bin");
+    env.run(&[
+        "transfer",
+        "--proxy",
+        &format!("{dead};{}", proxy.url()),
+        &origin.url("/plain"),
+        local.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(std::fs::read(&local).unwrap(), body);
+    assert_eq!(absolute(&proxy), 2, "{:?}", proxy.requests());
 }
 
 #[test]
@@ -477,4 +488,33 @@ fn a_running_job_moves_to_its_new_proxy_with_its_next_request() {
     assert!(connects_to(&proxy, &origin) >= 1, "{}", proxy.log());
     env.run(&["complete", &id]).ok();
     assert_eq!(std::fs::read(env.path("slow.bin")).unwrap(), body);
+}
+
+#[test]
+fn an_environment_proxy_bits_cannot_honour_fails_the_job_never_direct() {
+    // socks5:// resolves names locally: refused (E_NOTIMPL), not ignored.
+    let env = env_trusting_test_root().env("https_proxy", format!("socks5://127.0.0.1:{}", free_port()));
+    let body = content(10_000, 6);
+    let origin = https_origin("/f", &body);
+    let local = env.path("f.bin");
+    let r = env.run(&[
+        "transfer",
+        "--json",
+        "--name",
+        "env-refused",
+        &origin.url("/f"),
+        local.to_str().unwrap(),
+    ]);
+    let job = r.json();
+    let r = r.fails(1, "0x80004001");
+    assert!(r.stderr.contains("https_proxy"), "{r:?}");
+    assert_eq!(job["state"], "ERROR");
+    assert!(origin.requests().is_empty(), "nothing went direct");
+    assert!(!local.exists());
+    // The job's own usage wins over the environment: no_proxy, then direct.
+    env.run(&["set-proxy-settings", "env-refused", "no_proxy"]).ok();
+    env.run(&["resume", "env-refused"]).ok();
+    env.run(&["wait", "env-refused"]).ok();
+    env.run(&["complete", "env-refused"]).ok();
+    assert_eq!(std::fs::read(&local).unwrap(), body);
 }
