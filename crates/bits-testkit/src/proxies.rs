@@ -25,6 +25,13 @@ impl RealProxy {
     /// tinyproxy on a free port of 127.0.0.1, logging every request
     /// (`CONNECT host:port` lines included) to [`RealProxy::log`].
     pub fn tinyproxy() -> RealProxy {
+        RealProxy::tinyproxy_with("")
+    }
+
+    /// [`RealProxy::tinyproxy`] with `extra` lines appended to its
+    /// configuration (`ConnectPort 443` makes it answer `CONNECT` to any
+    /// other port with 403).
+    pub fn tinyproxy_with(extra: &str) -> RealProxy {
         let dir = TempDir::new("tinyproxy");
         let port = free_port();
         let log = dir.path().join("tinyproxy.log");
@@ -33,7 +40,7 @@ impl RealProxy {
             &conf,
             format!(
                 "Port {port}\nListen 127.0.0.1\nTimeout 60\nLogFile \"{}\"\nLogLevel Info\n\
-                 MaxClients 100\nAllow 127.0.0.1\nDisableViaHeader Yes\n",
+                 MaxClients 100\nAllow 127.0.0.1\nDisableViaHeader Yes\n{extra}\n",
                 log.display()
             ),
         )

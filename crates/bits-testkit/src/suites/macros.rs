@@ -326,3 +326,64 @@ macro_rules! client_cert_tests {
         }
     };
 }
+
+/// One `#[tokio::test]` per [`suites::proxies`](crate::suites::proxies)
+/// case, with real tinyproxy and microsocks: `proxy_tests!(Backend)` for a
+/// backend that honours `IGNORE_DATE` (0x4), or
+/// `proxy_tests!(Backend, refuses_ignore_date)` for one that refuses it
+/// (native: the refusal is checked instead).
+#[macro_export]
+macro_rules! proxy_tests {
+    ($backend:ty) => {
+        $crate::proxy_tests!(@cases $backend, true);
+    };
+    ($backend:ty, refuses_ignore_date) => {
+        $crate::proxy_tests!(@cases $backend, false);
+    };
+    (@cases $backend:ty, $honours_ignore_date:expr) => {
+        #[tokio::test]
+        async fn proxies_https_goes_through_a_connect_tunnel() {
+            $crate::suites::proxies::https_goes_through_a_connect_tunnel::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_the_flags_apply_to_the_origin_through_the_tunnel() {
+            $crate::suites::proxies::the_flags_apply_to_the_origin_through_the_tunnel::<$backend>(
+                $honours_ignore_date,
+            )
+            .await;
+        }
+        #[tokio::test]
+        async fn proxies_http_goes_to_the_proxy_in_absolute_form() {
+            $crate::suites::proxies::http_goes_to_the_proxy_in_absolute_form::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_socks5_carries_https_and_http() {
+            $crate::suites::proxies::socks5_carries_https_and_http::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_the_next_proxy_is_tried_when_one_refuses_connections() {
+            $crate::suites::proxies::the_next_proxy_is_tried_when_one_refuses_connections::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_bypassed_hosts_go_direct() {
+            $crate::suites::proxies::bypassed_hosts_go_direct::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_no_proxy_is_direct_and_preconfig_follows_the_environment() {
+            $crate::suites::proxies::no_proxy_is_direct_and_preconfig_follows_the_environment::<$backend>()
+                .await;
+        }
+        #[tokio::test]
+        async fn proxies_a_proxy_refusing_the_tunnel_is_its_http_status() {
+            $crate::suites::proxies::a_proxy_refusing_the_tunnel_is_its_http_status::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_unreachable_proxies_are_cannot_connect() {
+            $crate::suites::proxies::unreachable_proxies_are_cannot_connect::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_a_proxied_connection_never_serves_a_direct_policy() {
+            $crate::suites::proxies::a_proxied_connection_never_serves_a_direct_policy::<$backend>().await;
+        }
+    };
+}

@@ -9,8 +9,9 @@
 //! [`builder_tests!`](crate::builder_tests),
 //! [`request_body_tests!`](crate::request_body_tests),
 //! [`client_cert_tests!`](crate::client_cert_tests),
-//! [`pin_tests!`](crate::pin_tests) and
-//! [`diagnose_tests!`](crate::diagnose_tests) (one test per case),
+//! [`pin_tests!`](crate::pin_tests),
+//! [`diagnose_tests!`](crate::diagnose_tests) and
+//! [`proxy_tests!`](crate::proxy_tests) (one test per case),
 //! or one by one with a transport or handshake from
 //! [`backend`](crate::backend). A factory must trust the given
 //! [`TestPki`](crate::pki::TestPki)'s root only (no system roots).
@@ -25,6 +26,7 @@ pub mod hostnames;
 pub mod isolation;
 mod macros;
 pub mod pins;
+pub mod proxies;
 pub mod system_roots;
 
 use bits_core::{ConnectionPolicy, Request, SecurityFlags, Transport};

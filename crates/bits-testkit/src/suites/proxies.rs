@@ -1,0 +1,296 @@
+//! Routing through proxies (`docs/spec/http-options.md`, "Proxies"), the
+//! same on every backend: REAL tinyproxy (HTTP, `CONNECT`) and microsocks
+//! (SOCKS5) from [`crate::proxies`], real TLS and HTTP servers on
+//! 127.0.0.1. Each transport is given its environment
+//! ([`bits_http::proxy::ProxyEnv`], empty unless a case sets one), so no
+//! case reads or changes the test process's environment.
+//!
+//! Run by [`proxy_tests!`](crate::proxy_tests).
+
+use std::sync::Arc;
+
+use bits_core::{BitsError, ConnectionPolicy, ProxySettings, Request, SecurityFlags, Transport};
+use bits_http::proxy::ProxyEnv;
+use bits_http::{HttpOptions, TlsBackend, TlsTransport};
+use url::Url;
+
+use crate::http::{HttpServer, Route};
+use crate::pki::{LeafKind, TestPki};
+use crate::proxies::{free_port, RealProxy};
+
+const DATE: u32 = 0x8007_2F05;
+const CANNOT_CONNECT: u32 = 0x8007_2EFD;
+const E_NOTIMPL: u32 = 0x8000_4001;
+const HTTP_403: u32 = 0x8019_0193;
+
+/// The body every origin of these cases serves at `/file`.
+pub const BODY: &[u8] = b"bits-testkit: through a proxy, or not\n";
+
+/// A transport trusting [`TestPki::shared`]'s root, routing `preconfig`
+/// by `env` (never the process's).
+pub fn transport<B: TlsBackend>(env: ProxyEnv) -> TlsTransport<B> {
+    TlsTransport::<B>::builder()
+        .add_root_pem(TestPki::shared().root_pem())
+        .expect("the backend takes the test root")
+        .system_roots(false)
+        .crl_cache_dir(crate::backend::unused_crl_cache())
+        .http_options(HttpOptions {
+            proxy_env: Some(Arc::new(env)),
+            ..HttpOptions::default()
+        })
+        .build()
+        .expect("a transport")
+}
+
+/// An https origin presenting `leaf`, serving [`BODY`] at `/file`.
+pub fn https_origin(leaf: LeafKind) -> HttpServer {
+    crate::tls::https_server(TestPki::shared().leaf(leaf)).with("/file", Route::body(BODY))
+}
+
+/// A plain http origin serving [`BODY`] at `/file`.
+pub fn http_origin() -> HttpServer {
+    HttpServer::start().with("/file", Route::body(BODY))
+}
+
+/// `override` through `proxies`, bypassing `bypass`.
+pub fn through(proxies: &str, bypass: &str) -> ProxySettings {
+    ProxySettings::override_with(proxies, bypass).expect("valid proxy settings")
+}
+
+/// The policy of certificate `flags` routed by `proxy`.
+pub fn policy(flags: u32, proxy: ProxySettings) -> ConnectionPolicy {
+    ConnectionPolicy::new(SecurityFlags::new(flags).expect("a valid flag value")).with_proxy(proxy)
+}
+
+/// GETs `url` and reads the whole body: the status (the body checked to
+/// be [`BODY`] on a 200), or the error.
+pub async fn get<T: Transport + ?Sized>(t: &T, url: &str, policy: &ConnectionPolicy) -> Result<u16, BitsError> {
+    let url = Url::parse(url).expect("a URL");
+    let mut response = t.send(Request::get(url, policy.clone())).await?;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.body.next_chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    if response.status == 200 {
+        assert_eq!(body, BODY, "the origin's body");
+    }
+    Ok(response.status)
+}
+
+fn code(r: Result<u16, BitsError>) -> Result<u16, u32> {
+    r.map_err(|e| e.hresult().0)
+}
+
+fn gets(proxy: &RealProxy) -> Vec<String> {
+    proxy
+        .requests()
+        .into_iter()
+        .filter(|r| !r.starts_with("CONNECT "))
+        .collect()
+}
+
+/// https through tinyproxy's `CONNECT` under 0x0: 200; the proxy logged
+/// the tunnel to the origin's address and no request; the origin served
+/// the request itself.
+pub async fn https_goes_through_a_connect_tunnel<B: TlsBackend>() {
+    let proxy = RealProxy::tinyproxy();
+    let origin = https_origin(LeafKind::Good);
+    let t = transport::<B>(ProxyEnv::empty());
+    let p = policy(0, through(&proxy.url(), ""));
+    assert_eq!(code(get(&t, &origin.url("/file"), &p).await), Ok(200));
+    let connects = proxy.connects();
+    assert_eq!(connects.len(), 1, "{connects:?}");
+    assert!(
+        connects[0].starts_with(&format!("{} ", origin.addr())),
+        "{connects:?}"
+    );
+    assert!(gets(&proxy).is_empty(), "the proxy saw a request: {:?}", proxy.requests());
+    assert_eq!(origin.requests_for("/file").len(), 1, "the origin served it");
+}
+
+/// The flags apply to the origin through the tunnel: an expired origin
+/// fails 0x80072F05 under 0x0; under 0x4 (`IGNORE_DATE`) it passes when
+/// the backend honours 0x4, and is refused with `E_NOTIMPL` before any
+/// connection when it does not. The proxy only ever sees `CONNECT`.
+pub async fn the_flags_apply_to_the_origin_through_the_tunnel<B: TlsBackend>(honours_ignore_date: bool) {
+    let proxy = RealProxy::tinyproxy();
+    let origin = https_origin(LeafKind::Expired);
+    let t = transport::<B>(ProxyEnv::empty());
+    let url = origin.url("/file");
+    assert_eq!(
+        code(get(&t, &url, &policy(0, through(&proxy.url(), ""))).await),
+        Err(DATE)
+    );
+    assert_eq!(proxy.connects().len(), 1);
+    let relaxed = policy(0x4, through(&proxy.url(), ""));
+    if honours_ignore_date {
+        assert_eq!(code(get(&t, &url, &relaxed).await), Ok(200));
+        assert_eq!(proxy.connects().len(), 2);
+        assert_eq!(origin.requests_for("/file").len(), 1);
+    } else {
+        assert_eq!(t.check_policy(&relaxed).map_err(|e| e.hresult().0), Err(E_NOTIMPL));
+        assert_eq!(code(get(&t, &url, &relaxed).await), Err(E_NOTIMPL));
+        assert_eq!(proxy.connects().len(), 1, "a refused policy never connects");
+    }
+    assert!(gets(&proxy).is_empty(), "{:?}", proxy.requests());
+}
+
+/// http through tinyproxy: an absolute-form request to the proxy, which
+/// the origin then serves.
+pub async fn http_goes_to_the_proxy_in_absolute_form<B: TlsBackend>() {
+    let proxy = RealProxy::tinyproxy();
+    let origin = http_origin();
+    let t = transport::<B>(ProxyEnv::empty());
+    let url = origin.url("/file");
+    assert_eq!(
+        code(get(&t, &url, &policy(0, through(&proxy.url(), ""))).await),
+        Ok(200)
+    );
+    assert_eq!(proxy.requests(), vec![format!("GET {url} HTTP/1.1")]);
+    assert!(proxy.connects().is_empty());
+    assert_eq!(origin.requests_for("/file").len(), 1);
+}
+
+/// SOCKS5 through microsocks (the proxy resolving names), for https (TLS
+/// end to end under the flags) and for http.
+pub async fn socks5_carries_https_and_http<B: TlsBackend>() {
+    let socks = RealProxy::microsocks();
+    let tls = https_origin(LeafKind::Good);
+    let plain = http_origin();
+    let t = transport::<B>(ProxyEnv::empty());
+    let p = policy(0, through(&socks.url(), ""));
+    assert_eq!(code(get(&t, &tls.url("/file"), &p).await), Ok(200));
+    // `localhost`: a name the proxy resolves (socks5h).
+    let by_name = plain.url("/file").replace("127.0.0.1", "localhost");
+    assert_eq!(code(get(&t, &by_name, &p).await), Ok(200));
+    assert_eq!(tls.requests_for("/file").len(), 1);
+    assert_eq!(plain.requests_for("/file").len(), 1);
+    // Plain http through SOCKS is a tunnel: origin-form, as direct.
+    assert_eq!(plain.requests()[0].target, "/file");
+    // The flags still apply to the origin.
+    let expired = https_origin(LeafKind::Expired);
+    assert_eq!(code(get(&t, &expired.url("/file"), &p).await), Err(DATE));
+}
+
+/// An override list whose first proxy refuses connections: the second
+/// carries the request.
+pub async fn the_next_proxy_is_tried_when_one_refuses_connections<B: TlsBackend>() {
+    let proxy = RealProxy::tinyproxy();
+    let origin = https_origin(LeafKind::Good);
+    let t = transport::<B>(ProxyEnv::empty());
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let p = policy(0, through(&format!("{closed} {}", proxy.url()), ""));
+    assert_eq!(code(get(&t, &origin.url("/file"), &p).await), Ok(200));
+    assert_eq!(proxy.connects().len(), 1);
+}
+
+/// Bypassed hosts go direct: `127.0.0.1` for the address, `<local>` for
+/// `localhost`; the proxy sees nothing.
+pub async fn bypassed_hosts_go_direct<B: TlsBackend>() {
+    let proxy = RealProxy::tinyproxy();
+    let origin = https_origin(LeafKind::Good);
+    let t = transport::<B>(ProxyEnv::empty());
+    let url = origin.url("/file");
+    let p = policy(0, through(&proxy.url(), "example.org 127.0.0.1"));
+    assert_eq!(code(get(&t, &url, &p).await), Ok(200));
+    let local = policy(0, through(&proxy.url(), "<local>"));
+    let localhost = url.replace("127.0.0.1", "localhost");
+    assert_eq!(code(get(&t, &localhost, &local).await), Ok(200));
+    assert_eq!(origin.requests_for("/file").len(), 2);
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+    // The same `<local>` list does not bypass the address.
+    assert_eq!(code(get(&t, &url, &local).await), Ok(200));
+    assert_eq!(proxy.connects().len(), 1);
+}
+
+/// `no_proxy` is direct even with proxy variables set; `preconfig` under
+/// the same environment goes through the proxy (`https_proxy`), except for
+/// hosts in its `no_proxy`, and never by the upper-case `HTTP_PROXY`.
+pub async fn no_proxy_is_direct_and_preconfig_follows_the_environment<B: TlsBackend>() {
+    let proxy = RealProxy::tinyproxy();
+    let tls = https_origin(LeafKind::Good);
+    let plain = http_origin();
+    let env = |extra: &[(&str, String)]| {
+        let mut vars = vec![
+            ("https_proxy", proxy.url()),
+            ("HTTP_PROXY", proxy.url()),
+            ("ALL_PROXY", String::new()),
+        ];
+        vars.extend(extra.iter().cloned());
+        ProxyEnv::from_lookup(move |name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()))
+    };
+    let t = transport::<B>(env(&[]));
+    let direct = policy(0, ProxySettings::no_proxy());
+    assert_eq!(code(get(&t, &tls.url("/file"), &direct).await), Ok(200));
+    assert_eq!(code(get(&t, &plain.url("/file"), &direct).await), Ok(200));
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+    let preconfig = policy(0, ProxySettings::preconfig());
+    assert_eq!(code(get(&t, &tls.url("/file"), &preconfig).await), Ok(200));
+    assert_eq!(proxy.connects().len(), 1, "https_proxy");
+    // http: HTTP_PROXY is ignored and ALL_PROXY is empty: direct.
+    assert_eq!(code(get(&t, &plain.url("/file"), &preconfig).await), Ok(200));
+    assert!(gets(&proxy).is_empty(), "{:?}", proxy.requests());
+    let excepted = transport::<B>(env(&[("no_proxy", "example.org,127.0.0.0/8".into())]));
+    assert_eq!(code(get(&excepted, &tls.url("/file"), &preconfig).await), Ok(200));
+    assert_eq!(proxy.connects().len(), 1, "no_proxy");
+    assert_eq!(tls.requests_for("/file").len(), 3);
+}
+
+/// A proxy that answers `CONNECT` with 403 (tinyproxy allowing port 443
+/// only): `BG_E_HTTP_ERROR_403`, fatal, and the origin sees nothing; no
+/// later proxy of the list is tried.
+pub async fn a_proxy_refusing_the_tunnel_is_its_http_status<B: TlsBackend>() {
+    let strict = RealProxy::tinyproxy_with("ConnectPort 443");
+    let second = RealProxy::tinyproxy();
+    let origin = https_origin(LeafKind::Good);
+    let t = transport::<B>(ProxyEnv::empty());
+    let p = policy(0, through(&format!("{} {}", strict.url(), second.url()), ""));
+    let err = get(&t, &origin.url("/file"), &p).await.unwrap_err();
+    assert_eq!(err.hresult().0, HTTP_403, "{err}");
+    assert!(!err.is_transient());
+    assert_eq!(strict.connects().len(), 1);
+    assert!(second.requests().is_empty(), "no fallback after an answer");
+    assert_eq!(origin.requests().len(), 0);
+    assert_eq!(origin.handshakes_ok(), 0);
+}
+
+/// Proxies that refuse connections: `CannotConnect` (0x80072EFD),
+/// transient, naming them.
+pub async fn unreachable_proxies_are_cannot_connect<B: TlsBackend>() {
+    let origin = https_origin(LeafKind::Good);
+    let t = transport::<B>(ProxyEnv::empty());
+    let (a, b) = (
+        format!("http://127.0.0.1:{}", free_port()),
+        format!("socks5h://127.0.0.1:{}", free_port()),
+    );
+    let p = policy(0, through(&format!("{a};{b}"), ""));
+    let err = get(&t, &origin.url("/file"), &p).await.unwrap_err();
+    assert_eq!(err.hresult().0, CANNOT_CONNECT, "{err}");
+    assert!(err.is_transient());
+    let text = err.to_string();
+    assert!(text.contains(&a) && text.contains(&b), "{text}");
+    assert_eq!(origin.connections(), 0);
+}
+
+/// A connection made through a proxy never serves a policy without it
+/// (nor the reverse): pools are per policy, and the policy holds the
+/// proxy settings.
+pub async fn a_proxied_connection_never_serves_a_direct_policy<B: TlsBackend>() {
+    let proxy = RealProxy::tinyproxy();
+    let origin = https_origin(LeafKind::Good);
+    let t = transport::<B>(ProxyEnv::empty());
+    let url = origin.url("/file");
+    let proxied = policy(0, through(&proxy.url(), ""));
+    let direct = policy(0, ProxySettings::no_proxy());
+    for p in [&proxied, &direct, &proxied, &direct] {
+        assert_eq!(code(get(&t, &url, p).await), Ok(200));
+    }
+    assert_eq!(t.http().connections_made(&proxied), 1);
+    assert_eq!(t.http().connections_made(&direct), 1);
+    assert_eq!(proxy.connects().len(), 1, "one tunnel, reused");
+    let conns: Vec<usize> = origin.requests().iter().map(|r| r.connection).collect();
+    assert_eq!(conns.len(), 4);
+    assert_eq!(conns[0], conns[2]);
+    assert_eq!(conns[1], conns[3]);
+    assert_ne!(conns[0], conns[1]);
+}
