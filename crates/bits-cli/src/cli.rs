@@ -194,6 +194,24 @@ pub enum Command {
         /// The job.
         job: String,
     },
+    /// Route the job's connections: the daemon's environment, direct, or proxies of its own.
+    #[command(after_help = PROXY_HELP)]
+    SetProxySettings {
+        /// The job.
+        job: String,
+        /// preconfig | no_proxy | override.
+        usage: String,
+        /// override: the proxies, tried in order, separated by ; (or spaces).
+        proxies: Option<String>,
+        /// override: the hosts reached direct, separated by ; (or spaces).
+        bypass: Option<String>,
+    },
+    /// Print the job's proxy settings: the usage, then (override) the proxies and the bypass list.
+    #[command(after_help = GET_PROXY_HELP)]
+    GetProxySettings {
+        /// The job.
+        job: String,
+    },
     /// Start or restart transferring (starts the daemon when needed).
     Resume {
         /// The job.
@@ -243,10 +261,14 @@ pub enum Command {
     },
     /// One-shot transfer: create, add, resume, wait, complete.
     #[command(
-        after_help = "--header, --client-certificate (with --key, --password-file, --password-env), --pin \
-                      and --priority mean what set-custom-headers, set-client-certificate, \
-                      set-server-cert-pins and set-priority do, with the same checks; a refused one \
-                      exits 2 before any job is created. With --json the job object is printed at the \
+        after_help = "--header, --client-certificate (with --key, --password-file, --password-env), --pin, \
+                      --priority and --proxy mean what set-custom-headers, set-client-certificate, \
+                      set-server-cert-pins, set-priority and set-proxy-settings do, with the same checks; \
+                      a refused one exits 2 before any job is created. --proxy URL is `override URL` \
+                      (several URLs separated by ; are tried in order) and --noproxy LIST its bypass \
+                      list, as curl's options; --proxy none is `no_proxy` (direct whatever the \
+                      environment). Without --proxy the job uses the daemon's environment (preconfig: \
+                      https_proxy, http_proxy, all_proxy, no_proxy, as curl reads them). With --json the job object is printed at the \
                       end, whether it succeeded or not."
     )]
     Transfer(TransferArgs),
@@ -271,6 +293,35 @@ pub enum Command {
         crl: bool,
     },
 }
+
+/// `bits set-proxy-settings --help` (`docs/spec/http-options.md`, "Proxies").
+const PROXY_HELP: &str = "\
+preconfig (the default): the daemon's environment, read as curl reads it: https_proxy or \
+HTTPS_PROXY for https URLs, http_proxy (lower case only) for http URLs, all_proxy or ALL_PROXY \
+for both, no_proxy or NO_PROXY for the exceptions. A daemon started on demand (by resume, wait, \
+monitor, transfer) inherits the environment of that command; a daemon already running keeps its \
+own (`bits daemon --stop` and the next command starts one with yours).
+no_proxy: always direct, whatever the environment.
+override PROXIES [BYPASS]: the job's own proxies, tried in order, each http://HOST:PORT, \
+socks5h://HOST:PORT (SOCKS5, the proxy resolves names) or HOST:PORT (http); the port defaults \
+to 1080. BYPASS lists the hosts reached direct: host names, domain suffixes (.example.org), \
+IP addresses, CIDRs (10.0.0.0/8), * (every host), and <local> (every host name without a dot). \
+Separate entries with ; (or spaces, inside one quoted argument).
+
+https goes through an http proxy as a CONNECT tunnel: TLS runs end to end with the server, \
+under the job's security flags, pins and client certificate, never applied to the proxy. \
+Allowed in every state but ACKNOWLEDGED and CANCELLED (0x80200002); a running job uses the \
+new settings from its next request. Errors: 0x80070057 a bad usage, URL or bypass entry; \
+0x80004001 another proxy scheme (https://, socks4://, socks5://). At transfer time: cannot \
+connect to the proxy 0x80072EFD (transient); the proxy refuses with HTTP status S: 0x8019 and S \
+in four hex digits (407: 0x80190197).";
+
+/// `bits get-proxy-settings --help`.
+const GET_PROXY_HELP: &str = "\
+Prints the usage alone on its first line: preconfig, no_proxy or override. For override, two \
+more lines: the proxies, in the order they are tried, as URLs separated by ; \
+(http://127.0.0.1:3128;socks5h://10.0.0.1:1080), then the bypass list separated by ; \
+(an empty line when there is none). The lines are what set-proxy-settings takes back.";
 
 /// `bits diagnose --help`.
 const DIAGNOSE_HELP: &str = "\
@@ -324,6 +375,12 @@ pub struct TransferArgs {
     /// Server key pins, sha256//BASE64[;sha256//BASE64]...
     #[arg(long = "pin", value_name = "PINS")]
     pub pins: Option<String>,
+    /// Go through this proxy (http://HOST:PORT, socks5h://HOST:PORT), or `none` for direct.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// With --proxy URL: the hosts reached direct (as set-proxy-settings BYPASS).
+    #[arg(long, value_name = "LIST", requires = "proxy")]
+    pub noproxy: Option<String>,
     /// URL LOCAL pairs.
     #[arg(value_name = "URL LOCAL", num_args = 2.., required = true)]
     pub pairs: Vec<String>,

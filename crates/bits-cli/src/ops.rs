@@ -5,7 +5,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use bits_core::{engine, BitsError, ClientCertificate, Hresult, Job, PinSet, Priority, SecurityFlags};
+use bits_core::{
+    engine, BitsError, ClientCertificate, Hresult, Job, PinSet, Priority, ProxySettings, SecurityFlags,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -74,6 +76,12 @@ pub enum JobOp {
     SetServerCertPins {
         /// The pins.
         pins: Option<PinSet>,
+    },
+    /// `set-proxy-settings` (parsed by the command; checked again here by
+    /// the job's backend).
+    SetProxySettings {
+        /// The new settings.
+        proxy: ProxySettings,
     },
     /// `resume`.
     Resume,
@@ -165,6 +173,20 @@ pub fn apply(job: &mut Job, op: &JobOp) -> (Result<Hresult, BitsError>, bool) {
         JobOp::SetServerCertPins { pins } => {
             let name = job.backend.clone();
             let result = job.set_server_cert_pins(pins.clone(), |p| backend::named(&name)?.check_policy(p));
+            (result.map(|()| Hresult::S_OK), false)
+        }
+        JobOp::SetProxySettings { proxy } => {
+            let result = bits_core::state::check_operation(
+                job.state(),
+                job.job_type,
+                bits_core::Operation::SetProperty,
+            )
+            .and_then(|()| {
+                // The state first, so a final job says "invalid state"
+                // whatever its backend.
+                let backend = backend::named(&job.backend)?;
+                job.set_proxy_settings(proxy.clone(), |p| backend.check_policy(p))
+            });
             (result.map(|()| Hresult::S_OK), false)
         }
         JobOp::Resume => (job.resume().map(|()| Hresult::S_OK), false),

@@ -65,6 +65,11 @@ pub fn job_json(job: &Job) -> Value {
         })),
         "http_method": job.http_method().as_str(),
         "server_cert_pins": job.server_cert_pins.as_ref().map(ToString::to_string),
+        "proxy": json!({
+            "usage": job.proxy.usage().as_str(),
+            "list": job.proxy.proxies().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "bypass": job.proxy.bypass(),
+        }),
     })
 }
 
@@ -134,6 +139,8 @@ pub fn job_text(job: &Job) -> String {
             .as_ref()
             .map_or_else(|| "none".to_string(), ToString::to_string)
     );
+    // `preconfig`, `no_proxy`, or `override http://a:1;socks5h://b:2 bypass x.org;<local>`.
+    let _ = writeln!(s, "proxy:               {}", job.proxy);
     let _ = writeln!(
         s,
         "progress:            {} / {} bytes, {} / {} files",
@@ -292,7 +299,12 @@ mod tests {
         assert_eq!(v["client_certificate"], Value::Null);
         assert_eq!(v["http_method"], "GET");
         assert_eq!(v["server_cert_pins"], Value::Null);
+        assert_eq!(
+            v["proxy"],
+            json!({"usage": "preconfig", "list": [], "bypass": []})
+        );
         let text = job_text(&j);
+        assert!(text.contains("proxy:               preconfig\n"), "{text}");
         assert!(text.contains("http method:         GET\n"), "{text}");
         assert!(text.contains("custom headers:      none\n"), "{text}");
 
@@ -302,6 +314,13 @@ mod tests {
         let pin = format!("sha256//{}", "A".repeat(43) + "=");
         let pins = bits_core::PinSet::parse(&pin).unwrap();
         j.set_server_cert_pins(pins, |_| Ok(())).unwrap();
+        let proxy = bits_core::ProxySettings::parse(
+            "override",
+            Some("127.0.0.1:3128;socks5h://p:1"),
+            Some("<local>"),
+        )
+        .unwrap();
+        j.set_proxy_settings(proxy, |_| Ok(())).unwrap();
         let v = job_json(&j);
         assert_eq!(
             v["custom_headers"],
@@ -309,6 +328,14 @@ mod tests {
         );
         assert_eq!(v["http_method"], "POST");
         assert_eq!(v["server_cert_pins"], pin.as_str());
+        assert_eq!(
+            v["proxy"],
+            json!({
+                "usage": "override",
+                "list": ["http://127.0.0.1:3128", "socks5h://p:1"],
+                "bypass": ["<local>"],
+            })
+        );
         let text = job_text(&j);
         assert!(text.contains("custom headers:      X-Trace: t1\n"), "{text}");
         assert!(
@@ -318,6 +345,12 @@ mod tests {
         assert!(text.contains("Cookie: <hidden>"), "{text}");
         assert!(!text.contains("s3cret") && !text.contains("c=1"), "{text}");
         assert!(text.contains("http method:         POST"), "{text}");
+        assert!(
+            text.contains(
+                "proxy:               override http://127.0.0.1:3128;socks5h://p:1 bypass <local>\n"
+            ),
+            "{text}"
+        );
 
         j.make_custom_headers_write_only().unwrap();
         let v = job_json(&j);

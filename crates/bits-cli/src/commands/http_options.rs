@@ -1,6 +1,7 @@
 //! The rest of BITS's `IBackgroundCopyJobHttpOptions` family
 //! (`docs/spec/http-options.md`): custom headers, the client certificate,
-//! the HTTP method and the server certificate pins, set and read.
+//! the HTTP method, the server certificate pins and the proxy settings,
+//! set and read.
 //!
 //! Setters go the way of every change to a stored job ([`ipc::apply`]:
 //! through the daemon when one carries the store, which stops a running
@@ -8,12 +9,15 @@
 //! What needs the command's own context is done here before: a client
 //! certificate is read (relative paths from the current directory, the
 //! password from a file or the environment) and checked by the job's
-//! backend; pins are parsed.
+//! backend; pins and proxy settings are parsed.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use bits_core::{ClientCertificate, ClientCertificateFile, Hresult, Job, Operation, Password, PinSet};
+use bits_core::{
+    ClientCertificate, ClientCertificateFile, Hresult, Job, Operation, Password, PinSet, ProxySettings,
+    ProxyUsage,
+};
 
 use super::Ctx;
 use crate::backend::Backend;
@@ -177,6 +181,90 @@ pub(super) fn get_server_cert_pins(ctx: &Ctx, job: &str) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// Proxy settings from the command line (`docs/spec/http-options.md`,
+/// "Proxies"): bad input is `E_INVALIDARG`, a scheme bits does not speak
+/// `E_NOTIMPL`, both exit 2 with nothing changed.
+pub(super) fn parse_proxy(
+    usage: &str,
+    proxies: Option<&str>,
+    bypass: Option<&str>,
+) -> Result<ProxySettings, Failure> {
+    ProxySettings::parse(usage, proxies, bypass).map_err(|e| {
+        let hint = if e.hresult() == Hresult::E_NOTIMPL {
+            "nothing was changed; bits speaks http://HOST:PORT and socks5h://HOST:PORT proxies"
+        } else {
+            "nothing was changed; give preconfig, no_proxy, or override PROXIES [BYPASS] \
+             (`bits set-proxy-settings --help` shows the syntax)"
+        };
+        Failure::from_bits(&e).with_hint(hint)
+    })
+}
+
+/// A proxy setting the job's backend refused (`E_NOTIMPL`) says so.
+fn proxy_refused(f: Failure, backend: Backend) -> Failure {
+    if f.code == Hresult::E_NOTIMPL {
+        f.with_hint(format!(
+            "nothing was changed; the {} backend cannot route connections that way (yet)",
+            backend.name()
+        ))
+    } else {
+        f
+    }
+}
+
+pub(super) fn set_proxy_settings(
+    ctx: &Ctx,
+    job: &str,
+    usage: &str,
+    proxies: Option<&str>,
+    bypass: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let proxy = parse_proxy(usage, proxies, bypass)?;
+    let store = ctx.open()?;
+    let job = store.resolve(job)?;
+    let backend = Backend::from_name(&job.backend)?;
+    ipc::apply(&store, job.id, JobOp::SetProxySettings { proxy }).map_err(|f| proxy_refused(f, backend))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The lines of `get-proxy-settings`: the usage; for override, the
+/// proxies and the bypass list, each `;`-separated (the bypass line empty
+/// when there is none), as `set-proxy-settings` takes them back.
+pub(super) fn proxy_lines(proxy: &ProxySettings) -> Vec<String> {
+    let mut lines = vec![proxy.usage().as_str().to_string()];
+    if proxy.usage() == ProxyUsage::Override {
+        let list: Vec<String> = proxy.proxies().iter().map(ToString::to_string).collect();
+        lines.push(list.join(";"));
+        lines.push(proxy.bypass().join(";"));
+    }
+    lines
+}
+
+pub(super) fn get_proxy_settings(ctx: &Ctx, job: &str) -> anyhow::Result<ExitCode> {
+    let job = ctx.open()?.resolve(job)?;
+    for line in proxy_lines(&job.proxy) {
+        out!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `transfer --proxy URL [--noproxy LIST]`: `override URL LIST`, or
+/// `no_proxy` for `--proxy none` (or an empty URL, as curl's `--proxy ""`).
+pub(super) fn transfer_proxy(proxy: &str, noproxy: Option<&str>) -> Result<ProxySettings, Failure> {
+    let direct = proxy.trim().is_empty() || proxy.trim().eq_ignore_ascii_case("none");
+    if direct && noproxy.is_some() {
+        return Err(Failure::bad_input(
+            Hresult::E_INVALIDARG,
+            "--noproxy is the bypass list of a proxy, and --proxy none names none",
+            "nothing was changed; drop --noproxy, or give --proxy URL",
+        ));
+    }
+    if direct {
+        return Ok(ProxySettings::no_proxy());
+    }
+    parse_proxy("override", Some(proxy), noproxy)
+}
+
 /// What `transfer` sets on its new job beyond flags and timeouts, in the
 /// order and with the checks of the setters above.
 pub(super) fn configure_new_job(
@@ -186,6 +274,7 @@ pub(super) fn configure_new_job(
     certificate: Option<&Path>,
     secrets: &CertSecrets,
     pins: Option<&str>,
+    proxy: Option<ProxySettings>,
 ) -> Result<(), Failure> {
     if !headers.is_empty() {
         job.set_custom_headers(headers).map_err(Failure::from)?;
@@ -213,5 +302,54 @@ pub(super) fn configure_new_job(
         job.set_server_cert_pins(pins, |p| backend.check_policy(p))
             .map_err(Failure::from)?;
     }
+    if let Some(proxy) = proxy {
+        job.set_proxy_settings(proxy, |p| backend.check_policy(p))
+            .map_err(|e| proxy_refused(Failure::from_bits(&e), backend))?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_lines_are_what_set_takes_back() {
+        let o = parse_proxy(
+            "override",
+            Some("127.0.0.1:3128 socks5h://p:1"),
+            Some("<local>;.x.org"),
+        )
+        .unwrap();
+        let lines = proxy_lines(&o);
+        assert_eq!(
+            lines,
+            [
+                "override",
+                "http://127.0.0.1:3128;socks5h://p:1",
+                "<local>;.x.org"
+            ]
+        );
+        assert_eq!(
+            parse_proxy(&lines[0], Some(&lines[1]), Some(&lines[2])).unwrap(),
+            o
+        );
+        assert_eq!(proxy_lines(&ProxySettings::no_proxy()), ["no_proxy"]);
+        assert_eq!(proxy_lines(&ProxySettings::preconfig()), ["preconfig"]);
+    }
+
+    #[test]
+    fn transfer_proxy_is_override_or_none() {
+        let o = transfer_proxy("http://127.0.0.1:3128", Some("<local>")).unwrap();
+        assert_eq!(o.usage(), ProxyUsage::Override);
+        assert_eq!(o.bypass(), ["<local>"]);
+        for direct in ["none", "NONE", ""] {
+            assert_eq!(transfer_proxy(direct, None).unwrap(), ProxySettings::no_proxy());
+        }
+        let f = transfer_proxy("none", Some("<local>")).unwrap_err();
+        assert_eq!((f.code, f.exit), (Hresult::E_INVALIDARG, 2));
+        let f = transfer_proxy("socks4://127.0.0.1:1", None).unwrap_err();
+        assert_eq!((f.code, f.exit), (Hresult::E_NOTIMPL, 2));
+        assert!(f.hint.contains("socks5h://"), "{}", f.hint);
+    }
 }

@@ -2,7 +2,7 @@
 //! and their files), [`edit`] (changes to a stored job, and pruning),
 //! [`transfer`] (running jobs: resume, complete, wait, monitor, transfer),
 //! [`show`] (reading jobs), [`http_options`] (custom headers, client
-//! certificate, HTTP method, pins), [`daemon`] (starting and stopping the
+//! certificate, HTTP method, pins, proxies), [`daemon`] (starting and stopping the
 //! service), [`backends`], [`diagnose`] (a server's TLS, no job).
 
 mod backends;
@@ -105,6 +105,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             http_options::set_server_cert_pins(&ctx, &job, pins.as_deref())
         }
         Command::GetServerCertPins { job } => http_options::get_server_cert_pins(&ctx, &job),
+        Command::SetProxySettings {
+            job,
+            usage,
+            proxies,
+            bypass,
+        } => http_options::set_proxy_settings(&ctx, &job, &usage, proxies.as_deref(), bypass.as_deref()),
+        Command::GetProxySettings { job } => http_options::get_proxy_settings(&ctx, &job),
         Command::Resume { job } => transfer::resume(&ctx, &job),
         Command::Suspend { job } => edit::simple_op(&ctx, &job, JobOp::Suspend),
         Command::Cancel { job } => edit::simple_op(&ctx, &job, JobOp::Cancel),

@@ -214,6 +214,11 @@ pub(super) fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode
         job.set_priority(Priority::parse(p).map_err(Failure::from)?)
             .map_err(Failure::from)?;
     }
+    let proxy = args
+        .proxy
+        .as_deref()
+        .map(|p| super::http_options::transfer_proxy(p, args.noproxy.as_deref()))
+        .transpose()?;
     super::http_options::configure_new_job(
         &mut job,
         backend,
@@ -221,6 +226,7 @@ pub(super) fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode
         args.client_certificate.as_deref(),
         &args.secrets,
         args.pins.as_deref(),
+        proxy,
     )?;
     let mut writable = HashSet::new();
     for pair in args.pairs.chunks(2) {

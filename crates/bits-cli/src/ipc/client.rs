@@ -184,6 +184,12 @@ pub fn ensure_daemon(dir: &Path, verbose: u8) -> Result<Client, Failure> {
 /// own process group, stdin closed, stdout and stderr appended to
 /// `daemon.log`. Returns the child, the log's path, and where this start's
 /// output begins in it.
+///
+/// The daemon inherits this command's whole environment, unchanged: the
+/// proxy variables (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`)
+/// it routes `preconfig` jobs by (`docs/spec/http-options.md`, "Proxies"),
+/// and `SSL_CERT_FILE` / `SSL_CERT_DIR`. A daemon already running keeps
+/// its own.
 pub fn spawn_daemon(dir: &Path, verbose: u8) -> Result<(std::process::Child, PathBuf, u64), Failure> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
@@ -213,6 +219,7 @@ pub fn spawn_daemon(dir: &Path, verbose: u8) -> Result<(std::process::Child, Pat
     for _ in 0..verbose {
         cmd.arg("-v");
     }
+    // No env_clear: the environment is the daemon's configuration too.
     cmd.current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))

@@ -86,6 +86,16 @@ impl Env {
             "SSL_CERT_DIR",
             "BITS_LOG",
             "RUST_LOG",
+            // The daemon routes preconfig jobs by these: a test sets them
+            // itself, or none.
+            "http_proxy",
+            "HTTP_PROXY",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+            "no_proxy",
+            "NO_PROXY",
         ] {
             c.env_remove(k);
         }
