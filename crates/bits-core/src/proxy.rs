@@ -47,19 +47,20 @@ impl ProxyUrl {
         let bad = |why: &str| BitsError::InvalidArg {
             what: format!("proxy {text:?}: {why}"),
         };
-        let (scheme, rest) =
-            match text.split_once("://") {
-                None => (ProxyScheme::Http, text),
-                Some((s, rest)) => match s.to_ascii_lowercase().as_str() {
-                    "http" => (ProxyScheme::Http, rest),
-                    "socks5h" => (ProxyScheme::Socks5h, rest),
-                    other => return Err(BitsError::NotImplemented {
+        let (scheme, rest) = match text.split_once("://") {
+            None => (ProxyScheme::Http, text),
+            Some((s, rest)) => match s.to_ascii_lowercase().as_str() {
+                "http" => (ProxyScheme::Http, rest),
+                "socks5h" => (ProxyScheme::Socks5h, rest),
+                other => {
+                    return Err(BitsError::NotImplemented {
                         what: format!(
                             "proxy {text:?}: scheme {other}:// (bits speaks http:// and socks5h:// proxies)"
                         ),
-                    }),
-                },
-            };
+                    })
+                }
+            },
+        };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.is_empty() {
             return Err(bad("no host"));
