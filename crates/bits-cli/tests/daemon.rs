@@ -20,13 +20,7 @@ fn slow_job(env: &Env, server: &HttpServer, len: usize) -> (String, Vec<u8>) {
             .throttle(16 * 1024, Duration::from_millis(15)),
     );
     let id = env.create("slow");
-    env.run(&[
-        "add-file",
-        &id,
-        &server.url("/slow"),
-        env.path("slow.bin").to_str().unwrap(),
-    ])
-    .ok();
+    env.add_file(&id, &server.url("/slow"), "slow.bin");
     env.run(&["resume", &id]).ok();
     (id, body)
 }
@@ -122,13 +116,7 @@ fn monitor_follows_until_settled() {
     let server = HttpServer::start();
     server.set("/m", Route::body(content(200_000, 5)));
     let id = env.create("mon");
-    env.run(&[
-        "add-file",
-        &id,
-        &server.url("/m"),
-        env.path("m").to_str().unwrap(),
-    ])
-    .ok();
+    env.add_file(&id, &server.url("/m"), "m");
     env.run(&["resume", &id]).ok();
     let r = env.run(&["monitor", &id]).ok();
     assert!(r.stdout.contains("TRANSFERRED"), "{r:?}");

@@ -12,14 +12,6 @@ use bits_testkit::tls::TlsServer;
 use serde_json::Value;
 use support::Env;
 
-fn env_trusting_test_root() -> Env {
-    let env = Env::new();
-    let pem = env.tmp.path().join("root.pem");
-    std::fs::write(&pem, TestPki::shared().root_pem()).unwrap();
-    let pem = pem.to_str().unwrap().to_string();
-    env.env("SSL_CERT_FILE", pem)
-}
-
 /// Each compiled backend and the certificate-flag values it honours, as
 /// `bits backends --json` says.
 fn backends(env: &Env) -> Vec<(String, Vec<u32>)> {
@@ -63,7 +55,7 @@ fn expected_least(kind: LeafKind, honoured: &[u32]) -> Option<String> {
 
 #[test]
 fn diagnose_json_agrees_with_the_matrix_on_every_leaf_and_sends_no_request() {
-    let env = env_trusting_test_root();
+    let env = Env::trusting_test_root();
     let pki = TestPki::shared();
     let backends = backends(&env);
     assert!(!backends.is_empty());
@@ -135,7 +127,7 @@ fn diagnose_json_agrees_with_the_matrix_on_every_leaf_and_sends_no_request() {
 #[cfg(any(feature = "openssl", feature = "rustls"))]
 #[test]
 fn the_text_report_shows_the_chain_faults_and_least_flags() {
-    let env = env_trusting_test_root();
+    let env = Env::trusting_test_root();
     let pki = TestPki::shared();
     let leaf = pki.leaf(LeafKind::ExpUnknownCa);
     let server = TlsServer::start(leaf);
@@ -156,7 +148,7 @@ fn the_text_report_shows_the_chain_faults_and_least_flags() {
 
 #[test]
 fn exit_statuses_say_ran_unreachable_or_bad_url() {
-    let env = env_trusting_test_root();
+    let env = Env::trusting_test_root();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()

@@ -34,13 +34,7 @@ fn running_job(env: &Env, server: &HttpServer, backend: Option<&str>) -> String 
             .to_string(),
         None => env.create("slow"),
     };
-    env.run(&[
-        "add-file",
-        &id,
-        &server.url("/slow"),
-        env.path("slow.bin").to_str().unwrap(),
-    ])
-    .ok();
+    env.add_file(&id, &server.url("/slow"), "slow.bin");
     env.run(&["resume", &id]).ok();
     id
 }
@@ -172,13 +166,7 @@ fn http_method_priority_and_resume() {
     // Back to GET, then resumed: the method is fixed from then on.
     env.run(&["set-http-method", &id, "GET"]).ok();
     env.run(&["set-priority", &id, "low"]).ok();
-    env.run(&[
-        "add-file",
-        &id,
-        &server.url("/f"),
-        env.path("f").to_str().unwrap(),
-    ])
-    .ok();
+    env.add_file(&id, &server.url("/f"), "f");
     env.run(&["resume", &id]).ok();
     env.run(&["set-http-method", &id, "POST"]).fails(2, "0x80200002");
     env.run(&["wait", &id]).ok();

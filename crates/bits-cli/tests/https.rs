@@ -8,16 +8,8 @@ use bits_testkit::pki::{LeafKind, TestPki};
 use bits_testkit::tls::TlsServer;
 use support::Env;
 
-fn env_trusting_test_root() -> Env {
-    let env = Env::new();
-    let pem = env.tmp.path().join("root.pem");
-    std::fs::write(&pem, TestPki::shared().root_pem()).unwrap();
-    let pem = pem.to_str().unwrap().to_string();
-    env.env("SSL_CERT_FILE", pem)
-}
-
 fn check_backend(backend: &str, ignore_date_supported: bool) {
-    let env = env_trusting_test_root();
+    let env = Env::trusting_test_root();
     let pki = TestPki::shared();
     let good = TlsServer::start(pki.leaf(LeafKind::Good));
     let expired = TlsServer::start(pki.leaf(LeafKind::Expired));

@@ -133,13 +133,7 @@ fn http_503_is_transient_then_error_after_no_progress_timeout() {
     let server = HttpServer::start();
     server.set("/busy", Route::status(503));
     let id = env.create("busy");
-    env.run(&[
-        "add-file",
-        &id,
-        &server.url("/busy"),
-        env.path("busy.bin").to_str().unwrap(),
-    ])
-    .ok();
+    env.add_file(&id, &server.url("/busy"), "busy.bin");
     env.run(&["set-min-retry-delay", &id, "1"]).ok();
     assert_eq!(env.info(&id)["min_retry_delay"], 5, "stored as the floor");
     env.run(&["set-no-progress-timeout", &id, "2"]).ok();
@@ -359,13 +353,7 @@ fn resume_retries_a_transient_error_at_once() {
     let server = HttpServer::start();
     server.set("/flaky", Route::body("now").fail_first(1, 500).retry_after(3600));
     let id = env.create("flaky");
-    env.run(&[
-        "add-file",
-        &id,
-        &server.url("/flaky"),
-        env.path("f").to_str().unwrap(),
-    ])
-    .ok();
+    env.add_file(&id, &server.url("/flaky"), "f");
     env.run(&["resume", &id]).ok();
     let info = env.wait_for(&id, Duration::from_secs(10), |i| i["state"] == "TRANSIENT_ERROR");
     assert_eq!(info["error"]["code"], "0x801901F4");

@@ -198,16 +198,6 @@ fn bad_input_exits_2_and_changes_nothing() {
     );
 }
 
-/// A test world whose `bits` commands (and the daemons they start) trust
-/// the test root through `SSL_CERT_FILE`, as `tests/https.rs` does.
-fn env_trusting_test_root() -> Env {
-    let env = Env::new();
-    let pem = env.tmp.path().join("root.pem");
-    std::fs::write(&pem, TestPki::shared().root_pem()).unwrap();
-    let pem = pem.to_str().unwrap().to_string();
-    env.env("SSL_CERT_FILE", pem)
-}
-
 /// An https origin (the good leaf, valid for 127.0.0.1) serving `path`.
 fn https_origin(path: &str, body: &[u8]) -> HttpServer {
     https_server(TestPki::shared().leaf(LeafKind::Good))
@@ -221,7 +211,7 @@ fn connects_to(proxy: &RealProxy, origin: &HttpServer) -> usize {
 }
 
 fn transfer_through_tinyproxy(backend: &str) {
-    let env = env_trusting_test_root();
+    let env = Env::trusting_test_root();
     let proxy = RealProxy::tinyproxy();
     let body = content(200_000, 1);
     let origin = https_origin("/file", &body);
@@ -307,7 +297,7 @@ fn http_through_tinyproxy_is_an_absolute_form_request() {
 
 #[test]
 fn socks5h_through_microsocks_and_a_dead_proxy_is_0x80072efd() {
-    let env = env_trusting_test_root();
+    let env = Env::trusting_test_root();
     let socks = RealProxy::microsocks();
     let body = content(50_000, 3);
     let origin = https_origin("/s", &body);
@@ -348,7 +338,7 @@ fn socks5h_through_microsocks_and_a_dead_proxy_is_0x80072efd() {
 #[test]
 fn the_daemon_started_on_demand_inherits_https_proxy_and_no_proxy_jobs_go_direct() {
     let proxy = RealProxy::tinyproxy();
-    let env = env_trusting_test_root().env("https_proxy", proxy.url());
+    let env = Env::trusting_test_root().env("https_proxy", proxy.url());
     let body = content(100_000, 4);
     let origin = https_origin("/env", &body);
     let local = env.path("env.bin");
@@ -423,13 +413,7 @@ fn slow_https_job(env: &Env, origin: &HttpServer, proxy: Option<&RealProxy>) -> 
             .throttle(16 * 1024, Duration::from_millis(15)),
     );
     let id = env.create("slow");
-    env.run(&[
-        "add-file",
-        &id,
-        &origin.url("/slow"),
-        env.path("slow.bin").to_str().unwrap(),
-    ])
-    .ok();
+    env.add_file(&id, &origin.url("/slow"), "slow.bin");
     if let Some(proxy) = proxy {
         env.run(&["set-proxy-settings", &id, "override", &proxy.url()])
             .ok();
@@ -451,7 +435,7 @@ fn first_range_start(origin: &HttpServer) -> u64 {
 
 #[test]
 fn kill_9_mid_transfer_through_a_proxy_resumes_through_it_with_range() {
-    let env = env_trusting_test_root();
+    let env = Env::trusting_test_root();
     let proxy = RealProxy::tinyproxy();
     let origin = https_server(TestPki::shared().leaf(LeafKind::Good));
     let (id, body) = slow_https_job(&env, &origin, Some(&proxy));
@@ -473,7 +457,7 @@ fn kill_9_mid_transfer_through_a_proxy_resumes_through_it_with_range() {
 
 #[test]
 fn a_running_job_moves_to_its_new_proxy_with_its_next_request() {
-    let env = env_trusting_test_root();
+    let env = Env::trusting_test_root();
     let proxy = RealProxy::tinyproxy();
     let origin = https_server(TestPki::shared().leaf(LeafKind::Good));
     // Direct first (no proxy variable anywhere).
@@ -493,7 +477,7 @@ fn a_running_job_moves_to_its_new_proxy_with_its_next_request() {
 #[test]
 fn an_environment_proxy_bits_cannot_honour_fails_the_job_never_direct() {
     // socks5:// resolves names locally: refused (E_NOTIMPL), not ignored.
-    let env = env_trusting_test_root().env("https_proxy", format!("socks5://127.0.0.1:{}", free_port()));
+    let env = Env::trusting_test_root().env("https_proxy", format!("socks5://127.0.0.1:{}", free_port()));
     let body = content(10_000, 6);
     let origin = https_origin("/f", &body);
     let local = env.path("f.bin");

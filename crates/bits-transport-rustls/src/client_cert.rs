@@ -232,17 +232,8 @@ pub(crate) fn classify_alert(
     };
     let about_client_cert = matches!(
         alert,
-        AlertDescription::CertificateRequired
-            | AlertDescription::HandshakeFailure
-            | AlertDescription::BadCertificate
-            | AlertDescription::UnsupportedCertificate
-            | AlertDescription::CertificateRevoked
-            | AlertDescription::CertificateExpired
-            | AlertDescription::CertificateUnknown
-            | AlertDescription::UnknownCA
-            | AlertDescription::AccessDenied
-            | AlertDescription::DecryptError
-    );
+        AlertDescription::CertificateRequired | AlertDescription::HandshakeFailure
+    ) || refuses_a_certificate(alert);
     if !about_client_cert {
         return None;
     }
@@ -274,18 +265,26 @@ pub(crate) fn classify_io(e: &std::io::Error) -> Option<BitsError> {
     };
     match alert {
         AlertDescription::CertificateRequired => Some(BitsError::ClientCertNeeded),
-        AlertDescription::BadCertificate
-        | AlertDescription::UnsupportedCertificate
-        | AlertDescription::CertificateRevoked
-        | AlertDescription::CertificateExpired
-        | AlertDescription::CertificateUnknown
-        | AlertDescription::UnknownCA
-        | AlertDescription::AccessDenied
-        | AlertDescription::DecryptError => Some(BitsError::SecureFailure {
+        a if refuses_a_certificate(a) => Some(BitsError::SecureFailure {
             reason: format!("the server refused the client certificate (alert {alert:?})"),
         }),
         _ => None,
     }
+}
+
+/// The alerts a server sends when it refuses the certificate it was given.
+fn refuses_a_certificate(alert: &AlertDescription) -> bool {
+    matches!(
+        alert,
+        AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::AccessDenied
+            | AlertDescription::DecryptError
+    )
 }
 
 #[cfg(test)]

@@ -69,6 +69,22 @@ impl Env {
         }
     }
 
+    /// A test world whose commands (and the daemons they start) trust the
+    /// test PKI's root through `SSL_CERT_FILE`, instead of the system's.
+    pub fn trusting_test_root() -> Env {
+        let env = Env::new();
+        let pem = env.tmp.path().join("root.pem");
+        std::fs::write(&pem, bits_testkit::pki::TestPki::shared().root_pem()).unwrap();
+        let pem = pem.to_str().unwrap().to_string();
+        env.env("SSL_CERT_FILE", pem)
+    }
+
+    /// `bits add-file JOB URL <data>/LOCAL`, which must succeed.
+    pub fn add_file(&self, job: &str, url: &str, local: &str) {
+        let local = self.path(local);
+        self.run(&["add-file", job, url, local.to_str().unwrap()]).ok();
+    }
+
     /// Sets an environment variable for every command (and so for a daemon
     /// they start).
     pub fn env(mut self, k: &str, v: impl AsRef<str>) -> Env {
