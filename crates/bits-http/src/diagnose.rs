@@ -169,8 +169,8 @@ impl CertInfo {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time.
-fn rfc3339(unix: i64) -> String {
+/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (seconds; negative before 1970).
+pub fn rfc3339(unix: i64) -> String {
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     // Howard Hinnant's civil_from_days.
