@@ -338,6 +338,16 @@ pub enum BitsError {
         /// `Retry-After` in seconds, when the server sent one.
         retry_after: Option<u64>,
     },
+    /// `BG_E_HTTP_ERROR_401` / `_407` (0x80190191 / 0x80190197), fatal: a
+    /// challenge the job cannot or may not answer, or credentials the
+    /// server or proxy refused. `why` never holds a password.
+    #[error("the {} answered HTTP {status}: {why}", if *status == 407 { "proxy" } else { "server" })]
+    AuthFailed {
+        /// 401 (server) or 407 (proxy).
+        status: u16,
+        /// Why it was not answered, or that the answer was refused.
+        why: String,
+    },
     /// 0x80072EFD, transient: the TCP connection failed.
     #[error("cannot connect to {host}: {reason}")]
     CannotConnect {
@@ -434,7 +444,7 @@ impl BitsError {
             SecureFailure { .. } => Hresult::WINHTTP_SECURE_FAILURE,
             RedirectDisallowed { status, .. } => Hresult::from_win32(u32::from(*status)),
             RedirectFailed { .. } => Hresult::WINHTTP_REDIRECT_FAILED,
-            HttpStatus { status, .. } => Hresult::http_status(*status),
+            HttpStatus { status, .. } | AuthFailed { status, .. } => Hresult::http_status(*status),
             CannotConnect { .. } => Hresult::WINHTTP_CANNOT_CONNECT,
             ConnectionReset { .. } => Hresult::WINHTTP_CONNECTION_ERROR,
             Timeout { .. } => Hresult::WINHTTP_TIMEOUT,
@@ -472,6 +482,7 @@ impl BitsError {
             | RedirectDisallowed { .. }
             | RedirectFailed { .. }
             | HttpStatus { .. }
+            | AuthFailed { .. }
             | UnsupportedScheme { .. }
             | InvalidServerResponse { .. }
             | InvalidArg { .. } => ErrorContext::RemoteFile,

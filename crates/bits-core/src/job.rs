@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 use uuid::Uuid;
 
+use crate::credentials::{AuthScheme, AuthTarget, Credentials};
 use crate::error::{BitsError, Hresult, JobError};
 use crate::flags::SecurityFlags;
 use crate::http_options::{ClientCertificate, CustomHeaders, PinSet};
@@ -170,6 +171,10 @@ pub struct Job {
     /// How its connections are routed (`SetProxySettings`).
     #[serde(default)]
     pub proxy: ProxySettings,
+    /// Credentials for authentication challenges (`SetCredentials`), at
+    /// most one per target and scheme; read them with [`Job::credentials`].
+    #[serde(default)]
+    credentials: Vec<Credentials>,
 }
 
 impl Job {
@@ -199,6 +204,7 @@ impl Job {
             server_cert_pins: None,
             resumed: false,
             proxy: ProxySettings::preconfig(),
+            credentials: Vec::new(),
         }
     }
 
@@ -377,6 +383,7 @@ impl Job {
             server_cert_pins,
             resumed,
             proxy,
+            credentials,
         } = self;
         Job {
             id: *id,
@@ -401,6 +408,7 @@ impl Job {
             server_cert_pins: server_cert_pins.clone(),
             resumed: *resumed,
             proxy: proxy.clone(),
+            credentials: credentials.clone(),
         }
     }
 
@@ -412,6 +420,7 @@ impl Job {
             .with_client_certificate(self.client_certificate.clone())
             .with_pins(self.server_cert_pins.clone())
             .with_proxy(self.proxy.clone())
+            .with_proxy_credentials(&self.credentials)
     }
 
     /// Sets the proxy settings, once `check` (the transport's
@@ -425,6 +434,43 @@ impl Job {
         self.check(Operation::SetProperty)?;
         check(&self.connection_policy().with_proxy(proxy.clone()))?;
         self.proxy = proxy;
+        self.touch();
+        Ok(())
+    }
+
+    /// The job's credentials (their `Debug` never shows the password).
+    pub fn credentials(&self) -> &[Credentials] {
+        &self.credentials
+    }
+
+    /// Sets credentials (`SetCredentials`), replacing those of the same
+    /// target and scheme. Allowed in every state but ACKNOWLEDGED and
+    /// CANCELLED; a running transfer uses them from its next request.
+    ///
+    /// # Errors
+    /// The job's state as any property (`BG_E_INVALID_STATE`).
+    pub fn set_credentials(&mut self, credentials: Credentials) -> Result<(), BitsError> {
+        self.check(Operation::SetProperty)?;
+        credentials.scheme.check_supported()?;
+        self.credentials
+            .retain(|c| !(c.target == credentials.target && c.scheme == credentials.scheme));
+        self.credentials.push(credentials);
+        self.touch();
+        Ok(())
+    }
+
+    /// Removes the credentials of `target` and `scheme`
+    /// (`RemoveCredentials`); none set is not an error, as in BITS. The
+    /// schemes not honoured are refused with `E_NOTIMPL` like
+    /// [`Job::set_credentials`].
+    ///
+    /// # Errors
+    /// The job's state as any property (`BG_E_INVALID_STATE`).
+    pub fn remove_credentials(&mut self, target: AuthTarget, scheme: AuthScheme) -> Result<(), BitsError> {
+        self.check(Operation::SetProperty)?;
+        scheme.check_supported()?;
+        self.credentials
+            .retain(|c| !(c.target == target && c.scheme == scheme));
         self.touch();
         Ok(())
     }
@@ -693,12 +739,28 @@ impl Job {
     }
 }
 
-/// Parses a remote name: an absolute `http` or `https` URL with a host.
-/// Anything else is `E_INVALIDARG`.
+/// Parses a remote name: an absolute `http` or `https` URL with a host and
+/// no user info. Anything else is `E_INVALIDARG`.
+///
+/// A `user:password@` in the URL is refused, not turned into credentials:
+/// a URL is shown by `info` and `list`, logged and often typed on a
+/// command line, where every user can read it. Credentials are set with
+/// [`Job::set_credentials`]; the error never repeats the password.
 pub fn parse_remote_url(text: &str) -> Result<Url, BitsError> {
     let url = Url::parse(text).map_err(|e| BitsError::InvalidArg {
         what: format!("remote name {text:?} is not a valid URL ({e})"),
     })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        let mut shown = url.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        return Err(BitsError::InvalidArg {
+            what: format!(
+                "remote name {shown} carries a user name or password before the host; credentials are \
+                 never taken from a URL (it is shown and logged): set them with set-credentials"
+            ),
+        });
+    }
     if !matches!(url.scheme(), "http" | "https") {
         return Err(BitsError::InvalidArg {
             what: format!(

@@ -102,6 +102,7 @@
 
 #![deny(missing_docs)]
 
+pub mod credentials;
 pub mod engine;
 pub mod error;
 mod files;
@@ -115,6 +116,7 @@ mod redirect;
 pub mod state;
 pub mod transport;
 
+pub use credentials::{Answer, AuthScheme, AuthTarget, Credentials};
 pub use engine::{Engine, EngineOptions, NoObserver, Observer, RunOutcome};
 pub use error::{BitsError, CertFault, ErrorContext, Hresult, JobError};
 pub use flags::{RedirectPolicy, SecurityFlags};

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::credentials::{AuthTarget, Credentials};
 use crate::error::{BitsError, Hresult};
 use crate::flags::SecurityFlags;
 use crate::http_options::{ClientCertificate, PinSet, ServerCertCheck};
@@ -34,6 +35,7 @@ pub struct ConnectionPolicy {
     pins: Option<PinSet>,
     validator: Option<ServerCertCheck>,
     proxy: ProxySettings,
+    proxy_credentials: Vec<Credentials>,
 }
 
 impl ConnectionPolicy {
@@ -46,6 +48,7 @@ impl ConnectionPolicy {
             pins: None,
             validator: None,
             proxy: ProxySettings::preconfig(),
+            proxy_credentials: Vec::new(),
         }
     }
 
@@ -112,6 +115,25 @@ impl ConnectionPolicy {
         &self.proxy
     }
 
+    /// This policy with the job's credentials for proxies (those of other
+    /// targets are dropped): what a proxy's `407` is answered with. They
+    /// key the pools too, so a tunnel a proxy opened for one user never
+    /// carries another's requests.
+    #[must_use]
+    pub fn with_proxy_credentials(mut self, credentials: &[Credentials]) -> ConnectionPolicy {
+        self.proxy_credentials = credentials
+            .iter()
+            .filter(|c| c.target == AuthTarget::Proxy)
+            .cloned()
+            .collect();
+        self
+    }
+
+    /// The credentials a proxy's `407` is answered with.
+    pub fn proxy_credentials(&self) -> &[Credentials] {
+        &self.proxy_credentials
+    }
+
     /// Whether [`ConnectionPolicy::check_server`] has anything to check:
     /// a transport that cannot see the presented chain must refuse such a
     /// policy.
@@ -169,6 +191,10 @@ impl fmt::Display for ConnectionPolicy {
         }
         if self.proxy != ProxySettings::preconfig() {
             write!(f, ", proxy {}", self.proxy)?;
+        }
+        for c in &self.proxy_credentials {
+            // The user only: never the password.
+            write!(f, ", proxy {} credentials for {}", c.scheme, c.user)?;
         }
         Ok(())
     }

@@ -30,10 +30,19 @@ pub(crate) fn location(status: u16, headers: &HeaderMap) -> Option<&str> {
 /// Resolves a `Location` (absolute or relative) against the URL that was
 /// requested. A value that is no URL at all cannot be followed:
 /// `ERROR_WINHTTP_REDIRECT_FAILED`.
+///
+/// User info in the `Location` (`https://user:pw@host/`) is dropped: never
+/// sent, never kept as a remote name, never logged.
 pub(crate) fn resolve(current: &Url, location: &str) -> Result<Url, BitsError> {
-    current.join(location).map_err(|e| BitsError::RedirectFailed {
+    let mut target = current.join(location).map_err(|e| BitsError::RedirectFailed {
         reason: format!("the server redirected to {location:?}, which is not a valid URL ({e})"),
-    })
+    })?;
+    if !target.username().is_empty() || target.password().is_some() {
+        let _ = target.set_username("");
+        let _ = target.set_password(None);
+        tracing::debug!(%target, "user info in a redirect's Location dropped");
+    }
+    Ok(target)
 }
 
 /// Decides whether a job with `flags` may follow the redirect from `current`

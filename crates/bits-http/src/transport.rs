@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bits_core::{BitsError, ConnectionPolicy, Method, Request, Response, Transport};
-use http::header::{HeaderValue, AUTHORIZATION, USER_AGENT};
+use http::header::{HeaderValue, USER_AGENT};
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -238,7 +238,7 @@ impl<C: TlsConnect> HttpTransport<C> {
                 })
             }
         }
-        let (uri, credentials) = to_uri(url)?;
+        let uri = to_uri(url)?;
         let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
         let mut req = http::Request::new(OutgoingBody(request.body));
         *req.method_mut() = request.method;
@@ -250,79 +250,21 @@ impl<C: TlsConnect> HttpTransport<C> {
                 .unwrap_or_else(|_| HeaderValue::from_static(USER_AGENT_VALUE));
             headers.insert(USER_AGENT, ua);
         }
-        if let Some(basic) = credentials {
-            if !headers.contains_key(AUTHORIZATION) {
-                headers.insert(AUTHORIZATION, basic);
-            }
-        }
         Ok((req, authority))
     }
 }
 
-/// `url` without fragment and user info, as a hyper `Uri`, plus the user
-/// info as an `Authorization: Basic` value.
-fn to_uri(url: &Url) -> Result<(Uri, Option<HeaderValue>), BitsError> {
+/// `url` without fragment and user info, as a hyper `Uri`. User info is
+/// dropped, never sent: credentials come only from the job
+/// (`bits_core::Credentials`), and bits-core refuses URLs that carry them.
+fn to_uri(url: &Url) -> Result<Uri, BitsError> {
     let mut clean = url.clone();
     clean.set_fragment(None);
-    let credentials = if !url.username().is_empty() || url.password().is_some() {
-        let user = percent_decode(url.username());
-        let pass = percent_decode(url.password().unwrap_or_default());
-        let _ = clean.set_username("");
-        let _ = clean.set_password(None);
-        let token = base64(format!("{user}:{pass}").as_bytes());
-        HeaderValue::from_str(&format!("Basic {token}")).ok()
-    } else {
-        None
-    };
-    let uri = clean.as_str().parse::<Uri>().map_err(|e| BitsError::InvalidArg {
+    let _ = clean.set_username("");
+    let _ = clean.set_password(None);
+    clean.as_str().parse::<Uri>().map_err(|e| BitsError::InvalidArg {
         what: format!("URL {clean} is not a valid HTTP request target: {e}"),
-    })?;
-    Ok((uri, credentials))
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn base64(input: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        out.push(TABLE[(n >> 18) as usize & 63] as char);
-        out.push(TABLE[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            TABLE[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            TABLE[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
+    })
 }
 
 #[async_trait]
@@ -378,33 +320,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (input, expected) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), expected, "{input:?}");
-        }
-    }
-
-    #[test]
-    fn user_info_becomes_basic_authorization_and_leaves_the_uri() {
+    fn user_info_is_dropped_never_sent() {
         let url = Url::parse("http://us%20er:p%3Ass@127.0.0.1:8080/a?b=c#frag").unwrap();
-        let (uri, auth) = to_uri(&url).unwrap();
-        assert_eq!(uri.to_string(), "http://127.0.0.1:8080/a?b=c");
-        let expected = format!("Basic {}", base64(b"us er:p:ss"));
-        assert_eq!(auth.unwrap().to_str().unwrap(), expected);
-        let (_, none) = to_uri(&Url::parse("http://h/x").unwrap()).unwrap();
-        assert!(none.is_none());
-    }
-
-    #[test]
-    fn percent_decode_keeps_malformed_escapes() {
-        assert_eq!(percent_decode("a%41%zz%4"), "aA%zz%4");
+        assert_eq!(to_uri(&url).unwrap().to_string(), "http://127.0.0.1:8080/a?b=c");
     }
 }

@@ -20,6 +20,11 @@
 //!   of the file's own URL, every other header to any origin
 //!   (`docs/spec/http-options.md`, "Custom headers"). Header values are
 //!   never logged, only names;
+//! - answers a server's `401` with the job's server credentials
+//!   ([`Job::set_credentials`]): once, Digest before Basic, only to the
+//!   origin of the file's own URL, never Basic over plain http; the answer
+//!   is then sent first to that origin for the rest of the run (`auth.rs`
+//!   has the rules). Every failure is fatal `0x80190191` with its reason;
 //! - with a custom HTTP method ([`Job::has_custom_http_method`]) sends that
 //!   method with no body, and never `HEAD` (the engine sends none anyway),
 //!   `Range` or `If-Range`: a file with bytes on disk starts again from byte
@@ -71,6 +76,7 @@
 //! `checkpoint` (batched durability) and `finish` ([`complete`] and
 //! [`cancel`], which need no transport).
 
+mod auth;
 mod checkpoint;
 mod finish;
 mod pipeline;
@@ -81,7 +87,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use http::header::{IF_RANGE, RANGE};
+use http::header::{AUTHORIZATION, IF_RANGE, RANGE};
 use http::{HeaderMap, HeaderValue};
 use uuid::Uuid;
 
@@ -180,6 +186,7 @@ pub struct Engine {
     options: EngineOptions,
     headers: HeaderMap,
     validators: Arc<Mutex<HashMap<Uuid, JobValidator>>>,
+    auth: auth::ServerAuth,
 }
 
 /// A job's validator as the engine keeps it: the check its connections
@@ -206,6 +213,7 @@ impl Engine {
             options,
             headers: HeaderMap::new(),
             validators: Arc::default(),
+            auth: auth::ServerAuth::default(),
         }
     }
 
@@ -335,6 +343,7 @@ impl Engine {
     /// A job in CONNECTING or TRANSFERRING (a daemon restarted mid-transfer)
     /// is run too; any other state is returned as it is, untouched.
     pub async fn run(&self, job: &mut Job, observer: &mut dyn Observer) -> RunOutcome {
+        self.auth.forget(job.id);
         match job.state() {
             JobState::Queued => {
                 job.apply(Event::Scheduled);
@@ -681,6 +690,7 @@ impl Engine {
         }
         let mut url = origin.clone();
         let mut hops = 0;
+        let mut round = auth::Round::default();
         loop {
             let mut request = Request::new(method.clone(), url.clone(), policy.clone());
             request.headers = headers.clone();
@@ -696,6 +706,13 @@ impl Engine {
             if !withheld.is_empty() {
                 // Names only: values may be secrets.
                 tracing::debug!(file = i, headers = ?withheld, "credentials not sent to another origin");
+            }
+            let answer = self
+                .auth
+                .authorization(job.id, method.as_str(), &url, same_origin)?;
+            round.sent = answer.is_some();
+            if let Some(answer) = answer {
+                request.headers.insert(AUTHORIZATION, answer);
             }
             if let Some(check) = policy.validator() {
                 check.set_file_index(i);
@@ -714,6 +731,11 @@ impl Engine {
                     meanwhile.alongside(sending, job, observer).await?
                 }
             }?;
+            if response.status == 401 {
+                self.auth
+                    .challenged(job, i, &url, same_origin, &response.headers, &mut round)?;
+                continue;
+            }
             let Some(location) = redirect::location(response.status, &response.headers) else {
                 if hops > 0 && flags.redirect_policy() == RedirectPolicy::AllowReport {
                     job.files[i].remote_name = url.to_string();
