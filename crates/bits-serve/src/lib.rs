@@ -14,15 +14,21 @@
 //! - [`ServeError`]: every refusal as the status and HRESULT an Ack
 //!   carries.
 //!
-//! The HTTP server on top of it (hyper, http and https, GET/HEAD of
-//! finished files, the reply command of upload-reply jobs) comes next.
+//! - [`Server`]: the HTTP/1.1 side on hyper, over any stream (the caller
+//!   adds TLS): each `BITS_POST` packet answered with its Ack, and
+//!   `GET`/`HEAD` with `Range` of finished files.
+//!
+//! Next: the reply command of upload-reply jobs and the `bits serve`
+//! command.
 
 #![deny(missing_docs)]
 
 mod error;
 mod root;
+mod server;
 mod session;
 
 pub use error::ServeError;
 pub use root::Root;
+pub use server::{ServeBody, Server, PROTOCOL};
 pub use session::{ContentRange, FragmentAck, FragmentWriter, Limits, Sessions};

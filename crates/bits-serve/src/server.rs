@@ -1,0 +1,430 @@
+//! The HTTP side of `bits serve`: each request a packet ([MC-BUP]) or a
+//! plain `GET`/`HEAD` of a finished file, answered over any stream (the
+//! caller adds TLS).
+//!
+//! - `BITS_POST` with `BITS-Packet-Type` `Ping`, `Create-Session`,
+//!   `Fragment`, `Close-Session` or `Cancel-Session` (case-insensitive):
+//!   every answer is an Ack (`BITS-Packet-Type: Ack`, `Content-Length`),
+//!   carrying `BITS-Error-Code` and `BITS-Error-Context: 0x5` when its
+//!   status is not 200, and `BITS-Received-Content-Range` after a fragment
+//!   or a gap (416).
+//! - The packets of one session are handled one at a time.
+//! - `GET`/`HEAD` of a file under the root, with one `Range`
+//!   (`bytes=a-b`, `a-`, `-n`) and `If-Range` against the file's `ETag`;
+//!   partial uploads and the server's own files are never served.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::SeekFrom;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{ACCEPT_RANGES, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, RANGE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+
+use crate::error::ServeError;
+use crate::session::{ContentRange, Sessions};
+
+/// The BITS 1.5 upload protocol, the one this server speaks.
+pub const PROTOCOL: &str = "{7df0354d-249b-430f-820d-3d2a9bef4931}";
+
+/// The answers of `bits serve`, shared by its connections.
+#[derive(Debug)]
+pub struct Server {
+    sessions: Sessions,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A response body: nothing, or a span of a file read as it is sent.
+#[derive(Debug)]
+pub struct ServeBody(Inner);
+
+#[derive(Debug)]
+enum Inner {
+    Empty,
+    File { file: tokio::fs::File, left: u64 },
+}
+
+impl Body for ServeBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let Inner::File { file, left } = &mut self.get_mut().0 else {
+            return Poll::Ready(None);
+        };
+        if *left == 0 {
+            return Poll::Ready(None);
+        }
+        let mut buf = vec![0u8; (*left).min(64 << 10) as usize];
+        let mut read = ReadBuf::new(&mut buf);
+        match Pin::new(file).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {
+                let n = read.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file got shorter while it was sent",
+                    ))));
+                }
+                *left -= n as u64;
+                buf.truncate(n);
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.0, Inner::Empty | Inner::File { left: 0, .. })
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.0 {
+            Inner::Empty => SizeHint::with_exact(0),
+            Inner::File { left, .. } => SizeHint::with_exact(left),
+        }
+    }
+}
+
+fn empty() -> ServeBody {
+    ServeBody(Inner::Empty)
+}
+
+impl Server {
+    /// A server of `sessions` (and of the finished files under their root).
+    pub fn new(sessions: Sessions) -> Server {
+        Server {
+            sessions,
+            locks: Mutex::default(),
+        }
+    }
+
+    /// Accepts plain-http connections on `listener` until the task is
+    /// dropped, and deletes idle sessions every ten minutes.
+    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+        let expiry = Arc::clone(&self);
+        let _sweeper = AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let gone = expiry.sessions.expire(SystemTime::now());
+                if gone > 0 {
+                    tracing::info!(sessions = gone, "idle sessions deleted");
+                }
+            }
+        }));
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else {
+                continue;
+            };
+            tracing::debug!(%peer, "connection");
+            tokio::spawn(Arc::clone(&self).serve_connection(tcp));
+        }
+    }
+
+    /// Serves one connection (plain TCP, or a TLS stream the caller
+    /// accepted) until the client closes it.
+    pub async fn serve_connection<S>(self: Arc<Self>, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = hyper::service::service_fn(move |req| {
+            let server = Arc::clone(&self);
+            async move { Ok::<_, Infallible>(server.handle(req).await) }
+        });
+        if let Err(e) = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .await
+        {
+            tracing::debug!(error = %e, "connection ended");
+        }
+    }
+
+    /// The answer to one request.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<ServeBody> {
+        let path = req.uri().path().to_owned();
+        match req.method().as_str() {
+            "BITS_POST" => self.packet(&path, req).await,
+            "GET" | "HEAD" => {
+                self.file(&path, req.method() == Method::HEAD, req.headers())
+                    .await
+            }
+            _ => {
+                let mut r = Response::new(empty());
+                *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+                r.headers_mut().insert(
+                    http::header::ALLOW,
+                    HeaderValue::from_static("BITS_POST, GET, HEAD"),
+                );
+                r
+            }
+        }
+    }
+
+    async fn packet(&self, path: &str, req: Request<Incoming>) -> Response<ServeBody> {
+        let headers = req.headers().clone();
+        let kind = text(&headers, "bits-packet-type")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let id = text(&headers, "bits-session-id").map(str::to_owned);
+        let result = match (kind.as_str(), &id) {
+            ("ping", _) => Ok(ack(None)),
+            ("create-session", _) => self.create(path, &headers),
+            ("fragment" | "close-session" | "cancel-session", None) => Err(ServeError::invalid(format!(
+                "a {kind} packet without BITS-Session-Id"
+            ))),
+            ("fragment", Some(id)) => {
+                let lock = self.lock(id);
+                let _one_at_a_time = lock.lock().await;
+                self.fragment(path, id, &headers, req.into_body()).await
+            }
+            ("close-session", Some(id)) => {
+                let lock = self.lock(id);
+                let _one_at_a_time = lock.lock().await;
+                self.sessions.close(path, id).map(|_| ack(Some(id)))
+            }
+            ("cancel-session", Some(id)) => {
+                let lock = self.lock(id);
+                let _one_at_a_time = lock.lock().await;
+                self.sessions.cancel(path, id).map(|()| ack(Some(id)))
+            }
+            ("", _) => Err(ServeError::invalid("a BITS_POST without BITS-Packet-Type")),
+            (other, _) => Err(ServeError::invalid(format!("unknown packet type {other:?}"))),
+        };
+        result.unwrap_or_else(|e| {
+            tracing::info!(%path, packet = %kind, status = e.status, code = %e.code, "{}", e.what);
+            refusal(&e, id.as_deref())
+        })
+    }
+
+    fn create(&self, path: &str, headers: &HeaderMap) -> Result<Response<ServeBody>, ServeError> {
+        let offered = text(headers, "bits-supported-protocols").unwrap_or_default();
+        if !offered
+            .split_whitespace()
+            .any(|p| p.eq_ignore_ascii_case(PROTOCOL))
+        {
+            return Err(ServeError::invalid(format!(
+                "BITS-Supported-Protocols {offered:?} does not offer {PROTOCOL}"
+            )));
+        }
+        let id = self.sessions.create(path)?;
+        let mut r = ack(Some(&id));
+        let h = r.headers_mut();
+        h.insert("bits-protocol", HeaderValue::from_static(PROTOCOL));
+        h.insert("accept-encoding", HeaderValue::from_static("Identity"));
+        Ok(r)
+    }
+
+    async fn fragment(
+        &self,
+        path: &str,
+        id: &str,
+        headers: &HeaderMap,
+        mut body: Incoming,
+    ) -> Result<Response<ServeBody>, ServeError> {
+        if let Some(encoding) = text(headers, CONTENT_ENCODING.as_str()) {
+            if !encoding.eq_ignore_ascii_case("identity") {
+                return Err(ServeError::invalid(format!(
+                    "Content-Encoding {encoding:?}; only identity"
+                )));
+            }
+        }
+        let range = ContentRange::parse(
+            text(headers, CONTENT_RANGE.as_str())
+                .ok_or_else(|| ServeError::invalid("a fragment without Content-Range"))?,
+        )?;
+        let length = match text(headers, CONTENT_LENGTH.as_str()) {
+            Some(n) => Some(
+                n.parse::<u64>()
+                    .map_err(|_| ServeError::invalid(format!("Content-Length {n:?}")))?,
+            ),
+            None => None,
+        };
+        let mut writer = self.sessions.fragment(path, id, range, length)?;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ServeError::invalid(format!("the fragment's body: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                writer.write(&data)?;
+            }
+        }
+        let done = writer.finish()?;
+        let mut r = ack(Some(id));
+        r.headers_mut()
+            .insert("bits-received-content-range", HeaderValue::from(done.received));
+        Ok(r)
+    }
+
+    async fn file(&self, path: &str, head: bool, headers: &HeaderMap) -> Response<ServeBody> {
+        let status = |code: StatusCode| {
+            let mut r = Response::new(empty());
+            *r.status_mut() = code;
+            r
+        };
+        let Ok(file) = self.sessions.root().resolve(path) else {
+            return status(StatusCode::NOT_FOUND);
+        };
+        let Ok(mut f) = tokio::fs::File::open(&file).await else {
+            return status(StatusCode::NOT_FOUND);
+        };
+        let Ok(meta) = f.metadata().await else {
+            return status(StatusCode::NOT_FOUND);
+        };
+        if !meta.is_file() {
+            return status(StatusCode::NOT_FOUND);
+        }
+        let size = meta.len();
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        let etag = format!("\"{size:x}-{:x}\"", modified.as_nanos());
+        let if_range_ok = text(headers, IF_RANGE.as_str()).is_none_or(|v| v == etag);
+        let span = match text(headers, RANGE.as_str()).filter(|_| if_range_ok) {
+            None => None,
+            Some(range) => match byte_range(range, size) {
+                Some(span) => Some(span),
+                None => {
+                    let mut r = status(StatusCode::RANGE_NOT_SATISFIABLE);
+                    r.headers_mut().insert(
+                        CONTENT_RANGE,
+                        HeaderValue::from_str(&format!("bytes */{size}")).expect("ASCII"),
+                    );
+                    return r;
+                }
+            },
+        };
+        let (first, len) = span.map_or((0, size), |(a, b)| (a, b - a + 1));
+        let mut r = if head {
+            Response::new(empty())
+        } else {
+            if f.seek(SeekFrom::Start(first)).await.is_err() {
+                return status(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+            Response::new(ServeBody(Inner::File { file: f, left: len }))
+        };
+        let h = r.headers_mut();
+        h.insert(ETAG, HeaderValue::from_str(&etag).expect("ASCII"));
+        h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        if let Some((a, b)) = span {
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            r.headers_mut().insert(
+                CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {a}-{b}/{size}")).expect("ASCII"),
+            );
+        }
+        r
+    }
+
+    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget the locks nobody holds, so ended sessions leave nothing.
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        Arc::clone(locks.entry(id.to_owned()).or_default())
+    }
+}
+
+/// Ends the sweeper when [`Server::run`] ends (its task dropped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One `Range: bytes=…` spec against a file of `size` bytes: the
+/// inclusive span, or `None` when unsatisfiable or malformed.
+fn byte_range(text: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = text.trim().strip_prefix("bytes=")?.trim();
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        if n == 0 {
+            return None;
+        }
+        return Some((size.saturating_sub(n), size - 1));
+    }
+    let first: u64 = a.parse().ok()?;
+    let last = if b.is_empty() {
+        size - 1
+    } else {
+        b.parse::<u64>().ok()?.min(size - 1)
+    };
+    (first <= last && first < size).then_some((first, last))
+}
+
+fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// A 200 Ack.
+fn ack(id: Option<&str>) -> Response<ServeBody> {
+    let mut r = Response::new(empty());
+    let h = r.headers_mut();
+    h.insert("bits-packet-type", HeaderValue::from_static("Ack"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(0));
+    if let Some(v) = id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        h.insert("bits-session-id", v);
+    }
+    r
+}
+
+/// The Ack of a refused packet.
+fn refusal(e: &ServeError, id: Option<&str>) -> Response<ServeBody> {
+    let mut r = ack(id);
+    *r.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    h.insert(
+        "bits-error-code",
+        HeaderValue::from_str(&e.code.to_string()).expect("ASCII"),
+    );
+    h.insert("bits-error-context", HeaderValue::from_static("0x5"));
+    if let Some(received) = e.received {
+        h.insert("bits-received-content-range", HeaderValue::from(received));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_ranges() {
+        assert_eq!(byte_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(byte_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(byte_range("bytes=90-500", 100), Some((90, 99)));
+        assert_eq!(byte_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(byte_range("bytes=-500", 100), Some((0, 99)));
+        for bad in [
+            "bytes=100-",
+            "bytes=5-4",
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=-0",
+            "bytes=x-",
+        ] {
+            assert_eq!(byte_range(bad, 100), None, "{bad}");
+        }
+        assert_eq!(byte_range("bytes=0-", 0), None);
+    }
+}

@@ -1,0 +1,298 @@
+//! `bits serve`'s server against hand-built MC-BUP packets: raw bytes on a
+//! real TCP connection to 127.0.0.1, written from the protocol's text
+//! (`bits-reference.md` §5), not by our client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bits_serve::{Limits, Root, Server, Sessions, PROTOCOL};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Serving {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(root: &Path, limits: Limits) -> Serving {
+    let sessions = Sessions::new(Root::new(root).unwrap(), limits);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(Arc::new(Server::new(sessions)).run(listener));
+    Serving { addr, task }
+}
+
+/// An answer: status, headers (names lower case), body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn h(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// Sends `head` (request line and headers, `\r\n`-separated, without the
+/// blank line) and `body` on a new connection; reads one answer.
+async fn send(addr: SocketAddr, head: &str, body: &[u8]) -> Answer {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let raw = format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(raw.as_bytes()).await.unwrap();
+    tcp.write_all(body).await.unwrap();
+    let mut all = Vec::new();
+    tcp.read_to_end(&mut all).await.unwrap();
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head")
+        + 4;
+    let head = String::from_utf8_lossy(&all[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: all[end..].to_vec(),
+    }
+}
+
+async fn create(addr: SocketAddr, path: &str) -> Answer {
+    send(
+        addr,
+        &format!(
+            "BITS_POST {path} HTTP/1.1\r\nBITS-Packet-Type: Create-Session\r\n\
+             BITS-Supported-Protocols: {PROTOCOL}\r\nContent-Name: f\r\nContent-Length: 0"
+        ),
+        b"",
+    )
+    .await
+}
+
+async fn fragment(addr: SocketAddr, path: &str, id: &str, first: u64, bytes: &[u8], total: u64) -> Answer {
+    let last = first + bytes.len() as u64 - 1;
+    send(
+        addr,
+        &format!(
+            "BITS_POST {path} HTTP/1.1\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: {id}\r\n\
+             Content-Range: bytes {first}-{last}/{total}\r\nContent-Length: {}",
+            bytes.len()
+        ),
+        bytes,
+    )
+    .await
+}
+
+async fn packet(addr: SocketAddr, path: &str, kind: &str, id: &str) -> Answer {
+    send(
+        addr,
+        &format!("BITS_POST {path} HTTP/1.1\r\nBITS-Packet-Type: {kind}\r\nBITS-Session-Id: {id}\r\nContent-Length: 0"),
+        b"",
+    )
+    .await
+}
+
+fn is_ack(a: &Answer) {
+    assert_eq!(a.h("bits-packet-type"), Some("Ack"), "{a:?}");
+    assert!(a.h("content-length").is_some(), "{a:?}");
+}
+
+#[tokio::test]
+async fn an_upload_packet_by_packet_then_served_with_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), Limits::default()).await;
+    let ping = send(
+        s.addr,
+        "BITS_POST /up/f.txt HTTP/1.1\r\nBITS-Packet-Type: Ping\r\nContent-Length: 0",
+        b"",
+    )
+    .await;
+    assert_eq!(ping.status, 200);
+    is_ack(&ping);
+
+    let c = create(s.addr, "/up/f.txt").await;
+    assert_eq!(c.status, 200, "{c:?}");
+    is_ack(&c);
+    assert_eq!(c.h("bits-protocol"), Some(PROTOCOL));
+    assert_eq!(c.h("accept-encoding"), Some("Identity"));
+    let id = c.h("bits-session-id").unwrap().to_owned();
+
+    let f = fragment(s.addr, "/up/f.txt", &id, 0, b"hello ", 11).await;
+    assert_eq!(
+        (f.status, f.h("bits-received-content-range")),
+        (200, Some("6")),
+        "{f:?}"
+    );
+    is_ack(&f);
+    assert!(f.h("bits-error-code").is_none());
+    // Not served before Close-Session.
+    assert_eq!(send(s.addr, "GET /up/f.txt HTTP/1.1", b"").await.status, 404);
+    let f = fragment(s.addr, "/up/f.txt", &id, 6, b"world", 11).await;
+    assert_eq!(f.h("bits-received-content-range"), Some("11"));
+    let close = packet(s.addr, "/up/f.txt", "Close-Session", &id).await;
+    assert_eq!(close.status, 200);
+    is_ack(&close);
+    assert_eq!(
+        std::fs::read(dir.path().join("up/f.txt")).unwrap(),
+        b"hello world"
+    );
+
+    let get = send(s.addr, "GET /up/f.txt HTTP/1.1", b"").await;
+    assert_eq!((get.status, get.body.as_slice()), (200, &b"hello world"[..]));
+    let etag = get.h("etag").unwrap().to_owned();
+    let part = send(s.addr, "GET /up/f.txt HTTP/1.1\r\nRange: bytes=6-", b"").await;
+    assert_eq!((part.status, part.body.as_slice()), (206, &b"world"[..]));
+    assert_eq!(part.h("content-range"), Some("bytes 6-10/11"));
+    let same = send(
+        s.addr,
+        &format!("GET /up/f.txt HTTP/1.1\r\nRange: bytes=6-\r\nIf-Range: {etag}"),
+        b"",
+    )
+    .await;
+    assert_eq!(same.status, 206);
+    let changed = send(
+        s.addr,
+        "GET /up/f.txt HTTP/1.1\r\nRange: bytes=6-\r\nIf-Range: \"other\"",
+        b"",
+    )
+    .await;
+    assert_eq!(changed.status, 200);
+    let head = send(s.addr, "HEAD /up/f.txt HTTP/1.1", b"").await;
+    assert_eq!((head.status, head.h("content-length")), (200, Some("11")));
+    assert_eq!(
+        send(s.addr, "GET /up/f.txt HTTP/1.1\r\nRange: bytes=11-", b"")
+            .await
+            .status,
+        416
+    );
+}
+
+#[tokio::test]
+async fn gaps_overlaps_and_changed_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), Limits::default()).await;
+    let id = create(s.addr, "/f")
+        .await
+        .h("bits-session-id")
+        .unwrap()
+        .to_owned();
+    fragment(s.addr, "/f", &id, 0, b"abcd", 8).await;
+    let gap = fragment(s.addr, "/f", &id, 6, b"gh", 8).await;
+    assert_eq!(gap.status, 416);
+    is_ack(&gap);
+    assert_eq!(gap.h("bits-received-content-range"), Some("4"));
+    assert_eq!(gap.h("bits-error-context"), Some("0x5"));
+    let overlap = fragment(s.addr, "/f", &id, 2, b"XXef", 8).await;
+    assert_eq!(overlap.h("bits-received-content-range"), Some("6"));
+    let changed = fragment(s.addr, "/f", &id, 6, b"gh", 9).await;
+    assert_eq!(
+        (changed.status, changed.h("bits-error-code")),
+        (400, Some("0x80070057"))
+    );
+    fragment(s.addr, "/f", &id, 6, b"gh", 8).await;
+    packet(s.addr, "/f", "Close-Session", &id).await;
+    assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"abcdefgh");
+}
+
+#[tokio::test]
+async fn malformed_unknown_and_forbidden_packets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(
+        dir.path(),
+        Limits {
+            max_upload_size: Some(100),
+            ..Limits::default()
+        },
+    )
+    .await;
+    let id = create(s.addr, "/f")
+        .await
+        .h("bits-session-id")
+        .unwrap()
+        .to_owned();
+    // No Content-Length: no body; refused.
+    let a = send(
+        s.addr,
+        &format!("BITS_POST /f HTTP/1.1\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: {id}\r\nContent-Range: bytes 0-3/4"),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.h("bits-error-code")),
+        (400, Some("0x80070057")),
+        "{a:?}"
+    );
+    let a = packet(s.addr, "/f", "Frobnicate", &id).await;
+    assert_eq!(a.status, 400);
+    let a = send(s.addr, "BITS_POST /f HTTP/1.1\r\nContent-Length: 0", b"").await;
+    assert_eq!(a.status, 400);
+    let a = packet(s.addr, "/f", "Fragment", "{00000000-0000-0000-0000-000000000000}").await;
+    assert_eq!(a.status, 400, "no Content-Range comes first");
+    let a = fragment(s.addr, "/f", "{00000000-0000-0000-0000-000000000000}", 0, b"x", 1).await;
+    assert_eq!((a.status, a.h("bits-error-code")), (500, Some("0x8020001F")));
+    let a = fragment(s.addr, "/f", &id, 0, b"x", 101).await;
+    assert_eq!((a.status, a.h("bits-error-code")), (500, Some("0x80200020")));
+    let a = send(
+        s.addr,
+        "BITS_POST /f HTTP/1.1\r\nBITS-Packet-Type: Create-Session\r\nBITS-Supported-Protocols: {00000000-0000-0000-0000-000000000000}\r\nContent-Length: 0",
+        b"",
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    for path in ["/../x", "/%2e%2e/x", "/a/..%2f..%2fx"] {
+        let a = create(s.addr, path).await;
+        assert_eq!(
+            (a.status, a.h("bits-error-code")),
+            (403, Some("0x80070005")),
+            "{path}"
+        );
+    }
+    // The partial file is never served, by name or by traversal.
+    let part = format!("/.f.bits-{id}.part");
+    assert_eq!(
+        send(s.addr, &format!("GET {part} HTTP/1.1"), b"").await.status,
+        404
+    );
+    std::fs::write(dir.path().join("exists"), b"x").unwrap();
+    assert_eq!(create(s.addr, "/exists").await.status, 409);
+    assert_eq!(
+        send(s.addr, "PUT /f HTTP/1.1\r\nContent-Length: 0", b"")
+            .await
+            .status,
+        405
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_server_continues_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), Limits::default()).await;
+    let id = create(s.addr, "/f")
+        .await
+        .h("bits-session-id")
+        .unwrap()
+        .to_owned();
+    fragment(s.addr, "/f", &id, 0, b"abc", 6).await;
+    drop(s);
+    let s = serve(dir.path(), Limits::default()).await;
+    let gap = fragment(s.addr, "/f", &id, 5, b"f", 6).await;
+    assert_eq!(gap.h("bits-received-content-range"), Some("3"));
+    fragment(s.addr, "/f", &id, 3, b"def", 6).await;
+    assert_eq!(packet(s.addr, "/f", "Close-Session", &id).await.status, 200);
+    assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"abcdef");
+}
