@@ -27,8 +27,10 @@ mod error;
 mod root;
 mod server;
 mod session;
+mod tls;
 
 pub use error::ServeError;
 pub use root::Root;
 pub use server::{ServeBody, Server, PROTOCOL};
 pub use session::{ContentRange, FragmentAck, FragmentWriter, Limits, Sessions};
+pub use tls::{Acceptor, Stream};

@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 
 use crate::error::ServeError;
 use crate::session::{ContentRange, Sessions};
+use crate::tls::Acceptor;
 
 /// The BITS 1.5 upload protocol, the one this server speaks.
 pub const PROTOCOL: &str = "{7df0354d-249b-430f-820d-3d2a9bef4931}";
@@ -112,9 +113,10 @@ impl Server {
         }
     }
 
-    /// Accepts plain-http connections on `listener` until the task is
-    /// dropped, and deletes idle sessions every ten minutes.
-    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+    /// Accepts connections on `listener` until the task is dropped (over
+    /// TLS when `tls` is given, each handshake in its connection's task),
+    /// and deletes idle sessions every ten minutes.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, tls: Option<Acceptor>) {
         let expiry = Arc::clone(&self);
         let _sweeper = AbortOnDrop(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(600));
@@ -131,7 +133,20 @@ impl Server {
                 continue;
             };
             tracing::debug!(%peer, "connection");
-            tokio::spawn(Arc::clone(&self).serve_connection(tcp));
+            let server = Arc::clone(&self);
+            match tls.clone() {
+                None => {
+                    tokio::spawn(server.serve_connection(tcp));
+                }
+                Some(tls) => {
+                    tokio::spawn(async move {
+                        match tls.accept(tcp).await {
+                            Ok(stream) => server.serve_connection(stream).await,
+                            Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        }
+                    });
+                }
+            }
         }
     }
 

@@ -26,7 +26,7 @@ async fn serve(root: &Path, limits: Limits) -> Serving {
     let sessions = Sessions::new(Root::new(root).unwrap(), limits);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(Arc::new(Server::new(sessions)).run(listener));
+    let task = tokio::spawn(Arc::new(Server::new(sessions)).run(listener, None));
     Serving { addr, task }
 }
 
