@@ -292,6 +292,43 @@ pub enum Command {
         #[arg(long)]
         crl: bool,
     },
+    /// The upload server (BITS upload protocol, MC-BUP) and a download server of its folder.
+    #[command(long_about = SERVE_HELP)]
+    Serve(ServeArgs),
+}
+
+/// `bits serve --help` (`docs/spec/upload.md`, "The server").
+const SERVE_HELP: &str = "\
+Serves the BITS upload protocol (BITS_POST packets: Create-Session, Fragment, Close-Session, \
+Cancel-Session, Ping) for URLs under --root, and plain GET/HEAD with Range of the files there. \
+An upload appears at its URL's path under the root only when its session closes, atomically; \
+sessions are kept on disk beside their destination, so a restart loses none. Paths that leave \
+the root (.., symlinks) are refused. Prints `listening ADDR` once ready; runs until killed.";
+
+/// The options of `bits serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The folder served: uploads land under it, downloads come from it.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Address and port to listen on (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Serve https with this PEM certificate chain (leaf first); needs --key.
+    #[arg(long, value_name = "F", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The PEM private key of --cert.
+    #[arg(long, value_name = "F", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The largest upload accepted (bytes, or K, M, G); larger ones get 500 BG_E_TOO_LARGE.
+    #[arg(long, value_name = "N")]
+    pub max_upload_size: Option<String>,
+    /// Let a finished upload replace an existing file (else 409).
+    #[arg(long)]
+    pub allow_overwrite: bool,
+    /// The program that answers upload-reply jobs (not served yet: refused with 0x80004001).
+    #[arg(long, value_name = "PROG")]
+    pub reply_cmd: Option<PathBuf>,
 }
 
 /// `bits set-proxy-settings --help` (`docs/spec/http-options.md`, "Proxies").

@@ -3,7 +3,8 @@
 //! [`transfer`] (running jobs: resume, complete, wait, monitor, transfer),
 //! [`show`] (reading jobs), [`http_options`] (custom headers, client
 //! certificate, HTTP method, pins, proxies), [`daemon`] (starting and stopping the
-//! service), [`backends`], [`diagnose`] (a server's TLS, no job).
+//! service), [`backends`], [`diagnose`] (a server's TLS, no job), [`serve`]
+//! (the upload server).
 
 mod backends;
 mod create;
@@ -11,6 +12,7 @@ mod daemon;
 mod diagnose;
 mod edit;
 mod http_options;
+mod serve;
 mod show;
 mod transfer;
 
@@ -126,5 +128,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon { stop: true, .. } => daemon::stop(&ctx),
         Command::Daemon { foreground, .. } => daemon::start(&ctx, foreground),
         Command::Diagnose { url, crl } => diagnose::diagnose(&ctx, &url, crl),
+        Command::Serve(args) => serve::serve(&ctx, &args),
     }
 }

@@ -1,0 +1,132 @@
+//! `bits serve` through the real binary: it starts, says where it listens,
+//! serves its folder to `bits transfer` over http and over https with the
+//! test PKI (every compiled backend as the client), and refuses bad input.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use bits_testkit::pki::{LeafKind, TestPki};
+use support::{content, Env, BITS};
+
+/// A running `bits serve`, killed when dropped.
+struct Serving {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(args: &[&str]) -> Serving {
+    let mut child = Command::new(BITS)
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start bits serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("first line {line:?}"))
+        .to_owned();
+    Serving { child, addr }
+}
+
+#[test]
+fn bits_serve_serves_its_folder_over_http() {
+    let env = Env::new();
+    let root = env.tmp.path().join("served");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    let data = content(300_000, 7);
+    std::fs::write(root.join("sub/f.bin"), &data).unwrap();
+    let s = serve(&["--root", root.to_str().unwrap()]);
+    let local = env.path("f.bin");
+    env.run(&[
+        "transfer",
+        &format!("http://{}/sub/f.bin", s.addr),
+        local.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(std::fs::read(&local).unwrap(), data);
+    // Nothing leaves the root.
+    let r = env.run(&[
+        "transfer",
+        "--no-progress-timeout",
+        "1",
+        &format!("http://{}/%2e%2e/served/sub/f.bin", s.addr),
+        env.path("g.bin").to_str().unwrap(),
+    ]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("0x80190194"), "404 expected: {r:?}");
+}
+
+#[test]
+fn bits_serve_serves_https_to_every_backend() {
+    let env = Env::trusting_test_root();
+    let pki = TestPki::shared();
+    let leaf = pki.leaf(LeafKind::Good);
+    let cert = env.tmp.path().join("cert.pem");
+    let key = env.tmp.path().join("key.pem");
+    std::fs::write(&cert, leaf.chain_pem()).unwrap();
+    std::fs::write(&key, leaf.key_pem()).unwrap();
+    let root = env.tmp.path().join("served");
+    std::fs::create_dir(&root).unwrap();
+    let data = content(100_000, 3);
+    std::fs::write(root.join("f.bin"), &data).unwrap();
+    let s = serve(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let backends = env.run(&["--json", "backends"]).ok().json();
+    let names: Vec<String> = backends
+        .as_array()
+        .expect("an array of backends")
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!names.is_empty());
+    for backend in names {
+        let local = env.path(&format!("{backend}.bin"));
+        env.run(&[
+            "--backend",
+            &backend,
+            "transfer",
+            &format!("https://{}/f.bin", s.addr),
+            local.to_str().unwrap(),
+        ])
+        .ok();
+        assert_eq!(std::fs::read(&local).unwrap(), data, "{backend}");
+    }
+}
+
+#[test]
+fn bits_serve_refuses_bad_input() {
+    let env = Env::new();
+    let missing = env.tmp.path().join("missing");
+    env.run(&["serve", "--root", missing.to_str().unwrap()])
+        .fails(2, "0x80070057");
+    let root = env.tmp.path().to_str().unwrap().to_owned();
+    env.run(&["serve", "--root", &root, "--listen", "nowhere"])
+        .fails(2, "0x80070057");
+    env.run(&["serve", "--root", &root, "--max-upload-size", "lots"])
+        .fails(2, "0x80070057");
+    env.run(&["serve", "--root", &root, "--reply-cmd", "/bin/cat"])
+        .fails(2, "0x80004001");
+}
