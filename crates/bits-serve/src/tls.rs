@@ -1,6 +1,6 @@
 //! TLS for `bits serve --cert F --key F`: an [`Acceptor`] turns each
 //! accepted TCP connection into a TLS stream, with the engine of the
-//! features compiled in (`openssl`, `rustls`). The certificate file is PEM
+//! features compiled in (`openssl`, `rustls`, `native`). The certificate file is PEM
 //! (the leaf first, then its chain); the key a PEM private key.
 
 use std::future::Future;
@@ -49,7 +49,7 @@ impl Acceptor {
     }
 
     /// An acceptor presenting `cert` (PEM chain, leaf first) with `key`,
-    /// on the first engine compiled in (openssl, then rustls).
+    /// on the first engine compiled in (openssl, rustls, then native).
     ///
     /// # Errors
     /// When the files cannot be read or do not match, or no engine is
@@ -60,9 +60,11 @@ impl Acceptor {
         return Acceptor::openssl(cert, key);
         #[cfg(feature = "rustls")]
         return Acceptor::rustls(cert, key);
+        #[cfg(feature = "native")]
+        return Acceptor::native(cert, key);
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            "this build of bits has no TLS engine to serve https with (features openssl, rustls)",
+            "this build of bits has no TLS engine to serve https with (features openssl, rustls, native)",
         ))
     }
 
@@ -127,6 +129,29 @@ impl Acceptor {
             accept: Arc::new(move |tcp| {
                 let acceptor = acceptor.clone();
                 Box::pin(async move { Ok(Box::new(acceptor.accept(tcp).await?) as Box<dyn Stream>) })
+            }),
+        })
+    }
+
+    /// The native-tls acceptor (the platform's TLS: OpenSSL on Linux); the
+    /// key must be PKCS#8 PEM.
+    ///
+    /// # Errors
+    /// As [`Acceptor::from_pem_files`].
+    #[cfg(feature = "native")]
+    pub fn native(cert: &Path, key: &Path) -> io::Result<Acceptor> {
+        let identity = native_tls::Identity::from_pkcs8(&std::fs::read(cert)?, &std::fs::read(key)?)
+            .map_err(io::Error::other)?;
+        let acceptor = native_tls::TlsAcceptor::new(identity).map_err(io::Error::other)?;
+        let acceptor = Arc::new(tokio_native_tls::TlsAcceptor::from(acceptor));
+        Ok(Acceptor {
+            engine: "native",
+            accept: Arc::new(move |tcp| {
+                let acceptor = Arc::clone(&acceptor);
+                Box::pin(async move {
+                    let stream = acceptor.accept(tcp).await.map_err(io::Error::other)?;
+                    Ok(Box::new(stream) as Box<dyn Stream>)
+                })
             }),
         })
     }
