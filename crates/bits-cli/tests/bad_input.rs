@@ -172,6 +172,8 @@ fn wrong_states() {
         .stdout
         .trim()
         .to_string();
+    // An upload's LOCAL is the file to send: it must exist.
+    std::fs::write(env.path("u"), b"to send").unwrap();
     env.run(&[
         "add-file",
         &upload,

@@ -41,6 +41,10 @@ impl Hresult {
     pub const BG_E_INVALID_SERVER_RESPONSE: Hresult = Hresult(0x8020_001B);
     /// `BG_E_TOO_MANY_FILES`.
     pub const BG_E_TOO_MANY_FILES: Hresult = Hresult(0x8020_001C);
+    /// `BG_E_LOCAL_FILE_CHANGED`: an upload's source changed mid-transfer.
+    pub const BG_E_LOCAL_FILE_CHANGED: Hresult = Hresult(0x8020_001D);
+    /// `BG_E_SESSION_NOT_FOUND`: the upload server does not know the session.
+    pub const BG_E_SESSION_NOT_FOUND: Hresult = Hresult(0x8020_001F);
     /// `BG_E_STRING_TOO_LONG`: custom headers longer than 16,384 characters.
     pub const BG_E_STRING_TOO_LONG: Hresult = Hresult(0x8020_0021);
     /// `BG_E_NOT_SUPPORTED_WITH_CUSTOM_HTTP_METHOD`: a job with a non-GET
@@ -348,6 +352,28 @@ pub enum BitsError {
         /// Why it was not answered, or that the answer was refused.
         why: String,
     },
+    /// An upload packet's Ack with an error status: its `BITS-Error-Code`
+    /// when it sent one, else `BG_E_HTTP_ERROR_S`; transient for 408, 429,
+    /// 500, 502, 503, 504 as any status.
+    #[error("the upload server answered HTTP {status} ({code}): {what}")]
+    UploadRefused {
+        /// The Ack's status.
+        status: u16,
+        /// The job's code.
+        code: Hresult,
+        /// `BITS-Error-Context` 0x7 (the server's application) or the
+        /// remote file.
+        context: ErrorContext,
+        /// Which packet, and what the server said.
+        what: String,
+    },
+    /// `BG_E_LOCAL_FILE_CHANGED` 0x8020001D, fatal: an upload's source
+    /// changed size or modification time while it was sent.
+    #[error("{path} changed while it was uploaded")]
+    LocalFileChanged {
+        /// The source file.
+        path: String,
+    },
     /// 0x80072EFD, transient: the TCP connection failed.
     #[error("cannot connect to {host}: {reason}")]
     CannotConnect {
@@ -445,6 +471,8 @@ impl BitsError {
             RedirectDisallowed { status, .. } => Hresult::from_win32(u32::from(*status)),
             RedirectFailed { .. } => Hresult::WINHTTP_REDIRECT_FAILED,
             HttpStatus { status, .. } | AuthFailed { status, .. } => Hresult::http_status(*status),
+            UploadRefused { code, .. } => *code,
+            LocalFileChanged { .. } => Hresult::BG_E_LOCAL_FILE_CHANGED,
             CannotConnect { .. } => Hresult::WINHTTP_CANNOT_CONNECT,
             ConnectionReset { .. } => Hresult::WINHTTP_CONNECTION_ERROR,
             Timeout { .. } => Hresult::WINHTTP_TIMEOUT,
@@ -463,7 +491,8 @@ impl BitsError {
     pub fn context(&self) -> ErrorContext {
         use BitsError::*;
         match self {
-            LocalFile { .. } => ErrorContext::LocalFile,
+            LocalFile { .. } | LocalFileChanged { .. } => ErrorContext::LocalFile,
+            UploadRefused { context, .. } => *context,
             CannotConnect { .. } | ConnectionReset { .. } | Timeout { .. } | NameNotResolved { .. } => {
                 ErrorContext::GeneralTransport
             }
@@ -504,7 +533,9 @@ impl BitsError {
     pub fn is_transient(&self) -> bool {
         use BitsError::*;
         match self {
-            HttpStatus { status, .. } => TRANSIENT_HTTP_STATUSES.contains(status),
+            HttpStatus { status, .. } | UploadRefused { status, .. } => {
+                TRANSIENT_HTTP_STATUSES.contains(status)
+            }
             CannotConnect { .. }
             | ConnectionReset { .. }
             | Timeout { .. }

@@ -111,6 +111,25 @@ pub struct FileInfo {
     /// `ENABLE_CRL_CHECK` is turned on part-way).
     #[serde(default)]
     pub restart: bool,
+    /// An upload's session with its server, once created: kept with the
+    /// job so that a restart continues it.
+    #[serde(default)]
+    pub upload: Option<UploadSession>,
+}
+
+/// An upload's session ([MC-BUP]): its id, what the server acknowledged,
+/// and the source file as it was when the session began (a change fails
+/// the job with `BG_E_LOCAL_FILE_CHANGED`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UploadSession {
+    /// `BITS-Session-Id`.
+    pub id: String,
+    /// Bytes the server acknowledged (`BITS-Received-Content-Range`).
+    pub acked: u64,
+    /// The source's size when the session began.
+    pub source_len: u64,
+    /// The source's modification time then.
+    pub source_modified: Option<SystemTime>,
 }
 
 /// A BITS job.
@@ -218,7 +237,9 @@ impl Job {
 
     /// Adds a file. REMOTE must be an absolute http or https URL and LOCAL an
     /// absolute path (`E_INVALIDARG` otherwise); an upload job takes one file
-    /// (`BG_E_TOO_MANY_FILES`).
+    /// (`BG_E_TOO_MANY_FILES`), whose LOCAL is the file to send: it must be
+    /// a regular file (`0x80070002` otherwise), and its size is the file's
+    /// total.
     pub fn add_file(&mut self, remote: &str, local: &Path) -> Result<(), BitsError> {
         self.check(Operation::AddFile)?;
         if self.job_type != JobType::Download && !self.files.is_empty() {
@@ -233,6 +254,18 @@ impl Job {
         let file_name = local.file_name().ok_or_else(|| BitsError::InvalidArg {
             what: format!("local name {} names no file", local.display()),
         })?;
+        let bytes_total = if self.job_type == JobType::Download {
+            None
+        } else {
+            match std::fs::metadata(local) {
+                Ok(m) if m.is_file() => Some(m.len()),
+                _ => {
+                    return Err(BitsError::FileNotFound {
+                        path: local.display().to_string(),
+                    })
+                }
+            }
+        };
         let temp_name = local.with_file_name(format!(
             ".{}.bits-{}-{}.tmp",
             file_name.to_string_lossy(),
@@ -243,11 +276,12 @@ impl Job {
             remote_name: remote.to_string(),
             local_name: local.to_path_buf(),
             temp_name,
-            bytes_total: None,
+            bytes_total,
             bytes_transferred: 0,
             completed: false,
             validator: None,
             restart: false,
+            upload: None,
         });
         self.touch();
         Ok(())

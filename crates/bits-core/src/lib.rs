@@ -124,7 +124,7 @@ pub use http_options::{
     ClientCertificate, ClientCertificateFile, CustomHeaders, Password, Pin, PinSet, ServerCertCheck,
     ServerCertValidator, Thumbprint,
 };
-pub use job::{FileInfo, Job, JobType, Priority};
+pub use job::{FileInfo, Job, JobType, Priority, UploadSession};
 pub use policy::ConnectionPolicy;
 pub use proxy::{ProxyScheme, ProxySettings, ProxyUrl, ProxyUsage};
 pub use state::{Event, JobState, Operation};

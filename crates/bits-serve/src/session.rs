@@ -252,7 +252,9 @@ impl Sessions {
     /// atomically (a hard link, so an existing file is never replaced
     /// unless overwriting is allowed: then a rename); an unfinished one is
     /// deleted (MC-BUP: Close-Session before the last fragment discards
-    /// it). Returns whether the file was committed.
+    /// it). A session that received no fragment is an empty file (a
+    /// Fragment cannot carry zero bytes; choice). Returns whether the file
+    /// was committed.
     ///
     /// # Errors
     /// 409 when the destination appeared meanwhile and may not be
@@ -262,7 +264,8 @@ impl Sessions {
         let place = self.find(url_path, id)?;
         let meta = read_meta(&place.meta)?;
         let received = part_len(&place.part)?;
-        if meta.total != Some(received) {
+        // No fragment at all (a Fragment needs a byte): an empty upload.
+        if meta.total.unwrap_or(0) != received {
             remove(&place);
             tracing::debug!(session = %id, received, "closed before its last fragment: discarded");
             return Ok(false);

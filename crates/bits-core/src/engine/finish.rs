@@ -3,10 +3,12 @@
 
 use crate::error::{BitsError, Hresult};
 use crate::files;
-use crate::job::{FileInfo, Job};
+use crate::job::{FileInfo, Job, JobType};
 use crate::state::{check_operation, Event, Operation};
 
-/// `complete`: moves every finished temporary file to its LOCAL name
+/// `complete`: for an upload, only the state (ACKNOWLEDGED: the server
+/// committed the file at Close-Session). For a download, moves every
+/// finished temporary file to its LOCAL name
 /// atomically (rename, then fsync of the directories; the files themselves
 /// were synced by the checkpoint that marked them completed) and puts the
 /// job in ACKNOWLEDGED. A download in ERROR with some files finished keeps
@@ -19,6 +21,12 @@ use crate::state::{check_operation, Event, Operation};
 /// [`Engine::run`](super::Engine::run) of the job first.
 pub fn complete(job: &mut Job) -> Result<Hresult, BitsError> {
     check_operation(job.state(), job.job_type, Operation::Complete)?;
+    if job.job_type == JobType::Upload {
+        // The file is on the server, committed by Close-Session: nothing
+        // moves here.
+        job.transition(Event::Complete);
+        return Ok(Hresult::S_OK);
+    }
     let pairs: Vec<(&std::path::Path, &std::path::Path)> = job
         .files
         .iter()

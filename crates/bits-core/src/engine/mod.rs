@@ -67,7 +67,8 @@
 //! a retry delay, fatal ones in ERROR. A local write error is fatal (context
 //! LOCAL_FILE) and keeps the bytes so far, so a later resume continues.
 //!
-//! Upload jobs have no wire protocol yet: running one puts it in ERROR with
+//! Upload jobs speak the BITS upload protocol (`upload.rs`); upload-reply
+//! jobs do not fetch their reply yet: running one puts it in ERROR with
 //! `E_NOTIMPL`.
 //!
 //! Here: the engine and the flow of one file (request, redirects, body).
@@ -81,6 +82,7 @@ mod checkpoint;
 mod finish;
 mod pipeline;
 mod plan;
+mod upload;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -357,9 +359,9 @@ impl Engine {
                 }
             }
         }
-        if job.job_type != JobType::Download {
+        if job.job_type == JobType::UploadReply {
             let e = BitsError::NotImplemented {
-                what: format!("{} jobs: bits has no upload protocol yet", job.job_type.as_str()),
+                what: "upload-reply jobs: bits does not fetch replies yet".into(),
             };
             return fail(job, observer, &e, None);
         }
@@ -367,6 +369,20 @@ impl Engine {
         let policy = self.policy_of(job);
         if let Err(e) = self.transport.check_policy(&policy) {
             return fail(job, observer, &e, None);
+        }
+        if job.job_type == JobType::Upload {
+            if let Some(i) = job.next_file() {
+                if let Err(e) = self.upload_file(job, i, &policy, observer).await {
+                    return fail(job, observer, &e, Some(i));
+                }
+                job.files[i].completed = true;
+            }
+            job.apply(Event::AllFilesDone);
+            observer.on_change(job);
+            return RunOutcome {
+                state: job.state(),
+                retry_after: None,
+            };
         }
         let mut unsynced = Unsynced::default();
         // Files before `from` are completed or waiting for their checkpoint.

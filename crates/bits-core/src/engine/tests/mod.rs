@@ -388,9 +388,10 @@ async fn runs_only_runnable_jobs() {
 }
 
 #[tokio::test]
-async fn uploads_are_not_implemented() {
+async fn upload_reply_jobs_are_not_implemented_yet() {
     let dir = tempfile::tempdir().unwrap();
-    let mut job = Job::new("u", JobType::Upload, "mock");
+    std::fs::write(dir.path().join("a"), b"x").unwrap();
+    let mut job = Job::new("u", JobType::UploadReply, "mock");
     job.add_file("http://h/up", &dir.path().join("a")).unwrap();
     job.resume().unwrap();
     let s = Scripted::new(vec![]);

@@ -1,0 +1,248 @@
+//! Upload jobs through the real engine, the real plain-HTTP transport and
+//! a real `bits serve` server (bits-serve on 127.0.0.1): what lands on the
+//! server's disk is what counts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bits_core::{Engine, Job, JobState, JobType, NoObserver, UploadSession};
+use bits_http::PlainHttp;
+use bits_serve::{ContentRange, Limits, Root, Server, Sessions};
+
+/// A deterministic body of `len` bytes.
+fn body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 31 + i / 251) % 253) as u8).collect()
+}
+
+/// A `bits serve` on a temp root, and a temp folder for sources.
+struct World {
+    root: tempfile::TempDir,
+    local: tempfile::TempDir,
+    addr: SocketAddr,
+    sessions: Sessions,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl World {
+    async fn new(limits: Limits) -> World {
+        let root = tempfile::tempdir().unwrap();
+        let local = tempfile::tempdir().unwrap();
+        let sessions = Sessions::new(Root::new(root.path()).unwrap(), limits);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(Arc::new(Server::new(sessions.clone())).run(listener, None));
+        World {
+            root,
+            local,
+            addr,
+            sessions,
+            task,
+        }
+    }
+
+    /// A source file of `len` bytes, and a QUEUED upload job of it to
+    /// `/up/NAME`.
+    fn job(&self, name: &str, len: usize) -> (Job, PathBuf) {
+        let source = self.local.path().join(name);
+        std::fs::write(&source, body(len)).unwrap();
+        let mut job = Job::new("up", JobType::Upload, "plain");
+        job.add_file(&format!("http://{}/up/{name}", self.addr), &source)
+            .unwrap();
+        job.resume().unwrap();
+        (job, source)
+    }
+
+    fn served(&self, name: &str) -> PathBuf {
+        self.root.path().join("up").join(name)
+    }
+
+    /// The hidden files left in the upload folder.
+    fn leftovers(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.root.path().join("up")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    }
+}
+
+fn engine() -> Engine {
+    Engine::new(Arc::new(PlainHttp::new()))
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).unwrap().modified().ok()
+}
+
+#[tokio::test]
+async fn an_upload_lands_whole_on_the_server_in_growing_fragments() {
+    let w = World::new(Limits::default()).await;
+    let (mut job, source) = w.job("a.bin", 3_000_000);
+    let outcome = engine().run(&mut job, &mut NoObserver).await;
+    assert_eq!(outcome.state, JobState::Transferred, "{:?}", job.error);
+    assert_eq!(
+        std::fs::read(w.served("a.bin")).unwrap(),
+        std::fs::read(&source).unwrap()
+    );
+    assert_eq!(job.files[0].bytes_transferred, 3_000_000);
+    assert_eq!(job.files[0].bytes_total, Some(3_000_000));
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+    bits_core::engine::complete(&mut job).unwrap();
+    assert_eq!(job.state(), JobState::Acknowledged);
+    // The source is left as it was.
+    assert_eq!(std::fs::read(&source).unwrap(), body(3_000_000));
+}
+
+#[tokio::test]
+async fn an_empty_file_and_a_one_byte_file_upload() {
+    let w = World::new(Limits::default()).await;
+    for len in [0, 1] {
+        let name = format!("f{len}");
+        let (mut job, _) = w.job(&name, len);
+        assert_eq!(
+            engine().run(&mut job, &mut NoObserver).await.state,
+            JobState::Transferred,
+            "{len}: {:?}",
+            job.error
+        );
+        assert_eq!(std::fs::read(w.served(&name)).unwrap().len(), len);
+    }
+}
+
+#[tokio::test]
+async fn a_stored_session_is_continued_from_what_the_server_holds() {
+    let w = World::new(Limits::default()).await;
+    let (mut job, source) = w.job("b.bin", 500_000);
+    // The session a killed daemon left: the server holds 200,000 bytes,
+    // the job remembers an older Ack (100,000).
+    let id = w.sessions.create("/up/b.bin").unwrap();
+    let data = body(500_000);
+    let range = ContentRange {
+        first: 0,
+        last: 199_999,
+        total: 500_000,
+    };
+    let mut writer = w
+        .sessions
+        .fragment("/up/b.bin", &id, range, Some(200_000))
+        .unwrap();
+    writer.write(&data[..200_000]).unwrap();
+    writer.finish().unwrap();
+    job.files[0].upload = Some(UploadSession {
+        id: id.clone(),
+        acked: 100_000,
+        source_len: 500_000,
+        source_modified: modified(&source),
+    });
+    assert_eq!(
+        engine().run(&mut job, &mut NoObserver).await.state,
+        JobState::Transferred,
+        "{:?}",
+        job.error
+    );
+    assert_eq!(job.files[0].upload.as_ref().unwrap().id, id, "the same session");
+    assert_eq!(std::fs::read(w.served("b.bin")).unwrap(), data);
+}
+
+#[tokio::test]
+async fn a_session_the_server_lost_starts_again_from_byte_0() {
+    let w = World::new(Limits::default()).await;
+    let (mut job, source) = w.job("c.bin", 100_000);
+    job.files[0].upload = Some(UploadSession {
+        id: "{00000000-0000-0000-0000-000000000000}".into(),
+        acked: 50_000,
+        source_len: 100_000,
+        source_modified: modified(&source),
+    });
+    assert_eq!(
+        engine().run(&mut job, &mut NoObserver).await.state,
+        JobState::Transferred,
+        "{:?}",
+        job.error
+    );
+    assert_ne!(
+        job.files[0].upload.as_ref().unwrap().id,
+        "{00000000-0000-0000-0000-000000000000}"
+    );
+    assert_eq!(std::fs::read(w.served("c.bin")).unwrap(), body(100_000));
+}
+
+#[tokio::test]
+async fn a_source_that_changed_since_the_session_began_fails_the_job() {
+    let w = World::new(Limits::default()).await;
+    let (mut job, source) = w.job("d.bin", 1000);
+    let id = w.sessions.create("/up/d.bin").unwrap();
+    job.files[0].upload = Some(UploadSession {
+        id,
+        acked: 0,
+        source_len: 999,
+        source_modified: modified(&source),
+    });
+    let outcome = engine().run(&mut job, &mut NoObserver).await;
+    assert_eq!(outcome.state, JobState::Error);
+    let e = job.error.as_ref().unwrap();
+    assert_eq!(e.code.0, 0x8020_001D, "{e:?}");
+    assert!(!w.served("d.bin").exists());
+}
+
+#[tokio::test]
+async fn server_refusals_carry_the_servers_code() {
+    let w = World::new(Limits {
+        max_upload_size: Some(1000),
+        ..Limits::default()
+    })
+    .await;
+    // An existing destination: 409 E_ACCESSDENIED, fatal.
+    std::fs::create_dir_all(w.root.path().join("up")).unwrap();
+    std::fs::write(w.served("e.bin"), b"old").unwrap();
+    let (mut job, _) = w.job("e.bin", 10);
+    assert_eq!(
+        engine().run(&mut job, &mut NoObserver).await.state,
+        JobState::Error
+    );
+    assert_eq!(job.error.as_ref().unwrap().code.0, 0x8007_0005);
+    assert_eq!(std::fs::read(w.served("e.bin")).unwrap(), b"old");
+    // Over the server's limit: 500 BG_E_TOO_LARGE, transient as every 500.
+    let (mut job, _) = w.job("f.bin", 2000);
+    assert_eq!(
+        engine().run(&mut job, &mut NoObserver).await.state,
+        JobState::TransientError
+    );
+    assert_eq!(job.error.as_ref().unwrap().code.0, 0x8020_0020);
+    // A missing source: 0x80070002, fatal.
+    let (mut job, source) = w.job("g.bin", 10);
+    std::fs::remove_file(&source).unwrap();
+    assert_eq!(
+        engine().run(&mut job, &mut NoObserver).await.state,
+        JobState::Error
+    );
+    assert_eq!(job.error.as_ref().unwrap().code.0, 0x8007_0002);
+}
+
+#[test]
+fn an_upload_takes_one_existing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = Job::new("up", JobType::Upload, "plain");
+    let missing = dir.path().join("missing");
+    let e = job.add_file("http://127.0.0.1:1/x", &missing).unwrap_err();
+    assert_eq!(e.hresult().0, 0x8007_0002);
+    let e = job.add_file("http://127.0.0.1:1/x", dir.path()).unwrap_err();
+    assert_eq!(e.hresult().0, 0x8007_0002);
+    std::fs::write(dir.path().join("f"), b"x").unwrap();
+    job.add_file("http://127.0.0.1:1/x", &dir.path().join("f"))
+        .unwrap();
+    let e = job
+        .add_file("http://127.0.0.1:1/y", &dir.path().join("f"))
+        .unwrap_err();
+    assert_eq!(e.hresult().0, 0x8020_001C);
+}
