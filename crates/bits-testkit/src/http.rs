@@ -270,7 +270,7 @@ impl Route {
     /// Challenges with RFC 7616 Digest (`realm="bits-testkit"`, qop
     /// `auth`, `algorithm`, a server nonce and an opaque) and lets in a
     /// request whose answer is right: user name, realm, opaque, a nonce the
-    /// route issued, `uri` equal to the request target, a nonce count above
+    /// server issued (one set for all its routes, as one realm), `uri` equal to the request target, a nonce count above
     /// the last one seen for that nonce, and the response computed here
     /// (not by the client crate under test). A right answer with a replaced
     /// nonce gets 401 `stale=true` with the current one.
@@ -378,7 +378,6 @@ struct Entry {
     route: Route,
     hits: u32,
     truncated: u32,
-    nonces: auth::NonceState,
 }
 
 /// The routes, the request log and the counters of a server, shareable
@@ -393,6 +392,9 @@ pub struct ServerState {
     close_connections: AtomicBool,
     bytes_sent: AtomicU64,
     panics: Mutex<Vec<String>>,
+    /// The Digest nonces handed out, one set for the whole server (one
+    /// realm), as a real server shares them between its paths.
+    nonces: Mutex<auth::NonceState>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -414,7 +416,6 @@ impl ServerState {
                 route,
                 hits: 0,
                 truncated: 0,
-                nonces: auth::NonceState::default(),
             },
         );
     }
@@ -1015,9 +1016,12 @@ fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
         }
     }
     if route.guard.is_set() {
-        let verdict = route
-            .guard
-            .check(&mut entry.nonces, &req.method, &req.target, req.authorization());
+        let verdict = route.guard.check(
+            &mut lock(&state.nonces),
+            &req.method,
+            &req.target,
+            req.authorization(),
+        );
         if let auth::Verdict::Challenge(challenges) = verdict {
             let mut plan = Plan::simple(401, "authorization required\n".into(), head);
             for c in challenges {
