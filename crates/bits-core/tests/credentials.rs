@@ -284,3 +284,30 @@ async fn the_password_is_never_in_the_jobs_or_errors_debug() {
         assert!(!shown.contains(password), "{shown}");
     }
 }
+
+#[tokio::test]
+async fn a_new_challenge_after_a_same_origin_redirect_is_answered() {
+    // The answer made for /start is sent first to /final, which asks for
+    // another (here: another algorithm, as another realm would): a new
+    // challenge for a new request, not a refusal of the first answer.
+    let mut env = Env::new(&[
+        (
+            "/start",
+            Route::redirect(302, "/final").digest_auth(USER, PASSWORD, DigestAlgorithm::Sha256),
+        ),
+        ("/final", digest(DigestAlgorithm::Md5, b"the file")),
+    ])
+    .files(1);
+    env.job
+        .set_credentials(server_creds(AuthScheme::Digest, PASSWORD))
+        .unwrap();
+    assert_eq!(
+        env.run().await.state,
+        JobState::Transferred,
+        "{:?}",
+        env.job.error
+    );
+    let finals = env.server.requests_for("/final");
+    assert_eq!(finals.len(), 2, "{finals:#?}");
+    assert!(finals[1].authorization().unwrap().contains("algorithm=MD5"));
+}

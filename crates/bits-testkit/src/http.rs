@@ -270,7 +270,7 @@ impl Route {
     /// Challenges with RFC 7616 Digest (`realm="bits-testkit"`, qop
     /// `auth`, `algorithm`, a server nonce and an opaque) and lets in a
     /// request whose answer is right: user name, realm, opaque, a nonce the
-    /// server issued (one set for all its routes, as one realm), `uri` equal to the request target, a nonce count above
+    /// server issued (one set for all its routes of that algorithm), `uri` equal to the request target, a nonce count above
     /// the last one seen for that nonce, and the response computed here
     /// (not by the client crate under test). A right answer with a replaced
     /// nonce gets 401 `stale=true` with the current one.
@@ -392,9 +392,10 @@ pub struct ServerState {
     close_connections: AtomicBool,
     bytes_sent: AtomicU64,
     panics: Mutex<Vec<String>>,
-    /// The Digest nonces handed out, one set for the whole server (one
-    /// realm), as a real server shares them between its paths.
-    nonces: Mutex<auth::NonceState>,
+    /// The Digest nonces handed out, one set per algorithm for the whole
+    /// server, as a real server shares a protection space's nonces between
+    /// its paths (and another space has its own).
+    nonces: Mutex<HashMap<Option<DigestAlgorithm>, auth::NonceState>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -1017,7 +1018,7 @@ fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
     }
     if route.guard.is_set() {
         let verdict = route.guard.check(
-            &mut lock(&state.nonces),
+            lock(&state.nonces).entry(route.guard.algorithm()).or_default(),
             &req.method,
             &req.target,
             req.authorization(),

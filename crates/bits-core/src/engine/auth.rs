@@ -12,7 +12,8 @@
 //!   of its last Digest answer (a resumed file), that answer goes on with
 //!   its count: starting again at `nc=00000001` would be a replay to a
 //!   server that checks counts.
-//! - A second `401` to an answer made for that challenge is a refusal; a
+//! - A second `401` to an answer made for that challenge (the same URL:
+//!   after a redirect the kept answer is only sent first) is a refusal; a
 //!   Digest `stale=true` is answered once more with the new nonce; a `401`
 //!   to a kept answer (an expired nonce) is a new challenge.
 //! - Every failure is `AuthFailed` 401 (`0x80190191`), fatal, its reason in
@@ -42,9 +43,11 @@ pub(super) struct ServerAuth {
 pub(super) struct Round {
     /// The request just sent carried an answer.
     pub(super) sent: bool,
-    /// The request carries an answer made for a challenge of this fetch.
-    fresh: bool,
-    /// A stale nonce was answered again already.
+    /// The URL whose challenge, in this fetch, the answer kept was made
+    /// for: a `401` to it again is a refusal. After a redirect the answer
+    /// goes first to the new URL, where a `401` is a new challenge.
+    fresh: Option<Url>,
+    /// A stale nonce of that URL was answered again already.
     restaled: bool,
 }
 
@@ -111,9 +114,13 @@ impl ServerAuth {
             tracing::warn!(file, %origin, "{why}");
             Err(BitsError::AuthFailed { status: 401, why })
         };
+        if round.fresh.as_ref() != Some(url) {
+            round.fresh = None;
+            round.restaled = false;
+        }
         if round.sent {
             let answer = self.kept().remove(&key);
-            if round.fresh {
+            if round.fresh.is_some() {
                 if round.restaled || !is_stale(AuthTarget::Server, headers) {
                     let (scheme, user) = answer
                         .map(|a| (a.scheme(), a.credentials().user.clone()))
@@ -157,7 +164,7 @@ impl ServerAuth {
         };
         tracing::debug!(file, %origin, scheme = %answer.scheme(), "answering the server's challenge");
         self.kept().insert(key, answer);
-        round.fresh = true;
+        round.fresh = Some(url.clone());
         Ok(())
     }
 }

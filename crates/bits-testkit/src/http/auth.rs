@@ -15,7 +15,7 @@ use sha2::Digest as _;
 pub const REALM: &str = "bits-testkit";
 
 /// A Digest algorithm the server offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DigestAlgorithm {
     /// `MD5` (the RFC 2617 default).
     Md5,
@@ -166,6 +166,11 @@ pub(super) enum Verdict {
 }
 
 impl Guard {
+    /// The Digest algorithm, when the guard takes Digest.
+    pub(super) fn algorithm(&self) -> Option<DigestAlgorithm> {
+        self.digest.as_ref().map(|d| d.algorithm)
+    }
+
     pub(super) fn is_set(&self) -> bool {
         self.basic.is_some() || self.digest.is_some()
     }
