@@ -329,6 +329,25 @@ impl Answer {
         Err(Unanswered { offered, why })
     }
 
+    /// True when `self` (just made from a challenge) answers the same
+    /// Digest challenge as `earlier` (same nonce, realm, algorithm, opaque)
+    /// with the same credentials: `earlier` is then to be used instead, so
+    /// the nonce count goes on from where it was rather than starting again
+    /// at 1 (a server that checks counts takes a repeated one for a replay).
+    pub fn continues(&self, earlier: &Answer) -> bool {
+        match (&self.client, &earlier.client) {
+            (Client::Digest(new), Client::Digest(old)) => {
+                self.credentials == earlier.credentials
+                    && new.nonce() == old.nonce()
+                    && new.realm() == old.realm()
+                    && new.opaque() == old.opaque()
+                    && new.algorithm() == old.algorithm()
+                    && new.session() == old.session()
+            }
+            _ => false,
+        }
+    }
+
     /// The scheme answered.
     pub fn scheme(&self) -> AuthScheme {
         self.credentials.scheme

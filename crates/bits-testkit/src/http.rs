@@ -26,7 +26,10 @@
 //! or without `Location`); send the full `Content-Length` and then close
 //! after K body bytes; send chunked without `Content-Length`; throttle
 //! (sleep after each chunk); fail the first N requests with a status; require
-//! an `Authorization` value; delay the headers; hang up without answering.
+//! an `Authorization` value; challenge as a real server with Basic
+//! ([`Route::basic_auth`]) or Digest ([`Route::digest_auth`], MD5 or
+//! SHA-256, with nonces that go stale); delay the headers; hang up without
+//! answering.
 //! A route answers every method alike (`GET`, `PUT`, `POST`, `DELETE`, …);
 //! `HEAD` gets the headers only. A request's body (`Content-Length` bytes
 //! or chunked) is read whole before the answer. Every request that arrived
@@ -78,6 +81,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+mod auth;
+
+pub use auth::{digest_response, parse_digest_authorization, DigestAlgorithm, DigestInput, REALM};
+
 /// The largest request head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// The largest request body accepted.
@@ -114,6 +121,7 @@ pub struct Route {
     headers: Vec<(String, String)>,
     close: bool,
     delay: Option<Duration>,
+    guard: auth::Guard,
 }
 
 impl Route {
@@ -134,6 +142,7 @@ impl Route {
             headers: Vec::new(),
             close: false,
             delay: None,
+            guard: auth::Guard::default(),
         }
     }
 
@@ -248,6 +257,58 @@ impl Route {
         self
     }
 
+    /// Challenges as a real server does: a request without the right
+    /// `Authorization: Basic` for `user` and `password` gets 401 with
+    /// `WWW-Authenticate: Basic realm="bits-testkit"`; the right one gets
+    /// the route's answer. With [`Route::digest_auth`] too, both are offered
+    /// (Digest first) and either lets in.
+    pub fn basic_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Route {
+        self.guard.basic = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Challenges with RFC 7616 Digest (`realm="bits-testkit"`, qop
+    /// `auth`, `algorithm`, a server nonce and an opaque) and lets in a
+    /// request whose answer is right: user name, realm, opaque, a nonce the
+    /// server issued (one set for all its routes of that algorithm), `uri` equal to the request target, a nonce count above
+    /// the last one seen for that nonce, and the response computed here
+    /// (not by the client crate under test). A right answer with a replaced
+    /// nonce gets 401 `stale=true` with the current one.
+    pub fn digest_auth(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+        algorithm: DigestAlgorithm,
+    ) -> Route {
+        self.guard.digest = Some(auth::DigestGuard {
+            user: user.into(),
+            password: password.into(),
+            algorithm,
+            stale_after: None,
+            stale_first: 0,
+        });
+        self
+    }
+
+    /// With [`Route::digest_auth`]: a nonce lets in `uses` requests; the
+    /// next right answer with it gets 401 `stale=true` and a new nonce.
+    pub fn digest_stale_after(mut self, uses: u32) -> Route {
+        if let Some(d) = &mut self.guard.digest {
+            d.stale_after = Some(uses);
+        }
+        self
+    }
+
+    /// With [`Route::digest_auth`]: the first `times` right answers get
+    /// 401 `stale=true` and a new nonce (each), as from a server whose
+    /// nonces expire at once.
+    pub fn digest_stale_first(mut self, times: u32) -> Route {
+        if let Some(d) = &mut self.guard.digest {
+            d.stale_first = times;
+        }
+        self
+    }
+
     /// Answers 405 (with `Allow: METHOD`) to any other method, as an
     /// endpoint that takes only POST does.
     pub fn only_method(mut self, method: impl Into<String>) -> Route {
@@ -331,6 +392,10 @@ pub struct ServerState {
     close_connections: AtomicBool,
     bytes_sent: AtomicU64,
     panics: Mutex<Vec<String>>,
+    /// The Digest nonces handed out, one set per algorithm for the whole
+    /// server, as a real server shares a protection space's nonces between
+    /// its paths (and another space has its own).
+    nonces: Mutex<HashMap<Option<DigestAlgorithm>, auth::NonceState>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -948,6 +1013,24 @@ fn plan_response(state: &ServerState, req: &RecordedRequest) -> Plan {
             let mut plan = Plan::simple(405, format!("only {only} here\n"), head);
             plan.headers.push(("Allow".into(), only.clone()));
             add_route_headers(&mut plan.headers, extra);
+            return plan;
+        }
+    }
+    if route.guard.is_set() {
+        let verdict = route.guard.check(
+            lock(&state.nonces).entry(route.guard.algorithm()).or_default(),
+            &req.method,
+            &req.target,
+            req.authorization(),
+        );
+        if let auth::Verdict::Challenge(challenges) = verdict {
+            let mut plan = Plan::simple(401, "authorization required\n".into(), head);
+            for c in challenges {
+                plan.headers.push(("WWW-Authenticate".into(), c));
+            }
+            add_route_headers(&mut plan.headers, extra);
+            plan.close = route.close;
+            plan.delay = route.delay;
             return plan;
         }
     }

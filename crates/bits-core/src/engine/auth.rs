@@ -8,8 +8,12 @@
 //! - The answer is then kept for that origin for the rest of the job's
 //!   run: later requests (the next file, a resumed Range) carry it first
 //!   (Basic as it is, Digest with the next nonce count). Each run starts
-//!   unchallenged.
-//! - A second `401` to an answer made for that challenge is a refusal; a
+//!   unchallenged; when a new run is challenged again with the very nonce
+//!   of its last Digest answer (a resumed file), that answer goes on with
+//!   its count: starting again at `nc=00000001` would be a replay to a
+//!   server that checks counts.
+//! - A second `401` to an answer made for that challenge (the same URL:
+//!   after a redirect the kept answer is only sent first) is a refusal; a
 //!   Digest `stale=true` is answered once more with the new nonce; a `401`
 //!   to a kept answer (an expired nonce) is a new challenge.
 //! - Every failure is `AuthFailed` 401 (`0x80190191`), fatal, its reason in
@@ -30,6 +34,8 @@ use crate::job::Job;
 #[derive(Debug, Default, Clone)]
 pub(super) struct ServerAuth {
     kept: Arc<Mutex<HashMap<(Uuid, String), Answer>>>,
+    /// The answers of the job's last run, for their nonce counts only.
+    retired: Arc<Mutex<HashMap<(Uuid, String), Answer>>>,
 }
 
 /// Where one request's exchange with a challenge stands.
@@ -37,9 +43,11 @@ pub(super) struct ServerAuth {
 pub(super) struct Round {
     /// The request just sent carried an answer.
     pub(super) sent: bool,
-    /// The request carries an answer made for a challenge of this fetch.
-    fresh: bool,
-    /// A stale nonce was answered again already.
+    /// The URL whose challenge, in this fetch, the answer kept was made
+    /// for: a `401` to it again is a refusal. After a redirect the answer
+    /// goes first to the new URL, where a `401` is a new challenge.
+    fresh: Option<Url>,
+    /// A stale nonce of that URL was answered again already.
     restaled: bool,
 }
 
@@ -48,9 +56,22 @@ impl ServerAuth {
         self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Forgets what `job` was answered with: a new run starts unchallenged.
+    fn retired(&self) -> MutexGuard<'_, HashMap<(Uuid, String), Answer>> {
+        self.retired.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets what `job` was answered with: a new run starts unchallenged
+    /// (the answers are kept aside only to go on with a nonce's count).
     pub(super) fn forget(&self, job: Uuid) {
-        self.kept().retain(|(id, _), _| *id != job);
+        let mut kept = self.kept();
+        let mut retired = self.retired();
+        retired.retain(|(id, _), _| *id != job);
+        let ours: Vec<_> = kept.keys().filter(|(id, _)| *id == job).cloned().collect();
+        for key in ours {
+            if let Some(answer) = kept.remove(&key) {
+                retired.insert(key, answer);
+            }
+        }
     }
 
     /// The `Authorization` for a request of `method` to `url`, when an
@@ -93,9 +114,13 @@ impl ServerAuth {
             tracing::warn!(file, %origin, "{why}");
             Err(BitsError::AuthFailed { status: 401, why })
         };
+        if round.fresh.as_ref() != Some(url) {
+            round.fresh = None;
+            round.restaled = false;
+        }
         if round.sent {
             let answer = self.kept().remove(&key);
-            if round.fresh {
+            if round.fresh.is_some() {
                 if round.restaled || !is_stale(AuthTarget::Server, headers) {
                     let (scheme, user) = answer
                         .map(|a| (a.scheme(), a.credentials().user.clone()))
@@ -133,9 +158,13 @@ impl ServerAuth {
                  read the password; they are only sent over https (or use digest)"
             ));
         }
+        let answer = match self.retired().remove(&key) {
+            Some(earlier) if answer.continues(&earlier) => earlier,
+            _ => answer,
+        };
         tracing::debug!(file, %origin, scheme = %answer.scheme(), "answering the server's challenge");
         self.kept().insert(key, answer);
-        round.fresh = true;
+        round.fresh = Some(url.clone());
         Ok(())
     }
 }

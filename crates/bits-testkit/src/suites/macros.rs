@@ -392,3 +392,34 @@ macro_rules! proxy_tests {
         }
     };
 }
+
+/// The cases of [`suites::credentials`](crate::suites::credentials) for
+/// `$backend`, one test per case: server credentials over https, answered
+/// by the engine over the backend's transport.
+#[macro_export]
+macro_rules! credential_tests {
+    ($backend:ty) => {
+        #[tokio::test]
+        async fn credentials_basic_over_https_is_answered_then_sent_first() {
+            $crate::suites::credentials::basic_over_https_is_answered_then_sent_first::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn credentials_digest_md5_over_https_is_answered_then_sent_first() {
+            $crate::suites::credentials::digest_over_https_is_answered_then_sent_first::<$backend>(
+                $crate::http::DigestAlgorithm::Md5,
+            )
+            .await;
+        }
+        #[tokio::test]
+        async fn credentials_digest_sha256_over_https_is_answered_then_sent_first() {
+            $crate::suites::credentials::digest_over_https_is_answered_then_sent_first::<$backend>(
+                $crate::http::DigestAlgorithm::Sha256,
+            )
+            .await;
+        }
+        #[tokio::test]
+        async fn credentials_a_wrong_password_fails_once() {
+            $crate::suites::credentials::a_wrong_password_fails_once::<$backend>().await;
+        }
+    };
+}

@@ -10,8 +10,9 @@
 //! [`request_body_tests!`](crate::request_body_tests),
 //! [`client_cert_tests!`](crate::client_cert_tests),
 //! [`pin_tests!`](crate::pin_tests),
-//! [`diagnose_tests!`](crate::diagnose_tests) and
-//! [`proxy_tests!`](crate::proxy_tests) (one test per case),
+//! [`diagnose_tests!`](crate::diagnose_tests),
+//! [`proxy_tests!`](crate::proxy_tests) and
+//! [`credential_tests!`](crate::credential_tests) (one test per case),
 //! or one by one with a transport or handshake from
 //! [`backend`](crate::backend). A factory must trust the given
 //! [`TestPki`](crate::pki::TestPki)'s root only (no system roots).
@@ -20,6 +21,7 @@ pub mod bodies;
 pub mod builder;
 pub mod chains;
 pub mod client_certs;
+pub mod credentials;
 pub mod crl;
 pub mod diagnose;
 pub mod hostnames;
