@@ -59,6 +59,9 @@ struct SaveKey {
     state: JobState,
     error: Option<JobError>,
     remotes: Vec<String>,
+    /// Each file's upload session id: a new one is saved at once, so a
+    /// restart continues that session.
+    sessions: Vec<Option<String>>,
     completed: usize,
 }
 
@@ -68,6 +71,11 @@ impl SaveKey {
             state: job.state(),
             error: job.error.clone(),
             remotes: job.files.iter().map(|f| f.remote_name.clone()).collect(),
+            sessions: job
+                .files
+                .iter()
+                .map(|f| f.upload.as_ref().map(|u| u.id.clone()))
+                .collect(),
             completed: job.files_transferred(),
         }
     }
@@ -152,7 +160,9 @@ impl Observer for Persist {
         let Some(file) = job.files.get(i) else {
             return self.on_change(job);
         };
-        let moved = self.saved_key.remotes.get(i) != Some(&file.remote_name);
+        let moved = self.saved_key.remotes.get(i) != Some(&file.remote_name)
+            || self.saved_key.sessions.get(i).cloned().flatten()
+                != file.upload.as_ref().map(|u| u.id.clone());
         let large = file.validator.is_some() && file.bytes_total.is_none_or(|t| t > SAVE_FILE_AT_ONCE);
         if moved || large || self.saved_key.differs(job) {
             self.save(job, Why::Change);
@@ -223,6 +233,23 @@ mod tests {
             "none of them is a progress save: {:?}",
             memory.log(job.id)
         );
+    }
+
+    #[test]
+    fn a_new_upload_session_is_saved_at_once() {
+        let (_tmp, memory, mut job, mut p) = transferring(1);
+        job.files[0].upload = Some(bits_core::UploadSession {
+            id: "{S1}".into(),
+            acked: 0,
+            source_len: 10,
+            source_modified: None,
+        });
+        p.on_file_change(&job, 0);
+        assert_eq!(memory.get(job.id).files[0].upload.as_ref().unwrap().id, "{S1}");
+        // Its acknowledged bytes wait for the throttle like any progress.
+        job.files[0].upload.as_mut().unwrap().acked = 5;
+        p.on_file_change(&job, 0);
+        assert_eq!(memory.get(job.id).files[0].upload.as_ref().unwrap().acked, 0);
     }
 
     #[test]
