@@ -229,6 +229,27 @@ async fn server_refusals_carry_the_servers_code() {
     assert_eq!(job.error.as_ref().unwrap().code.0, 0x8007_0002);
 }
 
+#[tokio::test]
+async fn cancel_session_deletes_what_the_server_holds() {
+    let w = World::new(Limits::default()).await;
+    let (mut job, source) = w.job("h.bin", 1000);
+    let id = w.sessions.create("/up/h.bin").unwrap();
+    job.files[0].upload = Some(UploadSession {
+        id: id.clone(),
+        acked: 0,
+        source_len: 1000,
+        source_modified: modified(&source),
+    });
+    assert_eq!(w.leftovers().len(), 2, "{:?}", w.leftovers());
+    engine().cancel_upload_sessions(&job).await;
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+    bits_core::engine::cancel(&mut job).unwrap();
+    assert_eq!(job.state(), JobState::Cancelled);
+    // A server that is gone: cancel still works.
+    drop(w);
+    engine().cancel_upload_sessions(&job).await;
+}
+
 #[test]
 fn an_upload_takes_one_existing_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,6 +14,8 @@
 //! - The source must not change: its size and modification time are taken
 //!   when the session begins and checked before every fragment and after
 //!   the last (`BG_E_LOCAL_FILE_CHANGED`, fatal).
+//! - [`Engine::cancel_upload_sessions`] sends `Cancel-Session` before a
+//!   job is cancelled (best effort).
 //! - Every packet is `BITS_POST` to the remote name, with the engine's and
 //!   the job's headers, under the job's connection policy, its `401`
 //!   answered with the job's credentials as for downloads; a 3xx is fatal
@@ -118,6 +120,44 @@ impl Engine {
         }
         tracing::debug!(file = i, session = %id, "upload closed");
         Ok(())
+    }
+
+    /// `Cancel-Session` for each open upload session of `job`, best effort
+    /// (`docs/spec/upload.md`: `cancel` sends it when a session is open):
+    /// the server deletes what it holds. Call it before
+    /// [`cancel`](super::cancel), which forgets the sessions with the job.
+    /// Failures are logged, never returned: the job is cancelled anyway.
+    pub async fn cancel_upload_sessions(&self, job: &Job) {
+        if job.job_type == crate::job::JobType::Download {
+            return;
+        }
+        let policy = self.policy_of(job);
+        for (i, file) in job.files.iter().enumerate() {
+            let (Some(session), false) = (&file.upload, file.completed) else {
+                continue;
+            };
+            let Ok(url) = parse_remote_url(&file.remote_name) else {
+                continue;
+            };
+            let sent = self
+                .packet(
+                    job,
+                    i,
+                    &url,
+                    &policy,
+                    "Cancel-Session",
+                    &[("bits-session-id", &session.id)],
+                    Body::Empty,
+                )
+                .await;
+            match sent {
+                Ok(r) if matches!(r.status, 200 | 201) => {
+                    tracing::debug!(file = i, session = %session.id, "upload session cancelled");
+                }
+                Ok(r) => tracing::info!(file = i, status = r.status, "the server refused Cancel-Session"),
+                Err(e) => tracing::info!(file = i, error = %e, "Cancel-Session not delivered"),
+            }
+        }
     }
 
     async fn create_session(
