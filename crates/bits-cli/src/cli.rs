@@ -326,7 +326,7 @@ pub struct ServeArgs {
     /// Let a finished upload replace an existing file (else 409).
     #[arg(long)]
     pub allow_overwrite: bool,
-    /// The program that answers upload-reply jobs (not served yet: refused with 0x80004001).
+    /// The program that answers upload-reply jobs: run with the uploaded file's path, its output is the reply.
     #[arg(long, value_name = "PROG")]
     pub reply_cmd: Option<PathBuf>,
 }

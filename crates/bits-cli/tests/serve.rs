@@ -127,6 +127,6 @@ fn bits_serve_refuses_bad_input() {
         .fails(2, "0x80070057");
     env.run(&["serve", "--root", &root, "--max-upload-size", "lots"])
         .fails(2, "0x80070057");
-    env.run(&["serve", "--root", &root, "--reply-cmd", "/bin/cat"])
-        .fails(2, "0x80004001");
+    env.run(&["serve", "--root", &root, "--reply-cmd", "/no/such/program"])
+        .fails(2, "0x80070002");
 }

@@ -23,6 +23,9 @@ pub struct ServeError {
     /// For a gap (`416`): the offset the server expects, sent as
     /// `BITS-Received-Content-Range`.
     pub received: Option<u64>,
+    /// `BITS-Error-Context`: 0x5 (the server), 0x7 (the server's
+    /// application: the reply command).
+    pub context: u32,
 }
 
 impl ServeError {
@@ -32,6 +35,15 @@ impl ServeError {
             code,
             what: what.into(),
             received: None,
+            context: 0x5,
+        }
+    }
+
+    /// 500 with context 0x7: the reply command failed.
+    pub fn application(what: impl Into<String>) -> ServeError {
+        ServeError {
+            context: 0x7,
+            ..ServeError::new(500, Hresult::E_FAIL, what)
         }
     }
 

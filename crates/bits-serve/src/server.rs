@@ -9,6 +9,8 @@
 //!   status is not 200, and `BITS-Received-Content-Range` after a fragment
 //!   or a gap (416).
 //! - The packets of one session are handled one at a time.
+//! - Upload-reply ([`Server::with_reply_command`]): the last fragment's Ack
+//!   carries `BITS-Reply-URL`, `/.bits-reply/ID` on this server.
 //! - `GET`/`HEAD` of a file under the root, with one `Range`
 //!   (`bytes=a-b`, `a-`, `-n`) and `If-Range` against the file's `ETag`;
 //!   partial uploads and the server's own files are never served.
@@ -16,6 +18,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -42,7 +45,12 @@ pub const PROTOCOL: &str = "{7df0354d-249b-430f-820d-3d2a9bef4931}";
 pub struct Server {
     sessions: Sessions,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    reply_command: Option<PathBuf>,
 }
+
+/// Where replies are served: `/.bits-reply/ID` (the session id is the
+/// capability; the server's own files are never served otherwise).
+const REPLY_PREFIX: &str = "/.bits-reply/";
 
 /// A response body: nothing, or a span of a file read as it is sent.
 #[derive(Debug)]
@@ -110,7 +118,20 @@ impl Server {
         Server {
             sessions,
             locks: Mutex::default(),
+            reply_command: None,
         }
+    }
+
+    /// Upload-reply: on a session's last fragment, `program` runs with the
+    /// uploaded file's path as its one argument (the file is whole and
+    /// synced, not yet at its destination); its standard output is the
+    /// reply, served at the `BITS-Reply-URL` of that fragment's Ack until
+    /// the session closes. A failure (it cannot start, or exits non-zero)
+    /// is a 500 Ack with context 0x7, and the next try runs it again.
+    #[must_use]
+    pub fn with_reply_command(mut self, program: PathBuf) -> Server {
+        self.reply_command = Some(program);
+        self
     }
 
     /// Accepts connections on `listener` until the task is dropped (over
@@ -141,7 +162,7 @@ impl Server {
                 Some(tls) => {
                     tokio::spawn(async move {
                         match tls.accept(tcp).await {
-                            Ok(stream) => server.serve_connection(stream).await,
+                            Ok(stream) => server.serve_connection_https(stream).await,
                             Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         }
                     });
@@ -156,9 +177,25 @@ impl Server {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.connection(io, false).await;
+    }
+
+    /// [`Server::serve_connection`] for a TLS stream: reply URLs say
+    /// `https`.
+    pub async fn serve_connection_https<S>(self: Arc<Self>, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.connection(io, true).await;
+    }
+
+    async fn connection<S>(self: Arc<Self>, io: S, https: bool)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let service = hyper::service::service_fn(move |req| {
             let server = Arc::clone(&self);
-            async move { Ok::<_, Infallible>(server.handle(req).await) }
+            async move { Ok::<_, Infallible>(server.handle(req, https).await) }
         });
         if let Err(e) = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(io), service)
@@ -168,11 +205,11 @@ impl Server {
         }
     }
 
-    /// The answer to one request.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<ServeBody> {
+    /// The answer to one request (`https`: it came over TLS).
+    pub async fn handle(&self, req: Request<Incoming>, https: bool) -> Response<ServeBody> {
         let path = req.uri().path().to_owned();
         match req.method().as_str() {
-            "BITS_POST" => self.packet(&path, req).await,
+            "BITS_POST" => self.packet(&path, req, https).await,
             "GET" | "HEAD" => {
                 self.file(&path, req.method() == Method::HEAD, req.headers())
                     .await
@@ -189,7 +226,7 @@ impl Server {
         }
     }
 
-    async fn packet(&self, path: &str, req: Request<Incoming>) -> Response<ServeBody> {
+    async fn packet(&self, path: &str, req: Request<Incoming>, https: bool) -> Response<ServeBody> {
         let headers = req.headers().clone();
         let kind = text(&headers, "bits-packet-type")
             .unwrap_or_default()
@@ -204,7 +241,7 @@ impl Server {
             ("fragment", Some(id)) => {
                 let lock = self.lock(id);
                 let _one_at_a_time = lock.lock().await;
-                self.fragment(path, id, &headers, req.into_body()).await
+                self.fragment(path, id, &headers, req.into_body(), https).await
             }
             ("close-session", Some(id)) => {
                 let lock = self.lock(id);
@@ -249,6 +286,7 @@ impl Server {
         id: &str,
         headers: &HeaderMap,
         mut body: Incoming,
+        https: bool,
     ) -> Result<Response<ServeBody>, ServeError> {
         if let Some(encoding) = text(headers, CONTENT_ENCODING.as_str()) {
             if !encoding.eq_ignore_ascii_case("identity") {
@@ -279,7 +317,59 @@ impl Server {
         let mut r = ack(Some(id));
         r.headers_mut()
             .insert("bits-received-content-range", HeaderValue::from(done.received));
+        if let (true, Some(program)) = (done.complete, &self.reply_command) {
+            self.make_reply(path, id, program).await?;
+            let host = text(headers, "host").unwrap_or_default();
+            let scheme = if https { "https" } else { "http" };
+            let url = if host.is_empty() {
+                format!("{REPLY_PREFIX}{id}")
+            } else {
+                format!("{scheme}://{host}{REPLY_PREFIX}{id}")
+            };
+            if let Ok(v) = HeaderValue::from_str(&url) {
+                r.headers_mut().insert("bits-reply-url", v);
+            }
+        }
         Ok(r)
+    }
+
+    /// Runs the reply command on session `id`'s whole upload, once: its
+    /// output goes to the session's reply file (written beside, renamed).
+    async fn make_reply(&self, path: &str, id: &str, program: &Path) -> Result<(), ServeError> {
+        let Some((upload, reply)) = self.sessions.whole(path, id)? else {
+            return Err(ServeError::invalid("a reply before the upload is whole"));
+        };
+        if reply.exists() {
+            return Ok(());
+        }
+        let partial = reply.with_extension("reply-new");
+        let out = std::fs::File::create(&partial).map_err(|e| ServeError::io("creating the reply", &e))?;
+        let status = tokio::process::Command::new(program)
+            .arg(&upload)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .kill_on_drop(true)
+            .status()
+            .await;
+        match status {
+            Ok(s) if s.success() => {
+                std::fs::rename(&partial, &reply).map_err(|e| ServeError::io("keeping the reply", &e))
+            }
+            Ok(s) => {
+                let _ = std::fs::remove_file(&partial);
+                Err(ServeError::application(format!(
+                    "the reply command {} exited with {s}",
+                    program.display()
+                )))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                Err(ServeError::application(format!(
+                    "the reply command {} did not start: {e}",
+                    program.display()
+                )))
+            }
+        }
     }
 
     async fn file(&self, path: &str, head: bool, headers: &HeaderMap) -> Response<ServeBody> {
@@ -288,7 +378,11 @@ impl Server {
             *r.status_mut() = code;
             r
         };
-        let Ok(file) = self.sessions.root().resolve(path) else {
+        let file = match path.strip_prefix(REPLY_PREFIX) {
+            Some(id) => self.sessions.reply_of(id),
+            None => self.sessions.root().resolve(path).ok(),
+        };
+        let Some(file) = file else {
             return status(StatusCode::NOT_FOUND);
         };
         let Ok(mut f) = tokio::fs::File::open(&file).await else {
@@ -412,7 +506,10 @@ fn refusal(e: &ServeError, id: Option<&str>) -> Response<ServeBody> {
         "bits-error-code",
         HeaderValue::from_str(&e.code.to_string()).expect("ASCII"),
     );
-    h.insert("bits-error-context", HeaderValue::from_static("0x5"));
+    h.insert(
+        "bits-error-context",
+        HeaderValue::from_str(&format!("{:#x}", e.context)).expect("ASCII"),
+    );
     if let Some(received) = e.received {
         h.insert("bits-received-content-range", HeaderValue::from(received));
     }

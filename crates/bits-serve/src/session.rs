@@ -121,6 +121,8 @@ struct Place {
     destination: PathBuf,
     part: PathBuf,
     meta: PathBuf,
+    /// The reply of an upload-reply session, once made.
+    reply: PathBuf,
 }
 
 /// The Ack of a fragment: the offset expected next
@@ -287,9 +289,45 @@ impl Sessions {
             _ => ServeError::io("committing the upload", &e),
         })?;
         let _ = fs::remove_file(&place.meta);
+        let _ = fs::remove_file(&place.reply);
         sync_parent(&place.destination)?;
         tracing::info!(session = %id, destination = %place.destination.display(), bytes = received, "upload committed");
         Ok(true)
+    }
+
+    /// For a session whose every byte arrived: the partial file (the
+    /// upload, whole, not yet at its destination) and where its reply is
+    /// kept (`None` when the upload is not whole).
+    ///
+    /// # Errors
+    /// 500 `BG_E_SESSION_NOT_FOUND`.
+    pub fn whole(&self, url_path: &str, id: &str) -> Result<Option<(PathBuf, PathBuf)>, ServeError> {
+        let place = self.find(url_path, id)?;
+        let meta = read_meta(&place.meta)?;
+        let received = part_len(&place.part)?;
+        Ok((meta.total == Some(received)).then_some((place.part, place.reply)))
+    }
+
+    /// The reply file of session `id`, by id alone (its `BITS-Reply-URL`
+    /// names no destination): `None` for a malformed id or no reply.
+    pub fn reply_of(&self, id: &str) -> Option<PathBuf> {
+        if !valid_id(id) {
+            return None;
+        }
+        let suffix = format!("{RESERVED_PREFIX}{id}.reply");
+        let mut folders = vec![self.root.dir().to_path_buf()];
+        while let Some(dir) = folders.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let Ok(kind) = entry.file_type() else { continue };
+                if kind.is_dir() {
+                    folders.push(entry.path());
+                } else if kind.is_file() && entry.file_name().to_str().is_some_and(|n| n.ends_with(&suffix)) {
+                    return Some(entry.path());
+                }
+            }
+        }
+        None
     }
 
     /// `Cancel-Session`: the partial file and its metadata are deleted.
@@ -333,6 +371,7 @@ impl Sessions {
                 if last.is_some_and(|t| now.duration_since(t).unwrap_or_default() > self.limits.idle) {
                     let _ = fs::remove_file(&path);
                     let _ = fs::remove_file(&meta_path);
+                    let _ = fs::remove_file(dir.join(format!("{stem}.reply")));
                     gone += 1;
                 }
             }
@@ -418,11 +457,7 @@ impl FragmentWriter {
 /// The hidden files of session `id` of `destination`; the id must be a
 /// `{GUID}`-like token (it is part of a file name).
 fn place(destination: &Path, id: &str) -> Result<Place, ServeError> {
-    let ok = !id.is_empty()
-        && id.len() <= 100
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"{}-".contains(&b));
+    let ok = valid_id(id);
     let name = destination.file_name().and_then(|n| n.to_str());
     let (true, Some(name)) = (ok, name) else {
         return Err(ServeError::no_session(format!("no session {id:?}")));
@@ -432,7 +467,18 @@ fn place(destination: &Path, id: &str) -> Result<Place, ServeError> {
         destination: destination.to_path_buf(),
         part: dir.join(format!(".{name}{RESERVED_PREFIX}{id}.part")),
         meta: dir.join(format!(".{name}{RESERVED_PREFIX}{id}.meta")),
+        reply: dir.join(format!(".{name}{RESERVED_PREFIX}{id}.reply")),
     })
+}
+
+/// A session id as this server makes them (it becomes part of a file
+/// name): letters, digits, braces and dashes, at most 100.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 100
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"{}-".contains(&b))
 }
 
 fn part_len(part: &Path) -> Result<u64, ServeError> {
@@ -473,6 +519,7 @@ fn sync_parent(path: &Path) -> Result<(), ServeError> {
 fn remove(place: &Place) {
     let _ = fs::remove_file(&place.part);
     let _ = fs::remove_file(&place.meta);
+    let _ = fs::remove_file(&place.reply);
 }
 
 #[cfg(test)]

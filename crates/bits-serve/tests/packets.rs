@@ -23,10 +23,13 @@ impl Drop for Serving {
 }
 
 async fn serve(root: &Path, limits: Limits) -> Serving {
-    let sessions = Sessions::new(Root::new(root).unwrap(), limits);
+    serve_with(Server::new(Sessions::new(Root::new(root).unwrap(), limits))).await
+}
+
+async fn serve_with(server: Server) -> Serving {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(Arc::new(Server::new(sessions)).run(listener, None));
+    let task = tokio::spawn(Arc::new(server).run(listener, None));
     Serving { addr, task }
 }
 
@@ -295,4 +298,64 @@ async fn a_restarted_server_continues_the_session() {
     fragment(s.addr, "/f", &id, 3, b"def", 6).await;
     assert_eq!(packet(s.addr, "/f", "Close-Session", &id).await.status, 200);
     assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"abcdef");
+}
+
+#[tokio::test]
+async fn upload_reply_runs_the_command_once_and_serves_its_output_until_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let script = dir.path().join("reply.sh");
+    let count = dir.path().join("runs");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho run >> {}\nprintf 'got %s bytes' \"$(wc -c < \"$1\")\"\n",
+            count.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let server =
+        Server::new(Sessions::new(Root::new(&root).unwrap(), Limits::default())).with_reply_command(script);
+    let s = serve_with(server).await;
+    let id = create(s.addr, "/r.txt")
+        .await
+        .h("bits-session-id")
+        .unwrap()
+        .to_owned();
+    let first = fragment(s.addr, "/r.txt", &id, 0, b"abc", 6).await;
+    assert!(first.h("bits-reply-url").is_none(), "only on the last fragment");
+    let last = fragment(s.addr, "/r.txt", &id, 3, b"def", 6).await;
+    let url = last.h("bits-reply-url").expect("a reply URL").to_owned();
+    assert_eq!(url, format!("http://{}/.bits-reply/{id}", s.addr));
+    // The last fragment again (a client that lost the Ack): same reply, no new run.
+    let again = fragment(s.addr, "/r.txt", &id, 3, b"def", 6).await;
+    assert_eq!(again.h("bits-reply-url"), Some(url.as_str()));
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1);
+    let path = url.split_once(&s.addr.to_string()).unwrap().1.to_owned();
+    let reply = send(s.addr, &format!("GET {path} HTTP/1.1"), b"").await;
+    assert_eq!((reply.status, reply.body.as_slice()), (200, &b"got 6 bytes"[..]));
+    assert_eq!(packet(s.addr, "/r.txt", "Close-Session", &id).await.status, 200);
+    assert_eq!(
+        send(s.addr, &format!("GET {path} HTTP/1.1"), b"").await.status,
+        404
+    );
+    assert_eq!(std::fs::read(root.join("r.txt")).unwrap(), b"abcdef");
+}
+
+#[tokio::test]
+async fn a_failing_reply_command_is_a_500_of_the_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::new(Sessions::new(Root::new(dir.path()).unwrap(), Limits::default()))
+        .with_reply_command("/bin/false".into());
+    let s = serve_with(server).await;
+    let id = create(s.addr, "/r")
+        .await
+        .h("bits-session-id")
+        .unwrap()
+        .to_owned();
+    let a = fragment(s.addr, "/r", &id, 0, b"x", 1).await;
+    assert_eq!((a.status, a.h("bits-error-context")), (500, Some("0x7")), "{a:?}");
+    assert_eq!(a.h("bits-error-code"), Some("0x80004005"));
 }

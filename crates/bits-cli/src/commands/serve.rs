@@ -15,14 +15,6 @@ use crate::cli::ServeArgs;
 use crate::error::Failure;
 
 pub(super) fn serve(_ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    if args.reply_cmd.is_some() {
-        return Err(Failure::bad_input(
-            Hresult::E_NOTIMPL,
-            "--reply-cmd: upload-reply replies are not served yet",
-            "serve upload jobs without it",
-        )
-        .into());
-    }
     let root = Root::new(&args.root).map_err(|e| {
         Failure::bad_input(
             Hresult::E_INVALIDARG,
@@ -65,6 +57,16 @@ pub(super) fn serve(_ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitCode> {
             ..Limits::default()
         },
     );
+    if let Some(program) = &args.reply_cmd {
+        if !program.is_file() {
+            return Err(Failure::bad_input(
+                Hresult::FILE_NOT_FOUND,
+                format!("--reply-cmd {}: no such program", program.display()),
+                "give the path of an executable",
+            )
+            .into());
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -79,7 +81,11 @@ pub(super) fn serve(_ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr()?;
         out!("listening {addr}");
         tracing::info!(%addr, https = tls.is_some(), "bits serve ready");
-        Arc::new(Server::new(sessions)).run(listener, tls).await;
+        let mut server = Server::new(sessions);
+        if let Some(program) = &args.reply_cmd {
+            server = server.with_reply_command(program.clone());
+        }
+        Arc::new(server).run(listener, tls).await;
         Ok(ExitCode::SUCCESS)
     })
 }
