@@ -98,6 +98,7 @@ mod crl_flow;
 pub mod diagnose;
 mod plain;
 pub mod proxy;
+mod proxy_auth;
 mod tls;
 mod transport;
 

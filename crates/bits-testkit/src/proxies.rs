@@ -55,11 +55,23 @@ impl RealProxy {
     /// microsocks (SOCKS5, names resolved by the proxy) on a free port of
     /// 127.0.0.1.
     pub fn microsocks() -> RealProxy {
+        RealProxy::microsocks_args(&[])
+    }
+
+    /// [`RealProxy::microsocks`] requiring RFC 1929 user name `user` and
+    /// password `pass` (`-u USER -P PASS`; a test password, so on argv).
+    pub fn microsocks_with_auth(user: &str, pass: &str) -> RealProxy {
+        RealProxy::microsocks_args(&["-u", user, "-P", pass])
+    }
+
+    fn microsocks_args(extra: &[&str]) -> RealProxy {
         let dir = TempDir::new("microsocks");
         let port = free_port();
         let child = spawn(
             "microsocks",
-            Command::new("microsocks").args(["-i", "127.0.0.1", "-p", &port.to_string()]),
+            Command::new("microsocks")
+                .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+                .args(extra),
         );
         RealProxy::ready(child, port, "socks5h", None, dir)
     }

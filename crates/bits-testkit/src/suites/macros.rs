@@ -390,6 +390,27 @@ macro_rules! proxy_tests {
         async fn proxies_a_proxied_connection_never_serves_a_direct_policy() {
             $crate::suites::proxies::a_proxied_connection_never_serves_a_direct_policy::<$backend>().await;
         }
+        #[tokio::test]
+        async fn proxies_https_through_a_proxy_with_basic_credentials() {
+            $crate::suites::proxies::https_through_a_proxy_with_basic_credentials::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_http_through_a_proxy_with_basic_credentials() {
+            $crate::suites::proxies::http_through_a_proxy_with_basic_credentials::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_a_proxy_refusing_credentials_is_407_after_one_answer() {
+            $crate::suites::proxies::a_proxy_refusing_credentials_is_407_after_one_answer::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_an_authenticated_tunnel_never_serves_other_credentials() {
+            $crate::suites::proxies::an_authenticated_tunnel_never_serves_other_credentials::<$backend>()
+                .await;
+        }
+        #[tokio::test]
+        async fn proxies_socks5_with_a_user_name_and_password() {
+            $crate::suites::proxies::socks5_with_a_user_name_and_password::<$backend>().await;
+        }
     };
 }
 

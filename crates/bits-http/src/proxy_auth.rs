@@ -1,0 +1,140 @@
+//! Answering an http proxy's `407` with the job's proxy credentials
+//! (`docs/spec/http-options.md`, "Credentials"), the one way both paths
+//! to an http proxy use: the `CONNECT` of a tunnel (the connector) and an
+//! absolute-form request (the transport).
+//!
+//! - A `407` the credentials can answer ([`bits_core::Answer`]: Digest
+//!   before Basic) is answered once; the request (or `CONNECT`, on a new
+//!   connection) is sent again with `Proxy-Authorization`. A `407` to that
+//!   answer is a refusal: `AuthFailed` 407, fatal, never a loop.
+//! - The answer is kept per proxy, in state shared by every connection of
+//!   the policy (so of the same credentials: pools are keyed by the
+//!   policy): later requests to that proxy send it first (Basic as is,
+//!   Digest with its next nonce count). A `407` to such a pre-emptive
+//!   answer is a new challenge (a new nonce, say), answered once more.
+//! - A `407` without usable credentials: `AuthFailed` 407 naming what the
+//!   proxy asked for and how to set credentials.
+//!
+//! Only names, schemes and users are logged, never a header's value.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bits_core::{Answer, AuthTarget, BitsError, Credentials, ProxyUrl};
+use http::{HeaderMap, HeaderValue};
+
+/// What the last request to a proxy carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// No `Proxy-Authorization`.
+    Nothing,
+    /// A kept answer, sent before any challenge.
+    Preemptive,
+    /// An answer made for the challenge just received.
+    Answered,
+}
+
+/// The answers kept per proxy, shared by a policy's connector and
+/// transport (cloning shares them).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ProxyAuth {
+    answers: Arc<Mutex<HashMap<ProxyUrl, Answer>>>,
+}
+
+impl ProxyAuth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProxyUrl, Answer>> {
+        self.answers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The `Proxy-Authorization` to send first to `proxy` for `method uri`
+    /// (the request target as sent: `host:port` for `CONNECT`, the
+    /// absolute URL otherwise), when an answer to it is kept.
+    ///
+    /// # Errors
+    /// As [`Answer::header`].
+    pub(crate) fn preemptive(
+        &self,
+        proxy: &ProxyUrl,
+        method: &str,
+        uri: &str,
+    ) -> Result<Option<HeaderValue>, BitsError> {
+        let mut answers = self.lock();
+        let Some(answer) = answers.get_mut(proxy) else {
+            return Ok(None);
+        };
+        tracing::debug!(
+            %proxy,
+            scheme = %answer.scheme(),
+            user = %answer.credentials().user,
+            "proxy credentials sent pre-emptively"
+        );
+        answer.header(method, uri).map(Some)
+    }
+
+    /// `proxy` answered `407` with `headers` to a request that carried
+    /// `sent`: the `Proxy-Authorization` to send it again with (the answer
+    /// kept for later requests), or why not.
+    ///
+    /// # Errors
+    /// `AuthFailed` 407: the proxy refused an answer made for its
+    /// challenge, or no credentials answer it.
+    pub(crate) fn challenged(
+        &self,
+        proxy: &ProxyUrl,
+        sent: Sent,
+        headers: &HeaderMap,
+        credentials: &[Credentials],
+        method: &str,
+        uri: &str,
+    ) -> Result<HeaderValue, BitsError> {
+        if sent == Sent::Answered {
+            return Err(self.refused(proxy));
+        }
+        let mut answers = self.lock();
+        let mut answer = Answer::for_challenge(AuthTarget::Proxy, headers, credentials).map_err(|u| {
+            BitsError::AuthFailed {
+                status: 407,
+                why: format!(
+                    "proxy {proxy} wants credentials: {}; `bits set-credentials JOB proxy basic|digest USER` sets them",
+                    u.why
+                ),
+            }
+        })?;
+        tracing::debug!(
+            %proxy,
+            scheme = %answer.scheme(),
+            user = %answer.credentials().user,
+            preemptive_refused = sent == Sent::Preemptive,
+            "answering the proxy's 407"
+        );
+        let value = answer.header(method, uri)?;
+        answers.insert(proxy.clone(), answer);
+        Ok(value)
+    }
+
+    /// `proxy` refused the answer kept for it (which is dropped):
+    /// `AuthFailed` 407 naming the scheme and user.
+    pub(crate) fn refused(&self, proxy: &ProxyUrl) -> BitsError {
+        let why = match self.lock().remove(proxy) {
+            Some(a) => format!(
+                "proxy {proxy} refused the job's {} credentials for user {}",
+                a.scheme(),
+                a.credentials().user
+            ),
+            None => format!("proxy {proxy} refused the job's credentials"),
+        };
+        tracing::debug!(%proxy, "the proxy refused the credentials");
+        BitsError::AuthFailed { status: 407, why }
+    }
+
+    /// The error for a `407` to a request whose body cannot be sent again.
+    pub(crate) fn body_not_replayable(proxy: &ProxyUrl) -> BitsError {
+        BitsError::AuthFailed {
+            status: 407,
+            why: format!(
+                "proxy {proxy} asked for credentials after a request body was sent, \
+                 which cannot be sent again"
+            ),
+        }
+    }
+}
