@@ -103,7 +103,7 @@ struct Inner<C: TlsConnect> {
 /// - Adds `Host` and, when absent, `User-Agent: bits/<version>`; user info
 ///   in the URL is dropped, never sent.
 /// - An http proxy's 407 is answered with the policy's proxy credentials
-///   ([`crate::proxy_auth`]): for an http URL sent to it in absolute form,
+///   (once per challenge): for an http URL sent to it in absolute form,
 ///   the request is sent once more with `Proxy-Authorization` (one
 ///   without a body: a body cannot be sent again, so a 407 to it is
 ///   `AuthFailed` 407), and the answer is sent first to that proxy later.
