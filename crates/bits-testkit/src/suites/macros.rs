@@ -411,6 +411,10 @@ macro_rules! proxy_tests {
         async fn proxies_socks5_with_a_user_name_and_password() {
             $crate::suites::proxies::socks5_with_a_user_name_and_password::<$backend>().await;
         }
+        #[tokio::test]
+        async fn proxies_https_through_a_proxy_with_digest_credentials() {
+            $crate::suites::proxies::https_through_a_proxy_with_digest_credentials::<$backend>().await;
+        }
     };
 }
 

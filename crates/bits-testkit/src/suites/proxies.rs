@@ -20,7 +20,7 @@ use url::Url;
 use crate::crl::CrlServer;
 use crate::http::{HttpServer, Route};
 use crate::pki::{LeafKind, TestPki};
-use crate::proxies::{free_port, RealProxy};
+use crate::proxies::{free_port, DigestProxy, RealProxy};
 use crate::temp::TempDir;
 use crate::tls::TlsServer;
 
@@ -370,9 +370,13 @@ pub async fn http_through_a_proxy_with_basic_credentials<B: TlsBackend>() {
         origin.requests()[0].header("proxy-authorization").is_none(),
         "the proxy does not pass its credentials on"
     );
-    assert_eq!(code(get(&t, &url, &p).await), Ok(200));
+    // Another origin (a new connection to the proxy: tinyproxy closes
+    // each one after its response, without saying so): the answer goes
+    // first.
+    let other = http_origin();
+    assert_eq!(code(get(&t, &other.url("/file"), &p).await), Ok(200));
     assert_eq!(proxy.requests().len(), 3, "pre-emptive: {:?}", proxy.requests());
-    assert_eq!(origin.requests_for("/file").len(), 2);
+    assert_eq!(other.requests_for("/file").len(), 1);
 }
 
 /// Credentials the proxy refuses: `0x80190197`, fatal, after exactly one
@@ -542,4 +546,45 @@ pub async fn crl_checking_reconnects_through_the_same_proxy<B: TlsBackend>() {
         .iter()
         .all(|c| c.starts_with(&format!("{} ", origin.addr()))));
     assert_eq!(origin.request_count(), 1);
+}
+
+/// A proxy that wants Digest (SHA-256) for `CONNECT` (the scripted
+/// [`DigestProxy`]: neither real proxy speaks Digest): one challenged
+/// `CONNECT`, one answered (`nc` 1); a later tunnel answers first with
+/// the next nonce count (one `CONNECT`); a wrong password is `0x80190197`
+/// after exactly one answer.
+pub async fn https_through_a_proxy_with_digest_credentials<B: TlsBackend>() {
+    let proxy = DigestProxy::start(USER, PASSWORD);
+    let origin = https_origin(LeafKind::Good);
+    let other = https_origin(LeafKind::Good);
+    let t = transport::<B>(ProxyEnv::empty());
+    let digest = |password: &str| {
+        policy(0, through(&proxy.url(), "")).with_proxy_credentials(&[proxy_credentials(
+            AuthScheme::Digest,
+            USER,
+            password,
+        )])
+    };
+    let p = digest(PASSWORD);
+    assert_eq!(code(get(&t, &origin.url("/file"), &p).await), Ok(200));
+    let seen = proxy.connects();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!((seen[0].nc.as_deref(), seen[0].accepted), (None, false));
+    assert_eq!(
+        (seen[1].nc.as_deref(), seen[1].accepted),
+        (Some("00000001"), true)
+    );
+    assert_eq!(seen[1].target, origin.addr().to_string());
+    assert_eq!(code(get(&t, &other.url("/file"), &p).await), Ok(200));
+    let seen = proxy.connects();
+    assert_eq!(seen.len(), 3, "pre-emptive: {seen:?}");
+    assert_eq!(
+        (seen[2].nc.as_deref(), seen[2].accepted),
+        (Some("00000002"), true)
+    );
+    let wrong = digest("not-the-password");
+    let err = get(&t, &origin.url("/file"), &wrong).await.unwrap_err();
+    assert_eq!(err.hresult().0, HTTP_407, "{err}");
+    assert!(err.to_string().contains("digest credentials for user"), "{err}");
+    assert_eq!(proxy.connects().len(), 5, "one answer: {:?}", proxy.connects());
 }
