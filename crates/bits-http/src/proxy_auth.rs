@@ -138,3 +138,89 @@ impl ProxyAuth {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bits_core::AuthScheme;
+
+    use super::*;
+
+    fn proxy() -> ProxyUrl {
+        ProxyUrl::parse("http://127.0.0.1:3128").unwrap()
+    }
+
+    fn challenge(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::PROXY_AUTHENTICATE,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        h
+    }
+
+    fn basic() -> Vec<Credentials> {
+        vec![Credentials::new(AuthTarget::Proxy, AuthScheme::Basic, "alice", "s3cret").unwrap()]
+    }
+
+    #[test]
+    fn a_challenge_is_answered_once_and_the_answer_kept() {
+        let auth = ProxyAuth::default();
+        let p = proxy();
+        assert_eq!(auth.preemptive(&p, "CONNECT", "o:443").unwrap(), None);
+        let h = challenge("Basic realm=\"x\"");
+        let v = auth
+            .challenged(&p, Sent::Nothing, &h, &basic(), "CONNECT", "o:443")
+            .unwrap();
+        assert!(v.is_sensitive());
+        assert_eq!(v.to_str().unwrap(), "Basic YWxpY2U6czNjcmV0");
+        // Kept: the clones share it, and send it first.
+        let clone = auth.clone();
+        assert_eq!(clone.preemptive(&p, "CONNECT", "o:443").unwrap(), Some(v.clone()));
+        // A 407 to a pre-emptive answer is a new challenge.
+        assert!(auth
+            .challenged(&p, Sent::Preemptive, &h, &basic(), "CONNECT", "o:443")
+            .is_ok());
+        // A 407 to an answer made for the challenge is a refusal, naming
+        // the user, never the password; the answer is no longer kept.
+        let e = auth
+            .challenged(&p, Sent::Answered, &h, &basic(), "CONNECT", "o:443")
+            .unwrap_err();
+        assert_eq!(e.hresult().0, 0x8019_0197);
+        let text = e.to_string();
+        assert!(text.contains("basic credentials for user alice"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(auth.preemptive(&p, "CONNECT", "o:443").unwrap(), None);
+    }
+
+    #[test]
+    fn no_usable_credentials_say_what_the_proxy_wants_and_how_to_set_them() {
+        let auth = ProxyAuth::default();
+        let e = auth
+            .challenged(
+                &proxy(),
+                Sent::Nothing,
+                &challenge("Negotiate"),
+                &basic(),
+                "GET",
+                "http://o/",
+            )
+            .unwrap_err();
+        assert_eq!(e.hresult().0, 0x8019_0197);
+        let text = e.to_string();
+        assert!(
+            text.contains("Negotiate") && text.contains("set-credentials"),
+            "{text}"
+        );
+        let e = auth
+            .challenged(
+                &proxy(),
+                Sent::Nothing,
+                &challenge("Basic realm=\"x\""),
+                &[],
+                "GET",
+                "http://o/",
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("no proxy credentials"), "{e}");
+    }
+}

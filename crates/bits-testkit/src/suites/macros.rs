@@ -341,6 +341,10 @@ macro_rules! proxy_tests {
         async fn proxies_crl_checking_reconnects_through_the_same_proxy() {
             $crate::suites::proxies::crl_checking_reconnects_through_the_same_proxy::<$backend>().await;
         }
+        #[tokio::test]
+        async fn proxies_crl_reconnect_goes_through_an_authenticated_proxy() {
+            $crate::suites::proxies::crl_reconnect_goes_through_an_authenticated_proxy::<$backend>().await;
+        }
     };
     ($backend:ty, refuses_ignore_date_and_crl) => {
         $crate::proxy_tests!(@cases $backend, false);

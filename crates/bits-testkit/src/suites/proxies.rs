@@ -588,3 +588,31 @@ pub async fn https_through_a_proxy_with_digest_credentials<B: TlsBackend>() {
     assert!(err.to_string().contains("digest credentials for user"), "{err}");
     assert_eq!(proxy.connects().len(), 5, "one answer: {:?}", proxy.connects());
 }
+
+/// `ENABLE_CRL_CHECK` through a proxy that wants Basic credentials: the
+/// reconnect after the CRL download takes the same authenticated way,
+/// sending the kept answer first (three `CONNECT`s: challenged, answered,
+/// the reconnect's).
+pub async fn crl_reconnect_goes_through_an_authenticated_proxy<B: TlsBackend>() {
+    let crls = CrlServer::start();
+    crls.serve_pki(TestPki::shared());
+    let pki = TestPki::shared().with_crl_base(&crls.base_url());
+    let origin = TlsServer::start(pki.leaf(LeafKind::Good));
+    let cache = TempDir::new("proxied-crl-auth");
+    let proxy = guarded_tinyproxy();
+    let t = transport_with::<B>(&pki, cache.path(), ProxyEnv::empty());
+    let p = guarded_policy(SecurityFlags::ENABLE_CRL_CHECK, &proxy, USER, PASSWORD);
+    let status = async {
+        let mut r = t.send(Request::get(origin.url("/file"), p.clone())).await?;
+        while r.body.next_chunk().await?.is_some() {}
+        Ok::<u16, BitsError>(r.status)
+    };
+    assert_eq!(code(status.await), Ok(200));
+    assert_eq!(crls.requests("/root.crl"), 1);
+    let connects = proxy.connects();
+    assert_eq!(connects.len(), 3, "{connects:?}");
+    assert!(connects
+        .iter()
+        .all(|c| c.starts_with(&format!("{} ", origin.addr()))));
+    assert_eq!(origin.request_count(), 1);
+}
