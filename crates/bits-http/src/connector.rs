@@ -500,12 +500,11 @@ impl Hop {
                 }
                 Err((_, challenge)) => challenge,
             };
-            authorization =
-                Some(
-                    self.auth
-                        .challenged(proxy, sent, &headers, &self.credentials, "CONNECT", target)?,
-                );
-            sent = Sent::Answered;
+            let (value, next) =
+                self.auth
+                    .challenged(proxy, sent, &headers, &self.credentials, "CONNECT", target)?;
+            authorization = Some(value);
+            sent = next;
             // Many proxies close the connection after a 407: always a new one.
             let mut http = self.http.clone();
             tcp = dial_proxy(&mut http, proxy)

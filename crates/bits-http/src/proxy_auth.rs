@@ -6,7 +6,9 @@
 //! - A `407` the credentials can answer ([`bits_core::Answer`]: Digest
 //!   before Basic) is answered once; the request (or `CONNECT`, on a new
 //!   connection) is sent again with `Proxy-Authorization`. A `407` to that
-//!   answer is a refusal: `AuthFailed` 407, fatal, never a loop.
+//!   answer is a refusal: `AuthFailed` 407, fatal, never a loop; unless it
+//!   is a Digest challenge marked `stale` (the nonce refused, not the
+//!   password), which is answered once more, once.
 //! - The answer is kept per proxy, in state shared by every connection of
 //!   the policy (so of the same credentials: pools are keyed by the
 //!   policy): later requests to that proxy send it first (Basic as is,
@@ -32,6 +34,9 @@ pub(crate) enum Sent {
     Preemptive,
     /// An answer made for the challenge just received.
     Answered,
+    /// An answer made for a Digest challenge marked `stale` (a new nonce)
+    /// that came in reply to an answer: the last one allowed.
+    AnsweredStale,
 }
 
 /// The answers kept per proxy, shared by a policy's connector and
@@ -73,7 +78,8 @@ impl ProxyAuth {
 
     /// `proxy` answered `407` with `headers` to a request that carried
     /// `sent`: the `Proxy-Authorization` to send it again with (the answer
-    /// kept for later requests), or why not.
+    /// kept for later requests) and what that request then carries, or
+    /// why not.
     ///
     /// # Errors
     /// `AuthFailed` 407: the proxy refused an answer made for its
@@ -86,10 +92,14 @@ impl ProxyAuth {
         credentials: &[Credentials],
         method: &str,
         uri: &str,
-    ) -> Result<HeaderValue, BitsError> {
-        if sent == Sent::Answered {
-            return Err(self.refused(proxy));
-        }
+    ) -> Result<(HeaderValue, Sent), BitsError> {
+        let next = match sent {
+            Sent::Nothing | Sent::Preemptive => Sent::Answered,
+            Sent::Answered if bits_core::credentials::is_stale(AuthTarget::Proxy, headers) => {
+                Sent::AnsweredStale
+            }
+            Sent::Answered | Sent::AnsweredStale => return Err(self.refused(proxy)),
+        };
         let mut answers = self.lock();
         let mut answer = Answer::for_challenge(AuthTarget::Proxy, headers, credentials).map_err(|u| {
             BitsError::AuthFailed {
@@ -104,12 +114,12 @@ impl ProxyAuth {
             %proxy,
             scheme = %answer.scheme(),
             user = %answer.credentials().user,
-            preemptive_refused = sent == Sent::Preemptive,
+            after = ?sent,
             "answering the proxy's 407"
         );
         let value = answer.header(method, uri)?;
         answers.insert(proxy.clone(), answer);
-        Ok(value)
+        Ok((value, next))
     }
 
     /// `proxy` refused the answer kept for it (which is dropped):
@@ -170,7 +180,8 @@ mod tests {
         let h = challenge("Basic realm=\"x\"");
         let v = auth
             .challenged(&p, Sent::Nothing, &h, &basic(), "CONNECT", "o:443")
-            .unwrap();
+            .unwrap()
+            .0;
         assert!(v.is_sensitive());
         assert_eq!(v.to_str().unwrap(), "Basic YWxpY2U6czNjcmV0");
         // Kept: the clones share it, and send it first.
@@ -190,6 +201,36 @@ mod tests {
         assert!(text.contains("basic credentials for user alice"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
         assert_eq!(auth.preemptive(&p, "CONNECT", "o:443").unwrap(), None);
+    }
+
+    #[test]
+    fn a_stale_digest_challenge_to_an_answer_is_answered_once_more_only() {
+        let auth = ProxyAuth::default();
+        let p = proxy();
+        let creds = [Credentials::new(AuthTarget::Proxy, AuthScheme::Digest, "alice", "s3cret").unwrap()];
+        let fresh = challenge("Digest realm=\"x\", nonce=\"n1\", qop=\"auth\", algorithm=SHA-256");
+        let stale =
+            challenge("Digest realm=\"x\", nonce=\"n2\", qop=\"auth\", algorithm=SHA-256, stale=true");
+        let (_, sent) = auth
+            .challenged(&p, Sent::Nothing, &fresh, &creds, "CONNECT", "o:443")
+            .unwrap();
+        assert_eq!(sent, Sent::Answered);
+        let (v, sent) = auth
+            .challenged(&p, sent, &stale, &creds, "CONNECT", "o:443")
+            .unwrap();
+        assert_eq!(sent, Sent::AnsweredStale);
+        assert!(v.to_str().unwrap().contains("nonce=\"n2\""));
+        let e = auth
+            .challenged(&p, sent, &stale, &creds, "CONNECT", "o:443")
+            .unwrap_err();
+        assert!(e.to_string().contains("digest credentials for user alice"), "{e}");
+        // Not stale: a refusal at once.
+        let (_, sent) = auth
+            .challenged(&p, Sent::Nothing, &fresh, &creds, "CONNECT", "o:443")
+            .unwrap();
+        assert!(auth
+            .challenged(&p, sent, &fresh, &creds, "CONNECT", "o:443")
+            .is_err());
     }
 
     #[test]

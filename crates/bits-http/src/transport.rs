@@ -362,7 +362,7 @@ impl<C: TlsConnect> Transport for HttpTransport<C> {
             let Some((m, u, h)) = &again else {
                 return Err(ProxyAuth::body_not_replayable(&proxy));
             };
-            let value = auth.challenged(
+            let (value, next) = auth.challenged(
                 &proxy,
                 sent,
                 response.headers(),
@@ -370,7 +370,7 @@ impl<C: TlsConnect> Transport for HttpTransport<C> {
                 &method,
                 &target,
             )?;
-            sent = Sent::Answered;
+            sent = next;
             let mut next = http::Request::new(OutgoingBody(None));
             *next.method_mut() = m.clone();
             *next.uri_mut() = u.clone();
