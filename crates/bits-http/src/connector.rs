@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bits_core::{BitsError, ConnectionPolicy, ProxyScheme, ProxyUrl};
+use bits_core::{AuthScheme, BitsError, ConnectionPolicy, Credentials, ProxyScheme, ProxyUrl};
 use http::Uri;
 use hyper_util::client::legacy::connect::proxy::SocksV5;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
@@ -22,6 +22,7 @@ use tower_service::Service;
 
 use crate::classify;
 use crate::proxy::{ProxyEnv, Route};
+use crate::proxy_auth::{ProxyAuth, Sent};
 use crate::tls::{BoxFuture, TlsConnect};
 
 /// A failure already classified (a connect failure, a request body's
@@ -62,11 +63,11 @@ impl StdError for Classified {}
 
 /// A plain TCP or a TLS stream.
 pub(crate) enum MaybeTls<S> {
-    /// Plain TCP; `to_http_proxy` when it goes to an http proxy, which
-    /// then gets absolute-form requests.
+    /// Plain TCP; `http_proxy` the http proxy it goes to, which then
+    /// gets absolute-form requests.
     Plain {
         tcp: TcpStream,
-        to_http_proxy: bool,
+        http_proxy: Option<ProxyUrl>,
     },
     Tls(Coalesce<S>),
 }
@@ -75,10 +76,12 @@ impl<S> Connection for MaybeTls<S> {
     fn connected(&self) -> Connected {
         match self {
             // hyper-util's client sends absolute-form requests on a
-            // connection marked as proxied.
+            // connection marked as proxied; the response says which proxy
+            // (for its 407, [`ViaHttpProxy`]).
             MaybeTls::Plain {
-                to_http_proxy: true, ..
-            } => Connected::new().proxy(true),
+                http_proxy: Some(proxy),
+                ..
+            } => Connected::new().proxy(true).extra(ViaHttpProxy(proxy.clone())),
             _ => Connected::new(),
         }
     }
@@ -92,6 +95,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for MaybeTls<S> {
         }
     }
 }
+
+/// In a response's extensions: the http proxy the request went to in
+/// absolute form.
+#[derive(Clone, Debug)]
+pub(crate) struct ViaHttpProxy(pub(crate) ProxyUrl);
 
 /// A TLS stream whose reads fill the caller's buffer with as many records
 /// as are ready, not one: TLS libraries return one record (at most
@@ -251,10 +259,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
 ///     hyper-util's client sends absolute-form requests to the proxy;
 ///   - http proxy, https URL: `CONNECT host:port` by hand (a 2xx answer
 ///     opens the tunnel; status S is `HttpStatus` S, no fallback), then the
-///     backend's TLS with the origin's host name under the policy;
+///     backend's TLS with the origin's host name under the policy. A 407
+///     is answered with the policy's proxy credentials on a new connection
+///     to the same proxy ([`crate::proxy_auth`]); the answer is kept for
+///     the later tunnels of the policy;
 ///   - SOCKS5 (`socks5h`): hyper-util's `SocksV5`, the proxy resolving the
-///     name (a failure reply is `CannotConnect` with its words), then TLS
-///     for https.
+///     name (a failure reply is `CannotConnect` with its words), with the
+///     policy's basic proxy credentials as RFC 1929 user name and password
+///     when it has some, then TLS for https.
 ///
 /// The policy's flags, client certificate, pins and validator apply to
 /// the origin only: the proxy is spoken to in plain TCP. A reconnect after
@@ -272,6 +284,9 @@ pub(crate) struct PolicyConnector<C> {
     pub(crate) handshake_timeout: Duration,
     /// Connections established (TCP, plus TLS for https) by this connector.
     pub(crate) made: Arc<AtomicUsize>,
+    /// The answers to proxies' 407s kept for this policy (shared with the
+    /// transport's absolute-form requests).
+    pub(crate) auth: ProxyAuth,
 }
 
 impl<C> Clone for PolicyConnector<C> {
@@ -283,6 +298,7 @@ impl<C> Clone for PolicyConnector<C> {
             env: Arc::clone(&self.env),
             handshake_timeout: self.handshake_timeout,
             made: Arc::clone(&self.made),
+            auth: self.auth.clone(),
         }
     }
 }
@@ -314,6 +330,7 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
         let env = Arc::clone(&self.env);
         let handshake_timeout = self.handshake_timeout;
         let made = Arc::clone(&self.made);
+        let auth = self.auth.clone();
         Box::pin(async move {
             let https = uri.scheme_str() == Some("https");
             let host = uri
@@ -347,13 +364,15 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
                         port,
                         https,
                         timeout: handshake_timeout,
+                        auth,
+                        credentials: policy.proxy_credentials().into(),
                     };
                     let (tcp, proxy) = hop.clone().open().await.map_err(boxed)?;
                     if !https {
                         made.fetch_add(1, Ordering::Relaxed);
-                        let to_http_proxy = proxy.scheme == ProxyScheme::Http;
                         tracing::debug!(%authority, %proxy, %policy, "connected through a proxy");
-                        return Ok(TokioIo::new(MaybeTls::Plain { tcp, to_http_proxy }));
+                        let http_proxy = (proxy.scheme == ProxyScheme::Http).then_some(proxy);
+                        return Ok(TokioIo::new(MaybeTls::Plain { tcp, http_proxy }));
                     }
                     tracing::debug!(%authority, %proxy, "tunnel open");
                     let dial: Dial = Arc::new(move || {
@@ -394,7 +413,7 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
             } else {
                 MaybeTls::Plain {
                     tcp,
-                    to_http_proxy: false,
+                    http_proxy: None,
                 }
             };
             made.fetch_add(1, Ordering::Relaxed);
@@ -415,6 +434,10 @@ struct Hop {
     https: bool,
     /// For the exchange with the proxy (`CONNECT`, SOCKS5).
     timeout: Duration,
+    /// The answers to 407s kept for the policy.
+    auth: ProxyAuth,
+    /// The policy's proxy credentials.
+    credentials: Arc<[Credentials]>,
 }
 
 impl Hop {
@@ -432,8 +455,8 @@ impl Hop {
         let exchange = async {
             match proxy.scheme {
                 ProxyScheme::Http if !self.https => Ok(tcp),
-                ProxyScheme::Http => connect_tunnel(tcp, &target, &proxy).await,
-                ProxyScheme::Socks5h => socks5(tcp, &target, self.https, &proxy).await,
+                ProxyScheme::Http => self.tunnel(tcp, &target, &proxy).await,
+                ProxyScheme::Socks5h => socks5(tcp, &target, self.https, &proxy, &self.credentials).await,
             }
         };
         match tokio::time::timeout(self.timeout, exchange).await {
@@ -448,30 +471,58 @@ impl Hop {
         }
     }
 
+    /// A `CONNECT` tunnel to `target` through the http `proxy`, `tcp`
+    /// connected to it: a kept answer sent first; a 407 answered once on a
+    /// new connection to the proxy ([`crate::proxy_auth`]).
+    async fn tunnel(
+        &self,
+        mut tcp: TcpStream,
+        target: &str,
+        proxy: &ProxyUrl,
+    ) -> Result<TcpStream, BitsError> {
+        let mut authorization = self.auth.preemptive(proxy, "CONNECT", target)?;
+        let mut sent = if authorization.is_some() {
+            Sent::Preemptive
+        } else {
+            Sent::Nothing
+        };
+        loop {
+            let headers = match connect_tunnel(tcp, target, proxy, authorization.as_ref()).await? {
+                Ok(tcp) => return Ok(tcp),
+                // tinyproxy answers credentials it refuses with 401: from
+                // the proxy, to `CONNECT`, that can only be a refusal.
+                Err((401, _)) if sent != Sent::Nothing => return Err(self.auth.refused(proxy)),
+                Err((401, _)) => {
+                    return Err(BitsError::HttpStatus {
+                        status: 401,
+                        retry_after: None,
+                    })
+                }
+                Err((_, challenge)) => challenge,
+            };
+            let (value, next) =
+                self.auth
+                    .challenged(proxy, sent, &headers, &self.credentials, "CONNECT", target)?;
+            authorization = Some(value);
+            sent = next;
+            // Many proxies close the connection after a 407: always a new one.
+            let mut http = self.http.clone();
+            tcp = dial_proxy(&mut http, proxy)
+                .await
+                .map_err(|why| BitsError::CannotConnect {
+                    host: format!("proxy {proxy}"),
+                    reason: why,
+                })?;
+        }
+    }
+
     /// TCP to the first proxy of the list that accepts it.
     async fn first_proxy(&mut self) -> Result<(TcpStream, ProxyUrl), BitsError> {
         let mut failures = Vec::new();
         for proxy in self.proxies.iter() {
-            let host = if proxy.host.contains(':') {
-                format!("[{}]", proxy.host)
-            } else {
-                proxy.host.clone()
-            };
-            let uri = match format!("http://{host}:{}", proxy.port).parse::<Uri>() {
-                Ok(uri) => uri,
-                Err(e) => {
-                    failures.push(format!("{proxy}: {e}"));
-                    continue;
-                }
-            };
-            match self.http.call(uri).await {
-                Ok(tcp) => return Ok((tcp.into_inner(), proxy.clone())),
-                Err(e) => {
-                    let e: &(dyn StdError + 'static) = &e;
-                    let why = classify::tcp_error(e, &format!("{}:{}", proxy.host, proxy.port));
-                    tracing::debug!(%proxy, error = %why, "proxy refused the connection; trying the next");
-                    failures.push(format!("{proxy}: {}", classify::chain_text(e)));
-                }
+            match dial_proxy(&mut self.http, proxy).await {
+                Ok(tcp) => return Ok((tcp, proxy.clone())),
+                Err(why) => failures.push(format!("{proxy}: {why}")),
             }
         }
         let names: Vec<String> = self.proxies.iter().map(ToString::to_string).collect();
@@ -486,17 +537,52 @@ impl Hop {
     }
 }
 
-/// Sends `CONNECT target` on `tcp` and reads the proxy's answer: the
-/// tunnel on a 2xx; `HttpStatus` S for another status.
-async fn connect_tunnel(mut tcp: TcpStream, target: &str, proxy: &ProxyUrl) -> Result<TcpStream, BitsError> {
+/// TCP to `proxy`, or why not (the connect error's words).
+async fn dial_proxy(http: &mut HttpConnector, proxy: &ProxyUrl) -> Result<TcpStream, String> {
+    let host = if proxy.host.contains(':') {
+        format!("[{}]", proxy.host)
+    } else {
+        proxy.host.clone()
+    };
+    let uri = format!("http://{host}:{}", proxy.port)
+        .parse::<Uri>()
+        .map_err(|e| e.to_string())?;
+    match http.call(uri).await {
+        Ok(tcp) => Ok(tcp.into_inner()),
+        Err(e) => {
+            let e: &(dyn StdError + 'static) = &e;
+            let why = classify::tcp_error(e, &format!("{}:{}", proxy.host, proxy.port));
+            tracing::debug!(%proxy, error = %why, "proxy refused the connection");
+            Err(classify::chain_text(e))
+        }
+    }
+}
+
+/// Sends `CONNECT target` on `tcp` (with `Proxy-Authorization:
+/// authorization` when given) and reads the proxy's answer: the tunnel on
+/// a 2xx; the status and headers of a 407 or 401 (`Err` inside);
+/// `HttpStatus` S for another status.
+async fn connect_tunnel(
+    mut tcp: TcpStream,
+    target: &str,
+    proxy: &ProxyUrl,
+    authorization: Option<&http::HeaderValue>,
+) -> Result<Result<TcpStream, (u16, http::HeaderMap)>, BitsError> {
     let reset = |e: io::Error| BitsError::ConnectionReset {
         reason: format!("proxy {proxy} during CONNECT {target}: {e}"),
     };
-    let request = format!(
-        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: {}\r\n\r\n",
+    let mut request = format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: {}\r\n",
         crate::USER_AGENT_VALUE
-    );
-    tcp.write_all(request.as_bytes()).await.map_err(reset)?;
+    )
+    .into_bytes();
+    if let Some(value) = authorization {
+        request.extend_from_slice(b"Proxy-Authorization: ");
+        request.extend_from_slice(value.as_bytes());
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    tcp.write_all(&request).await.map_err(reset)?;
     let mut answer = Vec::with_capacity(256);
     let mut buf = [0u8; 1024];
     let end = loop {
@@ -548,6 +634,10 @@ async fn connect_tunnel(mut tcp: TcpStream, target: &str, proxy: &ProxyUrl) -> R
                 }
             }
         }
+        if status == 407 || status == 401 {
+            tracing::debug!(%proxy, %target, status, "the proxy wants credentials for the tunnel");
+            return Ok(Err((status, headers)));
+        }
         tracing::debug!(%proxy, %target, status, "the proxy refused the tunnel");
         return Err(BitsError::HttpStatus {
             status,
@@ -560,14 +650,28 @@ async fn connect_tunnel(mut tcp: TcpStream, target: &str, proxy: &ProxyUrl) -> R
             what: format!("proxy {proxy}: bytes after its answer to CONNECT, before the TLS handshake"),
         });
     }
-    Ok(tcp)
+    Ok(Ok(tcp))
 }
 
 /// A SOCKS5 `CONNECT` to `target` on `tcp` (hyper-util's `SocksV5`, the
-/// name resolved by the proxy). Every failure is `CannotConnect` with the
-/// proxy's words ("host unreachable", "connection refused", …): the proxy
-/// could not reach the origin, as a direct connection could not.
-async fn socks5(tcp: TcpStream, target: &str, https: bool, proxy: &ProxyUrl) -> Result<TcpStream, BitsError> {
+/// name resolved by the proxy), offering the first basic proxy
+/// credentials of `credentials` as RFC 1929 user name and password when
+/// there are some (SOCKS5 has no Digest).
+///
+/// A refused authentication is `AuthFailed` 407 (fatal): the proxy
+/// refusing the user name and password, or wanting them when the job has
+/// no basic proxy credentials. hyper-util's error type is private: the
+/// refusals are told apart by its words ([`socks5_auth_refusal`]). Every
+/// other failure is `CannotConnect` with the proxy's words ("host
+/// unreachable", "connection refused", …): the proxy could not reach the
+/// origin, as a direct connection could not.
+async fn socks5(
+    tcp: TcpStream,
+    target: &str,
+    https: bool,
+    proxy: &ProxyUrl,
+    credentials: &[Credentials],
+) -> Result<TcpStream, BitsError> {
     let scheme = if https { "https" } else { "http" };
     let proxy_uri = format!("http://{}:{}", proxy.host, proxy.port)
         .parse::<Uri>()
@@ -578,15 +682,60 @@ async fn socks5(tcp: TcpStream, target: &str, https: bool, proxy: &ProxyUrl) -> 
             what: format!("{target}: {e}"),
         })?;
     let mut socks = SocksV5::new(proxy_uri, Connected1(Some(tcp))).local_dns(false);
+    let basic = credentials.iter().find(|c| c.scheme == AuthScheme::Basic);
+    if let Some(c) = basic {
+        tracing::debug!(%proxy, user = %c.user, "SOCKS5 with a user name and password");
+        socks = socks.with_auth(c.user.clone(), c.password().to_owned());
+    }
     match socks.call(dst).await {
         Ok(io) => Ok(io.into_inner()),
         Err(e) => {
-            tracing::debug!(%proxy, %target, error = ?e, "SOCKS5 failed");
+            tracing::debug!(%proxy, %target, error = %e, "SOCKS5 failed");
+            if let Some(why) = socks5_auth_refusal(&e.to_string(), proxy, basic, credentials) {
+                return Err(BitsError::AuthFailed { status: 407, why });
+            }
             Err(BitsError::CannotConnect {
                 host: format!("{target} through proxy {proxy}"),
                 reason: e.to_string(),
             })
         }
+    }
+}
+
+/// Why a SOCKS5 failure whose words are `words` (hyper-util's
+/// `SocksV5Error::Auth` messages) is an authentication refusal, if it is
+/// one; `basic` the credentials offered.
+fn socks5_auth_refusal(
+    words: &str,
+    proxy: &ProxyUrl,
+    basic: Option<&Credentials>,
+    credentials: &[Credentials],
+) -> Option<String> {
+    let refused = words.ends_with("credentials not accepted");
+    let unsupported = words.ends_with("server does not support user/pass authentication");
+    let mismatch = words.ends_with("server implements authentication incorrectly");
+    match basic {
+        Some(c) if refused => Some(format!(
+            "proxy {proxy} refused the job's basic credentials for user {}",
+            c.user
+        )),
+        // The proxy accepts none of the methods offered.
+        Some(c) if unsupported => Some(format!(
+            "proxy {proxy} does not take a user name and password (offered for user {})",
+            c.user
+        )),
+        None if unsupported || mismatch => {
+            let have = if credentials.is_empty() {
+                "the job has no proxy credentials".to_owned()
+            } else {
+                "the job has digest proxy credentials only".to_owned()
+            };
+            Some(format!(
+                "SOCKS5 proxy {proxy} wants a user name and password and {have} (SOCKS5 takes basic only); \
+                 `bits set-credentials JOB proxy basic USER` sets them"
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -736,7 +885,13 @@ mod tests {
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
         let proxy = ProxyUrl::parse(&format!("http://{addr}")).unwrap();
-        connect_tunnel(tcp, "origin.example:443", &proxy).await
+        match connect_tunnel(tcp, "origin.example:443", &proxy, None).await? {
+            Ok(tcp) => Ok(tcp),
+            Err((status, _challenge)) => Err(BitsError::HttpStatus {
+                status,
+                retry_after: None,
+            }),
+        }
     }
 
     #[tokio::test]

@@ -32,7 +32,9 @@
 //!   | DNS | `NameNotResolved` | `0x80072EE7` |
 //!   | TCP refused / unreachable | `CannotConnect` | `0x80072EFD` |
 //!   | no proxy of the route accepts a connection (refused, unreachable, unresolvable, connect timeout), naming them | `CannotConnect` | `0x80072EFD` |
-//!   | a proxy answers `CONNECT` with status S (not 2xx) | `HttpStatus` S | `0x80190000` + S |
+//!   | a proxy answers `CONNECT` with status S (not 2xx, not a 407 the job's proxy credentials answer) | `HttpStatus` S | `0x80190000` + S |
+//!   | an http proxy's 407 without usable proxy credentials, or a refusal of the answer (a 407 to it; a 401 to `CONNECT`, as tinyproxy refuses); a 407 to a request whose body cannot be sent again | `AuthFailed` 407 | `0x80190197` |
+//!   | a SOCKS5 proxy refusing the user name and password, or wanting them when the job has no basic proxy credentials | `AuthFailed` 407 | `0x80190197` |
 //!   | a SOCKS5 proxy's failure reply (host unreachable, connection refused, …) | `CannotConnect` | `0x80072EFD` |
 //!   | no answer from a proxy to `CONNECT` or SOCKS5 within the handshake timeout | `Timeout` | `0x80072EE2` |
 //!   | `preconfig` with a proxy variable bits cannot use (`https://`, `socks5://`, user information) | `NotImplemented` (refused by `check_policy`) | `0x80004001` |
@@ -55,7 +57,11 @@
 //!   TCP connection (or does not accept it in time) makes way for the next;
 //!   a proxy that answers is final. Pools are per policy, and the policy
 //!   holds the proxy settings, so a connection through one proxy never
-//!   serves a request routed another way. CRL downloads ([`fetch_plain`])
+//!   serves a request routed another way. A proxy's 407 is answered with
+//!   the policy's proxy credentials, once per challenge, and the answer is
+//!   kept per proxy for the policy's later requests;
+//!   SOCKS5 takes basic proxy credentials as its user name and password.
+//!   CRL downloads ([`fetch_plain`])
 //!   route by the process environment (`preconfig`), as the system's proxy
 //!   serves them on Windows; a reconnect after a CRL download takes the
 //!   route of the connection it replaces. `bits diagnose`'s handshakes
@@ -75,8 +81,7 @@
 //! - Turn statuses into errors: a 404 is a response ([`fetch_plain`] is
 //!   the exception: it wants a 200).
 //! - TLS: that is the backend's [`TlsConnect`].
-//! - HTTP/2, proxy credentials (a proxy answering 407 is `0x80190197`,
-//!   fatal), cookies, decompression, `Expect: 100-continue`.
+//! - HTTP/2, cookies, decompression, `Expect: 100-continue`.
 //!
 //! ## Why the defaults are what they are
 //! Connect and handshake 30 s, headers 60 s, body idle 60 s (WinHTTP's
@@ -98,6 +103,7 @@ mod crl_flow;
 pub mod diagnose;
 mod plain;
 pub mod proxy;
+mod proxy_auth;
 mod tls;
 mod transport;
 

@@ -119,7 +119,8 @@ impl ProxyEnv {
     /// # Errors
     /// `E_NOTIMPL` for a proxy bits does not speak (`https://`,
     /// `socks4://`, `socks5://`, which resolves names locally) or one with
-    /// user information (proxy credentials are not supported);
+    /// user information (credentials are never taken from a URL: the job's
+    /// proxy credentials answer a proxy);
     /// `E_INVALIDARG` for a malformed one. Either names the variable.
     pub fn check(&self) -> Result<(), BitsError> {
         for var in [&self.https, &self.http, &self.all].into_iter().flatten() {
@@ -136,7 +137,11 @@ fn parse_var(var: &EnvVar) -> Result<ProxyUrl, BitsError> {
                   in the environment of the command that starts the daemon";
     if var.value.contains('@') {
         return Err(BitsError::NotImplemented {
-            what: format!("{}: proxy credentials are not supported; {advice}", var.name),
+            what: format!(
+                "{}: credentials in a proxy URL are never used (set the job's with \
+                 `bits set-credentials JOB proxy basic|digest USER`); {advice}",
+                var.name
+            ),
         });
     }
     ProxyUrl::parse(&var.value).map_err(|e| match e {

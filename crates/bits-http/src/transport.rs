@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bits_core::{BitsError, ConnectionPolicy, Method, Request, Response, Transport};
-use http::header::{HeaderValue, USER_AGENT};
+use bits_core::{BitsError, ConnectionPolicy, Method, ProxyScheme, ProxyUrl, Request, Response, Transport};
+use http::header::{HeaderValue, PROXY_AUTHORIZATION, USER_AGENT};
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -18,8 +18,9 @@ use url::Url;
 
 use crate::body::{HyperBody, OutgoingBody};
 use crate::classify;
-use crate::connector::PolicyConnector;
-use crate::proxy::ProxyEnv;
+use crate::connector::{PolicyConnector, ViaHttpProxy};
+use crate::proxy::{ProxyEnv, Route};
+use crate::proxy_auth::{ProxyAuth, Sent};
 use crate::tls::TlsConnect;
 
 /// The `User-Agent` sent when the request has none: `bits/<version>`.
@@ -70,6 +71,9 @@ type PolicyClient<C> = Client<PolicyConnector<C>, OutgoingBody>;
 struct Pool<C: TlsConnect> {
     client: PolicyClient<C>,
     made: Arc<AtomicUsize>,
+    /// The answers to proxies' 407s kept for the policy (shared with its
+    /// connector).
+    auth: ProxyAuth,
 }
 
 struct Inner<C: TlsConnect> {
@@ -97,8 +101,14 @@ struct Inner<C: TlsConnect> {
 /// - Any status is a [`Response`]; errors are network failures only,
 ///   classified as the `classify` table of this crate's docs says.
 /// - Adds `Host` and, when absent, `User-Agent: bits/<version>`; user info
-///   in the URL becomes `Authorization: Basic` unless the request has an
-///   `Authorization` header.
+///   in the URL is dropped, never sent.
+/// - An http proxy's 407 is answered with the policy's proxy credentials
+///   (once per challenge): for an http URL sent to it in absolute form,
+///   the request is sent once more with `Proxy-Authorization` (one
+///   without a body: a body cannot be sent again, so a 407 to it is
+///   `AuthFailed` 407), and the answer is sent first to that proxy later.
+///   `Proxy-Authorization` goes only to an http proxy, never direct or
+///   through SOCKS.
 ///
 /// Cloning is cheap and shares the pools. Pooled connections are driven by
 /// tasks of the tokio runtime that made them: use one transport within one
@@ -198,10 +208,10 @@ impl<C: TlsConnect> HttpTransport<C> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn client_for(&self, policy: &ConnectionPolicy) -> PolicyClient<C> {
+    fn client_for(&self, policy: &ConnectionPolicy) -> (PolicyClient<C>, ProxyAuth) {
         let mut pools = self.lock_pools();
         if let Some(pool) = pools.get(policy) {
-            return pool.client.clone();
+            return (pool.client.clone(), pool.auth.clone());
         }
         let pool = pools.entry(policy.clone()).or_insert_with(|| {
             let o = &self.inner.options;
@@ -210,6 +220,7 @@ impl<C: TlsConnect> HttpTransport<C> {
             http.set_nodelay(true);
             http.set_connect_timeout(Some(o.connect_timeout));
             let made = Arc::new(AtomicUsize::new(0));
+            let auth = ProxyAuth::default();
             let connector = PolicyConnector {
                 http,
                 tls: Arc::clone(&self.inner.tls),
@@ -217,15 +228,54 @@ impl<C: TlsConnect> HttpTransport<C> {
                 env: Arc::clone(&self.inner.env),
                 handshake_timeout: o.handshake_timeout,
                 made: Arc::clone(&made),
+                auth: auth.clone(),
             };
             let client = Client::builder(TokioExecutor::new())
                 .pool_timer(TokioTimer::new())
                 .pool_idle_timeout(o.pool_idle_timeout)
                 .pool_max_idle_per_host(o.pool_max_idle_per_host)
                 .build(connector);
-            Pool { client, made }
+            Pool { client, made, auth }
         });
-        pool.client.clone()
+        (pool.client.clone(), pool.auth.clone())
+    }
+
+    /// The proxies an http URL goes to in absolute form under `policy`,
+    /// when every proxy of its route is an http proxy (so any connection
+    /// for it goes to one, and a `Proxy-Authorization` sent first reaches
+    /// a proxy, never an origin).
+    fn all_http_proxies(&self, policy: &ConnectionPolicy, url: &Url) -> Result<Vec<ProxyUrl>, BitsError> {
+        if url.scheme() != "http" {
+            return Ok(Vec::new());
+        }
+        let host = url.host_str().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Ok(
+            match crate::proxy::route(policy.proxy(), &self.inner.env, "http", host)? {
+                Route::Proxies(list) if list.iter().all(|p| p.scheme == ProxyScheme::Http) => list,
+                _ => Vec::new(),
+            },
+        )
+    }
+
+    /// One round trip, within the headers timeout.
+    async fn round_trip(
+        &self,
+        client: &PolicyClient<C>,
+        req: http::Request<OutgoingBody>,
+        authority: &str,
+    ) -> Result<http::Response<hyper::body::Incoming>, BitsError> {
+        let headers_timeout = self.inner.options.headers_timeout;
+        match tokio::time::timeout(headers_timeout, client.request(req)).await {
+            Err(_) => Err(BitsError::Timeout {
+                what: format!(
+                    "no response headers from {authority} within {}s",
+                    headers_timeout.as_secs_f32()
+                ),
+            }),
+            Ok(Err(e)) => Err(classify::client_error(&e, authority)),
+            Ok(Ok(r)) => Ok(r),
+        }
     }
 
     fn build_request(&self, request: Request) -> Result<(http::Request<OutgoingBody>, String), BitsError> {
@@ -279,23 +329,55 @@ impl<C: TlsConnect> Transport for HttpTransport<C> {
 
     async fn send(&self, request: Request) -> Result<Response, BitsError> {
         self.check(&request.policy)?;
-        let client = self.client_for(&request.policy);
+        let (client, auth) = self.client_for(&request.policy);
+        let policy = request.policy.clone();
         let head = request.method == Method::HEAD;
         let url = request.url.clone();
-        let (req, authority) = self.build_request(request)?;
-        let headers_timeout = self.inner.options.headers_timeout;
-        let response = match tokio::time::timeout(headers_timeout, client.request(req)).await {
-            Err(_) => {
-                return Err(BitsError::Timeout {
-                    what: format!(
-                        "no response headers from {authority} within {}s",
-                        headers_timeout.as_secs_f32()
-                    ),
-                })
+        let preemptive_to = self.all_http_proxies(&policy, &url)?;
+        let (mut req, authority) = self.build_request(request)?;
+        // The request target as sent to the proxy (the Digest uri).
+        let target = req.uri().to_string();
+        let method = req.method().as_str().to_owned();
+        let mut sent = Sent::Nothing;
+        for proxy in &preemptive_to {
+            if let Some(value) = auth.preemptive(proxy, &method, &target)? {
+                req.headers_mut().insert(PROXY_AUTHORIZATION, value);
+                sent = Sent::Preemptive;
+                break;
             }
-            Ok(Err(e)) => return Err(classify::client_error(&e, &authority)),
-            Ok(Ok(r)) => r,
-        };
+        }
+        // What a resend after a 407 needs; none for a request with a body.
+        let again = req
+            .body()
+            .0
+            .is_none()
+            .then(|| (req.method().clone(), req.uri().clone(), req.headers().clone()));
+        let mut response = self.round_trip(&client, req, &authority).await?;
+        while response.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            // Only an http proxy's 407 is answered: a 407 from an origin
+            // (direct, through SOCKS) is its response.
+            let Some(ViaHttpProxy(proxy)) = response.extensions().get::<ViaHttpProxy>().cloned() else {
+                break;
+            };
+            let Some((m, u, h)) = &again else {
+                return Err(ProxyAuth::body_not_replayable(&proxy));
+            };
+            let (value, next) = auth.challenged(
+                &proxy,
+                sent,
+                response.headers(),
+                policy.proxy_credentials(),
+                &method,
+                &target,
+            )?;
+            sent = next;
+            let mut next = http::Request::new(OutgoingBody(None));
+            *next.method_mut() = m.clone();
+            *next.uri_mut() = u.clone();
+            *next.headers_mut() = h.clone();
+            next.headers_mut().insert(PROXY_AUTHORIZATION, value);
+            response = self.round_trip(&client, next, &authority).await?;
+        }
         let (parts, incoming) = response.into_parts();
         tracing::debug!(
             backend = self.inner.name,

@@ -64,3 +64,56 @@ fn proxies_preconfig_with_an_unusable_variable_is_refused_by_check_policy() {
         .check_policy(&preconfig.clone().with_proxy(ProxySettings::no_proxy()))
         .is_ok());
 }
+
+/// Proxy credentials through [`PlainHttp`]: an absolute-form request to a
+/// proxy that wants Basic credentials is answered once and resent; a host
+/// the same policy bypasses goes direct and never gets the kept
+/// `Proxy-Authorization`; a request with a body that draws a 407 fails
+/// `0x80190197` (its body cannot be sent again), never sent twice.
+#[tokio::test]
+async fn proxies_plain_http_answers_a_proxy_407_and_never_sends_proxy_credentials_direct() {
+    use bits_core::{AuthScheme, AuthTarget, Credentials, Method, RequestBody};
+    let proxy = RealProxy::tinyproxy_with("BasicAuth alice s3cret");
+    let origin = HttpServer::start().with("/a", Route::body("a"));
+    let t = plain(ProxyEnv::empty());
+    let creds = [Credentials::new(AuthTarget::Proxy, AuthScheme::Basic, "alice", "s3cret").unwrap()];
+    let policy = ConnectionPolicy::default()
+        .with_proxy(ProxySettings::override_with(&proxy.url(), "localhost").unwrap())
+        .with_proxy_credentials(&creds);
+    let send = |url: String| {
+        let policy = policy.clone();
+        let t = t.clone();
+        async move {
+            let mut r = t.send(Request::get(Url::parse(&url).unwrap(), policy)).await?;
+            while r.body.next_chunk().await?.is_some() {}
+            Ok::<u16, bits_core::BitsError>(r.status)
+        }
+    };
+    let url = origin.url("/a");
+    assert_eq!(send(url.clone()).await.unwrap(), 200);
+    assert_eq!(
+        proxy.requests().len(),
+        2,
+        "challenged, answered: {:?}",
+        proxy.requests()
+    );
+    // Bypassed: direct, without the kept answer.
+    assert_eq!(send(url.replace("127.0.0.1", "localhost")).await.unwrap(), 200);
+    assert_eq!(proxy.requests().len(), 2);
+    assert_eq!(origin.requests().len(), 2);
+    assert!(origin
+        .requests()
+        .iter()
+        .all(|r| r.header("proxy-authorization").is_none()));
+    // A body cannot be sent again: a fresh policy (no kept answer) draws
+    // the 407 and fails.
+    let fresh = ConnectionPolicy::default()
+        .with_proxy(ProxySettings::override_with(&proxy.url(), "").unwrap())
+        .with_proxy_credentials(&creds);
+    let post =
+        Request::new(Method::POST, Url::parse(&url).unwrap(), fresh).with_body(RequestBody::from_bytes("x"));
+    let e = t.send(post).await.unwrap_err();
+    assert_eq!(e.hresult().0, 0x8019_0197, "{e}");
+    assert!(e.to_string().contains("cannot be sent again"), "{e}");
+    assert_eq!(proxy.requests().len(), 3, "{:?}", proxy.requests());
+}

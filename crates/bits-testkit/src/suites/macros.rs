@@ -341,6 +341,10 @@ macro_rules! proxy_tests {
         async fn proxies_crl_checking_reconnects_through_the_same_proxy() {
             $crate::suites::proxies::crl_checking_reconnects_through_the_same_proxy::<$backend>().await;
         }
+        #[tokio::test]
+        async fn proxies_crl_reconnect_goes_through_an_authenticated_proxy() {
+            $crate::suites::proxies::crl_reconnect_goes_through_an_authenticated_proxy::<$backend>().await;
+        }
     };
     ($backend:ty, refuses_ignore_date_and_crl) => {
         $crate::proxy_tests!(@cases $backend, false);
@@ -389,6 +393,31 @@ macro_rules! proxy_tests {
         #[tokio::test]
         async fn proxies_a_proxied_connection_never_serves_a_direct_policy() {
             $crate::suites::proxies::a_proxied_connection_never_serves_a_direct_policy::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_https_through_a_proxy_with_basic_credentials() {
+            $crate::suites::proxies::https_through_a_proxy_with_basic_credentials::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_http_through_a_proxy_with_basic_credentials() {
+            $crate::suites::proxies::http_through_a_proxy_with_basic_credentials::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_a_proxy_refusing_credentials_is_407_after_one_answer() {
+            $crate::suites::proxies::a_proxy_refusing_credentials_is_407_after_one_answer::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_an_authenticated_tunnel_never_serves_other_credentials() {
+            $crate::suites::proxies::an_authenticated_tunnel_never_serves_other_credentials::<$backend>()
+                .await;
+        }
+        #[tokio::test]
+        async fn proxies_socks5_with_a_user_name_and_password() {
+            $crate::suites::proxies::socks5_with_a_user_name_and_password::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn proxies_https_through_a_proxy_with_digest_credentials() {
+            $crate::suites::proxies::https_through_a_proxy_with_digest_credentials::<$backend>().await;
         }
     };
 }

@@ -9,7 +9,10 @@
 
 use std::sync::Arc;
 
-use bits_core::{BitsError, ConnectionPolicy, ProxySettings, Request, SecurityFlags, Transport};
+use bits_core::{
+    AuthScheme, AuthTarget, BitsError, ConnectionPolicy, Credentials, ProxySettings, Request, SecurityFlags,
+    Transport,
+};
 use bits_http::proxy::ProxyEnv;
 use bits_http::{HttpOptions, TlsBackend, TlsTransport};
 use url::Url;
@@ -17,7 +20,7 @@ use url::Url;
 use crate::crl::CrlServer;
 use crate::http::{HttpServer, Route};
 use crate::pki::{LeafKind, TestPki};
-use crate::proxies::{free_port, RealProxy};
+use crate::proxies::{free_port, DigestProxy, RealProxy};
 use crate::temp::TempDir;
 use crate::tls::TlsServer;
 
@@ -25,6 +28,11 @@ const DATE: u32 = 0x8007_2F05;
 const CANNOT_CONNECT: u32 = 0x8007_2EFD;
 const E_NOTIMPL: u32 = 0x8000_4001;
 const HTTP_403: u32 = 0x8019_0193;
+const HTTP_407: u32 = 0x8019_0197;
+
+/// The user and password the guarded proxies of these cases take.
+const USER: &str = "proxyuser";
+const PASSWORD: &str = "proxy-secret";
 
 /// The body every origin of these cases serves at `/file`.
 pub const BODY: &[u8] = b"bits-testkit: through a proxy, or not\n";
@@ -285,16 +293,186 @@ pub async fn a_proxy_refusing_the_tunnel_is_its_http_status<B: TlsBackend>() {
     assert!(second.requests().is_empty(), "no fallback after an answer");
     assert_eq!(origin.requests().len(), 0);
     assert_eq!(origin.handshakes_ok(), 0);
-    // A proxy that wants credentials (none are sent in this version):
-    // 407 is `0x80190197`, fatal; for an http URL it is the response.
+    // A proxy that wants credentials the job does not have: 407 is
+    // `0x80190197`, fatal, for https and http URLs alike.
     let guarded = RealProxy::tinyproxy_with("BasicAuth user secret");
     let p = policy(0, through(&guarded.url(), ""));
     let err = get(&t, &origin.url("/file"), &p).await.unwrap_err();
-    assert_eq!(err.hresult().0, 0x8019_0197, "{err}");
+    assert_eq!(err.hresult().0, HTTP_407, "{err}");
     assert!(!err.is_transient());
     let plain = http_origin();
-    assert_eq!(code(get(&t, &plain.url("/file"), &p).await), Ok(407));
+    assert_eq!(code(get(&t, &plain.url("/file"), &p).await), Err(HTTP_407));
     assert!(plain.requests().is_empty());
+}
+
+/// Proxy credentials of `scheme` for `user` with `password`.
+pub fn proxy_credentials(scheme: AuthScheme, user: &str, password: &str) -> Credentials {
+    Credentials::new(AuthTarget::Proxy, scheme, user, password).expect("valid credentials")
+}
+
+/// `policy(flags, through(proxy))` with basic proxy credentials `user`,
+/// `password`.
+fn guarded_policy(flags: u32, proxy: &RealProxy, user: &str, password: &str) -> ConnectionPolicy {
+    policy(flags, through(&proxy.url(), "")).with_proxy_credentials(&[proxy_credentials(
+        AuthScheme::Basic,
+        user,
+        password,
+    )])
+}
+
+/// tinyproxy with `BasicAuth` [`USER`] [`PASSWORD`].
+fn guarded_tinyproxy() -> RealProxy {
+    RealProxy::tinyproxy_with(&format!("BasicAuth {USER} {PASSWORD}"))
+}
+
+/// https through a `CONNECT` tunnel of a proxy that wants Basic
+/// credentials: the first `CONNECT` draws a 407, the second (on a new
+/// connection) carries the answer and opens the tunnel; a later tunnel to
+/// the same proxy sends the answer first (one `CONNECT`). The flags still
+/// apply to the origin.
+pub async fn https_through_a_proxy_with_basic_credentials<B: TlsBackend>() {
+    let proxy = guarded_tinyproxy();
+    let origin = https_origin(LeafKind::Good);
+    let other = https_origin(LeafKind::Good);
+    let expired = https_origin(LeafKind::Expired);
+    let t = transport::<B>(ProxyEnv::empty());
+    let p = guarded_policy(0, &proxy, USER, PASSWORD);
+    assert_eq!(code(get(&t, &origin.url("/file"), &p).await), Ok(200));
+    let connects = proxy.connects();
+    assert_eq!(connects.len(), 2, "challenged, then answered: {connects:?}");
+    assert!(connects
+        .iter()
+        .all(|c| c.starts_with(&format!("{} ", origin.addr()))));
+    assert_eq!(origin.requests_for("/file").len(), 1);
+    // Another origin, a new tunnel: the answer goes first.
+    assert_eq!(code(get(&t, &other.url("/file"), &p).await), Ok(200));
+    assert_eq!(proxy.connects().len(), 3, "pre-emptive: {:?}", proxy.connects());
+    // The flags apply to the origin, not the proxy.
+    assert_eq!(code(get(&t, &expired.url("/file"), &p).await), Err(DATE));
+    assert_eq!(proxy.connects().len(), 4, "{:?}", proxy.connects());
+    assert!(gets(&proxy).is_empty(), "{:?}", proxy.requests());
+}
+
+/// http through a proxy that wants Basic credentials: the absolute-form
+/// request draws a 407 and is sent once more with the answer; a later
+/// request sends it first (one request).
+pub async fn http_through_a_proxy_with_basic_credentials<B: TlsBackend>() {
+    let proxy = guarded_tinyproxy();
+    let origin = http_origin();
+    let t = transport::<B>(ProxyEnv::empty());
+    let p = guarded_policy(0, &proxy, USER, PASSWORD);
+    let url = origin.url("/file");
+    assert_eq!(code(get(&t, &url, &p).await), Ok(200));
+    let line = format!("GET {url} HTTP/1.1");
+    assert_eq!(proxy.requests(), vec![line.clone(), line.clone()]);
+    assert_eq!(origin.requests_for("/file").len(), 1);
+    assert!(
+        origin.requests()[0].header("proxy-authorization").is_none(),
+        "the proxy does not pass its credentials on"
+    );
+    // Another origin (a new connection to the proxy: tinyproxy closes
+    // each one after its response, without saying so): the answer goes
+    // first.
+    let other = http_origin();
+    assert_eq!(code(get(&t, &other.url("/file"), &p).await), Ok(200));
+    assert_eq!(proxy.requests().len(), 3, "pre-emptive: {:?}", proxy.requests());
+    assert_eq!(other.requests_for("/file").len(), 1);
+}
+
+/// Credentials the proxy refuses: `0x80190197`, fatal, after exactly one
+/// answer (two `CONNECT`s, two requests: no loop), naming the user and
+/// never the password (tinyproxy refuses with 401, see below). No credentials at all: one `CONNECT`, and the
+/// message says how to set them.
+pub async fn a_proxy_refusing_credentials_is_407_after_one_answer<B: TlsBackend>() {
+    let proxy = guarded_tinyproxy();
+    let tls = https_origin(LeafKind::Good);
+    let plain = http_origin();
+    let t = transport::<B>(ProxyEnv::empty());
+    let none = policy(0, through(&proxy.url(), ""));
+    let err = get(&t, &tls.url("/file"), &none).await.unwrap_err();
+    assert_eq!(err.hresult().0, HTTP_407, "{err}");
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains("set-credentials"), "{err}");
+    assert_eq!(proxy.connects().len(), 1);
+    let wrong = guarded_policy(0, &proxy, USER, "not-the-password");
+    let err = get(&t, &tls.url("/file"), &wrong).await.unwrap_err();
+    assert_eq!(err.hresult().0, HTTP_407, "{err}");
+    assert!(!err.is_transient());
+    let text = err.to_string();
+    assert!(text.contains(USER) && text.contains("refused"), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+    assert_eq!(proxy.connects().len(), 3, "one answer: {:?}", proxy.connects());
+    // tinyproxy answers refused credentials with 401 (to `CONNECT` that
+    // is the proxy's refusal, above); to an absolute-form request it
+    // cannot be told from the origin's 401: it is the response, after
+    // exactly one answer.
+    assert_eq!(code(get(&t, &plain.url("/file"), &wrong).await), Ok(401));
+    assert_eq!(gets(&proxy).len(), 2, "one answer: {:?}", proxy.requests());
+    assert!(plain.requests().is_empty());
+    assert_eq!(tls.requests().len(), 0);
+}
+
+/// A tunnel a proxy opened for one user never carries a request of a
+/// policy with other credentials, or none: pools are per policy, and the
+/// policy holds the proxy credentials. Each policy makes its own
+/// `CONNECT`s, and the kept answer is its own.
+pub async fn an_authenticated_tunnel_never_serves_other_credentials<B: TlsBackend>() {
+    let proxy = guarded_tinyproxy();
+    let origin = https_origin(LeafKind::Good);
+    let t = transport::<B>(ProxyEnv::empty());
+    let url = origin.url("/file");
+    let good = guarded_policy(0, &proxy, USER, PASSWORD);
+    assert_eq!(code(get(&t, &url, &good).await), Ok(200));
+    assert_eq!(code(get(&t, &url, &good).await), Ok(200));
+    assert_eq!(proxy.connects().len(), 2, "one tunnel, reused");
+    let none = policy(0, through(&proxy.url(), ""));
+    assert_eq!(code(get(&t, &url, &none).await), Err(HTTP_407));
+    assert_eq!(proxy.connects().len(), 3);
+    let other = guarded_policy(0, &proxy, "someone-else", PASSWORD);
+    assert_eq!(code(get(&t, &url, &other).await), Err(HTTP_407));
+    assert_eq!(proxy.connects().len(), 5, "{:?}", proxy.connects());
+    assert_eq!(origin.requests_for("/file").len(), 2);
+    assert_eq!(t.http().connections_made(&none), 0);
+}
+
+/// SOCKS5 with a user name and password (RFC 1929, microsocks `-u -P`)
+/// from basic proxy credentials, for https and http; a wrong password, no
+/// credentials, or digest ones only: `0x80190197`, fatal, naming the
+/// user, never the password.
+pub async fn socks5_with_a_user_name_and_password<B: TlsBackend>() {
+    let socks = RealProxy::microsocks_with_auth(USER, PASSWORD);
+    let tls = https_origin(LeafKind::Good);
+    let plain = http_origin();
+    let t = transport::<B>(ProxyEnv::empty());
+    let p = guarded_policy(0, &socks, USER, PASSWORD);
+    assert_eq!(code(get(&t, &tls.url("/file"), &p).await), Ok(200));
+    assert_eq!(code(get(&t, &plain.url("/file"), &p).await), Ok(200));
+    assert_eq!(tls.requests_for("/file").len(), 1);
+    assert_eq!(plain.requests_for("/file").len(), 1);
+    assert!(
+        plain.requests()[0].header("proxy-authorization").is_none(),
+        "nothing for the proxy reaches the origin"
+    );
+    let wrong = guarded_policy(0, &socks, USER, "not-the-password");
+    let err = get(&t, &tls.url("/file"), &wrong).await.unwrap_err();
+    assert_eq!(err.hresult().0, HTTP_407, "{err}");
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains(USER), "{err}");
+    assert!(!err.to_string().contains("not-the-password"), "{err}");
+    let none = policy(0, through(&socks.url(), ""));
+    let err = get(&t, &plain.url("/file"), &none).await.unwrap_err();
+    assert_eq!(err.hresult().0, HTTP_407, "{err}");
+    assert!(err.to_string().contains("set-credentials"), "{err}");
+    let digest = policy(0, through(&socks.url(), "")).with_proxy_credentials(&[proxy_credentials(
+        AuthScheme::Digest,
+        USER,
+        PASSWORD,
+    )]);
+    let err = get(&t, &tls.url("/file"), &digest).await.unwrap_err();
+    assert_eq!(err.hresult().0, HTTP_407, "{err}");
+    assert!(err.to_string().contains("basic only"), "{err}");
+    assert_eq!(tls.requests_for("/file").len(), 1);
+    assert_eq!(plain.requests_for("/file").len(), 1);
 }
 
 /// Proxies that refuse connections: `CannotConnect` (0x80072EFD),
@@ -364,6 +542,75 @@ pub async fn crl_checking_reconnects_through_the_same_proxy<B: TlsBackend>() {
         2,
         "the reconnect went through the proxy: {connects:?}"
     );
+    assert!(connects
+        .iter()
+        .all(|c| c.starts_with(&format!("{} ", origin.addr()))));
+    assert_eq!(origin.request_count(), 1);
+}
+
+/// A proxy that wants Digest (SHA-256) for `CONNECT` (the scripted
+/// [`DigestProxy`]: neither real proxy speaks Digest): one challenged
+/// `CONNECT`, one answered (`nc` 1); a later tunnel answers first with
+/// the next nonce count (one `CONNECT`); a wrong password is `0x80190197`
+/// after exactly one answer.
+pub async fn https_through_a_proxy_with_digest_credentials<B: TlsBackend>() {
+    let proxy = DigestProxy::start(USER, PASSWORD);
+    let origin = https_origin(LeafKind::Good);
+    let other = https_origin(LeafKind::Good);
+    let t = transport::<B>(ProxyEnv::empty());
+    let digest = |password: &str| {
+        policy(0, through(&proxy.url(), "")).with_proxy_credentials(&[proxy_credentials(
+            AuthScheme::Digest,
+            USER,
+            password,
+        )])
+    };
+    let p = digest(PASSWORD);
+    assert_eq!(code(get(&t, &origin.url("/file"), &p).await), Ok(200));
+    let seen = proxy.connects();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!((seen[0].nc.as_deref(), seen[0].accepted), (None, false));
+    assert_eq!(
+        (seen[1].nc.as_deref(), seen[1].accepted),
+        (Some("00000001"), true)
+    );
+    assert_eq!(seen[1].target, origin.addr().to_string());
+    assert_eq!(code(get(&t, &other.url("/file"), &p).await), Ok(200));
+    let seen = proxy.connects();
+    assert_eq!(seen.len(), 3, "pre-emptive: {seen:?}");
+    assert_eq!(
+        (seen[2].nc.as_deref(), seen[2].accepted),
+        (Some("00000002"), true)
+    );
+    let wrong = digest("not-the-password");
+    let err = get(&t, &origin.url("/file"), &wrong).await.unwrap_err();
+    assert_eq!(err.hresult().0, HTTP_407, "{err}");
+    assert!(err.to_string().contains("digest credentials for user"), "{err}");
+    assert_eq!(proxy.connects().len(), 5, "one answer: {:?}", proxy.connects());
+}
+
+/// `ENABLE_CRL_CHECK` through a proxy that wants Basic credentials: the
+/// reconnect after the CRL download takes the same authenticated way,
+/// sending the kept answer first (three `CONNECT`s: challenged, answered,
+/// the reconnect's).
+pub async fn crl_reconnect_goes_through_an_authenticated_proxy<B: TlsBackend>() {
+    let crls = CrlServer::start();
+    crls.serve_pki(TestPki::shared());
+    let pki = TestPki::shared().with_crl_base(&crls.base_url());
+    let origin = TlsServer::start(pki.leaf(LeafKind::Good));
+    let cache = TempDir::new("proxied-crl-auth");
+    let proxy = guarded_tinyproxy();
+    let t = transport_with::<B>(&pki, cache.path(), ProxyEnv::empty());
+    let p = guarded_policy(SecurityFlags::ENABLE_CRL_CHECK, &proxy, USER, PASSWORD);
+    let status = async {
+        let mut r = t.send(Request::get(origin.url("/file"), p.clone())).await?;
+        while r.body.next_chunk().await?.is_some() {}
+        Ok::<u16, BitsError>(r.status)
+    };
+    assert_eq!(code(status.await), Ok(200));
+    assert_eq!(crls.requests("/root.crl"), 1);
+    let connects = proxy.connects();
+    assert_eq!(connects.len(), 3, "{connects:?}");
     assert!(connects
         .iter()
         .all(|c| c.starts_with(&format!("{} ", origin.addr()))));
