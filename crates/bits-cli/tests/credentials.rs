@@ -357,9 +357,14 @@ fn user_info_in_a_url_is_refused_without_repeating_the_password() {
         format!("https://alice:{PASSWORD}@127.0.0.1:9/f"),
         format!("http://alice:{PASSWORD}@example.org/f"),
         format!("https://:{PASSWORD}@example.org/f"),
+        // Not even a valid URL (the port): still never repeated.
+        format!("https://alice:{PASSWORD}@127.0.0.1:99999/f"),
     ] {
         let r = env.run(&["add-file", &id, &url, local]).fails(2, "0x80070057");
-        assert!(r.stderr.contains("set-credentials"), "{r:?}");
+        assert!(
+            r.stderr.contains("set-credentials") || r.stderr.contains("port"),
+            "{r:?}"
+        );
         assert_no_secret("add-file's error", &r.stderr);
         let r = env
             .run(&["transfer", "--json", &url, local])
@@ -367,6 +372,16 @@ fn user_info_in_a_url_is_refused_without_repeating_the_password() {
         assert_no_secret("transfer's error", &r.stderr);
         assert_eq!(r.stdout, "", "{r:?}");
     }
+    // Nor a proxy's.
+    let proxy = format!("http://alice:{PASSWORD}@127.0.0.1:3128");
+    let r = env
+        .run(&["set-proxy-settings", &id, "override", &proxy])
+        .fails(2, "0x80070057");
+    assert_no_secret("set-proxy-settings' error", &r.stderr);
+    let r = env
+        .run(&["transfer", "--proxy", &proxy, "https://127.0.0.1:9/f", local])
+        .fails(2, "0x80070057");
+    assert_no_secret("transfer --proxy's error", &r.stderr);
     // Nothing was added, and no transfer job was created.
     let info = env.info(&id);
     assert_eq!(info["files"], json!([]));
