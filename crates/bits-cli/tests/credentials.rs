@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
-use bits_testkit::http::{HttpServer, Route};
+use bits_testkit::http::{DigestAlgorithm, HttpServer, Route};
 use bits_testkit::pki::{LeafKind, TestPki};
 use bits_testkit::proxies::RealProxy;
 use bits_testkit::tls::https_server;
@@ -191,6 +191,60 @@ fn basic_over_https_from_a_file_a_variable_and_stdin_and_the_password_shows_nowh
     assert!(log.contains("SetCredentials") && log.contains("alice"), "{log}");
     assert_no_secret("daemon.log", &log);
     assert!(!log.contains("pw-7f3a9c-WRONG"), "{log}");
+}
+
+#[test]
+fn digest_over_plain_http_and_basic_never_over_it() {
+    let env = Env::new().env("BITS_PW", PASSWORD);
+    let body = content(60_000, 5);
+    let origin = HttpServer::start()
+        .with(
+            "/digest",
+            Route::body(body.clone()).digest_auth("alice", PASSWORD, DigestAlgorithm::Sha256),
+        )
+        .with("/basic", Route::body(body.clone()).basic_auth("alice", PASSWORD));
+    let mut seen = String::new();
+    for (name, scheme) in [("digest", "digest"), ("basic", "basic")] {
+        let id = env.create(name);
+        env.add_file(&id, &origin.url(&format!("/{name}")), name);
+        env.run(&[
+            "set-credentials",
+            &id,
+            "server",
+            scheme,
+            "alice",
+            "--password-env",
+            "BITS_PW",
+        ])
+        .ok();
+        seen.push_str(&printed(&env.run(&["-vv", "resume", &id]).ok()));
+        let r = env.run(&["-vv", "wait", &id]);
+        seen.push_str(&printed(&r));
+        if name == "digest" {
+            r.ok();
+            env.run(&["complete", &id]).ok();
+            assert_eq!(std::fs::read(env.path(name)).unwrap(), body);
+        } else {
+            // Basic over plain http: refused before anything is sent.
+            assert_eq!(r.code, 1, "{r:?}");
+            assert!(
+                r.stderr.contains("0x80190191") && r.stderr.contains("http"),
+                "{r:?}"
+            );
+            let sent = origin.requests_for("/basic");
+            assert!(sent.iter().all(|q| q.authorization().is_none()), "{sent:?}");
+        }
+    }
+    let digest = origin.requests_for("/digest");
+    assert!(
+        digest
+            .iter()
+            .any(|q| q.authorization().is_some_and(|a| a.starts_with("Digest "))),
+        "{digest:?}"
+    );
+    assert_no_secret("the commands' output", &seen);
+    let log = std::fs::read_to_string(env.store.join("daemon.log")).unwrap();
+    assert_no_secret("daemon.log", &log);
 }
 
 #[test]
