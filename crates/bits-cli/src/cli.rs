@@ -212,6 +212,29 @@ pub enum Command {
         /// The job.
         job: String,
     },
+    /// Set the credentials the job answers a server's 401 or a proxy's 407 with.
+    #[command(after_help = CREDENTIALS_HELP)]
+    SetCredentials {
+        /// The job.
+        job: String,
+        /// server | proxy.
+        target: String,
+        /// basic | digest.
+        scheme: String,
+        /// The user name.
+        user: String,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// Forget the job's credentials of one target and scheme (none set is not an error).
+    RemoveCredentials {
+        /// The job.
+        job: String,
+        /// server | proxy.
+        target: String,
+        /// basic | digest.
+        scheme: String,
+    },
     /// Start or restart transferring (starts the daemon when needed).
     Resume {
         /// The job.
@@ -353,6 +376,20 @@ new settings from its next request. Errors: 0x80070057 a bad usage, URL or bypas
 connect to the proxy 0x80072EFD (transient); the proxy refuses with HTTP status S: 0x8019 and S \
 in four hex digits (407: 0x80190197).";
 
+/// `bits set-credentials --help` (`docs/spec/http-options.md`, "Credentials").
+const CREDENTIALS_HELP: &str = "\
+The password is read from a file (its first line), an environment variable or standard input \
+(its first line), never from the command line, where every user can read it. It is kept in the \
+store only (folder 0700, file 0600) and never shown by info, list, logs or errors; info shows \
+the target, scheme and user.
+
+basic and digest (MD5, SHA-256) are honoured; ntlm, negotiate and passport are refused with \
+0x80004001. Credentials answer one challenge of their scheme (401 from the server, 407 from a \
+proxy), are never sent to another origin after a redirect, and server Basic credentials are \
+never sent over plain http (0x80190191). One set per target and scheme: setting again replaces \
+it. Allowed in every state but ACKNOWLEDGED and CANCELLED (0x80200002). A user name or \
+password in a URL (https://user:pass@host/) is refused with 0x80070057: use this command.";
+
 /// `bits get-proxy-settings --help`.
 const GET_PROXY_HELP: &str = "\
 Prints the usage alone on its first line: preconfig, no_proxy or override. For override, two \
@@ -421,6 +458,23 @@ pub struct TransferArgs {
     /// URL LOCAL pairs.
     #[arg(value_name = "URL LOCAL", num_args = 2.., required = true)]
     pub pairs: Vec<String>,
+}
+
+/// Where `set-credentials` reads the password: exactly one source. There
+/// is no option that takes a password itself: argv is readable by every
+/// user.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct PasswordSource {
+    /// A file whose first line is the password.
+    #[arg(long, value_name = "F")]
+    pub password_file: Option<PathBuf>,
+    /// An environment variable that holds the password.
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
 }
 
 /// The private key and password of a client certificate. There is no

@@ -44,7 +44,7 @@ impl Failure {
     pub fn new(code: Hresult, message: impl Into<String>, hint: impl Into<String>, exit: u8) -> Self {
         Failure {
             code,
-            message: message.into(),
+            message: without_user_info(message.into()),
             hint: hint.into(),
             exit,
         }
@@ -156,6 +156,38 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// `text` with the user information of every URL in it
+/// (`scheme://user:password@host`) replaced by `…`, so that a password
+/// typed into a URL (which bits refuses) is not repeated by the line that
+/// refuses it, nor by a log that records the failure. The authority is
+/// taken to end at the first `/`, `?`, `#`, quote or white space.
+pub fn without_user_info(text: String) -> String {
+    if !text.contains("://") || !text.contains('@') {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("://") {
+        let start = at + 3;
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        let end = after
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`') || c.is_whitespace())
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority.rfind('@') {
+            Some(i) => {
+                out.push('…');
+                out.push_str(&authority[i..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl From<BitsError> for Failure {
     fn from(error: BitsError) -> Self {
         Failure::from_bits(&error)
@@ -257,6 +289,26 @@ pub fn to_failure(error: &anyhow::Error) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_info_of_urls_never_shows() {
+        let f = Failure::from_bits(&BitsError::InvalidArg {
+            what: "remote name \"https://u:hunter3@h:99999/x\" is not a valid URL; proxy \
+                   http://alice:pw@[::1]:3128 and https://h/@x?a=b@c, ftp://:p@q"
+                .into(),
+        });
+        let line = f.to_string();
+        assert!(
+            !line.contains("hunter3") && !line.contains("alice") && !line.contains(":pw"),
+            "{line}"
+        );
+        assert!(line.contains("\"https://…@h:99999/x\""), "{line}");
+        assert!(
+            line.contains("http://…@[::1]:3128 and https://h/@x?a=b@c, ftp://…@q"),
+            "{line}"
+        );
+        assert_eq!(without_user_info("no url @ all".into()), "no url @ all");
+    }
 
     #[test]
     fn one_line_with_code_name_and_hint() {

@@ -92,13 +92,21 @@ fn clap_error(e: clap::Error) -> ExitCode {
         }
         _ => {
             let text = e.render().to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("bad command line")
-                .trim()
-                .trim_start_matches("error: ")
-                .to_string();
+            // The first line, and the next ones while a line announces
+            // them ("the following required arguments were not provided:").
+            let mut first = String::new();
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                if !first.is_empty() {
+                    first.push(' ');
+                }
+                first.push_str(line.trim_start_matches("error: "));
+                if !line.ends_with(':') || line.starts_with("Usage:") {
+                    break;
+                }
+            }
+            if first.is_empty() {
+                first = "bad command line".to_string();
+            }
             let f = Failure::bad_input(
                 Hresult::E_INVALIDARG,
                 first,

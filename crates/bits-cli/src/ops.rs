@@ -6,7 +6,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use bits_core::{
-    engine, BitsError, ClientCertificate, Hresult, Job, PinSet, Priority, ProxySettings, SecurityFlags,
+    engine, AuthScheme, AuthTarget, BitsError, ClientCertificate, Credentials, Hresult, Job, PinSet,
+    Priority, ProxySettings, SecurityFlags,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -82,6 +83,20 @@ pub enum JobOp {
     SetProxySettings {
         /// The new settings.
         proxy: ProxySettings,
+    },
+    /// `set-credentials`. The socket carries the password (the socket is
+    /// the user's own, 0600); `Debug`, which the daemon logs, never shows
+    /// it ([`Credentials`]'s own `Debug` leaves it out).
+    SetCredentials {
+        /// What the job stores.
+        credentials: Credentials,
+    },
+    /// `remove-credentials`.
+    RemoveCredentials {
+        /// Server or proxy.
+        target: AuthTarget,
+        /// The scheme.
+        scheme: AuthScheme,
     },
     /// `resume`.
     Resume,
@@ -189,6 +204,14 @@ pub fn apply(job: &mut Job, op: &JobOp) -> (Result<Hresult, BitsError>, bool) {
             });
             (result.map(|()| Hresult::S_OK), false)
         }
+        JobOp::SetCredentials { credentials } => (
+            job.set_credentials(credentials.clone()).map(|()| Hresult::S_OK),
+            false,
+        ),
+        JobOp::RemoveCredentials { target, scheme } => (
+            job.remove_credentials(*target, *scheme).map(|()| Hresult::S_OK),
+            false,
+        ),
         JobOp::Resume => (job.resume().map(|()| Hresult::S_OK), false),
         JobOp::Suspend => (job.suspend().map(|()| Hresult::S_OK), false),
         JobOp::Complete => (engine::complete(job), true),
@@ -224,6 +247,25 @@ mod tests {
         // The socket carries them whole.
         let line = serde_json::to_string(&op).unwrap();
         assert!(line.contains("Bearer s3cret"), "{line}");
+        assert_eq!(serde_json::from_str::<JobOp>(&line).unwrap(), op);
+    }
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        let credentials =
+            Credentials::new(AuthTarget::Proxy, AuthScheme::Digest, "alice", "pw-7f3a9c-SECRET").unwrap();
+        let op = JobOp::SetCredentials { credentials };
+        let text = format!("{op:?}");
+        assert!(text.contains("alice") && text.contains("Digest"), "{text}");
+        assert!(!text.contains("pw-7f3a9c"), "{text}");
+        let request = crate::ipc::Request::Job {
+            id: Uuid::new_v4(),
+            op: op.clone(),
+        };
+        assert!(!format!("{request:?}").contains("pw-7f3a9c"));
+        // The socket carries it whole.
+        let line = serde_json::to_string(&op).unwrap();
+        assert!(line.contains("pw-7f3a9c-SECRET"), "{line}");
         assert_eq!(serde_json::from_str::<JobOp>(&line).unwrap(), op);
     }
 

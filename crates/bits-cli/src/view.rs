@@ -70,6 +70,12 @@ pub fn job_json(job: &Job) -> Value {
             "list": job.proxy.proxies().iter().map(ToString::to_string).collect::<Vec<_>>(),
             "bypass": job.proxy.bypass(),
         }),
+        // Never the password.
+        "credentials": job.credentials().iter().map(|c| json!({
+            "target": c.target.as_str(),
+            "scheme": c.scheme.as_str(),
+            "user": c.user,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -141,6 +147,14 @@ pub fn job_text(job: &Job) -> String {
     );
     // `preconfig`, `no_proxy`, or `override http://a:1;socks5h://b:2 bypass x.org;<local>`.
     let _ = writeln!(s, "proxy:               {}", job.proxy);
+    // One line per target and scheme, never the password.
+    if job.credentials().is_empty() {
+        let _ = writeln!(s, "credentials:         none");
+    }
+    for (i, c) in job.credentials().iter().enumerate() {
+        let label = if i == 0 { "credentials:" } else { "" };
+        let _ = writeln!(s, "{label:<21}{} {} user {}", c.target, c.scheme, c.user);
+    }
     let _ = writeln!(
         s,
         "progress:            {} / {} bytes, {} / {} files",
@@ -221,7 +235,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bits_core::{BitsError, JobType};
+    use bits_core::{AuthScheme, AuthTarget, BitsError, Credentials, JobType};
     use std::path::Path;
     use std::time::Duration;
 
@@ -333,6 +347,32 @@ mod tests {
             ),
             "{text}"
         );
+
+        assert_eq!(v["credentials"], json!([]));
+        assert!(text.contains("credentials:         none\n"), "{text}");
+        for (target, scheme, user) in [
+            (AuthTarget::Server, AuthScheme::Basic, "alice"),
+            (AuthTarget::Proxy, AuthScheme::Digest, "bob"),
+        ] {
+            j.set_credentials(Credentials::new(target, scheme, user, "pw-7f3a9c-SECRET").unwrap())
+                .unwrap();
+        }
+        let v = job_json(&j);
+        assert_eq!(
+            v["credentials"],
+            json!([
+                {"target": "server", "scheme": "basic", "user": "alice"},
+                {"target": "proxy", "scheme": "digest", "user": "bob"},
+            ])
+        );
+        let text = job_text(&j);
+        assert!(
+            text.contains(
+                "credentials:         server basic user alice\n                     proxy digest user bob\n"
+            ),
+            "{text}"
+        );
+        assert!(!v.to_string().contains("pw-7f3a9c") && !text.contains("pw-7f3a9c"));
 
         j.make_custom_headers_write_only().unwrap();
         let v = job_json(&j);

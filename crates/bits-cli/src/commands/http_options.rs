@@ -15,13 +15,13 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use bits_core::{
-    ClientCertificate, ClientCertificateFile, Hresult, Job, Operation, Password, PinSet, ProxySettings,
-    ProxyUsage,
+    AuthScheme, AuthTarget, ClientCertificate, ClientCertificateFile, Credentials, Hresult, Job, Operation,
+    Password, PinSet, ProxySettings, ProxyUsage,
 };
 
 use super::Ctx;
 use crate::backend::Backend;
-use crate::cli::CertSecrets;
+use crate::cli::{CertSecrets, PasswordSource};
 use crate::error::Failure;
 use crate::ipc;
 use crate::ops::{HeaderLines, JobOp};
@@ -102,7 +102,24 @@ pub(super) fn load_certificate(
 }
 
 fn password(secrets: &CertSecrets) -> Result<Option<Password>, Failure> {
-    if let Some(path) = &secrets.password_file {
+    read_password(
+        secrets.password_file.as_deref(),
+        secrets.password_env.as_deref(),
+        false,
+    )
+}
+
+/// A password from the source a command names, never from argv: the first
+/// line of a file, without its line ending (as `--password-file` of curl
+/// and ssh-keygen's passphrase files), an environment variable's value, or
+/// the first line of standard input. `Ok(None)` when none is named. An
+/// error names the source, never a password.
+pub(super) fn read_password(
+    file: Option<&Path>,
+    env: Option<&str>,
+    stdin: bool,
+) -> Result<Option<Password>, Failure> {
+    if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|e| {
             let code = if e.kind() == std::io::ErrorKind::NotFound {
                 Hresult::FILE_NOT_FOUND
@@ -115,12 +132,10 @@ fn password(secrets: &CertSecrets) -> Result<Option<Password>, Failure> {
                 "nothing was changed; check the path",
             )
         })?;
-        // The first line, without its line ending (as `--password-file`
-        // of curl and ssh-keygen's passphrase files).
         let first = text.lines().next().unwrap_or("");
         return Ok(Some(Password::new(first)));
     }
-    if let Some(var) = &secrets.password_env {
+    if let Some(var) = env {
         return match std::env::var(var) {
             Ok(value) => Ok(Some(Password::new(value))),
             Err(_) => Err(Failure::bad_input(
@@ -130,7 +145,82 @@ fn password(secrets: &CertSecrets) -> Result<Option<Password>, Failure> {
             )),
         };
     }
+    if stdin {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        let n = std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+            Failure::bad_input(
+                Hresult::E_INVALIDARG,
+                format!(
+                    "cannot read the password from standard input (--password-stdin): {}",
+                    e.kind()
+                ),
+                "nothing was changed; pipe the password in as one UTF-8 line",
+            )
+        })?;
+        if n == 0 {
+            return Err(Failure::bad_input(
+                Hresult::E_INVALIDARG,
+                "--password-stdin found standard input empty",
+                "nothing was changed; pipe the password in as one line",
+            ));
+        }
+        let first = line.lines().next().unwrap_or("");
+        return Ok(Some(Password::new(first)));
+    }
     Ok(None)
+}
+
+/// `set-credentials`: the target and scheme first (an unknown one is
+/// `E_INVALIDARG`, ntlm/negotiate/passport `E_NOTIMPL`, before the password
+/// is read), then the password from its source, then the change as any
+/// other setter's.
+pub(super) fn set_credentials(
+    ctx: &Ctx,
+    job: &str,
+    target: &str,
+    scheme: &str,
+    user: &str,
+    source: &PasswordSource,
+) -> anyhow::Result<ExitCode> {
+    let (target, scheme) = parse_credentials_key(target, scheme)?;
+    let password = read_password(
+        source.password_file.as_deref(),
+        source.password_env.as_deref(),
+        source.password_stdin,
+    )?
+    .ok_or_else(|| {
+        Failure::bad_input(
+            Hresult::E_INVALIDARG,
+            "set-credentials needs the password",
+            "nothing was changed; give --password-file F, --password-env VAR or --password-stdin",
+        )
+    })?;
+    let credentials = Credentials::new(target, scheme, user, password.expose())
+        .map_err(|e| Failure::from_bits(&e).with_hint("nothing was changed"))?;
+    super::edit::simple_op(ctx, job, JobOp::SetCredentials { credentials })
+}
+
+pub(super) fn remove_credentials(
+    ctx: &Ctx,
+    job: &str,
+    target: &str,
+    scheme: &str,
+) -> anyhow::Result<ExitCode> {
+    let (target, scheme) = parse_credentials_key(target, scheme)?;
+    super::edit::simple_op(ctx, job, JobOp::RemoveCredentials { target, scheme })
+}
+
+/// `server|proxy` and `basic|digest` from the command line.
+fn parse_credentials_key(target: &str, scheme: &str) -> Result<(AuthTarget, AuthScheme), Failure> {
+    let target = AuthTarget::parse(target)
+        .map_err(|e| Failure::from_bits(&e).with_hint("nothing was changed; give server or proxy"))?;
+    let scheme = AuthScheme::parse(scheme)
+        .and_then(|s| s.check_supported().map(|()| s))
+        .map_err(|e| {
+            Failure::from_bits(&e).with_hint("nothing was changed; bits answers basic and digest challenges")
+        })?;
+    Ok((target, scheme))
 }
 
 pub(super) fn get_client_certificate(ctx: &Ctx, job: &str) -> anyhow::Result<ExitCode> {

@@ -2,9 +2,9 @@
 //! and their files), [`edit`] (changes to a stored job, and pruning),
 //! [`transfer`] (running jobs: resume, complete, wait, monitor, transfer),
 //! [`show`] (reading jobs), [`http_options`] (custom headers, client
-//! certificate, HTTP method, pins, proxies), [`daemon`] (starting and stopping the
-//! service), [`backends`], [`diagnose`] (a server's TLS, no job), [`serve`]
-//! (the upload server).
+//! certificate, HTTP method, pins, proxies, credentials), [`daemon`]
+//! (starting and stopping the service), [`backends`], [`diagnose`] (a
+//! server's TLS, no job), [`serve`] (the upload server).
 
 mod backends;
 mod create;
@@ -114,6 +114,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bypass,
         } => http_options::set_proxy_settings(&ctx, &job, &usage, proxies.as_deref(), bypass.as_deref()),
         Command::GetProxySettings { job } => http_options::get_proxy_settings(&ctx, &job),
+        Command::SetCredentials {
+            job,
+            target,
+            scheme,
+            user,
+            password,
+        } => http_options::set_credentials(&ctx, &job, &target, &scheme, &user, &password),
+        Command::RemoveCredentials { job, target, scheme } => {
+            http_options::remove_credentials(&ctx, &job, &target, &scheme)
+        }
         Command::Resume { job } => transfer::resume(&ctx, &job),
         Command::Suspend { job } => edit::simple_op(&ctx, &job, JobOp::Suspend),
         Command::Cancel { job } => edit::simple_op(&ctx, &job, JobOp::Cancel),
