@@ -44,7 +44,7 @@ impl Failure {
     pub fn new(code: Hresult, message: impl Into<String>, hint: impl Into<String>, exit: u8) -> Self {
         Failure {
             code,
-            message: without_user_info(message.into()),
+            message: bits_core::without_user_info(&message.into()),
             hint: hint.into(),
             exit,
         }
@@ -155,38 +155,6 @@ impl fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
-
-/// `text` with the user information of every URL in it
-/// (`scheme://user:password@host`) replaced by `…`, so that a password
-/// typed into a URL (which bits refuses) is not repeated by the line that
-/// refuses it, nor by a log that records the failure. The authority is
-/// taken to end at the first `/`, `?`, `#`, quote or white space.
-pub fn without_user_info(text: String) -> String {
-    if !text.contains("://") || !text.contains('@') {
-        return text;
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text.as_str();
-    while let Some(at) = rest.find("://") {
-        let start = at + 3;
-        out.push_str(&rest[..start]);
-        let after = &rest[start..];
-        let end = after
-            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`') || c.is_whitespace())
-            .unwrap_or(after.len());
-        let authority = &after[..end];
-        match authority.rfind('@') {
-            Some(i) => {
-                out.push('…');
-                out.push_str(&authority[i..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &after[end..];
-    }
-    out.push_str(rest);
-    out
-}
 
 impl From<BitsError> for Failure {
     fn from(error: BitsError) -> Self {
@@ -307,7 +275,7 @@ mod tests {
             line.contains("http://…@[::1]:3128 and https://h/@x?a=b@c, ftp://…@q"),
             "{line}"
         );
-        assert_eq!(without_user_info("no url @ all".into()), "no url @ all");
+        assert_eq!(bits_core::without_user_info("no url @ all"), "no url @ all");
     }
 
     #[test]

@@ -444,7 +444,6 @@ fn user_info_in_a_url_is_refused_without_repeating_the_password() {
 }
 
 #[test]
-#[ignore = "needs proxy 407 answers (wt-px-auth)"]
 fn proxy_basic_credentials_through_a_real_tinyproxy() {
     let env = Env::trusting_test_root().env("BITS_PROXY_PW", PASSWORD);
     let proxy = RealProxy::tinyproxy_with(&format!("BasicAuth alice {PASSWORD}"));

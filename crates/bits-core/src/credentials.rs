@@ -391,6 +391,38 @@ impl Answer {
     }
 }
 
+/// `text` with the user information of every URL in it
+/// (`scheme://user:password@host`) replaced by `…`, so that a password
+/// typed into a URL (which bits refuses) is not repeated by the line that
+/// refuses it, nor by a log that records the failure. The authority is
+/// taken to end at the first `/`, `?`, `#`, quote or white space.
+pub fn without_user_info(text: &str) -> String {
+    if !text.contains("://") || !text.contains('@') {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let start = at + 3;
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        let end = after
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`') || c.is_whitespace())
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority.rfind('@') {
+            Some(i) => {
+                out.push('…');
+                out.push_str(&authority[i..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// True when the challenges of `target` in `headers` include a Digest
 /// challenge marked `stale=true`: the server refused the nonce, not the
 /// password, and a new answer with the new nonce is due.
@@ -421,6 +453,16 @@ mod tests {
             h.append(target.challenge_header(), HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn user_info_of_urls_in_a_text_is_masked() {
+        let text = "remote name \"https://u:hunter3@h:99999/x\" and proxy http://alice:pw@[::1]:3128, https://h/@x?a=b@c";
+        assert_eq!(
+            without_user_info(text),
+            "remote name \"https://…@h:99999/x\" and proxy http://…@[::1]:3128, https://h/@x?a=b@c"
+        );
+        assert_eq!(without_user_info("no url @ all"), "no url @ all");
     }
 
     #[test]

@@ -782,7 +782,10 @@ impl Job {
 /// [`Job::set_credentials`]; the error never repeats the password.
 pub fn parse_remote_url(text: &str) -> Result<Url, BitsError> {
     let url = Url::parse(text).map_err(|e| BitsError::InvalidArg {
-        what: format!("remote name {text:?} is not a valid URL ({e})"),
+        what: format!(
+            "remote name {:?} is not a valid URL ({e})",
+            crate::credentials::without_user_info(text)
+        ),
     })?;
     if !url.username().is_empty() || url.password().is_some() {
         let mut shown = url.clone();

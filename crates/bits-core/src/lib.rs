@@ -116,7 +116,7 @@ mod redirect;
 pub mod state;
 pub mod transport;
 
-pub use credentials::{Answer, AuthScheme, AuthTarget, Credentials};
+pub use credentials::{without_user_info, Answer, AuthScheme, AuthTarget, Credentials};
 pub use engine::{Engine, EngineOptions, NoObserver, Observer, RunOutcome};
 pub use error::{BitsError, CertFault, ErrorContext, Hresult, JobError};
 pub use flags::{RedirectPolicy, SecurityFlags};

@@ -44,8 +44,10 @@ impl ProxyUrl {
     /// `socks5://`, which resolves names locally); `E_INVALIDARG` for a
     /// malformed one, or one with a path or user information.
     pub fn parse(text: &str) -> Result<ProxyUrl, BitsError> {
+        // Never repeat a password typed into the URL.
+        let shown = crate::credentials::without_user_info(text);
         let bad = |why: &str| BitsError::InvalidArg {
-            what: format!("proxy {text:?}: {why}"),
+            what: format!("proxy {shown:?}: {why}"),
         };
         let (scheme, rest) = match text.split_once("://") {
             None => (ProxyScheme::Http, text),
@@ -55,7 +57,7 @@ impl ProxyUrl {
                 other => {
                     return Err(BitsError::NotImplemented {
                         what: format!(
-                            "proxy {text:?}: scheme {other}:// (bits speaks http:// and socks5h:// proxies)"
+                            "proxy {shown:?}: scheme {other}:// (bits speaks http:// and socks5h:// proxies)"
                         ),
                     })
                 }
