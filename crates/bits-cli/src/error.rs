@@ -98,6 +98,7 @@ pub fn is_bad_input(error: &BitsError) -> bool {
             | BitsError::TooManyFiles
             | BitsError::UnsupportedScheme { .. }
             | BitsError::StringTooLong { .. }
+            | BitsError::CredentialsTooLarge { .. }
             | BitsError::NotSupportedWithCustomHttpMethod { .. }
             | BitsError::ReadOnlyWhenJobActive { .. }
             | BitsError::AccessDenied { .. }
@@ -183,6 +184,8 @@ pub fn hresult_name(code: Hresult) -> Option<&'static str> {
         0x8020_001B => "BG_E_INVALID_SERVER_RESPONSE",
         0x8020_001C => "BG_E_TOO_MANY_FILES",
         0x8020_0021 => "BG_E_STRING_TOO_LONG",
+        0x8020_0025 => "BG_E_USERNAME_TOO_LARGE",
+        0x8020_0026 => "BG_E_PASSWORD_TOO_LARGE",
         0x8020_0071 => "BG_E_NOT_SUPPORTED_WITH_CUSTOM_HTTP_METHOD",
         0x8020_0075 => "BG_E_READ_ONLY_WHEN_JOB_ACTIVE",
         0x8007_0056 => "ERROR_INVALID_PASSWORD",

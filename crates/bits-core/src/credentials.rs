@@ -145,6 +145,12 @@ impl fmt::Display for AuthScheme {
     }
 }
 
+/// The longest user name BITS takes (`BG_E_USERNAME_TOO_LARGE` beyond).
+pub const MAX_USER: usize = 300;
+/// The longest password (`BG_E_PASSWORD_TOO_LARGE` beyond; the BITS
+/// documentation's number, 65,535 characters).
+pub const MAX_PASSWORD: usize = 65_535;
+
 /// A user name and password for a target and scheme.
 ///
 /// Equality and hashing include the password: a connection a proxy
@@ -197,6 +203,18 @@ impl Credentials {
         if let Some(why) = bad_user {
             return Err(BitsError::InvalidArg {
                 what: format!("the credentials' user name {why}"),
+            });
+        }
+        if user.chars().count() > MAX_USER {
+            return Err(BitsError::CredentialsTooLarge {
+                code: crate::error::Hresult::BG_E_USERNAME_TOO_LARGE,
+                what: format!("the credentials' user name is over {MAX_USER} characters"),
+            });
+        }
+        if password.chars().count() > MAX_PASSWORD {
+            return Err(BitsError::CredentialsTooLarge {
+                code: crate::error::Hresult::BG_E_PASSWORD_TOO_LARGE,
+                what: format!("the password is over {MAX_PASSWORD} characters"),
             });
         }
         if password.chars().any(char::is_control) {
@@ -504,6 +522,22 @@ mod tests {
         let e = Credentials::new(AuthTarget::Server, AuthScheme::Basic, "u", "p\r\nX: y").unwrap_err();
         assert_eq!(e.hresult(), Hresult::E_INVALIDARG);
         assert!(!e.to_string().contains("X: y"));
+    }
+
+    #[test]
+    fn user_names_and_passwords_have_bits_limits() {
+        Credentials::new(
+            AuthTarget::Server,
+            AuthScheme::Basic,
+            "u".repeat(300),
+            "p".repeat(65_535),
+        )
+        .unwrap();
+        let e = Credentials::new(AuthTarget::Server, AuthScheme::Basic, "u".repeat(301), "p").unwrap_err();
+        assert_eq!(e.hresult().0, 0x8020_0025);
+        let e = Credentials::new(AuthTarget::Server, AuthScheme::Basic, "u", "p".repeat(65_536)).unwrap_err();
+        assert_eq!(e.hresult().0, 0x8020_0026);
+        assert!(!e.to_string().contains("ppp"));
     }
 
     #[test]

@@ -47,6 +47,10 @@ impl Hresult {
     pub const BG_E_SESSION_NOT_FOUND: Hresult = Hresult(0x8020_001F);
     /// `BG_E_STRING_TOO_LONG`: custom headers longer than 16,384 characters.
     pub const BG_E_STRING_TOO_LONG: Hresult = Hresult(0x8020_0021);
+    /// `BG_E_USERNAME_TOO_LARGE`: a user name over 300 characters.
+    pub const BG_E_USERNAME_TOO_LARGE: Hresult = Hresult(0x8020_0025);
+    /// `BG_E_PASSWORD_TOO_LARGE`: a password over 65,535 characters.
+    pub const BG_E_PASSWORD_TOO_LARGE: Hresult = Hresult(0x8020_0026);
     /// `BG_E_NOT_SUPPORTED_WITH_CUSTOM_HTTP_METHOD`: a job with a non-GET
     /// method keeps its FOREGROUND priority.
     pub const BG_E_NOT_SUPPORTED_WITH_CUSTOM_HTTP_METHOD: Hresult = Hresult(0x8020_0071);
@@ -221,6 +225,16 @@ pub enum BitsError {
     /// `BG_E_TOO_MANY_FILES` 0x8020001C: a second file on an upload job.
     #[error("an upload job takes exactly one file")]
     TooManyFiles,
+    /// `BG_E_USERNAME_TOO_LARGE` 0x80200025 or `BG_E_PASSWORD_TOO_LARGE`
+    /// 0x80200026: credentials over BITS's limits (never naming the
+    /// password).
+    #[error("{what}")]
+    CredentialsTooLarge {
+        /// Which of the two codes.
+        code: Hresult,
+        /// Which part, and its limit.
+        what: String,
+    },
     /// `BG_E_STRING_TOO_LONG` 0x80200021: custom headers over 16,384
     /// characters.
     #[error("{what}")]
@@ -453,6 +467,7 @@ impl BitsError {
             Empty => Hresult::BG_E_EMPTY,
             TooManyFiles => Hresult::BG_E_TOO_MANY_FILES,
             StringTooLong { .. } => Hresult::BG_E_STRING_TOO_LONG,
+            CredentialsTooLarge { code, .. } => *code,
             NotSupportedWithCustomHttpMethod { .. } => Hresult::BG_E_NOT_SUPPORTED_WITH_CUSTOM_HTTP_METHOD,
             ReadOnlyWhenJobActive { .. } => Hresult::BG_E_READ_ONLY_WHEN_JOB_ACTIVE,
             AccessDenied { .. } => Hresult::E_ACCESSDENIED,
@@ -523,6 +538,7 @@ impl BitsError {
             | Empty
             | TooManyFiles
             | StringTooLong { .. }
+            | CredentialsTooLarge { .. }
             | NotSupportedWithCustomHttpMethod { .. }
             | ReadOnlyWhenJobActive { .. } => ErrorContext::GeneralQueueManager,
         }
