@@ -455,7 +455,11 @@ pub struct TransferArgs {
     /// With --proxy URL: the hosts reached direct (as set-proxy-settings BYPASS).
     #[arg(long, value_name = "LIST", requires = "proxy")]
     pub noproxy: Option<String>,
-    /// URL LOCAL pairs.
+    /// Upload: the two arguments are the file to send and the upload URL
+    /// (in either order), sent with the BITS upload protocol.
+    #[arg(long)]
+    pub upload: bool,
+    /// URL LOCAL pairs (with --upload: FILE URL).
     #[arg(value_name = "URL LOCAL", num_args = 2.., required = true)]
     pub pairs: Vec<String>,
 }

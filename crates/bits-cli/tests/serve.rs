@@ -130,3 +130,74 @@ fn bits_serve_refuses_bad_input() {
     env.run(&["serve", "--root", &root, "--reply-cmd", "/no/such/program"])
         .fails(2, "0x80070002");
 }
+
+#[test]
+fn transfer_upload_sends_a_file_to_bits_serve_over_http_and_https() {
+    let env = Env::trusting_test_root();
+    let pki = TestPki::shared();
+    let leaf = pki.leaf(LeafKind::Good);
+    let cert = env.tmp.path().join("cert.pem");
+    let key = env.tmp.path().join("key.pem");
+    std::fs::write(&cert, leaf.chain_pem()).unwrap();
+    std::fs::write(&key, leaf.key_pem()).unwrap();
+    let root = env.tmp.path().join("served");
+    std::fs::create_dir(&root).unwrap();
+    let plain = serve(&["--root", root.to_str().unwrap()]);
+    let tls = serve(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let data = content(1_500_000, 5);
+    let source = env.path("report.bin");
+    std::fs::write(&source, &data).unwrap();
+    // FILE URL, as the issue writes it.
+    let r = env
+        .run(&[
+            "--json",
+            "transfer",
+            "--upload",
+            source.to_str().unwrap(),
+            &format!("http://{}/uploads/plain.bin", plain.addr),
+        ])
+        .ok();
+    let job = r.json();
+    assert_eq!(job["type"], "UPLOAD", "{job}");
+    assert_eq!(job["state"], "ACKNOWLEDGED", "{job}");
+    assert_eq!(std::fs::read(root.join("uploads/plain.bin")).unwrap(), data);
+    // URL FILE (bitsadmin's order), over https, on every backend.
+    let backends = env.run(&["--json", "backends"]).ok().json();
+    for b in backends.as_array().unwrap() {
+        let backend = b["name"].as_str().unwrap();
+        env.run(&[
+            "--backend",
+            backend,
+            "transfer",
+            "--upload",
+            &format!("https://{}/uploads/{backend}.bin", tls.addr),
+            source.to_str().unwrap(),
+        ])
+        .ok();
+        assert_eq!(
+            std::fs::read(root.join(format!("uploads/{backend}.bin"))).unwrap(),
+            data,
+            "{backend}"
+        );
+    }
+    // The source is never touched; the server refuses to overwrite.
+    assert_eq!(std::fs::read(&source).unwrap(), data);
+    let r = env.run(&[
+        "transfer",
+        "--upload",
+        source.to_str().unwrap(),
+        &format!("http://{}/uploads/plain.bin", plain.addr),
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("0x80070005"), "{r:?}");
+    // Two files for one upload: refused before anything starts.
+    env.run(&["transfer", "--upload", "a", "b", "c", "d"])
+        .fails(2, "0x8020001C");
+}

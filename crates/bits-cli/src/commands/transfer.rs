@@ -195,10 +195,23 @@ pub(super) fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode
         )
         .into());
     }
+    if args.upload && args.pairs.len() != 2 {
+        return Err(Failure::bad_input(
+            Hresult::BG_E_TOO_MANY_FILES,
+            "transfer --upload sends one file: give FILE URL",
+            "nothing was changed; one upload per transfer",
+        )
+        .into());
+    }
     let backend = ctx.backend()?;
     let name = args.name.unwrap_or_else(|| "transfer".to_string());
     check_name(&name)?;
-    let mut job = Job::new(name, JobType::Download, backend.name());
+    let job_type = if args.upload {
+        JobType::Upload
+    } else {
+        JobType::Download
+    };
+    let mut job = Job::new(name, job_type, backend.name());
     if let Some(text) = &args.security_flags {
         let flags = SecurityFlags::parse(text).map_err(Failure::from)?;
         job.set_security_flags(flags, |p| backend.check_policy(p))
@@ -229,7 +242,28 @@ pub(super) fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode
         proxy,
     )?;
     let mut writable = HashSet::new();
-    for pair in args.pairs.chunks(2) {
+    if args.upload {
+        // FILE URL, or URL FILE as bitsadmin has it: the URL is the one
+        // with a scheme.
+        let is_url = |t: &str| {
+            let t = t.to_ascii_lowercase();
+            t.starts_with("http://") || t.starts_with("https://")
+        };
+        let (url, file) = if is_url(&args.pairs[0]) && !is_url(&args.pairs[1]) {
+            (&args.pairs[0], &args.pairs[1])
+        } else {
+            (&args.pairs[1], &args.pairs[0])
+        };
+        let file = std::path::absolute(file).map_err(|e| {
+            Failure::bad_input(
+                Hresult::E_INVALIDARG,
+                format!("{file}: {e}"),
+                "give the file to send",
+            )
+        })?;
+        job.add_file(url, &file).map_err(Failure::from)?;
+    }
+    for pair in args.pairs.chunks(2).filter(|_| !args.upload) {
         // Only LOCAL is checked here: `add_file` checks the URL, so each
         // URL is parsed once.
         let local = check_local(Path::new(&pair[1]), &mut writable)?;
