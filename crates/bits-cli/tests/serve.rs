@@ -45,6 +45,17 @@ fn serve(args: &[&str]) -> Serving {
     Serving { child, addr }
 }
 
+/// The test PKI's good leaf (chain and key) as PEM files for `--cert`,
+/// `--key`.
+fn tls_files(env: &Env) -> (std::path::PathBuf, std::path::PathBuf) {
+    let leaf = TestPki::shared().leaf(LeafKind::Good);
+    let cert = env.tmp.path().join("cert.pem");
+    let key = env.tmp.path().join("key.pem");
+    std::fs::write(&cert, leaf.chain_pem()).unwrap();
+    std::fs::write(&key, leaf.key_pem()).unwrap();
+    (cert, key)
+}
+
 #[test]
 fn bits_serve_serves_its_folder_over_http() {
     let env = Env::new();
@@ -76,12 +87,7 @@ fn bits_serve_serves_its_folder_over_http() {
 #[test]
 fn bits_serve_serves_https_to_every_backend() {
     let env = Env::trusting_test_root();
-    let pki = TestPki::shared();
-    let leaf = pki.leaf(LeafKind::Good);
-    let cert = env.tmp.path().join("cert.pem");
-    let key = env.tmp.path().join("key.pem");
-    std::fs::write(&cert, leaf.chain_pem()).unwrap();
-    std::fs::write(&key, leaf.key_pem()).unwrap();
+    let (cert, key) = tls_files(&env);
     let root = env.tmp.path().join("served");
     std::fs::create_dir(&root).unwrap();
     let data = content(100_000, 3);
@@ -134,12 +140,7 @@ fn bits_serve_refuses_bad_input() {
 #[test]
 fn transfer_upload_sends_a_file_to_bits_serve_over_http_and_https() {
     let env = Env::trusting_test_root();
-    let pki = TestPki::shared();
-    let leaf = pki.leaf(LeafKind::Good);
-    let cert = env.tmp.path().join("cert.pem");
-    let key = env.tmp.path().join("key.pem");
-    std::fs::write(&cert, leaf.chain_pem()).unwrap();
-    std::fs::write(&key, leaf.key_pem()).unwrap();
+    let (cert, key) = tls_files(&env);
     let root = env.tmp.path().join("served");
     std::fs::create_dir(&root).unwrap();
     let plain = serve(&["--root", root.to_str().unwrap()]);

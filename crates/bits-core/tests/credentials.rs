@@ -20,6 +20,11 @@ fn server_creds(scheme: AuthScheme, password: &str) -> Credentials {
     Credentials::new(AuthTarget::Server, scheme, USER, password).unwrap()
 }
 
+/// Gives the job server credentials of `scheme`.
+fn give(env: &mut Env, scheme: AuthScheme, password: &str) {
+    env.job.set_credentials(server_creds(scheme, password)).unwrap();
+}
+
 fn digest(algorithm: DigestAlgorithm, data: &[u8]) -> Route {
     Route::body(data.to_vec()).digest_auth(USER, PASSWORD, algorithm)
 }
@@ -43,15 +48,8 @@ fn assert_refused(env: &Env, state: JobState, file: usize) -> String {
 async fn digest_over_http(algorithm: DigestAlgorithm) {
     let (a, b) = (body(50_000), body(7_000));
     let mut env = Env::new(&[("/a", digest(algorithm, &a)), ("/b", digest(algorithm, &b))]);
-    env.job
-        .set_credentials(server_creds(AuthScheme::Digest, PASSWORD))
-        .unwrap();
-    assert_eq!(
-        env.run().await.state,
-        JobState::Transferred,
-        "{:?}",
-        env.job.error
-    );
+    give(&mut env, AuthScheme::Digest, PASSWORD);
+    transferred(&mut env).await;
     assert_eq!((read(&env.temp(0)), read(&env.temp(1))), (a, b));
     // The first file: the challenge, then the answer.
     let first = env.server.requests_for("/a");
@@ -69,6 +67,16 @@ async fn digest_over_http(algorithm: DigestAlgorithm) {
     assert_eq!(second.len(), 1, "{second:#?}");
     assert_eq!(nc(&second[0]).as_deref(), Some("00000002"));
     assert_eq!(nonce(&second[0]), nonce(&first[1]));
+}
+
+/// Runs the job, which must end TRANSFERRED.
+async fn transferred(env: &mut Env) {
+    assert_eq!(
+        env.run().await.state,
+        JobState::Transferred,
+        "{:?}",
+        env.job.error
+    );
 }
 
 #[tokio::test]
@@ -90,9 +98,7 @@ async fn a_resumed_range_request_carries_the_answer() {
             .etag("\"a1\"")
             .truncate_first(1, 30_000),
     )]);
-    env.job
-        .set_credentials(server_creds(AuthScheme::Digest, PASSWORD))
-        .unwrap();
+    give(&mut env, AuthScheme::Digest, PASSWORD);
     assert_eq!(env.run().await.state, JobState::TransientError);
     assert_eq!(
         env.retry().await.state,
@@ -116,9 +122,7 @@ async fn a_resumed_range_request_carries_the_answer() {
 #[tokio::test]
 async fn basic_over_plain_http_is_refused_and_never_sent() {
     let mut env = Env::new(&[("/a", Route::body("x").basic_auth(USER, PASSWORD))]);
-    env.job
-        .set_credentials(server_creds(AuthScheme::Basic, PASSWORD))
-        .unwrap();
+    give(&mut env, AuthScheme::Basic, PASSWORD);
     let state = env.run().await.state;
     let message = assert_refused(&env, state, 0);
     assert!(message.contains("plain http"), "{message}");
@@ -130,9 +134,7 @@ async fn basic_over_plain_http_is_refused_and_never_sent() {
 #[tokio::test]
 async fn a_wrong_password_fails_for_good_after_one_answer() {
     let mut env = Env::new(&[("/a", digest(DigestAlgorithm::Md5, b"x"))]);
-    env.job
-        .set_credentials(server_creds(AuthScheme::Digest, "not-it"))
-        .unwrap();
+    give(&mut env, AuthScheme::Digest, "not-it");
     let out = env.run().await;
     assert_eq!(out.retry_after, None);
     let message = assert_refused(&env, out.state, 0);
@@ -158,9 +160,7 @@ async fn another_origin_after_a_redirect_gets_no_credentials() {
         "/start",
         Route::redirect(302, other.url("/file")).digest_auth(USER, PASSWORD, DigestAlgorithm::Md5),
     )]);
-    env.job
-        .set_credentials(server_creds(AuthScheme::Digest, PASSWORD))
-        .unwrap();
+    give(&mut env, AuthScheme::Digest, PASSWORD);
     let state = env.run().await.state;
     let message = assert_refused(&env, state, 0);
     assert!(message.contains("another origin"), "{message}");
@@ -177,15 +177,8 @@ async fn a_same_origin_redirect_is_answered() {
         ("/final", digest(DigestAlgorithm::Sha256, b"the file")),
     ])
     .files(1);
-    env.job
-        .set_credentials(server_creds(AuthScheme::Digest, PASSWORD))
-        .unwrap();
-    assert_eq!(
-        env.run().await.state,
-        JobState::Transferred,
-        "{:?}",
-        env.job.error
-    );
+    give(&mut env, AuthScheme::Digest, PASSWORD);
+    transferred(&mut env).await;
     assert_eq!(read(&env.temp(0)), b"the file");
     let finals = env.server.requests_for("/final");
     assert_eq!(finals.len(), 2);
@@ -195,15 +188,8 @@ async fn a_same_origin_redirect_is_answered() {
 #[tokio::test]
 async fn a_stale_nonce_is_answered_once_more() {
     let mut env = Env::new(&[("/a", digest(DigestAlgorithm::Sha256, b"x").digest_stale_first(1))]);
-    env.job
-        .set_credentials(server_creds(AuthScheme::Digest, PASSWORD))
-        .unwrap();
-    assert_eq!(
-        env.run().await.state,
-        JobState::Transferred,
-        "{:?}",
-        env.job.error
-    );
+    give(&mut env, AuthScheme::Digest, PASSWORD);
+    transferred(&mut env).await;
     let reqs = env.server.requests();
     assert_eq!(reqs.len(), 3, "{reqs:#?}");
     assert_ne!(nonce(&reqs[1]), nonce(&reqs[2]));
@@ -213,9 +199,7 @@ async fn a_stale_nonce_is_answered_once_more() {
 #[tokio::test]
 async fn a_second_stale_in_a_row_fails() {
     let mut env = Env::new(&[("/a", digest(DigestAlgorithm::Sha256, b"x").digest_stale_first(2))]);
-    env.job
-        .set_credentials(server_creds(AuthScheme::Digest, PASSWORD))
-        .unwrap();
+    give(&mut env, AuthScheme::Digest, PASSWORD);
     let state = env.run().await.state;
     assert_refused(&env, state, 0);
     assert_eq!(env.server.requests().len(), 3);
@@ -227,15 +211,8 @@ async fn an_expired_kept_nonce_is_a_new_challenge() {
         ("/a", digest(DigestAlgorithm::Md5, b"a")),
         ("/b", digest(DigestAlgorithm::Md5, b"b").digest_stale_after(1)),
     ]);
-    env.job
-        .set_credentials(server_creds(AuthScheme::Digest, PASSWORD))
-        .unwrap();
-    assert_eq!(
-        env.run().await.state,
-        JobState::Transferred,
-        "{:?}",
-        env.job.error
-    );
+    give(&mut env, AuthScheme::Digest, PASSWORD);
+    transferred(&mut env).await;
     let b = env.server.requests_for("/b");
     // Sent first with the kept nonce, told stale, answered with the new one.
     assert_eq!(b.len(), 2, "{b:#?}");
@@ -251,18 +228,9 @@ async fn digest_is_preferred_over_basic() {
             .basic_auth(USER, PASSWORD)
             .digest_auth(USER, PASSWORD, DigestAlgorithm::Sha256),
     )]);
-    env.job
-        .set_credentials(server_creds(AuthScheme::Basic, PASSWORD))
-        .unwrap();
-    env.job
-        .set_credentials(server_creds(AuthScheme::Digest, PASSWORD))
-        .unwrap();
-    assert_eq!(
-        env.run().await.state,
-        JobState::Transferred,
-        "{:?}",
-        env.job.error
-    );
+    give(&mut env, AuthScheme::Basic, PASSWORD);
+    give(&mut env, AuthScheme::Digest, PASSWORD);
+    transferred(&mut env).await;
     let reqs = env.server.requests();
     assert_eq!(reqs.len(), 2);
     assert!(reqs[1].authorization().unwrap().starts_with("Digest "));
@@ -272,12 +240,8 @@ async fn digest_is_preferred_over_basic() {
 async fn the_password_is_never_in_the_jobs_or_errors_debug() {
     for password in [PASSWORD, "not-it-9c2e"] {
         let mut env = Env::new(&[("/a", digest(DigestAlgorithm::Md5, b"x"))]);
-        env.job
-            .set_credentials(server_creds(AuthScheme::Digest, password))
-            .unwrap();
-        env.job
-            .set_credentials(server_creds(AuthScheme::Basic, password))
-            .unwrap();
+        give(&mut env, AuthScheme::Digest, password);
+        give(&mut env, AuthScheme::Basic, password);
         env.run().await;
         let shown = format!("{:?} {:#?} {:?}", env.job, env.job, env.job.error);
         assert!(shown.contains(USER), "{shown}");
@@ -298,15 +262,8 @@ async fn a_new_challenge_after_a_same_origin_redirect_is_answered() {
         ("/final", digest(DigestAlgorithm::Md5, b"the file")),
     ])
     .files(1);
-    env.job
-        .set_credentials(server_creds(AuthScheme::Digest, PASSWORD))
-        .unwrap();
-    assert_eq!(
-        env.run().await.state,
-        JobState::Transferred,
-        "{:?}",
-        env.job.error
-    );
+    give(&mut env, AuthScheme::Digest, PASSWORD);
+    transferred(&mut env).await;
     let finals = env.server.requests_for("/final");
     assert_eq!(finals.len(), 2, "{finals:#?}");
     assert!(finals[1].authorization().unwrap().contains("algorithm=MD5"));

@@ -80,8 +80,15 @@ fn engine() -> Engine {
     Engine::new(Arc::new(PlainHttp::new()))
 }
 
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).unwrap().modified().ok()
+/// The session a daemon stored: `id`, `acked` bytes acknowledged, of a
+/// `len`-byte source as `source` is now.
+fn session(id: impl Into<String>, acked: u64, len: u64, source: &Path) -> UploadSession {
+    UploadSession {
+        id: id.into(),
+        acked,
+        source_len: len,
+        source_modified: std::fs::metadata(source).unwrap().modified().ok(),
+    }
 }
 
 #[tokio::test]
@@ -138,12 +145,7 @@ async fn a_stored_session_is_continued_from_what_the_server_holds() {
         .unwrap();
     writer.write(&data[..200_000]).unwrap();
     writer.finish().unwrap();
-    job.files[0].upload = Some(UploadSession {
-        id: id.clone(),
-        acked: 100_000,
-        source_len: 500_000,
-        source_modified: modified(&source),
-    });
+    job.files[0].upload = Some(session(id.clone(), 100_000, 500_000, &source));
     assert_eq!(
         engine().run(&mut job, &mut NoObserver).await.state,
         JobState::Transferred,
@@ -158,12 +160,12 @@ async fn a_stored_session_is_continued_from_what_the_server_holds() {
 async fn a_session_the_server_lost_starts_again_from_byte_0() {
     let w = World::new(Limits::default()).await;
     let (mut job, source) = w.job("c.bin", 100_000);
-    job.files[0].upload = Some(UploadSession {
-        id: "{00000000-0000-0000-0000-000000000000}".into(),
-        acked: 50_000,
-        source_len: 100_000,
-        source_modified: modified(&source),
-    });
+    job.files[0].upload = Some(session(
+        "{00000000-0000-0000-0000-000000000000}",
+        50_000,
+        100_000,
+        &source,
+    ));
     assert_eq!(
         engine().run(&mut job, &mut NoObserver).await.state,
         JobState::Transferred,
@@ -182,12 +184,8 @@ async fn a_source_that_changed_since_the_session_began_fails_the_job() {
     let w = World::new(Limits::default()).await;
     let (mut job, source) = w.job("d.bin", 1000);
     let id = w.sessions.create("/up/d.bin").unwrap();
-    job.files[0].upload = Some(UploadSession {
-        id,
-        acked: 0,
-        source_len: 999,
-        source_modified: modified(&source),
-    });
+    // The job remembers a source of 999 bytes; it has 1000 now.
+    job.files[0].upload = Some(session(id, 0, 999, &source));
     let outcome = engine().run(&mut job, &mut NoObserver).await;
     assert_eq!(outcome.state, JobState::Error);
     let e = job.error.as_ref().unwrap();
@@ -234,12 +232,7 @@ async fn cancel_session_deletes_what_the_server_holds() {
     let w = World::new(Limits::default()).await;
     let (mut job, source) = w.job("h.bin", 1000);
     let id = w.sessions.create("/up/h.bin").unwrap();
-    job.files[0].upload = Some(UploadSession {
-        id: id.clone(),
-        acked: 0,
-        source_len: 1000,
-        source_modified: modified(&source),
-    });
+    job.files[0].upload = Some(session(id.clone(), 0, 1000, &source));
     assert_eq!(w.leftovers().len(), 2, "{:?}", w.leftovers());
     engine().cancel_upload_sessions(&job).await;
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
