@@ -130,6 +130,9 @@ pub struct UploadSession {
     pub source_len: u64,
     /// The source's modification time then.
     pub source_modified: Option<SystemTime>,
+    /// Upload-reply: the `BITS-Reply-URL` of the last fragment's Ack.
+    #[serde(default)]
+    pub reply_url: Option<String>,
 }
 
 /// A BITS job.
@@ -194,6 +197,10 @@ pub struct Job {
     /// most one per target and scheme; read them with [`Job::credentials`].
     #[serde(default)]
     credentials: Vec<Credentials>,
+    /// Where an upload-reply job's reply goes on `complete`, when set
+    /// (`SetReplyFileName`); read it with [`Job::reply_file_name`].
+    #[serde(default)]
+    reply_file_name: Option<PathBuf>,
 }
 
 impl Job {
@@ -224,6 +231,7 @@ impl Job {
             resumed: false,
             proxy: ProxySettings::preconfig(),
             credentials: Vec::new(),
+            reply_file_name: None,
         }
     }
 
@@ -418,6 +426,7 @@ impl Job {
             resumed,
             proxy,
             credentials,
+            reply_file_name,
         } = self;
         Job {
             id: *id,
@@ -443,7 +452,70 @@ impl Job {
             resumed: *resumed,
             proxy: proxy.clone(),
             credentials: credentials.clone(),
+            reply_file_name: reply_file_name.clone(),
         }
+    }
+
+    /// Where an upload-reply job's reply goes on `complete`: the name set
+    /// with [`Job::set_reply_file_name`], else LOCAL with `.reply` added
+    /// (`docs/spec/upload.md`, choice). `None` for other jobs, and before
+    /// the file is added.
+    pub fn reply_file_name(&self) -> Option<PathBuf> {
+        if self.job_type != JobType::UploadReply {
+            return None;
+        }
+        self.reply_file_name.clone().or_else(|| {
+            self.files.first().map(|f| {
+                let mut name = f.local_name.clone().into_os_string();
+                name.push(".reply");
+                PathBuf::from(name)
+            })
+        })
+    }
+
+    /// The hidden file beside [`Job::reply_file_name`] that receives the
+    /// reply until `complete`.
+    pub fn reply_temp_name(&self) -> Option<PathBuf> {
+        let reply = self.reply_file_name()?;
+        let name = reply.file_name()?.to_string_lossy().into_owned();
+        Some(reply.with_file_name(format!(
+            ".{name}.bits-{}-reply.tmp",
+            &self.id.simple().to_string()[..8]
+        )))
+    }
+
+    /// Sets where the reply goes (`SetReplyFileName`): an absolute path.
+    /// Allowed in every state but ACKNOWLEDGED and CANCELLED, and until
+    /// the reply starts arriving.
+    ///
+    /// # Errors
+    /// `E_NOTIMPL` for a job that is not upload-reply; `E_INVALIDARG` for a
+    /// relative path or one naming no file; `BG_E_INVALID_STATE` by the
+    /// state, or once the reply is being received.
+    pub fn set_reply_file_name(&mut self, path: &Path) -> Result<(), BitsError> {
+        self.check(Operation::SetProperty)?;
+        if self.job_type != JobType::UploadReply {
+            return Err(BitsError::NotImplemented {
+                what: "a reply file name on a job that is not upload-reply".into(),
+            });
+        }
+        if !path.is_absolute() || path.file_name().is_none() {
+            return Err(BitsError::InvalidArg {
+                what: format!(
+                    "reply file name {} is not an absolute path to a file",
+                    path.display()
+                ),
+            });
+        }
+        if self.reply_temp_name().is_some_and(|t| t.exists()) {
+            return Err(BitsError::InvalidState {
+                operation: "set-reply-file-name once the reply is arriving",
+                state: self.state.as_str(),
+            });
+        }
+        self.reply_file_name = Some(path.to_path_buf());
+        self.touch();
+        Ok(())
     }
 
     /// What the job's connections are made under: its flags, client

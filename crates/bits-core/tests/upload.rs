@@ -32,12 +32,25 @@ impl Drop for World {
 
 impl World {
     async fn new(limits: Limits) -> World {
+        World::with(limits, None).await
+    }
+
+    /// A server that answers upload-reply jobs with `reply` (a program).
+    async fn replying(reply: PathBuf) -> World {
+        World::with(Limits::default(), Some(reply)).await
+    }
+
+    async fn with(limits: Limits, reply: Option<PathBuf>) -> World {
         let root = tempfile::tempdir().unwrap();
         let local = tempfile::tempdir().unwrap();
         let sessions = Sessions::new(Root::new(root.path()).unwrap(), limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(Arc::new(Server::new(sessions.clone())).run(listener, None));
+        let mut server = Server::new(sessions.clone());
+        if let Some(reply) = reply {
+            server = server.with_reply_command(reply);
+        }
+        let task = tokio::spawn(Arc::new(server).run(listener, None));
         World {
             root,
             local,
@@ -50,9 +63,13 @@ impl World {
     /// A source file of `len` bytes, and a QUEUED upload job of it to
     /// `/up/NAME`.
     fn job(&self, name: &str, len: usize) -> (Job, PathBuf) {
+        self.job_of(JobType::Upload, name, len)
+    }
+
+    fn job_of(&self, kind: JobType, name: &str, len: usize) -> (Job, PathBuf) {
         let source = self.local.path().join(name);
         std::fs::write(&source, body(len)).unwrap();
-        let mut job = Job::new("up", JobType::Upload, "plain");
+        let mut job = Job::new("up", kind, "plain");
         job.add_file(&format!("http://{}/up/{name}", self.addr), &source)
             .unwrap();
         job.resume().unwrap();
@@ -88,6 +105,7 @@ fn session(id: impl Into<String>, acked: u64, len: u64, source: &Path) -> Upload
         acked,
         source_len: len,
         source_modified: std::fs::metadata(source).unwrap().modified().ok(),
+        reply_url: None,
     }
 }
 
@@ -241,6 +259,97 @@ async fn cancel_session_deletes_what_the_server_holds() {
     // A server that is gone: cancel still works.
     drop(w);
     engine().cancel_upload_sessions(&job).await;
+}
+
+/// A reply program: prints "reply to N bytes".
+fn reply_program(dir: &Path) -> PathBuf {
+    let script = dir.join("reply.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'reply to %s bytes' \"$(wc -c < \"$1\")\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    script
+}
+
+#[tokio::test]
+async fn an_upload_reply_job_fetches_its_reply_and_complete_moves_it() {
+    let programs = tempfile::tempdir().unwrap();
+    let w = World::replying(reply_program(programs.path())).await;
+    let (mut job, source) = w.job_of(JobType::UploadReply, "r.bin", 200_000);
+    let outcome = engine().run(&mut job, &mut NoObserver).await;
+    assert_eq!(outcome.state, JobState::Transferred, "{:?}", job.error);
+    assert_eq!(std::fs::read(w.served("r.bin")).unwrap(), body(200_000));
+    let reply = job.reply_file_name().unwrap();
+    assert_eq!(reply, source.with_file_name("r.bin.reply"), "the default");
+    assert!(!reply.exists(), "only on complete");
+    bits_core::engine::complete(&mut job).unwrap();
+    assert_eq!(std::fs::read_to_string(&reply).unwrap(), "reply to 200000 bytes");
+    assert!(!job.reply_temp_name().unwrap().exists());
+}
+
+#[tokio::test]
+async fn a_reply_resumes_with_range_and_a_lost_reply_url_is_asked_again() {
+    let programs = tempfile::tempdir().unwrap();
+    let w = World::replying(reply_program(programs.path())).await;
+    let (mut job, source) = w.job_of(JobType::UploadReply, "s.bin", 5000);
+    let elsewhere = w.local.path().join("answers.txt");
+    job.set_reply_file_name(&elsewhere).unwrap();
+    // The whole upload is on the server; the job stopped before it saved
+    // the reply URL, with 6 bytes of the reply already received.
+    let id = w.sessions.create("/up/s.bin").unwrap();
+    let range = ContentRange {
+        first: 0,
+        last: 4999,
+        total: 5000,
+    };
+    let mut writer = w.sessions.fragment("/up/s.bin", &id, range, Some(5000)).unwrap();
+    writer.write(&body(5000)).unwrap();
+    writer.finish().unwrap();
+    job.files[0].upload = Some(session(id, 5000, 5000, &source));
+    std::fs::write(job.reply_temp_name().unwrap(), b"reply ").unwrap();
+    assert_eq!(
+        engine().run(&mut job, &mut NoObserver).await.state,
+        JobState::Transferred,
+        "{:?}",
+        job.error
+    );
+    bits_core::engine::complete(&mut job).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&elsewhere).unwrap(),
+        "reply to 5000 bytes"
+    );
+}
+
+#[test]
+fn the_reply_file_name_is_for_upload_reply_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"x").unwrap();
+    let mut up = Job::new("u", JobType::Upload, "plain");
+    assert_eq!(
+        up.set_reply_file_name(&dir.path().join("r"))
+            .unwrap_err()
+            .hresult()
+            .0,
+        0x8000_4001
+    );
+    let mut reply = Job::new("r", JobType::UploadReply, "plain");
+    assert_eq!(
+        reply
+            .set_reply_file_name(Path::new("relative"))
+            .unwrap_err()
+            .hresult()
+            .0,
+        0x8007_0057
+    );
+    reply
+        .add_file("http://127.0.0.1:1/x", &dir.path().join("f"))
+        .unwrap();
+    assert_eq!(reply.reply_file_name().unwrap(), dir.path().join("f.reply"));
+    up.add_file("http://127.0.0.1:1/x", &dir.path().join("f"))
+        .unwrap();
+    assert_eq!(up.reply_file_name(), None);
 }
 
 #[test]

@@ -243,6 +243,7 @@ mod tests {
             acked: 0,
             source_len: 10,
             source_modified: None,
+            reply_url: None,
         });
         p.on_file_change(&job, 0);
         assert_eq!(memory.get(job.id).files[0].upload.as_ref().unwrap().id, "{S1}");

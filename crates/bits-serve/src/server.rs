@@ -379,7 +379,8 @@ impl Server {
             r
         };
         let file = match path.strip_prefix(REPLY_PREFIX) {
-            Some(id) => self.sessions.reply_of(id),
+            // The id as sent: its braces percent-encoded by most clients.
+            Some(id) => crate::root::percent_decode(id).and_then(|id| self.sessions.reply_of(&id)),
             None => self.sessions.root().resolve(path).ok(),
         };
         let Some(file) = file else {

@@ -21,9 +21,12 @@ use crate::state::{check_operation, Event, Operation};
 /// [`Engine::run`](super::Engine::run) of the job first.
 pub fn complete(job: &mut Job) -> Result<Hresult, BitsError> {
     check_operation(job.state(), job.job_type, Operation::Complete)?;
-    if job.job_type == JobType::Upload {
-        // The file is on the server, committed by Close-Session: nothing
-        // moves here.
+    if job.job_type != JobType::Download {
+        // The file is on the server, committed by Close-Session; an
+        // upload-reply job's reply moves to its reply file name.
+        if let (Some(temp), Some(reply)) = (job.reply_temp_name(), job.reply_file_name()) {
+            files::commit_all(&[(temp.as_path(), reply.as_path())])?;
+        }
         job.transition(Event::Complete);
         return Ok(Hresult::S_OK);
     }
@@ -51,7 +54,13 @@ pub fn complete(job: &mut Job) -> Result<Hresult, BitsError> {
 /// (missing ones are fine). LOCAL files are never touched.
 pub fn cancel(job: &mut Job) -> Result<Hresult, BitsError> {
     check_operation(job.state(), job.job_type, Operation::Cancel)?;
-    let undeleted = remove_temps(&job.files);
+    let mut undeleted = remove_temps(&job.files);
+    if let Some(temp) = job.reply_temp_name() {
+        if let Err(e) = files::remove(&temp) {
+            tracing::warn!("cannot delete {}: {e}", temp.display());
+            undeleted += 1;
+        }
+    }
     job.transition(Event::Cancel);
     Ok(if undeleted > 0 {
         Hresult::BG_S_UNABLE_TO_DELETE_FILES

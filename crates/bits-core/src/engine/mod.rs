@@ -67,9 +67,8 @@
 //! a retry delay, fatal ones in ERROR. A local write error is fatal (context
 //! LOCAL_FILE) and keeps the bytes so far, so a later resume continues.
 //!
-//! Upload jobs speak the BITS upload protocol (`upload.rs`); upload-reply
-//! jobs do not fetch their reply yet: running one puts it in ERROR with
-//! `E_NOTIMPL`.
+//! Upload and upload-reply jobs speak the BITS upload protocol
+//! (`upload.rs`).
 //!
 //! Here: the engine and the flow of one file (request, redirects, body).
 //! Beside it: `plan` (what a response means for the file: write, whole or
@@ -359,18 +358,13 @@ impl Engine {
                 }
             }
         }
-        if job.job_type == JobType::UploadReply {
-            let e = BitsError::NotImplemented {
-                what: "upload-reply jobs: bits does not fetch replies yet".into(),
-            };
-            return fail(job, observer, &e, None);
-        }
+
         // Never transfer under a policy the transport cannot honour exactly.
         let policy = self.policy_of(job);
         if let Err(e) = self.transport.check_policy(&policy) {
             return fail(job, observer, &e, None);
         }
-        if job.job_type == JobType::Upload {
+        if job.job_type != JobType::Download {
             if let Some(i) = job.next_file() {
                 if let Err(e) = self.upload_file(job, i, &policy, observer).await {
                     return fail(job, observer, &e, Some(i));

@@ -33,7 +33,7 @@ use url::Url;
 
 use super::{auth, moved, Engine, Observer};
 use crate::error::{BitsError, ErrorContext, Hresult};
-use crate::job::{parse_remote_url, Job, UploadSession};
+use crate::job::{parse_remote_url, Job, JobType, UploadSession};
 use crate::policy::ConnectionPolicy;
 use crate::transport::{Request, RequestBody, Response};
 
@@ -75,6 +75,7 @@ impl Engine {
                         acked: 0,
                         source_len: len,
                         source_modified: modified,
+                        reply_url: None,
                     };
                     job.files[i].upload = Some(s.clone());
                     job.files[i].bytes_total = Some(len);
@@ -86,7 +87,12 @@ impl Engine {
                 .send_fragments(job, i, &url, policy, observer, &session, &source)
                 .await
             {
-                Ok(()) => break,
+                Ok(reply_url) => {
+                    if let (Some(r), Some(s)) = (reply_url, job.files[i].upload.as_mut()) {
+                        s.reply_url = Some(r);
+                    }
+                    break;
+                }
                 Err(e) if e.hresult() == Hresult::BG_E_SESSION_NOT_FOUND && !renewed => {
                     tracing::info!(
                         file = i,
@@ -98,6 +104,9 @@ impl Engine {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if job.job_type == JobType::UploadReply {
+            self.receive_reply(job, i, &url, policy, &source).await?;
         }
         let id = job.files[i]
             .upload
@@ -208,8 +217,9 @@ impl Engine {
         observer: &mut dyn Observer,
         session: &UploadSession,
         source: &Path,
-    ) -> Result<(), BitsError> {
+    ) -> Result<Option<String>, BitsError> {
         let total = session.source_len;
+        let mut reply_url = None;
         let mut acked = session.acked;
         let mut size = FIRST_FRAGMENT;
         let mut stalls = 0;
@@ -265,6 +275,9 @@ impl Engine {
             } else {
                 stalls = 0;
             }
+            if let Some(r) = header(&response.headers, "bits-reply-url") {
+                reply_url = Some(r.to_owned());
+            }
             acked = next;
             if let Some(s) = job.files[i].upload.as_mut() {
                 s.acked = acked;
@@ -277,12 +290,134 @@ impl Engine {
                 size = (size / 2).max(FIRST_FRAGMENT);
             }
         }
-        check_unchanged(source, session)
+        check_unchanged(source, session)?;
+        Ok(reply_url)
+    }
+
+    /// Upload-reply: the reply of the whole upload, into the job's reply
+    /// temporary file (`docs/spec/upload.md`: an ordinary download, with
+    /// Range resume). Its URL is the last fragment's `BITS-Reply-URL`; a
+    /// job that has none (stopped after that Ack, before saving it) sends
+    /// the last byte again for a new Ack.
+    async fn receive_reply(
+        &self,
+        job: &mut Job,
+        i: usize,
+        url: &Url,
+        policy: &ConnectionPolicy,
+        source: &Path,
+    ) -> Result<(), BitsError> {
+        let session = job.files[i].upload.clone().ok_or_else(|| BitsError::Internal {
+            what: "a reply without a session".into(),
+        })?;
+        let reply = match session.reply_url.clone() {
+            Some(r) => r,
+            None => {
+                let r = self.ask_reply_url(job, i, url, policy, source, &session).await?;
+                if let Some(s) = job.files[i].upload.as_mut() {
+                    s.reply_url = Some(r.clone());
+                }
+                r
+            }
+        };
+        let reply_url = url.join(&reply).map_err(|e| BitsError::InvalidServerResponse {
+            what: format!("BITS-Reply-URL {reply:?} is not a URL: {e}"),
+        })?;
+        if !matches!(reply_url.scheme(), "http" | "https") {
+            return Err(BitsError::InvalidServerResponse {
+                what: format!("BITS-Reply-URL {reply_url} is not http or https"),
+            });
+        }
+        let temp = job.reply_temp_name().ok_or_else(|| BitsError::Internal {
+            what: "an upload-reply job without a reply file name".into(),
+        })?;
+        let have = std::fs::metadata(&temp).map(|m| m.len()).unwrap_or(0);
+        let mut headers = HeaderMap::new();
+        if have > 0 {
+            headers.insert(
+                http::header::RANGE,
+                HeaderValue::from_str(&format!("bytes={have}-")).expect("ASCII"),
+            );
+        }
+        let same_origin = crate::redirect::same_origin(url, &reply_url);
+        let mut response = self
+            .exchange(
+                job,
+                i,
+                &reply_url,
+                policy,
+                Method::GET,
+                headers,
+                Body::None,
+                same_origin,
+            )
+            .await?;
+        let append = match response.status {
+            200 => false,
+            206 if content_range_start(&response.headers) == Some(have) => true,
+            416 if have > 0 => return Ok(()),
+            status => {
+                return Err(BitsError::HttpStatus {
+                    status,
+                    retry_after: None,
+                })
+            }
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&temp)
+            .map_err(|e| BitsError::local("create", temp.display(), e))?;
+        while let Some(chunk) = response.body.next_chunk().await? {
+            std::io::Write::write_all(&mut file, &chunk)
+                .map_err(|e| BitsError::local("write", temp.display(), e))?;
+        }
+        file.sync_all()
+            .map_err(|e| BitsError::local("sync", temp.display(), e))?;
+        tracing::debug!(file = i, "upload reply received");
+        Ok(())
+    }
+
+    /// The last fragment again (its last byte; an empty upload: no range),
+    /// for the `BITS-Reply-URL` of its Ack.
+    async fn ask_reply_url(
+        &self,
+        job: &Job,
+        i: usize,
+        url: &Url,
+        policy: &ConnectionPolicy,
+        source: &Path,
+        session: &UploadSession,
+    ) -> Result<String, BitsError> {
+        let total = session.source_len;
+        let last = total.saturating_sub(1);
+        let range = format!("bytes {last}-{last}/{total}");
+        let mut extra = vec![("bits-session-id", session.id.as_str())];
+        let body = if total == 0 {
+            Body::Empty
+        } else {
+            extra.push(("content-range", &range));
+            Body::File {
+                path: source,
+                offset: last,
+                len: 1,
+            }
+        };
+        let response = self.packet(job, i, url, policy, "Fragment", &extra, body).await?;
+        if !matches!(response.status, 200 | 201) {
+            return Err(refused(&response, "Fragment"));
+        }
+        header(&response.headers, "bits-reply-url")
+            .map(str::to_owned)
+            .ok_or_else(|| BitsError::InvalidServerResponse {
+                what: "the last fragment's Ack has no BITS-Reply-URL (an upload-reply job needs one)".into(),
+            })
     }
 
     /// Sends one packet (`BITS_POST` with `BITS-Packet-Type: kind`) with
-    /// the job's headers and `extra`, answering a `401` with the job's
-    /// credentials; a 3xx is fatal.
+    /// `extra` headers to the upload URL.
     #[allow(clippy::too_many_arguments)]
     async fn packet(
         &self,
@@ -294,8 +429,7 @@ impl Engine {
         extra: &[(&str, &str)],
         body: Body<'_>,
     ) -> Result<Response, BitsError> {
-        let method = Method::from_bytes(b"BITS_POST").expect("a token");
-        let mut headers = self.headers_for(job.custom_headers_to_send());
+        let mut headers = HeaderMap::new();
         headers.insert("bits-packet-type", HeaderValue::from_str(kind).expect("a token"));
         for (name, value) in extra {
             let value = HeaderValue::from_str(value).map_err(|_| BitsError::InvalidArg {
@@ -304,23 +438,57 @@ impl Engine {
             let name = http::HeaderName::from_bytes(name.as_bytes()).expect("a token");
             headers.insert(name, value);
         }
+        let method = Method::from_bytes(b"BITS_POST").expect("a token");
+        self.exchange(job, i, url, policy, method, headers, body, true)
+            .await
+    }
+
+    /// One request of an upload job with the engine's and the job's
+    /// headers (credential headers only to `same_origin`) and `headers`,
+    /// answering a `401` with the job's credentials (`same_origin` only);
+    /// a 3xx is fatal: no request goes to another URL.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        job: &Job,
+        i: usize,
+        url: &Url,
+        policy: &ConnectionPolicy,
+        method: Method,
+        headers: HeaderMap,
+        body: Body<'_>,
+        same_origin: bool,
+    ) -> Result<Response, BitsError> {
+        let mut all = HeaderMap::new();
+        for (name, value) in &self.headers_for(job.custom_headers_to_send()) {
+            if same_origin || !crate::http_options::is_credential_header(name.as_str()) {
+                all.append(name.clone(), value.clone());
+            }
+        }
+        for (name, value) in headers {
+            if let Some(name) = name {
+                all.insert(name, value);
+            }
+        }
         let mut round = auth::Round::default();
         loop {
             let mut request = Request::new(method.clone(), url.clone(), policy.clone());
-            request.headers = headers.clone();
-            let answer = self.auth.authorization(job.id, method.as_str(), url, true)?;
+            request.headers = all.clone();
+            let answer = self
+                .auth
+                .authorization(job.id, method.as_str(), url, same_origin)?;
             round.sent = answer.is_some();
             if let Some(answer) = answer {
                 request.headers.insert(http::header::AUTHORIZATION, answer);
             }
-            request.body = Some(body.open()?);
+            request.body = body.open()?;
             if let Some(check) = policy.validator() {
                 check.set_file_index(i);
             }
             let response = self.transport.send(request).await?;
             if response.status == 401 {
                 self.auth
-                    .challenged(job, i, url, true, &response.headers, &mut round)?;
+                    .challenged(job, i, url, same_origin, &response.headers, &mut round)?;
                 continue;
             }
             if (300..400).contains(&response.status) {
@@ -334,28 +502,31 @@ impl Engine {
     }
 }
 
-/// A packet's body.
+/// A request's body.
 #[derive(Debug, Clone, Copy)]
 enum Body<'a> {
-    /// None (`Content-Length: 0`).
+    /// None at all (a GET).
+    None,
+    /// Zero bytes (`Content-Length: 0`: every packet has one).
     Empty,
     /// `len` bytes of `path` from `offset`.
     File { path: &'a Path, offset: u64, len: u64 },
 }
 
 impl Body<'_> {
-    fn open(self) -> Result<RequestBody, BitsError> {
+    fn open(self) -> Result<Option<RequestBody>, BitsError> {
         match self {
-            Body::Empty => Ok(RequestBody::from_bytes(bytes::Bytes::new())),
+            Body::None => Ok(None),
+            Body::Empty => Ok(Some(RequestBody::from_bytes(bytes::Bytes::new()))),
             Body::File { path, offset, len } => {
                 let mut file =
                     std::fs::File::open(path).map_err(|e| BitsError::local("open", path.display(), e))?;
                 file.seek(SeekFrom::Start(offset))
                     .map_err(|e| BitsError::local("seek", path.display(), e))?;
-                Ok(RequestBody::from_reader(
+                Ok(Some(RequestBody::from_reader(
                     tokio::fs::File::from_std(file),
                     Some(len),
-                ))
+                )))
             }
         }
     }
@@ -401,6 +572,17 @@ fn content_name(source: &Path) -> String {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The first byte of a 206's `Content-Range: bytes a-b/total`.
+fn content_range_start(headers: &HeaderMap) -> Option<u64> {
+    header(headers, "content-range")?
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -388,19 +388,6 @@ async fn runs_only_runnable_jobs() {
 }
 
 #[tokio::test]
-async fn upload_reply_jobs_are_not_implemented_yet() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a"), b"x").unwrap();
-    let mut job = Job::new("u", JobType::UploadReply, "mock");
-    job.add_file("http://h/up", &dir.path().join("a")).unwrap();
-    job.resume().unwrap();
-    let s = Scripted::new(vec![]);
-    let out = s.engine.run(&mut job, &mut NoObserver).await;
-    assert_eq!(out.state, JobState::Error);
-    assert_eq!(job.error.unwrap().code, Hresult::E_NOTIMPL);
-}
-
-#[tokio::test]
 async fn flags_the_transport_refuses_are_never_used() {
     let mut f = Fixture::new(1).flags(0x4);
     let mut t = MockTransport::new();
