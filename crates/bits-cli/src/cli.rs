@@ -46,8 +46,11 @@ pub enum Command {
     /// Create a new SUSPENDED job; prints its id.
     Create {
         /// An upload job (one file) instead of a download.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "upload_reply")]
         upload: bool,
+        /// An upload-reply job: one file up, the server's reply down.
+        #[arg(long)]
+        upload_reply: bool,
         /// The job's display name.
         name: String,
     },
@@ -234,6 +237,18 @@ pub enum Command {
         target: String,
         /// basic | digest.
         scheme: String,
+    },
+    /// Where an upload-reply job's reply goes on complete (default: LOCAL with .reply added).
+    SetReplyFileName {
+        /// The job.
+        job: String,
+        /// An absolute path, or one relative to the current directory.
+        path: PathBuf,
+    },
+    /// Print where an upload-reply job's reply goes.
+    GetReplyFileName {
+        /// The job.
+        job: String,
     },
     /// Start or restart transferring (starts the daemon when needed).
     Resume {

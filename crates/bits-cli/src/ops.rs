@@ -98,6 +98,11 @@ pub enum JobOp {
         /// The scheme.
         scheme: AuthScheme,
     },
+    /// `set-reply-file-name` (made absolute by the command).
+    SetReplyFileName {
+        /// The reply's path.
+        path: std::path::PathBuf,
+    },
     /// `resume`.
     Resume,
     /// `suspend`.
@@ -212,6 +217,7 @@ pub fn apply(job: &mut Job, op: &JobOp) -> (Result<Hresult, BitsError>, bool) {
             job.remove_credentials(*target, *scheme).map(|()| Hresult::S_OK),
             false,
         ),
+        JobOp::SetReplyFileName { path } => (job.set_reply_file_name(path).map(|()| Hresult::S_OK), false),
         JobOp::Resume => (job.resume().map(|()| Hresult::S_OK), false),
         JobOp::Suspend => (job.suspend().map(|()| Hresult::S_OK), false),
         JobOp::Complete => (engine::complete(job), true),

@@ -70,12 +70,13 @@ pub fn job_json(job: &Job) -> Value {
             "list": job.proxy.proxies().iter().map(ToString::to_string).collect::<Vec<_>>(),
             "bypass": job.proxy.bypass(),
         }),
-        // Never the password.
+                // Never the password.
         "credentials": job.credentials().iter().map(|c| json!({
             "target": c.target.as_str(),
             "scheme": c.scheme.as_str(),
             "user": c.user,
         })).collect::<Vec<_>>(),
+        "reply_file_name": job.reply_file_name().map(|p| p.to_string_lossy().into_owned()),
     })
 }
 

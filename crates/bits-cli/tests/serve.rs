@@ -202,3 +202,55 @@ fn transfer_upload_sends_a_file_to_bits_serve_over_http_and_https() {
     env.run(&["transfer", "--upload", "a", "b", "c", "d"])
         .fails(2, "0x8020001C");
 }
+
+#[test]
+fn an_upload_reply_job_gets_the_reply_of_bits_serve_reply_cmd() {
+    let env = Env::new();
+    let root = env.tmp.path().join("served");
+    std::fs::create_dir(&root).unwrap();
+    let script = env.tmp.path().join("reply.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'thanks for %s bytes' \"$(wc -c < \"$1\")\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let s = serve(&[
+        "--root",
+        root.to_str().unwrap(),
+        "--reply-cmd",
+        script.to_str().unwrap(),
+    ]);
+    let source = env.path("inventory.json");
+    std::fs::write(&source, content(70_000, 2)).unwrap();
+    let id = env
+        .run(&["create", "--upload-reply", "inv"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    env.add_file(
+        &id,
+        &format!("http://{}/in/inventory.json", s.addr),
+        "inventory.json",
+    );
+    let default = env.run(&["get-reply-file-name", &id]).ok();
+    assert_eq!(default.stdout.trim(), format!("{}.reply", source.display()));
+    let reply = env.path("answer.txt");
+    env.run(&["set-reply-file-name", &id, reply.to_str().unwrap()])
+        .ok();
+    assert_eq!(env.info(&id)["reply_file_name"], reply.to_str().unwrap());
+    env.run(&["resume", &id]).ok();
+    env.run(&["wait", &id]).ok();
+    assert!(!reply.exists(), "only on complete");
+    env.run(&["complete", &id]).ok();
+    assert_eq!(std::fs::read_to_string(&reply).unwrap(), "thanks for 70000 bytes");
+    assert_eq!(
+        std::fs::read(root.join("in/inventory.json")).unwrap(),
+        content(70_000, 2)
+    );
+    // A download job has no reply file name.
+    let d = env.create("d");
+    env.run(&["set-reply-file-name", &d, reply.to_str().unwrap()])
+        .fails(2, "0x80004001");
+}

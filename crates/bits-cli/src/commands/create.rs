@@ -14,13 +14,13 @@ use crate::ops::JobOp;
 use crate::store;
 use crate::view;
 
-pub(super) fn create(ctx: &Ctx, upload: bool, name: &str) -> anyhow::Result<ExitCode> {
+pub(super) fn create(ctx: &Ctx, upload: bool, upload_reply: bool, name: &str) -> anyhow::Result<ExitCode> {
     let backend = ctx.backend()?;
     check_name(name)?;
-    let job_type = if upload {
-        JobType::Upload
-    } else {
-        JobType::Download
+    let job_type = match (upload, upload_reply) {
+        (_, true) => JobType::UploadReply,
+        (true, false) => JobType::Upload,
+        (false, false) => JobType::Download,
     };
     let job = Job::new(name, job_type, backend.name());
     let store = ctx.open()?;
@@ -130,5 +130,31 @@ pub(super) fn add_file(ctx: &Ctx, job: &str, url: &str, local: &Path) -> anyhow:
             local,
         },
     )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `set-reply-file-name JOB PATH`: a relative PATH is taken from the
+/// current directory.
+pub(super) fn set_reply_file_name(ctx: &Ctx, job: &str, path: &Path) -> anyhow::Result<ExitCode> {
+    let path = std::path::absolute(path).map_err(|e| {
+        Failure::bad_input(
+            Hresult::E_INVALIDARG,
+            format!("{}: {e}", path.display()),
+            "nothing was changed; give the reply's path",
+        )
+    })?;
+    let store = ctx.open()?;
+    let job = store.resolve(job)?;
+    ipc::apply(&store, job.id, JobOp::SetReplyFileName { path })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `get-reply-file-name JOB`: the reply's path (nothing for a job that is
+/// not upload-reply).
+pub(super) fn get_reply_file_name(ctx: &Ctx, job: &str) -> anyhow::Result<ExitCode> {
+    let job = ctx.open()?.resolve(job)?;
+    if let Some(path) = job.reply_file_name() {
+        out!("{}", path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }

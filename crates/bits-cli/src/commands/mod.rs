@@ -69,7 +69,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         dir,
     };
     match cli.command {
-        Command::Create { upload, name } => create::create(&ctx, upload, &name),
+        Command::Create {
+            upload,
+            upload_reply,
+            name,
+        } => create::create(&ctx, upload, upload_reply, &name),
         Command::AddFile { job, url, local } => create::add_file(&ctx, &job, &url, &local),
         Command::SetSecurityFlags { job, flags } => edit::set_security_flags(&ctx, &job, &flags),
         Command::GetSecurityFlags { job } => show::security_flags(&ctx, &job),
@@ -124,6 +128,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RemoveCredentials { job, target, scheme } => {
             http_options::remove_credentials(&ctx, &job, &target, &scheme)
         }
+        Command::SetReplyFileName { job, path } => create::set_reply_file_name(&ctx, &job, &path),
+        Command::GetReplyFileName { job } => create::get_reply_file_name(&ctx, &job),
         Command::Resume { job } => transfer::resume(&ctx, &job),
         Command::Suspend { job } => edit::simple_op(&ctx, &job, JobOp::Suspend),
         Command::Cancel { job } => edit::simple_op(&ctx, &job, JobOp::Cancel),
