@@ -254,3 +254,47 @@ fn an_upload_reply_job_gets_the_reply_of_bits_serve_reply_cmd() {
     env.run(&["set-reply-file-name", &d, reply.to_str().unwrap()])
         .fails(2, "0x80004001");
 }
+
+/// The hidden files (sessions) anywhere under `dir`.
+fn hidden_under(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_dir() {
+            found.extend(hidden_under(&e.path()));
+        } else if name.starts_with('.') {
+            found.push(name);
+        }
+    }
+    found
+}
+
+#[test]
+fn cancel_sends_cancel_session_and_the_server_forgets_the_upload() {
+    let env = Env::new();
+    let root = env.tmp.path().join("served");
+    std::fs::create_dir(&root).unwrap();
+    // Uploads over 10 bytes are refused with a (transient) 500: the
+    // session stays open on the server, the job in TRANSIENT_ERROR.
+    let s = serve(&["--root", root.to_str().unwrap(), "--max-upload-size", "10"]);
+    std::fs::write(env.path("big.bin"), content(1000, 4)).unwrap();
+    let id = env
+        .run(&["create", "--upload", "up"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    env.add_file(&id, &format!("http://{}/up/big.bin", s.addr), "big.bin");
+    env.run(&["resume", &id]).ok();
+    let info = env.wait_for(&id, std::time::Duration::from_secs(20), |j| {
+        j["state"] == "TRANSIENT_ERROR"
+    });
+    assert_eq!(info["error"]["code"], "0x80200020", "{info}");
+    assert_eq!(hidden_under(&root).len(), 2, "{:?}", hidden_under(&root));
+    env.run(&["cancel", &id]).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !hidden_under(&root).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(hidden_under(&root).is_empty(), "{:?}", hidden_under(&root));
+}

@@ -304,6 +304,17 @@ impl Scheduler {
         }
     }
 
+    /// An engine over the transport of `backend_name` (built once per
+    /// name, as for the runs): for work beside a job's run, such as the
+    /// `Cancel-Session` of a cancelled upload
+    /// ([`Engine::cancel_upload_sessions`]).
+    ///
+    /// # Errors
+    /// When no transport can be built for that backend.
+    pub fn engine(&mut self, backend_name: &str) -> Result<Engine, BitsError> {
+        self.transport(backend_name).map(Engine::new)
+    }
+
     fn transport(&mut self, backend_name: &str) -> Result<SharedTransport, BitsError> {
         if let Some(t) = self.built.get(backend_name) {
             return Ok(t.clone());

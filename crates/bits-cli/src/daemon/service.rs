@@ -132,6 +132,9 @@ impl Daemon {
             let ended = self.scheduler.stop(id).await;
             self.ended(ended);
         }
+        if op == JobOp::Cancel {
+            self.cancel_upload_sessions(id);
+        }
         let result = ops::apply_stored(&self.jobs.store(), id, &op);
         self.changes.announce();
         // The job may have left TRANSIENT_ERROR (resume, suspend, cancel…),
@@ -146,6 +149,26 @@ impl Daemon {
                 tracing::info!(job = %id, ?op, "refused: {f}");
                 Reply::failed(&f)
             }
+        }
+    }
+
+    /// Before an upload job is cancelled: `Cancel-Session` for its open
+    /// session, in the background and best effort (`docs/spec/upload.md`),
+    /// so the server deletes what it holds.
+    fn cancel_upload_sessions(&mut self, id: uuid::Uuid) {
+        let job = match self.jobs.store().get(id) {
+            Ok(Some(job)) => job,
+            _ => return,
+        };
+        let open = job.files.iter().any(|f| f.upload.is_some() && !f.completed);
+        if !open || job.state().is_final() {
+            return;
+        }
+        match self.scheduler.engine(&job.backend) {
+            Ok(engine) => {
+                tokio::task::spawn_local(async move { engine.cancel_upload_sessions(&job).await });
+            }
+            Err(e) => tracing::info!(job = %id, "no Cancel-Session: {e}"),
         }
     }
 
