@@ -369,3 +369,63 @@ fn an_upload_takes_one_existing_file() {
         .unwrap_err();
     assert_eq!(e.hresult().0, 0x8020_001C);
 }
+
+/// The packets on the wire, checked against MC-BUP's text
+/// (`bits-reference.md` §5), not against our server: a scripted server
+/// (bits-testkit) that answers every packet with a fixed Ack records what
+/// the client sent. Header names compare case-insensitively (HTTP).
+#[tokio::test]
+async fn the_packets_carry_mc_bups_headers() {
+    use bits_testkit::http::{HttpServer, Route};
+    const GUID: &str = "{7df0354d-249b-430f-820d-3d2a9bef4931}";
+    let server = HttpServer::start().with(
+        "/up/one.bin",
+        Route::body("")
+            .header("BITS-Packet-Type", "Ack")
+            .header("BITS-Protocol", GUID)
+            .header("BITS-Session-Id", "{S-1}")
+            .header("BITS-Received-Content-Range", "1"),
+    );
+    let local = tempfile::tempdir().unwrap();
+    let source = local.path().join("one.bin");
+    std::fs::write(&source, b"x").unwrap();
+    let mut job = Job::new("up", JobType::Upload, "plain");
+    job.add_file(&server.url("/up/one.bin"), &source).unwrap();
+    job.resume().unwrap();
+    assert_eq!(
+        engine().run(&mut job, &mut NoObserver).await.state,
+        JobState::Transferred,
+        "{:?}",
+        job.error
+    );
+    let reqs = server.requests();
+    let kinds: Vec<&str> = reqs
+        .iter()
+        .map(|r| r.header("bits-packet-type").unwrap())
+        .collect();
+    assert_eq!(kinds, ["Create-Session", "Fragment", "Close-Session"]);
+    for r in &reqs {
+        assert_eq!(r.method, "BITS_POST");
+        assert!(
+            r.header("content-length").is_some(),
+            "every packet has a Content-Length: {r:?}"
+        );
+    }
+    let create = &reqs[0];
+    assert_eq!(create.header("bits-supported-protocols"), Some(GUID));
+    assert_eq!(create.header("content-name"), Some("one.bin"));
+    assert_eq!(create.header("bits-session-id"), None);
+    let fragment = &reqs[1];
+    assert_eq!(fragment.header("bits-session-id"), Some("{S-1}"));
+    assert_eq!(fragment.header("content-range"), Some("bytes 0-0/1"));
+    assert_eq!(fragment.header("content-length"), Some("1"));
+    assert_eq!(
+        fragment.header("content-name"),
+        Some("one.bin"),
+        "on the first fragment"
+    );
+    assert_eq!(fragment.header("content-encoding"), None, "identity: omitted");
+    assert_eq!(&fragment.body[..], b"x");
+    assert_eq!(reqs[2].header("bits-session-id"), Some("{S-1}"));
+    assert_eq!(reqs[2].header("content-length"), Some("0"));
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bits_core::{BitsError, ConnectionPolicy, Method, ProxyScheme, ProxyUrl, Request, Response, Transport};
-use http::header::{HeaderValue, PROXY_AUTHORIZATION, USER_AGENT};
+use http::header::{HeaderValue, CONTENT_LENGTH, PROXY_AUTHORIZATION, USER_AGENT};
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -290,11 +290,18 @@ impl<C: TlsConnect> HttpTransport<C> {
         }
         let uri = to_uri(url)?;
         let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        // An empty body still says so: hyper leaves `Content-Length: 0` out
+        // for a method it does not know (`BITS_POST`), and servers (IIS)
+        // may answer such a request 411.
+        let empty_body = request.body.as_ref().is_some_and(|b| b.length() == Some(0));
         let mut req = http::Request::new(OutgoingBody(request.body));
         *req.method_mut() = request.method;
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
         *headers = request.headers;
+        if empty_body && !headers.contains_key(CONTENT_LENGTH) {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
         if !headers.contains_key(USER_AGENT) {
             let ua = HeaderValue::from_str(&self.inner.options.user_agent)
                 .unwrap_or_else(|_| HeaderValue::from_static(USER_AGENT_VALUE));
