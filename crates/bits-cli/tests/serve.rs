@@ -24,13 +24,23 @@ impl Drop for Serving {
 }
 
 fn serve(args: &[&str]) -> Serving {
+    serve_to(&[], args, Stdio::null())
+}
+
+/// `bits -v serve ARGS` with its log (each fragment's bytes) in `log`.
+fn serve_logged(args: &[&str], log: &std::path::Path) -> Serving {
+    serve_to(&["-v"], args, Stdio::from(std::fs::File::create(log).unwrap()))
+}
+
+fn serve_to(global: &[&str], args: &[&str], stderr: Stdio) -> Serving {
     let mut child = Command::new(BITS)
+        .args(global)
         .arg("serve")
         .args(args)
         .args(["--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start bits serve");
     let mut line = String::new();
@@ -297,4 +307,61 @@ fn cancel_sends_cancel_session_and_the_server_forgets_the_upload() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(hidden_under(&root).is_empty(), "{:?}", hidden_under(&root));
+}
+
+/// The length of the one partial upload in `dir`, if any.
+fn partial_len(dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .and_then(|e| e.metadata().ok())
+        .map(|m| m.len())
+}
+
+#[test]
+fn kill_9_of_the_client_daemon_mid_upload_continues_the_same_session() {
+    let env = Env::new();
+    let root = env.tmp.path().join("served");
+    std::fs::create_dir(&root).unwrap();
+    let log = env.tmp.path().join("serve.log");
+    let s = serve_logged(&["--root", root.to_str().unwrap()], &log);
+    let total = 192usize << 20;
+    let data = content(total, 6);
+    std::fs::write(env.path("big.bin"), &data).unwrap();
+    let id = env
+        .run(&["create", "--upload", "big"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    env.add_file(&id, &format!("http://{}/up/big.bin", s.addr), "big.bin");
+    env.run(&["resume", &id]).ok();
+    // The moment the server holds bytes of it: kill -9 the daemon.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while partial_len(&root.join("up")).unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no byte reached the server");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    env.kill_daemon("KILL");
+    let held = partial_len(&root.join("up")).expect("the session is still open");
+    assert!(held < total as u64, "the upload ended before the kill");
+    // A new daemon continues the stored session.
+    env.run(&["wait", &id]).ok();
+    env.run(&["complete", &id]).ok();
+    assert!(
+        std::fs::read(root.join("up/big.bin")).unwrap() == data,
+        "the file arrived whole"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let sessions = text.lines().filter(|l| l.contains("session created")).count();
+    assert_eq!(sessions, 1, "one session, continued: {text}");
+    // Each byte written once: an overlap resent after the kill adds nothing.
+    let written: u64 = text
+        .lines()
+        .filter(|l| l.contains(" fragment"))
+        .filter_map(|l| l.split("written=").nth(1))
+        .filter_map(|w| w.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(written, total as u64, "{text}");
 }

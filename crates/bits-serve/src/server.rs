@@ -308,12 +308,24 @@ impl Server {
         };
         let mut writer = self.sessions.fragment(path, id, range, length)?;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ServeError::invalid(format!("the fragment's body: {e}")))?;
+            let frame = frame.map_err(|e| {
+                // What arrived is kept; the client learns the offset from
+                // its next packet's Ack.
+                tracing::debug!(session = %id, written = writer.written(), "fragment cut short");
+                ServeError::invalid(format!("the fragment's body: {e}"))
+            })?;
             if let Ok(data) = frame.into_data() {
                 writer.write(&data)?;
             }
         }
         let done = writer.finish()?;
+        tracing::debug!(
+            session = %id,
+            range = %format!("{}-{}/{}", range.first, range.last, range.total),
+            written = done.written,
+            received = done.received,
+            "fragment"
+        );
         let mut r = ack(Some(id));
         r.headers_mut()
             .insert("bits-received-content-range", HeaderValue::from(done.received));

@@ -131,6 +131,8 @@ struct Place {
 pub struct FragmentAck {
     /// Bytes the server holds, contiguous from 0.
     pub received: u64,
+    /// Bytes this fragment added (an overlap adds only what was missing).
+    pub written: u64,
     /// `received` reached the total.
     pub complete: bool,
 }
@@ -247,6 +249,7 @@ impl Sessions {
             skip: received - range.first,
             received,
             total: range.total,
+            before: received,
         })
     }
 
@@ -413,6 +416,8 @@ pub struct FragmentWriter {
     skip: u64,
     received: u64,
     total: u64,
+    /// `received` when the fragment began.
+    before: u64,
 }
 
 impl FragmentWriter {
@@ -435,6 +440,11 @@ impl FragmentWriter {
         Ok(())
     }
 
+    /// Bytes written so far (kept even when the body is cut short).
+    pub fn written(&self) -> u64 {
+        self.received - self.before
+    }
+
     /// The fragment's end: its Ack. The last fragment's bytes are synced
     /// first, so an Ack that says "complete" is on disk.
     ///
@@ -449,6 +459,7 @@ impl FragmentWriter {
         }
         Ok(FragmentAck {
             received: self.received,
+            written: self.received - self.before,
             complete,
         })
     }
@@ -601,6 +612,7 @@ mod tests {
             send(&s, "/up/f.bin", &id, 0, b"hello ", 11).unwrap(),
             FragmentAck {
                 received: 6,
+                written: 6,
                 complete: false
             }
         );
@@ -609,6 +621,7 @@ mod tests {
             send(&s, "/up/f.bin", &id, 6, b"world", 11).unwrap(),
             FragmentAck {
                 received: 11,
+                written: 5,
                 complete: true
             }
         );
@@ -645,7 +658,8 @@ mod tests {
         // held bytes stay, only 4 and 5 are new.
         assert_eq!(send(&s, "/f", &id, 2, b"XXef", 8).unwrap().received, 6);
         // Entirely held already: nothing written.
-        assert_eq!(send(&s, "/f", &id, 0, b"ZZ", 8).unwrap().received, 6);
+        let ack = send(&s, "/f", &id, 0, b"ZZ", 8).unwrap();
+        assert_eq!((ack.received, ack.written), (6, 0));
         send(&s, "/f", &id, 6, b"gh", 8).unwrap();
         s.close("/f", &id).unwrap();
         assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"abcdefgh");
