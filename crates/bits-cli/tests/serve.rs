@@ -24,20 +24,26 @@ impl Drop for Serving {
 }
 
 fn serve(args: &[&str]) -> Serving {
-    serve_to(&[], args, Stdio::null())
+    serve_to(&[], args, "127.0.0.1:0", Stdio::null())
 }
 
-/// `bits -v serve ARGS` with its log (each fragment's bytes) in `log`.
-fn serve_logged(args: &[&str], log: &std::path::Path) -> Serving {
-    serve_to(&["-v"], args, Stdio::from(std::fs::File::create(log).unwrap()))
+/// `bits -v serve ARGS` on `listen` with its log (each fragment's bytes)
+/// in `log`.
+fn serve_logged(args: &[&str], listen: &str, log: &std::path::Path) -> Serving {
+    serve_to(
+        &["-v"],
+        args,
+        listen,
+        Stdio::from(std::fs::File::create(log).unwrap()),
+    )
 }
 
-fn serve_to(global: &[&str], args: &[&str], stderr: Stdio) -> Serving {
+fn serve_to(global: &[&str], args: &[&str], listen: &str, stderr: Stdio) -> Serving {
     let mut child = Command::new(BITS)
         .args(global)
         .arg("serve")
         .args(args)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -325,7 +331,7 @@ fn kill_9_of_the_client_daemon_mid_upload_continues_the_same_session() {
     let root = env.tmp.path().join("served");
     std::fs::create_dir(&root).unwrap();
     let log = env.tmp.path().join("serve.log");
-    let s = serve_logged(&["--root", root.to_str().unwrap()], &log);
+    let s = serve_logged(&["--root", root.to_str().unwrap()], "127.0.0.1:0", &log);
     let total = 192usize << 20;
     let data = content(total, 6);
     std::fs::write(env.path("big.bin"), &data).unwrap();
@@ -353,15 +359,67 @@ fn kill_9_of_the_client_daemon_mid_upload_continues_the_same_session() {
         std::fs::read(root.join("up/big.bin")).unwrap() == data,
         "the file arrived whole"
     );
-    let text = std::fs::read_to_string(&log).unwrap();
-    let sessions = text.lines().filter(|l| l.contains("session created")).count();
-    assert_eq!(sessions, 1, "one session, continued: {text}");
+    let (sessions, written) = server_log(&log);
+    assert_eq!(sessions, 1, "one session, continued");
     // Each byte written once: an overlap resent after the kill adds nothing.
-    let written: u64 = text
+    assert_eq!(written, total as u64);
+}
+
+/// From a `bits -v serve` log: the sessions created, and the bytes its
+/// fragments wrote (cut ones included).
+fn server_log(log: &std::path::Path) -> (usize, u64) {
+    let text = std::fs::read_to_string(log).unwrap();
+    let sessions = text.lines().filter(|l| l.contains("session created")).count();
+    let written = text
         .lines()
         .filter(|l| l.contains(" fragment"))
         .filter_map(|l| l.split("written=").nth(1))
         .filter_map(|w| w.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
-    assert_eq!(written, total as u64, "{text}");
+    (sessions, written)
+}
+
+#[test]
+fn kill_9_of_bits_serve_mid_upload_resumes_from_its_offset() {
+    let env = Env::new();
+    let root = env.tmp.path().join("served");
+    std::fs::create_dir(&root).unwrap();
+    let first_log = env.tmp.path().join("serve-1.log");
+    let s = serve_logged(&["--root", root.to_str().unwrap()], "127.0.0.1:0", &first_log);
+    let addr = s.addr.clone();
+    let total = 128usize << 20;
+    let data = content(total, 8);
+    std::fs::write(env.path("big.bin"), &data).unwrap();
+    let id = env
+        .run(&["create", "--upload", "big"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    env.add_file(&id, &format!("http://{addr}/up/big.bin"), "big.bin");
+    env.run(&["set-min-retry-delay", &id, "5"]).ok();
+    env.run(&["resume", &id]).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while partial_len(&root.join("up")).unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no byte reached the server");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    drop(s); // kill -9
+    let held = partial_len(&root.join("up")).expect("the session is on disk");
+    assert!(held < total as u64, "the upload ended before the kill");
+    let second_log = env.tmp.path().join("serve-2.log");
+    let _s = serve_logged(&["--root", root.to_str().unwrap()], &addr, &second_log);
+    env.run(&["wait", &id]).ok();
+    env.run(&["complete", &id]).ok();
+    assert!(
+        std::fs::read(root.join("up/big.bin")).unwrap() == data,
+        "the file arrived whole"
+    );
+    let (sessions, written) = server_log(&second_log);
+    assert_eq!(sessions, 0, "the session the server kept is continued");
+    assert_eq!(
+        written,
+        total as u64 - held,
+        "from the server's offset, each byte once"
+    );
 }
