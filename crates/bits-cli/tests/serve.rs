@@ -333,22 +333,8 @@ fn kill_9_of_the_client_daemon_mid_upload_continues_the_same_session() {
     let log = env.tmp.path().join("serve.log");
     let s = serve_logged(&["--root", root.to_str().unwrap()], "127.0.0.1:0", &log);
     let total = 192usize << 20;
-    let data = content(total, 6);
-    std::fs::write(env.path("big.bin"), &data).unwrap();
-    let id = env
-        .run(&["create", "--upload", "big"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
-    env.add_file(&id, &format!("http://{}/up/big.bin", s.addr), "big.bin");
-    env.run(&["resume", &id]).ok();
     // The moment the server holds bytes of it: kill -9 the daemon.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while partial_len(&root.join("up")).unwrap_or(0) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no byte reached the server");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    let (id, data) = upload_until_the_server_holds_bytes(&env, &s.addr, &root, total, &[]);
     env.kill_daemon("KILL");
     let held = partial_len(&root.join("up")).expect("the session is still open");
     assert!(held < total as u64, "the upload ended before the kill");
@@ -363,6 +349,37 @@ fn kill_9_of_the_client_daemon_mid_upload_continues_the_same_session() {
     assert_eq!(sessions, 1, "one session, continued");
     // Each byte written once: an overlap resent after the kill adds nothing.
     assert_eq!(written, total as u64);
+}
+
+/// An upload job of `total` bytes to `/up/big.bin` on `addr` (served from
+/// `root`), `setter` applied to it first (`[name, value]`), resumed: returns
+/// once the server holds some of its bytes, with the job's id and data.
+fn upload_until_the_server_holds_bytes(
+    env: &Env,
+    addr: &str,
+    root: &std::path::Path,
+    total: usize,
+    setter: &[&str],
+) -> (String, Vec<u8>) {
+    let data = content(total, 6);
+    std::fs::write(env.path("big.bin"), &data).unwrap();
+    let id = env
+        .run(&["create", "--upload", "big"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    env.add_file(&id, &format!("http://{addr}/up/big.bin"), "big.bin");
+    if let [name, value] = setter {
+        env.run(&[name, &id, value]).ok();
+    }
+    env.run(&["resume", &id]).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while partial_len(&root.join("up")).unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no byte reached the server");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    (id, data)
 }
 
 /// From a `bits -v serve` log: the sessions created, and the bytes its
@@ -388,22 +405,8 @@ fn kill_9_of_bits_serve_mid_upload_resumes_from_its_offset() {
     let s = serve_logged(&["--root", root.to_str().unwrap()], "127.0.0.1:0", &first_log);
     let addr = s.addr.clone();
     let total = 128usize << 20;
-    let data = content(total, 8);
-    std::fs::write(env.path("big.bin"), &data).unwrap();
-    let id = env
-        .run(&["create", "--upload", "big"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
-    env.add_file(&id, &format!("http://{addr}/up/big.bin"), "big.bin");
-    env.run(&["set-min-retry-delay", &id, "5"]).ok();
-    env.run(&["resume", &id]).ok();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while partial_len(&root.join("up")).unwrap_or(0) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no byte reached the server");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    let (id, data) =
+        upload_until_the_server_holds_bytes(&env, &addr, &root, total, &["set-min-retry-delay", "5"]);
     drop(s); // kill -9
     let held = partial_len(&root.join("up")).expect("the session is on disk");
     assert!(held < total as u64, "the upload ended before the kill");
