@@ -133,6 +133,16 @@ pub struct UploadSession {
     /// Upload-reply: the `BITS-Reply-URL` of the last fragment's Ack.
     #[serde(default)]
     pub reply_url: Option<String>,
+    /// The Create-Session Ack's `BITS-Host-Id`: the session's later
+    /// packets go to this host (the URL's scheme, port and path kept).
+    /// `None` once the client fell back to the URL's own host.
+    #[serde(default)]
+    pub host_id: Option<String>,
+    /// Its `BITS-Host-Id-Fallback-Timeout`, seconds: how long the host id
+    /// may stay unreachable before packets return to the URL's own host;
+    /// `None`: they never do.
+    #[serde(default)]
+    pub host_id_fallback: Option<u64>,
 }
 
 /// A BITS job.

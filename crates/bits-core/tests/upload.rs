@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bits_core::{Engine, Job, JobState, JobType, NoObserver, UploadSession};
@@ -41,15 +42,29 @@ impl World {
     }
 
     async fn with(limits: Limits, reply: Option<PathBuf>) -> World {
+        World::serving(limits, |server| match reply {
+            Some(reply) => server.with_reply_command(reply),
+            None => server,
+        })
+        .await
+    }
+
+    /// A server that names `host` in its Create-Session Acks
+    /// (`BITS-Host-Id`), with `fallback`.
+    async fn farm(host: &str, fallback: Option<std::time::Duration>) -> World {
+        World::serving(Limits::default(), |server| {
+            server.with_host_id(host, fallback).unwrap()
+        })
+        .await
+    }
+
+    async fn serving(limits: Limits, setup: impl FnOnce(Server) -> Server) -> World {
         let root = tempfile::tempdir().unwrap();
         let local = tempfile::tempdir().unwrap();
         let sessions = Sessions::new(Root::new(root.path()).unwrap(), limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut server = Server::new(sessions.clone());
-        if let Some(reply) = reply {
-            server = server.with_reply_command(reply);
-        }
+        let server = setup(Server::new(sessions.clone()));
         let task = tokio::spawn(Arc::new(server).run(listener, None));
         World {
             root,
@@ -106,6 +121,8 @@ fn session(id: impl Into<String>, acked: u64, len: u64, source: &Path) -> Upload
         source_len: len,
         source_modified: std::fs::metadata(source).unwrap().modified().ok(),
         reply_url: None,
+        host_id: None,
+        host_id_fallback: None,
     }
 }
 
@@ -428,4 +445,74 @@ async fn the_packets_carry_mc_bups_headers() {
     assert_eq!(&fragment.body[..], b"x");
     assert_eq!(reqs[2].header("bits-session-id"), Some("{S-1}"));
     assert_eq!(reqs[2].header("content-length"), Some("0"));
+}
+
+/// The farm's other machine: a server of `w`'s root on 127.0.0.2, `w`'s
+/// port; counts the connections it accepts.
+async fn farm_peer(w: &World) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.2", w.addr.port()))
+        .await
+        .unwrap();
+    let sessions = Sessions::new(Root::new(w.root.path()).unwrap(), Limits::default());
+    let server = Arc::new(Server::new(sessions));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((io, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(server.clone().serve_connection(io));
+        }
+    });
+    (accepted, task)
+}
+
+#[tokio::test]
+async fn packets_after_create_session_go_to_the_bits_host_id() {
+    let w = World::farm("127.0.0.2", None).await;
+    let (accepted, peer) = farm_peer(&w).await;
+    let (mut job, source) = w.job("farm.bin", 1_000_000);
+    let outcome = engine().run(&mut job, &mut NoObserver).await;
+    peer.abort();
+    assert_eq!(outcome.state, JobState::Transferred, "{:?}", job.error);
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 1,
+        "no packet reached the host id"
+    );
+    let session = job.files[0].upload.as_ref().unwrap();
+    assert_eq!(session.host_id.as_deref(), Some("127.0.0.2"));
+    assert_eq!(session.host_id_fallback, None);
+    assert_eq!(
+        std::fs::read(w.served("farm.bin")).unwrap(),
+        std::fs::read(&source).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_bits_host_id_is_left_after_its_fallback_timeout_and_not_before() {
+    // No fallback timeout: the host id's failure is the job's (transient).
+    let w = World::farm("127.0.0.2", None).await;
+    let (mut job, _) = w.job("stuck.bin", 10_000);
+    let outcome = engine().run(&mut job, &mut NoObserver).await;
+    assert_eq!(outcome.state, JobState::TransientError);
+    assert_eq!(job.error.as_ref().unwrap().code.0, 0x8007_2EFD, "{:?}", job.error);
+    assert!(
+        w.leftovers().iter().any(|n| n.ends_with(".part")),
+        "{:?}",
+        w.leftovers()
+    );
+
+    // A fallback of one second: tried for a second, then the URL's host.
+    let w = World::farm("127.0.0.2", Some(std::time::Duration::from_secs(1))).await;
+    let (mut job, source) = w.job("back.bin", 300_000);
+    let started = std::time::Instant::now();
+    let outcome = engine().run(&mut job, &mut NoObserver).await;
+    assert_eq!(outcome.state, JobState::Transferred, "{:?}", job.error);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    let session = job.files[0].upload.as_ref().unwrap();
+    assert_eq!(session.host_id, None, "the fallback is stored");
+    assert_eq!(session.host_id_fallback, Some(1));
+    assert_eq!(
+        std::fs::read(w.served("back.bin")).unwrap(),
+        std::fs::read(&source).unwrap()
+    );
 }

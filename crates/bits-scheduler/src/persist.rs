@@ -244,6 +244,8 @@ mod tests {
             source_len: 10,
             source_modified: None,
             reply_url: None,
+            host_id: None,
+            host_id_fallback: None,
         });
         p.on_file_change(&job, 0);
         assert_eq!(memory.get(job.id).files[0].upload.as_ref().unwrap().id, "{S1}");

@@ -46,6 +46,14 @@ pub struct Server {
     sessions: Sessions,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     reply_command: Option<PathBuf>,
+    host_id: Option<HostId>,
+}
+
+/// What a Create-Session Ack says of the host later packets go to.
+#[derive(Debug, Clone)]
+struct HostId {
+    host: HeaderValue,
+    fallback: Option<HeaderValue>,
 }
 
 /// Where replies are served: `/.bits-reply/ID` (the session id is the
@@ -119,7 +127,28 @@ impl Server {
             sessions,
             locks: Mutex::default(),
             reply_command: None,
+            host_id: None,
         }
+    }
+
+    /// Server farms ([MC-BUP] `BITS-Host-Id`): every Create-Session Ack
+    /// names `host` (this server's own name or address behind a load
+    /// balancer), and clients send the session's later packets there, on
+    /// the URL's scheme, port and path; `fallback` is how long a client
+    /// keeps trying it before it returns to the URL's own host
+    /// (`BITS-Host-Id-Fallback-Timeout`, whole seconds; without it a client
+    /// never falls back).
+    ///
+    /// # Errors
+    /// `E_INVALIDARG` when `host` is not a header value.
+    pub fn with_host_id(mut self, host: &str, fallback: Option<Duration>) -> Result<Server, ServeError> {
+        let host = HeaderValue::from_str(host)
+            .ok()
+            .filter(|_| !host.is_empty())
+            .ok_or_else(|| ServeError::invalid(format!("host id {host:?} is not a host name")))?;
+        let fallback = fallback.map(|f| HeaderValue::from(f.as_secs()));
+        self.host_id = Some(HostId { host, fallback });
+        Ok(self)
     }
 
     /// Upload-reply: on a session's last fragment, `program` runs with the
@@ -283,6 +312,12 @@ impl Server {
         let h = r.headers_mut();
         h.insert("bits-protocol", HeaderValue::from_static(PROTOCOL));
         h.insert("accept-encoding", HeaderValue::from_static("Identity"));
+        if let Some(host_id) = &self.host_id {
+            h.insert("bits-host-id", host_id.host.clone());
+            if let Some(f) = &host_id.fallback {
+                h.insert("bits-host-id-fallback-timeout", f.clone());
+            }
+        }
         Ok(r)
     }
 

@@ -11,6 +11,12 @@
 //!   Acks come back within two seconds, up to 8 MiB; halved when one takes
 //!   longer than ten.
 //! - `Close-Session` after the last Ack; the job is TRANSFERRED.
+//! - A Create-Session Ack's `BITS-Host-Id` (server farms) sends the
+//!   session's later packets to that host; once it has been unreachable
+//!   (no connection, or its name unresolved) for its
+//!   `BITS-Host-Id-Fallback-Timeout`, counted from the first failure of
+//!   this run, packets return to the URL's own host for good (stored). No
+//!   fallback timeout: a failure is the job's (transient) error.
 //! - The source must not change: its size and modification time are taken
 //!   when the session begins and checked before every fragment and after
 //!   the last (`BG_E_LOCAL_FILE_CHANGED`, fatal).
@@ -69,13 +75,11 @@ impl Engine {
                     s
                 }
                 None => {
-                    let id = self.create_session(job, i, &url, policy, &source).await?;
+                    let created = self.create_session(job, i, &url, policy, &source).await?;
                     let s = UploadSession {
-                        id,
-                        acked: 0,
                         source_len: len,
                         source_modified: modified,
-                        reply_url: None,
+                        ..created
                     };
                     job.files[i].upload = Some(s.clone());
                     job.files[i].bytes_total = Some(len);
@@ -117,7 +121,7 @@ impl Engine {
             .packet(
                 job,
                 i,
-                &url,
+                &session_url(&url, job.files[i].upload.as_ref()),
                 policy,
                 "Close-Session",
                 &[("bits-session-id", &id)],
@@ -152,7 +156,7 @@ impl Engine {
                 .packet(
                     job,
                     i,
-                    &url,
+                    &session_url(&url, Some(session)),
                     &policy,
                     "Cancel-Session",
                     &[("bits-session-id", &session.id)],
@@ -176,7 +180,7 @@ impl Engine {
         url: &Url,
         policy: &ConnectionPolicy,
         source: &Path,
-    ) -> Result<String, BitsError> {
+    ) -> Result<UploadSession, BitsError> {
         let name = content_name(source);
         let response = self
             .packet(
@@ -203,8 +207,29 @@ impl Engine {
             .ok_or_else(|| BitsError::InvalidServerResponse {
                 what: "the Create-Session Ack has no usable BITS-Session-Id".into(),
             })?;
-        tracing::debug!(file = i, session = %id, "upload session created");
-        Ok(id.to_owned())
+        let host_id = header(&response.headers, "bits-host-id")
+            .filter(|h| !h.is_empty())
+            .and_then(|h| {
+                if url.clone().set_host(Some(h)).is_ok() {
+                    Some(h.to_owned())
+                } else {
+                    tracing::info!(file = i, host_id = %h, "BITS-Host-Id is not a host name; ignored");
+                    None
+                }
+            });
+        let host_id_fallback = header(&response.headers, "bits-host-id-fallback-timeout")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|_| host_id.is_some());
+        tracing::debug!(file = i, session = %id, host_id = ?host_id, "upload session created");
+        Ok(UploadSession {
+            id: id.to_owned(),
+            acked: 0,
+            source_len: 0,
+            source_modified: None,
+            reply_url: None,
+            host_id,
+            host_id_fallback,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -223,6 +248,7 @@ impl Engine {
         let mut acked = session.acked;
         let mut size = FIRST_FRAGMENT;
         let mut stalls = 0;
+        let mut host_id_failing = None;
         while acked < total {
             check_unchanged(source, session)?;
             let n = size.min(total - acked);
@@ -236,11 +262,11 @@ impl Engine {
                 extra.push(("content-name", &name));
             }
             let started = Instant::now();
-            let response = self
+            let sent = self
                 .packet(
                     job,
                     i,
-                    url,
+                    &session_url(url, job.files[i].upload.as_ref()),
                     policy,
                     "Fragment",
                     &extra,
@@ -250,7 +276,15 @@ impl Engine {
                         len: n,
                     },
                 )
-                .await?;
+                .await;
+            let response = match sent {
+                Err(e) if unreachable(&e) => {
+                    self.host_id_unreachable(job, i, e, &mut host_id_failing, observer)
+                        .await?;
+                    continue;
+                }
+                sent => sent?,
+            };
             if !matches!(response.status, 200 | 201 | 416) {
                 return Err(refused(&response, "Fragment"));
             }
@@ -294,6 +328,42 @@ impl Engine {
         Ok(reply_url)
     }
 
+    /// A packet to the session's `BITS-Host-Id` could not connect: waits a
+    /// second and returns to try again while its fallback timeout (counted
+    /// from `failing`, the first failure) runs; once it has passed, forgets
+    /// the host id (stored) so packets go to the URL's own host. `error`
+    /// is returned when the session has no host id or no fallback.
+    async fn host_id_unreachable(
+        &self,
+        job: &mut Job,
+        i: usize,
+        error: BitsError,
+        failing: &mut Option<Instant>,
+        observer: &mut dyn Observer,
+    ) -> Result<(), BitsError> {
+        let Some(session) = job.files[i].upload.as_mut() else {
+            return Err(error);
+        };
+        let (Some(host), Some(secs)) = (&session.host_id, session.host_id_fallback) else {
+            return Err(error);
+        };
+        let since = *failing.get_or_insert_with(Instant::now);
+        let timeout = Duration::from_secs(secs);
+        if since.elapsed() < timeout {
+            tracing::debug!(file = i, host_id = %host, error = %error, "BITS-Host-Id unreachable; trying again");
+            tokio::time::sleep(Duration::from_secs(1).min(timeout - since.elapsed())).await;
+            return Ok(());
+        }
+        tracing::info!(
+            file = i,
+            host_id = %host,
+            "BITS-Host-Id unreachable for its fallback timeout ({secs} s); packets go to the URL's host"
+        );
+        session.host_id = None;
+        observer.on_file_change(job, i);
+        Ok(())
+    }
+
     /// Upload-reply: the reply of the whole upload, into the job's reply
     /// temporary file (`docs/spec/upload.md`: an ordinary download, with
     /// Range resume). Its URL is the last fragment's `BITS-Reply-URL`; a
@@ -320,7 +390,10 @@ impl Engine {
                 r
             }
         };
-        let reply_url = url.join(&reply).map_err(|e| BitsError::InvalidServerResponse {
+        // With a BITS-Host-Id the reply is that host's, and so are the
+        // credentials: it is the session's origin.
+        let base = session_url(url, Some(&session));
+        let reply_url = base.join(&reply).map_err(|e| BitsError::InvalidServerResponse {
             what: format!("BITS-Reply-URL {reply:?} is not a URL: {e}"),
         })?;
         if !matches!(reply_url.scheme(), "http" | "https") {
@@ -339,7 +412,7 @@ impl Engine {
                 HeaderValue::from_str(&format!("bytes={have}-")).expect("ASCII"),
             );
         }
-        let same_origin = crate::redirect::same_origin(url, &reply_url);
+        let same_origin = crate::redirect::same_origin(&base, &reply_url);
         let mut response = self
             .exchange(
                 job,
@@ -405,7 +478,8 @@ impl Engine {
                 len: 1,
             }
         };
-        let response = self.packet(job, i, url, policy, "Fragment", &extra, body).await?;
+        let to = session_url(url, Some(session));
+        let response = self.packet(job, i, &to, policy, "Fragment", &extra, body).await?;
         if !matches!(response.status, 200 | 201) {
             return Err(refused(&response, "Fragment"));
         }
@@ -530,6 +604,25 @@ impl Body<'_> {
             }
         }
     }
+}
+
+/// Where the session's packets go: `url`, on its `BITS-Host-Id` if it has
+/// one.
+fn session_url(url: &Url, session: Option<&UploadSession>) -> Url {
+    let mut to = url.clone();
+    match session.and_then(|s| s.host_id.as_deref()) {
+        Some(host) if to.set_host(Some(host)).is_ok() => to,
+        _ => url.clone(),
+    }
+}
+
+/// A failure to reach the host at all (no connection, name unresolved):
+/// what sends packets back from an unreachable `BITS-Host-Id`.
+fn unreachable(error: &BitsError) -> bool {
+    matches!(
+        error,
+        BitsError::CannotConnect { .. } | BitsError::NameNotResolved { .. }
+    )
 }
 
 /// The source's size and modification time.
