@@ -56,8 +56,10 @@ struct HostId {
     fallback: Option<HeaderValue>,
 }
 
-/// Where replies are served: `/.bits-reply/ID` (the session id is the
-/// capability; the server's own files are never served otherwise).
+/// Where replies are served: `/.bits-reply/ID/UPLOAD-PATH` (the session id
+/// is the capability, the upload's path says where its files are; the
+/// server's own files are never served otherwise). `/.bits-reply/ID`, the
+/// form of earlier versions, is still served (found by a walk of the root).
 const REPLY_PREFIX: &str = "/.bits-reply/";
 
 /// A response body: nothing, or a span of a file read as it is sent.
@@ -375,9 +377,9 @@ impl Server {
             let host = text(headers, "host").unwrap_or_default();
             let scheme = if https { "https" } else { "http" };
             let url = if host.is_empty() {
-                format!("{REPLY_PREFIX}{id}")
+                format!("{REPLY_PREFIX}{id}{path}")
             } else {
-                format!("{scheme}://{host}{REPLY_PREFIX}{id}")
+                format!("{scheme}://{host}{REPLY_PREFIX}{id}{path}")
             };
             if let Ok(v) = HeaderValue::from_str(&url) {
                 r.headers_mut().insert("bits-reply-url", v);
@@ -433,7 +435,11 @@ impl Server {
         };
         let file = match path.strip_prefix(REPLY_PREFIX) {
             // The id as sent: its braces percent-encoded by most clients.
-            Some(id) => crate::root::percent_decode(id).and_then(|id| self.sessions.reply_of(&id)),
+            Some(rest) => match rest.split_once('/') {
+                Some((id, upload)) => crate::root::percent_decode(id)
+                    .and_then(|id| self.sessions.reply_at(&format!("/{upload}"), &id)),
+                None => crate::root::percent_decode(rest).and_then(|id| self.sessions.reply_of(&id)),
+            },
             None => self.sessions.root().resolve(path).ok(),
         };
         let Some(file) = file else {

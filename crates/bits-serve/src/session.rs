@@ -311,8 +311,18 @@ impl Sessions {
         Ok((meta.total == Some(received)).then_some((place.part, place.reply)))
     }
 
-    /// The reply file of session `id`, by id alone (its `BITS-Reply-URL`
-    /// names no destination): `None` for a malformed id or no reply.
+    /// The reply file of session `id` of the upload to `url_path`: `None`
+    /// for a malformed id or path, or no reply.
+    pub fn reply_at(&self, url_path: &str, id: &str) -> Option<PathBuf> {
+        let destination = self.root.resolve(url_path).ok()?;
+        let reply = place(&destination, id).ok()?.reply;
+        reply.is_file().then_some(reply)
+    }
+
+    /// The reply file of session `id`, by id alone, searched for under the
+    /// whole root: for the reply URLs of earlier versions, which named no
+    /// upload path (`/.bits-reply/ID`). `None` for a malformed id or no
+    /// reply.
     pub fn reply_of(&self, id: &str) -> Option<PathBuf> {
         if !valid_id(id) {
             return None;

@@ -328,7 +328,7 @@ async fn upload_reply_runs_the_command_once_and_serves_its_output_until_close() 
     assert!(first.h("bits-reply-url").is_none(), "only on the last fragment");
     let last = fragment(s.addr, "/r.txt", &id, 3, b"def", 6).await;
     let url = last.h("bits-reply-url").expect("a reply URL").to_owned();
-    assert_eq!(url, format!("http://{}/.bits-reply/{id}", s.addr));
+    assert_eq!(url, format!("http://{}/.bits-reply/{id}/r.txt", s.addr));
     // The last fragment again (a client that lost the Ack): same reply, no new run.
     let again = fragment(s.addr, "/r.txt", &id, 3, b"def", 6).await;
     assert_eq!(again.h("bits-reply-url"), Some(url.as_str()));
@@ -336,6 +336,12 @@ async fn upload_reply_runs_the_command_once_and_serves_its_output_until_close() 
     let path = url.split_once(&s.addr.to_string()).unwrap().1.to_owned();
     let reply = send(s.addr, &format!("GET {path} HTTP/1.1"), b"").await;
     assert_eq!((reply.status, reply.body.as_slice()), (200, &b"got 6 bytes"[..]));
+    // The form of earlier versions (no upload path) still finds it; the
+    // id with another upload's path does not.
+    let old = send(s.addr, &format!("GET /.bits-reply/{id} HTTP/1.1"), b"").await;
+    assert_eq!((old.status, old.body.as_slice()), (200, &b"got 6 bytes"[..]));
+    let elsewhere = format!("GET /.bits-reply/{id}/other.txt HTTP/1.1");
+    assert_eq!(send(s.addr, &elsewhere, b"").await.status, 404);
     assert_eq!(packet(s.addr, "/r.txt", "Close-Session", &id).await.status, 200);
     assert_eq!(
         send(s.addr, &format!("GET {path} HTTP/1.1"), b"").await.status,
