@@ -31,6 +31,6 @@ mod tls;
 
 pub use error::ServeError;
 pub use root::Root;
-pub use server::{ServeBody, Server, PROTOCOL};
+pub use server::{ServeBody, Server, PROTOCOL, REPLY_TIMEOUT};
 pub use session::{ContentRange, FragmentAck, FragmentWriter, Limits, Sessions};
 pub use tls::{Acceptor, Stream};

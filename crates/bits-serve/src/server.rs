@@ -46,8 +46,13 @@ pub struct Server {
     sessions: Sessions,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     reply_command: Option<PathBuf>,
+    reply_timeout: Duration,
     host_id: Option<HostId>,
 }
+
+/// How long a reply command may run by default (choice: a reply is a
+/// short answer, and the client's packet waits for it).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a Create-Session Ack says of the host later packets go to.
 #[derive(Debug, Clone)]
@@ -129,6 +134,7 @@ impl Server {
             sessions,
             locks: Mutex::default(),
             reply_command: None,
+            reply_timeout: REPLY_TIMEOUT,
             host_id: None,
         }
     }
@@ -162,6 +168,15 @@ impl Server {
     #[must_use]
     pub fn with_reply_command(mut self, program: PathBuf) -> Server {
         self.reply_command = Some(program);
+        self
+    }
+
+    /// How long the reply command may run ([`REPLY_TIMEOUT`] unless set):
+    /// beyond, it is killed and the fragment's Ack is the 500 of a failed
+    /// command.
+    #[must_use]
+    pub fn with_reply_timeout(mut self, timeout: Duration) -> Server {
+        self.reply_timeout = timeout;
         self
     }
 
@@ -399,13 +414,21 @@ impl Server {
         }
         let partial = reply.with_extension("reply-new");
         let out = std::fs::File::create(&partial).map_err(|e| ServeError::io("creating the reply", &e))?;
-        let status = tokio::process::Command::new(program)
+        let run = tokio::process::Command::new(program)
             .arg(&upload)
             .stdin(std::process::Stdio::null())
             .stdout(out)
             .kill_on_drop(true)
-            .status()
-            .await;
+            .status();
+        // On timeout the dropped future kills the command (kill_on_drop).
+        let Ok(status) = tokio::time::timeout(self.reply_timeout, run).await else {
+            let _ = std::fs::remove_file(&partial);
+            return Err(ServeError::application(format!(
+                "the reply command {} did not finish within {} s",
+                program.display(),
+                self.reply_timeout.as_secs_f64()
+            )));
+        };
         match status {
             Ok(s) if s.success() => {
                 std::fs::rename(&partial, &reply).map_err(|e| ServeError::io("keeping the reply", &e))

@@ -365,3 +365,41 @@ async fn a_failing_reply_command_is_a_500_of_the_application() {
     assert_eq!((a.status, a.h("bits-error-context")), (500, Some("0x7")), "{a:?}");
     assert_eq!(a.h("bits-error-code"), Some("0x80004005"));
 }
+
+#[tokio::test]
+async fn a_reply_command_that_runs_too_long_is_killed_and_a_500_of_the_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("slow.sh");
+    let started = dir.path().join("started");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho $$ > {}\nexec sleep 30\n", started.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let server = Server::new(Sessions::new(Root::new(&root).unwrap(), Limits::default()))
+        .with_reply_command(script)
+        .with_reply_timeout(std::time::Duration::from_millis(300));
+    let s = serve_with(server).await;
+    let id = create(s.addr, "/r")
+        .await
+        .h("bits-session-id")
+        .unwrap()
+        .to_owned();
+    let a = fragment(s.addr, "/r", &id, 0, b"x", 1).await;
+    assert_eq!((a.status, a.h("bits-error-context")), (500, Some("0x7")), "{a:?}");
+    // The command was killed, not left running.
+    let pid = std::fs::read_to_string(&started).unwrap().trim().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reply command still runs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
