@@ -8,6 +8,7 @@ mod bench;
 mod ci;
 mod conformance;
 mod demo;
+mod latency;
 mod test_matrix;
 mod util;
 
