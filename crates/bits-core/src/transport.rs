@@ -3,6 +3,7 @@
 //! implement [`Transport`]; bits-core itself has no TLS dependency.
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -108,6 +109,23 @@ impl RequestBody {
         )
     }
 
+    /// `len` bytes of `file` from `offset`, read ahead in tokio's blocking
+    /// pool a chunk at a time (the next chunk is read while the transport
+    /// sends this one). A file that ends before fails the request.
+    ///
+    /// Call it within a tokio runtime: its reads are spawned there.
+    pub fn from_file_span(file: std::fs::File, offset: u64, len: u64) -> RequestBody {
+        RequestBody::from_source(
+            Some(len),
+            FileSpan {
+                file: Arc::new(file),
+                next: offset,
+                left: len,
+                reading: None,
+            },
+        )
+    }
+
     /// The length, when known.
     pub fn length(&self) -> Option<u64> {
         self.length
@@ -138,6 +156,66 @@ struct Once(Option<Bytes>);
 impl BodySource for Once {
     fn poll_chunk(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BitsError>>> {
         Poll::Ready(self.get_mut().0.take().filter(|b| !b.is_empty()).map(Ok))
+    }
+}
+
+/// A span of a file, read ahead: [`RequestBody::from_file_span`].
+struct FileSpan {
+    file: Arc<std::fs::File>,
+    /// The offset of the next chunk to read.
+    next: u64,
+    /// Bytes not yet asked for.
+    left: u64,
+    /// The chunk being read.
+    reading: Option<tokio::task::JoinHandle<std::io::Result<Bytes>>>,
+}
+
+/// The chunk a [`FileSpan`] reads at once: large enough that a hop to the
+/// blocking pool costs nothing next to it, small enough to keep two in
+/// memory.
+const FILE_CHUNK: u64 = 256 << 10;
+
+impl FileSpan {
+    /// Starts reading the next chunk, if any is left.
+    fn read_ahead(&mut self) {
+        if self.left == 0 {
+            return;
+        }
+        let n = self.left.min(FILE_CHUNK);
+        let (file, at) = (self.file.clone(), self.next);
+        self.next += n;
+        self.left -= n;
+        self.reading = Some(tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; n as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, at)?;
+            Ok(Bytes::from(buf))
+        }));
+    }
+}
+
+impl BodySource for FileSpan {
+    fn poll_chunk(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BitsError>>> {
+        let this = self.get_mut();
+        if this.reading.is_none() {
+            this.read_ahead();
+        }
+        let Some(reading) = this.reading.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let Poll::Ready(read) = Pin::new(reading).poll(cx) else {
+            return Poll::Pending;
+        };
+        this.reading = None;
+        match read {
+            Ok(Ok(chunk)) => {
+                this.read_ahead();
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Ok(Err(e)) => Poll::Ready(Some(Err(BitsError::local("read", "the request body", e)))),
+            Err(e) => Poll::Ready(Some(Err(BitsError::Internal {
+                what: format!("reading the request body: {e}"),
+            }))),
+        }
     }
 }
 

@@ -30,7 +30,6 @@
 //!   (once per run); other statuses are transient or fatal as for
 //!   downloads.
 
-use std::io::{Seek, SeekFrom};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -593,14 +592,9 @@ impl Body<'_> {
             Body::None => Ok(None),
             Body::Empty => Ok(Some(RequestBody::from_bytes(bytes::Bytes::new()))),
             Body::File { path, offset, len } => {
-                let mut file =
+                let file =
                     std::fs::File::open(path).map_err(|e| BitsError::local("open", path.display(), e))?;
-                file.seek(SeekFrom::Start(offset))
-                    .map_err(|e| BitsError::local("seek", path.display(), e))?;
-                Ok(Some(RequestBody::from_reader(
-                    tokio::fs::File::from_std(file),
-                    Some(len),
-                )))
+                Ok(Some(RequestBody::from_file_span(file, offset, len)))
             }
         }
     }
