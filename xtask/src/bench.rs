@@ -11,7 +11,10 @@
 //!    random bytes (`--size`, 1 GiB by default) and `--count` files of 16 KiB
 //!    (2,000 by default), with their SHA-256 sums;
 //! 5. starts nginx on 127.0.0.1 (one worker, `sendfile`, keep-alive, HTTP/1.1,
-//!    a prefix in the work directory);
+//!    a prefix in the work directory, WebDAV `PUT` under `/dav/` for curl's
+//!    uploads) and, for the `up` workload, `bits serve` over https with the
+//!    same certificate, under `/usr/bin/time -v` (its peak RSS is read and
+//!    reset through `/proc` around each bits upload, as the daemon's);
 //! 6. starts one `bits daemon --foreground` under `/usr/bin/time -v` for the
 //!    whole bits series, with a store in the work directory and
 //!    `SSL_CERT_FILE` pointing at the bench root;
@@ -26,8 +29,9 @@
 //!    steal), which counts work not charged to the tool's process: nginx's
 //!    encryption, the kernel's flusher threads writing back for `syncfs`,
 //!    softirqs (and anything else the machine runs meanwhile). Every
-//!    download is checked with `sha256sum` (outside the timing), so a broken
-//!    run cannot look fast;
+//!    download, and every uploaded file on the server's disk, is checked
+//!    with `sha256sum` (outside the timing), so a broken run cannot look
+//!    fast; aria2c, which cannot upload, sits out `up`;
 //! 8. with the `one` workload, checks kill -9 mid-transfer: starts a job on
 //!    a fresh daemon, SIGKILLs it once a quarter of the file is on disk,
 //!    starts it again and counts the bytes fetched again (the temporary
@@ -75,7 +79,8 @@ usage: cargo xtask bench [--size SIZE] [--count N] [--runs N] [--backends LIST]
   --runs N          timed runs per tool and workload, after one warm-up (default 5)
   --backends LIST   bits backends, comma-separated (default openssl,native)
   --tools LIST      peers, comma-separated (default curl,aria2c)
-  --workloads LIST  one,many (default both)
+    --workloads LIST  one,many,up (default all three; up: the big file uploaded,
+                    bits to `bits serve` against curl's PUT to nginx)
   --keep            keep the work directory (downloads, logs, store)";
 
 /// The size of each small file.
@@ -111,13 +116,22 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let store = work.join("store");
     let daemon = Daemon::start(&bits, &store, &pki.root, &work)?;
+    let serve = if opts.workloads.contains(&Workload::Up) {
+        let s = Serve::start(&bits, &pki, &work)?;
+        println!("bits serve on https://127.0.0.1:{}", s.port);
+        Some(s)
+    } else {
+        None
+    };
     let mut bench = Bench {
         work: work.clone(),
         bits: bits.clone(),
         store: store.clone(),
         ca: pki.root.clone(),
         daemon,
+        serve,
         base,
+        nginx_dav: work.join("nginx/dav/dav"),
         data,
         results: BTreeMap::new(),
         seq: 0,
@@ -144,7 +158,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 } else {
                     format!("run {round}/{}", opts.runs)
                 };
-                for tool in &tools {
+                for tool in tools.iter().filter(|t| workload.runs(t)) {
                     let sample = bench
                         .once(tool, *workload)
                         .with_context(|| format!("{} {} ({label})", tool.name(), workload.name()))?;
@@ -171,6 +185,7 @@ pub fn run(args: &[String]) -> Result<()> {
     })();
 
     let daemon_total = bench.daemon.stop(&bits, &store, &pki.root);
+    let serve_total = bench.serve.take().map(Serve::stop);
     let kill9 = match (&result, opts.workloads.contains(&Workload::One)) {
         (Ok(()), true) => Some(bench.kill9().context("kill -9 check")),
         _ => None,
@@ -184,7 +199,7 @@ pub fn run(args: &[String]) -> Result<()> {
         None => None,
     };
 
-    let mut report = bench.report(&opts, daemon_total.ok());
+    let mut report = bench.report(&opts, daemon_total.ok(), serve_total.and_then(Result::ok));
     if let Some(k) = kill9 {
         report = report.replace(
             KILL9_TODO,
@@ -220,7 +235,7 @@ impl Options {
             runs: 5,
             backends: vec!["openssl".into(), "native".into()],
             peers: vec![Tool::Curl, Tool::Aria2],
-            workloads: vec![Workload::One, Workload::Many],
+            workloads: vec![Workload::One, Workload::Many, Workload::Up],
             keep: false,
         };
         let mut it = args.iter();
@@ -256,7 +271,8 @@ impl Options {
                         .map(|t| match t.as_str() {
                             "one" => Ok(Workload::One),
                             "many" => Ok(Workload::Many),
-                            other => bail!("unknown workload {other:?} (one, many)"),
+                            "up" => Ok(Workload::Up),
+                            other => bail!("unknown workload {other:?} (one, many, up)"),
                         })
                         .collect::<Result<_>>()?
                 }
@@ -317,6 +333,9 @@ impl Tool {
 enum Workload {
     One,
     Many,
+    /// The big file uploaded: bits to `bits serve`, curl (`-T`, a WebDAV
+    /// `PUT`) to nginx.
+    Up,
 }
 
 impl Workload {
@@ -324,7 +343,13 @@ impl Workload {
         match self {
             Workload::One => "one",
             Workload::Many => "many",
+            Workload::Up => "up",
         }
+    }
+
+    /// Whether `tool` takes part (aria2c cannot upload).
+    fn runs(self, tool: &Tool) -> bool {
+        !(self == Workload::Up && *tool == Tool::Aria2)
     }
 }
 
@@ -341,6 +366,8 @@ struct Sample {
     rss_kib: u64,
     /// For bits: the CLI's own peak RSS.
     cli_rss_kib: Option<u64>,
+    /// For a bits upload: the peak RSS of `bits serve`.
+    serve_rss_kib: Option<u64>,
     /// The run's tag (`?r=N` on its URLs), to find its requests in nginx's log.
     tag: u64,
     /// Seconds from the start of the run's first request to the end of its
@@ -668,14 +695,23 @@ http {{
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_session_cache shared:SSL:1m;
-        root {root};
+                root {root};
         location / {{ }}
+        # The `up` workload: curl -T writes here (nginx's temporary body
+        # file, renamed into place once whole).
+        location /dav/ {{
+            root {dav};
+            dav_methods PUT;
+            create_full_put_path on;
+            client_max_body_size 0;
+        }}
     }}
 }}
 "#,
             chain = pki.chain.display(),
             key = pki.key.display(),
             root = docroot.display(),
+            dav = dir.join("dav").display(),
         );
         let conf_path = dir.join("nginx.conf");
         fs::write(&conf_path, conf)?;
@@ -719,53 +755,58 @@ impl Drop for Nginx {
 
 // ---------------------------------------------------------------- the bits daemon
 
-/// `bits daemon --foreground` under `/usr/bin/time -v`, for the whole series.
-struct Daemon {
+/// A long-running process under `/usr/bin/time -v` (the bits daemon, `bits
+/// serve`): `time` is the child, `pid` the process measured through `/proc`.
+struct Timed {
     time: Child,
     pid: u32,
     time_out: PathBuf,
 }
 
-impl Daemon {
-    fn start(bits: &Path, store: &Path, ca: &Path, work: &Path) -> Result<Daemon> {
-        let time_out = work.join("daemon.time");
-        let mut time = Command::new("/usr/bin/time")
-            .arg("-v")
-            .arg("-o")
-            .arg(&time_out)
-            .arg(bits)
-            .arg("--store")
-            .arg(store)
-            .args(["daemon", "--foreground"])
-            .env("SSL_CERT_FILE", ca)
-            .env_remove("SSL_CERT_DIR")
+impl Timed {
+    /// Runs `PROGRAM ARGS` (`program`: a command whose program and arguments
+    /// are set, never spawned) under `/usr/bin/time -v -o time_out` and waits
+    /// for the first line of its standard output that starts with `ready`:
+    /// returns it with the process.
+    fn start(program: &Command, time_out: PathBuf, ready: &str) -> Result<(Timed, String)> {
+        let mut cmd = Command::new("/usr/bin/time");
+        cmd.arg("-v").arg("-o").arg(&time_out).arg(program.get_program());
+        cmd.args(program.get_args());
+        for (k, v) in program.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let name = program.get_program().to_string_lossy().into_owned();
+        let mut time = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting bits daemon --foreground")?;
-        let stdout = time.stdout.take().context("daemon stdout")?;
+            .with_context(|| format!("starting {name}"))?;
+        let stdout = time.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        loop {
+        let line = loop {
             match lines.next() {
-                Some(Ok(line)) if line.trim() == "ready" => break,
+                Some(Ok(line)) if line.starts_with(ready) => break line,
                 Some(Ok(_)) => continue,
                 _ => {
                     let _ = time.wait();
-                    bail!("bits daemon --foreground ended before it said ready");
+                    bail!("{name} ended before it said {ready:?}");
                 }
             }
-        }
+        };
         // Keep reading (and dropping) its stdout so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", time.id()))
-            .context("reading the daemon's pid from /proc")?;
+            .context("reading the measured pid from /proc")?;
         let pid = children
             .split_whitespace()
             .next()
             .context("/usr/bin/time has no child")?
             .parse()?;
-        Ok(Daemon { time, pid, time_out })
+        Ok((Timed { time, pid, time_out }, line))
     }
 
     /// CPU seconds so far (user + system), from `/proc/PID/stat`.
@@ -804,6 +845,29 @@ impl Daemon {
             .parse()
             .with_context(|| field.to_string())
     }
+}
+
+/// `bits daemon --foreground`, for the whole series.
+struct Daemon(Timed);
+
+impl std::ops::Deref for Daemon {
+    type Target = Timed;
+    fn deref(&self) -> &Timed {
+        &self.0
+    }
+}
+
+impl Daemon {
+    fn start(bits: &Path, store: &Path, ca: &Path, work: &Path) -> Result<Daemon> {
+        let mut cmd = Command::new(bits);
+        cmd.arg("--store")
+            .arg(store)
+            .args(["daemon", "--foreground"])
+            .env("SSL_CERT_FILE", ca)
+            .env_remove("SSL_CERT_DIR");
+        let (timed, _) = Timed::start(&cmd, work.join("daemon.time"), "ready")?;
+        Ok(Daemon(timed))
+    }
 
     /// `bits daemon --stop`; returns `/usr/bin/time -v`'s account of the whole series.
     fn stop(&mut self, bits: &Path, store: &Path, ca: &Path) -> Result<TimeV> {
@@ -814,8 +878,49 @@ impl Daemon {
             .env("SSL_CERT_FILE", ca)
             .stderr(Stdio::null())
             .status();
-        self.time.wait()?;
+        self.0.time.wait()?;
         TimeV::read(&self.time_out)
+    }
+}
+
+/// `bits serve` over https with the bench PKI, for the whole series: the
+/// server of the `up` workload.
+struct Serve {
+    timed: Timed,
+    port: u16,
+    root: PathBuf,
+}
+
+impl Serve {
+    fn start(bits: &Path, pki: &Pki, work: &Path) -> Result<Serve> {
+        let root = work.join("serve");
+        fs::create_dir_all(&root)?;
+        let mut cmd = Command::new(bits);
+        cmd.arg("serve")
+            .arg("--root")
+            .arg(&root)
+            .arg("--cert")
+            .arg(&pki.chain)
+            .arg("--key")
+            .arg(&pki.key)
+            .args(["--listen", "127.0.0.1:0"]);
+        let (timed, line) = Timed::start(&cmd, work.join("serve.time"), "listening ")?;
+        let port = line
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .with_context(|| format!("bits serve said {line:?}"))?;
+        Ok(Serve { timed, port, root })
+    }
+
+    /// SIGTERM; returns `/usr/bin/time -v`'s account of the whole series.
+    fn stop(mut self) -> Result<TimeV> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.timed.pid.to_string())
+            .status();
+        self.timed.time.wait()?;
+        TimeV::read(&self.timed.time_out)
     }
 }
 
@@ -883,7 +988,11 @@ struct Bench {
     store: PathBuf,
     ca: PathBuf,
     daemon: Daemon,
+    /// `bits serve`, for the `up` workload.
+    serve: Option<Serve>,
     base: String,
+    /// Where nginx writes curl's uploads.
+    nginx_dav: PathBuf,
     data: Data,
     results: BTreeMap<(Workload, Tool), Vec<Sample>>,
     /// The next run's tag.
@@ -909,6 +1018,10 @@ impl Bench {
             .stderr(Stdio::piped());
         let urls: Vec<String> = match workload {
             Workload::One => vec![format!("{}/{}?r={tag}", self.base, self.data.big)],
+            Workload::Up => vec![match (tool, &self.serve) {
+                (Tool::Bits(_), Some(serve)) => format!("https://127.0.0.1:{}/up/{tag}.bin", serve.port),
+                _ => format!("{}/dav/{tag}.bin?r={tag}", self.base),
+            }],
             Workload::Many => self
                 .data
                 .small
@@ -917,7 +1030,7 @@ impl Bench {
                 .collect(),
         };
         let names: Vec<String> = match workload {
-            Workload::One => vec!["big.bin".into()],
+            Workload::One | Workload::Up => vec!["big.bin".into()],
             Workload::Many => self
                 .data
                 .small
@@ -925,7 +1038,23 @@ impl Bench {
                 .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
                 .collect(),
         };
+        let big = self.data.dir.join(&self.data.big);
         match tool {
+            Tool::Curl if workload == Workload::Up => {
+                cmd.args([
+                    "curl",
+                    "-sS",
+                    "--fail",
+                    "--http1.1",
+                    "-o",
+                    "/dev/null",
+                    "--cacert",
+                ])
+                .arg(&self.ca)
+                .arg("-T")
+                .arg(&big)
+                .args(&urls);
+            }
             Tool::Curl => {
                 cmd.args(["curl", "-sS", "--fail", "--http1.1", "--cacert"])
                     .arg(&self.ca);
@@ -970,8 +1099,12 @@ impl Bench {
                     .args(["transfer", "--backend", backend])
                     .env("SSL_CERT_FILE", &self.ca)
                     .env_remove("SSL_CERT_DIR");
-                for (url, name) in urls.iter().zip(&names) {
-                    cmd.arg(url).arg(out.join(name));
+                if workload == Workload::Up {
+                    cmd.arg("--upload").arg(&big).args(&urls);
+                } else {
+                    for (url, name) in urls.iter().zip(&names) {
+                        cmd.arg(url).arg(out.join(name));
+                    }
                 }
             }
         }
@@ -986,6 +1119,13 @@ impl Bench {
         } else {
             0.0
         };
+        let serve = self
+            .serve
+            .as_ref()
+            .filter(|_| is_bits && workload == Workload::Up);
+        if let Some(serve) = serve {
+            serve.timed.reset_peak()?;
+        }
         // Read last before and first after the command: no process of ours
         // runs in between but the timed one.
         let machine_before = machine_busy_ticks()?;
@@ -1010,6 +1150,7 @@ impl Bench {
                 machine_cpu,
                 rss_kib: self.daemon.peak_kib()?,
                 cli_rss_kib: Some(time.rss_kib),
+                serve_rss_kib: serve.map(|s| s.timed.peak_kib()).transpose()?,
                 tag,
                 server: None,
             }
@@ -1020,14 +1161,21 @@ impl Bench {
                 machine_cpu,
                 rss_kib: time.rss_kib,
                 cli_rss_kib: None,
+                serve_rss_kib: None,
                 tag,
                 server: None,
             }
         };
-        self.verify(workload, &out)?;
-        if workload == Workload::One {
+        let received = match (workload, &self.serve) {
+            (Workload::One, _) => out.join("big.bin"),
+            (Workload::Up, Some(serve)) if is_bits => serve.root.join(format!("up/{tag}.bin")),
+            (Workload::Up, _) => self.nginx_dav.join(format!("{tag}.bin")),
+            (Workload::Many, _) => out.clone(),
+        };
+        self.verify(workload, &received)?;
+        if workload != Workload::Many {
             // One inode; keeps the disk to one copy of the big file.
-            fs::remove_file(out.join("big.bin")).context("removing the checked big.bin")?;
+            fs::remove_file(&received).context("removing the checked big file")?;
         }
         Ok(sample)
     }
@@ -1041,11 +1189,12 @@ impl Bench {
         Ok(out)
     }
 
-    /// Every downloaded byte is the served byte.
+    /// Every byte received is the byte sent: `out` is the big file (`one`,
+    /// `up`) or the folder of the small ones.
     fn verify(&self, workload: Workload, out: &Path) -> Result<()> {
         match workload {
-            Workload::One => {
-                let got = sha256(&out.join("big.bin"))?;
+            Workload::One | Workload::Up => {
+                let got = sha256(out)?;
                 ensure!(
                     got == self.data.big_sum,
                     "big.bin has SHA-256 {got}, want {}",
@@ -1069,7 +1218,7 @@ impl Bench {
 
     fn bytes(&self, workload: Workload) -> u64 {
         match workload {
-            Workload::One => self.data.big_size,
+            Workload::One | Workload::Up => self.data.big_size,
             Workload::Many => self.data.small.len() as u64 * SMALL,
         }
     }
@@ -1083,13 +1232,16 @@ impl Bench {
     }
 
     /// The Markdown table and the goals.
-    fn report(&self, opts: &Options, daemon_total: Option<TimeV>) -> String {
+    fn report(&self, opts: &Options, daemon_total: Option<TimeV>, serve_total: Option<TimeV>) -> String {
         let mut r = String::new();
         let _ = writeln!(
             r,
             "`cargo xtask bench --size {} --count {} --runs {}`: median of {} runs after one warm-up; \
-             one = one file of {:.0} MiB, many = {} files of 16 KiB in one job/command; \
-             HTTPS (TLS 1.3) from nginx on 127.0.0.1. nginx s: from the start of the run's first request \
+             one = one file of {:.0} MiB, many = {} files of 16 KiB in one job/command, \
+             up = the one file uploaded (bits to `bits serve`, curl `-T` to nginx's WebDAV PUT); \
+             HTTPS (TLS 1.3) on 127.0.0.1. `bits serve` syncs an upload before its last Ack and \
+             its folder at Close-Session (the file is durable when acknowledged); nginx syncs \
+             neither, so curl's upload number is an upper bound. nginx s: from the start of the run's first request \
              to the end of its last, as nginx logged them. machine CPU s: the whole machine's busy CPU \
              time during the run (/proc/stat), so nginx, kernel writeback and softirqs included, and \
              anything else the machine ran meanwhile.\n",
@@ -1133,10 +1285,13 @@ impl Bench {
             } else {
                 format!("{:.3}", median(spans))
             };
-            let rss_text = match samples.iter().filter_map(|s| s.cli_rss_kib).max() {
+            let mut rss_text = match samples.iter().filter_map(|s| s.cli_rss_kib).max() {
                 Some(cli) => format!("{:.1} daemon, {:.1} cli", mib(rss), mib(cli)),
                 None => format!("{:.1}", mib(rss)),
             };
+            if let Some(serve) = samples.iter().filter_map(|s| s.serve_rss_kib).max() {
+                let _ = write!(rss_text, ", {:.1} serve", mib(serve));
+            }
             let ratio = match (tool, reference(*w)) {
                 (Tool::Bits(_), _) | (_, None) => "".to_string(),
                 (_, Some(bits)) => format!("{:.2}", bits / wall),
@@ -1160,6 +1315,14 @@ impl Bench {
             let _ = writeln!(
                 r,
                 "\nbits daemon over the whole bits series (`/usr/bin/time -v`): {:.2} CPU s, peak RSS {:.1} MiB.",
+                                t.cpu,
+                mib(t.rss_kib)
+            );
+        }
+        if let Some(t) = serve_total {
+            let _ = writeln!(
+                r,
+                "\n`bits serve` over the whole series: {:.2} CPU s, peak RSS {:.1} MiB.",
                 t.cpu,
                 mib(t.rss_kib)
             );
@@ -1172,7 +1335,7 @@ impl Bench {
         );
         for backend in &opts.backends {
             let bits = Tool::Bits(backend.clone());
-            let goals: [(Workload, &str, Metric, bool, &str); 6] = [
+            let goals: [(Workload, &str, Metric, bool, &str); 8] = [
                 (
                     Workload::One,
                     "throughput / curl",
@@ -1203,6 +1366,20 @@ impl Bench {
                 ),
                 (Workload::Many, "CPU / curl", |s| s.cpu, false, "(goal <= 1.20)"),
                 (
+                    Workload::Up,
+                    "upload throughput / curl to nginx",
+                    |s| s.wall,
+                    true,
+                    "(goal >= 0.80)",
+                ),
+                (
+                    Workload::Up,
+                    "machine CPU, bits/curl",
+                    |s| s.machine_cpu,
+                    false,
+                    "(shown for context; the server's work included)",
+                ),
+                (
                     Workload::Many,
                     "machine CPU, bits/curl",
                     |s| s.machine_cpu,
@@ -1217,6 +1394,7 @@ impl Bench {
                 let label = match workload {
                     Workload::One => "one file".to_string(),
                     Workload::Many => format!("{} files", opts.count),
+                    Workload::Up => "upload".to_string(),
                 };
                 let _ = writeln!(
                     r,
@@ -1237,6 +1415,16 @@ impl Bench {
             "- peak RSS of any bits process: {:.1} MiB (goal <= 32 MiB)",
             mib(worst)
         );
+        let serve_worst = (self.results.values().flatten())
+            .filter_map(|s| s.serve_rss_kib)
+            .max();
+        if let Some(kib) = serve_worst {
+            let _ = writeln!(
+                r,
+                "- peak RSS of `bits serve` during an upload: {:.1} MiB (goal <= 32 MiB)",
+                mib(kib)
+            );
+        }
         // Compared within the last workload: a 2,000-file job and a 1 GiB
         // one leave different (bounded) buffers behind.
         if let Some(&(last_workload, last)) = self.daemon_rss.last() {
@@ -1374,7 +1562,7 @@ impl Bench {
                 .unwrap_or(0);
             if on_disk >= quarter {
                 quiet(Command::new("kill").arg("-KILL").arg(daemon.pid.to_string()))?;
-                let _ = daemon.time.wait();
+                let _ = daemon.0.time.wait();
                 break on_disk;
             }
             if local.exists() || Instant::now() > deadline {
@@ -1468,6 +1656,7 @@ mod tests {
             machine_cpu: wall,
             rss_kib: 0,
             cli_rss_kib: None,
+            serve_rss_kib: None,
             tag: 0,
             server: None,
         };
