@@ -18,8 +18,12 @@
 //! 6. starts one `bits daemon --foreground` under `/usr/bin/time -v` for the
 //!    whole bits series, with a store in the work directory and
 //!    `SSL_CERT_FILE` pointing at the bench root;
-//! 7. for each workload, runs every tool once to warm up, then `--runs` times,
-//!    interleaved (curl, bits, aria2c, bits-native, curl, ...). Each run is
+//! 7. for each RTT of `--rtt` (default 0 only; above 0 the clients reach
+//!    nginx and `bits serve` through a [`LatencyProxy`] that delays each way
+//!    by half the RTT, since this kernel has no netem), for each workload,
+//!    runs every tool once to warm up, then `--runs` times, interleaved
+//!    (curl, bits, aria2c, bits-native, curl, ...; `curl-parallel` and
+//!    `curl-h2` on `many` only). Each run is
 //!    wrapped in `/usr/bin/time -v` (peak RSS, CPU). For bits the daemon does
 //!    the transfer, so its CPU is read from `/proc/PID/stat` before and after
 //!    each run and its peak RSS from `VmHWM`, reset before each run through
@@ -69,16 +73,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
+use crate::latency::LatencyProxy;
 use crate::util;
 
 const USAGE: &str = "\
 usage: cargo xtask bench [--size SIZE] [--count N] [--runs N] [--backends LIST]
-                         [--tools LIST] [--workloads LIST] [--keep]
+                         [--tools LIST] [--workloads LIST] [--rtt LIST] [--keep]
   --size SIZE       the large file (K/M/G suffixes are binary; default 1G)
   --count N         the number of 16 KiB files (default 2000)
   --runs N          timed runs per tool and workload, after one warm-up (default 5)
   --backends LIST   bits backends, comma-separated (default openssl,native)
-  --tools LIST      peers, comma-separated (default curl,aria2c)
+    --tools LIST      peers, comma-separated: curl (one connection, HTTP/1.1),
+                    curl-parallel (--parallel --parallel-max 16, HTTP/1.1),
+                    curl-h2 (the same over HTTP/2), aria2c (-j16 -x4)
+                    (default curl,aria2c; the parallel ones run `many` only)
+  --rtt LIST        round-trip times in ms, comma-separated (default 0): above
+                    0 the clients reach nginx and bits serve through a latency
+                    proxy (xtask/src/latency.rs) that delays each way by half
     --workloads LIST  one,many,up (default all three; up: the big file uploaded,
                     bits to `bits serve` against curl's PUT to nginx)
   --keep            keep the work directory (downloads, logs, store)";
@@ -130,7 +141,10 @@ pub fn run(args: &[String]) -> Result<()> {
         ca: pki.root.clone(),
         daemon,
         serve,
+        nginx_base: base.clone(),
         base,
+        serve_base: String::new(),
+        rtt: 0,
         nginx_dav: work.join("nginx/dav/dav"),
         data,
         results: BTreeMap::new(),
@@ -150,39 +164,45 @@ pub fn run(args: &[String]) -> Result<()> {
         tools.push(peer.clone());
     }
 
+    let nginx_addr: std::net::SocketAddr = ([127, 0, 0, 1], nginx.port).into();
     let result = (|| -> Result<()> {
-        for workload in &opts.workloads {
-            for round in 0..=opts.runs {
-                let label = if round == 0 {
-                    "warm-up".to_string()
-                } else {
-                    format!("run {round}/{}", opts.runs)
-                };
-                for tool in tools.iter().filter(|t| workload.runs(t)) {
-                    let sample = bench
-                        .once(tool, *workload)
-                        .with_context(|| format!("{} {} ({label})", tool.name(), workload.name()))?;
-                    eprintln!(
-                        "  {label:<9} {:<14} {:<5} {:>8.3} s  cpu {:>7.3} s  machine cpu {:>7.3} s  rss {:>7.1} MiB",
-                        tool.name(),
-                        workload.name(),
-                        sample.wall,
-                        sample.cpu,
-                        sample.machine_cpu,
-                        mib(sample.rss_kib)
+        for &rtt in &opts.rtts {
+            // The proxies live for this RTT's runs; at 0 the clients connect directly.
+            let delay = Duration::from_millis(rtt);
+            let nginx_proxy = (rtt > 0)
+                .then(|| LatencyProxy::start(nginx_addr, delay))
+                .transpose()?;
+            let serve_port = bench.serve.as_ref().map(|s| s.port);
+            let serve_proxy = match serve_port {
+                Some(port) if rtt > 0 => Some(LatencyProxy::start(([127, 0, 0, 1], port).into(), delay)?),
+                _ => None,
+            };
+            bench.rtt = rtt;
+            bench.base = match &nginx_proxy {
+                Some(p) => format!("https://{}", p.addr()),
+                None => bench.nginx_base.clone(),
+            };
+            bench.serve_base = match (&serve_proxy, serve_port) {
+                (Some(p), _) => format!("https://{}", p.addr()),
+                (None, Some(port)) => format!("https://127.0.0.1:{port}"),
+                (None, None) => String::new(),
+            };
+            if rtt > 0 {
+                println!("RTT {rtt} ms: nginx through {}", bench.base);
+            }
+            bench.series(&opts, &tools)?;
+            for (name, proxy) in [("nginx", &nginx_proxy), ("bits serve", &serve_proxy)] {
+                if let Some(p) = proxy {
+                    println!(
+                        "RTT {rtt} ms: {} connections to {name} went through the proxy",
+                        p.connections()
                     );
-                    if round > 0 {
-                        bench
-                            .results
-                            .entry((*workload, tool.clone()))
-                            .or_default()
-                            .push(sample);
-                    }
                 }
             }
         }
         Ok(())
     })();
+    bench.base = bench.nginx_base.clone();
 
     let daemon_total = bench.daemon.stop(&bits, &store, &pki.root);
     let serve_total = bench.serve.take().map(Serve::stop);
@@ -224,6 +244,7 @@ struct Options {
     backends: Vec<String>,
     peers: Vec<Tool>,
     workloads: Vec<Workload>,
+    rtts: Vec<u64>,
     keep: bool,
 }
 
@@ -236,6 +257,7 @@ impl Options {
             backends: vec!["openssl".into(), "native".into()],
             peers: vec![Tool::Curl, Tool::Aria2],
             workloads: vec![Workload::One, Workload::Many, Workload::Up],
+            rtts: vec![0],
             keep: false,
         };
         let mut it = args.iter();
@@ -260,8 +282,10 @@ impl Options {
                         .iter()
                         .map(|t| match t.as_str() {
                             "curl" => Ok(Tool::Curl),
+                            "curl-parallel" => Ok(Tool::CurlParallel { h2: false }),
+                            "curl-h2" => Ok(Tool::CurlParallel { h2: true }),
                             "aria2c" | "aria2" => Ok(Tool::Aria2),
-                            other => bail!("unknown tool {other:?} (curl, aria2c)"),
+                            other => bail!("unknown tool {other:?} (curl, curl-parallel, curl-h2, aria2c)"),
                         })
                         .collect::<Result<_>>()?
                 }
@@ -276,6 +300,12 @@ impl Options {
                         })
                         .collect::<Result<_>>()?
                 }
+                "--rtt" => {
+                    o.rtts = list(&value()?)
+                        .iter()
+                        .map(|t| t.parse().with_context(|| format!("--rtt: bad {t:?}")))
+                        .collect::<Result<_>>()?
+                }
                 "--keep" => o.keep = true,
                 "-h" | "--help" => {
                     println!("{USAGE}");
@@ -285,6 +315,7 @@ impl Options {
             }
         }
         ensure!(o.runs >= 1, "--runs must be at least 1");
+        ensure!(!o.rtts.is_empty(), "--rtt needs at least one value");
         ensure!(o.size >= 1, "--size must be at least 1 byte");
         Ok(o)
     }
@@ -315,6 +346,10 @@ fn parse_size(text: &str) -> Result<u64> {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Tool {
     Curl,
+    /// `curl --parallel --parallel-max 16`, over HTTP/2 when `h2`.
+    CurlParallel {
+        h2: bool,
+    },
     Aria2,
     Bits(String),
 }
@@ -323,6 +358,8 @@ impl Tool {
     fn name(&self) -> String {
         match self {
             Tool::Curl => "curl".into(),
+            Tool::CurlParallel { h2: false } => "curl-parallel".into(),
+            Tool::CurlParallel { h2: true } => "curl-h2".into(),
             Tool::Aria2 => "aria2c".into(),
             Tool::Bits(b) => format!("bits ({b})"),
         }
@@ -347,9 +384,14 @@ impl Workload {
         }
     }
 
-    /// Whether `tool` takes part (aria2c cannot upload).
+    /// Whether `tool` takes part (aria2c cannot upload; curl's parallel
+    /// modes differ from curl on many files only).
     fn runs(self, tool: &Tool) -> bool {
-        !(self == Workload::Up && *tool == Tool::Aria2)
+        match tool {
+            Tool::Aria2 => self != Workload::Up,
+            Tool::CurlParallel { .. } => self == Workload::Many,
+            Tool::Curl | Tool::Bits(_) => true,
+        }
     }
 }
 
@@ -690,7 +732,7 @@ http {{
     keepalive_timeout 65;
     keepalive_requests 1000000;
     server {{
-        listen 127.0.0.1:{port} ssl;
+                listen 127.0.0.1:{port} ssl http2;
         ssl_certificate {chain};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -990,11 +1032,20 @@ struct Bench {
     daemon: Daemon,
     /// `bits serve`, for the `up` workload.
     serve: Option<Serve>,
+    /// nginx's own address (`https://127.0.0.1:PORT`).
+    nginx_base: String,
+    /// Where the clients reach nginx at the current RTT: nginx, or the
+    /// latency proxy in front of it.
     base: String,
+    /// Where the clients reach `bits serve` at the current RTT.
+    serve_base: String,
+    /// The current RTT, ms.
+    rtt: u64,
     /// Where nginx writes curl's uploads.
     nginx_dav: PathBuf,
     data: Data,
-    results: BTreeMap<(Workload, Tool), Vec<Sample>>,
+    /// By RTT (ms), workload and tool.
+    results: BTreeMap<(u64, Workload, Tool), Vec<Sample>>,
     /// The next run's tag.
     seq: u64,
     /// The daemon's RSS (KiB) after each bits run, with the run's workload:
@@ -1004,6 +1055,42 @@ struct Bench {
 }
 
 impl Bench {
+    /// Every workload at the current RTT: a warm-up round, then `--runs`
+    /// rounds, the tools interleaved in each.
+    fn series(&mut self, opts: &Options, tools: &[Tool]) -> Result<()> {
+        for workload in &opts.workloads {
+            for round in 0..=opts.runs {
+                let label = if round == 0 {
+                    "warm-up".to_string()
+                } else {
+                    format!("run {round}/{}", opts.runs)
+                };
+                for tool in tools.iter().filter(|t| workload.runs(t)) {
+                    let sample = self.once(tool, *workload).with_context(|| {
+                        format!("{} {} at {} ms ({label})", tool.name(), workload.name(), self.rtt)
+                    })?;
+                    eprintln!(
+                        "  {label:<9} {:>3} ms {:<14} {:<5} {:>8.3} s  cpu {:>7.3} s  machine cpu {:>7.3} s  rss {:>7.1} MiB",
+                        self.rtt,
+                        tool.name(),
+                        workload.name(),
+                        sample.wall,
+                        sample.cpu,
+                        sample.machine_cpu,
+                        mib(sample.rss_kib)
+                    );
+                    if round > 0 {
+                        self.results
+                            .entry((self.rtt, *workload, tool.clone()))
+                            .or_default()
+                            .push(sample);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One run of `tool` on `workload`: timed, measured, checked.
     fn once(&mut self, tool: &Tool, workload: Workload) -> Result<Sample> {
         self.seq += 1;
@@ -1019,7 +1106,7 @@ impl Bench {
         let urls: Vec<String> = match workload {
             Workload::One => vec![format!("{}/{}?r={tag}", self.base, self.data.big)],
             Workload::Up => vec![match (tool, &self.serve) {
-                (Tool::Bits(_), Some(serve)) => format!("https://127.0.0.1:{}/up/{tag}.bin", serve.port),
+                (Tool::Bits(_), Some(_)) => format!("{}/up/{tag}.bin", self.serve_base),
                 _ => format!("{}/dav/{tag}.bin?r={tag}", self.base),
             }],
             Workload::Many => self
@@ -1055,9 +1142,17 @@ impl Bench {
                 .arg(&big)
                 .args(&urls);
             }
-            Tool::Curl => {
-                cmd.args(["curl", "-sS", "--fail", "--http1.1", "--cacert"])
-                    .arg(&self.ca);
+            Tool::Curl | Tool::CurlParallel { .. } => {
+                cmd.args(["curl", "-sS", "--fail", "--cacert"]).arg(&self.ca);
+                match tool {
+                    Tool::CurlParallel { h2 } => {
+                        cmd.args(["--parallel", "--parallel-max", "16"]);
+                        cmd.arg(if *h2 { "--http2" } else { "--http1.1" });
+                    }
+                    _ => {
+                        cmd.arg("--http1.1");
+                    }
+                }
                 cmd.arg("--output-dir").arg(&out);
                 for (url, name) in urls.iter().zip(&names) {
                     cmd.arg("-o").arg(name).arg(url);
@@ -1075,6 +1170,7 @@ impl Bench {
                     .args([
                         "-q",
                         "-j16",
+                        "-x4",
                         "--allow-overwrite=true",
                         "--auto-file-renaming=false",
                         "--summary-interval=0",
@@ -1225,10 +1321,30 @@ impl Bench {
 
     /// bits against curl on `workload`, round by round: `metric` of bits
     /// over curl's (curl's over bits' when `inverse`, for a throughput).
-    fn paired(&self, workload: Workload, bits: &Tool, metric: Metric, inverse: bool) -> Option<Paired> {
-        let b = self.results.get(&(workload, bits.clone()))?;
-        let c = self.results.get(&(workload, Tool::Curl))?;
+    fn paired(
+        &self,
+        rtt: u64,
+        workload: Workload,
+        bits: &Tool,
+        metric: Metric,
+        inverse: bool,
+    ) -> Option<Paired> {
+        let b = self.results.get(&(rtt, workload, bits.clone()))?;
+        let c = self.results.get(&(rtt, workload, Tool::Curl))?;
         paired(b, c, metric, inverse)
+    }
+
+    /// Round by round, the fastest peer's run (any tool but bits) on
+    /// `workload` at `rtt`.
+    fn best_peer(&self, rtt: u64, workload: Workload) -> Vec<Sample> {
+        let peers: Vec<&Vec<Sample>> = (self.results.iter())
+            .filter(|((r, w, t), _)| *r == rtt && *w == workload && !matches!(t, Tool::Bits(_)))
+            .map(|(_, s)| s)
+            .collect();
+        let rounds = peers.iter().map(|s| s.len()).min().unwrap_or(0);
+        (0..rounds)
+            .filter_map(|i| (peers.iter().map(|s| s[i])).min_by(|a, b| a.wall.total_cmp(&b.wall)))
+            .collect()
     }
 
     /// The Markdown table and the goals.
@@ -1236,7 +1352,7 @@ impl Bench {
         let mut r = String::new();
         let _ = writeln!(
             r,
-            "`cargo xtask bench --size {} --count {} --runs {}`: median of {} runs after one warm-up; \
+            "`cargo xtask bench --size {} --count {} --runs {} --rtt {}`: median of {} runs after one warm-up; \
              one = one file of {:.0} MiB, many = {} files of 16 KiB in one job/command, \
              up = the one file uploaded (bits to `bits serve`, curl `-T` to nginx's WebDAV PUT); \
              HTTPS (TLS 1.3) on 127.0.0.1. `bits serve` syncs an upload before its last Ack and \
@@ -1244,39 +1360,41 @@ impl Bench {
              neither, so curl's upload number is an upper bound. nginx s: from the start of the run's first request \
              to the end of its last, as nginx logged them. machine CPU s: the whole machine's busy CPU \
              time during the run (/proc/stat), so nginx, kernel writeback and softirqs included, and \
-             anything else the machine ran meanwhile.\n",
+                          anything else the machine ran meanwhile. RTT ms: above 0, through a latency proxy \
+             that delays each way by half (xtask/src/latency.rs; nginx offers h2 and http/1.1).\n",
             opts.size,
             opts.count,
             opts.runs,
+            opts.rtts.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
             opts.runs,
             self.data.big_size as f64 / 1048576.0,
             opts.count
         );
         r.push_str(
-            "| tool | workload | median wall s | nginx s | MB/s | peak RSS MiB | CPU s | CPU s/GiB | machine CPU s | bits/peer wall |\n",
+            "| RTT ms | tool | workload | median wall s | nginx s | MB/s | peak RSS MiB | CPU s | CPU s/GiB | machine CPU s | bits/peer wall |\n",
         );
-        r.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-        let mut medians: BTreeMap<(Workload, Tool), Medians> = BTreeMap::new();
-        for ((w, tool), samples) in &self.results {
+        r.push_str("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        let mut medians: BTreeMap<(u64, Workload, Tool), Medians> = BTreeMap::new();
+        for ((rtt, w, tool), samples) in &self.results {
             let m = Medians {
                 wall: median(samples.iter().map(|s| s.wall).collect()),
                 cpu: median(samples.iter().map(|s| s.cpu).collect()),
                 machine_cpu: median(samples.iter().map(|s| s.machine_cpu).collect()),
             };
-            medians.insert((*w, tool.clone()), m);
+            medians.insert((*rtt, *w, tool.clone()), m);
         }
-        let reference = |w: Workload| {
+        let reference = |rtt: u64, w: Workload| {
             opts.backends
                 .first()
-                .and_then(|b| medians.get(&(w, Tool::Bits(b.clone()))))
+                .and_then(|b| medians.get(&(rtt, w, Tool::Bits(b.clone()))))
                 .map(|m| m.wall)
         };
-        for ((w, tool), samples) in &self.results {
+        for ((rtt, w, tool), samples) in &self.results {
             let Medians {
                 wall,
                 cpu,
                 machine_cpu,
-            } = medians[&(*w, tool.clone())];
+            } = medians[&(*rtt, *w, tool.clone())];
             let rss = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
             let bytes = self.bytes(*w) as f64;
             let spans: Vec<f64> = samples.iter().filter_map(|s| s.server).collect();
@@ -1292,13 +1410,14 @@ impl Bench {
             if let Some(serve) = samples.iter().filter_map(|s| s.serve_rss_kib).max() {
                 let _ = write!(rss_text, ", {:.1} serve", mib(serve));
             }
-            let ratio = match (tool, reference(*w)) {
+            let ratio = match (tool, reference(*rtt, *w)) {
                 (Tool::Bits(_), _) | (_, None) => "".to_string(),
                 (_, Some(bits)) => format!("{:.2}", bits / wall),
             };
             let _ = writeln!(
                 r,
-                "| {} | {} | {:.3} | {} | {:.1} | {} | {:.3} | {:.2} | {:.2} | {} |",
+                "| {} | {} | {} | {:.3} | {} | {:.1} | {} | {:.3} | {:.2} | {:.2} | {} |",
+                rtt,
                 tool.name(),
                 w.name(),
                 wall,
@@ -1333,7 +1452,7 @@ impl Bench {
              back to back, so a slow spell of the machine hits both): the median of those per-round \
              ratios, their range, and for reference the ratio of the medians above.\n",
         );
-        for backend in &opts.backends {
+        for (&rtt, backend) in (opts.rtts.iter()).flat_map(|r| opts.backends.iter().map(move |b| (r, b))) {
             let bits = Tool::Bits(backend.clone());
             let goals: [(Workload, &str, Metric, bool, &str); 8] = [
                 (
@@ -1388,7 +1507,7 @@ impl Bench {
                 ),
             ];
             for (workload, what, metric, inverse, goal) in goals {
-                let Some(p) = self.paired(workload, &bits, metric, inverse) else {
+                let Some(p) = self.paired(rtt, workload, &bits, metric, inverse) else {
                     continue;
                 };
                 let label = match workload {
@@ -1398,15 +1517,33 @@ impl Bench {
                 };
                 let _ = writeln!(
                     r,
-                    "- {label}, bits ({backend}) {what}: {:.2} (rounds {:.2}-{:.2}; medians {:.2}) {goal}",
+                    "- {rtt} ms, {label}, bits ({backend}) {what}: {:.2} (rounds {:.2}-{:.2}; medians {:.2}) {goal}",
                     p.median, p.min, p.max, p.of_medians
                 );
+            }
+            // Issue 18: on a link with latency, against the fastest peer of each round.
+            let best = self.best_peer(rtt, Workload::Many);
+            if let (true, Some(b)) = (rtt > 0, self.results.get(&(rtt, Workload::Many, bits.clone()))) {
+                if let Some(p) = paired(b, &best, |s| s.wall, false) {
+                    let _ = writeln!(
+                        r,
+                        "- {rtt} ms, {} files, bits ({backend}) wall / the round's fastest peer: {:.2} (rounds {:.2}-{:.2}) (goal <= 1.00)",
+                        opts.count, p.median, p.min, p.max
+                    );
+                }
+                if let Some(p) = self.paired(rtt, Workload::Many, &bits, |s| s.wall, true) {
+                    let _ = writeln!(
+                        r,
+                        "- {rtt} ms, {} files, bits ({backend}) speed / one-connection curl: {:.1}x (rounds {:.1}-{:.1}) (goal >= 10)",
+                        opts.count, p.median, p.min, p.max
+                    );
+                }
             }
         }
         let worst = self
             .results
             .iter()
-            .filter(|((_, t), _)| matches!(t, Tool::Bits(_)))
+            .filter(|((_, _, t), _)| matches!(t, Tool::Bits(_)))
             .flat_map(|(_, s)| s.iter().flat_map(|s| [s.rss_kib, s.cli_rss_kib.unwrap_or(0)]))
             .max()
             .unwrap_or(0);

@@ -56,8 +56,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A delay proxy on 127.0.0.1 in front of `upstream`. Dropping it stops
 /// accepting, closes every connection it relays (both sockets) and joins
 /// its threads.
-// dead_code: until bench.rs's `--rtt` uses it.
-#[allow(dead_code)]
 pub struct LatencyProxy {
     addr: SocketAddr,
     rtt: Duration,
@@ -65,8 +63,6 @@ pub struct LatencyProxy {
     accept: Option<JoinHandle<()>>,
 }
 
-// dead_code: until bench.rs's `--rtt` uses it.
-#[allow(dead_code)]
 impl LatencyProxy {
     /// Listens on 127.0.0.1 (a free port) and relays each connection to
     /// `upstream`, each direction delayed by `rtt / 2`; `rtt` zero relays
