@@ -86,7 +86,7 @@ usage: cargo xtask bench [--size SIZE] [--count N] [--runs N] [--backends LIST]
     --tools LIST      peers, comma-separated: curl (one connection, HTTP/1.1),
                     curl-parallel (--parallel --parallel-max 16, HTTP/1.1),
                     curl-h2 (the same over HTTP/2), aria2c (-j16 -x4)
-                    (default curl,aria2c; the parallel ones run `many` only)
+                                        (default all four; the parallel ones run `many` only)
   --rtt LIST        round-trip times in ms, comma-separated (default 0): above
                     0 the clients reach nginx and bits serve through a latency
                     proxy (xtask/src/latency.rs) that delays each way by half
@@ -255,7 +255,12 @@ impl Options {
             count: 2000,
             runs: 5,
             backends: vec!["openssl".into(), "native".into()],
-            peers: vec![Tool::Curl, Tool::Aria2],
+            peers: vec![
+                Tool::Curl,
+                Tool::Aria2,
+                Tool::CurlParallel { h2: false },
+                Tool::CurlParallel { h2: true },
+            ],
             workloads: vec![Workload::One, Workload::Many, Workload::Up],
             rtts: vec![0],
             keep: false,
