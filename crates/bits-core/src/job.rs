@@ -971,10 +971,15 @@ mod tests {
 
     #[test]
     fn upload_takes_one_file() {
+                // The source must exist: one of its own, not whatever /tmp holds.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"a").unwrap();
+        std::fs::write(&b, b"b").unwrap();
         let mut j = Job::new("u", JobType::Upload, "mock");
-        j.add_file("https://h/up", Path::new("/tmp/a")).unwrap();
+        j.add_file("https://h/up", &a).unwrap();
         assert_eq!(
-            j.add_file("https://h/up", Path::new("/tmp/b"))
+            j.add_file("https://h/up", &b)
                 .unwrap_err()
                 .hresult()
                 .0,
