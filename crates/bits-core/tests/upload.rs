@@ -445,6 +445,26 @@ async fn the_packets_carry_mc_bups_headers() {
     assert_eq!(&fragment.body[..], b"x");
     assert_eq!(reqs[2].header("bits-session-id"), Some("{S-1}"));
     assert_eq!(reqs[2].header("content-length"), Some("0"));
+    // The names in MC-BUP's case, on the wire.
+    let sent =
+        |r: &bits_testkit::http::RecordedRequest, name: &str| r.names_as_sent.iter().any(|n| n == name);
+    for name in [
+        "BITS-Packet-Type",
+        "BITS-Supported-Protocols",
+        "Content-Name",
+        "Content-Length",
+    ] {
+        assert!(sent(create, name), "{name} in {:?}", create.names_as_sent);
+    }
+    for name in [
+        "BITS-Packet-Type",
+        "BITS-Session-Id",
+        "Content-Range",
+        "Content-Length",
+    ] {
+        assert!(sent(fragment, name), "{name} in {:?}", fragment.names_as_sent);
+    }
+    assert!(sent(&reqs[2], "BITS-Session-Id"), "{:?}", reqs[2].names_as_sent);
 }
 
 /// The farm's other machine: a server of `w`'s root on 127.0.0.2, `w`'s

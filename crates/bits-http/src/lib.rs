@@ -101,6 +101,7 @@ mod connector;
 pub mod crl_cache;
 mod crl_flow;
 pub mod diagnose;
+pub mod header_case;
 mod plain;
 pub mod proxy;
 mod proxy_auth;

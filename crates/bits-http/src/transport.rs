@@ -342,6 +342,8 @@ impl<C: TlsConnect> Transport for HttpTransport<C> {
         let url = request.url.clone();
         let preemptive_to = self.all_http_proxies(&policy, &url)?;
         let (mut req, authority) = self.build_request(request)?;
+        req.extensions_mut()
+            .extend(crate::header_case::extensions().await);
         // The request target as sent to the proxy (the Digest uri).
         let target = req.uri().to_string();
         let method = req.method().as_str().to_owned();

@@ -341,6 +341,9 @@ pub struct RecordedRequest {
     pub path: String,
     /// Every header, names lower-cased, in order.
     pub headers: Vec<(String, String)>,
+    /// The header names as they were on the wire (their case kept), in
+    /// order.
+    pub names_as_sent: Vec<String>,
     /// The body as it arrived (`Content-Length` bytes, or the chunks of a
     /// chunked body joined); empty when there was none.
     pub body: Bytes,
@@ -837,8 +840,9 @@ async fn read_request<S: AsyncRead + Unpin>(
     let method = parts.next().unwrap_or_default().to_owned();
     let target = parts.next().unwrap_or_default().to_owned();
     let http10 = parts.next() == Some("HTTP/1.0");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
+    let pairs: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(':')).collect();
+    let names_as_sent = pairs.iter().map(|(n, _)| n.trim().to_owned()).collect();
+    let headers: Vec<(String, String)> = (pairs.iter())
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let mut request = RecordedRequest {
@@ -846,6 +850,7 @@ async fn read_request<S: AsyncRead + Unpin>(
         method,
         target,
         headers,
+        names_as_sent,
         body: Bytes::new(),
         connection: id,
     };
@@ -1308,6 +1313,7 @@ mod tests {
                 .iter()
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
                 .collect(),
+            names_as_sent: headers.iter().map(|(n, _)| (*n).to_owned()).collect(),
             body: Bytes::new(),
             connection: 1,
         }
