@@ -495,3 +495,87 @@ fn every_backend_uploads_64_mib_over_https() {
     assert_eq!(sessions, names.len(), "one session per backend");
     assert_eq!(written, (total * names.len()) as u64, "each byte once");
 }
+
+/// A small pseudo-random generator (xorshift64*), seeded by the test.
+struct Rng(u64);
+
+impl Rng {
+    /// Seeded from `BITS_TEST_SEED` when set (to replay a failure), else
+    /// from the clock; the seed is printed.
+    fn from_clock() -> Rng {
+        let seed = std::env::var("BITS_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("seed {seed} (BITS_TEST_SEED={seed} replays it)");
+        Rng(seed | 1)
+    }
+
+    /// A number in `lo..hi`.
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        lo + self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % (hi - lo)
+    }
+}
+
+#[test]
+fn kill_9_of_the_client_daemon_at_random_points_continues_one_session() {
+    let env = Env::new();
+    let root = env.tmp.path().join("served");
+    std::fs::create_dir(&root).unwrap();
+    let log = env.tmp.path().join("serve.log");
+    let s = serve_logged(&["--root", root.to_str().unwrap()], "127.0.0.1:0", &log);
+    let total = 192usize << 20;
+    // Three kills, each at a random byte count the server must hold first:
+    // one in each third of 5%..90% of the file.
+    let mut rng = Rng::from_clock();
+    let band = (total as u64) * 85 / 100 / 3;
+    let thresholds: Vec<u64> = (0..3)
+        .map(|k| {
+            let lo = (total as u64) * 5 / 100 + k * band;
+            rng.between(lo, lo + band)
+        })
+        .collect();
+    eprintln!("kills once the server holds {thresholds:?} bytes");
+    let (id, data) = upload_until_the_server_holds_bytes(&env, &s.addr, &root, total, &[]);
+    let mut held = 0;
+    for (k, threshold) in thresholds.into_iter().enumerate() {
+        if k > 0 {
+            // A command that needs the daemon starts a new one.
+            env.run(&["resume", &id]).ok();
+        }
+        // This daemon moves the upload on (at least one new byte) up to
+        // the threshold; then it is killed.
+        let target = threshold.max(held + 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while partial_len(&root.join("up")).unwrap_or(0) < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "kill {k}: the server never held {target} bytes (it holds {:?}); {}",
+                partial_len(&root.join("up")),
+                env.info(&id)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        env.kill_daemon("KILL");
+        held = partial_len(&root.join("up")).expect("the session is still open");
+        eprintln!("kill {k}: the server held {held} bytes");
+        assert!(held < total as u64, "kill {k}: the upload ended before it");
+    }
+    env.run(&["wait", &id]).ok();
+    env.run(&["complete", &id]).ok();
+    assert!(
+        std::fs::read(root.join("up/big.bin")).unwrap() == data,
+        "the file arrived whole"
+    );
+    let (sessions, written) = server_log(&log);
+    assert_eq!(sessions, 1, "one session, continued by each new daemon");
+    assert_eq!(written, total as u64, "each byte written once");
+}
