@@ -1,7 +1,7 @@
 //! Upload jobs through the real engine and plain-HTTP transport, against a
 //! real bits-serve server behind a front that scripts what issue 17 lists:
-//! a 503 storm (transient), a fatal 4xx, a 416 with the server's offset, a
-//! source changed mid-upload. The front
+//! a 503 storm (transient), a fatal 4xx, a server that forgets the session,
+//! a 416 with the server's offset, a source changed mid-upload. The front
 //! is an HTTP/1.1 server on 127.0.0.1 that hands each packet to
 //! bits-serve's own handler unless the test's rule answers it itself.
 
@@ -299,6 +299,33 @@ async fn a_4xx_to_a_fragment_is_fatal_with_the_servers_code() {
         assert_eq!(kinds, ["Create-Session", "Fragment", "Fragment"], "{name}");
         assert!(!front.served(name).exists(), "{name}");
     }
+}
+
+#[tokio::test]
+async fn a_server_that_forgets_the_session_mid_upload_gets_a_new_one_from_byte_0() {
+    // Before the fourth fragment, the server loses the session (as an idle
+    // expiry or a wiped disk would): bits-serve answers 500
+    // BG_E_SESSION_NOT_FOUND.
+    let front = Front::new(|p| {
+        if p.fragment == Some(3) {
+            p.sessions.cancel(p.path, p.session.unwrap()).unwrap();
+        }
+        Act::Pass
+    })
+    .await;
+    let total = 2_000_000;
+    let (mut job, _) = front.job("forgot.bin", total);
+    let outcome = engine().run(&mut job, &mut NoObserver).await;
+    assert_eq!(outcome.state, JobState::Transferred, "{:?}", job.error);
+    assert_eq!(std::fs::read(front.served("forgot.bin")).unwrap(), body(total));
+    assert_eq!(front.seen_of("Create-Session").len(), 2, "{:#?}", front.seen());
+    let fragments = front.seen_of("Fragment");
+    let lost = &fragments[3];
+    assert_eq!(lost.status, 500, "{fragments:#?}");
+    // The new session starts from byte 0 and is sent whole.
+    assert_eq!(fragments[4].range.unwrap().0, 0, "{fragments:#?}");
+    assert_contiguous(&fragments[4..], total as u64);
+    assert_eq!(job.files[0].bytes_transferred, total as u64);
 }
 
 #[tokio::test]
