@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bits_core::{Engine, Event, Job, JobState, JobType, NoObserver};
+use bits_core::{Engine, Event, Job, JobState, JobType, NoObserver, Observer};
 use bits_http::PlainHttp;
 use bits_serve::{Limits, Root, Server, Sessions};
 use bytes::Bytes;
@@ -48,6 +48,8 @@ enum Act {
     /// with `BITS-Error-Code` when given (an Ack), else a bare answer, as
     /// a proxy or an overloaded front end gives.
     Answer(u16, Option<&'static str>),
+    /// Hands it to bits-serve and holds the Ack this long.
+    LateAck(Duration),
 }
 
 /// A packet as it went: its type, its `Content-Range` (first, last), the
@@ -192,6 +194,11 @@ impl Inner {
                     .unwrap()
             }
             Act::Pass => self.server.handle(req, false).await.map(BodyExt::boxed),
+            Act::LateAck(late) => {
+                let r = self.server.handle(req, false).await;
+                tokio::time::sleep(late).await;
+                r.map(BodyExt::boxed)
+            }
         };
         let received = response
             .headers()
@@ -409,4 +416,40 @@ async fn a_source_changed_mid_upload_fails_the_job_with_bg_e_local_file_changed(
         assert_eq!(kinds, ["Create-Session", "Fragment", "Fragment"], "{name}");
         assert!(!front.served(name).exists(), "{name}");
     }
+}
+
+/// Counts `on_progress` calls and what each said of file 0.
+#[derive(Default)]
+struct Progress(Vec<u64>);
+
+impl Observer for Progress {
+    fn on_progress(&mut self, job: &Job) {
+        self.0.push(job.files[0].bytes_transferred);
+    }
+    fn on_change(&mut self, _job: &Job) {}
+}
+
+#[tokio::test]
+async fn a_fragment_in_flight_announces_the_progress_again_for_a_throttled_observer() {
+    // The second fragment's Ack comes 1.5 s late. Meanwhile the observer
+    // hears the first fragment's offset again, several times: one that
+    // saves progress at most once a second (the daemon's) saves it then,
+    // not only at the next Ack.
+    let front = Front::new(|p| match p.fragment {
+        Some(1) => Act::LateAck(Duration::from_millis(1500)),
+        _ => Act::Pass,
+    })
+    .await;
+    let (mut job, _) = front.job("late.bin", 300_000);
+    let mut progress = Progress::default();
+    let outcome = engine().run(&mut job, &mut progress).await;
+    assert_eq!(outcome.state, JobState::Transferred, "{:?}", job.error);
+    let first_ack = front.seen_of("Fragment")[0].received.unwrap();
+    let again = progress.0.iter().filter(|&&b| b == first_ack).count();
+    assert!(
+        again >= 4,
+        "{first_ack} announced {again} times: {:?}",
+        progress.0
+    );
+    assert_eq!(progress.0.last(), Some(&300_000));
 }
