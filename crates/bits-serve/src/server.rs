@@ -293,7 +293,12 @@ impl Server {
             ("fragment", Some(id)) => {
                 let lock = self.lock(id);
                 let _one_at_a_time = lock.lock().await;
-                self.fragment(path, id, &headers, req.into_body(), https).await
+                let mut body = req.into_body();
+                let answer = self.fragment(path, id, &headers, &mut body, https).await;
+                if answer.is_err() {
+                    drain(&mut body, &headers).await;
+                }
+                answer
             }
             ("close-session", Some(id)) => {
                 let lock = self.lock(id);
@@ -343,7 +348,7 @@ impl Server {
         path: &str,
         id: &str,
         headers: &HeaderMap,
-        mut body: Incoming,
+        body: &mut Incoming,
         https: bool,
     ) -> Result<Response<ServeBody>, ServeError> {
         if let Some(encoding) = text(headers, CONTENT_ENCODING.as_str()) {
@@ -562,6 +567,28 @@ fn byte_range(text: &str, size: u64) -> Option<(u64, u64)> {
         b.parse::<u64>().ok()?.min(size - 1)
     };
     (first <= last && first < size).then_some((first, last))
+}
+
+/// The longest body of a refused fragment that [`drain`] reads.
+const DRAIN_LIMIT: u64 = 16 << 20;
+/// How long [`drain`] reads at most.
+const DRAIN_TIME: Duration = Duration::from_secs(30);
+
+/// Reads and drops what is left of a refused fragment's body (a session
+/// unknown, a gap, ...: refused before its bytes were read), when its
+/// `Content-Length` is at most [`DRAIN_LIMIT`], for at most
+/// [`DRAIN_TIME`]. The client is still sending it: had the connection
+/// closed with bytes unread, the client would get a reset while it writes
+/// and never read the Ack (a lost session would be a network error, not
+/// `BG_E_SESSION_NOT_FOUND`). A longer or unsized body is not read: the
+/// connection closes.
+async fn drain(body: &mut Incoming, headers: &HeaderMap) {
+    let length = text(headers, CONTENT_LENGTH.as_str()).and_then(|n| n.parse::<u64>().ok());
+    if length.is_none_or(|n| n > DRAIN_LIMIT) {
+        return;
+    }
+    let read = async { while let Some(Ok(_)) = body.frame().await {} };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
 }
 
 fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -403,3 +403,36 @@ async fn a_reply_command_that_runs_too_long_is_killed_and_a_500_of_the_applicati
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A fragment refused before its bytes are read (an unknown session, a
+/// gap) still gets its Ack when the client sends the whole body first, as
+/// clients do: the server reads what is left instead of closing on it
+/// (which reset the client's connection mid-write, so a lost session came
+/// back as a network error instead of `BG_E_SESSION_NOT_FOUND`).
+#[tokio::test]
+async fn a_large_fragment_refused_before_its_body_is_read_still_gets_its_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), Limits::default()).await;
+    let bytes = vec![7u8; 4 << 20];
+    let total = 3 * bytes.len() as u64;
+    let lost = fragment(
+        s.addr,
+        "/big",
+        "{00000000-0000-0000-0000-000000000000}",
+        0,
+        &bytes,
+        total,
+    )
+    .await;
+    assert_eq!(lost.status, 500, "{lost:?}");
+    is_ack(&lost);
+    assert_eq!(lost.h("bits-error-code"), Some("0x8020001F"), "{lost:?}");
+    let id = create(s.addr, "/big")
+        .await
+        .h("bits-session-id")
+        .unwrap()
+        .to_owned();
+    let gap = fragment(s.addr, "/big", &id, bytes.len() as u64, &bytes, total).await;
+    assert_eq!(gap.status, 416, "{gap:?}");
+    assert_eq!(gap.h("bits-received-content-range"), Some("0"), "{gap:?}");
+}

@@ -10,6 +10,11 @@
 //!   truth (a 416 included). The size adapts: 64 KiB first, doubling while
 //!   Acks come back within two seconds, up to 8 MiB; halved when one takes
 //!   longer than ten.
+//! - Progress (`bytes_transferred`) is the offset the server acknowledged,
+//!   never bytes merely sent (socket buffers hold megabytes the server may
+//!   never get). While a fragment is in flight it is announced again every
+//!   [`PROGRESS_TICK`], so an observer that saves at most once a second
+//!   saves each Ack's offset about a second later, as a download's bytes.
 //! - `Close-Session` after the last Ack; the job is TRANSFERRED.
 //! - A Create-Session Ack's `BITS-Host-Id` (server farms) sends the
 //!   session's later packets to that host; once it has been unreachable
@@ -50,6 +55,8 @@ const FIRST_FRAGMENT: u64 = 64 << 10;
 const MAX_FRAGMENT: u64 = 8 << 20;
 /// Acks that do not move the offset before the server is called broken.
 const STALLS: u32 = 5;
+/// How often a fragment in flight announces the job's progress again.
+const PROGRESS_TICK: Duration = Duration::from_millis(250);
 
 impl Engine {
     /// Uploads file `i` of `job` (its LOCAL to its remote name) and closes
@@ -261,21 +268,21 @@ impl Engine {
                 extra.push(("content-name", &name));
             }
             let started = Instant::now();
-            let sent = self
-                .packet(
-                    job,
-                    i,
-                    &session_url(url, job.files[i].upload.as_ref()),
-                    policy,
-                    "Fragment",
-                    &extra,
-                    Body::File {
-                        path: source,
-                        offset: acked,
-                        len: n,
-                    },
-                )
-                .await;
+            let to = session_url(url, job.files[i].upload.as_ref());
+            let fragment = self.packet(
+                job,
+                i,
+                &to,
+                policy,
+                "Fragment",
+                &extra,
+                Body::File {
+                    path: source,
+                    offset: acked,
+                    len: n,
+                },
+            );
+            let sent = announcing(fragment, job, observer).await;
             let response = match sent {
                 Err(e) if unreachable(&e) => {
                     self.host_id_unreachable(job, i, e, &mut host_id_failing, observer)
@@ -596,6 +603,30 @@ impl Body<'_> {
                     std::fs::File::open(path).map_err(|e| BitsError::local("open", path.display(), e))?;
                 Ok(Some(RequestBody::from_file_span(file, offset, len)))
             }
+        }
+    }
+}
+
+/// Awaits `request` (a fragment), announcing `job`'s progress again every
+/// [`PROGRESS_TICK`] meanwhile. An observer that saves progress at most
+/// once a second (the daemon's `Persist`) has left the last Acks unsaved
+/// when they came within a second of its last save; announced again, the
+/// offset the server acknowledged is saved about a second later, as a
+/// download's bytes are, rather than at the next Ack, which a fragment on
+/// a slow link keeps away for seconds.
+async fn announcing<T>(
+    request: impl std::future::Future<Output = T>,
+    job: &Job,
+    observer: &mut dyn Observer,
+) -> T {
+    tokio::pin!(request);
+    let start = tokio::time::Instant::now() + PROGRESS_TICK;
+    let mut tick = tokio::time::interval_at(start, PROGRESS_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            answer = &mut request => return answer,
+            _ = tick.tick() => observer.on_progress(job),
         }
     }
 }
