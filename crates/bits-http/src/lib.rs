@@ -101,6 +101,7 @@ mod connector;
 pub mod crl_cache;
 mod crl_flow;
 pub mod diagnose;
+pub mod ledbat;
 mod plain;
 pub mod proxy;
 mod proxy_auth;
@@ -108,6 +109,7 @@ mod tls;
 mod transport;
 
 pub use backend::{TlsBackend, TlsTransport, TlsTransportBuilder};
+pub use ledbat::{supports_midstream_clamp, Gain, LedbatConfig, LedbatController, Pacer};
 pub use plain::{fetch_plain, retry_after_secs, PlainHttp};
 pub use tls::{BoxFuture, NoTls, TlsConnect};
 pub use transport::{HttpOptions, HttpTransport, USER_AGENT_VALUE};
