@@ -102,6 +102,7 @@ pub mod crl_cache;
 mod crl_flow;
 pub mod diagnose;
 pub mod header_case;
+pub mod ledbat;
 mod plain;
 pub mod proxy;
 mod proxy_auth;
@@ -109,6 +110,7 @@ mod tls;
 mod transport;
 
 pub use backend::{TlsBackend, TlsTransport, TlsTransportBuilder};
+pub use ledbat::{supports_midstream_clamp, Gain, LedbatConfig, LedbatController, Pacer};
 pub use plain::{fetch_plain, retry_after_secs, PlainHttp};
 pub use tls::{BoxFuture, NoTls, TlsConnect};
 pub use transport::{HttpOptions, HttpTransport, USER_AGENT_VALUE};
