@@ -971,7 +971,7 @@ mod tests {
 
     #[test]
     fn upload_takes_one_file() {
-                // The source must exist: one of its own, not whatever /tmp holds.
+        // The source must exist: one of its own, not whatever /tmp holds.
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::write(&a, b"a").unwrap();
@@ -979,10 +979,7 @@ mod tests {
         let mut j = Job::new("u", JobType::Upload, "mock");
         j.add_file("https://h/up", &a).unwrap();
         assert_eq!(
-            j.add_file("https://h/up", &b)
-                .unwrap_err()
-                .hresult()
-                .0,
+            j.add_file("https://h/up", &b).unwrap_err().hresult().0,
             0x8020_001C
         );
     }
