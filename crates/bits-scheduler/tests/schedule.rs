@@ -652,6 +652,30 @@ fn reload_keeps_the_old_schedule_when_the_new_file_is_refused() {
     assert!(ScheduleHolder::load(&path).is_err());
 }
 
+/// The full example of `docs/config.md` parses and means what the page says.
+#[test]
+fn the_example_of_docs_config_md() {
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/config.md")).unwrap();
+    let example = page
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml block");
+    let s = schedule(example);
+    assert_eq!(s.limit_at(at(Wed, 10, 0), Normal), Limit::Rate(512 * K));
+    assert_eq!(s.limit_at(at(Wed, 10, 0), High), Limit::Rate(512 * K));
+    assert_eq!(s.limit_at(at(Wed, 10, 0), Low), Limit::Blocked);
+    assert_eq!(s.next_change_after(at(Wed, 10, 0)), Some(7 * 60));
+    assert_eq!(s.limit_at(at(Fri, 23, 0), High), Limit::Blocked);
+    assert_eq!(s.limit_at(at(Sat, 2, 0), High), Limit::Unlimited);
+    assert_eq!(s.limit_at(at(Sat, 2, 0), Normal), Limit::Unlimited);
+    assert_eq!(s.limit_at(at(Sat, 2, 0), Low), Limit::Rate(20 * M));
+    assert_eq!(s.limit_at(at(Sat, 5, 30), Normal), Limit::Blocked);
+    assert_eq!(s.limit_at(at(Sat, 6, 0), Normal), Limit::Rate(3 * G / 2));
+    assert_eq!(s.limit_at(at(Sun, 3, 0), Low), Limit::Rate(20 * M));
+    assert_eq!(s.limit_at(at(Wed, 10, 0), Foreground), Limit::Unlimited);
+}
+
 #[test]
 fn local_time_arithmetic_over_the_week() {
     let t = at(Sun, 23, 59);
