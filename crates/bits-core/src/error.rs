@@ -51,6 +51,9 @@ impl Hresult {
     pub const BG_E_USERNAME_TOO_LARGE: Hresult = Hresult(0x8020_0025);
     /// `BG_E_PASSWORD_TOO_LARGE`: a password over 65,535 characters.
     pub const BG_E_PASSWORD_TOO_LARGE: Hresult = Hresult(0x8020_0026);
+    /// `BG_E_BLOCKED_BY_POLICY`: the bandwidth schedule allows no background
+    /// transfer now (a rate of 0).
+    pub const BG_E_BLOCKED_BY_POLICY: Hresult = Hresult(0x8020_003E);
     /// `BG_E_NOT_SUPPORTED_WITH_CUSTOM_HTTP_METHOD`: a job with a non-GET
     /// method keeps its FOREGROUND priority.
     pub const BG_E_NOT_SUPPORTED_WITH_CUSTOM_HTTP_METHOD: Hresult = Hresult(0x8020_0071);
@@ -388,6 +391,11 @@ pub enum BitsError {
         /// The source file.
         path: String,
     },
+    /// `BG_E_BLOCKED_BY_POLICY` 0x8020003E, transient: the bandwidth
+    /// schedule has a rate of 0 for the job's priority now; the job goes
+    /// back to QUEUED when that window ends.
+    #[error("the bandwidth schedule blocks background transfers now (a rate of 0); the job waits for the window to end")]
+    BlockedByPolicy,
     /// 0x80072EFD, transient: the TCP connection failed.
     #[error("cannot connect to {host}: {reason}")]
     CannotConnect {
@@ -488,6 +496,7 @@ impl BitsError {
             HttpStatus { status, .. } | AuthFailed { status, .. } => Hresult::http_status(*status),
             UploadRefused { code, .. } => *code,
             LocalFileChanged { .. } => Hresult::BG_E_LOCAL_FILE_CHANGED,
+            BlockedByPolicy => Hresult::BG_E_BLOCKED_BY_POLICY,
             CannotConnect { .. } => Hresult::WINHTTP_CANNOT_CONNECT,
             ConnectionReset { .. } => Hresult::WINHTTP_CONNECTION_ERROR,
             Timeout { .. } => Hresult::WINHTTP_TIMEOUT,
@@ -540,7 +549,8 @@ impl BitsError {
             | StringTooLong { .. }
             | CredentialsTooLarge { .. }
             | NotSupportedWithCustomHttpMethod { .. }
-            | ReadOnlyWhenJobActive { .. } => ErrorContext::GeneralQueueManager,
+            | ReadOnlyWhenJobActive { .. }
+            | BlockedByPolicy => ErrorContext::GeneralQueueManager,
         }
     }
 
@@ -557,7 +567,8 @@ impl BitsError {
             | Timeout { .. }
             | NameNotResolved { .. }
             | InvalidServerResponse { .. }
-            | ServerCertRejected { .. } => true,
+            | ServerCertRejected { .. }
+            | BlockedByPolicy => true,
             _ => false,
         }
     }
@@ -854,6 +865,7 @@ mod tests {
         );
         check(BitsError::Empty, 0x80200003, GeneralQueueManager, false);
         check(BitsError::TooManyFiles, 0x8020001C, GeneralQueueManager, false);
+        check(BitsError::BlockedByPolicy, 0x8020003E, GeneralQueueManager, true);
     }
 
     #[test]

@@ -27,6 +27,12 @@
 //! - [`Persist`]: the engine [`bits_core::Observer`] that saves a running
 //!   job through a sink, at once for what a restart needs and throttled
 //!   for progress.
+//! - [`schedule`]: the bandwidth schedule of the config file (days ×
+//!   hours × priorities → a rate, `0` blocking with
+//!   `BG_E_BLOCKED_BY_POLICY`, maintenance rules first), parsed with its
+//!   errors' line and column, evaluated at a [`LocalTime`], and reloaded
+//!   by [`ScheduleHolder`] keeping the old schedule on error. Pure code:
+//!   the scheduler does not apply it yet.
 //!
 //! ## What it does not do
 //! - Store anything: the source and the sink do (the `bits` CLI's is
@@ -59,6 +65,7 @@
 #![deny(missing_docs)]
 
 mod persist;
+pub mod schedule;
 mod scheduler;
 mod seams;
 mod timers;
@@ -67,5 +74,9 @@ mod timers;
 mod memory;
 
 pub use persist::{Persist, SAVE_FILE_AT_ONCE, SAVE_INTERVAL};
+pub use schedule::{
+    BlockChange, BlockWatch, Clock, Limit, LocalTime, Schedule, ScheduleError, ScheduleHolder, SystemClock,
+    Weekday,
+};
 pub use scheduler::{Due, Ended, Scheduler, MAX_PARALLEL};
 pub use seams::{Error, JobSource, StateSink, Transports};
