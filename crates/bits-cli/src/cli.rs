@@ -84,6 +84,13 @@ pub enum Command {
         /// Its replacement.
         new: String,
     },
+    /// The job's own rate cap: 512K, 10M, 1.5G (bytes per second, 1024-based) or off.
+    SetMaxRate {
+        /// The job.
+        job: String,
+        /// The rate.
+        rate: String,
+    },
     /// Seconds to wait before retrying after a transient error (default 600, at least 5).
     SetMinRetryDelay {
         /// The job.
@@ -453,6 +460,9 @@ pub struct TransferArgs {
     /// The job's priority: foreground, high, normal or low.
     #[arg(long, value_name = "P")]
     pub priority: Option<String>,
+    /// The job's rate cap: 512K, 10M, 1.5G (bytes per second, 1024-based) or off.
+    #[arg(long, value_name = "RATE")]
+    pub max_rate: Option<String>,
     /// A custom header, "Name: value", sent on every request (repeatable).
     #[arg(long = "header", value_name = "H")]
     pub headers: Vec<String>,

@@ -39,6 +39,11 @@ pub enum JobOp {
         /// Its replacement.
         new: String,
     },
+    /// `set-max-rate`.
+    SetMaxRate {
+        /// Bytes per second; `None`: off.
+        rate: Option<u64>,
+    },
     /// `set-min-retry-delay`.
     SetMinRetryDelay {
         /// Seconds.
@@ -168,6 +173,7 @@ pub fn apply(job: &mut Job, op: &JobOp) -> (Result<Hresult, BitsError>, bool) {
             (result.map(|()| Hresult::S_OK), false)
         }
         JobOp::ReplaceRemotePrefix { old, new } => (job.replace_remote_prefix(old, new), false),
+        JobOp::SetMaxRate { rate } => (job.set_max_rate(*rate).map(|()| Hresult::S_OK), false),
         JobOp::SetMinRetryDelay { seconds } => {
             (job.set_min_retry_delay(*seconds).map(|()| Hresult::S_OK), false)
         }

@@ -40,8 +40,10 @@ pub fn job_json(job: &Job) -> Value {
         "backend": job.backend,
         "security_flags": job.security_flags.bits(),
         "priority": job.priority.as_str(),
-        "min_retry_delay": job.min_retry_delay,
+                "min_retry_delay": job.min_retry_delay,
         "no_progress_timeout": job.no_progress_timeout,
+        // Bytes per second; null: off.
+        "max_rate": job.max_rate,
         "error": error,
         "files": files,
         "bytes_total": job.bytes_total(),
@@ -117,6 +119,13 @@ pub fn job_text(job: &Job) -> String {
     let _ = writeln!(s, "priority:            {}", job.priority.as_str());
     let _ = writeln!(s, "min retry delay:     {} s", job.min_retry_delay);
     let _ = writeln!(s, "no-progress timeout: {} s", job.no_progress_timeout);
+    let _ = writeln!(
+        s,
+        "max rate:            {}",
+        job.max_rate.map_or("off".to_string(), |r| {
+            format!("{}/s", bits_scheduler::Limit::Rate(r))
+        })
+    );
     let _ = writeln!(s, "http method:         {}", job.http_method());
     let headers = headers_text(job);
     if headers.is_empty() {

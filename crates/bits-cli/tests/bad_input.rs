@@ -266,3 +266,22 @@ fn a_backend_left_out_of_this_build_is_refused_by_name() {
         serde_json::json!([])
     );
 }
+
+#[test]
+fn max_rates_that_are_no_rate() {
+    let env = Env::new();
+    let (id, before) = job(&env);
+    for bad in ["lots", "0", "1.5X", "-1M", ""] {
+        env.run(&["set-max-rate", &id, bad]).fails(2, "0x80070057");
+    }
+    assert_eq!(env.info(&id), before, "nothing changed");
+    env.run(&["transfer", "--max-rate", "0", "http://127.0.0.1:9/a", "x"])
+        .fails(2, "0x80070057");
+    // Good ones: bytes per second in info, null when off.
+    env.run(&["set-max-rate", &id, "1.5M"]).ok();
+    assert_eq!(env.info(&id)["max_rate"], 1_572_864);
+    let text = env.run(&["info", &id]).ok().stdout;
+    assert!(text.contains("max rate:            1536K/s"), "{text}");
+    env.run(&["set-max-rate", &id, "off"]).ok();
+    assert_eq!(env.info(&id)["max_rate"], serde_json::Value::Null);
+}

@@ -211,6 +211,10 @@ pub struct Job {
     /// (`SetReplyFileName`); read it with [`Job::reply_file_name`].
     #[serde(default)]
     reply_file_name: Option<PathBuf>,
+    /// The job's own rate cap, bytes per second (`bits set-max-rate`,
+    /// beyond BITS); `None`: unlimited. Set it with [`Job::set_max_rate`].
+    #[serde(default)]
+    pub max_rate: Option<u64>,
 }
 
 impl Job {
@@ -242,6 +246,7 @@ impl Job {
             proxy: ProxySettings::preconfig(),
             credentials: Vec::new(),
             reply_file_name: None,
+            max_rate: None,
         }
     }
 
@@ -387,6 +392,21 @@ impl Job {
         Ok(())
     }
 
+    /// Caps the job's transfer rate at `rate` bytes per second (`None`:
+    /// unlimited). A cap of 0 is refused with `E_INVALIDARG`: a job that
+    /// must not move is suspended.
+    pub fn set_max_rate(&mut self, rate: Option<u64>) -> Result<(), BitsError> {
+        self.check(Operation::SetProperty)?;
+        if rate == Some(0) {
+            return Err(BitsError::InvalidArg {
+                what: "a max rate of 0 (suspend the job instead, or say off)".into(),
+            });
+        }
+        self.max_rate = rate;
+        self.touch();
+        Ok(())
+    }
+
     /// Sets the no-progress timeout; 0 makes the first transient error fatal.
     pub fn set_no_progress_timeout(&mut self, seconds: u64) -> Result<(), BitsError> {
         self.check(Operation::SetProperty)?;
@@ -437,6 +457,7 @@ impl Job {
             proxy,
             credentials,
             reply_file_name,
+            max_rate,
         } = self;
         Job {
             id: *id,
@@ -463,6 +484,7 @@ impl Job {
             proxy: proxy.clone(),
             credentials: credentials.clone(),
             reply_file_name: reply_file_name.clone(),
+            max_rate: *max_rate,
         }
     }
 

@@ -536,3 +536,22 @@ async fn an_unreachable_bits_host_id_is_left_after_its_fallback_timeout_and_not_
         std::fs::read(&source).unwrap()
     );
 }
+
+#[tokio::test]
+async fn a_capped_upload_keeps_to_its_rate() {
+    let w = World::new(Limits::default()).await;
+    let (mut job, source) = w.job("capped.bin", 1_536 << 10);
+    job.set_max_rate(Some(512 << 10)).unwrap();
+    let started = std::time::Instant::now();
+    let outcome = engine().run(&mut job, &mut NoObserver).await;
+    let took = started.elapsed();
+    assert_eq!(outcome.state, JobState::Transferred, "{:?}", job.error);
+    assert_eq!(
+        std::fs::read(w.served("capped.bin")).unwrap(),
+        std::fs::read(&source).unwrap()
+    );
+    // 1.5 MiB at 512 KiB/s: three seconds, less the first quarter second's
+    // fragment that goes at once.
+    assert!(took >= std::time::Duration::from_millis(2_600), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(8), "{took:?}");
+}

@@ -23,6 +23,22 @@ pub(super) fn set_security_flags(ctx: &Ctx, job: &str, flags: &str) -> anyhow::R
     simple_op(ctx, job, JobOp::SetSecurityFlags { flags: flags.bits() })
 }
 
+/// A `set-max-rate` / `--max-rate` value: bytes per second, or `None` for
+/// `off`. 0 is refused (the job would never move: suspend it instead).
+pub(super) fn parse_max_rate(text: &str) -> Result<Option<u64>, Failure> {
+    let hint = "write 512K, 10M, 1.5G (bytes per second, 1024-based) or off";
+    match bits_scheduler::Limit::parse(text) {
+        Ok(bits_scheduler::Limit::Unlimited) => Ok(None),
+        Ok(bits_scheduler::Limit::Rate(n)) => Ok(Some(n)),
+        Ok(bits_scheduler::Limit::Blocked) => Err(Failure::bad_input(
+            Hresult::E_INVALIDARG,
+            "a max rate of 0 would never move the job",
+            "suspend the job instead, or give a rate",
+        )),
+        Err(e) => Err(Failure::bad_input(Hresult::E_INVALIDARG, e.to_string(), hint)),
+    }
+}
+
 pub(super) fn set_priority(ctx: &Ctx, job: &str, priority: &str) -> anyhow::Result<ExitCode> {
     let priority = Priority::parse(priority).map_err(Failure::from)?;
     simple_op(ctx, job, JobOp::SetPriority { priority })

@@ -78,6 +78,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SetSecurityFlags { job, flags } => edit::set_security_flags(&ctx, &job, &flags),
         Command::GetSecurityFlags { job } => show::security_flags(&ctx, &job),
         Command::ReplaceRemotePrefix { job, old, new } => edit::replace_remote_prefix(&ctx, &job, old, new),
+        Command::SetMaxRate { job, rate } => {
+            let rate = edit::parse_max_rate(&rate)?;
+            edit::simple_op(&ctx, &job, JobOp::SetMaxRate { rate })
+        }
         Command::SetMinRetryDelay { job, seconds } => edit::simple_op(
             &ctx,
             &job,

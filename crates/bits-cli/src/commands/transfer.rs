@@ -227,6 +227,10 @@ pub(super) fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode
         job.set_priority(Priority::parse(p).map_err(Failure::from)?)
             .map_err(Failure::from)?;
     }
+    if let Some(rate) = &args.max_rate {
+        job.set_max_rate(super::edit::parse_max_rate(rate)?)
+            .map_err(Failure::from)?;
+    }
     let proxy = args
         .proxy
         .as_deref()

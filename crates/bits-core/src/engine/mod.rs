@@ -81,6 +81,7 @@ mod checkpoint;
 mod finish;
 mod pipeline;
 mod plan;
+mod rate;
 mod upload;
 
 use std::collections::HashMap;
@@ -379,13 +380,17 @@ impl Engine {
             };
         }
         let mut unsynced = Unsynced::default();
+        let mut cap = job.max_rate.map(rate::RateCap::new);
         // Files before `from` are completed or waiting for their checkpoint.
         let mut from = 0;
         while let Some(i) = (from..job.files.len()).find(|&i| !job.files[i].completed) {
             from = i + 1;
             // Before its first byte: see files::Watched.
             unsynced.watch(&job.files[i].temp_name);
-            match self.transfer_file(job, i, &policy, observer, &mut unsynced).await {
+            match self
+                .transfer_file(job, i, &policy, observer, &mut unsynced, &mut cap)
+                .await
+            {
                 // Written out while the next file's request is in flight.
                 Ok(received) => unsynced.hold(received),
                 Err((f, e)) => {
@@ -450,9 +455,12 @@ impl Engine {
         policy: &ConnectionPolicy,
         observer: &mut dyn Observer,
         unsynced: &mut Unsynced,
+        cap: &mut Option<rate::RateCap>,
     ) -> Result<Received, (usize, BitsError)> {
         let mut meanwhile = Meanwhile::new(unsynced);
-        let received = self.receive_file(job, i, policy, observer, &mut meanwhile).await;
+        let received = self
+            .receive_file(job, i, policy, observer, &mut meanwhile, cap)
+            .await;
         // The previous file's failure comes first: it happened first.
         meanwhile.end(job, observer).await?;
         received.map_err(|e| (i, e))
@@ -466,6 +474,7 @@ impl Engine {
         policy: &ConnectionPolicy,
         observer: &mut dyn Observer,
         meanwhile: &mut Meanwhile<'_>,
+        cap: &mut Option<rate::RateCap>,
     ) -> Result<Received, BitsError> {
         let temp = job.files[i].temp_name.clone();
         // A custom method sends no Range (docs/spec/http-options.md, "HTTP
@@ -537,7 +546,7 @@ impl Engine {
                 Plan::Write { offset, end, total } => {
                     let span = Span { offset, end, total };
                     if let Some(mut received) = self
-                        .write_body(job, i, response, span, meanwhile, observer)
+                        .write_body(job, i, response, span, meanwhile, observer, cap)
                         .await?
                     {
                         received.fresh = fresh;
@@ -556,6 +565,7 @@ impl Engine {
     /// every byte arrived, its last ones possibly still buffered, or `None`
     /// when the server sent less than the whole file (a 206 for a shorter
     /// range) and more must be asked for.
+    #[allow(clippy::too_many_arguments)]
     async fn write_body(
         &self,
         job: &mut Job,
@@ -564,6 +574,7 @@ impl Engine {
         span: Span,
         meanwhile: &mut Meanwhile<'_>,
         observer: &mut dyn Observer,
+        cap: &mut Option<rate::RateCap>,
     ) -> Result<Option<Received>, BitsError> {
         let Span { offset, end, total } = span;
         let temp = job.files[i].temp_name.clone();
@@ -617,6 +628,9 @@ impl Engine {
                 }
                 if writer.push(&chunk)? {
                     moved(job, i, writer.position(), observer);
+                }
+                if let Some(cap) = cap.as_mut() {
+                    cap.take(chunk.len()).await;
                 }
             }
         }

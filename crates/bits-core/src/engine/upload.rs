@@ -254,10 +254,17 @@ impl Engine {
         let mut acked = session.acked;
         let mut size = FIRST_FRAGMENT;
         let mut stalls = 0;
+        // A capped job sends fragments of at most a quarter second of its
+        // rate and waits after each as the cap says: over any 10 s the
+        // bytes stay within a few percent of it.
+        let mut cap = job.max_rate.map(super::rate::RateCap::new);
+        let most = job
+            .max_rate
+            .map_or(MAX_FRAGMENT, |r| (r / 4).clamp(16 << 10, MAX_FRAGMENT));
         let mut host_id_failing = None;
         while acked < total {
             check_unchanged(source, session)?;
-            let n = size.min(total - acked);
+            let n = size.min(most).min(total - acked);
             let range = format!("bytes {acked}-{}/{total}", acked + n - 1);
             let name = content_name(source);
             let mut extra = vec![
@@ -323,6 +330,9 @@ impl Engine {
                 s.acked = acked;
             }
             moved(job, i, acked, observer);
+            if let Some(cap) = cap.as_mut() {
+                cap.take(n as usize).await;
+            }
             let took = started.elapsed();
             if took < Duration::from_secs(2) && n == size {
                 size = (size * 2).min(MAX_FRAGMENT);
