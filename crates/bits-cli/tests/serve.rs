@@ -339,16 +339,23 @@ fn kill_9_of_the_client_daemon_mid_upload_continues_the_same_session() {
     let held = partial_len(&root.join("up")).expect("the session is still open");
     assert!(held < total as u64, "the upload ended before the kill");
     // A new daemon continues the stored session.
-    env.run(&["wait", &id]).ok();
-    env.run(&["complete", &id]).ok();
+    completes_in_one_session(&env, &id, &root, &log, &data);
+}
+
+/// Lets upload job `id` finish (a new daemon starts), completes it and
+/// checks the server's side: the file whole at `up/big.bin` under `root`,
+/// and in `log` one session whose fragments wrote each byte once (an
+/// overlap resent after a kill adds nothing).
+fn completes_in_one_session(env: &Env, id: &str, root: &std::path::Path, log: &std::path::Path, data: &[u8]) {
+    env.run(&["wait", id]).ok();
+    env.run(&["complete", id]).ok();
     assert!(
         std::fs::read(root.join("up/big.bin")).unwrap() == data,
         "the file arrived whole"
     );
-    let (sessions, written) = server_log(&log);
-    assert_eq!(sessions, 1, "one session, continued");
-    // Each byte written once: an overlap resent after the kill adds nothing.
-    assert_eq!(written, total as u64);
+    let (sessions, written) = server_log(log);
+    assert_eq!(sessions, 1, "one session, continued by each new daemon");
+    assert_eq!(written, data.len() as u64, "each byte written once");
 }
 
 /// An upload job of `total` bytes to `/up/big.bin` on `addr` (served from
@@ -569,15 +576,7 @@ fn kill_9_of_the_client_daemon_at_random_points_continues_one_session() {
         eprintln!("kill {k}: the server held {held} bytes");
         assert!(held < total as u64, "kill {k}: the upload ended before it");
     }
-    env.run(&["wait", &id]).ok();
-    env.run(&["complete", &id]).ok();
-    assert!(
-        std::fs::read(root.join("up/big.bin")).unwrap() == data,
-        "the file arrived whole"
-    );
-    let (sessions, written) = server_log(&log);
-    assert_eq!(sessions, 1, "one session, continued by each new daemon");
-    assert_eq!(written, total as u64, "each byte written once");
+    completes_in_one_session(&env, &id, &root, &log, &data);
 }
 
 /// A relay on 127.0.0.1 to `upstream` that passes the client's bytes at

@@ -11,10 +11,9 @@ use bits_core::{Engine, Job, JobState, JobType, NoObserver, UploadSession};
 use bits_http::PlainHttp;
 use bits_serve::{ContentRange, Limits, Root, Server, Sessions};
 
-/// A deterministic body of `len` bytes.
-fn body(len: usize) -> Vec<u8> {
-    (0..len).map(|i| ((i * 31 + i / 251) % 253) as u8).collect()
-}
+mod support;
+
+use support::{body, upload_job};
 
 /// A `bits serve` on a temp root, and a temp folder for sources.
 struct World {
@@ -82,13 +81,7 @@ impl World {
     }
 
     fn job_of(&self, kind: JobType, name: &str, len: usize) -> (Job, PathBuf) {
-        let source = self.local.path().join(name);
-        std::fs::write(&source, body(len)).unwrap();
-        let mut job = Job::new("up", kind, "plain");
-        job.add_file(&format!("http://{}/up/{name}", self.addr), &source)
-            .unwrap();
-        job.resume().unwrap();
-        (job, source)
+        upload_job(self.local.path(), self.addr, kind, name, len)
     }
 
     fn served(&self, name: &str) -> PathBuf {

@@ -22,10 +22,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-/// A deterministic body of `len` bytes.
-fn body(len: usize) -> Vec<u8> {
-    (0..len).map(|i| ((i * 7 + i / 509) % 251) as u8).collect()
-}
+mod support;
+
+use support::{body, upload_job};
 
 /// One packet as the front sees it, for the rule to judge.
 struct Packet<'a> {
@@ -128,13 +127,7 @@ impl Front {
     /// A source file of `len` bytes, and a QUEUED upload job of it to
     /// `/up/NAME`.
     fn job(&self, name: &str, len: usize) -> (Job, PathBuf) {
-        let source = self.local.path().join(name);
-        std::fs::write(&source, body(len)).unwrap();
-        let mut job = Job::new("up", JobType::Upload, "plain");
-        job.add_file(&format!("http://{}/up/{name}", self.addr), &source)
-            .unwrap();
-        job.resume().unwrap();
-        (job, source)
+        upload_job(self.local.path(), self.addr, JobType::Upload, name, len)
     }
 
     fn served(&self, name: &str) -> PathBuf {

@@ -113,3 +113,21 @@ pub fn assert_counters_match_disk(job: &Job) {
         }
     }
 }
+
+/// A source file `dir/NAME` of `len` bytes ([`body`]) and a QUEUED job of
+/// `kind` that uploads it to `http://ADDR/up/NAME`.
+pub fn upload_job(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    kind: JobType,
+    name: &str,
+    len: usize,
+) -> (Job, PathBuf) {
+    let source = dir.join(name);
+    std::fs::write(&source, body(len)).unwrap();
+    let mut job = Job::new("up", kind, "plain");
+    job.add_file(&format!("http://{addr}/up/{name}"), &source)
+        .unwrap();
+    job.resume().unwrap();
+    (job, source)
+}
