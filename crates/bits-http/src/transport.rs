@@ -392,11 +392,13 @@ impl<C: TlsConnect> Transport for HttpTransport<C> {
             backend = self.inner.name,
             %url,
             status = parts.status.as_u16(),
+            version = ?parts.version,
             "response"
         );
         Ok(Response {
             status: parts.status.as_u16(),
             headers: parts.headers,
+            version: parts.version,
             body: Box::new(HyperBody {
                 incoming,
                 idle: self.inner.options.idle_timeout,
