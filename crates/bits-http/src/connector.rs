@@ -69,7 +69,9 @@ pub(crate) enum MaybeTls<S> {
         tcp: TcpStream,
         http_proxy: Option<ProxyUrl>,
     },
-    Tls(Coalesce<S>),
+    /// TLS with the origin; `h2` when ALPN chose HTTP/2
+    /// ([`TlsConnect::negotiated_alpn`]).
+    Tls { stream: Coalesce<S>, h2: bool },
 }
 
 impl<S> Connection for MaybeTls<S> {
@@ -82,6 +84,9 @@ impl<S> Connection for MaybeTls<S> {
                 http_proxy: Some(proxy),
                 ..
             } => Connected::new().proxy(true).extra(ViaHttpProxy(proxy.clone())),
+            // hyper-util's client speaks HTTP/2 on it, and shares it
+            // between the requests of its pool (one policy, one origin).
+            MaybeTls::Tls { h2: true, .. } => Connected::new().negotiated_h2(),
             _ => Connected::new(),
         }
     }
@@ -91,7 +96,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for MaybeTls<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_read(cx, buf),
-            MaybeTls::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls { stream: s, .. } => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -209,21 +214,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_write(cx, buf),
-            MaybeTls::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls { stream: s, .. } => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_flush(cx),
-            MaybeTls::Tls(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls { stream: s, .. } => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_shutdown(cx),
-            MaybeTls::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Tls { stream: s, .. } => Pin::new(s).poll_shutdown(cx),
         }
     }
 
@@ -234,14 +239,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_write_vectored(cx, bufs),
-            MaybeTls::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            MaybeTls::Tls { stream: s, .. } => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             MaybeTls::Plain { tcp: s, .. } => s.is_write_vectored(),
-            MaybeTls::Tls(s) => s.is_write_vectored(),
+            MaybeTls::Tls { stream: s, .. } => s.is_write_vectored(),
         }
     }
 }
@@ -398,7 +403,12 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
                             let keys = crate::chain::spki_sha256_all(&chain);
                             policy.check_server(&host, port, &chain, &keys).map_err(boxed)?;
                         }
-                        MaybeTls::Tls(Coalesce::new(s, C::classify_io))
+                        // Plain http is never h2 (no h2c): only TLS offers it.
+                        let h2 = C::negotiated_alpn(&s).as_deref() == Some(b"h2");
+                        MaybeTls::Tls {
+                            stream: Coalesce::new(s, C::classify_io),
+                            h2,
+                        }
                     }
                     Ok(Err(e)) => return Err(boxed(e)),
                     Err(_) => {
@@ -417,7 +427,8 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
                 }
             };
             made.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%authority, https, %policy, "connected");
+            let h2 = matches!(stream, MaybeTls::Tls { h2: true, .. });
+            tracing::debug!(%authority, https, h2, %policy, "connected");
             Ok(TokioIo::new(stream))
         })
     }
