@@ -86,8 +86,17 @@ impl<S> Connection for MaybeTls<S> {
             } => Connected::new().proxy(true).extra(ViaHttpProxy(proxy.clone())),
             // hyper-util's client speaks HTTP/2 on it, and shares it
             // between the requests of its pool (one policy, one origin).
-            MaybeTls::Tls { h2: true, .. } => Connected::new().negotiated_h2(),
-            _ => Connected::new(),
+            // Every response and request error of the connection carries
+            // its fault record ([`StreamFault`]).
+            MaybeTls::Tls { stream, h2 } => {
+                let connected = Connected::new().extra(stream.fault.clone());
+                if *h2 {
+                    connected.negotiated_h2()
+                } else {
+                    connected
+                }
+            }
+            MaybeTls::Plain { .. } => Connected::new(),
         }
     }
 }
@@ -123,6 +132,9 @@ pub(crate) struct Coalesce<S> {
     deferred: Option<io::Error>,
     /// The backend's [`TlsConnect::classify_io`].
     classify: fn(&io::Error) -> Option<BitsError>,
+    /// The first error the backend classified, for whoever HTTP/2 tells
+    /// of it without the classification.
+    fault: StreamFault,
 }
 
 impl<S> Coalesce<S> {
@@ -131,15 +143,66 @@ impl<S> Coalesce<S> {
             inner,
             deferred: None,
             classify,
+            fault: StreamFault {
+                first: Arc::default(),
+                classify,
+            },
         }
     }
 
-    /// `e`, carrying the backend's classification when it has one.
+    /// `e`, carrying the backend's classification when it has one (and
+    /// then kept in [`StreamFault`]).
     fn classified(&self, e: io::Error) -> io::Error {
         match (self.classify)(&e) {
-            Some(bits) => io::Error::new(e.kind(), Classified::new(bits)),
+            Some(bits) => {
+                let carried = io::Error::new(e.kind(), Classified::new(bits));
+                self.fault.record(e);
+                carried
+            }
             None => e,
         }
+    }
+}
+
+/// The first read or write error of a TLS connection that the backend
+/// classified ([`TlsConnect::classify_io`]: a TLS 1.3 server's alert
+/// refusing the client certificate), kept with the connection.
+///
+/// Over HTTP/1.1 the classified error reaches the request inside the
+/// `io::Error` ([`Classified`]). HTTP/2 reads the socket in its own task
+/// and hands each stream the error's kind and words only, so the
+/// classification would be lost (a refused certificate would look like a
+/// reset); hyper-util gives every request error and response of the
+/// connection this record ([`Connected::extra`]), and
+/// [`classify::client_error`] and the response body ask it. It keeps the
+/// original error and classifies it again for each asker, so every
+/// stream of the connection learns the same.
+#[derive(Clone)]
+pub(crate) struct StreamFault {
+    first: Arc<Mutex<Option<io::Error>>>,
+    classify: fn(&io::Error) -> Option<BitsError>,
+}
+
+impl StreamFault {
+    fn record(&self, e: io::Error) {
+        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = Some(e);
+        }
+    }
+
+    /// The backend's error for the connection's classified failure, if
+    /// it had one.
+    pub(crate) fn error(&self) -> Option<BitsError> {
+        let first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        first.as_ref().and_then(self.classify)
+    }
+
+    /// [`StreamFault::error`] of the connection `connected` describes.
+    pub(crate) fn of(connected: &Connected) -> Option<BitsError> {
+        let mut extras = http::Extensions::new();
+        connected.get_extras(&mut extras);
+        extras.get::<StreamFault>()?.error()
     }
 }
 

@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::body::{HyperBody, OutgoingBody};
 use crate::classify;
-use crate::connector::{PolicyConnector, ViaHttpProxy};
+use crate::connector::{PolicyConnector, StreamFault, ViaHttpProxy};
 use crate::proxy::{ProxyEnv, Route};
 use crate::proxy_auth::{ProxyAuth, Sent};
 use crate::tls::TlsConnect;
@@ -403,6 +403,7 @@ impl<C: TlsConnect> Transport for HttpTransport<C> {
             headers: parts.headers,
             version: parts.version,
             body: Box::new(HyperBody {
+                fault: parts.extensions.get::<StreamFault>().cloned(),
                 incoming,
                 idle: self.inner.options.idle_timeout,
                 done: head,

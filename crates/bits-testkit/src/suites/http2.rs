@@ -314,6 +314,30 @@ pub async fn two_client_certificates_to_one_h2_origin_use_two_connections<B: Tls
     assert_separate(server.http(), "/file?cert=none", "/file?cert=leaf");
 }
 
+/// A server that offers h2 and refuses the client's certificate (none
+/// when it requires one: `0x80072F0C`; one from another CA: `0x80072F8F`)
+/// is judged as over HTTP/1.1, with TLS 1.3 (the refusal is an alert read
+/// after the client's handshake, when HTTP/2 has started) and TLS 1.2 (it
+/// fails the handshake); no request reaches HTTP.
+pub async fn a_refused_client_certificate_is_classified_as_over_http1<B: TlsBackend>() {
+    use crate::suites::client_certs::{pem, policy, CERT_NEEDED, SECURE_FAILURE};
+    let files = TestPki::shared().client_files();
+    let unrelated = B::load_client_certificate(&pem(&files.unrelated_pem))
+        .unwrap_or_else(|e| panic!("{} loads the unrelated leaf: {e}", B::NAME));
+    for max in [MaxTls::Tls13, MaxTls::Tls12] {
+        for alpn in [Alpn::H2, Alpn::Ignore] {
+            for (cert, want) in [(None, CERT_NEEDED), (Some(unrelated.clone()), SECURE_FAILURE)] {
+                let server = MtlsServer::start_with(ClientAuth::Required, max, alpn);
+                let t = crate::backend::with_pki::<B>(TestPki::shared());
+                let url = server.url("/file").to_string();
+                let got = fetch(&t, &url, &policy(cert.clone())).await.map(|r| r.0);
+                assert_eq!(got, Err(want), "{max:?} {alpn:?} certificate {}", cert.is_some());
+                assert_eq!(server.request_count(), 0, "{max:?} {alpn:?}");
+            }
+        }
+    }
+}
+
 /// https through tinyproxy's `CONNECT` tunnel offers h2 to the origin
 /// (never to the proxy, spoken to in plain HTTP/1.1): the origin chose
 /// it. A direct policy to the same origin uses a connection of its own.

@@ -499,6 +499,13 @@ macro_rules! http2_tests {
             )
             .await;
         }
+        #[tokio::test]
+        async fn h2_a_refused_client_certificate_is_classified_as_over_http1() {
+            $crate::suites::http2::within(
+                $crate::suites::http2::a_refused_client_certificate_is_classified_as_over_http1::<$backend>(),
+            )
+            .await;
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn h2_conformance_verdicts_are_the_same_over_h2() {
             $crate::suites::http2::conformance_verdicts_are_the_same_over_h2::<$backend>().await;
