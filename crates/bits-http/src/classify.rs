@@ -3,7 +3,7 @@
 //! | failure | error | HRESULT |
 //! | --- | --- | --- |
 //! | a [`BitsError`] from the backend's handshake | itself, unchanged | |
-//! | a stream error the backend classified ([`crate::TlsConnect::classify_io`]: a TLS 1.3 alert refusing the client certificate, …) | the backend's | |
+//! | a stream error the backend classified ([`crate::TlsConnect::classify_io`]: a TLS 1.3 alert refusing the client certificate, …), inside the I/O error or, over HTTP/2, kept with the connection | the backend's | |
 //! | DNS lookup failed | `NameNotResolved` | `0x80072EE7` |
 //! | TCP connect timed out; no headers or no body bytes in time | `Timeout` | `0x80072EE2` |
 //! | TCP connect refused, unreachable, … | `CannotConnect` | `0x80072EFD` |

@@ -37,7 +37,7 @@
 //!   | failure | error | HRESULT |
 //!   | --- | --- | --- |
 //!   | the backend's handshake error | unchanged | its own |
-//!   | a read/write error the backend classifies ([`TlsConnect::classify_io`]: a TLS 1.3 refusal of the client certificate) | the backend's | its own |
+//!   | a read/write error the backend classifies ([`TlsConnect::classify_io`]: a TLS 1.3 refusal of the client certificate; over HTTP/2 too, kept with the connection) | the backend's | its own |
 //!   | the request body's error | unchanged | its own |
 //!   | DNS | `NameNotResolved` | `0x80072EE7` |
 //!   | TCP refused / unreachable | `CannotConnect` | `0x80072EFD` |
