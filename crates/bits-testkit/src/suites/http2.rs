@@ -157,6 +157,18 @@ pub async fn an_http1_server_is_spoken_to_over_http1<B: TlsBackend>() {
     }
 }
 
+/// Plain http is HTTP/1.1 (no h2c: nothing to negotiate with).
+pub async fn plain_http_stays_http1<B: TlsBackend>() {
+    let server = HttpServer::start().with("/small", Route::body(body(1000)));
+    let t = crate::backend::with_pki::<B>(TestPki::shared());
+    let (status, version, got) = fetch(&t, &server.url("/small"), &flags(0))
+        .await
+        .expect("a response");
+    assert_eq!((status, version), (200, Version::HTTP_11));
+    assert_eq!(got, body(1000));
+    assert_eq!(server.requests()[0].protocol, "http/1.1");
+}
+
 /// Once an h2 connection is open, requests of its policy sent all at once
 /// share it as streams: one handshake, one connection for them all.
 pub async fn requests_of_one_policy_share_one_h2_connection<B: TlsBackend>() {

@@ -472,6 +472,10 @@ macro_rules! http2_tests {
                 .await;
         }
         #[tokio::test]
+        async fn h2_plain_http_stays_http1() {
+            $crate::suites::http2::within($crate::suites::http2::plain_http_stays_http1::<$backend>()).await;
+        }
+        #[tokio::test]
         async fn h2_requests_of_one_policy_share_one_h2_connection() {
             $crate::suites::http2::within(
                 $crate::suites::http2::requests_of_one_policy_share_one_h2_connection::<$backend>(),
