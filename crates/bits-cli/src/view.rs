@@ -29,6 +29,8 @@ pub fn job_json(job: &Job) -> Value {
                 "bytes_total": f.bytes_total,
                 "bytes_transferred": f.bytes_transferred,
                 "completed": f.completed,
+                // What carried its last response (`http/1.1`, `h2`).
+                "protocol": f.protocol,
             })
         })
         .collect();
@@ -195,9 +197,14 @@ pub fn job_text(job: &Job) -> String {
     for (i, f) in job.files.iter().enumerate() {
         let total = f.bytes_total.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
         let done = if f.completed { ", done" } else { "" };
+        let over = f
+            .protocol
+            .as_deref()
+            .map(|p| format!(", {p}"))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "  [{i}] {} -> {} ({} / {total} bytes{done})",
+            "  [{i}] {} -> {} ({} / {total} bytes{done}{over})",
             f.remote_name,
             f.local_name.display(),
             f.bytes_transferred
@@ -282,6 +289,16 @@ mod tests {
         assert_eq!(v["error"], Value::Null);
         assert_eq!(v["files"][0]["local_name"], "/data/x.bin");
         assert_eq!(v["files"][0]["bytes_total"], Value::Null);
+        assert_eq!(v["files"][0]["protocol"], Value::Null);
+        let mut over_h2 = j.clone();
+        over_h2.files[0].protocol = Some("h2".into());
+        assert_eq!(job_json(&over_h2)["files"][0]["protocol"], "h2");
+        assert!(
+            job_text(&over_h2).contains("bytes, h2)"),
+            "{}",
+            job_text(&over_h2)
+        );
+        assert!(!job_text(&j).contains("h2"));
 
         j.resume().unwrap();
         let not_found = BitsError::HttpStatus {

@@ -5,7 +5,7 @@
 mod support;
 
 use bits_testkit::pki::{LeafKind, TestPki};
-use bits_testkit::tls::TlsServer;
+use bits_testkit::tls::{Alpn, TlsServer};
 use support::Env;
 
 fn check_backend(backend: &str, ignore_date_supported: bool) {
@@ -110,4 +110,56 @@ fn the_system_roots_do_not_trust_the_test_pki() {
         "{}",
         run.stderr
     );
+}
+
+/// `info --json` says per file which protocol carried it: `h2` from a
+/// server that chooses HTTP/2 by ALPN, `http/1.1` from one that ignores
+/// ALPN; `info` prints it too.
+fn check_protocol(backend: &str) {
+    let env = Env::trusting_test_root();
+    let leaf = TestPki::shared().leaf(LeafKind::Good);
+    for (alpn, protocol) in [(Alpn::H2, "h2"), (Alpn::Ignore, "http/1.1")] {
+        let server = TlsServer::start_with(leaf, alpn);
+        let local = env.path(&format!("{}.txt", alpn.as_str()));
+        let r = env
+            .run(&[
+                "--backend",
+                backend,
+                "transfer",
+                "--json",
+                server.url("/file").as_str(),
+                local.to_str().unwrap(),
+            ])
+            .ok();
+        assert_eq!(std::fs::read(&local).unwrap(), TlsServer::BODY);
+        assert_eq!(r.json()["files"][0]["protocol"], protocol, "{alpn:?}");
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        let info = env.run(&["info", "--json", &id]).ok();
+        assert_eq!(info.json()["files"][0]["protocol"], protocol, "{alpn:?}");
+        let text = env.run(&["info", &id]).ok();
+        assert!(
+            text.stdout.contains(&format!("bytes, done, {protocol})")),
+            "{}",
+            text.stdout
+        );
+        assert!(server.requests().iter().all(|q| q.protocol == protocol));
+    }
+}
+
+#[cfg(feature = "openssl")]
+#[test]
+fn openssl_info_says_which_protocol_carried_each_file() {
+    check_protocol("openssl");
+}
+
+#[cfg(feature = "rustls")]
+#[test]
+fn rustls_info_says_which_protocol_carried_each_file() {
+    check_protocol("rustls");
+}
+
+#[cfg(feature = "native")]
+#[test]
+fn native_info_says_which_protocol_carried_each_file() {
+    check_protocol("native");
 }

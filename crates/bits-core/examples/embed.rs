@@ -62,6 +62,7 @@ impl Transport for MemoryTransport {
             return Ok(Response {
                 status: 302,
                 headers,
+                version: bits_core::Version::HTTP_11,
                 body: Chunks::boxed(Bytes::new()),
             });
         }
@@ -69,6 +70,7 @@ impl Transport for MemoryTransport {
             return Ok(Response {
                 status: 404,
                 headers,
+                version: bits_core::Version::HTTP_11,
                 body: Chunks::boxed(Bytes::new()),
             });
         };
@@ -92,6 +94,7 @@ impl Transport for MemoryTransport {
         Ok(Response {
             status,
             headers,
+            version: bits_core::Version::HTTP_11,
             body: Chunks::boxed(part),
         })
     }

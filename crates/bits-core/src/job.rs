@@ -115,6 +115,12 @@ pub struct FileInfo {
     /// job so that a restart continues it.
     #[serde(default)]
     pub upload: Option<UploadSession>,
+    /// The protocol that carried the file's last response, by its ALPN
+    /// name ([`crate::transport::Response::protocol`]: `http/1.1`, `h2`);
+    /// `None` until a response came (and in stores written before it was
+    /// recorded). Downloads only, for now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
 }
 
 /// An upload's session ([MC-BUP]): its id, what the server acknowledged,
@@ -305,6 +311,7 @@ impl Job {
             validator: None,
             restart: false,
             upload: None,
+            protocol: None,
         });
         self.touch();
         Ok(())
@@ -1235,5 +1242,21 @@ mod tests {
         j.add_file("http://h/x", Path::new("/tmp/x")).unwrap();
         let text = serde_json::to_string(&j).unwrap();
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), j);
+    }
+
+    /// A file written before the protocol was recorded loads without it;
+    /// a file without one is written as before, with one it round-trips.
+    #[test]
+    fn a_file_s_protocol_is_optional_in_json() {
+        let mut j = job();
+        j.add_file("http://h/x", Path::new("/tmp/x")).unwrap();
+        let mut file = j.files[0].clone();
+        let text = serde_json::to_string(&file).unwrap();
+        assert!(!text.contains("protocol"), "{text}");
+        assert_eq!(serde_json::from_str::<FileInfo>(&text).unwrap(), file);
+        file.protocol = Some("h2".into());
+        let text = serde_json::to_string(&file).unwrap();
+        assert!(text.contains(r#""protocol":"h2""#), "{text}");
+        assert_eq!(serde_json::from_str::<FileInfo>(&text).unwrap(), file);
     }
 }

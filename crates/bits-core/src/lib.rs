@@ -129,5 +129,5 @@ pub use policy::ConnectionPolicy;
 pub use proxy::{ProxyScheme, ProxySettings, ProxyUrl, ProxyUsage};
 pub use state::{Event, JobState, Operation};
 pub use transport::{
-    BodySource, BodyStream, Method, Request, RequestBody, Response, SharedTransport, Transport,
+    BodySource, BodyStream, Method, Request, RequestBody, Response, SharedTransport, Transport, Version,
 };

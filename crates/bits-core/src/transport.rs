@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
-pub use http::Method;
+pub use http::{Method, Version};
 use tokio::io::{AsyncRead, ReadBuf};
 use url::Url;
 
@@ -283,8 +283,33 @@ pub struct Response {
     pub status: u16,
     /// The headers.
     pub headers: HeaderMap,
+    /// The HTTP version that carried it: `HTTP_11` (or `HTTP_10`), or
+    /// `HTTP_2` when the connection negotiated `h2` by ALPN.
+    pub version: Version,
     /// The body, streamed.
     pub body: Box<dyn BodyStream>,
+}
+
+impl Response {
+    /// The protocol that carried the response by its ALPN name
+    /// (`http/1.1`, `h2`; `http/1.0`, `http/0.9`, `h3`), as
+    /// [`crate::FileInfo::protocol`] records it.
+    pub fn protocol(&self) -> &'static str {
+        protocol_name(self.version)
+    }
+}
+
+/// `version` by its ALPN protocol id (RFC 7301's registry): `http/1.1`,
+/// `h2`, …; an unknown version is `http/1.1`, what hyper speaks unless
+/// told otherwise.
+pub fn protocol_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "http/0.9",
+        Version::HTTP_10 => "http/1.0",
+        Version::HTTP_2 => "h2",
+        Version::HTTP_3 => "h3",
+        _ => "http/1.1",
+    }
 }
 
 /// A way to issue HTTP requests under a BITS [`ConnectionPolicy`].

@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::classify;
-use crate::connector::Classified;
+use crate::connector::{Classified, StreamFault};
 
 /// A request's body as hyper sends it: none, or the request's chunks (with
 /// `Content-Length` when its length is known). A chunk's error fails the
@@ -56,6 +56,9 @@ pub(crate) struct HyperBody {
     pub(crate) incoming: Incoming,
     pub(crate) idle: Duration,
     pub(crate) done: bool,
+    /// The connection's record of a failure its backend classified (a
+    /// TLS connection's; HTTP/2 reports it without the classification).
+    pub(crate) fault: Option<StreamFault>,
 }
 
 impl fmt::Debug for HyperBody {
@@ -84,6 +87,9 @@ impl BodyStream for HyperBody {
                 }
                 Ok(Some(Err(e))) => {
                     self.done = true;
+                    if let Some(kept) = self.fault.as_ref().and_then(StreamFault::error) {
+                        return Err(kept);
+                    }
                     return Err(classify::hyper_error(&e, "reading the body"));
                 }
                 Ok(Some(Ok(frame))) => frame,

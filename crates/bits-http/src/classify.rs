@@ -3,7 +3,7 @@
 //! | failure | error | HRESULT |
 //! | --- | --- | --- |
 //! | a [`BitsError`] from the backend's handshake | itself, unchanged | |
-//! | a stream error the backend classified ([`crate::TlsConnect::classify_io`]: a TLS 1.3 alert refusing the client certificate, …) | the backend's | |
+//! | a stream error the backend classified ([`crate::TlsConnect::classify_io`]: a TLS 1.3 alert refusing the client certificate, …), inside the I/O error or, over HTTP/2, kept with the connection | the backend's | |
 //! | DNS lookup failed | `NameNotResolved` | `0x80072EE7` |
 //! | TCP connect timed out; no headers or no body bytes in time | `Timeout` | `0x80072EE2` |
 //! | TCP connect refused, unreachable, … | `CannotConnect` | `0x80072EFD` |
@@ -15,7 +15,7 @@ use std::io;
 
 use bits_core::BitsError;
 
-use crate::connector::Classified;
+use crate::connector::{Classified, StreamFault};
 
 /// The error and its sources, joined by `": "`.
 pub(crate) fn chain_text(e: &(dyn StdError + 'static)) -> String {
@@ -73,6 +73,10 @@ pub(crate) fn client_error(e: &hyper_util::client::legacy::Error, authority: &st
     let dyn_e: &(dyn StdError + 'static) = e;
     if let Some(taken) = find::<Classified>(dyn_e).and_then(Classified::take) {
         return taken;
+    }
+    // HTTP/2 drops the classification on the way: the connection kept it.
+    if let Some(kept) = e.connect_info().and_then(StreamFault::of) {
+        return kept;
     }
     if let Some(h) = find::<hyper::Error>(dyn_e) {
         return hyper_error(h, "before the response headers");

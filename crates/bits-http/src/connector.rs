@@ -69,7 +69,9 @@ pub(crate) enum MaybeTls<S> {
         tcp: TcpStream,
         http_proxy: Option<ProxyUrl>,
     },
-    Tls(Coalesce<S>),
+    /// TLS with the origin; `h2` when ALPN chose HTTP/2
+    /// ([`TlsConnect::negotiated_alpn`]).
+    Tls { stream: Coalesce<S>, h2: bool },
 }
 
 impl<S> Connection for MaybeTls<S> {
@@ -82,7 +84,19 @@ impl<S> Connection for MaybeTls<S> {
                 http_proxy: Some(proxy),
                 ..
             } => Connected::new().proxy(true).extra(ViaHttpProxy(proxy.clone())),
-            _ => Connected::new(),
+            // hyper-util's client speaks HTTP/2 on it, and shares it
+            // between the requests of its pool (one policy, one origin).
+            // Every response and request error of the connection carries
+            // its fault record ([`StreamFault`]).
+            MaybeTls::Tls { stream, h2 } => {
+                let connected = Connected::new().extra(stream.fault.clone());
+                if *h2 {
+                    connected.negotiated_h2()
+                } else {
+                    connected
+                }
+            }
+            MaybeTls::Plain { .. } => Connected::new(),
         }
     }
 }
@@ -91,7 +105,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for MaybeTls<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_read(cx, buf),
-            MaybeTls::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls { stream: s, .. } => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -118,6 +132,9 @@ pub(crate) struct Coalesce<S> {
     deferred: Option<io::Error>,
     /// The backend's [`TlsConnect::classify_io`].
     classify: fn(&io::Error) -> Option<BitsError>,
+    /// The first error the backend classified, for whoever HTTP/2 tells
+    /// of it without the classification.
+    fault: StreamFault,
 }
 
 impl<S> Coalesce<S> {
@@ -126,15 +143,66 @@ impl<S> Coalesce<S> {
             inner,
             deferred: None,
             classify,
+            fault: StreamFault {
+                first: Arc::default(),
+                classify,
+            },
         }
     }
 
-    /// `e`, carrying the backend's classification when it has one.
+    /// `e`, carrying the backend's classification when it has one (and
+    /// then kept in [`StreamFault`]).
     fn classified(&self, e: io::Error) -> io::Error {
         match (self.classify)(&e) {
-            Some(bits) => io::Error::new(e.kind(), Classified::new(bits)),
+            Some(bits) => {
+                let carried = io::Error::new(e.kind(), Classified::new(bits));
+                self.fault.record(e);
+                carried
+            }
             None => e,
         }
+    }
+}
+
+/// The first read or write error of a TLS connection that the backend
+/// classified ([`TlsConnect::classify_io`]: a TLS 1.3 server's alert
+/// refusing the client certificate), kept with the connection.
+///
+/// Over HTTP/1.1 the classified error reaches the request inside the
+/// `io::Error` ([`Classified`]). HTTP/2 reads the socket in its own task
+/// and hands each stream the error's kind and words only, so the
+/// classification would be lost (a refused certificate would look like a
+/// reset); hyper-util gives every request error and response of the
+/// connection this record ([`Connected::extra`]), and
+/// [`classify::client_error`] and the response body ask it. It keeps the
+/// original error and classifies it again for each asker, so every
+/// stream of the connection learns the same.
+#[derive(Clone)]
+pub(crate) struct StreamFault {
+    first: Arc<Mutex<Option<io::Error>>>,
+    classify: fn(&io::Error) -> Option<BitsError>,
+}
+
+impl StreamFault {
+    fn record(&self, e: io::Error) {
+        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = Some(e);
+        }
+    }
+
+    /// The backend's error for the connection's classified failure, if
+    /// it had one.
+    pub(crate) fn error(&self) -> Option<BitsError> {
+        let first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        first.as_ref().and_then(self.classify)
+    }
+
+    /// [`StreamFault::error`] of the connection `connected` describes.
+    pub(crate) fn of(connected: &Connected) -> Option<BitsError> {
+        let mut extras = http::Extensions::new();
+        connected.get_extras(&mut extras);
+        extras.get::<StreamFault>()?.error()
     }
 }
 
@@ -209,21 +277,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_write(cx, buf),
-            MaybeTls::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls { stream: s, .. } => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_flush(cx),
-            MaybeTls::Tls(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls { stream: s, .. } => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_shutdown(cx),
-            MaybeTls::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Tls { stream: s, .. } => Pin::new(s).poll_shutdown(cx),
         }
     }
 
@@ -234,14 +302,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_write_vectored(cx, bufs),
-            MaybeTls::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            MaybeTls::Tls { stream: s, .. } => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             MaybeTls::Plain { tcp: s, .. } => s.is_write_vectored(),
-            MaybeTls::Tls(s) => s.is_write_vectored(),
+            MaybeTls::Tls { stream: s, .. } => s.is_write_vectored(),
         }
     }
 }
@@ -398,7 +466,12 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
                             let keys = crate::chain::spki_sha256_all(&chain);
                             policy.check_server(&host, port, &chain, &keys).map_err(boxed)?;
                         }
-                        MaybeTls::Tls(Coalesce::new(s, C::classify_io))
+                        // Plain http is never h2 (no h2c): only TLS offers it.
+                        let h2 = C::negotiated_alpn(&s).as_deref() == Some(b"h2");
+                        MaybeTls::Tls {
+                            stream: Coalesce::new(s, C::classify_io),
+                            h2,
+                        }
                     }
                     Ok(Err(e)) => return Err(boxed(e)),
                     Err(_) => {
@@ -417,7 +490,8 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
                 }
             };
             made.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%authority, https, %policy, "connected");
+            let h2 = matches!(stream, MaybeTls::Tls { h2: true, .. });
+            tracing::debug!(%authority, https, h2, %policy, "connected");
             Ok(TokioIo::new(stream))
         })
     }

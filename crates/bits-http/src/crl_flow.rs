@@ -58,6 +58,14 @@ pub trait CrlHandshake: fmt::Debug + Send + Sync + 'static {
     /// The chain the server presented ([`TlsConnect::peer_chain`]).
     fn peer_chain(stream: &Self::Stream) -> Vec<Vec<u8>>;
 
+    /// [`TlsConnect::negotiated_alpn`]: the protocol the handshake chose
+    /// by ALPN (default: `None`, HTTP/1.1). Every handshake, a reconnect
+    /// after a CRL download included, offers `h2` and `http/1.1`.
+    fn negotiated_alpn(stream: &Self::Stream) -> Option<Vec<u8>> {
+        let _ = stream;
+        None
+    }
+
     /// [`TlsConnect::classify_io`]: the error a failed read or write of a
     /// connected stream stands for, when it is the backend's to say
     /// (default: `None`).
@@ -178,6 +186,10 @@ impl<H: CrlHandshake> TlsConnect for CrlConnector<H> {
 
     fn peer_chain(stream: &H::Stream) -> Vec<Vec<u8>> {
         H::peer_chain(stream)
+    }
+
+    fn negotiated_alpn(stream: &H::Stream) -> Option<Vec<u8>> {
+        H::negotiated_alpn(stream)
     }
 
     fn classify_io(error: &std::io::Error) -> Option<BitsError> {

@@ -1,7 +1,8 @@
 //! # bits-http
 //!
 //! The HTTP plumbing every bits transport shares, written once: hyper 1 and
-//! hyper-util's pooling client, HTTP/1.1, with BITS error classification.
+//! hyper-util's pooling client, HTTP/1.1, and HTTP/2 where the TLS
+//! handshake negotiates it by ALPN, with BITS error classification.
 //! A TLS backend (`bits-transport-openssl`, `-rustls`, `-native`)
 //! implements [`TlsBackend`]: it parses roots, builds its connector (a
 //! [`TlsConnect`]: the handshake under a policy) and says which policies it
@@ -18,6 +19,15 @@
 //!   streaming bodies both ways (a request body of known length is sent
 //!   with `Content-Length`, one of unknown length chunked); `Host` and
 //!   `User-Agent: bits/<version>` added.
+//! - HTTP/2 by ALPN: every backend's handshake with an origin offers `h2`
+//!   and `http/1.1` ([`TlsConnect::negotiated_alpn`]); where the server
+//!   chooses `h2`, the connection speaks HTTP/2 and the requests of its
+//!   pool share it as streams. A pool is still one policy's, so an h2
+//!   connection never carries a request of another policy (flags, client
+//!   certificate, pins, validator, route). ALPN changes no verification.
+//!   Plain http is HTTP/1.1 (no h2c); a tunnel's `CONNECT` is HTTP/1.1,
+//!   the TLS inside it offers h2 like a direct connection. Each
+//!   [`bits_core::Response`] says which version carried it.
 //! - [`TlsTransport`], [`TlsTransportBuilder`]: a backend's transport and
 //!   builder (roots, system roots, CRL cache directory, [`HttpOptions`]),
 //!   named after the backend and refusing what its `check_policy` refuses
@@ -27,7 +37,7 @@
 //!   | failure | error | HRESULT |
 //!   | --- | --- | --- |
 //!   | the backend's handshake error | unchanged | its own |
-//!   | a read/write error the backend classifies ([`TlsConnect::classify_io`]: a TLS 1.3 refusal of the client certificate) | the backend's | its own |
+//!   | a read/write error the backend classifies ([`TlsConnect::classify_io`]: a TLS 1.3 refusal of the client certificate; over HTTP/2 too, kept with the connection) | the backend's | its own |
 //!   | the request body's error | unchanged | its own |
 //!   | DNS | `NameNotResolved` | `0x80072EE7` |
 //!   | TCP refused / unreachable | `CannotConnect` | `0x80072EFD` |
@@ -81,7 +91,8 @@
 //! - Turn statuses into errors: a 404 is a response ([`fetch_plain`] is
 //!   the exception: it wants a 200).
 //! - TLS: that is the backend's [`TlsConnect`].
-//! - HTTP/2, cookies, decompression, `Expect: 100-continue`.
+//! - HTTP/2 over plain http (h2c), cookies, decompression,
+//!   `Expect: 100-continue`.
 //!
 //! ## Why the defaults are what they are
 //! Connect and handshake 30 s, headers 60 s, body idle 60 s (WinHTTP's

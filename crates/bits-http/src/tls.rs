@@ -51,6 +51,24 @@ pub trait TlsConnect: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The application protocol the handshake on `stream` negotiated by
+    /// ALPN (`b"h2"`, `b"http/1.1"`), or `None` when none was (the server
+    /// ignored ALPN, or the backend cannot tell).
+    ///
+    /// A backend offers `h2` and `http/1.1`, in that order, on every
+    /// handshake [`TlsConnect::connect`] makes (with an origin: the
+    /// transport never speaks TLS to a proxy). The transport speaks HTTP/2
+    /// on the connection exactly when this is `h2`, and HTTP/1.1
+    /// otherwise. ALPN changes nothing in how the server is verified: the
+    /// same policy, the same checks, whichever protocol is chosen. A
+    /// backend that cannot offer ALPN keeps this default (`None`) and so
+    /// falls back to HTTP/1.1 quietly: a protocol choice, not a policy
+    /// change.
+    fn negotiated_alpn(stream: &Self::Stream) -> Option<Vec<u8>> {
+        let _ = stream;
+        None
+    }
+
     /// The error a read or write failure on a connected stream stands
     /// for, when it is the backend's to say; `None` (the default) leaves it
     /// to the transport (`ConnectionReset`, `Timeout`, …).

@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::body::{HyperBody, OutgoingBody};
 use crate::classify;
-use crate::connector::{PolicyConnector, ViaHttpProxy};
+use crate::connector::{PolicyConnector, StreamFault, ViaHttpProxy};
 use crate::proxy::{ProxyEnv, Route};
 use crate::proxy_auth::{ProxyAuth, Sent};
 use crate::tls::TlsConnect;
@@ -86,14 +86,17 @@ struct Inner<C: TlsConnect> {
     pools: Mutex<HashMap<ConnectionPolicy, Pool<C>>>,
 }
 
-/// A [`Transport`] made of hyper-util's HTTP/1.1 client and a backend's
+/// A [`Transport`] made of hyper-util's client (HTTP/1.1, and HTTP/2 where
+/// the TLS handshake negotiates `h2` by ALPN) and a backend's
 /// [`TlsConnect`].
 ///
 /// - One client (connection pool) per [`ConnectionPolicy`], created on
 ///   first use, so a connection or TLS session made under one policy never
 ///   serves another (`docs/spec/tls.md`, pitfall 9). The policy holds the
 ///   proxy settings, so a connection through one proxy never serves a
-///   request routed another way.
+///   request routed another way. An HTTP/2 connection, which many requests
+///   share at once, lives in its policy's pool like any other: requests of
+///   another policy never see it.
 /// - Each connection goes the way [`crate::proxy`] routes its URL under
 ///   the policy's proxy settings (see [`crate::proxy`] for the rules and
 ///   the connector for the proxy protocols).
@@ -392,12 +395,15 @@ impl<C: TlsConnect> Transport for HttpTransport<C> {
             backend = self.inner.name,
             %url,
             status = parts.status.as_u16(),
+            version = ?parts.version,
             "response"
         );
         Ok(Response {
             status: parts.status.as_u16(),
             headers: parts.headers,
+            version: parts.version,
             body: Box::new(HyperBody {
+                fault: parts.extensions.get::<StreamFault>().cloned(),
                 incoming,
                 idle: self.inner.options.idle_timeout,
                 done: head,

@@ -29,6 +29,7 @@ use crate::conformance::{self, Report};
 use crate::http::HttpServer;
 use crate::pki::{LeafKind, TestPki};
 use crate::temp::TempDir;
+use crate::tls::Alpn;
 
 /// The CRL cache directory of transports whose tests never check CRLs (no
 /// `ENABLE_CRL_CHECK`): nothing is ever written there.
@@ -146,10 +147,19 @@ pub fn host_handshake<B: TlsBackend>(addr: SocketAddr, host: String, flags: u32)
 /// backend, trusting the matrix PKI's root only, with a CRL cache of its
 /// own, named [`TlsBackend::NAME`].
 pub async fn run_matrix<B: TlsBackend>() -> Report {
+    run_matrix_over::<B>(Alpn::Ignore).await
+}
+
+/// [`run_matrix`] against servers that answer ALPN as `alpn` says
+/// ([`conformance::run_matrix_over`]; [`Alpn::H2`]: the matrix over
+/// HTTP/2).
+pub async fn run_matrix_over<B: TlsBackend>(alpn: Alpn) -> Report {
     let crl_cache = TempDir::new("conformance-crl");
     let dir = crl_cache.path().to_owned();
-    let mut report =
-        conformance::run_matrix(B::NAME, &|pki| Arc::new(with_pki_and_crl_cache::<B>(pki, &dir))).await;
+    let mut report = conformance::run_matrix_over(B::NAME, alpn, &|pki| {
+        Arc::new(with_pki_and_crl_cache::<B>(pki, &dir))
+    })
+    .await;
     report.client_certificates = Some(B::CLIENT_CERT_FORMATS.describe());
     report
 }

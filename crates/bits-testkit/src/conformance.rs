@@ -59,6 +59,18 @@
 //! SERVER_CERTIFICATE_CALLBACK) with no HTTP request. A backend that
 //! cannot see the presented chain refuses every pin case with `E_NOTIMPL`.
 //!
+//! # Over HTTP/2
+//!
+//! [`run_matrix_over`] runs the same cases (pin rows included) against
+//! servers that answer the client's ALPN offer as an [`Alpn`] says: with
+//! [`Alpn::H2`] a transport that offers `h2` is served over HTTP/2
+//! (hyper's server). The oracle is the same: ALPN must change no verdict.
+//! Each case records the protocol that carried its request
+//! ([`CaseResult::protocol`]); [`Report::verdict_differences`] lists the
+//! cases whose outcome differs between two reports (HTTP/2 against
+//! HTTP/1.1), [`Report::not_carried_by`] the successful cases another
+//! protocol carried.
+//!
 //! # JSON (`BITS_CONFORMANCE_OUT`)
 //!
 //! `{"backend":"openssl","cases":[{"server":"expired","faults":["DATE"],
@@ -83,7 +95,7 @@ use serde::Serialize;
 
 use crate::crl::CrlServer;
 use crate::pki::{Fault, LeafKind, TestPki};
-use crate::tls::TlsServer;
+use crate::tls::{Alpn, TlsServer};
 
 /// The certificate-flag values every leaf is tried under, most permissive
 /// first (the order one leaf's cases run in).
@@ -200,6 +212,9 @@ pub struct CaseResult {
     pub message: Option<String>,
     /// Every way the case breaks the policy; empty when it conforms.
     pub problems: Vec<String>,
+    /// The protocol that carried the case's request (`http/1.1`, `h2`);
+    /// `None` when no request reached the server.
+    pub protocol: Option<&'static str>,
 }
 
 impl CaseResult {
@@ -227,6 +242,8 @@ pub struct Report {
     /// (`TlsBackend::CLIENT_CERT_FORMATS`), when the runner knows the
     /// backend type.
     pub client_certificates: Option<String>,
+    /// What the servers did with the client's ALPN offer.
+    pub alpn: Alpn,
 }
 
 #[derive(Serialize)]
@@ -281,6 +298,88 @@ impl Report {
     /// The case for `server` under `flags`, if the matrix ran it.
     pub fn case(&self, server: LeafKind, flags: u32) -> Option<&CaseResult> {
         self.cases.iter().find(|c| c.server == server && c.flags == flags)
+    }
+
+    /// Every case (pin cases included) whose outcome differs from that of
+    /// the same case in `other`, or that only one of them ran, in words:
+    /// empty when both reached the same verdicts (e.g. over HTTP/2 and
+    /// over HTTP/1.1).
+    pub fn verdict_differences(&self, other: &Report) -> Vec<String> {
+        let (me, them) = (self.alpn.as_str(), other.alpn.as_str());
+        let mut out = Vec::new();
+        for c in &self.cases {
+            match other.case(c.server, c.flags) {
+                Some(o) if o.outcome == c.outcome => {}
+                Some(o) => out.push(format!(
+                    "{} 0x{:02X}: {} over {me}, {} over {them}",
+                    c.server, c.flags, c.outcome, o.outcome
+                )),
+                None => out.push(format!("{} 0x{:02X}: ran over {me} only", c.server, c.flags)),
+            }
+        }
+        for c in &self.pins {
+            match other.pin_case(c.server, c.pin, c.flags) {
+                Some(o) if o.outcome == c.outcome => {}
+                Some(o) => out.push(format!(
+                    "{} pin {} 0x{:02X}: {} over {me}, {} over {them}",
+                    c.server,
+                    c.pin.as_str(),
+                    c.flags,
+                    c.outcome,
+                    o.outcome
+                )),
+                None => out.push(format!(
+                    "{} pin {} 0x{:02X}: ran over {me} only",
+                    c.server,
+                    c.pin.as_str(),
+                    c.flags
+                )),
+            }
+        }
+        let missing = other
+            .cases
+            .iter()
+            .filter(|o| self.case(o.server, o.flags).is_none());
+        for o in missing {
+            out.push(format!("{} 0x{:02X}: ran over {them} only", o.server, o.flags));
+        }
+        let missing = other
+            .pins
+            .iter()
+            .filter(|o| self.pin_case(o.server, o.pin, o.flags).is_none());
+        for o in missing {
+            out.push(format!(
+                "{} pin {} 0x{:02X}: ran over {them} only",
+                o.server,
+                o.pin.as_str(),
+                o.flags
+            ));
+        }
+        out
+    }
+
+    /// Every successful case (pin cases included) whose request another
+    /// protocol than `protocol` carried, in words.
+    pub fn not_carried_by(&self, protocol: &str) -> Vec<String> {
+        let cases = self
+            .cases
+            .iter()
+            .filter(|c| c.outcome == Outcome::Ok && c.protocol != Some(protocol))
+            .map(|c| format!("{} 0x{:02X}: carried by {:?}", c.server, c.flags, c.protocol));
+        let pins = self
+            .pins
+            .iter()
+            .filter(|c| c.outcome == Outcome::Ok && c.protocol != Some(protocol))
+            .map(|c| {
+                format!(
+                    "{} pin {} 0x{:02X}: carried by {:?}",
+                    c.server,
+                    c.pin.as_str(),
+                    c.flags,
+                    c.protocol
+                )
+            });
+        cases.chain(pins).collect()
     }
 
     /// The report as the brief's JSON.
@@ -440,13 +539,13 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn start() -> Fixture {
+    fn start(alpn: Alpn) -> Fixture {
         let crl = CrlServer::start();
         crl.serve_pki(TestPki::shared());
         let pki = TestPki::shared().with_crl_base(&crl.base_url());
         let servers = LeafKind::ALL
             .iter()
-            .map(|k| Arc::new(TlsServer::start(pki.leaf(*k))))
+            .map(|k| Arc::new(TlsServer::start_with(pki.leaf(*k), alpn)))
             .collect();
         Fixture {
             pki,
@@ -460,7 +559,18 @@ impl Fixture {
 /// with the PKI the servers present) and returns the report. `backend` names
 /// the JSON file and must equal the transport's [`Transport::name`].
 pub async fn run_matrix(backend: &str, make: &dyn Fn(&TestPki) -> Arc<dyn Transport>) -> Report {
-    run_all(backend, &MATRIX_FLAGS, true, make).await
+    run_all(backend, &MATRIX_FLAGS, true, Alpn::Ignore, make).await
+}
+
+/// [`run_matrix`] against servers that answer the client's ALPN offer as
+/// `alpn` says (with [`Alpn::H2`], over HTTP/2 for a transport that offers
+/// `h2`): the same cases, the same oracle.
+pub async fn run_matrix_over(
+    backend: &str,
+    alpn: Alpn,
+    make: &dyn Fn(&TestPki) -> Arc<dyn Transport>,
+) -> Report {
+    run_all(backend, &MATRIX_FLAGS, true, alpn, make).await
 }
 
 /// [`run_matrix`] over chosen certificate-flag values (each 0..=0x1F); they
@@ -470,18 +580,19 @@ pub async fn run_matrix_with(
     flags: &[u32],
     make: &dyn Fn(&TestPki) -> Arc<dyn Transport>,
 ) -> Report {
-    run_all(backend, flags, false, make).await
+    run_all(backend, flags, false, Alpn::Ignore, make).await
 }
 
 async fn run_all(
     backend: &str,
     flags: &[u32],
     with_pins: bool,
+    alpn: Alpn,
     make: &dyn Fn(&TestPki) -> Arc<dyn Transport>,
 ) -> Report {
     let started = Instant::now();
     // Servers start on their own threads; do it off the async worker.
-    let fixture = Fixture::start();
+    let fixture = Fixture::start(alpn);
     let transport = make(&fixture.pki);
     let transport_name = transport.name().to_owned();
     let flags: Arc<Vec<u32>> = Arc::new(flags.to_vec());
@@ -532,7 +643,17 @@ async fn run_all(
         pins,
         elapsed: started.elapsed(),
         client_certificates: None,
+        alpn,
     }
+}
+
+/// The protocol that carried the request for `target`, if one arrived.
+fn carried(server: &TlsServer, target: &str) -> Option<&'static str> {
+    server
+        .requests()
+        .into_iter()
+        .find(|r| r.target == target)
+        .map(|r| r.protocol)
 }
 
 /// Which key a pin row pins (`docs/spec/http-options.md`, "Server
@@ -638,6 +759,9 @@ pub struct PinCaseResult {
     pub message: Option<String>,
     /// Every way the case breaks the policy; empty when it conforms.
     pub problems: Vec<String>,
+    /// The protocol that carried the case's request; `None` when none
+    /// reached the server.
+    pub protocol: Option<&'static str>,
 }
 
 async fn run_pin_case(
@@ -684,6 +808,7 @@ async fn run_pin_case(
             expected,
             message,
             problems,
+            protocol: carried(server, &target),
         };
     } else {
         match result {
@@ -737,6 +862,7 @@ async fn run_pin_case(
         expected,
         message,
         problems,
+        protocol: carried(server, &target),
     }
 }
 
@@ -788,6 +914,7 @@ async fn run_case(
             expected,
             message: Some(e.to_string()),
             problems,
+            protocol: carried(server, &target),
         };
     }
 
@@ -857,6 +984,7 @@ async fn run_case(
         expected,
         message,
         problems,
+        protocol: carried(server, &target),
     }
 }
 

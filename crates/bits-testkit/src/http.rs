@@ -349,6 +349,10 @@ pub struct RecordedRequest {
     pub body: Bytes,
     /// Which connection it came on (1 for the first accepted).
     pub connection: usize,
+    /// The protocol that carried it, by its ALPN name: `http/1.1`,
+    /// `http/1.0`, or `h2` (a connection that chose it,
+    /// [`HttpServer::start_with_alpn_acceptor`]).
+    pub protocol: &'static str,
 }
 
 impl RecordedRequest {
@@ -493,7 +497,8 @@ fn normalize(path: &str) -> String {
 }
 
 type BoxIo = Box<dyn IoStream>;
-type AcceptFuture = Pin<Box<dyn Future<Output = io::Result<BoxIo>> + Send>>;
+/// The accepted stream, and whether it speaks HTTP/2 (its ALPN chose `h2`).
+type AcceptFuture = Pin<Box<dyn Future<Output = io::Result<(BoxIo, bool)>> + Send>>;
 type AcceptFn = Arc<dyn Fn(TcpStream) -> AcceptFuture + Send + Sync>;
 type BindFn = Box<dyn FnOnce() -> io::Result<tokio::net::TcpListener> + Send>;
 
@@ -545,7 +550,33 @@ impl HttpServer {
     {
         let accept: AcceptFn = Arc::new(move |tcp| {
             let fut = accept(tcp);
-            Box::pin(async move { fut.await.map(|s| Box::new(s) as BoxIo) })
+            Box::pin(async move { fut.await.map(|s| (Box::new(s) as BoxIo, false)) })
+        });
+        HttpServer::spawn(scheme, Box::new(bind_free_port), Some(accept))
+            .expect("start the test server on 127.0.0.1")
+    }
+
+    /// [`HttpServer::start_with_acceptor`] for an acceptor that also says
+    /// whether the connection speaks HTTP/2 (`true`: its TLS handshake
+    /// chose `h2` by ALPN, as [`crate::tls::https_server_with`] does).
+    /// An HTTP/2 connection is served by hyper's server, its requests as
+    /// HTTP/1.1 ones are: the same routes, the same log (each request's
+    /// [`RecordedRequest::protocol`] is `h2`), the same counters. What
+    /// HTTP/2 has no words for becomes the nearest it has: a truncated
+    /// body, a hang-up or a handler's error reset the stream
+    /// (`RST_STREAM`); `Connection: close` and
+    /// [`HttpServer::set_close_connections`] do not apply (one connection
+    /// carries many requests at once); a chunked route is a body of
+    /// unknown length.
+    pub fn start_with_alpn_acceptor<F, Fut, S>(scheme: &'static str, accept: F) -> HttpServer
+    where
+        F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<(S, bool)>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let accept: AcceptFn = Arc::new(move |tcp| {
+            let fut = accept(tcp);
+            Box::pin(async move { fut.await.map(|(s, h2)| (Box::new(s) as BoxIo, h2)) })
         });
         HttpServer::spawn(scheme, Box::new(bind_free_port), Some(accept))
             .expect("start the test server on 127.0.0.1")
@@ -752,7 +783,11 @@ async fn accept_loop(
             match accept {
                 None => serve_connection_numbered(tcp, &conn_state, id).await,
                 Some(accept) => match accept(tcp).await {
-                    Ok(stream) => {
+                    Ok((stream, true)) => {
+                        conn_state.handshakes_ok.fetch_add(1, Ordering::SeqCst);
+                        serve_h2(stream, conn_state, id).await;
+                    }
+                    Ok((stream, false)) => {
                         conn_state.handshakes_ok.fetch_add(1, Ordering::SeqCst);
                         serve_connection_numbered(stream, &conn_state, id).await;
                     }
@@ -810,6 +845,110 @@ where
     let _ = stream.shutdown().await;
 }
 
+/// Serves an HTTP/2 connection (hyper's server) until the client or an
+/// error ends it: each request read whole, recorded, answered from the
+/// same [`Plan`] as over HTTP/1.1 ([`h2_answer`]).
+async fn serve_h2<S>(stream: S, state: Arc<ServerState>, id: usize)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| h2_answer(req, Arc::clone(&state), id));
+    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
+}
+
+/// The body of an HTTP/2 answer: frames from a task that paces them
+/// ([`Plan::throttle`]) and aborts the stream where a plan truncates.
+type H2Body = http_body_util::channel::Channel<Bytes, io::Error>;
+
+/// One HTTP/2 request: recorded like an HTTP/1.1 one, answered from its
+/// [`Plan`]. An `Err` (a hang-up, a request body too long) resets the
+/// stream.
+async fn h2_answer(
+    req: hyper::Request<hyper::body::Incoming>,
+    state: Arc<ServerState>,
+    id: usize,
+) -> io::Result<hyper::Response<H2Body>> {
+    use http_body_util::BodyExt;
+
+    let (parts, body) = req.into_parts();
+    let body = http_body_util::Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+        .to_bytes();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    let request = RecordedRequest {
+        path: normalize(&target),
+        method: parts.method.as_str().to_owned(),
+        target,
+        // HTTP/2 sends every name lower case (RFC 9113 §8.2).
+        names_as_sent: parts.headers.iter().map(|(n, _)| n.as_str().to_owned()).collect(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+        connection: id,
+        protocol: "h2",
+    };
+    lock(&state.requests).push(request.clone());
+    let plan = plan_response(&state, &request);
+    if let Some(delay) = plan.delay {
+        tokio::time::sleep(delay).await;
+    }
+    if plan.hang_up {
+        return Err(io::Error::other("the route hangs up"));
+    }
+    let mut response = hyper::Response::builder().status(plan.status);
+    for (name, value) in &plan.headers {
+        // HTTP/2 has no connection-specific headers (RFC 9113 §8.2.2).
+        if !["connection", "keep-alive", "transfer-encoding"].contains(&name.to_ascii_lowercase().as_str()) {
+            response = response.header(name.as_str(), value.as_str());
+        }
+    }
+    if let Some(len) = plan.content_length {
+        response = response.header("content-length", len);
+    }
+    let (mut tx, body) = H2Body::new(1);
+    if !plan.no_body {
+        tokio::spawn(async move {
+            let limit = plan
+                .truncate_after
+                .map_or(plan.body.len(), |k| k.min(plan.body.len()));
+            let chunk = plan.throttle.map_or(WRITE_CHUNK, |(c, _)| c);
+            let mut sent = 0;
+            while sent < limit {
+                let n = chunk.min(limit - sent);
+                if tx.send_data(plan.body.slice(sent..sent + n)).await.is_err() {
+                    return;
+                }
+                sent += n;
+                state.bytes_sent.fetch_add(n as u64, Ordering::SeqCst);
+                if let Some((_, delay)) = plan.throttle {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            if plan.truncate_after.is_some() {
+                tx.abort(io::Error::other("the route truncates the body"));
+            }
+        });
+    }
+    response
+        .body(body)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
 /// Whether the client lets the connection stay open: not when it says
 /// `Connection: close`, nor when it speaks HTTP/1.0 without
 /// `Connection: keep-alive`.
@@ -853,6 +992,7 @@ async fn read_request<S: AsyncRead + Unpin>(
         names_as_sent,
         body: Bytes::new(),
         connection: id,
+        protocol: if http10 { "http/1.0" } else { "http/1.1" },
     };
     request.body = read_body(stream, buf, &request).await?;
     let keep_alive = wants_keep_alive(&request, http10);
@@ -1316,6 +1456,7 @@ mod tests {
             names_as_sent: headers.iter().map(|(n, _)| (*n).to_owned()).collect(),
             body: Bytes::new(),
             connection: 1,
+            protocol: "http/1.1",
         }
     }
 

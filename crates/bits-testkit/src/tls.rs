@@ -13,6 +13,13 @@
 //! truncation…), use [`https_server`]. For a server that asks for client
 //! certificates, [`MtlsServer`].
 //!
+//! ALPN ([`Alpn`]): by default a server ignores the client's offer, so the
+//! connection is HTTP/1.1 without a word; [`TlsServer::start_with`] and
+//! [`https_server_with`] can choose `http/1.1` by ALPN, or `h2` (HTTP/2,
+//! hyper's server) for a client that offers it and `http/1.1` for one
+//! that offers only that. Every request records the protocol that carried
+//! it ([`RecordedRequest::protocol`]).
+//!
 //! Paths: `/file` (any query) → 200 with [`TlsServer::BODY`], honouring a
 //! single `Range: bytes=N-` or `bytes=N-M` with 206 (or 416 past the end);
 //! anything else → 404. Connections are kept alive (unless the client sends
@@ -28,7 +35,9 @@ use std::time::Duration;
 use bits_core::Thumbprint;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslSessionCacheMode, SslVerifyMode, SslVersion};
+use openssl::ssl::{
+    select_next_proto, AlpnError, Ssl, SslAcceptor, SslMethod, SslSessionCacheMode, SslVerifyMode, SslVersion,
+};
 use openssl::stack::Stack;
 use openssl::x509::X509Ref;
 use tokio::io::AsyncReadExt;
@@ -46,6 +55,10 @@ pub struct RecordedRequest {
     pub target: String,
     /// The `Range` header, if any.
     pub range: Option<String>,
+    /// The protocol that carried it: `http/1.1` or `h2`.
+    pub protocol: &'static str,
+    /// Which connection it came on (1 for the first accepted).
+    pub connection: usize,
 }
 
 impl From<&http::RecordedRequest> for RecordedRequest {
@@ -54,6 +67,43 @@ impl From<&http::RecordedRequest> for RecordedRequest {
             method: r.method.clone(),
             target: r.target.clone(),
             range: r.range().map(str::to_owned),
+            protocol: r.protocol,
+            connection: r.connection,
+        }
+    }
+}
+
+/// What a test TLS server does with the client's ALPN offer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Alpn {
+    /// Ignores it (no ALPN extension in the answer): HTTP/1.1, unsaid. The
+    /// default, and what [`TlsServer::start`] and [`https_server`] do.
+    #[default]
+    Ignore,
+    /// Chooses `http/1.1` when offered (else nothing): HTTP/1.1, said.
+    Http11,
+    /// Chooses `h2` when offered, else `http/1.1` when offered: HTTP/2
+    /// (hyper's server) for a client that offers it.
+    H2,
+}
+
+impl Alpn {
+    /// The protocols the server takes, most preferred first, in ALPN's
+    /// wire form; `None` for [`Alpn::Ignore`].
+    fn wire(self) -> Option<&'static [u8]> {
+        match self {
+            Alpn::Ignore => None,
+            Alpn::Http11 => Some(b"\x08http/1.1"),
+            Alpn::H2 => Some(b"\x02h2\x08http/1.1"),
+        }
+    }
+
+    /// `h1`, `h1-alpn`, `h2`: for test and report names.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Alpn::Ignore => "h1",
+            Alpn::Http11 => "h1-alpn",
+            Alpn::H2 => "h2",
         }
     }
 }
@@ -76,13 +126,27 @@ impl TlsServer {
     /// # Panics
     /// If the acceptor cannot be built or no port can be bound.
     pub fn start(leaf: &Leaf) -> TlsServer {
+        TlsServer::start_with(leaf, Alpn::Ignore)
+    }
+
+    /// [`TlsServer::start`], answering the client's ALPN offer as `alpn`
+    /// says (with [`Alpn::H2`], HTTP/2 for a client that offers `h2`).
+    ///
+    /// # Panics
+    /// If the acceptor cannot be built or no port can be bound.
+    pub fn start_with(leaf: &Leaf, alpn: Alpn) -> TlsServer {
         let file = Route::body(TlsServer::BODY)
             .etag("\"bits-testkit-body\"")
             .header("Content-Type", "application/octet-stream");
         TlsServer {
             leaf: leaf.name().to_owned(),
-            server: https_server(leaf).with("/file", file),
+            server: https_server_with(leaf, alpn).with("/file", file),
         }
+    }
+
+    /// The scriptable server underneath (routes, counters, request log).
+    pub fn http(&self) -> &HttpServer {
+        &self.server
     }
 
     /// The name of the leaf it presents.
@@ -136,7 +200,21 @@ impl TlsServer {
 /// # Panics
 /// If OpenSSL refuses the leaf or its key.
 pub fn acceptor_for(leaf: &Leaf) -> Arc<SslAcceptor> {
+    acceptor_with(leaf, Alpn::Ignore)
+}
+
+/// [`acceptor_for`], answering the client's ALPN offer as `alpn` says.
+///
+/// # Panics
+/// If OpenSSL refuses the leaf or its key.
+pub fn acceptor_with(leaf: &Leaf, alpn: Alpn) -> Arc<SslAcceptor> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).expect("TLS acceptor builder");
+    if let Some(ours) = alpn.wire() {
+        // The first of ours the client offers; none: no ALPN in the answer.
+        b.set_alpn_select_callback(move |_, offered| {
+            select_next_proto(ours, offered).ok_or(AlpnError::NOACK)
+        });
+    }
     b.set_min_proto_version(Some(SslVersion::TLS1_2))
         .expect("min TLS version");
     b.set_private_key(leaf.key()).expect("leaf key");
@@ -154,14 +232,22 @@ pub fn acceptor_for(leaf: &Leaf) -> Arc<SslAcceptor> {
 /// `https://127.0.0.1:PORT/…`; its handshakes are counted in
 /// [`HttpServer::handshakes_ok`] and [`HttpServer::handshake_failures`].
 pub fn https_server(leaf: &Leaf) -> HttpServer {
-    let acceptor = acceptor_for(leaf);
-    HttpServer::start_with_acceptor("https", move |tcp| {
+    https_server_with(leaf, Alpn::Ignore)
+}
+
+/// [`https_server`], answering the client's ALPN offer as `alpn` says: a
+/// connection that chose `h2` is served over HTTP/2
+/// ([`HttpServer::start_with_alpn_acceptor`]).
+pub fn https_server_with(leaf: &Leaf, alpn: Alpn) -> HttpServer {
+    let acceptor = acceptor_with(leaf, alpn);
+    HttpServer::start_with_alpn_acceptor("https", move |tcp| {
         let acceptor = Arc::clone(&acceptor);
         async move {
             let ssl = Ssl::new(acceptor.context()).map_err(std::io::Error::other)?;
             let mut s = tokio_openssl::SslStream::new(ssl, tcp).map_err(std::io::Error::other)?;
             Pin::new(&mut s).accept().await.map_err(std::io::Error::other)?;
-            Ok(s)
+            let h2 = s.ssl().selected_alpn_protocol() == Some(b"h2");
+            Ok((s, h2))
         }
     })
 }
@@ -225,6 +311,15 @@ impl MtlsServer {
     /// # Panics
     /// If the acceptor cannot be built or no port can be bound.
     pub fn start(auth: ClientAuth, max: MaxTls) -> MtlsServer {
+        MtlsServer::start_with(auth, max, Alpn::Ignore)
+    }
+
+    /// [`MtlsServer::start`], answering the client's ALPN offer as `alpn`
+    /// says (with [`Alpn::H2`], HTTP/2 for a client that offers `h2`).
+    ///
+    /// # Panics
+    /// If the acceptor cannot be built or no port can be bound.
+    pub fn start_with(auth: ClientAuth, max: MaxTls, alpn: Alpn) -> MtlsServer {
         let pki = TestPki::shared();
         let leaf = pki.leaf(LeafKind::Good);
         let mut b =
@@ -262,10 +357,15 @@ impl MtlsServer {
         b.set_session_id_context(b"bits-testkit-mtls")
             .expect("session id context");
         b.set_num_tickets(0).expect("no tickets");
+        if let Some(ours) = alpn.wire() {
+            b.set_alpn_select_callback(move |_, offered| {
+                select_next_proto(ours, offered).ok_or(AlpnError::NOACK)
+            });
+        }
         let acceptor = Arc::new(b.build());
         let presented = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&presented);
-        let server = HttpServer::start_with_acceptor("https", move |tcp| {
+        let server = HttpServer::start_with_alpn_acceptor("https", move |tcp| {
             let acceptor = Arc::clone(&acceptor);
             let record = Arc::clone(&record);
             async move {
@@ -275,7 +375,8 @@ impl MtlsServer {
                     Ok(()) => {
                         let seen = s.ssl().peer_certificate().map(|c| presented_cert(&c));
                         record.lock().unwrap_or_else(PoisonError::into_inner).push(seen);
-                        Ok(s)
+                        let h2 = s.ssl().selected_alpn_protocol() == Some(b"h2");
+                        Ok((s, h2))
                     }
                     Err(e) => {
                         // Let the client read the alert: drain until it

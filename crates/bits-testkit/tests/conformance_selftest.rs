@@ -127,6 +127,7 @@ impl Transport for RefTransport {
         Ok(Response {
             status,
             headers: http::HeaderMap::new(),
+            version: http::Version::HTTP_11,
             body: Box::new(WholeBody(Some(Bytes::copy_from_slice(&raw[split + 4..])))),
         })
     }

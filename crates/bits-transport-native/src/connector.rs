@@ -150,6 +150,10 @@ fn make(
     // danger_accept_invalid_certs is never used: it turns off every check
     // (`docs/spec/tls.md`, pitfall 1).
     b.danger_accept_invalid_hostnames(ignore_cn);
+    // HTTP/2 where the server chooses it, else HTTP/1.1 (native-tls's
+    // `alpn` feature, on every platform it supports). ALPN is only the
+    // protocol: the verification set above is the same either way.
+    b.request_alpns(&["h2", "http/1.1"]);
     Ok(b.build()?.into())
 }
 
@@ -185,6 +189,13 @@ impl TlsConnect for NativeConnector {
     /// "Client certificates").
     fn classify_io(error: &std::io::Error) -> Option<BitsError> {
         client_cert::classify_io(error)
+    }
+
+    /// The protocol the server chose from the offer (`h2`, `http/1.1`);
+    /// `None` when it chose none, or the platform cannot tell (an error),
+    /// which is HTTP/1.1.
+    fn negotiated_alpn(stream: &Self::Stream) -> Option<Vec<u8>> {
+        stream.get_ref().negotiated_alpn().ok().flatten()
     }
 
     /// The leaf only: native-tls tells no more, so this backend refuses

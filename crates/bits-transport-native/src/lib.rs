@@ -79,10 +79,18 @@
 //! TLS 1.3 the verdict arrives as an alert on the first read after the
 //! handshake; `classify_io` maps it the same way.
 //!
+//! ## HTTP/2
+//! Every handshake offers ALPN `h2` then `http/1.1` (native-tls's `alpn`
+//! feature: OpenSSL on Linux, SChannel, Security.framework); where the
+//! server chooses `h2` the connection speaks HTTP/2, otherwise HTTP/1.1.
+//! A platform that cannot report the choice counts as none: HTTP/1.1,
+//! quietly (a protocol choice, not a policy change). ALPN touches no
+//! verification: the two contexts above are the same either way.
+//!
 //! ## What it does not do
 //! - CRL checking (refused, see below); [`NativeTransportBuilder::crl_cache_dir`]
 //!   is accepted and ignored.
-//! - PKCS#12 client certificates, ALPN, HTTP/2.
+//! - PKCS#12 client certificates; HTTP/2 over plain http (h2c).
 //!
 //! ## Why the defaults are what they are
 //! The system roots are trusted unless [`NativeTransportBuilder::system_roots`]

@@ -20,6 +20,10 @@ use crate::crl::{CachedCrl, Issuer};
 use crate::store;
 use crate::verify::{self, CrlNeed, SharedRecord};
 
+/// The ALPN protocols offered, in wire form (a length byte before each),
+/// most preferred first: `h2`, `http/1.1`.
+const ALPN_OFFER: &[u8] = b"\x02h2\x08http/1.1";
+
 /// The TLS side of [`crate::OpensslTransport`]: [`OpensslHandshake`] with
 /// the CRL cache and the reconnect-after-download flow of bits-http.
 pub type OpensslConnector = CrlConnector<OpensslHandshake>;
@@ -27,8 +31,9 @@ pub type OpensslConnector = CrlConnector<OpensslHandshake>;
 /// One OpenSSL handshake per connection, verifying the server under
 /// exactly the certificate bits of the policy it is given.
 pub struct OpensslHandshake {
-    /// Context shared by every connection: roots, TLS 1.2+, ALPN
-    /// http/1.1, no session cache (so no resumption across policies).
+    /// Context shared by every connection: roots, TLS 1.2+, ALPN `h2`
+    /// then `http/1.1`, no session cache (so no resumption across
+    /// policies).
     connector: SslConnector,
     /// The caller's roots, for per-connection CRL stores.
     roots: Vec<X509>,
@@ -62,7 +67,9 @@ impl OpensslHandshake {
         builder
             .set_min_proto_version(Some(SslVersion::TLS1_2))
             .map_err(setup_error)?;
-        builder.set_alpn_protos(b"\x08http/1.1").map_err(setup_error)?;
+        // HTTP/2 where the server chooses it, else HTTP/1.1. ALPN is only
+        // the protocol: the verify callback is the same either way.
+        builder.set_alpn_protos(ALPN_OFFER).map_err(setup_error)?;
         // No client session cache, no tickets: a resumed session skips
         // verification, so none may cross policies (`docs/spec/tls.md`, pitfall 9).
         builder.set_session_cache_mode(SslSessionCacheMode::OFF);
@@ -189,6 +196,11 @@ impl CrlHandshake for OpensslHandshake {
     /// alert (`unknown_ca`, …) `0x80072F8F` (crate docs, "Client certificates").
     fn classify_io(error: &std::io::Error) -> Option<BitsError> {
         client_cert::classify_io(error)
+    }
+
+    /// `SSL_get0_alpn_selected`: `h2` when the server chose HTTP/2.
+    fn negotiated_alpn(stream: &SslStream<TcpStream>) -> Option<Vec<u8>> {
+        stream.ssl().selected_alpn_protocol().map(<[u8]>::to_vec)
     }
 
     /// `SSL_get_peer_cert_chain`: on a client, the leaf and the rest as the

@@ -96,12 +96,20 @@
 //! connection made with one certificate (or none) never serves a job with
 //! another.
 //!
+//! ## HTTP/2
+//! Every handshake with an origin (direct, or inside a proxy's tunnel)
+//! offers ALPN `h2` then `http/1.1` (`SSL_CTX_set_alpn_protos`); where the
+//! server chooses `h2` (`SSL_get0_alpn_selected`) the connection speaks
+//! HTTP/2, otherwise HTTP/1.1. ALPN touches no verification: the verify
+//! callback, the CRL store and the client certificate are the same
+//! whichever protocol is chosen.
+//!
 //! ## What it does not do
 //! - OCSP, OCSP stapling, delta CRLs, CRLs over https or ldap (only http
 //!   distribution points are followed; an https or ldap CDP alone means
 //!   "revocation check failed").
-//! - Proxies, HTTP/2; client certificates from a hardware token or an
-//!   OpenSSL engine/provider URI (files only).
+//! - HTTP/2 over plain http (h2c); client certificates from a hardware
+//!   token or an OpenSSL engine/provider URI (files only).
 //! - Read the Windows or macOS system stores: the roots are OpenSSL's
 //!   default verify paths (which honour `SSL_CERT_FILE` and
 //!   `SSL_CERT_DIR`) plus those given to the builder.

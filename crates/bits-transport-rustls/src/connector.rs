@@ -98,7 +98,9 @@ impl CrlHandshake for RustlsHandshake {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_cert_resolver(Arc::new(resolver));
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/2 where the server chooses it, else HTTP/1.1. ALPN is only
+        // the protocol: the verifier is the same either way.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.resumption = Resumption::disabled();
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| FailedHandshake::other(format!("not a valid server name {host:?}: {e}")))?;
@@ -142,6 +144,11 @@ impl CrlHandshake for RustlsHandshake {
             issuer: Some(Issuer(need)),
             required: true,
         }
+    }
+
+    /// The protocol the server chose from the offer (`h2`, `http/1.1`).
+    fn negotiated_alpn(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
+        stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
     }
 
     /// The certificates the server sent, leaf first.

@@ -93,9 +93,17 @@
 //! are keyed by the certificate, so nothing made with one certificate (or
 //! none) serves another.
 //!
+//! ## HTTP/2
+//! Every handshake with an origin (direct, or inside a proxy's tunnel)
+//! offers ALPN `h2` then `http/1.1` (`ClientConfig::alpn_protocols`);
+//! where the server chooses `h2` (`alpn_protocol`) the connection speaks
+//! HTTP/2, otherwise HTTP/1.1. ALPN touches no verification: the
+//! per-connection verifier and client-certificate resolver are the same
+//! whichever protocol is chosen.
+//!
 //! ## What it does not do
 //! - OCSP, OCSP stapling, delta CRLs, CRLs over https or ldap.
-//! - PKCS#12 client certificates, proxies, HTTP/2.
+//! - PKCS#12 client certificates; HTTP/2 over plain http (h2c).
 //!
 //! ## Why the defaults are what they are
 //! System roots on (`rustls-native-certs`, which honours `SSL_CERT_FILE` /

@@ -12,6 +12,8 @@
 //!   file is whole;
 //! - follows redirects itself under the job's policy (`docs/spec/policy.md`), never
 //!   sending credentials to another origin;
+//! - records which protocol carried the file's last response
+//!   ([`FileInfo::protocol`]: `http/1.1`, or `h2` where TLS negotiated it);
 //! - sends the job's custom headers ([`Job::custom_headers_to_send`]) with
 //!   the engine's own ([`Engine::with_request_headers`]) on every request
 //!   of every file, resumed ones and redirected ones included; one rule for
@@ -508,6 +510,12 @@ impl Engine {
                 meanwhile.will_open(temp.clone(), found);
             }
             let response = self.fetch(job, i, on_disk, policy, observer, meanwhile).await?;
+            // Saved with the file's next change (its validator, its
+            // completion), not at once: it informs, no restart needs it.
+            let protocol = response.protocol();
+            if job.files[i].protocol.as_deref() != Some(protocol) {
+                job.files[i].protocol = Some(protocol.to_owned());
+            }
             if job.state() != JobState::Transferring && job.apply(Event::Connected) == JobState::Transferring
             {
                 observer.on_change(job);

@@ -452,3 +452,76 @@ macro_rules! credential_tests {
         }
     };
 }
+
+/// One `#[tokio::test]` per [`suites::http2`](crate::suites::http2) case:
+/// `http2_tests!(Backend)`, each within
+/// [`suites::http2::DEADLINE`](crate::suites::http2::DEADLINE).
+#[macro_export]
+macro_rules! http2_tests {
+    ($backend:ty) => {
+        #[tokio::test]
+        async fn h2_a_download_over_h2_lands_whole_and_reports_h2() {
+            $crate::suites::http2::within($crate::suites::http2::a_download_over_h2_lands_whole_and_reports_h2::<
+                $backend,
+            >())
+            .await;
+        }
+        #[tokio::test]
+        async fn h2_an_http1_server_is_spoken_to_over_http1() {
+            $crate::suites::http2::within($crate::suites::http2::an_http1_server_is_spoken_to_over_http1::<$backend>())
+                .await;
+        }
+        #[tokio::test]
+        async fn h2_plain_http_stays_http1() {
+            $crate::suites::http2::within($crate::suites::http2::plain_http_stays_http1::<$backend>()).await;
+        }
+        #[tokio::test]
+        async fn h2_requests_of_one_policy_share_one_h2_connection() {
+            $crate::suites::http2::within(
+                $crate::suites::http2::requests_of_one_policy_share_one_h2_connection::<$backend>(),
+            )
+            .await;
+        }
+        #[tokio::test]
+        async fn h2_two_flag_values_to_one_h2_origin_use_two_connections() {
+            $crate::suites::http2::within(
+                $crate::suites::http2::two_flag_values_to_one_h2_origin_use_two_connections::<$backend>(),
+            )
+            .await;
+        }
+        #[tokio::test]
+        async fn h2_a_relaxed_h2_connection_never_serves_a_strict_request() {
+            $crate::suites::http2::within(
+                $crate::suites::http2::a_relaxed_h2_connection_never_serves_a_strict_request::<$backend>(),
+            )
+            .await;
+        }
+        #[tokio::test]
+        async fn h2_two_client_certificates_to_one_h2_origin_use_two_connections() {
+            $crate::suites::http2::within(
+                $crate::suites::http2::two_client_certificates_to_one_h2_origin_use_two_connections::<$backend>(),
+            )
+            .await;
+        }
+        #[tokio::test]
+        async fn h2_a_refused_client_certificate_is_classified_as_over_http1() {
+            $crate::suites::http2::within(
+                $crate::suites::http2::a_refused_client_certificate_is_classified_as_over_http1::<$backend>(),
+            )
+            .await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn h2_conformance_verdicts_are_the_same_over_h2() {
+            $crate::suites::http2::conformance_verdicts_are_the_same_over_h2::<$backend>().await;
+        }
+        #[tokio::test]
+        async fn h2_is_offered_inside_a_connect_tunnel_and_a_route_keeps_its_connection() {
+            $crate::suites::http2::within(
+                $crate::suites::http2::h2_is_offered_inside_a_connect_tunnel_and_a_route_keeps_its_connection::<
+                    $backend,
+                >(),
+            )
+            .await;
+        }
+    };
+}

@@ -11,8 +11,9 @@
 //! [`client_cert_tests!`](crate::client_cert_tests),
 //! [`pin_tests!`](crate::pin_tests),
 //! [`diagnose_tests!`](crate::diagnose_tests),
-//! [`proxy_tests!`](crate::proxy_tests) and
-//! [`credential_tests!`](crate::credential_tests) (one test per case),
+//! [`proxy_tests!`](crate::proxy_tests),
+//! [`credential_tests!`](crate::credential_tests) and
+//! [`http2_tests!`](crate::http2_tests) (one test per case),
 //! or one by one with a transport or handshake from
 //! [`backend`](crate::backend). A factory must trust the given
 //! [`TestPki`](crate::pki::TestPki)'s root only (no system roots).
@@ -25,6 +26,7 @@ pub mod credentials;
 pub mod crl;
 pub mod diagnose;
 pub mod hostnames;
+pub mod http2;
 pub mod isolation;
 mod macros;
 pub mod pins;

@@ -84,6 +84,7 @@ async fn a_dropped_run_never_leaves_an_unsynced_file_completed() {
     let stalled = Ok(Response {
         status: 200,
         headers: HeaderMap::new(),
+        version: http::Version::HTTP_11,
         body: Box::new(HangingBody(VecDeque::new())),
     });
     let s = Scripted::new(vec![ok(b"one"), ok(b"two"), stalled]);
@@ -147,6 +148,7 @@ fn slow(chunks: usize, sent: &Arc<AtomicUsize>) -> Result<Response, BitsError> {
     Ok(Response {
         status: 200,
         headers: headers(&[("content-length", &len), ("etag", "\"slow\"")]),
+        version: http::Version::HTTP_11,
         body: Box::new(SlowBody {
             left: chunks,
             every: Duration::from_millis(200),
@@ -267,6 +269,7 @@ async fn a_long_body_is_written_back_while_downloading_and_synced_at_the_end() {
     let s = Scripted::new(vec![Ok(Response {
         status: 200,
         headers: headers(&[("content-length", &len), ("etag", "\"v1\"")]),
+        version: http::Version::HTTP_11,
         body: Box::new(VecBody((0..n).map(|_| Ok(chunk.clone())).collect())),
     })]);
     let mut rec = SyncChecker::default();

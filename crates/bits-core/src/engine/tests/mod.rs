@@ -68,6 +68,7 @@ fn resp(status: u16, list: &[(&str, &str)], chunks: &[&[u8]]) -> Result<Response
     Ok(Response {
         status,
         headers: headers(list),
+        version: http::Version::HTTP_11,
         body: Box::new(VecBody(
             chunks.iter().map(|c| Ok(Bytes::copy_from_slice(c))).collect(),
         )),
@@ -340,6 +341,27 @@ async fn downloads_into_the_temp_file_and_never_writes_local() {
     assert!(f.job.transfer_completion_time.is_some() && f.job.error.is_none());
     assert_eq!(s.urls(), ["http://h/f0", "http://h/f1"]);
     assert_eq!(s.header(0, "range"), None);
+}
+
+#[tokio::test]
+async fn each_file_records_the_protocol_of_its_last_response() {
+    let mut f = Fixture::new(2);
+    let h2 = |r: Result<Response, BitsError>| {
+        r.map(|mut r| {
+            r.version = http::Version::HTTP_2;
+            r
+        })
+    };
+    // File 0: a redirect over http/1.1, the file itself over h2.
+    let s = Scripted::new(vec![
+        redirect(302, "https://h/moved"),
+        h2(ok(b"first")),
+        ok(b"second"),
+    ]);
+    assert_eq!(f.job.files[0].protocol, None);
+    assert_eq!(run(&s, &mut f).await.state, JobState::Transferred);
+    assert_eq!(f.job.files[0].protocol.as_deref(), Some("h2"));
+    assert_eq!(f.job.files[1].protocol.as_deref(), Some("http/1.1"));
 }
 
 #[tokio::test]

@@ -172,6 +172,7 @@ async fn a_body_that_ends_early_keeps_its_bytes_and_resumes() {
         Ok(Response {
             status: 200,
             headers: headers(&[("content-length", "10"), ("etag", "\"v1\"")]),
+            version: http::Version::HTTP_11,
             body: Box::new(VecBody(VecDeque::from([
                 Ok(Bytes::from_static(b"01234")),
                 Err(BitsError::ConnectionReset { reason: "eof".into() }),
@@ -216,6 +217,7 @@ async fn dropping_a_run_leaves_counters_within_the_file() {
         Ok(Response {
             status: 200,
             headers: headers(&[("content-length", "1000000")]),
+            version: http::Version::HTTP_11,
             body: Box::new(HangingBody(VecDeque::from([
                 Bytes::from(vec![1u8; 70_000]),
                 Bytes::from(vec![2u8; 100]),

@@ -148,6 +148,7 @@ async fn a_silent_body_times_out_and_keeps_its_bytes() {
         Ok(Response {
             status: 200,
             headers: headers(&[("content-length", "10")]),
+            version: http::Version::HTTP_11,
             body: Box::new(HangingBody(VecDeque::from([Bytes::from_static(b"abc")]))),
         })
     });
