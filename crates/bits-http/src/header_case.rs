@@ -48,10 +48,15 @@ pub(crate) async fn extensions() -> Extensions {
     static CASES: OnceCell<Extensions> = OnceCell::const_new();
     CASES
         .get_or_init(|| async {
-            parse().await.unwrap_or_else(|e| {
-                tracing::debug!("no header case map ({e}): names go out lower case");
-                Extensions::new()
-            })
+            // In memory it takes microseconds; a bound all the same, so no
+            // request could ever wait on it.
+            let parsed = tokio::time::timeout(std::time::Duration::from_secs(5), parse()).await;
+            parsed
+                .unwrap_or_else(|_| Err("timed out".into()))
+                .unwrap_or_else(|e| {
+                    tracing::debug!("no header case map ({e}): names go out lower case");
+                    Extensions::new()
+                })
         })
         .await
         .clone()
