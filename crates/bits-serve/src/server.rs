@@ -123,6 +123,23 @@ impl Body for ServeBody {
     }
 }
 
+/// A fragment being written: logs the bytes it wrote when its handling
+/// ends before its Ack, however it ends (a body error, a local error, or
+/// hyper dropping the handler when the connection dies mid-body), so the
+/// log counts every byte written (`written=`, as the Ack's line does).
+struct CutShort<'a> {
+    writer: Option<crate::session::FragmentWriter>,
+    id: &'a str,
+}
+
+impl Drop for CutShort<'_> {
+    fn drop(&mut self) {
+        if let Some(writer) = &self.writer {
+            tracing::debug!(session = %self.id, written = writer.written(), "fragment cut short");
+        }
+    }
+}
+
 fn empty() -> ServeBody {
     ServeBody(Inner::Empty)
 }
@@ -369,19 +386,20 @@ impl Server {
             ),
             None => None,
         };
-        let mut writer = self.sessions.fragment(path, id, range, length)?;
+        let mut cut = CutShort {
+            writer: Some(self.sessions.fragment(path, id, range, length)?),
+            id,
+        };
+        let writer = cut.writer.as_mut().expect("just set");
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                // What arrived is kept; the client learns the offset from
-                // its next packet's Ack.
-                tracing::debug!(session = %id, written = writer.written(), "fragment cut short");
-                ServeError::invalid(format!("the fragment's body: {e}"))
-            })?;
+            // What arrived is kept; the client learns the offset from its
+            // next packet's Ack (and `cut` logs what was written).
+            let frame = frame.map_err(|e| ServeError::invalid(format!("the fragment's body: {e}")))?;
             if let Ok(data) = frame.into_data() {
                 writer.write(&data)?;
             }
         }
-        let done = writer.finish()?;
+        let done = cut.writer.take().expect("still here").finish()?;
         tracing::debug!(
             session = %id,
             range = %format!("{}-{}/{}", range.first, range.last, range.total),
