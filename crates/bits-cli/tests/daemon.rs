@@ -110,6 +110,63 @@ fn kill_9_mid_transfer_loses_nothing() {
     assert_eq!(std::fs::read(env.path("slow.bin")).unwrap(), body);
 }
 
+/// The hidden temporary file of `name` in `dir` (`.NAME.bits-…tmp`), if any.
+fn temp_of(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    let prefix = format!(".{name}.bits-");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix))
+}
+
+#[test]
+fn kill_9_with_eight_files_in_flight_resumes_each_from_its_own_bytes() {
+    let env = Env::new();
+    let server = HttpServer::start();
+    let len = 600_000;
+    let id = env.create("eight");
+    let bodies: Vec<Vec<u8>> = (0..8).map(|k| content(len, 20 + k as u8)).collect();
+    for (k, body) in bodies.iter().enumerate() {
+        let path = format!("/p{k}");
+        let route = Route::body(body.clone()).etag(format!("\"p{k}\""));
+        server.set(&path, route.throttle(8 * 1024, Duration::from_millis(10)));
+        env.add_file(&id, &server.url(&path), &format!("p{k}.bin"));
+    }
+    env.run(&["resume", &id]).ok();
+    assert!(server.wait_until(Duration::from_secs(30), |s| s.bytes_sent() > 8 * 100_000));
+    env.kill_daemon("KILL");
+    assert!(server.max_in_flight() >= 2, "files ran one at a time");
+    // What each file holds at the kill: nothing writes to them any more.
+    let held: Vec<u64> = (0..8)
+        .map(|k| temp_of(&env.path(""), &format!("p{k}.bin")).map_or(0, |t| t.metadata().unwrap().len()))
+        .collect();
+    assert!(held.iter().filter(|&&b| b > 0).count() >= 2, "{held:?}");
+    server.clear_requests();
+    env.run(&["wait", &id]).ok();
+    assert_eq!(env.info(&id)["state"], "TRANSFERRED");
+    for (k, &had) in held.iter().enumerate() {
+        let first = server.requests_for(&format!("/p{k}"));
+        let range = first.first().and_then(|r| r.range()).map(str::to_owned);
+        if had as usize == len {
+            // Whole before the kill: asked from its full length, or not at all.
+            assert!(
+                range.is_none() || range == Some(format!("bytes={len}-")),
+                "file {k}: {range:?}"
+            );
+        } else {
+            assert_eq!(range, (had > 0).then(|| format!("bytes={had}-")), "file {k}");
+        }
+    }
+    env.run(&["complete", &id]).ok();
+    for (k, body) in bodies.iter().enumerate() {
+        assert_eq!(
+            &std::fs::read(env.path(&format!("p{k}.bin"))).unwrap(),
+            body,
+            "file {k}"
+        );
+    }
+}
+
 #[test]
 fn monitor_follows_until_settled() {
     let env = Env::new();

@@ -398,6 +398,9 @@ pub struct ServerState {
     handshake_failures: AtomicUsize,
     close_connections: AtomicBool,
     bytes_sent: AtomicU64,
+    /// HTTP/1.1 requests being answered now, and the most at once.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
     panics: Mutex<Vec<String>>,
     /// The Digest nonces handed out, one set per algorithm for the whole
     /// server, as a real server shares a protection space's nonces between
@@ -454,6 +457,12 @@ impl ServerState {
     }
 
     /// Counts an accepted connection and returns its number (from 1).
+    /// The most HTTP/1.1 requests answered at once (from the request
+    /// read to the last byte of its answer).
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+
     fn connection_accepted(&self) -> usize {
         self.connections.fetch_add(1, Ordering::SeqCst) + 1
     }
@@ -704,6 +713,11 @@ impl HttpServer {
         self.state.connections()
     }
 
+    /// The most HTTP/1.1 requests answered at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight()
+    }
+
     /// Connections whose acceptor (TLS handshake) failed.
     pub fn handshake_failures(&self) -> usize {
         self.state.handshake_failures()
@@ -837,7 +851,11 @@ where
         lock(&state.requests).push(request.clone());
         let plan = plan_response(state, &request);
         let keep_alive = !plan.close && client_keeps_alive && !state.closes_connections();
-        match write_response(&mut stream, &plan, keep_alive, state).await {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let written = write_response(&mut stream, &plan, keep_alive, state).await;
+        state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        match written {
             Ok(true) if keep_alive => {}
             _ => break,
         }

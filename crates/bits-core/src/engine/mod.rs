@@ -1,7 +1,15 @@
-//! The transfer engine: drives one job, file by file, through a
+//! The transfer engine: drives one job through a
 //! [`Transport`](crate::Transport).
 //!
-//! What [`Engine::run`] does, per file not yet transferred, in order:
+//! A download job with several files to go moves up to
+//! [`EngineOptions::connections_per_origin`] of them at once per origin,
+//! started in the job's order (`parallel`: each file runs the flow below on
+//! a job of its own, and the run's loop applies what it reports: one
+//! writer). With one file to go, a limit of one, a rate cap or a
+//! server-certificate validator, files go one at a time with the pipelining
+//! below.
+//!
+//! What [`Engine::run`] does, per file not yet transferred:
 //! - downloads into the file's hidden temporary name beside LOCAL (LOCAL is
 //!   never touched before [`complete`]);
 //! - resumes from the bytes already in the temporary file (the file on disk
@@ -73,7 +81,7 @@
 //! (`upload.rs`).
 //!
 //! Here: the engine and the flow of one file (request, redirects, body).
-//! Beside it: `plan` (what a response means for the file: write, whole or
+//! Beside it: `parallel` (files in flight at once), `plan` (what a response means for the file: write, whole or
 //! restart), `pipeline` (the work done while the network is awaited),
 //! `checkpoint` (batched durability) and `finish` ([`complete`] and
 //! [`cancel`], which need no transport).
@@ -81,6 +89,7 @@
 mod auth;
 mod checkpoint;
 mod finish;
+mod parallel;
 mod pipeline;
 mod plan;
 mod rate;
@@ -169,6 +178,11 @@ pub struct EngineOptions {
     pub max_redirects: usize,
     /// No byte for this long while reading a body is a transient timeout.
     pub read_timeout: Duration,
+    /// Files of a download job in flight at once per origin (scheme, host,
+    /// port), each on a connection of its own over HTTP/1.1 or a stream of
+    /// a shared one over HTTP/2 (8; `docs/spec/network.md`, "Many files,
+    /// many connections"). 1 moves one file at a time, as BITS does.
+    pub connections_per_origin: usize,
 }
 
 impl Default for EngineOptions {
@@ -176,6 +190,7 @@ impl Default for EngineOptions {
         EngineOptions {
             max_redirects: 10,
             read_timeout: Duration::from_secs(60),
+            connections_per_origin: 8,
         }
     }
 }
@@ -380,6 +395,9 @@ impl Engine {
                 state: job.state(),
                 retry_after: None,
             };
+        }
+        if self.runs_in_parallel(job, &policy) {
+            return self.run_parallel(job, &policy, observer).await;
         }
         let mut unsynced = Unsynced::default();
         let mut cap = job.max_rate.map(rate::RateCap::new);
@@ -634,11 +652,14 @@ impl Engine {
                         ),
                     });
                 }
-                if writer.push(&chunk)? {
-                    moved(job, i, writer.position(), observer);
-                }
+                // Paid for before it counts: a chunk read ahead while the
+                // cap slept (hyper buffers up to ~400 KiB) never shows as
+                // moved before its time.
                 if let Some(cap) = cap.as_mut() {
                     cap.take(chunk.len()).await;
+                }
+                if writer.push(&chunk)? {
+                    moved(job, i, writer.position(), observer);
                 }
             }
         }

@@ -205,7 +205,7 @@ async fn a_finished_file_is_completed_while_the_next_one_streams_or_waits_for_it
     for (case, delay, second) in cases {
         let mut f = Fixture::new(2);
         let script = vec![(Duration::ZERO, ok(b"small")), (delay, second)];
-        let engine = Engine::new(InFlight::paced(&f, script));
+        let engine = sequential(InFlight::paced(&f, script));
         let mut rec = Timeline::new();
         let out = engine.run(&mut f.job, &mut rec).await;
         assert_eq!(out.state, JobState::Transferred, "{case}");
@@ -244,7 +244,7 @@ async fn a_checkpoint_failing_while_the_next_file_streams_is_its_files_error_and
     let mut f = Fixture::new(2);
     let sent = Arc::new(AtomicUsize::new(0));
     let script = vec![(Duration::ZERO, ok(b"small")), (Duration::ZERO, slow(20, &sent))];
-    let engine = Engine::new(InFlight::paced(&f, script));
+    let engine = sequential(InFlight::paced(&f, script));
     let out = engine.run(&mut f.job, &mut RemoveFirst(false)).await;
     assert_eq!(out.state, JobState::Error);
     let e = f.job.error.as_ref().unwrap();

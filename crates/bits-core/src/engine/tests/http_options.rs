@@ -244,7 +244,7 @@ fn validator_fixture(urls: &[&str]) -> Fixture {
 #[tokio::test]
 async fn the_policy_carries_the_jobs_check_with_the_file_index_across_runs() {
     let t = Arc::new(PolicyRecorder::default());
-    let engine = Engine::new(t.clone());
+    let engine = sequential(t.clone());
     let v = Arc::new(Recording::default());
     let mut f = validator_fixture(&["https://a/f0", "https://b/busy1", "https://c/f2", "https://a/f3"]);
     engine.set_server_cert_validator(&f.job, Some(v.clone())).unwrap();
@@ -280,7 +280,7 @@ async fn the_policy_carries_the_jobs_check_with_the_file_index_across_runs() {
 #[tokio::test]
 async fn setting_the_validator_again_or_new_pins_clear_its_cache() {
     let t = Arc::new(PolicyRecorder::default());
-    let engine = Engine::new(t.clone());
+    let engine = sequential(t.clone());
     let v = Arc::new(Recording::default());
     let mut f = validator_fixture(&["https://a/f0"]);
     let again = |f: &mut Fixture| {
@@ -332,7 +332,7 @@ const BASE64_SEVENS: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 #[tokio::test]
 async fn a_rejection_is_transient_with_the_validators_code_and_the_file() {
     let t = Arc::new(PolicyRecorder::default());
-    let engine = Engine::new(t);
+    let engine = sequential(t);
     let v = Arc::new(Recording {
         reject: Some((1, Hresult(0x8000_1234))),
         ..Recording::default()
@@ -352,7 +352,7 @@ async fn a_rejection_is_transient_with_the_validators_code_and_the_file() {
 #[tokio::test]
 async fn the_validator_is_set_only_while_suspended_and_only_if_honoured() {
     let t = Arc::new(PolicyRecorder::default());
-    let engine = Engine::new(t);
+    let engine = sequential(t);
     let v: Arc<dyn ServerCertValidator> = Arc::new(Recording::default());
     let code = |r: Result<(), BitsError>| r.unwrap_err().hresult().0;
 
@@ -403,7 +403,7 @@ async fn the_validator_is_set_only_while_suspended_and_only_if_honoured() {
     assert!(engine.server_cert_validator(f.job.id).is_none());
 
     // A transport that cannot honour a validator: E_NOTIMPL, nothing kept.
-    let refusing = Engine::new(Arc::new(PolicyRecorder {
+    let refusing = sequential(Arc::new(PolicyRecorder {
         refuse_validators: true,
         ..PolicyRecorder::default()
     }));

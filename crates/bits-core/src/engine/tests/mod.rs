@@ -91,9 +91,23 @@ struct Scripted {
     requests: Arc<Mutex<Vec<Request>>>,
 }
 
+/// One file at a time: these tests follow the sequential pipeline
+/// (`tests/parallel.rs` runs files in flight against real servers).
+fn one_at_a_time() -> EngineOptions {
+    EngineOptions {
+        connections_per_origin: 1,
+        ..EngineOptions::default()
+    }
+}
+
+/// An engine over `t` that moves one file at a time.
+fn sequential(t: SharedTransport) -> Engine {
+    Engine::with_options(t, one_at_a_time())
+}
+
 impl Scripted {
     fn new(script: Vec<Result<Response, BitsError>>) -> Scripted {
-        Scripted::with(script, EngineOptions::default(), HeaderMap::new())
+        Scripted::with(script, one_at_a_time(), HeaderMap::new())
     }
 
     fn with(script: Vec<Result<Response, BitsError>>, options: EngineOptions, extra: HeaderMap) -> Scripted {
@@ -416,6 +430,6 @@ async fn flags_the_transport_refuses_are_never_used() {
     t.expect_check_policy()
         .returning(|_| Err(BitsError::NotImplemented { what: "0x4".into() }));
     t.expect_send().never();
-    let out = Engine::new(Arc::new(t)).run(&mut f.job, &mut NoObserver).await;
+    let out = sequential(Arc::new(t)).run(&mut f.job, &mut NoObserver).await;
     assert_eq!((out.state, f.code()), (JobState::Error, Some(0x8000_4001)));
 }

@@ -6,7 +6,7 @@ use super::*;
 async fn the_previous_file_is_written_out_while_the_next_request_is_in_flight() {
     let mut f = Fixture::new(3);
     let t = InFlight::new(&f, vec![ok(b"one"), ok(b"two"), ok(b"three")]);
-    let engine = Engine::new(t.clone());
+    let engine = sequential(t.clone());
     let mut rec = SyncChecker::default();
     assert_eq!(
         engine.run(&mut f.job, &mut rec).await.state,
@@ -36,7 +36,7 @@ async fn a_file_that_cannot_be_written_out_is_the_one_in_error() {
     f.job.files[0].temp_name = PathBuf::from("/dev/full");
     let t = InFlight::new(&f, vec![ok(b"one"), ok(b"two")]);
     assert_eq!(
-        Engine::new(t).run(&mut f.job, &mut NoObserver).await.state,
+        sequential(t).run(&mut f.job, &mut NoObserver).await.state,
         JobState::Error
     );
     let e = f.job.error.as_ref().unwrap();
@@ -52,7 +52,7 @@ async fn a_temporary_file_opened_early_is_not_left_by_a_response_without_body() 
     let mut f = Fixture::new(2);
     let t = InFlight::new(&f, vec![resp(404, &[], &[])]);
     assert_eq!(
-        Engine::new(t).run(&mut f.job, &mut NoObserver).await.state,
+        sequential(t).run(&mut f.job, &mut NoObserver).await.state,
         JobState::Error
     );
     assert_eq!(f.code(), Some(0x8019_0194));
@@ -61,10 +61,10 @@ async fn a_temporary_file_opened_early_is_not_left_by_a_response_without_body() 
     let mut f = Fixture::new(1);
     f.job.files[0].temp_name = f.dir.path().join("no/such/dir/.f.tmp");
     let t = InFlight::new(&f, vec![resp(404, &[], &[])]);
-    Engine::new(t).run(&mut f.job, &mut NoObserver).await;
+    sequential(t).run(&mut f.job, &mut NoObserver).await;
     assert_eq!(f.code(), Some(0x8019_0194));
     let t = InFlight::new(&f, vec![ok(b"x")]);
     f.job.resume().unwrap();
-    Engine::new(t).run(&mut f.job, &mut NoObserver).await;
+    sequential(t).run(&mut f.job, &mut NoObserver).await;
     assert_eq!(f.code(), Some(0x8007_0002));
 }

@@ -224,7 +224,7 @@ async fn dropping_a_run_leaves_counters_within_the_file() {
             ]))),
         })
     });
-    let engine = Engine::new(Arc::new(t));
+    let engine = sequential(Arc::new(t));
     let mut observer = NoObserver;
     let run = engine.run(&mut f.job, &mut observer);
     assert!(tokio::time::timeout(Duration::from_secs(1), run).await.is_err());

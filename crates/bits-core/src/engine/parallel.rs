@@ -1,0 +1,302 @@
+//! Several files of a download job in flight at once
+//! (`docs/spec/network.md`, "Many files, many connections").
+//!
+//! One writer: the run's own loop ([`Engine::run_parallel`]) is the only
+//! code that changes the job or talks to the observer. Each file in flight
+//! runs the same flow as a lone file ([`Engine::receive_file`]) on a job of
+//! its own holding just that file (its counters, validator and temporary
+//! file are its own), and relays what it would tell an observer
+//! ([`Relay`]); the loop applies each report to the real job in the order
+//! it came, settles each file as it finishes and checkpoints finished files
+//! in batches as the sequential run does. The files in flight are futures
+//! of the run's own task, not spawned tasks: dropping the run (suspend,
+//! cancel, shutdown) drops them at once, their buffered bytes written out
+//! ([`TempWriter`](crate::files::TempWriter) flushes on drop), so no file
+//! is written after the run is gone.
+
+use std::collections::{HashMap, HashSet};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tracing::Instrument;
+
+use super::checkpoint::Unsynced;
+use super::pipeline::{Meanwhile, Received};
+use super::{fail, moved, Engine, Observer, RunOutcome};
+use crate::error::BitsError;
+use crate::files;
+use crate::job::{FileInfo, Job};
+use crate::policy::ConnectionPolicy;
+use crate::state::{Event, JobState};
+
+/// What a file in flight reported, for the run's loop to apply.
+#[derive(Debug)]
+struct Report {
+    /// The file's index in the real job.
+    file: usize,
+    what: Reported,
+}
+
+#[derive(Debug)]
+enum Reported {
+    /// Bytes reached its temporary file ([`Observer::on_progress`]).
+    Moved(u64),
+    /// It changed ([`Observer::on_change`], or with `file_change`
+    /// [`Observer::on_file_change`]): its state now, and whether its job
+    /// (of one file) is transferring.
+    Changed {
+        info: Box<FileInfo>,
+        transferring: bool,
+        file_change: bool,
+    },
+}
+
+impl Report {
+    /// Whether the file's server has answered its request (its job of one
+    /// file is transferring).
+    fn answered(&self) -> bool {
+        matches!(
+            self.what,
+            Reported::Changed {
+                transferring: true,
+                ..
+            }
+        )
+    }
+}
+
+/// The observer of a file in flight: relays to the run's loop.
+#[derive(Debug)]
+struct Relay {
+    file: usize,
+    to: UnboundedSender<Report>,
+}
+
+impl Relay {
+    fn send(&self, what: Reported) {
+        // The loop holds the receiver for as long as any file runs.
+        let _ = self.to.send(Report {
+            file: self.file,
+            what,
+        });
+    }
+
+    fn changed(&self, job: &Job, file_change: bool) {
+        self.send(Reported::Changed {
+            info: Box::new(job.files[0].clone()),
+            transferring: job.state() == JobState::Transferring,
+            file_change,
+        });
+    }
+}
+
+impl Observer for Relay {
+    fn on_progress(&mut self, job: &Job) {
+        self.send(Reported::Moved(job.files[0].bytes_transferred));
+    }
+    fn on_change(&mut self, job: &Job) {
+        self.changed(job, false);
+    }
+    fn on_file_change(&mut self, job: &Job, _i: usize) {
+        self.changed(job, true);
+    }
+}
+
+/// Applies a file's report to the real job and tells the observer.
+fn apply(job: &mut Job, observer: &mut dyn Observer, report: Report) {
+    let i = report.file;
+    match report.what {
+        Reported::Moved(position) => moved(job, i, position, observer),
+        Reported::Changed {
+            info,
+            transferring,
+            file_change,
+        } => {
+            job.files[i] = *info;
+            if transferring
+                && job.state() != JobState::Transferring
+                && job.apply(Event::Connected) == JobState::Transferring
+            {
+                observer.on_change(job);
+            }
+            if file_change {
+                observer.on_file_change(job, i);
+            } else {
+                observer.on_change(job);
+            }
+        }
+    }
+}
+
+/// The origin (scheme, host, port) a file is fetched from, which its
+/// connection limit counts against.
+fn origin_of(file: &FileInfo) -> String {
+    url::Url::parse(&file.remote_name)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default()
+}
+
+/// How one file in flight ended: its index, its origin, its state as its
+/// own job left it, and the file received or why not.
+type Ended = (usize, String, FileInfo, Result<Received, BitsError>);
+
+impl Engine {
+    /// Whether a run of `job` moves several files at once: a download
+    /// with more than one file to go, under a limit above one, with no
+    /// rate cap (a capped job is limited by its cap) and no
+    /// server-certificate validator (which is told the exact file each
+    /// connection is for: with one file at a time it always is).
+    pub(super) fn runs_in_parallel(&self, job: &Job, policy: &ConnectionPolicy) -> bool {
+        self.options.connections_per_origin > 1
+            && job.max_rate.is_none()
+            && policy.validator().is_none()
+            && job.files.iter().filter(|f| !f.completed).nth(1).is_some()
+    }
+
+    /// Runs the pending files of a download job (CONNECTING or
+    /// TRANSFERRING, its policy checked), up to
+    /// [`EngineOptions::connections_per_origin`](super::EngineOptions::connections_per_origin)
+    /// of them at once per origin, started in the job's order. The first
+    /// failure stops the others (their bytes kept on disk) and is
+    /// recorded, after the files finished before it are checkpointed.
+    pub(super) async fn run_parallel(
+        &self,
+        job: &mut Job,
+        policy: &ConnectionPolicy,
+        observer: &mut dyn Observer,
+    ) -> RunOutcome {
+        let limit = self.options.connections_per_origin.max(1);
+        // The job without its files, cloned for each file in flight.
+        let files = std::mem::take(&mut job.files);
+        let bare = job.clone();
+        job.files = files;
+
+        let pending: Vec<usize> = (0..job.files.len())
+            .filter(|&i| !job.files[i].completed)
+            .collect();
+        let (to, mut reports) = unbounded_channel();
+        let mut unsynced = Unsynced::default();
+        let mut running = FuturesUnordered::new();
+        let mut per_origin: HashMap<String, usize> = HashMap::new();
+        // Origins that answered a file's request (what came before its body).
+        let mut heard: HashSet<String> = HashSet::new();
+        let mut origins: HashMap<usize, String> = HashMap::new();
+        let mut next = 0;
+        let failure = loop {
+            // Start files in the job's order while their origin has room.
+            while let Some(&i) = pending.get(next) {
+                let origin = origin_of(&job.files[i]);
+                let count = per_origin.entry(origin.clone()).or_default();
+                // One file goes first to an origin not yet heard from, so the
+                // others find what its answer taught: the connection (one
+                // to share over HTTP/2), an authentication answer to send
+                // first.
+                if *count >= limit || (*count >= 1 && !heard.contains(&origin)) {
+                    break;
+                }
+                *count += 1;
+                next += 1;
+                // Before its first byte: see files::Watched.
+                unsynced.watch(&job.files[i].temp_name);
+                let mut own = bare.clone();
+                own.files.push(job.files[i].clone());
+                let relay = Relay {
+                    file: i,
+                    to: to.clone(),
+                };
+                origins.insert(i, origin.clone());
+                let alone = self.receive_alone(own, i, origin, policy, relay);
+                running.push(alone.instrument(tracing::debug_span!("file", index = i)));
+            }
+            if running.is_empty() {
+                break None;
+            }
+            tokio::select! {
+                biased;
+                Some(report) = reports.recv() => {
+                    if report.answered() {
+                        if let Some(origin) = origins.get(&report.file) {
+                            heard.insert(origin.clone());
+                        }
+                    }
+                    apply(job, observer, report);
+                }
+                work = unsynced.ready(), if unsynced.pending() => {
+                    if let Err(failed) = unsynced.step_ready(work, job, observer) {
+                        break Some(failed);
+                    }
+                }
+                Some((i, origin, info, result)) = running.next() => {
+                    // What it reported before it ended comes first.
+                    while let Ok(report) = reports.try_recv() {
+                        apply(job, observer, report);
+                    }
+                    if let Some(count) = per_origin.get_mut(&origin) {
+                        *count -= 1;
+                    }
+                    origins.remove(&i);
+                    heard.insert(origin);
+                    job.files[i] = info;
+                    match result {
+                        Ok(received) => {
+                            unsynced.hold(received);
+                            if let Err(failed) = unsynced.settle(job, observer).await {
+                                break Some(failed);
+                            }
+                        }
+                        Err(e) => break Some((i, e)),
+                    }
+                }
+            }
+        };
+        // The others stop here, their bytes kept: written out as their
+        // writers drop, then counted from the disk, which a resume trusts.
+        drop(running);
+        while let Ok(report) = reports.try_recv() {
+            apply(job, observer, report);
+        }
+        for &i in origins.keys() {
+            let on_disk = files::disk_size(&job.files[i].temp_name).ok().flatten();
+            if let Some(size) = on_disk.filter(|&n| n != job.files[i].bytes_transferred) {
+                moved(job, i, size, observer);
+            }
+        }
+        // The files finished before a failure are kept: synced and marked
+        // completed before it is recorded.
+        if let Err((f, e)) = unsynced.checkpoint(job, observer).await {
+            return fail(job, observer, &e, Some(f));
+        }
+        if let Some((f, e)) = failure {
+            return fail(job, observer, &e, Some(f));
+        }
+        job.apply(Event::AllFilesDone);
+        observer.on_change(job);
+        RunOutcome {
+            state: job.state(),
+            retry_after: None,
+        }
+    }
+
+    /// Receives file `i` of the real job on `own`, a job holding just that
+    /// file, reporting through `relay`.
+    async fn receive_alone(
+        &self,
+        mut own: Job,
+        i: usize,
+        origin: String,
+        policy: &ConnectionPolicy,
+        mut relay: Relay,
+    ) -> Ended {
+        // Nothing is held before it: its Meanwhile only opens its
+        // temporary file while its request is in flight.
+        let mut nothing = Unsynced::default();
+        let mut meanwhile = Meanwhile::new(&mut nothing);
+        let result = self
+            .receive_file(&mut own, 0, policy, &mut relay, &mut meanwhile, &mut None)
+            .await
+            .map(|received| Received { file: i, ..received });
+        drop(meanwhile);
+        let info = own.files.swap_remove(0);
+        (i, origin, info, result)
+    }
+}
