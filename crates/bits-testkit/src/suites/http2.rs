@@ -103,13 +103,19 @@ async fn download<B: TlsBackend>(server: &HttpServer, paths: &[(&str, Vec<u8>)])
     job
 }
 
-/// A job of two files (one larger than a stream's window) from an origin
-/// that offers h2 lands whole over HTTP/2: each file records `h2`, the
-/// server saw every request over h2 on one connection (the files shared
-/// it as streams), and a response says `HTTP/2.0`.
+/// A job of eleven files (one larger than a stream's window) from an
+/// origin that offers h2 lands whole over HTTP/2: each file records `h2`,
+/// the server saw every request over h2 on one connection (the files in
+/// flight at once shared it as streams), and a response says `HTTP/2.0`.
 pub async fn a_download_over_h2_lands_whole_and_reports_h2<B: TlsBackend>() {
     let server = origin(Alpn::H2);
-    let job = download::<B>(&server, &[("/large", body(LARGE)), ("/small", body(1000))]).await;
+    let small: Vec<String> = (0..10).map(|k| format!("/small{k}")).collect();
+    for path in &small {
+        server.set(path, Route::body(body(1000)));
+    }
+    let mut files = vec![("/large", body(LARGE))];
+    files.extend(small.iter().map(|p| (p.as_str(), body(1000))));
+    let job = download::<B>(&server, &files).await;
     for file in &job.files {
         assert_eq!(file.protocol.as_deref(), Some("h2"), "{}", file.remote_name);
     }
