@@ -42,6 +42,11 @@ const PAST_BOUNDARY: Duration = Duration::from_millis(20);
 pub trait WallClock: Send {
     /// The local time now, to the minute, and how far into that minute.
     fn now(&self) -> (LocalTime, Duration);
+
+    /// How many of its seconds pass in a real second (1 but for tests).
+    fn pace(&self) -> u32 {
+        1
+    }
 }
 
 /// The system's clock in the local time zone.
@@ -57,12 +62,14 @@ impl WallClock for SystemWallClock {
 }
 
 /// A clock that starts at a chosen local time and then runs at the real
-/// pace: for tests, which cannot wait for a real window to begin.
+/// pace or faster: for tests, which cannot wait for a real window to
+/// begin, nor a minute for it to end.
 #[derive(Clone, Copy, Debug)]
 pub struct StartedClock {
     /// Seconds since Monday 00:00 at `at`.
     start: Duration,
     at: Instant,
+    pace: u32,
 }
 
 impl StartedClock {
@@ -72,13 +79,37 @@ impl StartedClock {
         StartedClock {
             start: Duration::from_secs(u64::from(minutes) * 60 + u64::from(second.min(59))),
             at: Instant::now(),
+            pace: 1,
         }
     }
 
-    /// Parses `Mon 07:59:58` (a day, then `HH:MM` or `HH:MM:SS`).
+    /// The same clock running `pace` times faster than the real one.
+    pub fn faster(mut self, pace: u32) -> StartedClock {
+        self.pace = pace.max(1);
+        self
+    }
+
+    /// Parses `Mon 07:59:58` (a day, then `HH:MM` or `HH:MM:SS`), then
+    /// optionally a pace: `Mon 07:59 x10` runs ten times faster.
     pub fn parse(text: &str) -> Result<StartedClock, String> {
-        let bad = || format!("bad clock {text:?}: write a day and a time, such as \"Mon 07:59:58\"");
-        let (day, time) = text.trim().split_once(' ').ok_or_else(bad)?;
+        let bad = || {
+            format!(
+                "bad clock {text:?}: write a day and a time, such as \"Mon 07:59:58\" or \"Mon 07:59 x10\""
+            )
+        };
+        let mut words = text.split_whitespace();
+        let (day, time) = (words.next().ok_or_else(bad)?, words.next().ok_or_else(bad)?);
+        let pace = match words.next() {
+            None => 1,
+            Some(p) => p
+                .strip_prefix('x')
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(bad)?,
+        };
+        if words.next().is_some() {
+            return Err(bad());
+        }
         let day = Weekday::parse(day).ok_or_else(bad)?;
         let parts: Vec<u8> = time
             .trim()
@@ -93,17 +124,21 @@ impl StartedClock {
         if h > 23 || m > 59 || sec > 59 {
             return Err(bad());
         }
-        Ok(StartedClock::starting_at(day, h, m, sec))
+        Ok(StartedClock::starting_at(day, h, m, sec).faster(pace))
     }
 }
 
 impl WallClock for StartedClock {
     fn now(&self) -> (LocalTime, Duration) {
-        let t = self.start + self.at.elapsed();
+        let t = self.start + self.at.elapsed() * self.pace;
         let secs = t.as_secs();
         let minute = u32::try_from(secs / 60 % u64::from(crate::schedule::MINUTES_PER_WEEK)).unwrap_or(0);
         let into = Duration::new(secs % 60, t.subsec_nanos());
         (LocalTime::from_minute_of_week(minute), into)
+    }
+
+    fn pace(&self) -> u32 {
+        self.pace
     }
 }
 
@@ -226,11 +261,13 @@ impl Bandwidth {
     /// boundary of a window, and at most [`EVALUATE_AT_LEAST_EVERY`].
     pub fn until_next_evaluation(&self) -> Duration {
         let (now, into) = self.clock.now();
-        match self.holder.schedule().next_change_after(now) {
-            Some(n) => (Duration::from_secs(u64::from(n) * 60).saturating_sub(into) + PAST_BOUNDARY)
+        let on_clock = match self.holder.schedule().next_change_after(now) {
+            Some(n) => Duration::from_secs(u64::from(n) * 60)
+                .saturating_sub(into)
                 .min(EVALUATE_AT_LEAST_EVERY),
             None => EVALUATE_AT_LEAST_EVERY,
-        }
+        };
+        on_clock / self.clock.pace() + PAST_BOUNDARY
     }
 
     /// When the limits of the last evaluation next change, as a local
@@ -263,6 +300,9 @@ mod tests {
         assert!(into >= Duration::from_secs(58));
         assert!(StartedClock::parse("Sun 24:00").is_err());
         assert!(StartedClock::parse("Fry 10:00").is_err());
+        assert!(StartedClock::parse("Mon 10:00 x0").is_err());
+        let fast = StartedClock::parse("Mon 07:59 x10").unwrap();
+        assert_eq!(fast.pace(), 10);
     }
 
     #[test]
@@ -289,7 +329,10 @@ mod tests {
     #[test]
     fn a_schedule_that_never_changes_is_evaluated_once_a_minute() {
         let bw = bandwidth("", StartedClock::starting_at(Weekday::Tue, 1, 0, 0));
-        assert_eq!(bw.until_next_evaluation(), EVALUATE_AT_LEAST_EVERY);
+        assert_eq!(
+            bw.until_next_evaluation(),
+            EVALUATE_AT_LEAST_EVERY + PAST_BOUNDARY
+        );
         assert_eq!(bw.next_change(), None);
     }
 }

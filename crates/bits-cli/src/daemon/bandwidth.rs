@@ -12,8 +12,9 @@
 //! stops.
 //!
 //! Tests choose the time: a debug build (never a release one) honours
-//! `BITS_TEST_CLOCK="Mon 07:59:58"`, a clock that starts there and runs at
-//! the real pace.
+//! `BITS_TEST_CLOCK="Mon 07:59:58"`, a clock that starts there when the
+//! daemon starts and runs at the real pace, or faster with a pace:
+//! `"Mon 07:59:40 x10"` (a window's minute then lasts 6 s).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
