@@ -212,7 +212,8 @@ impl Scheduler {
     /// Picks up where a previous scheduler of the same source stopped,
     /// even after a crash: a job caught CONNECTING or TRANSFERRING goes
     /// back to QUEUED (saved at once), and a TRANSIENT_ERROR job gets its
-    /// timers again, its retry delay counted from its last change.
+    /// timers again, its retry delay counted from its last change, except
+    /// one the schedule blocked: [`Scheduler::set_blocked`] releases it.
     pub fn recover(&mut self) -> Result<(), Error> {
         for mut job in self.source.active()? {
             match job.state() {
@@ -220,7 +221,9 @@ impl Scheduler {
                     job.apply(Event::Stopped);
                     self.sink.save(&job)?;
                 }
-                JobState::TransientError => self.timers.arm(&job, None),
+                // One the schedule blocked waits for its window's end
+                // (`set_blocked`), not for a retry timer.
+                JobState::TransientError if !is_blocked_by_policy(&job) => self.timers.arm(&job, None),
                 _ => {}
             }
         }

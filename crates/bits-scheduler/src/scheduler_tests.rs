@@ -428,3 +428,21 @@ fn a_job_of_a_blocked_priority_is_blocked_when_it_would_start_and_foreground_nev
         drive(&mut s, &f.memory, |m| m.get(low).state() == JobState::Transferred).await;
     });
 }
+
+#[test]
+fn after_a_restart_a_job_blocked_before_runs_when_its_window_is_over() {
+    let f = Fixture::new();
+    let id = f.queued("/x.bin", Route::body(vec![1u8; 10]), Priority::Normal);
+    let mut job = f.memory.get(id);
+    job.apply(bits_core::Event::TransientFailure);
+    job.error = Some(BitsError::BlockedByPolicy.to_job_error(None));
+    f.memory.put(&job);
+    local(async {
+        let mut s = scheduler(&f.memory);
+        s.recover().unwrap();
+        assert!(blocked_by_policy(&f.memory, id));
+        assert!(s.set_blocked(&[Priority::Low]).await.is_empty());
+        assert_eq!(state(&f.memory, id), JobState::Queued);
+        drive(&mut s, &f.memory, |m| m.get(id).state() == JobState::Transferred).await;
+    });
+}
