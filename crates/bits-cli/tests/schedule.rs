@@ -112,6 +112,9 @@ fn a_malformed_config_file_is_refused_at_start_and_on_reload_the_old_schedule_st
     let r = env.run(&["daemon", "--foreground"]).fails(2, "0x80070057");
     assert!(r.stderr.contains(&format!("{}:2:8:", path.display())), "{r:?}");
     assert!(env.daemon_pid().is_none());
+    // With no daemon, --reload checks the file.
+    let r = env.run(&["daemon", "--reload"]).fails(2, "0x80070057");
+    assert!(r.stderr.contains(":2:8:"), "{r:?}");
 
     env.write_config("[[bandwidth.rule]]\nrate = 0\n");
     env.run(&["daemon"]).ok();
