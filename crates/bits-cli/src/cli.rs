@@ -327,6 +327,13 @@ pub enum Command {
         /// Stop the store's running daemon (its jobs are saved and resume at its next start).
         #[arg(long)]
         stop: bool,
+        /// Make the store's running daemon read its config file (the bandwidth schedule) again;
+        /// a malformed file is reported and the daemon keeps the schedule it had.
+        #[arg(long, conflicts_with_all = ["stop", "foreground", "config"])]
+        reload: bool,
+        /// The config file (default: $XDG_CONFIG_HOME/bits/config.toml, else ~/.config/bits/config.toml).
+        #[arg(long, value_name = "FILE", conflicts_with = "stop")]
+        config: Option<std::path::PathBuf>,
     },
     /// TLS handshakes only, no HTTP request: the chain, every fault, the least flags per backend.
     #[command(long_about = DIAGNOSE_HELP)]

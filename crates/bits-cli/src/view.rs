@@ -8,8 +8,11 @@ use bits_core::http_options::is_credential_header;
 use bits_core::{Job, JobState};
 use serde_json::{json, Value};
 
-/// The job as `info --json`, `list --json` and `transfer --json` print it.
-pub fn job_json(job: &Job) -> Value {
+use crate::daemon::NetworkView;
+
+/// The job as `info --json`, `list --json` and `transfer --json` print it,
+/// with `net`, its network use now ([`NetworkView::of`]).
+pub fn job_json(job: &Job, net: &NetworkView) -> Value {
     let error = match (job.state(), &job.error) {
         (JobState::Error | JobState::TransientError, Some(e)) => json!({
             "code": e.code.to_string(),
@@ -46,6 +49,14 @@ pub fn job_json(job: &Job) -> Value {
         "no_progress_timeout": job.no_progress_timeout,
         // Bytes per second; null: off.
         "max_rate": job.max_rate,
+        // What it may use now: the lower of max_rate and the running
+        // daemon's schedule (shared by its background jobs); 0: blocked;
+        // null: unlimited. Where it comes from: "max_rate", "schedule".
+        "rate_limit": net.rate_limit,
+        "rate_limit_source": net.rate_limit_source,
+        // How it yields to other traffic: "none", "paced", "window-clamp".
+        "controller": net.controller,
+        "yielding": net.yielding,
         "error": error,
         "files": files,
         "bytes_total": job.bytes_total(),
@@ -106,7 +117,7 @@ fn headers_text(job: &Job) -> Vec<String> {
 }
 
 /// `info` without `--json`.
-pub fn job_text(job: &Job) -> String {
+pub fn job_text(job: &Job, net: &NetworkView) -> String {
     let mut s = String::new();
     let total = job
         .bytes_total()
@@ -127,6 +138,22 @@ pub fn job_text(job: &Job) -> String {
         job.max_rate.map_or("off".to_string(), |r| {
             format!("{}/s", bits_scheduler::Limit::Rate(r))
         })
+    );
+    let limit = match (net.rate_limit, net.rate_limit_source) {
+        (None, _) => "off".to_string(),
+        (Some(0), _) => "0 (blocked by the bandwidth schedule)".to_string(),
+        (Some(r), Some("schedule")) => format!(
+            "{}/s (bandwidth schedule, shared by its background jobs)",
+            bits_scheduler::Limit::Rate(r)
+        ),
+        (Some(r), _) => format!("{}/s (max rate)", bits_scheduler::Limit::Rate(r)),
+    };
+    let _ = writeln!(s, "rate limit:          {limit}");
+    let _ = writeln!(
+        s,
+        "controller:          {}{}",
+        net.controller,
+        if net.yielding { ", yielding" } else { "" }
     );
     let _ = writeln!(s, "http method:         {}", job.http_method());
     let headers = headers_text(job);
@@ -261,7 +288,7 @@ mod tests {
         let mut j = Job::new("nightly", JobType::Download, "openssl");
         j.add_file("https://mirror/x.bin", Path::new("/data/x.bin"))
             .unwrap();
-        let v = job_json(&j);
+        let v = job_json(&j, &NetworkView::of(&j, None));
         for k in [
             "id",
             "display_name",
@@ -292,13 +319,16 @@ mod tests {
         assert_eq!(v["files"][0]["protocol"], Value::Null);
         let mut over_h2 = j.clone();
         over_h2.files[0].protocol = Some("h2".into());
-        assert_eq!(job_json(&over_h2)["files"][0]["protocol"], "h2");
-        assert!(
-            job_text(&over_h2).contains("bytes, h2)"),
-            "{}",
-            job_text(&over_h2)
+        assert_eq!(
+            job_json(&over_h2, &NetworkView::of(&over_h2, None))["files"][0]["protocol"],
+            "h2"
         );
-        assert!(!job_text(&j).contains("h2"));
+        assert!(
+            job_text(&over_h2, &NetworkView::of(&over_h2, None)).contains("bytes, h2)"),
+            "{}",
+            job_text(&over_h2, &NetworkView::of(&over_h2, None))
+        );
+        assert!(!job_text(&j, &NetworkView::of(&j, None)).contains("h2"));
 
         j.resume().unwrap();
         let not_found = BitsError::HttpStatus {
@@ -307,7 +337,7 @@ mod tests {
         };
         j.fail(&not_found, Some(0), std::time::SystemTime::now());
         assert_eq!(j.state(), JobState::Error);
-        let v = job_json(&j);
+        let v = job_json(&j, &NetworkView::of(&j, None));
         assert_eq!(v["error"]["code"], "0x80190194");
         assert_eq!(v["error"]["context"], "REMOTE_FILE");
         assert_eq!(v["error"]["file_index"], 0);
@@ -316,7 +346,7 @@ mod tests {
     #[test]
     fn http_options_in_json_and_text() {
         let mut j = Job::new("h", JobType::Download, "openssl");
-        let v = job_json(&j);
+        let v = job_json(&j, &NetworkView::of(&j, None));
         assert_eq!(v["custom_headers"], Value::Null);
         assert_eq!(v["custom_headers_write_only"], false);
         assert_eq!(v["client_certificate"], Value::Null);
@@ -326,7 +356,7 @@ mod tests {
             v["proxy"],
             json!({"usage": "preconfig", "list": [], "bypass": []})
         );
-        let text = job_text(&j);
+        let text = job_text(&j, &NetworkView::of(&j, None));
         assert!(text.contains("proxy:               preconfig\n"), "{text}");
         assert!(text.contains("http method:         GET\n"), "{text}");
         assert!(text.contains("custom headers:      none\n"), "{text}");
@@ -344,7 +374,7 @@ mod tests {
         )
         .unwrap();
         j.set_proxy_settings(proxy, |_| Ok(())).unwrap();
-        let v = job_json(&j);
+        let v = job_json(&j, &NetworkView::of(&j, None));
         assert_eq!(
             v["custom_headers"],
             json!(["X-Trace: t1", "Authorization: Bearer s3cret", "Cookie: c=1"])
@@ -359,7 +389,7 @@ mod tests {
                 "bypass": ["<local>"],
             })
         );
-        let text = job_text(&j);
+        let text = job_text(&j, &NetworkView::of(&j, None));
         assert!(text.contains("custom headers:      X-Trace: t1\n"), "{text}");
         assert!(
             text.contains("                     Authorization: <hidden>\n"),
@@ -384,7 +414,7 @@ mod tests {
             j.set_credentials(Credentials::new(target, scheme, user, "pw-7f3a9c-SECRET").unwrap())
                 .unwrap();
         }
-        let v = job_json(&j);
+        let v = job_json(&j, &NetworkView::of(&j, None));
         assert_eq!(
             v["credentials"],
             json!([
@@ -392,7 +422,7 @@ mod tests {
                 {"target": "proxy", "scheme": "digest", "user": "bob"},
             ])
         );
-        let text = job_text(&j);
+        let text = job_text(&j, &NetworkView::of(&j, None));
         assert!(
             text.contains(
                 "credentials:         server basic user alice\n                     proxy digest user bob\n"
@@ -402,10 +432,10 @@ mod tests {
         assert!(!v.to_string().contains("pw-7f3a9c") && !text.contains("pw-7f3a9c"));
 
         j.make_custom_headers_write_only().unwrap();
-        let v = job_json(&j);
+        let v = job_json(&j, &NetworkView::of(&j, None));
         assert_eq!(v["custom_headers"], Value::Null);
         assert_eq!(v["custom_headers_write_only"], true);
-        let text = job_text(&j);
+        let text = job_text(&j, &NetworkView::of(&j, None));
         assert!(text.contains("X-Trace: <write-only>"), "{text}");
         assert!(!text.contains("t1") && !text.contains("s3cret"), "{text}");
     }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 use uuid::Uuid;
 
+use crate::bandwidth::{Controller, LimiterSlot, SharedLimiter};
 use crate::credentials::{AuthScheme, AuthTarget, Credentials};
 use crate::error::{BitsError, Hresult, JobError};
 use crate::flags::SecurityFlags;
@@ -221,6 +222,17 @@ pub struct Job {
     /// beyond BITS); `None`: unlimited. Set it with [`Job::set_max_rate`].
     #[serde(default)]
     pub max_rate: Option<u64>,
+    /// The daemon-wide limiter of background jobs for this run
+    /// ([`Job::set_shared_limiter`]); never stored.
+    #[serde(skip)]
+    shared_limiter: LimiterSlot,
+    /// How its transfer yields to other traffic (the engine sets it while
+    /// it runs; `bits info` shows it).
+    #[serde(default)]
+    pub controller: Controller,
+    /// Whether its controller holds it back for other traffic now.
+    #[serde(default)]
+    pub yielding: bool,
 }
 
 impl Job {
@@ -253,6 +265,9 @@ impl Job {
             credentials: Vec::new(),
             reply_file_name: None,
             max_rate: None,
+            shared_limiter: LimiterSlot::default(),
+            controller: Controller::None,
+            yielding: false,
         }
     }
 
@@ -414,6 +429,20 @@ impl Job {
         Ok(())
     }
 
+    /// Hands the job the daemon-wide limiter of background jobs for its
+    /// next run (`None`: none): the engine's rate cap draws from it, with
+    /// the job's own [`Job::max_rate`], the lower winning. A FOREGROUND job
+    /// never draws from it. Not a property of the job: never stored, and
+    /// allowed in any state.
+    pub fn set_shared_limiter(&mut self, limiter: Option<SharedLimiter>) {
+        self.shared_limiter = LimiterSlot(limiter);
+    }
+
+    /// The limiter of [`Job::set_shared_limiter`].
+    pub fn shared_limiter(&self) -> Option<&SharedLimiter> {
+        self.shared_limiter.0.as_ref()
+    }
+
     /// Sets the no-progress timeout; 0 makes the first transient error fatal.
     pub fn set_no_progress_timeout(&mut self, seconds: u64) -> Result<(), BitsError> {
         self.check(Operation::SetProperty)?;
@@ -465,6 +494,9 @@ impl Job {
             credentials,
             reply_file_name,
             max_rate,
+            shared_limiter,
+            controller,
+            yielding,
         } = self;
         Job {
             id: *id,
@@ -492,6 +524,9 @@ impl Job {
             credentials: credentials.clone(),
             reply_file_name: reply_file_name.clone(),
             max_rate: *max_rate,
+            shared_limiter: shared_limiter.clone(),
+            controller: *controller,
+            yielding: *yielding,
         }
     }
 

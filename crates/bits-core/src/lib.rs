@@ -102,6 +102,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bandwidth;
 pub mod credentials;
 pub mod engine;
 pub mod error;
@@ -116,6 +117,7 @@ mod redirect;
 pub mod state;
 pub mod transport;
 
+pub use bandwidth::{Controller, PoolRate, Share, SharedLimiter};
 pub use credentials::{without_user_info, Answer, AuthScheme, AuthTarget, Credentials};
 pub use engine::{Engine, EngineOptions, NoObserver, Observer, RunOutcome};
 pub use error::{BitsError, CertFault, ErrorContext, Hresult, JobError};

@@ -10,12 +10,17 @@ use std::time::{Duration, Instant};
 use bits_core::{Job, JobState, Observer};
 use support::*;
 
-/// Bytes on disk over time, as the engine reports them.
-struct Trace(Vec<(Instant, u64)>);
+/// Bytes on disk over time, as the engine reports them, and the most
+/// files seen part-way at once.
+struct Trace(Vec<(Instant, u64)>, usize);
 
 impl Observer for Trace {
     fn on_progress(&mut self, job: &Job) {
         self.0.push((Instant::now(), job.bytes_transferred()));
+        let partway = (job.files.iter())
+            .filter(|f| f.bytes_transferred > 0 && Some(f.bytes_transferred) != f.bytes_total)
+            .count();
+        self.1 = self.1.max(partway);
     }
     fn on_change(&mut self, job: &Job) {
         self.on_progress(job);
@@ -36,15 +41,23 @@ impl Trace {
 #[tokio::test]
 async fn a_capped_download_stays_within_5_percent_of_its_rate_over_every_10_s() {
     let rate: u64 = 512 << 10;
-    let len = 6 << 20; // about 12 s at the cap
+    // Three files in flight at once draw from the one cap: about 12 s.
+    let len = 2 << 20;
     let data = body(len);
-    let mut env = Env::new(&[("/big", Route::body(data.clone()))]);
+    let mut env = Env::new(&[
+        ("/a", Route::body(data.clone())),
+        ("/b", Route::body(data.clone())),
+        ("/c", Route::body(data.clone())),
+    ]);
     env.job.set_max_rate(Some(rate)).unwrap();
-    let mut trace = Trace(vec![(Instant::now(), 0)]);
+    let mut trace = Trace(vec![(Instant::now(), 0)], 0);
     let outcome = env.engine.run(&mut env.job, &mut trace).await;
     let end = Instant::now();
     assert_eq!(outcome.state, JobState::Transferred, "{:?}", env.job.error);
-    assert_eq!(read(&env.temp(0)), data);
+    for n in 0..3 {
+        assert_eq!(read(&env.temp(n)), data);
+    }
+    assert!(trace.1 >= 2, "the files ran one at a time");
     let start = trace.0[0].0;
     let window = Duration::from_secs(10);
     let cap = rate as f64 * 10.0;

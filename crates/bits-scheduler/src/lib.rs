@@ -31,8 +31,14 @@
 //!   hours × priorities → a rate, `0` blocking with
 //!   `BG_E_BLOCKED_BY_POLICY`, maintenance rules first), parsed with its
 //!   errors' line and column, evaluated at a [`LocalTime`], and reloaded
-//!   by [`ScheduleHolder`] keeping the old schedule on error. Pure code:
-//!   the scheduler does not apply it yet.
+//!   by [`ScheduleHolder`] keeping the old schedule on error. Pure code;
+//!   [`Bandwidth`] applies it: it evaluates the schedule at each window's
+//!   boundary (and at least once a minute) on a [`WallClock`], sets the
+//!   rates of the daemon-wide [`bits_core::SharedLimiter`] that the
+//!   scheduler hands to every job ([`Scheduler::with_shared_limiter`]),
+//!   and tells which priorities are blocked ([`Scheduler::set_blocked`]:
+//!   TRANSIENT_ERROR with `BG_E_BLOCKED_BY_POLICY`, QUEUED again when the
+//!   window ends).
 //!
 //! ## What it does not do
 //! - Store anything: the source and the sink do (the `bits` CLI's is
@@ -64,6 +70,7 @@
 
 #![deny(missing_docs)]
 
+mod bandwidth;
 mod persist;
 pub mod schedule;
 mod scheduler;
@@ -73,6 +80,7 @@ mod timers;
 #[cfg(test)]
 mod memory;
 
+pub use bandwidth::{Bandwidth, StartedClock, SystemWallClock, WallClock, EVALUATE_AT_LEAST_EVERY};
 pub use persist::{Persist, SAVE_FILE_AT_ONCE, SAVE_INTERVAL};
 pub use schedule::{
     BlockChange, BlockWatch, Clock, Limit, LocalTime, Schedule, ScheduleError, ScheduleHolder, SystemClock,

@@ -595,6 +595,21 @@ impl Schedule {
             .map_or(Limit::Unlimited, |r| r.limit)
     }
 
+    /// Which rule gives `priority`'s limit at `when` (counted over the
+    /// maintenance rules, then the bandwidth rules, from 0); `None` when
+    /// none does (or FOREGROUND). Priorities governed by the same rule
+    /// share its rate.
+    pub fn rule_at(&self, when: LocalTime, priority: Priority) -> Option<usize> {
+        let bit = priority_bit(priority);
+        if bit == 0 {
+            return None;
+        }
+        self.maintenance
+            .iter()
+            .chain(&self.bandwidth)
+            .position(|r| r.priorities & bit != 0 && r.covers(when))
+    }
+
     /// In how many minutes (counted from the start of `now`'s minute, 1 to
     /// a week) the limit of some background priority changes next: at the
     /// start of minute `now + n` it differs from the limit at `now`.

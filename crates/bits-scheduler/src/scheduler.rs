@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bits_core::{BitsError, Engine, Event, Job, JobState, RunOutcome, SharedTransport};
+use bits_core::{
+    BitsError, Engine, Event, Hresult, Job, JobState, Priority, RunOutcome, SharedLimiter, SharedTransport,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -68,6 +70,11 @@ pub struct Scheduler {
     done_tx: mpsc::UnboundedSender<(Uuid, u64)>,
     done_rx: mpsc::UnboundedReceiver<(Uuid, u64)>,
     next_gen: u64,
+    /// Handed to every job it runs ([`Scheduler::with_shared_limiter`]).
+    limiter: Option<SharedLimiter>,
+    /// The background priorities the bandwidth schedule blocks now
+    /// ([`Scheduler::set_blocked`]).
+    blocked: Vec<Priority>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -138,7 +145,62 @@ impl Scheduler {
             done_tx,
             done_rx,
             next_gen: 0,
+            limiter: None,
+            blocked: Vec::new(),
         }
+    }
+
+    /// Hands `limiter` (the daemon-wide limiter of background jobs, whose
+    /// rates the bandwidth schedule sets) to every job it runs
+    /// ([`Job::set_shared_limiter`]).
+    pub fn with_shared_limiter(mut self, limiter: SharedLimiter) -> Scheduler {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// The bandwidth schedule blocks (a rate of 0) exactly the background
+    /// priorities in `blocked` from now on (`network.md`): a running job of
+    /// one of them is stopped, its bytes kept, and goes to TRANSIENT_ERROR
+    /// with `BG_E_BLOCKED_BY_POLICY`, as does any of them that would
+    /// start; a job waiting that way whose priority is no longer blocked
+    /// goes back to QUEUED. FOREGROUND is never blocked. Call
+    /// [`Scheduler::schedule`] after it.
+    #[must_use = "a held job is handed over in `Ended::held`"]
+    pub async fn set_blocked(&mut self, blocked: &[Priority]) -> Vec<Ended> {
+        self.blocked = blocked
+            .iter()
+            .copied()
+            .filter(|p| *p != Priority::Foreground)
+            .collect();
+        let mut ended = Vec::new();
+        let ids: Vec<Uuid> = self.running.keys().copied().collect();
+        for id in ids {
+            let blocked_now = self.load(id).is_some_and(|j| self.is_blocked(j.priority));
+            if blocked_now {
+                tracing::info!(job = %id, "blocked by the bandwidth schedule");
+                ended.extend(self.stop_as(id, true).await);
+            }
+        }
+        let waiting = match self.source.active() {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!("cannot list active jobs: {e}");
+                return ended;
+            }
+        };
+        for mut job in waiting {
+            if is_blocked_by_policy(&job) && !self.is_blocked(job.priority) {
+                self.timers.remove(job.id);
+                job.apply(Event::RetryTimer);
+                tracing::info!(job = %job.id, "the bandwidth schedule lets it run again");
+                self.save(&job);
+            }
+        }
+        ended
+    }
+
+    fn is_blocked(&self, p: Priority) -> bool {
+        self.blocked.contains(&p)
     }
 
     /// Runs at most `n` jobs at once (at least one).
@@ -150,7 +212,8 @@ impl Scheduler {
     /// Picks up where a previous scheduler of the same source stopped,
     /// even after a crash: a job caught CONNECTING or TRANSFERRING goes
     /// back to QUEUED (saved at once), and a TRANSIENT_ERROR job gets its
-    /// timers again, its retry delay counted from its last change.
+    /// timers again, its retry delay counted from its last change, except
+    /// one the schedule blocked: [`Scheduler::set_blocked`] releases it.
     pub fn recover(&mut self) -> Result<(), Error> {
         for mut job in self.source.active()? {
             match job.state() {
@@ -158,7 +221,9 @@ impl Scheduler {
                     job.apply(Event::Stopped);
                     self.sink.save(&job)?;
                 }
-                JobState::TransientError => self.timers.arm(&job, None),
+                // One the schedule blocked waits for its window's end
+                // (`set_blocked`), not for a retry timer.
+                JobState::TransientError if !is_blocked_by_policy(&job) => self.timers.arm(&job, None),
                 _ => {}
             }
         }
@@ -171,14 +236,30 @@ impl Scheduler {
     /// had ended by themselves meanwhile.
     #[must_use = "a held job is handed over in `Ended::held`"]
     pub async fn schedule(&mut self) -> Vec<Ended> {
-        let ids = match self.source.runnable() {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::error!("cannot list runnable jobs: {e}");
-                return Vec::new();
+        // A job the schedule blocks leaves the runnable ones when it would
+        // start: list them again until every job wanted may run.
+        let wanted: Vec<Uuid> = loop {
+            let ids = match self.source.runnable() {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::error!("cannot list runnable jobs: {e}");
+                    return Vec::new();
+                }
+            };
+            let wanted: Vec<Uuid> = ids.into_iter().take(self.max_parallel).collect();
+            if self.blocked.is_empty() {
+                break wanted;
+            }
+            let mut any = false;
+            for id in &wanted {
+                if !self.running.contains_key(id) {
+                    any |= self.block_if_blocked(*id);
+                }
+            }
+            if !any {
+                break wanted;
             }
         };
-        let wanted: Vec<Uuid> = ids.into_iter().take(self.max_parallel).collect();
         let preempted: Vec<Uuid> = self
             .running
             .keys()
@@ -209,11 +290,33 @@ impl Scheduler {
     /// ended by itself before the stop reached it.
     #[must_use = "a held job is handed over in `Ended::held`"]
     pub async fn stop(&mut self, id: Uuid) -> Option<Ended> {
+        self.stop_as(id, false).await
+    }
+
+    /// [`Scheduler::stop`]; `blocked`: the schedule stopped it, so it goes
+    /// to TRANSIENT_ERROR with `BG_E_BLOCKED_BY_POLICY` (saved once).
+    async fn stop_as(&mut self, id: Uuid, blocked: bool) -> Option<Ended> {
         let mut running = self.running.remove(&id)?;
         if let Some(stop) = running.stop.take() {
             let _ = stop.send(());
         }
-        self.settle(id, running.handle).await
+        self.settle(id, running.handle, blocked).await
+    }
+
+    /// Puts job `id`, QUEUED, in TRANSIENT_ERROR with
+    /// `BG_E_BLOCKED_BY_POLICY` when the schedule blocks its priority;
+    /// returns whether it did.
+    fn block_if_blocked(&mut self, id: Uuid) -> bool {
+        let Some(mut job) = self.load(id) else {
+            return false;
+        };
+        if !self.is_blocked(job.priority) || job.state() != JobState::Queued {
+            return false;
+        }
+        block(&mut job);
+        tracing::info!(job = %id, "blocked by the bandwidth schedule");
+        self.save(&job);
+        true
     }
 
     /// Stops every transfer, saving each as [`Scheduler::stop`] does.
@@ -247,6 +350,18 @@ impl Scheduler {
     /// gets a no-progress deadline from its new timeout; a job that left
     /// TRANSIENT_ERROR loses its timers.
     pub fn job_changed(&mut self, id: Uuid) {
+        // A job the schedule blocked whose priority it no longer blocks
+        // (`set-priority`) runs again.
+        if !self.running.contains_key(&id) {
+            if let Some(mut job) = self.load(id).filter(is_blocked_by_policy) {
+                if !self.is_blocked(job.priority) {
+                    self.timers.remove(id);
+                    job.apply(Event::RetryTimer);
+                    self.save(&job);
+                    return;
+                }
+            }
+        }
         let Some(old) = self.timers.remove(id) else {
             return;
         };
@@ -341,6 +456,7 @@ impl Scheduler {
                 return;
             }
         };
+        job.set_shared_limiter(self.limiter.clone());
         let engine = Engine::new(transport);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         self.next_gen += 1;
@@ -375,19 +491,33 @@ impl Scheduler {
             return None; // already settled by stop()
         }
         let running = self.running.remove(&id)?;
-        self.settle(id, running.handle).await
+        self.settle(id, running.handle, false).await
     }
 
-    async fn settle(&mut self, id: Uuid, handle: JoinHandle<(Job, Option<RunOutcome>)>) -> Option<Ended> {
+    async fn settle(
+        &mut self,
+        id: Uuid,
+        handle: JoinHandle<(Job, Option<RunOutcome>)>,
+        blocked: bool,
+    ) -> Option<Ended> {
         match handle.await {
             Ok((mut job, None)) => {
                 // Stopped mid-transfer: back in the queue, counters as the
                 // engine left them (it resumes from the file on disk).
                 job.apply(Event::Stopped);
+                job.set_shared_limiter(None);
+                job.yielding = false;
+                job.controller = bits_core::Controller::None;
+                if blocked {
+                    block(&mut job);
+                }
                 self.save(&job);
                 None
             }
             Ok((mut job, Some(outcome))) => {
+                job.set_shared_limiter(None);
+                job.yielding = false;
+                job.controller = bits_core::Controller::None;
                 let held = match outcome.state {
                     JobState::TransientError
                     | JobState::Queued
@@ -442,6 +572,11 @@ impl Scheduler {
     }
 
     /// Fires due retry and no-progress timers.
+    ///
+    /// A job blocked by the schedule waits for the window's end
+    /// ([`Scheduler::set_blocked`]), not for its timers; one whose timer
+    /// fires while still blocked (after a restart) goes QUEUED and is
+    /// blocked again before it starts.
     fn fire_timers(&mut self) {
         let now = Instant::now();
         for (id, wake) in self.timers.take_due(now) {
@@ -469,3 +604,22 @@ impl Scheduler {
 #[cfg(test)]
 #[path = "scheduler_tests.rs"]
 mod tests;
+
+/// A QUEUED job the schedule blocks: TRANSIENT_ERROR with
+/// `BG_E_BLOCKED_BY_POLICY`, its bytes and its no-progress clock as they
+/// were (a window of the schedule is no failure of the job's; and never
+/// ERROR, whatever its HTTP method, as [`Job::fail`] would make it).
+fn block(job: &mut Job) {
+    if job.apply(Event::TransientFailure) == JobState::TransientError {
+        job.error = Some(BitsError::BlockedByPolicy.to_job_error(None));
+    }
+}
+
+/// Whether `job` waits in TRANSIENT_ERROR for the schedule.
+fn is_blocked_by_policy(job: &Job) -> bool {
+    job.state() == JobState::TransientError
+        && job
+            .error
+            .as_ref()
+            .is_some_and(|e| e.code == Hresult::BG_E_BLOCKED_BY_POLICY)
+}

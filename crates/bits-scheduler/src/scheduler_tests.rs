@@ -368,3 +368,81 @@ fn a_change_made_outside_updates_a_waiting_jobs_timers() {
     s.job_changed(left.id);
     assert!(!s.timers.contains(left.id));
 }
+
+fn blocked_by_policy(memory: &Memory, id: Uuid) -> bool {
+    let job = memory.get(id);
+    job.state() == JobState::TransientError
+        && job.error.as_ref().map(|e| e.code) == Some(Hresult::BG_E_BLOCKED_BY_POLICY)
+}
+
+#[test]
+fn a_blocked_priority_stops_its_running_job_keeping_its_bytes_and_a_release_queues_it() {
+    let f = Fixture::new();
+    let id = f.queued("/slow.bin", slow(1_000_000), Priority::Normal);
+    local(async {
+        let mut s = scheduler(&f.memory);
+        assert!(s.schedule().await.is_empty());
+        until_sent(&f.server, 100_000).await;
+        let ended = s.set_blocked(&[Priority::Normal, Priority::Foreground]).await;
+        assert!(ended.is_empty());
+        assert!(!s.is_running(id));
+        assert!(blocked_by_policy(&f.memory, id), "{:?}", f.memory.get(id));
+        let job = f.memory.get(id);
+        assert_eq!(job.error.as_ref().unwrap().file_index, None);
+        // Nothing restarts it while the window lasts.
+        assert!(s.schedule().await.is_empty());
+        assert!(!s.is_running(id));
+        assert!(blocked_by_policy(&f.memory, id));
+        // The window ends: QUEUED, then it runs to the end from its bytes.
+        assert!(s.set_blocked(&[]).await.is_empty());
+        assert_eq!(state(&f.memory, id), JobState::Queued);
+        drive(&mut s, &f.memory, |m| m.get(id).state() == JobState::Transferred).await;
+        let ranges = f.server.requests().iter().filter(|r| r.range().is_some()).count();
+        assert_eq!(ranges, 1, "resumed from its bytes on disk");
+    });
+}
+
+#[test]
+fn a_job_of_a_blocked_priority_is_blocked_when_it_would_start_and_foreground_never_is() {
+    let f = Fixture::new();
+    let low = f.queued("/low.bin", Route::body(vec![1u8; 1000]), Priority::Low);
+    let fg = f.queued("/fg.bin", Route::body(vec![2u8; 1000]), Priority::Foreground);
+    let high = f.queued("/high.bin", Route::body(vec![3u8; 1000]), Priority::High);
+    local(async {
+        let mut s = scheduler(&f.memory);
+        assert!(s
+            .set_blocked(&[Priority::Low, Priority::Foreground])
+            .await
+            .is_empty());
+        drive(&mut s, &f.memory, |m| {
+            m.get(fg).state() == JobState::Transferred && m.get(high).state() == JobState::Transferred
+        })
+        .await;
+        assert!(blocked_by_policy(&f.memory, low));
+        // Its priority changes to one not blocked: it runs.
+        let mut job = f.memory.get(low);
+        job.priority = Priority::Normal;
+        f.memory.put(&job);
+        s.job_changed(low);
+        assert_eq!(state(&f.memory, low), JobState::Queued);
+        drive(&mut s, &f.memory, |m| m.get(low).state() == JobState::Transferred).await;
+    });
+}
+
+#[test]
+fn after_a_restart_a_job_blocked_before_runs_when_its_window_is_over() {
+    let f = Fixture::new();
+    let id = f.queued("/x.bin", Route::body(vec![1u8; 10]), Priority::Normal);
+    let mut job = f.memory.get(id);
+    job.apply(bits_core::Event::TransientFailure);
+    job.error = Some(BitsError::BlockedByPolicy.to_job_error(None));
+    f.memory.put(&job);
+    local(async {
+        let mut s = scheduler(&f.memory);
+        s.recover().unwrap();
+        assert!(blocked_by_policy(&f.memory, id));
+        assert!(s.set_blocked(&[Priority::Low]).await.is_empty());
+        assert_eq!(state(&f.memory, id), JobState::Queued);
+        drive(&mut s, &f.memory, |m| m.get(id).state() == JobState::Transferred).await;
+    });
+}

@@ -12,7 +12,6 @@ use crate::error::Failure;
 use crate::ipc;
 use crate::ops::JobOp;
 use crate::store;
-use crate::view;
 
 pub(super) fn create(ctx: &Ctx, upload: bool, upload_reply: bool, name: &str) -> anyhow::Result<ExitCode> {
     let backend = ctx.backend()?;
@@ -26,7 +25,7 @@ pub(super) fn create(ctx: &Ctx, upload: bool, upload_reply: bool, name: &str) ->
     let store = ctx.open()?;
     store.insert(&job)?;
     if ctx.global.json {
-        out!("{}", view::job_json(&job));
+        out!("{}", ctx.job_json(&job));
     } else {
         out!("{}", job.id);
     }

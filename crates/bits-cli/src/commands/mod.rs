@@ -52,11 +52,25 @@ impl Ctx {
         }
     }
 
+    /// What the store's running daemon's schedule allows now.
+    fn published(&self) -> Option<crate::daemon::Published> {
+        crate::daemon::Published::read(&self.dir)
+    }
+
+    /// The job's JSON object, with its network use now.
+    fn job_json(&self, job: &Job) -> serde_json::Value {
+        view::job_json(
+            job,
+            &crate::daemon::NetworkView::of(job, self.published().as_ref()),
+        )
+    }
+
     fn print_job(&self, job: &Job) {
         if self.global.json {
-            out!("{}", view::job_json(job));
+            out!("{}", self.job_json(job));
         } else {
-            out_raw!("{}", view::job_text(job));
+            let net = crate::daemon::NetworkView::of(job, self.published().as_ref());
+            out_raw!("{}", view::job_text(job, &net));
         }
     }
 }
@@ -146,7 +160,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Transfer(args) => transfer::transfer(&ctx, args),
         Command::Backends => backends::backends(&ctx),
         Command::Daemon { stop: true, .. } => daemon::stop(&ctx),
-        Command::Daemon { foreground, .. } => daemon::start(&ctx, foreground),
+        Command::Daemon { reload: true, .. } => daemon::reload(&ctx),
+        Command::Daemon {
+            foreground, config, ..
+        } => daemon::start(&ctx, foreground, config),
         Command::Diagnose { url, crl } => diagnose::diagnose(&ctx, &url, crl),
         Command::Serve(args) => serve::serve(&ctx, &args),
     }

@@ -14,7 +14,11 @@ pub(super) fn info(ctx: &Ctx, job: &str) -> anyhow::Result<ExitCode> {
 pub(super) fn list(ctx: &Ctx, all: bool) -> anyhow::Result<ExitCode> {
     let jobs = ctx.open()?.list(all)?;
     if ctx.global.json {
-        let array: Vec<_> = jobs.iter().map(view::job_json).collect();
+        let published = crate::daemon::Published::read(&ctx.dir);
+        let array: Vec<_> = jobs
+            .iter()
+            .map(|j| view::job_json(j, &crate::daemon::NetworkView::of(j, published.as_ref())))
+            .collect();
         out!("{}", serde_json::Value::Array(array));
     } else {
         out_raw!("{}", view::list_text(&jobs));

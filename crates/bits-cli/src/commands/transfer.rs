@@ -16,7 +16,6 @@ use crate::error::Failure;
 use crate::ipc;
 use crate::ops::JobOp;
 use crate::store::Store;
-use crate::view;
 use crate::watch;
 
 pub(super) fn resume(ctx: &Ctx, job: &str) -> anyhow::Result<ExitCode> {
@@ -312,7 +311,7 @@ pub(super) fn transfer(ctx: &Ctx, args: TransferArgs) -> anyhow::Result<ExitCode
         result = Err(job_failure(&store, &job));
     }
     if ctx.global.json {
-        out!("{}", view::job_json(&job));
+        out!("{}", ctx.job_json(&job));
         let _ = std::io::stdout().flush();
     }
     Ok(result?)
@@ -326,7 +325,7 @@ pub(super) fn interrupted(ctx: &Ctx, store: &Store, id: uuid::Uuid) -> anyhow::R
     let job = store.get(id)?;
     if ctx.global.json {
         if let Some(j) = &job {
-            out!("{}", view::job_json(j));
+            out!("{}", ctx.job_json(j));
         }
     }
     let kept = job.map(|j| j.bytes_transferred()).unwrap_or(0);

@@ -28,6 +28,7 @@
 //! engine's tasks are I/O-bound, and one thread keeps the scheduler free of
 //! locks.
 
+mod bandwidth;
 mod checkpoints;
 mod service;
 mod sqlite;
@@ -35,7 +36,7 @@ mod sqlite;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use bits_core::Hresult;
@@ -47,6 +48,8 @@ use crate::backend;
 use crate::error::{Failure, EXIT_OK};
 use crate::ipc::{self, accept_loop, Changes};
 use crate::store::{self, Store};
+use bandwidth::DaemonSchedule;
+pub use bandwidth::{NetworkView, Published};
 use checkpoints::Checkpoints;
 use service::Daemon;
 use sqlite::StoreJobs;
@@ -56,8 +59,11 @@ use sqlite::StoreJobs;
 const SIGXFSZ: i32 = 25;
 
 /// Runs the daemon in the foreground until SIGTERM or SIGINT. Prints
-/// `ready` on stdout once it accepts commands.
-pub fn run(dir: &Path) -> Result<ExitCode, Failure> {
+/// `ready` on stdout once it accepts commands. `config`: the config file
+/// (the bandwidth schedule), else the default one; a malformed one is
+/// refused (exit 2) before anything starts.
+pub fn run(dir: &Path, config: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    let schedule = DaemonSchedule::load(dir, config)?;
     store::ensure_dir(dir)?;
     let lock_path = ipc::path(dir, ipc::DAEMON_LOCK);
     let mut lifetime = store::open_private(&lock_path)?;
@@ -82,9 +88,10 @@ pub fn run(dir: &Path) -> Result<ExitCode, Failure> {
     let changes = Changes::default();
     let jobs = StoreJobs::new(store, changes.clone());
     let transports_dir = dir.to_path_buf();
-    let mut scheduler = Scheduler::new(jobs.clone(), jobs.clone(), move |name: &str| {
+    let scheduler = Scheduler::new(jobs.clone(), jobs.clone(), move |name: &str| {
         backend::transport_for(name, &transports_dir)
     });
+    let mut scheduler = schedule.attach(scheduler);
     scheduler.recover().map_err(failure)?;
     let checkpoints = Checkpoints::start(dir)?;
     let sock = ipc::path(dir, ipc::SOCKET_FILE);
@@ -101,7 +108,7 @@ pub fn run(dir: &Path) -> Result<ExitCode, Failure> {
         let mut signals = Signals::new()?;
         let (req_tx, req_rx) = mpsc::unbounded_channel();
         tokio::task::spawn_local(accept_loop(listener, req_tx, changes.clone()));
-        let mut daemon = Daemon::new(jobs, scheduler, changes, checkpoints);
+        let mut daemon = Daemon::new(jobs, scheduler, changes, checkpoints, schedule);
         daemon.start().await;
         drop(store_lock);
         {

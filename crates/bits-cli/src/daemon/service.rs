@@ -9,6 +9,7 @@ use bits_scheduler::{Ended, Scheduler, StateSink};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::bandwidth::DaemonSchedule;
 use super::checkpoints::Checkpoints;
 use super::sqlite::StoreJobs;
 use super::Signals;
@@ -35,6 +36,8 @@ pub(super) struct Daemon {
     /// forgotten).
     completed: VecDeque<(Uuid, Reply)>,
     checkpoints: Checkpoints,
+    /// The bandwidth schedule.
+    schedule: DaemonSchedule,
 }
 
 impl Daemon {
@@ -43,6 +46,7 @@ impl Daemon {
         scheduler: Scheduler,
         changes: Changes,
         checkpoints: Checkpoints,
+        schedule: DaemonSchedule,
     ) -> Daemon {
         Daemon {
             jobs,
@@ -50,12 +54,16 @@ impl Daemon {
             changes,
             completed: VecDeque::new(),
             checkpoints,
+            schedule,
         }
     }
 
-    /// Prunes and starts the jobs that may run.
+    /// Prunes, applies the bandwidth schedule and starts the jobs that may
+    /// run.
     pub(super) async fn start(&mut self) {
         self.prune();
+        let ended = self.schedule.apply(&mut self.scheduler).await;
+        self.ended(ended);
         let ended = self.scheduler.schedule().await;
         self.ended(ended);
     }
@@ -86,7 +94,14 @@ impl Daemon {
                 _ = prune.tick() => self.prune(),
                 _ = signals.term.recv() => { tracing::info!("SIGTERM"); return; }
                 _ = signals.int.recv() => { tracing::info!("SIGINT"); return; }
-                _ = signals.hup.recv() => tracing::debug!("SIGHUP ignored"),
+                () = self.schedule.due() => {
+                    let ended = self.schedule.apply(&mut self.scheduler).await;
+                    self.ended(ended);
+                }
+                _ = signals.hup.recv() => {
+                    tracing::info!("SIGHUP: reading the config file again");
+                    let _ = self.reload().await;
+                }
                 _ = signals.xfsz.recv() => tracing::debug!("SIGXFSZ: a file reached the size limit"),
             }
             let ended = self.scheduler.schedule().await;
@@ -98,6 +113,16 @@ impl Daemon {
     pub(super) async fn shutdown(&mut self) {
         let ended = self.scheduler.shutdown().await;
         self.ended(ended);
+        self.schedule.unpublish();
+    }
+
+    /// Reads the config file again and applies it; a refused file leaves
+    /// the schedule in force.
+    async fn reload(&mut self) -> Result<(), Failure> {
+        self.schedule.reload()?;
+        let ended = self.schedule.apply(&mut self.scheduler).await;
+        self.ended(ended);
+        Ok(())
     }
 
     async fn handle(&mut self, request: Request) -> Reply {
@@ -108,6 +133,12 @@ impl Daemon {
             Request::Transfer { id } => {
                 self.scheduler.hold(id);
                 return Reply::ok(Hresult::S_OK);
+            }
+            Request::Reload => {
+                return match self.reload().await {
+                    Ok(()) => Reply::ok(Hresult::S_OK),
+                    Err(f) => Reply::failed(&f),
+                };
             }
             _ => {
                 return Reply {

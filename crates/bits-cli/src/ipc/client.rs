@@ -146,10 +146,16 @@ pub fn transfer_via_daemon(store: &Store, id: Uuid, verbose: u8) -> Result<(), F
 /// Connects to the daemon of the store in `dir`, starting one when none
 /// answers, and waits (up to 15 s) until it accepts commands.
 pub fn ensure_daemon(dir: &Path, verbose: u8) -> Result<Client, Failure> {
+    ensure_daemon_with(dir, verbose, None)
+}
+
+/// [`ensure_daemon`], a daemon it starts reading `config` rather than the
+/// default config file.
+pub fn ensure_daemon_with(dir: &Path, verbose: u8, config: Option<&Path>) -> Result<Client, Failure> {
     if let Some(c) = Client::connect(dir) {
         return Ok(c);
     }
-    let (mut child, log, log_start) = spawn_daemon(dir, verbose)?;
+    let (mut child, log, log_start) = spawn_daemon(dir, verbose, config)?;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(c) = Client::connect(dir) {
@@ -190,7 +196,13 @@ pub fn ensure_daemon(dir: &Path, verbose: u8) -> Result<Client, Failure> {
 /// it routes `preconfig` jobs by (`docs/spec/http-options.md`, "Proxies"),
 /// and `SSL_CERT_FILE` / `SSL_CERT_DIR`. A daemon already running keeps
 /// its own.
-pub fn spawn_daemon(dir: &Path, verbose: u8) -> Result<(std::process::Child, PathBuf, u64), Failure> {
+///
+/// `config`: `--config FILE` for the daemon.
+fn spawn_daemon(
+    dir: &Path,
+    verbose: u8,
+    config: Option<&Path>,
+) -> Result<(std::process::Child, PathBuf, u64), Failure> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
     store::ensure_dir(dir)?;
@@ -218,6 +230,9 @@ pub fn spawn_daemon(dir: &Path, verbose: u8) -> Result<(std::process::Child, Pat
     cmd.arg("daemon").arg("--foreground").arg("--store").arg(dir);
     for _ in 0..verbose {
         cmd.arg("-v");
+    }
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
     }
     // No env_clear: the environment is the daemon's configuration too.
     cmd.current_dir(dir)

@@ -34,7 +34,8 @@ mod protocol;
 mod server;
 
 pub use client::{
-    apply, apply_via_daemon, daemon_alive, ensure_daemon, transfer_via_daemon, Client, Subscription,
+    apply, apply_via_daemon, daemon_alive, ensure_daemon, ensure_daemon_with, transfer_via_daemon, Client,
+    Subscription,
 };
 pub use protocol::{busy, path, Reply, Request, DAEMON_LOCK, LOG_FILE, SOCKET_FILE, STORE_LOCK};
 pub use server::{accept_loop, Changes, Pending};

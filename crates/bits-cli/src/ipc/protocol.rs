@@ -51,6 +51,10 @@ pub enum Request {
         /// The job, stored QUEUED by the caller.
         id: Uuid,
     },
+    /// Read the config file again (`bits daemon --reload`, as `SIGHUP`):
+    /// answered with success, or with the refusal (bad input, its line
+    /// and column), the schedule in force then staying.
+    Reload,
     /// Apply an operation to a job.
     Job {
         /// The job.

@@ -112,9 +112,13 @@ impl Env {
             "ALL_PROXY",
             "no_proxy",
             "NO_PROXY",
+            "BITS_TEST_CLOCK",
         ] {
             c.env_remove(k);
         }
+        // The user's own config file (a bandwidth schedule) never applies
+        // to a test: a test writes one here.
+        c.env("XDG_CONFIG_HOME", self.config_home());
         for (k, v) in &self.envs {
             c.env(k, v);
         }
@@ -126,6 +130,21 @@ impl Env {
     pub fn run(&self, args: &[&str]) -> Run {
         let out = self.cmd(args).output().expect("run bits");
         to_run(out)
+    }
+
+    /// `XDG_CONFIG_HOME` of this test's commands and daemons.
+    pub fn config_home(&self) -> PathBuf {
+        self.tmp.path().join("config")
+    }
+
+    /// Writes the config file (`$XDG_CONFIG_HOME/bits/config.toml`) the
+    /// daemon reads; returns its path.
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let dir = self.config_home().join("bits");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     /// A path in the data folder.

@@ -5,7 +5,8 @@
 //! [`EngineOptions::connections_per_origin`] of them at once per origin,
 //! started in the job's order (`parallel`: each file runs the flow below on
 //! a job of its own, and the run's loop applies what it reports: one
-//! writer). With one file to go, a limit of one, a rate cap or a
+//! writer; a rate cap, the job's own or its share of the daemon's, is
+//! shared by its files in flight). With one file to go, a limit of one or a
 //! server-certificate validator, files go one at a time with the pipelining
 //! below.
 //!
@@ -400,7 +401,7 @@ impl Engine {
             return self.run_parallel(job, &policy, observer).await;
         }
         let mut unsynced = Unsynced::default();
-        let mut cap = job.max_rate.map(rate::RateCap::new);
+        let cap = rate::RateCap::for_job(job);
         // Files before `from` are completed or waiting for their checkpoint.
         let mut from = 0;
         while let Some(i) = (from..job.files.len()).find(|&i| !job.files[i].completed) {
@@ -408,7 +409,7 @@ impl Engine {
             // Before its first byte: see files::Watched.
             unsynced.watch(&job.files[i].temp_name);
             match self
-                .transfer_file(job, i, &policy, observer, &mut unsynced, &mut cap)
+                .transfer_file(job, i, &policy, observer, &mut unsynced, cap.as_ref())
                 .await
             {
                 // Written out while the next file's request is in flight.
@@ -475,7 +476,7 @@ impl Engine {
         policy: &ConnectionPolicy,
         observer: &mut dyn Observer,
         unsynced: &mut Unsynced,
-        cap: &mut Option<rate::RateCap>,
+        cap: Option<&rate::RateCap>,
     ) -> Result<Received, (usize, BitsError)> {
         let mut meanwhile = Meanwhile::new(unsynced);
         let received = self
@@ -494,7 +495,7 @@ impl Engine {
         policy: &ConnectionPolicy,
         observer: &mut dyn Observer,
         meanwhile: &mut Meanwhile<'_>,
-        cap: &mut Option<rate::RateCap>,
+        cap: Option<&rate::RateCap>,
     ) -> Result<Received, BitsError> {
         let temp = job.files[i].temp_name.clone();
         // A custom method sends no Range (docs/spec/http-options.md, "HTTP
@@ -600,7 +601,7 @@ impl Engine {
         span: Span,
         meanwhile: &mut Meanwhile<'_>,
         observer: &mut dyn Observer,
-        cap: &mut Option<rate::RateCap>,
+        cap: Option<&rate::RateCap>,
     ) -> Result<Option<Received>, BitsError> {
         let Span { offset, end, total } = span;
         let temp = job.files[i].temp_name.clone();
@@ -655,7 +656,7 @@ impl Engine {
                 // Paid for before it counts: a chunk read ahead while the
                 // cap slept (hyper buffers up to ~400 KiB) never shows as
                 // moved before its time.
-                if let Some(cap) = cap.as_mut() {
+                if let Some(cap) = cap {
                     cap.take(chunk.len()).await;
                 }
                 if writer.push(&chunk)? {

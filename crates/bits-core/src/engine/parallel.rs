@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use super::checkpoint::Unsynced;
 use super::pipeline::{Meanwhile, Received};
-use super::{fail, moved, Engine, Observer, RunOutcome};
+use super::{fail, moved, rate, Engine, Observer, RunOutcome};
 use crate::error::BitsError;
 use crate::files;
 use crate::job::{FileInfo, Job};
@@ -155,12 +155,10 @@ type Ended = (usize, String, FileInfo, Result<Received, BitsError>);
 impl Engine {
     /// Whether a run of `job` moves several files at once: a download
     /// with more than one file to go, under a limit above one, with no
-    /// rate cap (a capped job is limited by its cap) and no
     /// server-certificate validator (which is told the exact file each
     /// connection is for: with one file at a time it always is).
     pub(super) fn runs_in_parallel(&self, job: &Job, policy: &ConnectionPolicy) -> bool {
         self.options.connections_per_origin > 1
-            && job.max_rate.is_none()
             && policy.validator().is_none()
             && job.files.iter().filter(|f| !f.completed).nth(1).is_some()
     }
@@ -187,6 +185,9 @@ impl Engine {
         let pending: Vec<usize> = (0..job.files.len())
             .filter(|&i| !job.files[i].completed)
             .collect();
+        // One cap for all its files (the job's own, its share of the
+        // daemon's limiter).
+        let cap = rate::RateCap::for_job(job);
         let (to, mut reports) = unbounded_channel();
         let mut unsynced = Unsynced::default();
         let mut running = FuturesUnordered::new();
@@ -220,7 +221,7 @@ impl Engine {
                     to: to.clone(),
                 };
                 origins.insert(i, origin.clone());
-                let alone = self.receive_alone(own, i, origin, policy, relay);
+                let alone = self.receive_alone(own, i, origin, policy, cap.as_ref(), relay);
                 running.push(alone.instrument(tracing::debug_span!("file", index = i)));
             }
             if running.is_empty() {
@@ -301,6 +302,7 @@ impl Engine {
         i: usize,
         origin: String,
         policy: &ConnectionPolicy,
+        cap: Option<&rate::RateCap>,
         mut relay: Relay,
     ) -> Ended {
         // Nothing is held before it: its Meanwhile only opens its
@@ -308,7 +310,7 @@ impl Engine {
         let mut nothing = Unsynced::default();
         let mut meanwhile = Meanwhile::new(&mut nothing);
         let result = self
-            .receive_file(&mut own, 0, policy, &mut relay, &mut meanwhile, &mut None)
+            .receive_file(&mut own, 0, policy, &mut relay, &mut meanwhile, cap)
             .await
             .map(|received| Received { file: i, ..received });
         drop(meanwhile);

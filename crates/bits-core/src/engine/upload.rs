@@ -257,13 +257,16 @@ impl Engine {
         // A capped job sends fragments of at most a quarter second of its
         // rate and waits after each as the cap says: over any 10 s the
         // bytes stay within a few percent of it.
-        let mut cap = job.max_rate.map(super::rate::RateCap::new);
-        let most = job
-            .max_rate
-            .map_or(MAX_FRAGMENT, |r| (r / 4).clamp(16 << 10, MAX_FRAGMENT));
+        // The rate is the lower of the job's cap and its portion of the
+        // daemon's shared limiter, which may change between fragments.
+        let cap = super::rate::RateCap::for_job(job);
         let mut host_id_failing = None;
         while acked < total {
             check_unchanged(source, session)?;
+            let most = cap
+                .as_ref()
+                .and_then(super::rate::RateCap::rate)
+                .map_or(MAX_FRAGMENT, |r| (r / 4).clamp(16 << 10, MAX_FRAGMENT));
             let n = size.min(most).min(total - acked);
             let range = format!("bytes {acked}-{}/{total}", acked + n - 1);
             let name = content_name(source);
@@ -330,7 +333,7 @@ impl Engine {
                 s.acked = acked;
             }
             moved(job, i, acked, observer);
-            if let Some(cap) = cap.as_mut() {
+            if let Some(cap) = &cap {
                 cap.take(n as usize).await;
             }
             let took = started.elapsed();
