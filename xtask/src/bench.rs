@@ -92,13 +92,21 @@ usage: cargo xtask bench [--size SIZE] [--count N] [--runs N] [--backends LIST]
                     proxy (xtask/src/latency.rs) that delays each way by half
     --workloads LIST  one,many,up (default all three; up: the big file uploaded,
                     bits to `bits serve` against curl's PUT to nginx)
-  --keep            keep the work directory (downloads, logs, store)";
+  --keep            keep the work directory (downloads, logs, store)
+       cargo xtask bench --background [--runs N] [--keep]
+                    background jobs yielding to curl behind a 50 Mbit/s bottleneck
+                    in a network namespace (root; xtask/src/background.rs)";
 
 /// The size of each small file.
 const SMALL: u64 = 16 * 1024;
 
 /// Runs the task.
 pub fn run(args: &[String]) -> Result<()> {
+    if let Some(i) = args.iter().position(|a| a == "--background") {
+        let mut rest = args.to_vec();
+        rest.remove(i);
+        return crate::background::run(&rest);
+    }
     let opts = Options::parse(args)?;
     let target = util::target_dir();
 
