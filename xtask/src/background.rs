@@ -48,8 +48,10 @@ use anyhow::{bail, ensure, Context, Result};
 use crate::util;
 
 const USAGE: &str = "\
-usage: cargo xtask bench --background [--runs N] [--keep]
+usage: cargo xtask bench --background [--runs N] [--cc NAME] [--keep]
   --runs N   rounds of the five cases, interleaved (default 3)
+  --cc NAME  the namespace's TCP congestion control (default cubic, Linux's
+             default and most servers'; bbr keeps its own queue short)
   --keep     keep the work directory (downloads, logs, stores)";
 
 /// The bottleneck: `tbf` rate and queue.
@@ -60,6 +62,8 @@ const LINK: f64 = (RATE_MBIT * 1_000_000 / 8) as f64;
 
 /// The foreground file (curl's): about 8 s of the link.
 const FG_SIZE: u64 = 48 << 20;
+/// The foreground curl's time limit: its throughput is what it got by then.
+const FG_SECONDS: u64 = 10;
 /// bits alone: about 11 s of the link.
 const ALONE_SIZE: u64 = 64 << 20;
 /// The background download the foreground flow meets (never finishes
@@ -83,6 +87,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let mut runs = 3usize;
     let mut keep = false;
+    let mut cc = "cubic".to_string();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -93,6 +98,7 @@ pub fn run(args: &[String]) -> Result<()> {
                     .parse()
                     .context("--runs")?
             }
+            "--cc" => cc = it.next().context("--cc needs a value")?.clone(),
             "--keep" => keep = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -125,7 +131,8 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     fs::create_dir_all(&work)?;
 
-    let ns = Netns::create(&format!("bitsbench{}", std::process::id()))?;
+    Netns::delete_stale();
+    let ns = Netns::create(&format!("bitsbench{}", std::process::id()), &cc)?;
     let exe = std::env::current_exe()?;
     let status = Command::new("ip")
         .args(["netns", "exec", &ns.name])
@@ -135,6 +142,7 @@ pub fn run(args: &[String]) -> Result<()> {
         .arg(&bits)
         .arg(&data)
         .arg(runs.to_string())
+        .arg(&cc)
         .status()
         .context("running the cases inside the namespace")?;
     drop(ns);
@@ -168,13 +176,37 @@ struct Netns {
 }
 
 impl Netns {
-    fn create(name: &str) -> Result<Netns> {
+    fn create(name: &str, cc: &str) -> Result<Netns> {
         run_quiet(Command::new("ip").args(["netns", "add", name]))?;
         let ns = Netns { name: name.into() };
         let exec = |args: &[&str]| -> Result<()> {
             run_quiet(Command::new("ip").args(["netns", "exec", name]).args(args))
         };
         exec(&["ip", "link", "set", "lo", "mtu", "1500", "up"])?;
+        // The namespace's sysctl may be read-only: the congestion control
+        // is a route attribute instead (nginx's accepted connections take
+        // it from the route too).
+        for dst in ["127.0.0.0/8", "127.0.0.1"] {
+            exec(&[
+                "ip",
+                "route",
+                "change",
+                "local",
+                dst,
+                "dev",
+                "lo",
+                "proto",
+                "kernel",
+                "scope",
+                "host",
+                "src",
+                "127.0.0.1",
+                "table",
+                "local",
+                "congctl",
+                cc,
+            ])?;
+        }
         exec(&[
             "tc",
             "qdisc",
@@ -195,8 +227,30 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Deletes the namespaces an earlier bench left when it was killed
+    /// (`bitsbenchPID` whose PID is gone): a drop never ran for them.
+    fn delete_stale() {
+        let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            let Some(pid) = name.strip_prefix("bitsbench") else {
+                continue;
+            };
+            if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+                drop(Netns {
+                    name: name.to_owned(),
+                });
+            }
+        }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
+        // Only the bench's own processes run in it (nginx, bits, curl).
         if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 let _ = Command::new("kill").args(["-KILL", pid]).status();
@@ -248,8 +302,8 @@ fn make_data(dir: &Path) -> Result<PathBuf> {
 // ------------------------------------------------------------ inside the namespace
 
 fn inside(args: &[String]) -> Result<()> {
-    let [work, bits, data, runs] = args else {
-        bail!("--in-netns WORK BITS DATA RUNS");
+    let [work, bits, data, runs, cc] = args else {
+        bail!("--in-netns WORK BITS DATA RUNS CC");
     };
     let work = PathBuf::from(work);
     let bits = PathBuf::from(bits);
@@ -264,6 +318,7 @@ fn inside(args: &[String]) -> Result<()> {
         seq: 0,
         base_rtt: 0.0,
         rows: Vec::new(),
+        cc: cc.clone(),
     };
     // The idle path's RTT: the probe alone for 2 s.
     let probe = Probe::start()?;
@@ -337,6 +392,8 @@ struct Cases {
     seq: u32,
     base_rtt: f64,
     rows: Vec<Row>,
+    /// The namespace's congestion control (nginx's, as a sender).
+    cc: String,
 }
 
 impl Cases {
@@ -374,19 +431,28 @@ impl Cases {
         self.rows.push(row);
     }
 
-    /// `curl` of the foreground file into `dir`: its throughput, checked.
+    /// `curl` of the foreground file into `dir` for at most
+    /// [`FG_SECONDS`]: its throughput (checked when the file is whole).
     fn timed_curl(&self, dir: &Path) -> Result<f64> {
         let out = dir.join("fg.bin");
-        let start = Instant::now();
-        run_quiet(
-            Command::new("curl")
-                .args(["-s", "-f", "-o"])
-                .arg(&out)
-                .arg(Self::url("fg.bin")),
-        )?;
-        let secs = start.elapsed().as_secs_f64();
-        self.check(&out, "fg.bin")?;
-        Ok(FG_SIZE as f64 / secs)
+        let result = Command::new("curl")
+            .args(["-s", "-f", "--max-time", &FG_SECONDS.to_string()])
+            .args(["-w", "%{size_download} %{time_total}", "-o"])
+            .arg(&out)
+            .arg(Self::url("fg.bin"))
+            .output()
+            .context("starting curl")?;
+        // 28: --max-time ran out, the bytes so far count.
+        let code = result.status.code();
+        ensure!(matches!(code, Some(0 | 28)), "curl failed ({})", result.status);
+        let text = String::from_utf8_lossy(&result.stdout);
+        let mut fields = text.split_whitespace();
+        let bytes: f64 = fields.next().context("curl -w")?.parse()?;
+        let secs: f64 = fields.next().context("curl -w")?.parse()?;
+        if code == Some(0) {
+            self.check(&out, "fg.bin")?;
+        }
+        Ok(bytes / secs)
     }
 
     fn check(&self, got: &Path, name: &str) -> Result<()> {
@@ -507,15 +573,17 @@ impl Cases {
             s,
             "<!-- generated by `cargo xtask bench --background`; do not edit -->\n\
              # Background jobs yielding to other traffic\n\n\
-             `cargo xtask bench --background --runs {runs}`: a network namespace of its own, its \
-             loopback at MTU 1500 behind `tbf` {RATE_MBIT} Mbit/s with a {QUEUE_MS} ms queue, nginx \
-             (http, sendfile) and the clients on 127.0.0.1 inside it; medians of {runs} interleaved \
+             `cargo xtask bench --background --runs {runs} --cc {cc}`: a network namespace of its own, its \
+             loopback at MTU 1500 behind `tbf` {RATE_MBIT} Mbit/s with a {QUEUE_MS} ms queue, TCP congestion \
+             control {cc} (nginx sends with it), nginx (http, sendfile) and the clients on 127.0.0.1 inside \
+             it; medians of {runs} interleaved \
              rounds. Queueing delay: a 1-byte TCP ping through the bottleneck every 100 ms, its RTT \
              above the idle path's ({:.2} ms). bits jobs are NORMAL (background) priority; every \
              download is SHA-256-checked.\n\n\
              | case | MB/s | of the link | added delay, median | p95 |\n\
              | --- | ---: | ---: | ---: | ---: |",
-            self.base_rtt
+            self.base_rtt,
+            cc = self.cc,
         );
         for case in Case::ALL {
             let rate = med(case, |r| r.rate);
@@ -559,7 +627,8 @@ impl Cases {
         let _ = writeln!(
             s,
             "\nbits alone's time includes its start (the CLI, the daemon on demand, the controller's \
-             slow start from two segments); a curl beside another flow starts {} s after it.",
+             slow start from two segments); a curl beside another flow starts {} s after it; curl's \
+             throughput is what it fetched in at most {FG_SECONDS} s.",
             HEAD_START.as_secs()
         );
         s
