@@ -4,6 +4,7 @@
 //! `CARGO_MANIFEST_DIR`'s parent, so tasks work from any directory. xtask
 //! depends on none of the workspace's crates: it drives them through `cargo`.
 
+mod background;
 mod bench;
 mod ci;
 mod conformance;
@@ -26,6 +27,7 @@ tasks:
                           test-matrix, conformance --check
   demo [args...]          the end-to-end demo
   bench [options]         bits transfer vs curl and aria2c over HTTPS on 127.0.0.1 (bench --help)
+  bench --background      background jobs yielding to curl behind a bottleneck (root)
   help                    this text";
 
 fn main() -> ExitCode {

@@ -593,7 +593,9 @@ impl Job {
     }
 
     /// What the job's connections are made under: its flags, client
-    /// certificate and pins (an embedder's validator is the engine's:
+    /// certificate and pins, its proxy settings and credentials, and
+    /// whether they yield to other traffic (every priority but FOREGROUND;
+    /// an embedder's validator is the engine's:
     /// [`ConnectionPolicy::with_validator`]).
     pub fn connection_policy(&self) -> ConnectionPolicy {
         ConnectionPolicy::new(self.security_flags)
@@ -601,6 +603,7 @@ impl Job {
             .with_pins(self.server_cert_pins.clone())
             .with_proxy(self.proxy.clone())
             .with_proxy_credentials(&self.credentials)
+            .with_yielding(self.priority != Priority::Foreground)
     }
 
     /// Sets the proxy settings, once `check` (the transport's
@@ -973,6 +976,20 @@ mod tests {
         let mut t = MockTransport::new();
         t.expect_check_policy().returning(|_| Ok(()));
         t
+    }
+
+    #[test]
+    fn background_priorities_yield_foreground_does_not() {
+        let mut j = job();
+        for (priority, yielding) in [
+            (Priority::Foreground, false),
+            (Priority::High, true),
+            (Priority::Normal, true),
+            (Priority::Low, true),
+        ] {
+            j.set_priority(priority).unwrap();
+            assert_eq!(j.connection_policy().yielding(), yielding, "{priority:?}");
+        }
     }
 
     #[test]

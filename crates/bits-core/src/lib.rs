@@ -132,4 +132,5 @@ pub use proxy::{ProxyScheme, ProxySettings, ProxyUrl, ProxyUsage};
 pub use state::{Event, JobState, Operation};
 pub use transport::{
     BodySource, BodyStream, Method, Request, RequestBody, Response, SharedTransport, Transport, Version,
+    YieldController, YieldStatus,
 };

@@ -36,6 +36,7 @@ pub struct ConnectionPolicy {
     validator: Option<ServerCertCheck>,
     proxy: ProxySettings,
     proxy_credentials: Vec<Credentials>,
+    yielding: bool,
 }
 
 impl ConnectionPolicy {
@@ -49,6 +50,7 @@ impl ConnectionPolicy {
             validator: None,
             proxy: ProxySettings::preconfig(),
             proxy_credentials: Vec::new(),
+            yielding: false,
         }
     }
 
@@ -134,6 +136,25 @@ impl ConnectionPolicy {
         &self.proxy_credentials
     }
 
+    /// This policy's connections yielding to other traffic (`true`) or
+    /// taking the bandwidth they can get (`false`, the default): a
+    /// background job's (HIGH, NORMAL, LOW; `network.md`, "Priorities
+    /// decide who yields"). A yielding connection limits the window it
+    /// advertises with a receiver-side LEDBAT controller (bits-http's
+    /// `ledbat`); it is part of the pool key, so a yielding connection never
+    /// serves a FOREGROUND request nor the other way round. It is no TLS
+    /// property: every backend honours it (the socket is bits-http's).
+    #[must_use]
+    pub const fn with_yielding(mut self, yielding: bool) -> ConnectionPolicy {
+        self.yielding = yielding;
+        self
+    }
+
+    /// Whether this policy's connections yield to other traffic.
+    pub const fn yielding(&self) -> bool {
+        self.yielding
+    }
+
     /// Whether [`ConnectionPolicy::check_server`] has anything to check:
     /// a transport that cannot see the presented chain must refuse such a
     /// policy.
@@ -196,6 +217,9 @@ impl fmt::Display for ConnectionPolicy {
             // The user only: never the password.
             write!(f, ", proxy {} credentials for {}", c.scheme, c.user)?;
         }
+        if self.yielding {
+            f.write_str(", yielding")?;
+        }
         Ok(())
     }
 }
@@ -217,5 +241,16 @@ mod tests {
         let changed = ConnectionPolicy::default().with_flags(SecurityFlags::new(0x0A01).unwrap());
         assert_eq!(changed.flags().bits(), 0x0001);
         assert_eq!(changed.to_string(), "flags 0x0001");
+    }
+
+    #[test]
+    fn yielding_is_part_of_the_key() {
+        let plain = ConnectionPolicy::default();
+        assert!(!plain.yielding());
+        let yielding = plain.clone().with_yielding(true);
+        assert!(yielding.yielding());
+        assert_ne!(plain, yielding);
+        assert_eq!(yielding.to_string(), "flags 0x0000, yielding");
+        assert_eq!(yielding.with_yielding(false), plain);
     }
 }

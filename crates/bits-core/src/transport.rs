@@ -274,6 +274,77 @@ pub trait BodyStream: Send + fmt::Debug {
     /// the promised length is an error (`ConnectionReset`), never a short
     /// success.
     async fn next_chunk(&mut self) -> Result<Option<Bytes>, BitsError>;
+
+    /// How the connection carrying this body yields to other traffic, when
+    /// it does (a [`ConnectionPolicy::yielding`] policy's); `None` for a
+    /// connection that takes the bandwidth it can get, and by default.
+    fn yielding(&self) -> Option<YieldStatus> {
+        None
+    }
+}
+
+/// Which controller keeps a yielding connection out of other traffic's
+/// way (`network.md`, "Yielding to other traffic"; `bits info` says which).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum YieldController {
+    /// The receive window limited with `TCP_WINDOW_CLAMP` from a
+    /// receiver-side LEDBAT controller (the kernel clamps mid-stream:
+    /// Linux 6.7 and later).
+    WindowClamp,
+    /// The same controller's window turned into paced reads (a kernel
+    /// that cannot clamp mid-stream).
+    PacedReads,
+}
+
+impl YieldController {
+    /// The name `bits` shows: `window-clamp` or `paced-reads`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            YieldController::WindowClamp => "window-clamp",
+            YieldController::PacedReads => "paced-reads",
+        }
+    }
+}
+
+impl fmt::Display for YieldController {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A yielding connection's controller and its current limit, shared with
+/// the connection (clones see the same, live values): what the engine or
+/// `bits info` reads while a body streams.
+#[derive(Clone, Debug)]
+pub struct YieldStatus {
+    controller: YieldController,
+    limit: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl YieldStatus {
+    /// A status for `controller` with a limit of `limit` bytes.
+    pub fn new(controller: YieldController, limit: u64) -> Self {
+        YieldStatus {
+            controller,
+            limit: Arc::new(std::sync::atomic::AtomicU64::new(limit)),
+        }
+    }
+
+    /// The controller in use.
+    pub fn controller(&self) -> YieldController {
+        self.controller
+    }
+
+    /// The current limit, in bytes: the window clamped to (as the kernel
+    /// reports it back) or the paced window (bytes per RTT).
+    pub fn limit(&self) -> u64 {
+        self.limit.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A new current limit (the connection's).
+    pub fn set_limit(&self, bytes: u64) {
+        self.limit.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// An HTTP response: any status (a 404 or a 302 is a response, not an error).
@@ -296,6 +367,12 @@ impl Response {
     /// [`crate::FileInfo::protocol`] records it.
     pub fn protocol(&self) -> &'static str {
         protocol_name(self.version)
+    }
+
+    /// How the connection that carried it yields to other traffic
+    /// ([`BodyStream::yielding`]).
+    pub fn yielding(&self) -> Option<YieldStatus> {
+        self.body.yielding()
     }
 }
 

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bits_core::{BitsError, BodyStream, RequestBody};
+use bits_core::{BitsError, BodyStream, RequestBody, YieldStatus};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -59,6 +59,8 @@ pub(crate) struct HyperBody {
     /// The connection's record of a failure its backend classified (a
     /// TLS connection's; HTTP/2 reports it without the classification).
     pub(crate) fault: Option<StreamFault>,
+    /// How the connection yields, when it does ([`crate::yielding`]).
+    pub(crate) yielding: Option<YieldStatus>,
 }
 
 impl fmt::Debug for HyperBody {
@@ -72,6 +74,10 @@ impl fmt::Debug for HyperBody {
 
 #[async_trait]
 impl BodyStream for HyperBody {
+    fn yielding(&self) -> Option<YieldStatus> {
+        self.yielding.clone()
+    }
+
     async fn next_chunk(&mut self) -> Result<Option<Bytes>, BitsError> {
         while !self.done {
             let frame = match tokio::time::timeout(self.idle, self.incoming.frame()).await {

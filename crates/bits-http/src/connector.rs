@@ -5,6 +5,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ use crate::classify;
 use crate::proxy::{ProxyEnv, Route};
 use crate::proxy_auth::{ProxyAuth, Sent};
 use crate::tls::{BoxFuture, TlsConnect};
+use crate::yielding::Yielder;
 
 /// A failure already classified (a connect failure, a request body's
 /// error), carried through hyper's error chain and taken out again by
@@ -107,6 +109,72 @@ impl<S: AsyncRead + Unpin> AsyncRead for MaybeTls<S> {
             MaybeTls::Plain { tcp: s, .. } => Pin::new(s).poll_read(cx, buf),
             MaybeTls::Tls { stream: s, .. } => Pin::new(s).poll_read(cx, buf),
         }
+    }
+}
+
+/// A connection as hyper-util's client holds it: the stream, and for a
+/// yielding policy ([`ConnectionPolicy::yielding`]) the LEDBAT controller
+/// its reads drive ([`crate::yielding`]).
+pub(crate) struct Conn<S> {
+    io: MaybeTls<S>,
+    yielder: Option<Box<Yielder>>,
+}
+
+impl<S> Conn<S> {
+    /// `io`, yielding when `yielding` (the controller is set up on the TCP
+    /// socket `fd` at once).
+    fn new(io: MaybeTls<S>, fd: RawFd, yielding: bool) -> Self {
+        Conn {
+            io,
+            yielder: yielding.then(|| Box::new(Yielder::new(fd))),
+        }
+    }
+}
+
+impl<S> Connection for Conn<S> {
+    fn connected(&self) -> Connected {
+        let connected = self.io.connected();
+        match &self.yielder {
+            // Every response of the connection says how it yields.
+            Some(y) => connected.extra(y.status()),
+            None => connected,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match &mut this.yielder {
+            Some(y) => y.poll_read(&mut this.io, cx, buf),
+            None => Pin::new(&mut this.io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
 
@@ -383,7 +451,7 @@ tokio::task_local! {
 }
 
 impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
-    type Response = TokioIo<MaybeTls<C::Stream>>;
+    type Response = TokioIo<Conn<C::Stream>>;
     type Error = Box<dyn StdError + Send + Sync>;
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
@@ -440,7 +508,9 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
                         made.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%authority, %proxy, %policy, "connected through a proxy");
                         let http_proxy = (proxy.scheme == ProxyScheme::Http).then_some(proxy);
-                        return Ok(TokioIo::new(MaybeTls::Plain { tcp, http_proxy }));
+                        let fd = tcp.as_raw_fd();
+                        let io = MaybeTls::Plain { tcp, http_proxy };
+                        return Ok(TokioIo::new(Conn::new(io, fd, policy.yielding())));
                     }
                     tracing::debug!(%authority, %proxy, "tunnel open");
                     let dial: Dial = Arc::new(move || {
@@ -450,6 +520,10 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
                     (tcp, Some(dial))
                 }
             };
+            // The TCP socket, owned by the stream from here on (unless a
+            // CRL round reconnected: checked below).
+            let fd = tcp.as_raw_fd();
+            let socket = crate::yielding::socket_id(fd);
             let stream = if https {
                 let handshake = tls.connect(&host, tcp, &policy);
                 let handshake = async move {
@@ -492,7 +566,14 @@ impl<C: TlsConnect> Service<Uri> for PolicyConnector<C> {
             made.fetch_add(1, Ordering::Relaxed);
             let h2 = matches!(stream, MaybeTls::Tls { h2: true, .. });
             tracing::debug!(%authority, https, h2, %policy, "connected");
-            Ok(TokioIo::new(stream))
+            let mut yielding = policy.yielding();
+            if yielding && (socket.is_none() || crate::yielding::socket_id(fd) != socket) {
+                // The handshake reconnected (after a CRL download): the
+                // stream's socket is not the one `fd` named.
+                tracing::warn!(%authority, "a reconnected TLS stream cannot be clamped: this connection does not yield");
+                yielding = false;
+            }
+            Ok(TokioIo::new(Conn::new(stream, fd, yielding)))
         })
     }
 }

@@ -119,6 +119,7 @@ pub mod proxy;
 mod proxy_auth;
 mod tls;
 mod transport;
+pub mod yielding;
 
 pub use backend::{TlsBackend, TlsTransport, TlsTransportBuilder};
 pub use ledbat::{supports_midstream_clamp, Gain, LedbatConfig, LedbatController, Pacer};

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bits_core::{BitsError, ConnectionPolicy, Method, ProxyScheme, ProxyUrl, Request, Response, Transport};
+use bits_core::{
+    BitsError, ConnectionPolicy, Method, ProxyScheme, ProxyUrl, Request, Response, Transport, YieldStatus,
+};
 use http::header::{HeaderValue, CONTENT_LENGTH, PROXY_AUTHORIZATION, USER_AGENT};
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -404,6 +406,7 @@ impl<C: TlsConnect> Transport for HttpTransport<C> {
             version: parts.version,
             body: Box::new(HyperBody {
                 fault: parts.extensions.get::<StreamFault>().cloned(),
+                yielding: parts.extensions.get::<YieldStatus>().cloned(),
                 incoming,
                 idle: self.inner.options.idle_timeout,
                 done: head,

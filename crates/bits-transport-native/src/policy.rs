@@ -62,6 +62,9 @@ pub fn refusal_reason(flags: u32) -> Option<&'static str> {
 /// validator. A client certificate is accepted: only one the backend loads
 /// (PEM with a PKCS#8 key) can have been set on a job, and the connection
 /// reads it again (refusing any other form with `E_NOTIMPL` then too).
+/// Yielding ([`ConnectionPolicy::yielding`]) is accepted: it is no TLS
+/// property; bits-http's connector clamps the socket's window the same for
+/// every backend.
 pub fn check_policy(policy: &ConnectionPolicy) -> Result<(), BitsError> {
     if policy.checks_server() {
         return Err(BitsError::NotImplemented {

@@ -96,6 +96,9 @@ pub type OpensslTransportBuilder = TlsTransportBuilder<Openssl>;
 /// flag relaxes exactly its own category (`docs/spec/tls.md`), the whole
 /// chain is there for pins and validators, and a client certificate is
 /// offered as it was loaded (`docs/spec/http-options.md`).
+/// Yielding ([`ConnectionPolicy::yielding`]) is accepted: it is no TLS
+/// property; bits-http's connector clamps the socket's window the same for
+/// every backend.
 pub fn check_policy(policy: &ConnectionPolicy) -> Result<(), BitsError> {
     let _ = policy;
     Ok(())

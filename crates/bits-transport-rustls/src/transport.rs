@@ -122,6 +122,9 @@ pub type RustlsTransportBuilder = TlsTransportBuilder<Rustls>;
 /// error); never more broadly. A client certificate is accepted: only one
 /// `load_client_certificate` read (PEM) can have been set on a job, and it
 /// is read and checked again at every connection.
+/// Yielding ([`ConnectionPolicy::yielding`]) is accepted: it is no TLS
+/// property; bits-http's connector clamps the socket's window the same for
+/// every backend.
 pub fn check_policy(_policy: &ConnectionPolicy) -> Result<(), BitsError> {
     Ok(())
 }

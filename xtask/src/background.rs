@@ -1,0 +1,867 @@
+//! `cargo xtask bench --background`: does a background bits job get out of
+//! the way of the user's traffic (issue 19)? A real bottleneck, a real
+//! foreground flow, all on 127.0.0.1 inside a network namespace of its own.
+//!
+//! What it does:
+//! 1. builds `bits` in release mode and writes the data once (under
+//!    `target/bench-data/background/`);
+//! 2. makes a network namespace (`ip netns add`), sets its loopback's MTU
+//!    to 1500 and puts a `tbf` of 50 Mbit/s with a 250 ms queue on it
+//!    (this kernel has no netem; every packet, data and ACK, crosses it);
+//! 3. runs itself inside it (`ip netns exec NS xtask bench --background
+//!    --in-netns ...`): nginx (plain http, `sendfile`) and a TCP echo server
+//!    on 127.0.0.1, then `--runs` rounds of the cases, interleaved:
+//!    1. curl alone (the foreground baseline);
+//!    2. bits background (NORMAL) alone;
+//!    3. curl started 4 s into a bits background download;
+//!    4. curl started 4 s into a plain second curl (the "no yielding"
+//!       reference);
+//!    5. bits `--max-rate 2M` alone (its file's size read every 250 ms);
+//!
+//!    and all the while a probe: a 1-byte TCP ping through the bottleneck
+//!    every 100 ms, whose RTT above the idle one is the queueing delay the
+//!    case adds. Every download is checked with `sha256sum` (outside the
+//!    timing);
+//! 4. deletes the namespace, even when a case failed: the processes still
+//!    in it (ours: `ip netns pids`) are killed by pid first;
+//! 5. prints the table and writes it to `docs/background.md` (the README
+//!    quotes it).
+//!
+//! Goals (issue 19): in 3, curl keeps ≥ 90 % of its throughput of 1 (vs
+//! about 50 % in 4); in 2, bits uses ≥ 90 % of the link; bits alone adds
+//! ≤ 80 ms of queueing delay (its target is 60 ms); in 5 the rate is within
+//! 5 % of 2 MiB/s over every 10 s window.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::util;
+
+const USAGE: &str = "\
+usage: cargo xtask bench --background [--runs N] [--cc NAME] [--keep]
+  --runs N   rounds of the five cases, interleaved (default 3)
+  --cc NAME  the namespace's TCP congestion control (default cubic, Linux's
+             default and most servers'; bbr keeps its own queue short)
+  --keep     keep the work directory (downloads, logs, stores)";
+
+/// The bottleneck: `tbf` rate and queue.
+const RATE_MBIT: u64 = 50;
+const QUEUE_MS: u64 = 250;
+/// The link in bytes a second.
+const LINK: f64 = (RATE_MBIT * 1_000_000 / 8) as f64;
+
+/// The foreground file (curl's): about 8 s of the link.
+const FG_SIZE: u64 = 48 << 20;
+/// The foreground curl's time limit: its throughput is what it got by then.
+const FG_SECONDS: u64 = 10;
+/// bits alone: about 11 s of the link.
+const ALONE_SIZE: u64 = 64 << 20;
+/// The background download the foreground flow meets (never finishes
+/// during a case).
+const BIG_SIZE: u64 = 1 << 30;
+/// `--max-rate 2M`: 2 MiB/s for about 20 s.
+const RATE_SIZE: u64 = 40 << 20;
+const MAX_RATE: f64 = (2 << 20) as f64;
+
+/// The ports inside the namespace.
+const HTTP_PORT: u16 = 8080;
+const ECHO_PORT: u16 = 7007;
+
+/// How long the competing flow runs before the timed curl starts.
+const HEAD_START: Duration = Duration::from_secs(4);
+
+/// Runs the task: `args` are those after `--background`.
+pub fn run(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("--in-netns") {
+        return inside(&args[1..]);
+    }
+    let mut runs = 3usize;
+    let mut keep = false;
+    let mut cc = "cubic".to_string();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => {
+                runs = it
+                    .next()
+                    .context("--runs needs a value")?
+                    .parse()
+                    .context("--runs")?
+            }
+            "--cc" => cc = it.next().context("--cc needs a value")?.clone(),
+            "--keep" => keep = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown option {other:?}\n{USAGE}"),
+        }
+    }
+    ensure!(runs >= 1, "--runs must be at least 1");
+    ensure!(
+        is_root(),
+        "the background bench makes a network namespace: run it as root"
+    );
+    for tool in ["/usr/sbin/nginx", "/usr/bin/curl", "/usr/bin/sha256sum"] {
+        ensure!(Path::new(tool).exists(), "{tool} is missing");
+    }
+    util::run_checked(&mut util::cargo_with(&[
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "bits-cli",
+    ]))?;
+    let target = util::target_dir();
+    let bits = target.join("release/bits");
+    let data = make_data(&target.join("bench-data/background"))?;
+    let work = target.join(format!("bench-background-{}", std::process::id()));
+    if work.exists() {
+        fs::remove_dir_all(&work)?;
+    }
+    fs::create_dir_all(&work)?;
+
+    Netns::delete_stale();
+    let ns = Netns::create(&format!("bitsbench{}", std::process::id()), &cc)?;
+    let exe = std::env::current_exe()?;
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(&exe)
+        .args(["bench", "--background", "--in-netns"])
+        .arg(&work)
+        .arg(&bits)
+        .arg(&data)
+        .arg(runs.to_string())
+        .arg(&cc)
+        .status()
+        .context("running the cases inside the namespace")?;
+    drop(ns);
+    ensure!(status.success(), "the cases failed ({status})");
+
+    let report = fs::read_to_string(work.join("report.md"))?;
+    println!("\n{report}");
+    let doc = util::project_root().join("docs/background.md");
+    fs::write(&doc, report)?;
+    println!("written to {}", doc.display());
+    if keep {
+        println!("work directory kept: {}", work.display());
+    } else {
+        let _ = fs::remove_dir_all(&work);
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A network namespace with the bottleneck on its loopback; deleted on
+/// drop, after the processes still in it are killed by pid.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn create(name: &str, cc: &str) -> Result<Netns> {
+        run_quiet(Command::new("ip").args(["netns", "add", name]))?;
+        let ns = Netns { name: name.into() };
+        let exec = |args: &[&str]| -> Result<()> {
+            run_quiet(Command::new("ip").args(["netns", "exec", name]).args(args))
+        };
+        exec(&["ip", "link", "set", "lo", "mtu", "1500", "up"])?;
+        // The namespace's sysctl may be read-only: the congestion control
+        // is a route attribute instead (nginx's accepted connections take
+        // it from the route too).
+        for dst in ["127.0.0.0/8", "127.0.0.1"] {
+            exec(&[
+                "ip",
+                "route",
+                "change",
+                "local",
+                dst,
+                "dev",
+                "lo",
+                "proto",
+                "kernel",
+                "scope",
+                "host",
+                "src",
+                "127.0.0.1",
+                "table",
+                "local",
+                "congctl",
+                cc,
+            ])?;
+        }
+        exec(&[
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "lo",
+            "root",
+            "tbf",
+            "rate",
+            &format!("{RATE_MBIT}mbit"),
+            "burst",
+            "32kb",
+            "latency",
+            &format!("{QUEUE_MS}ms"),
+        ])?;
+        println!("namespace {name}: lo mtu 1500, tbf {RATE_MBIT} Mbit/s, queue {QUEUE_MS} ms");
+        Ok(ns)
+    }
+}
+
+impl Netns {
+    /// Deletes the namespaces an earlier bench left when it was killed
+    /// (`bitsbenchPID` whose PID is gone): a drop never ran for them.
+    fn delete_stale() {
+        let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            let Some(pid) = name.strip_prefix("bitsbench") else {
+                continue;
+            };
+            if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+                drop(Netns {
+                    name: name.to_owned(),
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Only the bench's own processes run in it (nginx, bits, curl).
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        match Command::new("ip").args(["netns", "del", &self.name]).status() {
+            Ok(s) if s.success() => println!("namespace {} deleted", self.name),
+            _ => eprintln!("could not delete namespace {}: `ip netns del {0}`", self.name),
+        }
+    }
+}
+
+fn run_quiet(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// The files, written once: random bytes, except the background file that
+/// no case downloads whole (sparse).
+fn make_data(dir: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    for (name, size) in [
+        ("fg.bin", FG_SIZE),
+        ("alone.bin", ALONE_SIZE),
+        ("rate.bin", RATE_SIZE),
+    ] {
+        let path = dir.join(name);
+        if fs::metadata(&path).map(|m| m.len()).ok() == Some(size) {
+            continue;
+        }
+        let mut out = fs::File::create(&path)?;
+        let mut urandom = fs::File::open("/dev/urandom")?.take(size);
+        std::io::copy(&mut urandom, &mut out)?;
+    }
+    let big = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(dir.join("big.bin"))?;
+    big.set_len(BIG_SIZE)?;
+    Ok(dir.to_path_buf())
+}
+
+// ------------------------------------------------------------ inside the namespace
+
+fn inside(args: &[String]) -> Result<()> {
+    let [work, bits, data, runs, cc] = args else {
+        bail!("--in-netns WORK BITS DATA RUNS CC");
+    };
+    let work = PathBuf::from(work);
+    let bits = PathBuf::from(bits);
+    let data = PathBuf::from(data);
+    let runs: usize = runs.parse()?;
+    let nginx = Nginx::start(&work, &data)?;
+    let _echo = echo_server()?;
+    let mut cases = Cases {
+        work: work.clone(),
+        bits,
+        data,
+        seq: 0,
+        base_rtt: 0.0,
+        rows: Vec::new(),
+        cc: cc.clone(),
+    };
+    // The idle path's RTT: the probe alone for 2 s.
+    let probe = Probe::start()?;
+    std::thread::sleep(Duration::from_secs(2));
+    cases.base_rtt = median(probe.stop());
+    println!("idle probe RTT {:.2} ms", cases.base_rtt);
+    let result = (|| -> Result<()> {
+        for round in 1..=runs {
+            println!("round {round}/{runs}");
+            cases.curl_alone()?;
+            cases.bits_alone()?;
+            cases.curl_with_bits()?;
+            cases.curl_with_curl()?;
+            cases.bits_max_rate()?;
+        }
+        Ok(())
+    })();
+    drop(nginx);
+    result?;
+    fs::write(work.join("report.md"), cases.report(runs))?;
+    Ok(())
+}
+
+/// One case's measurement in one round.
+#[derive(Clone, Debug)]
+struct Row {
+    case: Case,
+    /// The measured flow's throughput, bytes a second.
+    rate: f64,
+    /// The probe's RTT above the idle one: median and 95th percentile, ms.
+    delay_median: f64,
+    delay_p95: f64,
+    /// `--max-rate`: the largest deviation from the cap over the 10 s
+    /// windows (a fraction).
+    window_error: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Case {
+    CurlAlone,
+    BitsAlone,
+    CurlWithBits,
+    CurlWithCurl,
+    BitsMaxRate,
+}
+
+impl Case {
+    const ALL: [Case; 5] = [
+        Case::CurlAlone,
+        Case::BitsAlone,
+        Case::CurlWithBits,
+        Case::CurlWithCurl,
+        Case::BitsMaxRate,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Case::CurlAlone => "(1) curl alone",
+            Case::BitsAlone => "(2) bits background alone",
+            Case::CurlWithBits => "(3) curl while bits background runs",
+            Case::CurlWithCurl => "(4) curl while a second curl runs",
+            Case::BitsMaxRate => "(5) bits --max-rate 2M alone",
+        }
+    }
+}
+
+struct Cases {
+    work: PathBuf,
+    bits: PathBuf,
+    data: PathBuf,
+    seq: u32,
+    base_rtt: f64,
+    rows: Vec<Row>,
+    /// The namespace's congestion control (nginx's, as a sender).
+    cc: String,
+}
+
+impl Cases {
+    fn url(name: &str) -> String {
+        format!("http://127.0.0.1:{HTTP_PORT}/{name}")
+    }
+
+    fn fresh(&mut self, what: &str) -> Result<PathBuf> {
+        self.seq += 1;
+        let dir = self.work.join(format!("out/{}-{what}", self.seq));
+        fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    fn record(&mut self, case: Case, rate: f64, rtts: Vec<f64>, window_error: Option<f64>) {
+        let added: Vec<f64> = rtts.iter().map(|r| (r - self.base_rtt).max(0.0)).collect();
+        let row = Row {
+            case,
+            rate,
+            delay_median: median(added.clone()),
+            delay_p95: percentile(added, 0.95),
+            window_error,
+        };
+        println!(
+            "  {:<40} {:>6.2} MB/s  +{:.1} ms (p95 +{:.1}){}",
+            case.label(),
+            rate / 1e6,
+            row.delay_median,
+            row.delay_p95,
+            window_error.map_or(String::new(), |e| format!(
+                "  worst 10 s window {:+.1} %",
+                e * 100.0
+            ))
+        );
+        self.rows.push(row);
+    }
+
+    /// `curl` of the foreground file into `dir` for at most
+    /// [`FG_SECONDS`]: its throughput (checked when the file is whole).
+    fn timed_curl(&self, dir: &Path) -> Result<f64> {
+        let out = dir.join("fg.bin");
+        let result = Command::new("curl")
+            .args(["-s", "-f", "--max-time", &FG_SECONDS.to_string()])
+            .args(["-w", "%{size_download} %{time_total}", "-o"])
+            .arg(&out)
+            .arg(Self::url("fg.bin"))
+            .output()
+            .context("starting curl")?;
+        // 28: --max-time ran out, the bytes so far count.
+        let code = result.status.code();
+        ensure!(matches!(code, Some(0 | 28)), "curl failed ({})", result.status);
+        let text = String::from_utf8_lossy(&result.stdout);
+        let mut fields = text.split_whitespace();
+        let bytes: f64 = fields.next().context("curl -w")?.parse()?;
+        let secs: f64 = fields.next().context("curl -w")?.parse()?;
+        if code == Some(0) {
+            self.check(&out, "fg.bin")?;
+        }
+        Ok(bytes / secs)
+    }
+
+    fn check(&self, got: &Path, name: &str) -> Result<()> {
+        ensure!(
+            sha256(got)? == sha256(&self.data.join(name))?,
+            "{} differs from {name}",
+            got.display()
+        );
+        Ok(())
+    }
+
+    fn curl_alone(&mut self) -> Result<()> {
+        let dir = self.fresh("curl")?;
+        let probe = Probe::start()?;
+        let rate = self.timed_curl(&dir)?;
+        self.record(Case::CurlAlone, rate, probe.stop(), None);
+        Ok(())
+    }
+
+    fn bits_alone(&mut self) -> Result<()> {
+        let dir = self.fresh("bits")?;
+        let bits = Bits::new(&self.bits, &dir);
+        let out = dir.join("alone.bin");
+        let probe = Probe::start()?;
+        let start = Instant::now();
+        bits.transfer(&Self::url("alone.bin"), &out, &[])?.wait_ok()?;
+        let secs = start.elapsed().as_secs_f64();
+        let rtts = probe.stop();
+        bits.stop_daemon();
+        self.check(&out, "alone.bin")?;
+        self.record(Case::BitsAlone, ALONE_SIZE as f64 / secs, rtts, None);
+        Ok(())
+    }
+
+    fn curl_with_bits(&mut self) -> Result<()> {
+        let dir = self.fresh("curl-bits")?;
+        let bits = Bits::new(&self.bits, &dir);
+        let mut background = bits.transfer(&Self::url("big.bin"), &dir.join("big.bin"), &[])?;
+        std::thread::sleep(HEAD_START);
+        let probe = Probe::start()?;
+        let rate = self.timed_curl(&dir);
+        let rtts = probe.stop();
+        background.kill();
+        bits.stop_daemon();
+        self.record(Case::CurlWithBits, rate?, rtts, None);
+        Ok(())
+    }
+
+    fn curl_with_curl(&mut self) -> Result<()> {
+        let dir = self.fresh("curl-curl")?;
+        let mut background = Proc(
+            Command::new("curl")
+                .args(["-s", "-o", "/dev/null"])
+                .arg(Self::url("big.bin"))
+                .stdin(Stdio::null())
+                .spawn()?,
+        );
+        std::thread::sleep(HEAD_START);
+        let probe = Probe::start()?;
+        let rate = self.timed_curl(&dir);
+        let rtts = probe.stop();
+        background.kill();
+        self.record(Case::CurlWithCurl, rate?, rtts, None);
+        Ok(())
+    }
+
+    fn bits_max_rate(&mut self) -> Result<()> {
+        let dir = self.fresh("bits-rate")?;
+        let bits = Bits::new(&self.bits, &dir);
+        let out = dir.join("rate.bin");
+        let probe = Probe::start()?;
+        let start = Instant::now();
+        let mut transfer = bits.transfer(&Self::url("rate.bin"), &out, &["--max-rate", "2M"])?;
+        // The bytes on disk (the hidden temporary file, then the file) every 250 ms.
+        let mut sizes: Vec<(f64, u64)> = Vec::new();
+        loop {
+            sizes.push((start.elapsed().as_secs_f64(), dir_bytes(&dir)));
+            if transfer.0.try_wait()?.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let rtts = probe.stop();
+        transfer.wait_ok()?;
+        bits.stop_daemon();
+        self.check(&out, "rate.bin")?;
+        // Every 10 s window from the first byte to the last sample.
+        let first = sizes.iter().find(|(_, b)| *b > 0).map_or(0.0, |(t, _)| *t);
+        let mut worst: f64 = 0.0;
+        for &(t0, b0) in sizes.iter().filter(|(t, _)| *t >= first) {
+            let Some(&(t1, b1)) = sizes.iter().find(|(t, _)| *t >= t0 + 10.0) else {
+                break;
+            };
+            let rate = (b1 - b0) as f64 / (t1 - t0);
+            let error = rate / MAX_RATE - 1.0;
+            if error.abs() > worst.abs() {
+                worst = error;
+            }
+        }
+        self.record(Case::BitsMaxRate, RATE_SIZE as f64 / secs, rtts, Some(worst));
+        Ok(())
+    }
+
+    fn report(&self, runs: usize) -> String {
+        let med = |case: Case, f: fn(&Row) -> f64| -> f64 {
+            median(self.rows.iter().filter(|r| r.case == case).map(f).collect())
+        };
+        let rounds = |case: Case| -> Vec<&Row> { self.rows.iter().filter(|r| r.case == case).collect() };
+        // Per-round ratios against that round's curl alone.
+        let ratio = |case: Case| -> f64 {
+            let alone = rounds(Case::CurlAlone);
+            let with = rounds(case);
+            median(alone.iter().zip(&with).map(|(a, w)| w.rate / a.rate).collect())
+        };
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "<!-- generated by `cargo xtask bench --background`; do not edit -->\n\
+             # Background jobs yielding to other traffic\n\n\
+             `cargo xtask bench --background --runs {runs} --cc {cc}`: a network namespace of its own, its \
+             loopback at MTU 1500 behind `tbf` {RATE_MBIT} Mbit/s with a {QUEUE_MS} ms queue, TCP congestion \
+             control {cc} (nginx sends with it), nginx (http, sendfile) and the clients on 127.0.0.1 inside \
+             it; medians of {runs} interleaved \
+             rounds. Queueing delay: a 1-byte TCP ping through the bottleneck every 100 ms, its RTT \
+             above the idle path's ({:.2} ms). bits jobs are NORMAL (background) priority; every \
+             download is SHA-256-checked.\n\n\
+             | case | MB/s | of the link | added delay, median | p95 |\n\
+             | --- | ---: | ---: | ---: | ---: |",
+            self.base_rtt,
+            cc = self.cc,
+        );
+        for case in Case::ALL {
+            let rate = med(case, |r| r.rate);
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} | {:.0} % | {:.1} ms | {:.1} ms |",
+                case.label(),
+                rate / 1e6,
+                rate / LINK * 100.0,
+                med(case, |r| r.delay_median),
+                med(case, |r| r.delay_p95),
+            );
+        }
+        let with_bits = ratio(Case::CurlWithBits);
+        let with_curl = ratio(Case::CurlWithCurl);
+        let bits_link = med(Case::BitsAlone, |r| r.rate) / LINK;
+        let bits_delay = med(Case::BitsAlone, |r| r.delay_median);
+        let worst_window = rounds(Case::BitsMaxRate)
+            .iter()
+            .filter_map(|r| r.window_error)
+            .fold(0.0f64, |w, e| if e.abs() > w.abs() { e } else { w });
+        let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+        let _ = writeln!(
+            s,
+            "\n| goal | measured | |\n| --- | ---: | --- |\n\
+             | curl beside bits keeps ≥ 90 % of its throughput alone | {:.0} % | {} |\n\
+             | (reference: curl beside a second curl, about 50 %) | {:.0} % | |\n\
+             | bits alone uses ≥ 90 % of the link | {:.0} % | {} |\n\
+             | bits alone adds ≤ 80 ms of queueing delay (median) | {:.1} ms | {} |\n\
+             | `--max-rate 2M` within 5 % over every 10 s window | worst {:+.1} % | {} |",
+            with_bits * 100.0,
+            verdict(with_bits >= 0.90),
+            with_curl * 100.0,
+            bits_link * 100.0,
+            verdict(bits_link >= 0.90),
+            bits_delay,
+            verdict(bits_delay <= 80.0),
+            worst_window * 100.0,
+            verdict(worst_window.abs() <= 0.05),
+        );
+        let _ = writeln!(
+            s,
+            "\nbits alone's time includes its start (the CLI, the daemon on demand, the controller's \
+             slow start from two segments); a curl beside another flow starts {} s after it; curl's \
+             throughput is what it fetched in at most {FG_SECONDS} s.",
+            HEAD_START.as_secs()
+        );
+        s
+    }
+}
+
+/// The bytes of the files in `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn sha256(path: &Path) -> Result<String> {
+    let out = Command::new("sha256sum").arg(path).output()?;
+    ensure!(out.status.success(), "sha256sum {}", path.display());
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_owned())
+}
+
+fn median(v: Vec<f64>) -> f64 {
+    percentile(v, 0.5)
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    v[i]
+}
+
+/// A child killed (by pid) and reaped on drop.
+struct Proc(Child);
+
+impl Proc {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    fn wait_ok(&mut self) -> Result<()> {
+        let status = self.0.wait()?;
+        ensure!(status.success(), "exited with {status}");
+        Ok(())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+/// bits with a store of its own (its daemon started on demand).
+struct Bits {
+    bits: PathBuf,
+    store: PathBuf,
+}
+
+impl Bits {
+    fn new(bits: &Path, dir: &Path) -> Bits {
+        Bits {
+            bits: bits.to_path_buf(),
+            store: dir.join("store"),
+        }
+    }
+
+    /// `bits transfer --priority normal URL LOCAL EXTRA`, running.
+    fn transfer(&self, url: &str, local: &Path, extra: &[&str]) -> Result<Proc> {
+        let child = Command::new(&self.bits)
+            .arg("--store")
+            .arg(&self.store)
+            .args(["transfer", "--priority", "normal"])
+            .args(extra)
+            .arg(url)
+            .arg(local)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting bits transfer")?;
+        Ok(Proc(child))
+    }
+
+    fn stop_daemon(&self) {
+        let _ = Command::new(&self.bits)
+            .arg("--store")
+            .arg(&self.store)
+            .args(["daemon", "--stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// nginx on 127.0.0.1:HTTP_PORT (http, sendfile), stopped by pid on drop.
+struct Nginx(Child);
+
+impl Nginx {
+    fn start(work: &Path, root: &Path) -> Result<Nginx> {
+        let dir = work.join("nginx");
+        fs::create_dir_all(dir.join("tmp"))?;
+        let d = dir.display();
+        let conf = format!(
+            r#"user root root;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    default_type application/octet-stream;
+    access_log {d}/access.log;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    sendfile on;
+    keepalive_timeout 65;
+    server {{
+        listen 127.0.0.1:{HTTP_PORT};
+        root {root};
+        location / {{ }}
+    }}
+}}
+"#,
+            root = root.display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        fs::write(&conf_path, conf)?;
+        let child = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting nginx")?;
+        let mut nginx = Nginx(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", HTTP_PORT)).is_err() {
+            if let Some(status) = nginx.0.try_wait()? {
+                bail!(
+                    "nginx exited ({status}): {}",
+                    fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+                );
+            }
+            ensure!(Instant::now() < deadline, "nginx did not listen within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT lets the master stop its workers.
+        let _ = Command::new("kill")
+            .arg("-QUIT")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP echo server on 127.0.0.1:ECHO_PORT, a thread per connection.
+fn echo_server() -> Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(("127.0.0.1", ECHO_PORT))?;
+    Ok(std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let _ = conn.set_nodelay(true);
+                let mut byte = [0u8; 1];
+                while conn.read_exact(&mut byte).is_ok() {
+                    if conn.write_all(&byte).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }))
+}
+
+/// The probe: a 1-byte ping through the bottleneck every 100 ms on one TCP
+/// connection; [`Probe::stop`] gives the RTTs in ms.
+struct Probe {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<f64>>,
+}
+
+impl Probe {
+    fn start() -> Result<Probe> {
+        let mut conn = TcpStream::connect(("127.0.0.1", ECHO_PORT))?;
+        conn.set_nodelay(true)?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut rtts = Vec::new();
+            let mut next = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let mut byte = [7u8; 1];
+                if conn.write_all(&byte).is_err() || conn.read_exact(&mut byte).is_err() {
+                    break;
+                }
+                rtts.push(sent.elapsed().as_secs_f64() * 1000.0);
+                next += Duration::from_millis(100);
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            rtts
+        });
+        Ok(Probe { stop, thread })
+    }
+
+    fn stop(self) -> Vec<f64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
