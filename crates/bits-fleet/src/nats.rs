@@ -93,7 +93,10 @@ impl Connect {
     }
 
     /// The server addresses.
-    pub(crate) fn addrs(&self) -> Result<Vec<async_nats::ServerAddr>, NatsError> {
+    ///
+    /// # Errors
+    /// A URL that is not one.
+    pub fn addrs(&self) -> Result<Vec<async_nats::ServerAddr>, NatsError> {
         self.url
             .split(',')
             .map(|u| {
@@ -169,18 +172,29 @@ impl Fleet {
 }
 
 async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store, NatsError> {
-    match js.get_key_value(name).await {
-        Ok(kv) => Ok(kv),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: name.into(),
-                history: 1,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| NatsError::from(&format!("cannot create the bucket {name}"), e)),
+    if let Ok(kv) = js.get_key_value(name).await {
+        return Ok(kv);
     }
+    // The bucket's stream as `create_key_value` makes it, made here: that
+    // call first reads the account's info, which this client cannot parse
+    // from nats-server 2.9.
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| NatsError::from(&format!("cannot create the bucket {name}"), e))?;
+    js.get_key_value(name)
+        .await
+        .map_err(|e| NatsError::from(&format!("cannot open the bucket {name}"), e))
 }
 
 /// `t` as RFC 3339 UTC with milliseconds (`2026-12-03T05:42:28.123Z`).
