@@ -26,5 +26,7 @@ pub mod operator;
 pub mod spec;
 
 pub use agent::{AgentConfig, Host, StateFeed};
+/// The NATS client, for tests and embedders that speak to the same server.
+pub use async_nats;
 pub use nats::{Connect, NatsError};
 pub use spec::{Policy, Rejection, Spec, DEFAULT_ALLOW_FLAGS};
