@@ -423,7 +423,7 @@ fn an_agent_killed_mid_job_resumes_it_and_nats_down_mid_job_loses_no_state() {
     let mut nats = NatsServer::start();
     let server = HttpServer::start().with(
         "/big.bin",
-        Route::body(content(1_500_000, 7)).throttle(16 * 1024, Duration::from_millis(15)),
+        Route::body(content(2_000_000, 7)).throttle(16 * 1024, Duration::from_millis(25)),
     );
     let mut agent = Agent::new("k1", &["g"]);
     agent.start(&nats);
@@ -452,10 +452,10 @@ fn an_agent_killed_mid_job_resumes_it_and_nats_down_mid_job_loses_no_state() {
     let rows = status_until(&nats, id, "ACKNOWLEDGED after the outage", |r| {
         all_in(r, 1, "ACKNOWLEDGED")
     });
-    assert_eq!(rows[0]["bytes_transferred"], 1_500_000);
+    assert_eq!(rows[0]["bytes_transferred"], 2_000_000);
     assert_eq!(
         std::fs::read(agent.env.data.join("big.bin")).unwrap(),
-        content(1_500_000, 7)
+        content(2_000_000, 7)
     );
     assert_eq!(agent.jobs().len(), 1);
     // Resumed from the bytes on disk, not from 0.
