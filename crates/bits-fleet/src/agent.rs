@@ -192,7 +192,7 @@ pub async fn run(
             }
             Some(event) = events.recv() => {
                 if matches!(event, async_nats::Event::Connected) {
-                    tracing::info!("NATS connected again: writing every state");
+                    tracing::info!("NATS connected: writing every pending state");
                     publisher.all_due();
                     tokio::spawn(intake.clone().recheck_cancels());
                 }
@@ -300,9 +300,9 @@ impl Publisher {
         self.written.clear();
     }
 
-    /// Writes what is due, latest first; what fails stays pending.
-    async fn flush(&mut self, fleet: &Fleet) {
-        let now = Instant::now();
+    /// The jobs whose pending state is due at `now`, latest first: a new
+    /// state at once, progress a second after the last write.
+    fn due(&self, now: Instant) -> Vec<Uuid> {
         let mut due: Vec<(Uuid, SystemTime)> = self
             .pending
             .iter()
@@ -316,7 +316,13 @@ impl Publisher {
             .map(|(id, (_, at, _))| (*id, *at))
             .collect();
         due.sort_by_key(|d| std::cmp::Reverse(d.1));
-        for (id, _) in due {
+        due.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Writes what is due, latest first; what fails stays pending.
+    async fn flush(&mut self, fleet: &Fleet) {
+        let due = self.due(Instant::now());
+        for id in due {
             let Some((view, at, urgent)) = self.pending.remove(&id) else {
                 continue;
             };
@@ -560,4 +566,52 @@ fn registry_load(dir: &Path) -> Vec<Spec> {
         .filter_map(|e| std::fs::read(e.path()).ok())
         .filter_map(|b| Spec::parse(&b).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(state: &str, bytes: u64) -> Value {
+        json!({ "state": state, "bytes_transferred": bytes })
+    }
+
+    #[test]
+    fn a_new_state_is_due_at_once_and_progress_once_a_second() {
+        let mut p = Publisher::new("a1");
+        let id = Uuid::new_v4();
+        let t0 = Instant::now();
+        p.offer(id, view("TRANSFERRING", 1), false);
+        assert_eq!(p.due(t0), [id], "a first state");
+        let (v, ..) = p.pending.remove(&id).unwrap();
+        assert_eq!(v["agent"], "a1");
+        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+        p.written.insert(id, (t0, "TRANSFERRING".into()));
+        // Progress: the latest waits until a second after the last write.
+        for bytes in 2..10 {
+            p.offer(id, view("TRANSFERRING", bytes), false);
+        }
+        assert!(p.due(t0 + Duration::from_millis(500)).is_empty());
+        assert_eq!(p.due(t0 + PROGRESS_EVERY), [id]);
+        assert_eq!(
+            p.pending[&id].0["bytes_transferred"], 9,
+            "only the latest is kept"
+        );
+        // A new state does not wait.
+        p.offer(id, view("TRANSFERRED", 10), false);
+        assert_eq!(p.due(t0 + Duration::from_millis(1)), [id]);
+        // After an outage every pending state is due, latest first.
+        let other = Uuid::new_v4();
+        p.written
+            .insert(other, (t0 + Duration::from_secs(5), "QUEUED".into()));
+        std::thread::sleep(Duration::from_millis(2));
+        p.offer(other, view("QUEUED", 0), false);
+        assert_eq!(
+            p.due(t0 + Duration::from_secs(5)),
+            [id],
+            "the same state just written waits"
+        );
+        p.all_due();
+        assert_eq!(p.due(t0 + Duration::from_secs(5)), [other, id]);
+    }
 }
