@@ -92,7 +92,10 @@ usage: cargo xtask bench [--size SIZE] [--count N] [--runs N] [--backends LIST]
                     proxy (xtask/src/latency.rs) that delays each way by half
     --workloads LIST  one,many,up (default all three; up: the big file uploaded,
                     bits to `bits serve` against curl's PUT to nginx)
-  --keep            keep the work directory (downloads, logs, store)";
+  --keep            keep the work directory (downloads, logs, store)
+  --fleet N         instead: a spec of 20 small files to one `bits agent`, then to N
+                    at once, over a local nats-server (time until all ACKNOWLEDGED,
+                    peak RSS per agent, state messages per job)";
 
 /// The size of each small file.
 const SMALL: u64 = 16 * 1024;
@@ -118,6 +121,18 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     fs::create_dir_all(&work)?;
     let pki = make_pki(&work)?;
+    if let Some(n) = opts.fleet {
+        let data = make_data(&target.join("bench-data"), 1, 20)?;
+        println!("{}", machine_note());
+        let nginx = Nginx::start(&work, &data.dir, &pki)?;
+        let base = format!("https://127.0.0.1:{}", nginx.port);
+        let result = crate::fleet_bench::run(&bits, &work, &base, &pki.root, &data.small, n);
+        drop(nginx);
+        if !opts.keep {
+            let _ = fs::remove_dir_all(&work);
+        }
+        return result;
+    }
     let data = make_data(&target.join("bench-data"), opts.size, opts.count)?;
 
     println!("{}", machine_note());
@@ -246,6 +261,8 @@ struct Options {
     workloads: Vec<Workload>,
     rtts: Vec<u64>,
     keep: bool,
+    /// `--fleet N`: the fleet benchmark instead ([`crate::fleet_bench`]).
+    fleet: Option<usize>,
 }
 
 impl Options {
@@ -264,6 +281,7 @@ impl Options {
             workloads: vec![Workload::One, Workload::Many, Workload::Up],
             rtts: vec![0],
             keep: false,
+            fleet: None,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -312,6 +330,7 @@ impl Options {
                         .collect::<Result<_>>()?
                 }
                 "--keep" => o.keep = true,
+                "--fleet" => o.fleet = Some(value()?.parse().context("--fleet")?),
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
