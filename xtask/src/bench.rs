@@ -96,6 +96,9 @@ usage: cargo xtask bench [--size SIZE] [--count N] [--runs N] [--backends LIST]
   --keep            keep the work directory (downloads, logs, store)
   --readme          also write the report, with the machine and the date,
                     into README.md between its bench markers
+  --fleet N         instead: a spec of 20 small files to one `bits agent`, then to N
+                    at once, over a local nats-server (time until all ACKNOWLEDGED,
+                    peak RSS per agent, state messages per job)
        cargo xtask bench --background [--runs N] [--keep]
                     background jobs yielding to curl behind a 50 Mbit/s bottleneck
                     in a network namespace (root; xtask/src/background.rs)";
@@ -133,6 +136,18 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     fs::create_dir_all(&work)?;
     let pki = make_pki(&work)?;
+    if let Some(n) = opts.fleet {
+        let data = make_data(&target.join("bench-data"), 1, 20)?;
+        println!("{}", machine_note());
+        let nginx = Nginx::start(&work, &data.dir, &pki)?;
+        let base = format!("https://127.0.0.1:{}", nginx.port);
+        let result = crate::fleet_bench::run(&bits, &work, &base, &pki.root, &data.small, n);
+        drop(nginx);
+        if !opts.keep {
+            let _ = fs::remove_dir_all(&work);
+        }
+        return result;
+    }
     let data = make_data(&target.join("bench-data"), opts.size, opts.count)?;
 
     println!("{}", machine_note());
@@ -301,6 +316,8 @@ struct Options {
     rtts: Vec<u64>,
     keep: bool,
     readme: bool,
+    /// `--fleet N`: the fleet benchmark instead ([`crate::fleet_bench`]).
+    fleet: Option<usize>,
 }
 
 impl Options {
@@ -320,6 +337,7 @@ impl Options {
             rtts: vec![0],
             keep: false,
             readme: false,
+            fleet: None,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -369,6 +387,7 @@ impl Options {
                 }
                 "--keep" => o.keep = true,
                 "--readme" => o.readme = true,
+                "--fleet" => o.fleet = Some(value()?.parse().context("--fleet")?),
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);

@@ -9,6 +9,7 @@ mod bench;
 mod ci;
 mod conformance;
 mod demo;
+mod fleet_bench;
 mod latency;
 mod test_matrix;
 mod util;

@@ -347,6 +347,101 @@ pub enum Command {
     /// The upload server (BITS upload protocol, MC-BUP) and a download server of its folder.
     #[command(long_about = SERVE_HELP)]
     Serve(ServeArgs),
+    /// The daemon, also taking job specs from NATS JetStream (a fleet agent).
+    #[command(long_about = AGENT_HELP)]
+    Agent(AgentArgs),
+    /// The operator's side of a fleet: submit a spec, its status, cancel it, list the agents.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+}
+
+/// `bits agent --help` (`fleet.md`).
+const AGENT_HELP: &str = "\
+The daemon of this store (--store), plus a NATS connection: it consumes job specs published to \
+bits.jobs.agent.NAME and bits.jobs.group.GROUP (stream BITS_JOBS, a durable consumer of its own \
+per subject, created with the buckets BITS_STATE and BITS_AGENTS when missing), stores each as a \
+local job whose id is the spec id (a spec delivered twice makes one job), acks it once stored, \
+runs it as any job and completes it unless the spec says \"complete\": false. Every state change \
+and progress at most once a second goes to BITS_STATE under SPEC.NAME. A local path must lie \
+under --root (relative ones are taken from it), and a spec may set only the security-flag bits of \
+--allow-flags (default 0x0F01): otherwise the job is stored in ERROR with 0x80070005. A spec that \
+cannot be parsed is acked and reported on bits.rejected.NAME. With NATS down local jobs go on and \
+states are written when it returns. Prints `ready` once it accepts commands.";
+
+/// The options of `bits agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The NATS server(s): nats://HOST:PORT or tls://HOST:PORT, several separated by commas.
+    #[arg(long, value_name = "URL")]
+    pub nats: String,
+    /// The download root: every local path of a spec lies under it.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// The agent's name (default: the host name up to its first dot).
+    #[arg(long, value_name = "N")]
+    pub name: Option<String>,
+    /// A group whose specs the agent takes (repeatable).
+    #[arg(long = "group", value_name = "G")]
+    pub groups: Vec<String>,
+    /// The security-flag bits a spec may set (decimal or 0x hex).
+    #[arg(long, value_name = "MASK", default_value = "0x0F01")]
+    pub allow_flags: String,
+    /// A NATS credentials file (.creds: JWT and nkey seed).
+    #[arg(long, value_name = "F")]
+    pub creds: Option<PathBuf>,
+}
+
+/// `bits fleet …`.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Publish a job spec (JSON) to a group or one agent; prints the spec id (one is added when missing).
+    Submit {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// Every agent of this group.
+        #[arg(
+            long,
+            value_name = "G",
+            conflicts_with = "agent",
+            required_unless_present = "agent"
+        )]
+        group: Option<String>,
+        /// This agent only.
+        #[arg(long, value_name = "N")]
+        agent: Option<String>,
+        /// The spec file (`-`: standard input).
+        spec: PathBuf,
+    },
+    /// The state of a spec on every agent that has it: one row per agent and a summary.
+    Status {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// The spec id, or the spec file.
+        spec: String,
+    },
+    /// Withdraw a spec: every agent that has it, or gets it later, cancels its job.
+    Cancel {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// The spec id, or the spec file.
+        spec: String,
+    },
+    /// The agents and when each was last seen.
+    Agents {
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+}
+
+/// How `bits fleet` reaches NATS.
+#[derive(Debug, clap::Args)]
+pub struct NatsArgs {
+    /// The NATS server(s): nats://HOST:PORT or tls://HOST:PORT, several separated by commas.
+    #[arg(long, value_name = "URL")]
+    pub nats: String,
+    /// A NATS credentials file (.creds).
+    #[arg(long, value_name = "F")]
+    pub creds: Option<PathBuf>,
 }
 
 /// `bits serve --help` (`docs/spec/upload.md`, "The server").

@@ -120,7 +120,10 @@ fn clap_error(e: clap::Error) -> ExitCode {
 
 fn init_logging(cli: &Cli) {
     // The services log at info by default.
-    let daemon = matches!(cli.command, Command::Daemon { .. } | Command::Serve(_));
+    let daemon = matches!(
+        cli.command,
+        Command::Daemon { .. } | Command::Serve(_) | Command::Agent(_)
+    );
     let level = match (cli.global.quiet, cli.global.verbose, daemon) {
         (true, _, _) => "error",
         (_, 0, true) => "info",

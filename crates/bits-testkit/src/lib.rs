@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod http;
+pub mod nats;
 
 pub mod backend;
 pub mod conformance;

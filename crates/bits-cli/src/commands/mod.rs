@@ -11,6 +11,7 @@ mod create;
 mod daemon;
 mod diagnose;
 mod edit;
+mod fleet;
 mod http_options;
 mod serve;
 mod show;
@@ -166,5 +167,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => daemon::start(&ctx, foreground, config),
         Command::Diagnose { url, crl } => diagnose::diagnose(&ctx, &url, crl),
         Command::Serve(args) => serve::serve(&ctx, &args),
+        Command::Agent(args) => fleet::agent(&ctx, &args),
+        Command::Fleet(cmd) => fleet::fleet(&ctx, cmd),
     }
 }

@@ -38,15 +38,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use bits_core::Hresult;
+use bits_core::{Hresult, Job};
 use bits_scheduler::Scheduler;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::backend;
 use crate::error::{Failure, EXIT_OK};
-use crate::ipc::{self, accept_loop, Changes};
+use crate::ipc::{self, accept_loop, Changes, Pending};
 use crate::store::{self, Store};
 use bandwidth::DaemonSchedule;
 pub use bandwidth::{NetworkView, Published};
@@ -58,11 +59,43 @@ use sqlite::StoreJobs;
 /// write error (a LOCAL_FILE error of the job) instead of killing us.
 const SIGXFSZ: i32 = 25;
 
+/// Told of every save of a job: a change of state, error or files at
+/// once, progress at most every second. Called on the daemon's thread:
+/// it must not block.
+pub type SaveListener = Arc<dyn Fn(&Job) + Send + Sync>;
+
+/// What an embedder adds to the daemon without the daemon knowing what
+/// it is (`bits agent`'s NATS side): one more source of jobs and a
+/// listener of their saves. The default adds nothing.
+#[derive(Default)]
+pub struct Hooks {
+    /// Told of every save ([`SaveListener`]).
+    pub on_save: Option<SaveListener>,
+    /// Called once the daemon is ready, with the sender of its requests:
+    /// the source stores its jobs in the store as `bits transfer` does,
+    /// then sends [`ipc::Request`]s as a socket client would.
+    pub intake: Option<Box<dyn FnOnce(mpsc::UnboundedSender<Pending>) + Send>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_save", &self.on_save.is_some())
+            .field("intake", &self.intake.is_some())
+            .finish()
+    }
+}
+
 /// Runs the daemon in the foreground until SIGTERM or SIGINT. Prints
 /// `ready` on stdout once it accepts commands. `config`: the config file
 /// (the bandwidth schedule), else the default one; a malformed one is
 /// refused (exit 2) before anything starts.
 pub fn run(dir: &Path, config: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    run_with(dir, config, Hooks::default())
+}
+
+/// [`run`] with an embedder's [`Hooks`].
+pub fn run_with(dir: &Path, config: Option<PathBuf>, hooks: Hooks) -> Result<ExitCode, Failure> {
     let schedule = DaemonSchedule::load(dir, config)?;
     store::ensure_dir(dir)?;
     let lock_path = ipc::path(dir, ipc::DAEMON_LOCK);
@@ -86,7 +119,7 @@ pub fn run(dir: &Path, config: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let store = Store::open(dir)?;
     store.check_integrity()?;
     let changes = Changes::default();
-    let jobs = StoreJobs::new(store, changes.clone());
+    let jobs = StoreJobs::new(store, changes.clone()).with_listener(hooks.on_save);
     let transports_dir = dir.to_path_buf();
     let scheduler = Scheduler::new(jobs.clone(), jobs.clone(), move |name: &str| {
         backend::transport_for(name, &transports_dir)
@@ -107,10 +140,13 @@ pub fn run(dir: &Path, config: Option<PathBuf>) -> Result<ExitCode, Failure> {
             .map_err(|e| store::io_failure("listen on", &sock, &e))?;
         let mut signals = Signals::new()?;
         let (req_tx, req_rx) = mpsc::unbounded_channel();
-        tokio::task::spawn_local(accept_loop(listener, req_tx, changes.clone()));
+        tokio::task::spawn_local(accept_loop(listener, req_tx.clone(), changes.clone()));
         let mut daemon = Daemon::new(jobs, scheduler, changes, checkpoints, schedule);
         daemon.start().await;
         drop(store_lock);
+        if let Some(intake) = hooks.intake {
+            intake(req_tx);
+        }
         {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "ready").and_then(|()| out.flush());

@@ -167,6 +167,7 @@ impl Daemon {
             self.cancel_upload_sessions(id);
         }
         let result = ops::apply_stored(&self.jobs.store(), id, &op);
+        self.jobs.saved(id);
         self.changes.announce();
         // The job may have left TRANSIENT_ERROR (resume, suspend, cancel…),
         // or changed its timeouts while waiting.

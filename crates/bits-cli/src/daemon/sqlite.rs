@@ -7,6 +7,7 @@ use bits_core::Job;
 use bits_scheduler::{Error, JobSource, StateSink};
 use uuid::Uuid;
 
+use super::SaveListener;
 use crate::ipc::Changes;
 use crate::store::Store;
 
@@ -15,10 +16,21 @@ use crate::store::Store;
 /// A mutex rather than a `RefCell` because the engine's observers are
 /// `Send`; every user runs on the daemon's one thread, so it is never
 /// contended.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) struct StoreJobs {
     store: Arc<Mutex<Store>>,
     changes: Changes,
+    /// Told of every save ([`super::Hooks::on_save`]).
+    listener: Option<SaveListener>,
+}
+
+impl std::fmt::Debug for StoreJobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreJobs")
+            .field("store", &self.store)
+            .field("listener", &self.listener.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl StoreJobs {
@@ -26,6 +38,23 @@ impl StoreJobs {
         StoreJobs {
             store: Arc::new(Mutex::new(store)),
             changes,
+            listener: None,
+        }
+    }
+
+    /// Tells `listener` of every save from now on.
+    pub(super) fn with_listener(mut self, listener: Option<SaveListener>) -> StoreJobs {
+        self.listener = listener;
+        self
+    }
+
+    /// Job `id` was changed in the store by the daemon's own edit (an
+    /// operation): the listener, if any, is told as of a save.
+    pub(super) fn saved(&self, id: Uuid) {
+        if let Some(listener) = &self.listener {
+            if let Ok(Some(job)) = self.store().get(id) {
+                listener(&job);
+            }
         }
     }
 
@@ -51,7 +80,11 @@ impl JobSource for StoreJobs {
 
 impl StateSink for StoreJobs {
     fn save(&self, job: &Job) -> Result<(), Error> {
-        Ok(self.store().save(job)?)
+        self.store().save(job)?;
+        if let Some(listener) = &self.listener {
+            listener(job);
+        }
+        Ok(())
     }
 
     fn changed(&self, _id: Uuid) {
