@@ -105,6 +105,7 @@ use http::header::{AUTHORIZATION, IF_RANGE, RANGE};
 use http::{HeaderMap, HeaderValue};
 use uuid::Uuid;
 
+use crate::bandwidth::Controller;
 use crate::error::BitsError;
 use crate::files::{self, TempWriter};
 use crate::flags::RedirectPolicy;
@@ -115,7 +116,7 @@ use crate::job::{parse_remote_url, FileInfo, Job, JobType};
 use crate::policy::ConnectionPolicy;
 use crate::redirect;
 use crate::state::{check_operation, Event, JobState, Operation};
-use crate::transport::{Request, Response, SharedTransport};
+use crate::transport::{Request, Response, SharedTransport, YieldController};
 
 use checkpoint::Unsynced;
 use pipeline::{poll_once, Meanwhile, Received};
@@ -535,6 +536,13 @@ impl Engine {
             if job.files[i].protocol.as_deref() != Some(protocol) {
                 job.files[i].protocol = Some(protocol.to_owned());
             }
+            // What `info` shows of the connection's yielding (saved with
+            // the next change, as the protocol is).
+            (job.controller, job.yielding) = match response.yielding().map(|s| s.controller()) {
+                Some(YieldController::WindowClamp) => (Controller::WindowClamp, true),
+                Some(YieldController::PacedReads) => (Controller::Paced, true),
+                None => (Controller::None, false),
+            };
             if job.state() != JobState::Transferring && job.apply(Event::Connected) == JobState::Transferring
             {
                 observer.on_change(job);

@@ -23,6 +23,7 @@ use tracing::Instrument;
 use super::checkpoint::Unsynced;
 use super::pipeline::{Meanwhile, Received};
 use super::{fail, moved, rate, Engine, Observer, RunOutcome};
+use crate::bandwidth::Controller;
 use crate::error::BitsError;
 use crate::files;
 use crate::job::{FileInfo, Job};
@@ -48,6 +49,9 @@ enum Reported {
         info: Box<FileInfo>,
         transferring: bool,
         file_change: bool,
+        /// How its connection yields ([`Job::controller`], [`Job::yielding`]).
+        controller: Controller,
+        yielding: bool,
     },
 }
 
@@ -87,6 +91,8 @@ impl Relay {
             info: Box::new(job.files[0].clone()),
             transferring: job.state() == JobState::Transferring,
             file_change,
+            controller: job.controller,
+            yielding: job.yielding,
         });
     }
 }
@@ -112,7 +118,10 @@ fn apply(job: &mut Job, observer: &mut dyn Observer, report: Report) {
             info,
             transferring,
             file_change,
+            controller,
+            yielding,
         } => {
+            (job.controller, job.yielding) = (controller, yielding);
             // A file's job of one file reports its first answer as a change
             // (CONNECTING to TRANSFERRING); the real job changes state once,
             // and a file changed only in its protocol (saved with its next
