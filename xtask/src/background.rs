@@ -781,17 +781,7 @@ http {{
             .spawn()
             .context("starting nginx")?;
         let mut nginx = Nginx(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", HTTP_PORT)).is_err() {
-            if let Some(status) = nginx.0.try_wait()? {
-                bail!(
-                    "nginx exited ({status}): {}",
-                    fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-                );
-            }
-            ensure!(Instant::now() < deadline, "nginx did not listen within 10 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::util::await_nginx(&mut nginx.0, HTTP_PORT, &dir.join("error.log"))?;
         Ok(nginx)
     }
 }

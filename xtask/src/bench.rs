@@ -65,7 +65,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -850,17 +850,7 @@ http {{
             .spawn()
             .context("starting nginx")?;
         let mut nginx = Nginx { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = nginx.child.try_wait()? {
-                bail!(
-                    "nginx exited ({status}): {}",
-                    fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-                );
-            }
-            ensure!(Instant::now() < deadline, "nginx did not listen within 10 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        util::await_nginx(&mut nginx.child, port, &dir.join("error.log"))?;
         Ok(nginx)
     }
 }

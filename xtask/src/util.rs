@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 /// The workspace root: the parent of xtask's own manifest directory.
 pub fn project_root() -> PathBuf {
@@ -83,6 +83,23 @@ pub fn have_nextest() -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// Waits (10 s at most) until a just-started nginx listens on 127.0.0.1:`port`;
+/// if it exits first, fails with its `error_log`.
+pub fn await_nginx(child: &mut std::process::Child, port: u16, error_log: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "nginx exited ({status}): {}",
+                std::fs::read_to_string(error_log).unwrap_or_default()
+            );
+        }
+        ensure!(Instant::now() < deadline, "nginx did not listen within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -415,25 +415,10 @@ impl Engine {
             {
                 // Written out while the next file's request is in flight.
                 Ok(received) => unsynced.hold(received),
-                Err((f, e)) => {
-                    // The files finished before `f` are kept: synced and marked
-                    // completed before the failure is recorded.
-                    if let Err((f, e)) = unsynced.checkpoint(job, observer).await {
-                        return fail(job, observer, &e, Some(f));
-                    }
-                    return fail(job, observer, &e, Some(f));
-                }
+                Err(failed) => return end_run(job, observer, &mut unsynced, Some(failed)).await,
             }
         }
-        if let Err((f, e)) = unsynced.checkpoint(job, observer).await {
-            return fail(job, observer, &e, Some(f));
-        }
-        job.apply(Event::AllFilesDone);
-        observer.on_change(job);
-        RunOutcome {
-            state: job.state(),
-            retry_after: None,
-        }
+        end_run(job, observer, &mut unsynced, None).await
     }
 
     /// Runs the job until it settles in TRANSFERRED or ERROR (or any state
@@ -857,6 +842,29 @@ fn moved(job: &mut Job, i: usize, position: u64, observer: &mut dyn Observer) {
         observer.on_change(job);
     }
     observer.on_progress(job);
+}
+
+/// Ends a download run: the files finished are kept (synced and marked
+/// completed), then `failure` (a file's index and error) is recorded, or
+/// the job is TRANSFERRED.
+async fn end_run(
+    job: &mut Job,
+    observer: &mut dyn Observer,
+    unsynced: &mut Unsynced,
+    failure: Option<(usize, BitsError)>,
+) -> RunOutcome {
+    if let Err((f, e)) = unsynced.checkpoint(job, observer).await {
+        return fail(job, observer, &e, Some(f));
+    }
+    if let Some((f, e)) = failure {
+        return fail(job, observer, &e, Some(f));
+    }
+    job.apply(Event::AllFilesDone);
+    observer.on_change(job);
+    RunOutcome {
+        state: job.state(),
+        retry_after: None,
+    }
 }
 
 /// Records a failure and says when to retry.

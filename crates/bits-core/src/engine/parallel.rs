@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use super::checkpoint::Unsynced;
 use super::pipeline::{Meanwhile, Received};
-use super::{fail, moved, rate, Engine, Observer, RunOutcome};
+use super::{end_run, moved, rate, Engine, Observer, RunOutcome};
 use crate::bandwidth::Controller;
 use crate::error::BitsError;
 use crate::files;
@@ -287,20 +287,7 @@ impl Engine {
                 moved(job, i, size, observer);
             }
         }
-        // The files finished before a failure are kept: synced and marked
-        // completed before it is recorded.
-        if let Err((f, e)) = unsynced.checkpoint(job, observer).await {
-            return fail(job, observer, &e, Some(f));
-        }
-        if let Some((f, e)) = failure {
-            return fail(job, observer, &e, Some(f));
-        }
-        job.apply(Event::AllFilesDone);
-        observer.on_change(job);
-        RunOutcome {
-            state: job.state(),
-            retry_after: None,
-        }
+        end_run(job, observer, &mut unsynced, failure).await
     }
 
     /// Receives file `i` of the real job on `own`, a job holding just that
