@@ -398,7 +398,7 @@ pub struct ServerState {
     handshake_failures: AtomicUsize,
     close_connections: AtomicBool,
     bytes_sent: AtomicU64,
-    /// HTTP/1.1 requests being answered now, and the most at once.
+    /// Requests being answered now, and the most at once.
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     panics: Mutex<Vec<String>>,
@@ -457,8 +457,8 @@ impl ServerState {
     }
 
     /// Counts an accepted connection and returns its number (from 1).
-    /// The most HTTP/1.1 requests answered at once (from the request
-    /// read to the last byte of its answer).
+    /// The most requests answered at once (from the request read to the
+    /// last byte of its answer; over HTTP/2, streams of any connection).
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
     }
@@ -713,7 +713,7 @@ impl HttpServer {
         self.state.connections()
     }
 
-    /// The most HTTP/1.1 requests answered at once.
+    /// The most requests answered at once.
     pub fn max_in_flight(&self) -> usize {
         self.state.max_in_flight()
     }
@@ -921,6 +921,7 @@ async fn h2_answer(
         protocol: "h2",
     };
     lock(&state.requests).push(request.clone());
+    let answering = Answering::new(&state);
     let plan = plan_response(&state, &request);
     if let Some(delay) = plan.delay {
         tokio::time::sleep(delay).await;
@@ -941,6 +942,7 @@ async fn h2_answer(
     let (mut tx, body) = H2Body::new(1);
     if !plan.no_body {
         tokio::spawn(async move {
+            let _answering = answering;
             let limit = plan
                 .truncate_after
                 .map_or(plan.body.len(), |k| k.min(plan.body.len()));
@@ -965,6 +967,24 @@ async fn h2_answer(
     response
         .body(body)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
+/// A request being answered, counted in [`ServerState::max_in_flight`]
+/// until dropped.
+struct Answering(Arc<ServerState>);
+
+impl Answering {
+    fn new(state: &Arc<ServerState>) -> Answering {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        Answering(Arc::clone(state))
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Whether the client lets the connection stay open: not when it says

@@ -149,6 +149,22 @@ fn apply(job: &mut Job, observer: &mut dyn Observer, report: Report) {
 /// about 63 round trips instead of 250.
 pub(super) const H2_FILES_IN_FLIGHT: usize = 32;
 
+/// Notes the first answer from a file's origin: how many of its files may
+/// be in flight from now on (`limit` over HTTP/1.1, a connection each;
+/// [`H2_FILES_IN_FLIGHT`] over HTTP/2, streams of one connection).
+fn hear(heard: &mut HashMap<String, usize>, origins: &HashMap<usize, String>, report: &Report, limit: usize) {
+    if let (Some(protocol), Some(origin)) = (report.answered(), origins.get(&report.file)) {
+        if !heard.contains_key(origin) {
+            let room = if protocol == "h2" {
+                H2_FILES_IN_FLIGHT.max(limit)
+            } else {
+                limit
+            };
+            heard.insert(origin.clone(), room);
+        }
+    }
+}
+
 /// The origin (scheme, host, port) a file is fetched from, which its
 /// connection limit counts against.
 fn origin_of(file: &FileInfo) -> String {
@@ -239,12 +255,7 @@ impl Engine {
             tokio::select! {
                 biased;
                 Some(report) = reports.recv() => {
-                    if let (Some(protocol), Some(origin)) = (report.answered(), origins.get(&report.file)) {
-                        if !heard.contains_key(origin) {
-                            let room = if protocol == "h2" { H2_FILES_IN_FLIGHT.max(limit) } else { limit };
-                            heard.insert(origin.clone(), room);
-                        }
-                    }
+                    hear(&mut heard, &origins, &report, limit);
                     apply(job, observer, report);
                 }
                 work = unsynced.ready(), if unsynced.pending() => {
@@ -253,8 +264,10 @@ impl Engine {
                     }
                 }
                 Some((i, origin, info, result)) = running.next() => {
-                    // What it reported before it ended comes first.
+                    // What it reported before it ended comes first (a
+                    // small file's first answer often ends with it).
                     while let Ok(report) = reports.try_recv() {
+                        hear(&mut heard, &origins, &report, limit);
                         apply(job, observer, report);
                     }
                     if let Some(count) = per_origin.get_mut(&origin) {

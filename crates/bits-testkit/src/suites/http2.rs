@@ -135,6 +135,25 @@ pub async fn a_download_over_h2_lands_whole_and_reports_h2<B: TlsBackend>() {
     assert_eq!(got, body(1000));
 }
 
+/// Once an origin answered over h2, more files than the connection limit
+/// (8) are in flight at once: streams of the one connection.
+pub async fn many_small_files_over_h2_run_as_many_streams<B: TlsBackend>() {
+    let server = origin(Alpn::H2);
+    let paths: Vec<String> = (0..48).map(|k| format!("/s{k}")).collect();
+    for path in &paths {
+        server.set(path, Route::body(body(2000)).delay(Duration::from_millis(100)));
+    }
+    let files: Vec<(&str, Vec<u8>)> = paths.iter().map(|p| (p.as_str(), body(2000))).collect();
+    download::<B>(&server, &files).await;
+    assert!(
+        server.max_in_flight() > 8,
+        "{} streams at once",
+        server.max_in_flight()
+    );
+    let requests = server.requests();
+    assert!(requests.iter().all(|r| r.connection == requests[0].connection));
+}
+
 /// An origin that does not choose h2 (it ignores ALPN, or chooses
 /// `http/1.1`) is spoken to over HTTP/1.1, and each file records
 /// `http/1.1`.

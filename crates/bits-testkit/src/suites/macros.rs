@@ -472,6 +472,13 @@ macro_rules! http2_tests {
                 .await;
         }
         #[tokio::test]
+        async fn h2_many_small_files_over_h2_run_as_many_streams() {
+            $crate::suites::http2::within(
+                $crate::suites::http2::many_small_files_over_h2_run_as_many_streams::<$backend>(),
+            )
+            .await;
+        }
+        #[tokio::test]
         async fn h2_plain_http_stays_http1() {
             $crate::suites::http2::within($crate::suites::http2::plain_http_stays_http1::<$backend>()).await;
         }
