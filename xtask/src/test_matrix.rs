@@ -27,6 +27,11 @@ pub struct Combination {
     /// Whether the selection has library crates whose doctests should run
     /// (nextest does not run doctests).
     pub doctests: bool,
+    /// Whether to run its tests at all (a combination whose tests another
+    /// one already runs with the same features only builds and lints).
+    pub test: bool,
+    /// A nextest filterset narrowing the tests run (only with nextest).
+    pub filter: Option<String>,
 }
 
 impl Combination {
@@ -36,8 +41,32 @@ impl Combination {
             args: args.iter().map(|a| a.to_string()).collect(),
             clippy: true,
             doctests,
+            test: true,
+            filter: None,
         }
     }
+}
+
+/// bits-cli's integration-test binaries that never touch TLS: they run the
+/// daemon, the store, the schedule and the fleet over plain HTTP, so the
+/// backend a combination compiles in changes nothing in them. The
+/// one-backend combinations skip them; the whole-workspace one runs them.
+pub const BACKEND_FREE_CLI_TESTS: &[&str] = &[
+    "daemon",
+    "disk_full",
+    "fleet",
+    "lifecycle",
+    "progress",
+    "schedule",
+];
+
+/// The nextest filterset that leaves out [`BACKEND_FREE_CLI_TESTS`].
+fn without_backend_free_tests() -> String {
+    let binaries: Vec<String> = BACKEND_FREE_CLI_TESTS
+        .iter()
+        .map(|b| format!("binary({b})"))
+        .collect();
+    format!("not ({})", binaries.join(" | "))
 }
 
 /// The backends `bits-cli` can be built with alone: its features other than
@@ -83,17 +112,20 @@ pub fn all(cli_features: &[String]) -> Vec<Combination> {
         Combination::new("bits-scheduler alone", &["-p", "bits-scheduler"], true),
     ];
     for f in cli_features {
-        combos.push(Combination::new(
+        let mut one = Combination::new(
             format!("bits-cli, {f} only"),
             &["-p", "bits-cli", "--no-default-features", "--features", f],
             false,
-        ));
+        );
+        one.filter = Some(without_backend_free_tests());
+        combos.push(one);
     }
-    combos.push(Combination::new(
-        "bits-cli, default features",
-        &["-p", "bits-cli"],
-        false,
-    ));
+    // Its default features are every backend, so bits-cli's tests under the
+    // whole-workspace combination are the same tests with the same features:
+    // here it only has to build and lint on its own.
+    let mut default = Combination::new("bits-cli, default features", &["-p", "bits-cli"], false);
+    default.test = false;
+    combos.push(default);
     combos.push(Combination::new(
         "workspace, all features",
         &["--workspace", "--all-features"],
@@ -199,10 +231,15 @@ pub fn run_combinations(combos: &[Combination]) -> Result<Vec<Row>> {
         };
         let test = if build.failed() {
             Cell::Blocked
+        } else if !c.test {
+            Cell::Skipped
         } else {
             let mut cmd = if nextest {
                 let mut cmd = cargo_with(&["nextest", "run", "--no-tests=pass"]);
                 cmd.args(args);
+                if let Some(filter) = &c.filter {
+                    cmd.args(["-E", filter]);
+                }
                 cmd
             } else {
                 let mut cmd = cargo_with(&["test"]);
@@ -327,6 +364,21 @@ workspace   | FAIL 100s | blocked | pass 7s
     }
 
     #[test]
+    fn backend_free_tests_exist_and_never_pick_a_backend_or_https() {
+        let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/bits-cli/tests");
+        for name in BACKEND_FREE_CLI_TESTS {
+            let path = tests.join(format!("{name}.rs"));
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for word in ["--backend", "https://", "TlsServer"] {
+                assert!(
+                    !text.contains(word),
+                    "{name}.rs mentions {word}: it depends on the backend"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn every_combination_selects_packages_without_unification_except_the_workspace_one() {
         let all = all(&["native".to_string(), "openssl".to_string()]);
         assert_eq!(all.len(), 6);
@@ -341,6 +393,17 @@ workspace   | FAIL 100s | blocked | pass 7s
         );
         assert_eq!(all[4].args, ["-p", "bits-cli"]);
         assert_eq!(all[5].args, ["--workspace", "--all-features"]);
+        // One backend: only the tests a backend can change; default
+        // features: the workspace run has its tests; the workspace: all.
+        assert_eq!(
+            all[2].filter.as_deref(),
+            Some(
+                "not (binary(daemon) | binary(disk_full) | binary(fleet) | binary(lifecycle) \
+                 | binary(progress) | binary(schedule))"
+            )
+        );
+        assert!(!all[4].test);
+        assert!(all[5].test && all[5].filter.is_none());
         let q = quick();
         assert_eq!(q.len(), 2);
         assert!(!q[0].clippy);
