@@ -23,7 +23,7 @@
 //!    by half the RTT, since this kernel has no netem), for each workload,
 //!    runs every tool once to warm up, then `--runs` times, interleaved
 //!    (curl, bits, aria2c, bits-native, curl, ...; `curl-parallel` and
-//!    `curl-h2` on `many` only). Each run is
+//!    `curl-h2` on `many` and `one`). Each run is
 //!    wrapped in `/usr/bin/time -v` (peak RSS, CPU). For bits the daemon does
 //!    the transfer, so its CPU is read from `/proc/PID/stat` before and after
 //!    each run and its peak RSS from `VmHWM`, reset before each run through
@@ -465,12 +465,14 @@ impl Workload {
         }
     }
 
-    /// Whether `tool` takes part (aria2c cannot upload; curl's parallel
-    /// modes differ from curl on many files only).
+    /// Whether `tool` takes part (aria2c cannot upload; `--parallel` differs
+    /// from curl on many files only, but on the one file curl-h2 is the
+    /// HTTP/2 peer bits' one stream is measured against).
     fn runs(self, tool: &Tool) -> bool {
         match tool {
             Tool::Aria2 => self != Workload::Up,
-            Tool::CurlParallel { .. } => self == Workload::Many,
+            Tool::CurlParallel { h2: false } => self == Workload::Many,
+            Tool::CurlParallel { h2: true } => self != Workload::Up,
             Tool::Curl | Tool::Bits(_) => true,
         }
     }
