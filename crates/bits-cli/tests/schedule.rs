@@ -203,13 +203,13 @@ fn received(root: &Path) -> u64 {
         .sum()
 }
 
-/// Samples `bytes` every 100 ms for `span` after a warm-up: the most and
-/// the least it grew in any 10 s window.
-fn ten_second_windows(bytes: impl Fn() -> u64, warm_up: Duration, span: Duration) -> (u64, u64) {
-    std::thread::sleep(warm_up);
+/// Samples `bytes` every 100 ms for 11 s after a 2 s warm-up and checks
+/// every 10 s window against `rate`: never 5 % over, never under half.
+fn assert_held_to_rate(bytes: impl Fn() -> u64, rate: u64) {
+    std::thread::sleep(Duration::from_secs(2));
     let start = Instant::now();
     let mut samples = Vec::new();
-    while start.elapsed() < span {
+    while start.elapsed() < Duration::from_secs(11) {
         samples.push((start.elapsed(), bytes()));
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -224,9 +224,17 @@ fn ten_second_windows(bytes: impl Fn() -> u64, warm_up: Duration, span: Duration
             least = least.min(b1 - b0);
         }
     }
-    assert!(least != u64::MAX, "no 10 s window in {span:?}");
+    assert!(least != u64::MAX, "no 10 s window in 11 s");
     eprintln!("over 10 s windows: at most {most} bytes, at least {least}");
-    (most, least)
+    let limit = rate * 10;
+    assert!(
+        most as f64 <= limit as f64 * 1.05,
+        "{most} bytes in 10 s, over {limit}"
+    );
+    assert!(
+        least as f64 >= limit as f64 * 0.5,
+        "{least} bytes in 10 s, under half of {limit}"
+    );
 }
 
 #[test]
@@ -260,20 +268,7 @@ fn a_daemon_wide_rate_is_shared_by_two_background_uploads() {
     for id in &ids {
         env.run(&["resume", id]).ok();
     }
-    let (most, least) = ten_second_windows(
-        || received(&s.root),
-        Duration::from_secs(2),
-        Duration::from_secs(11),
-    );
-    let limit = RATE * 10;
-    assert!(
-        most as f64 <= limit as f64 * 1.05,
-        "{most} bytes in 10 s, over {limit}"
-    );
-    assert!(
-        least as f64 >= limit as f64 * 0.5,
-        "{least} bytes in 10 s, under half of {limit}"
-    );
+    assert_held_to_rate(|| received(&s.root), RATE);
     // Both moved, NORMAL (weight 2) ahead of LOW (weight 1).
     let infos: Vec<Value> = ids.iter().map(|id| env.info(id)).collect();
     for info in &infos {
@@ -310,18 +305,5 @@ fn a_daemon_wide_rate_is_shared_by_two_background_downloads() {
         env.add_file(&id, &server.url(&format!("/{name}.bin")), &format!("{name}.bin"));
         env.run(&["resume", &id]).ok();
     }
-    let (most, least) = ten_second_windows(
-        || temp_bytes(&env.data),
-        Duration::from_secs(2),
-        Duration::from_secs(11),
-    );
-    let limit = RATE * 10;
-    assert!(
-        most as f64 <= limit as f64 * 1.05,
-        "{most} bytes in 10 s, over {limit}"
-    );
-    assert!(
-        least as f64 >= limit as f64 * 0.5,
-        "{least} bytes in 10 s, under half of {limit}"
-    );
+    assert_held_to_rate(|| temp_bytes(&env.data), RATE);
 }
