@@ -350,11 +350,9 @@ async fn upload_reply_runs_the_command_once_and_serves_its_output_until_close() 
     assert_eq!(std::fs::read(root.join("r.txt")).unwrap(), b"abcdef");
 }
 
-#[tokio::test]
-async fn a_failing_reply_command_is_a_500_of_the_application() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::new(Sessions::new(Root::new(dir.path()).unwrap(), Limits::default()))
-        .with_reply_command("/bin/false".into());
+/// Uploads one byte as `/r` to `server`, whose reply command fails: the
+/// last fragment's answer is a 500 of the application (context 0x7).
+async fn upload_one_byte_to_a_failing_reply(server: Server) -> Answer {
     let s = serve_with(server).await;
     let id = create(s.addr, "/r")
         .await
@@ -363,6 +361,15 @@ async fn a_failing_reply_command_is_a_500_of_the_application() {
         .to_owned();
     let a = fragment(s.addr, "/r", &id, 0, b"x", 1).await;
     assert_eq!((a.status, a.h("bits-error-context")), (500, Some("0x7")), "{a:?}");
+    a
+}
+
+#[tokio::test]
+async fn a_failing_reply_command_is_a_500_of_the_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::new(Sessions::new(Root::new(dir.path()).unwrap(), Limits::default()))
+        .with_reply_command("/bin/false".into());
+    let a = upload_one_byte_to_a_failing_reply(server).await;
     assert_eq!(a.h("bits-error-code"), Some("0x80004005"));
 }
 
@@ -382,14 +389,7 @@ async fn a_reply_command_that_runs_too_long_is_killed_and_a_500_of_the_applicati
     let server = Server::new(Sessions::new(Root::new(&root).unwrap(), Limits::default()))
         .with_reply_command(script)
         .with_reply_timeout(std::time::Duration::from_millis(300));
-    let s = serve_with(server).await;
-    let id = create(s.addr, "/r")
-        .await
-        .h("bits-session-id")
-        .unwrap()
-        .to_owned();
-    let a = fragment(s.addr, "/r", &id, 0, b"x", 1).await;
-    assert_eq!((a.status, a.h("bits-error-context")), (500, Some("0x7")), "{a:?}");
+    upload_one_byte_to_a_failing_reply(server).await;
     // The command was killed, not left running.
     let pid = std::fs::read_to_string(&started).unwrap().trim().to_owned();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
