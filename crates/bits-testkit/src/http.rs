@@ -943,17 +943,11 @@ async fn h2_answer(
     if !plan.no_body {
         tokio::spawn(async move {
             let _answering = answering;
-            let limit = plan
-                .truncate_after
-                .map_or(plan.body.len(), |k| k.min(plan.body.len()));
-            let chunk = plan.throttle.map_or(WRITE_CHUNK, |(c, _)| c);
-            let mut sent = 0;
-            while sent < limit {
-                let n = chunk.min(limit - sent);
-                if tx.send_data(plan.body.slice(sent..sent + n)).await.is_err() {
+            for piece in plan.pieces() {
+                let n = piece.len();
+                if tx.send_data(plan.body.slice(piece)).await.is_err() {
                     return;
                 }
-                sent += n;
                 state.bytes_sent.fetch_add(n as u64, Ordering::SeqCst);
                 if let Some((_, delay)) = plan.throttle {
                     tokio::time::sleep(delay).await;
@@ -1153,6 +1147,19 @@ struct Plan {
 }
 
 impl Plan {
+    /// The body as it goes out, over HTTP/1.1 and HTTP/2 alike: ranges of
+    /// `body` one write (or throttle) chunk long, up to where a truncating
+    /// plan stops.
+    fn pieces(&self) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let limit = self
+            .truncate_after
+            .map_or(self.body.len(), |k| k.min(self.body.len()));
+        let chunk = self.throttle.map_or(WRITE_CHUNK, |(c, _)| c);
+        (0..limit)
+            .step_by(chunk)
+            .map(move |start| start..(start + chunk).min(limit))
+    }
+
     fn simple(status: u16, text: String, head: bool) -> Plan {
         let bodiless = no_body_status(status);
         let text = if bodiless { String::new() } else { text };
@@ -1434,14 +1441,9 @@ async fn write_response<S: AsyncWrite + Unpin>(
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await?;
 
-    let limit = plan
-        .truncate_after
-        .map_or(plan.body.len(), |k| k.min(plan.body.len()));
-    let chunk = plan.throttle.map_or(WRITE_CHUNK, |(c, _)| c);
-    let mut sent = 0;
-    while sent < limit {
-        let n = chunk.min(limit - sent);
-        let piece = &plan.body[sent..sent + n];
+    for piece in plan.pieces() {
+        let n = piece.len();
+        let piece = &plan.body[piece];
         if plan.content_length.is_none() {
             stream.write_all(format!("{n:x}\r\n").as_bytes()).await?;
             stream.write_all(piece).await?;
@@ -1449,7 +1451,6 @@ async fn write_response<S: AsyncWrite + Unpin>(
         } else {
             stream.write_all(piece).await?;
         }
-        sent += n;
         state.bytes_sent.fetch_add(n as u64, Ordering::SeqCst);
         if let Some((_, delay)) = plan.throttle {
             stream.flush().await?;
