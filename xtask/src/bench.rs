@@ -22,8 +22,9 @@
 //!    nginx and `bits serve` through a [`LatencyProxy`] that delays each way
 //!    by half the RTT, since this kernel has no netem), for each workload,
 //!    runs every tool once to warm up, then `--runs` times, interleaved
-//!    (curl, bits, aria2c, bits-native, curl, ...; `curl-parallel` and
-//!    `curl-h2` on `many` and `one`). Each run is
+//!    (curl, bits, aria2c, bits-native, curl, ...; `curl-parallel` on
+//!    `many` only, `curl-h2` on `many` and `one`, `curl+sync` (curl, then
+//!    `sync -f` of its file, timed) on `one` only). Each run is
 //!    wrapped in `/usr/bin/time -v` (peak RSS, CPU). For bits the daemon does
 //!    the transfer, so its CPU is read from `/proc/PID/stat` before and after
 //!    each run and its peak RSS from `VmHWM`, reset before each run through
@@ -85,9 +86,12 @@ usage: cargo xtask bench [--size SIZE] [--count N] [--runs N] [--backends LIST]
   --runs N          timed runs per tool and workload, after one warm-up (default 5)
   --backends LIST   bits backends, comma-separated (default openssl,native)
   --tools LIST      peers, comma-separated: curl (one connection, HTTP/1.1),
+                    curl+sync (curl, then `sync -f` of its file, timed: the one
+                    file as durable as bits makes it),
                     curl-parallel (--parallel --parallel-max 16, HTTP/1.1),
                     curl-h2 (the same over HTTP/2), aria2c (-j16 -x4)
-                    (default all four; the parallel ones run `many` only)
+                    (default all five; curl+sync runs `one` only, curl-parallel
+                    `many` only, curl-h2 both)
   --rtt LIST        round-trip times in ms, comma-separated (default 0): above
                     0 the clients reach nginx and bits serve through a latency
                     proxy (xtask/src/latency.rs) that delays each way by half
@@ -329,6 +333,7 @@ impl Options {
             backends: vec!["openssl".into(), "native".into()],
             peers: vec![
                 Tool::Curl,
+                Tool::CurlSync,
                 Tool::Aria2,
                 Tool::CurlParallel { h2: false },
                 Tool::CurlParallel { h2: true },
@@ -361,10 +366,13 @@ impl Options {
                         .iter()
                         .map(|t| match t.as_str() {
                             "curl" => Ok(Tool::Curl),
+                            "curl+sync" | "curl-sync" => Ok(Tool::CurlSync),
                             "curl-parallel" => Ok(Tool::CurlParallel { h2: false }),
                             "curl-h2" => Ok(Tool::CurlParallel { h2: true }),
                             "aria2c" | "aria2" => Ok(Tool::Aria2),
-                            other => bail!("unknown tool {other:?} (curl, curl-parallel, curl-h2, aria2c)"),
+                            other => bail!(
+                                "unknown tool {other:?} (curl, curl+sync, curl-parallel, curl-h2, aria2c)"
+                            ),
                         })
                         .collect::<Result<_>>()?
                 }
@@ -427,6 +435,10 @@ fn parse_size(text: &str) -> Result<u64> {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Tool {
     Curl,
+    /// curl, then `sync -f` on what it wrote, inside the timing: the one
+    /// file made as durable as bits makes it (bits syncs before `complete`;
+    /// curl leaves the writeback to the kernel, after the run).
+    CurlSync,
     /// `curl --parallel --parallel-max 16`, over HTTP/2 when `h2`.
     CurlParallel {
         h2: bool,
@@ -439,6 +451,7 @@ impl Tool {
     fn name(&self) -> String {
         match self {
             Tool::Curl => "curl".into(),
+            Tool::CurlSync => "curl+sync".into(),
             Tool::CurlParallel { h2: false } => "curl-parallel".into(),
             Tool::CurlParallel { h2: true } => "curl-h2".into(),
             Tool::Aria2 => "aria2c".into(),
@@ -473,6 +486,7 @@ impl Workload {
             Tool::Aria2 => self != Workload::Up,
             Tool::CurlParallel { h2: false } => self == Workload::Many,
             Tool::CurlParallel { h2: true } => self != Workload::Up,
+            Tool::CurlSync => self == Workload::One,
             Tool::Curl | Tool::Bits(_) => true,
         }
     }
@@ -1215,8 +1229,15 @@ impl Bench {
                 .arg(&big)
                 .args(&urls);
             }
-            Tool::Curl | Tool::CurlParallel { .. } => {
-                cmd.args(["curl", "-sS", "--fail", "--cacert"]).arg(&self.ca);
+            Tool::Curl | Tool::CurlSync | Tool::CurlParallel { .. } => {
+                if *tool == Tool::CurlSync {
+                    // `sh -c SCRIPT $0 $@...`: $0 is the file to sync.
+                    cmd.args(["sh", "-c", r#"curl "$@" && exec sync -f "$0""#])
+                        .arg(out.join(&names[0]));
+                } else {
+                    cmd.arg("curl");
+                }
+                cmd.args(["-sS", "--fail", "--cacert"]).arg(&self.ca);
                 match tool {
                     Tool::CurlParallel { h2 } => {
                         cmd.args(["--parallel", "--parallel-max", "16"]);
@@ -1593,6 +1614,18 @@ impl Bench {
                     "- {rtt} ms, {label}, bits ({backend}) {what}: {:.2} (rounds {:.2}-{:.2}; medians {:.2}) {goal}",
                     p.median, p.min, p.max, p.of_medians
                 );
+            }
+            // For context: curl with the file made durable inside its time.
+            let one = |t: &Tool| self.results.get(&(rtt, Workload::One, t.clone()));
+            if let (Some(b), Some(c)) = (one(&bits), one(&Tool::CurlSync)) {
+                if let Some(p) = paired(b, c, |s| s.wall, true) {
+                    let _ = writeln!(
+                        r,
+                        "- {rtt} ms, one file, bits ({backend}) throughput / curl+sync: {:.2} (rounds {:.2}-{:.2}) \
+                         (shown for context: curl, then its file synced, as bits syncs before it says TRANSFERRED)",
+                        p.median, p.min, p.max
+                    );
+                }
             }
             // Issue 18: on a link with latency, against the fastest peer of each round.
             let best = self.best_peer(rtt, Workload::Many);
