@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use bits_fleet::async_nats;
@@ -13,7 +12,7 @@ use bits_testkit::http::{HttpServer, Route};
 use bits_testkit::nats::NatsServer;
 use futures_util::StreamExt;
 use serde_json::Value;
-use support::{content, kill, wait_gone, Env, Run};
+use support::{content, kill, spawn_ready, wait_gone, Env, Run};
 
 /// One agent: its world (store, root = `env.data`) and its process.
 struct Agent {
@@ -37,19 +36,16 @@ impl Agent {
 
     /// Starts `bits agent` and waits for its `ready`.
     fn start(&mut self, nats: &NatsServer) {
+        self.start_at(&nats.url());
+    }
+
+    /// [`Agent::start`] on NATS at `url` (several, a `tls://` one).
+    fn start_at(&mut self, url: &str) {
         let root = self.env.data.to_str().unwrap().to_string();
-        let mut args = vec![
-            "agent",
-            "--nats",
-            &nats.url(),
-            "--root",
-            &root,
-            "--name",
-            &self.name,
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
+        let mut args = vec!["agent", "--nats", url, "--root", &root, "--name", &self.name]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
         for g in &self.groups {
             args.push("--group".into());
             args.push(g.clone());
@@ -61,19 +57,23 @@ impl Agent {
             .append(true)
             .open(self.env.tmp.path().join("agent.log"))
             .unwrap();
-        let mut child = self
-            .env
-            .cmd(&args)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "agent {}: {}", self.name, self.log());
+        let child = spawn_ready(self.env.cmd(&args).stderr(log), || {
+            format!("agent {}: {}", self.name, self.log())
+        });
         self.child = Some(child);
+    }
+
+    /// Its log once it holds `text` (20 s at most).
+    fn log_until(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "no {text:?} in the log: {log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Stops it with `signal` and waits until it is gone.
@@ -109,10 +109,14 @@ impl Drop for Agent {
 
 /// `bits fleet …` (no store needed: an operator's machine has none).
 fn fleet(nats: &NatsServer, args: &[&str]) -> Run {
+    fleet_at(&nats.url(), &[], args)
+}
+
+/// `bits fleet SUB --nats URL OPTIONS ARGS…` for `args` = `[SUB, ARGS…]`.
+fn fleet_at(url: &str, options: &[&str], args: &[&str]) -> Run {
     let env = Env::new();
-    let mut all = vec!["fleet", args[0], "--nats"];
-    let url = nats.url();
-    all.push(&url);
+    let mut all = vec!["fleet", args[0], "--nats", url];
+    all.extend_from_slice(options);
     all.extend_from_slice(&args[1..]);
     env.run(&all)
 }
@@ -125,9 +129,20 @@ fn write_spec(dir: &std::path::Path, name: &str, spec: &Value) -> String {
 
 /// `fleet status --json`'s rows once `cond` holds for them (20 s at most).
 fn status_until(nats: &NatsServer, spec: &str, what: &str, cond: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    status_until_at(&nats.url(), &[], spec, what, cond)
+}
+
+/// [`status_until`] through `fleet_at(url, options, …)`.
+fn status_until_at(
+    url: &str,
+    options: &[&str],
+    spec: &str,
+    what: &str,
+    cond: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let run = fleet(nats, &["status", spec, "--json"]);
+        let run = fleet_at(url, options, &["status", spec, "--json"]);
         let rows = if run.code == 0 {
             run.json()["agents"].as_array().unwrap().clone()
         } else {
