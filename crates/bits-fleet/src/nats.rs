@@ -165,24 +165,31 @@ impl NatsError {
     fn connecting(url: &str, e: &async_nats::ConnectError) -> NatsError {
         use async_nats::ConnectErrorKind as K;
         let message = format!("cannot connect to NATS at {url}: {e}");
-        match e.kind() {
-            K::AuthorizationViolation | K::Authentication => {
+        // The handshake's verdict comes as a TLS or an IO error, whichever
+        // step met it: look for a certificate fault under either.
+        match (e.kind(), tls_fault(e)) {
+            (K::AuthorizationViolation | K::Authentication, _) => {
                 NatsError::Refused(format!("NATS at {url} refused the credentials: {e}"))
             }
-            K::Tls => match certificate_fault(e) {
-                Some(CertificateError::UnknownIssuer) => NatsError::UnknownCa(message),
-                Some(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => {
-                    NatsError::WrongHost(message)
-                }
-                _ => NatsError::Tls(message),
-            },
+            (_, Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))) => {
+                NatsError::UnknownCa(message)
+            }
+            (
+                _,
+                Some(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+                )),
+            ) => NatsError::WrongHost(message),
+            // Anything else the handshake met: an expired certificate, the
+            // server's alert on a missing or refused client certificate.
+            (K::Tls, _) | (_, Some(_)) => NatsError::Tls(message),
             _ => NatsError::Unavailable(message),
         }
     }
 }
 
-/// The certificate fault under a TLS connect error, if that is what it was.
-fn certificate_fault(e: &async_nats::ConnectError) -> Option<CertificateError> {
+/// The TLS failure under a connect error, if that is what it was.
+fn tls_fault(e: &async_nats::ConnectError) -> Option<rustls::Error> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
         // An io::Error's source() skips the error it wraps: look inside.
@@ -191,8 +198,8 @@ fn certificate_fault(e: &async_nats::ConnectError) -> Option<CertificateError> {
             .and_then(|io| io.get_ref())
             .map(|i| i as &(dyn std::error::Error + 'static));
         for candidate in [Some(err), inner].into_iter().flatten() {
-            if let Some(rustls::Error::InvalidCertificate(c)) = candidate.downcast_ref::<rustls::Error>() {
-                return Some(c.clone());
+            if let Some(r) = candidate.downcast_ref::<rustls::Error>() {
+                return Some(r.clone());
             }
         }
         next = err.source();
@@ -200,12 +207,11 @@ fn certificate_fault(e: &async_nats::ConnectError) -> Option<CertificateError> {
     None
 }
 
-/// The secret in `path`, read for `option`: a missing file and an empty
+/// The text of `path`, read for `option`: a missing file and an empty
 /// one are refused, naming the option.
 fn read_secret(option: &str, path: &Path) -> Result<String, NatsError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| NatsError::NoFile(format!("{option} {}: cannot read it: {e}", path.display())))?;
-    let text = text.trim_end_matches(['\n', '\r']).to_string();
     if text.trim().is_empty() {
         return Err(NatsError::BadOption(format!(
             "{option} {}: the file is empty",
@@ -259,7 +265,10 @@ impl Auth {
                     ))),
                 }
             }
-            Auth::Token(path) => Ok(options.token(read_secret("--token-file", path)?)),
+            Auth::Token(path) => {
+                let text = read_secret("--token-file", path)?;
+                Ok(options.token(text.trim_end_matches(['\n', '\r']).to_string()))
+            }
         }
     }
 }

@@ -109,6 +109,10 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                panic!("nats-server ended ({status}): {}", self.log());
+            }
             assert!(
                 Instant::now() < deadline,
                 "nats-server did not listen within 10 s: {}",
