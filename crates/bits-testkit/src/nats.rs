@@ -46,8 +46,18 @@ impl NatsServer {
             dir,
             config,
         };
-        server.start_again();
-        server
+        // A free port can be taken by another test's server before this
+        // one binds it: then another port.
+        for _ in 0..5 {
+            match server.launch() {
+                Ok(()) => return server,
+                Err(log) if log.contains("address already in use") => {
+                    server.port = crate::proxies::free_port();
+                }
+                Err(log) => panic!("nats-server ended: {log}"),
+            }
+        }
+        panic!("nats-server found no free port: {}", server.log());
     }
 
     /// The port it listens on (for `tls://localhost:PORT`).
@@ -89,6 +99,15 @@ impl NatsServer {
     /// Starts it (again) on the same port with the same store and
     /// configuration; returns once it accepts connections.
     pub fn start_again(&mut self) {
+        if let Err(log) = self.launch() {
+            panic!("nats-server ended: {log}");
+        }
+    }
+
+    /// Runs nats-server and waits until it says it is ready (not merely
+    /// until the port answers: another process may hold it); its log when
+    /// it ends first.
+    fn launch(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "the server runs already");
         let store = self.dir.path().join("js");
         let log = std::fs::File::create(self.dir.path().join("nats.log")).unwrap();
@@ -108,10 +127,11 @@ impl NatsServer {
             });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !self.log().contains("Server is ready") || TcpStream::connect(("127.0.0.1", self.port)).is_err()
+        {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 self.child = None;
-                panic!("nats-server ended ({status}): {}", self.log());
+                return Err(format!("({status}) {}", self.log()));
             }
             assert!(
                 Instant::now() < deadline,
@@ -120,6 +140,7 @@ impl NatsServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// What the server logged.
