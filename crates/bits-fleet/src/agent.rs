@@ -263,7 +263,7 @@ async fn connect(
             if text != last_fatal {
                 tracing::error!(
                     "{text} ({}); the daemon goes on with local jobs, trying again every 10 s",
-                    fix(&e)
+                    e.hint()
                 );
                 last_fatal = text;
             }
@@ -272,17 +272,6 @@ async fn connect(
             tracing::warn!("{e}; trying again");
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
-    }
-}
-
-/// What the agent's owner can do about a fatal `e`.
-fn fix(e: &NatsError) -> &'static str {
-    match e {
-        NatsError::Refused(_) => "check --creds, --nkey or --token-file against the server's authorization",
-        NatsError::UnknownCa(_) => "give the CA that issued the server's certificate with --nats-ca",
-        NatsError::WrongHost(_) => "use the host name the server's certificate names in --nats",
-        NatsError::NoFile(_) | NatsError::BadOption(_) => "fix the option and restart the agent",
-        _ => "check the server's TLS settings, --nats-cert and --nats-key",
     }
 }
 

@@ -155,6 +155,20 @@ impl NatsError {
         }
     }
 
+    /// What to do about it, naming the options.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            NatsError::NoFile(_) | NatsError::BadOption(_) => "give a file that holds what the option names",
+            NatsError::Refused(_) => {
+                "check --creds, --nkey or --token-file against the server's authorization"
+            }
+            NatsError::UnknownCa(_) => "give the CA that issued the server's certificate with --nats-ca",
+            NatsError::WrongHost(_) => "use the host name the server's certificate names in --nats",
+            NatsError::Tls(_) => "check the server's TLS settings, --nats-ca, --nats-cert and --nats-key",
+            NatsError::Unavailable(_) => "check --nats and that nats-server runs with JetStream (-js)",
+        }
+    }
+
     /// Whether trying again without changing an option cannot help.
     pub fn is_fatal(&self) -> bool {
         !matches!(self, NatsError::Unavailable(_))

@@ -37,7 +37,7 @@ fn bad(message: impl Into<String>, hint: impl Into<String>) -> Failure {
 fn option_failure(e: NatsError) -> Failure {
     let hint = match &e {
         NatsError::BadOption(m) if m.contains("URL") => "e.g. --nats nats://127.0.0.1:4222",
-        _ => "give a file that holds what the option names",
+        _ => e.hint(),
     };
     Failure::bad_input(e.hresult(), e.to_string(), hint)
 }
@@ -45,15 +45,10 @@ fn option_failure(e: NatsError) -> Failure {
 /// NATS did not serve an operator's command: exit 2 for an option found
 /// bad, else 1 with what to do.
 fn nats_failure(e: NatsError) -> Failure {
-    let hint = match &e {
-        NatsError::NoFile(_) | NatsError::BadOption(_) => return option_failure(e),
-        NatsError::Refused(_) => "check --creds, --nkey or --token-file against the server's authorization",
-        NatsError::UnknownCa(_) => "give the CA that issued the server's certificate with --nats-ca",
-        NatsError::WrongHost(_) => "use the host name the server's certificate names in --nats",
-        NatsError::Tls(_) => "check the server's TLS settings, --nats-ca, --nats-cert and --nats-key",
-        _ => "check --nats and that nats-server runs with JetStream (-js)",
-    };
-    Failure::runtime(e.hresult(), e.to_string(), hint)
+    if matches!(e, NatsError::NoFile(_) | NatsError::BadOption(_)) {
+        return option_failure(e);
+    }
+    Failure::runtime(e.hresult(), e.to_string(), e.hint())
 }
 
 /// `bits agent`.
