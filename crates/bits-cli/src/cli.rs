@@ -366,7 +366,15 @@ and progress at most once a second goes to BITS_STATE under SPEC.NAME. A local p
 under --root (relative ones are taken from it), and a spec may set only the security-flag bits of \
 --allow-flags (default 0x0F01): otherwise the job is stored in ERROR with 0x80070005. A spec that \
 cannot be parsed is acked and reported on bits.rejected.NAME. With NATS down local jobs go on and \
-states are written when it returns. Prints `ready` once it accepts commands.";
+states are written when it returns. Prints `ready` once it accepts commands.
+
+Credentials come from files, never from the command line: --creds (a .creds file: user JWT and \
+nkey seed), --nkey (a file holding the user's nkey seed, SU...) or --token-file (a file holding the \
+token), one of them. tls://HOST:PORT connects with TLS verified in full (the chain to a trusted \
+root, HOST in the certificate): the system's roots, or those of --nats-ca instead; --nats-cert and \
+--nats-key give a client certificate to servers that verify clients. A server that refuses the \
+credentials or whose certificate is not trusted is logged as an error and tried again every 10 s, \
+while local jobs go on.";
 
 /// The options of `bits agent`.
 #[derive(Debug, clap::Args)]
@@ -386,9 +394,8 @@ pub struct AgentArgs {
     /// The security-flag bits a spec may set (decimal or 0x hex).
     #[arg(long, value_name = "MASK", default_value = "0x0F01")]
     pub allow_flags: String,
-    /// A NATS credentials file (.creds: JWT and nkey seed).
-    #[arg(long, value_name = "F")]
-    pub creds: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// `bits fleet …`.
@@ -439,9 +446,32 @@ pub struct NatsArgs {
     /// The NATS server(s): nats://HOST:PORT or tls://HOST:PORT, several separated by commas.
     #[arg(long, value_name = "URL")]
     pub nats: String,
-    /// A NATS credentials file (.creds).
-    #[arg(long, value_name = "F")]
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Credentials and TLS for NATS, shared by `bits agent` and `bits fleet`:
+/// files only, so no secret is on argv.
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    /// A NATS credentials file (.creds: user JWT and nkey seed).
+    #[arg(long, value_name = "F", conflicts_with_all = ["nkey", "token_file"])]
     pub creds: Option<PathBuf>,
+    /// A file holding the user's nkey seed (SU...).
+    #[arg(long, value_name = "F", conflicts_with = "token_file")]
+    pub nkey: Option<PathBuf>,
+    /// A file holding the NATS token.
+    #[arg(long, value_name = "F")]
+    pub token_file: Option<PathBuf>,
+    /// PEM root certificate(s) to trust for NATS instead of the system's; TLS is then required.
+    #[arg(long, value_name = "F")]
+    pub nats_ca: Option<PathBuf>,
+    /// A PEM client certificate (chain) for NATS servers that verify clients; needs --nats-key.
+    #[arg(long, value_name = "F", requires = "nats_key")]
+    pub nats_cert: Option<PathBuf>,
+    /// The PEM private key of --nats-cert.
+    #[arg(long, value_name = "F", requires = "nats_cert")]
+    pub nats_key: Option<PathBuf>,
 }
 
 /// `bits serve --help` (`docs/spec/upload.md`, "The server").

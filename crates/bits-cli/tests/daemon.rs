@@ -28,17 +28,10 @@ fn slow_job(env: &Env, server: &HttpServer, len: usize) -> (String, Vec<u8>) {
 #[test]
 fn foreground_daemon_says_ready_and_is_alone() {
     let env = Env::new();
-    let mut child = env
-        .cmd(&["daemon", "--foreground"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
+    let mut child = support::spawn_ready(
+        env.cmd(&["daemon", "--foreground"]).stderr(Stdio::null()),
+        String::new,
+    );
     assert_eq!(env.daemon_pid(), Some(child.id() as i32));
     // A second one refuses, naming the first.
     let r = env.run(&["daemon", "--foreground"]).fails(1, "0x800700AA");

@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -64,21 +63,16 @@ fn full_disk_mid_transfer_keeps_bytes_and_resumes() {
     let limited = if tmpfs.is_none() {
         // No mount: a file-size limit on the daemon instead.
         std::fs::create_dir_all(&full).unwrap();
-        let mut child = Command::new("bash")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -f 1024 && exec {BITS} --store '{}' daemon --foreground",
-                env.store.display()
-            ))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line, "ready\n");
+        let child = support::spawn_ready(
+            Command::new("bash")
+                .arg("-c")
+                .arg(format!(
+                    "ulimit -f 1024 && exec {BITS} --store '{}' daemon --foreground",
+                    env.store.display()
+                ))
+                .stderr(Stdio::null()),
+            String::new,
+        );
         Some(child)
     } else {
         None

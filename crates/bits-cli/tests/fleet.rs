@@ -4,16 +4,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use bits_fleet::async_nats;
 use bits_testkit::http::{HttpServer, Route};
 use bits_testkit::nats::NatsServer;
+use bits_testkit::pki::{LeafKind, TestPki};
 use futures_util::StreamExt;
 use serde_json::Value;
-use support::{content, kill, wait_gone, Env, Run};
+use support::{content, kill, spawn_ready, wait_gone, Env, Run};
 
 /// One agent: its world (store, root = `env.data`) and its process.
 struct Agent {
@@ -37,19 +37,16 @@ impl Agent {
 
     /// Starts `bits agent` and waits for its `ready`.
     fn start(&mut self, nats: &NatsServer) {
+        self.start_at(&nats.url());
+    }
+
+    /// [`Agent::start`] on NATS at `url` (several, a `tls://` one).
+    fn start_at(&mut self, url: &str) {
         let root = self.env.data.to_str().unwrap().to_string();
-        let mut args = vec![
-            "agent",
-            "--nats",
-            &nats.url(),
-            "--root",
-            &root,
-            "--name",
-            &self.name,
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
+        let mut args = vec!["agent", "--nats", url, "--root", &root, "--name", &self.name]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
         for g in &self.groups {
             args.push("--group".into());
             args.push(g.clone());
@@ -61,19 +58,23 @@ impl Agent {
             .append(true)
             .open(self.env.tmp.path().join("agent.log"))
             .unwrap();
-        let mut child = self
-            .env
-            .cmd(&args)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "agent {}: {}", self.name, self.log());
+        let child = spawn_ready(self.env.cmd(&args).stderr(log), || {
+            format!("agent {}: {}", self.name, self.log())
+        });
         self.child = Some(child);
+    }
+
+    /// Its log once it holds `text` (20 s at most).
+    fn log_until(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "no {text:?} in the log: {log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Stops it with `signal` and waits until it is gone.
@@ -109,10 +110,14 @@ impl Drop for Agent {
 
 /// `bits fleet …` (no store needed: an operator's machine has none).
 fn fleet(nats: &NatsServer, args: &[&str]) -> Run {
+    fleet_at(&nats.url(), &[], args)
+}
+
+/// `bits fleet SUB --nats URL OPTIONS ARGS…` for `args` = `[SUB, ARGS…]`.
+fn fleet_at(url: &str, options: &[&str], args: &[&str]) -> Run {
     let env = Env::new();
-    let mut all = vec!["fleet", args[0], "--nats"];
-    let url = nats.url();
-    all.push(&url);
+    let mut all = vec!["fleet", args[0], "--nats", url];
+    all.extend_from_slice(options);
     all.extend_from_slice(&args[1..]);
     env.run(&all)
 }
@@ -125,9 +130,20 @@ fn write_spec(dir: &std::path::Path, name: &str, spec: &Value) -> String {
 
 /// `fleet status --json`'s rows once `cond` holds for them (20 s at most).
 fn status_until(nats: &NatsServer, spec: &str, what: &str, cond: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    status_until_at(&nats.url(), &[], spec, what, cond)
+}
+
+/// [`status_until`] through `fleet_at(url, options, …)`.
+fn status_until_at(
+    url: &str,
+    options: &[&str],
+    spec: &str,
+    what: &str,
+    cond: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let run = fleet(nats, &["status", spec, "--json"]);
+        let run = fleet_at(url, options, &["status", spec, "--json"]);
         let rows = if run.code == 0 {
             run.json()["agents"].as_array().unwrap().clone()
         } else {
@@ -464,5 +480,408 @@ fn an_agent_killed_mid_job_resumes_it_and_nats_down_mid_job_loses_no_state() {
     assert!(
         requests[1..].iter().any(|r| r.range().is_some()),
         "the restart asked for a range"
+    );
+}
+
+/// `text` in `dir/name`, mode 0600 as a secret's; its path.
+fn secret_file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Spec `id` fetching `url` to `local`, written in `dir`; its path.
+fn one_file_spec(dir: &std::path::Path, id: &str, url: &str, local: &str) -> String {
+    write_spec(
+        dir,
+        &format!("{id}.json"),
+        &serde_json::json!({"id": id, "files": [{"remote_name": url, "local_name": local}]}),
+    )
+}
+
+/// An operator's command refused at once (well within the 5 s connect
+/// timeout), exit 1, naming `hresult` and `text`.
+fn refused(url: &str, options: &[&str], hresult: &str, text: &str) {
+    let started = Instant::now();
+    let r = fleet_at(url, options, &["agents"]).fails(1, hresult);
+    assert!(r.stderr.contains(text), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "refused after {:?}",
+        started.elapsed()
+    );
+}
+
+/// The names `fleet agents --json` lists.
+fn agent_names(url: &str, options: &[&str]) -> Vec<String> {
+    let listed = fleet_at(url, options, &["agents", "--json"]).ok().json();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_token_from_a_file_lets_agent_and_operator_in_and_a_wrong_one_is_refused_at_once() {
+    let nats = NatsServer::start_with("authorization { token: \"fleet-s3cret-token\" }\n");
+    let url = nats.url();
+    let server = HttpServer::start().with("/t.bin", Route::body(content(20_000, 11)));
+    let tmp = tempfile::tempdir().unwrap();
+    let good = secret_file(tmp.path(), "token", "fleet-s3cret-token\n");
+    let wrong = secret_file(tmp.path(), "wrong", "not-the-token\n");
+    let ok = ["--token-file", good.as_str()];
+    let mut agent = Agent::new("t1", &[]);
+    agent.extra = vec!["--token-file".into(), good.clone()];
+    agent.start(&nats);
+    // The secret is on no command line.
+    let pid = agent.child.as_ref().unwrap().id();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("s3cret"));
+    let id = "00000000-0000-4000-8000-000000000041";
+    let spec = one_file_spec(tmp.path(), id, &server.url("/t.bin"), "t.bin");
+    fleet_at(&url, &ok, &["submit", "--agent", "t1", &spec]).ok();
+    status_until_at(&url, &ok, id, "ACKNOWLEDGED", |r| all_in(r, 1, "ACKNOWLEDGED"));
+    assert_eq!(
+        std::fs::read(agent.env.data.join("t.bin")).unwrap(),
+        content(20_000, 11)
+    );
+    // A wrong token, and none: refused at once, and said so.
+    refused(
+        &url,
+        &["--token-file", &wrong],
+        "0x80070005",
+        "refused the credentials",
+    );
+    refused(&url, &[], "0x80070005", "refused the credentials");
+    // An agent with the wrong one comes up (its local jobs go on) and logs why NATS is not there.
+    let mut stranger = Agent::new("t2", &[]);
+    stranger.extra = vec!["--token-file".into(), wrong.clone()];
+    stranger.start(&nats);
+    let log = stranger.log_until("refused the credentials");
+    assert!(
+        log.contains("--token-file") && !log.contains("not-the-token"),
+        "{log}"
+    );
+    assert_eq!(agent_names(&url, &ok), ["t1"]);
+    // Files that hold no token, or are not there: exit 2, one line, nothing done.
+    let empty = secret_file(tmp.path(), "empty", "\n");
+    fleet_at(&url, &["--token-file", &empty], &["agents"]).fails(2, "0x80070057");
+    let missing = tmp.path().join("missing").to_str().unwrap().to_string();
+    fleet_at(&url, &["--token-file", &missing], &["agents"]).fails(2, "0x80070002");
+    fleet_at(&url, &["--token-file", &good, "--creds", &good], &["agents"]).fails(2, "0x80070057");
+    let env = Env::new();
+    let root = env.data.to_str().unwrap().to_string();
+    env.run(&["agent", "--nats", &url, "--root", &root, "--token-file", &missing])
+        .fails(2, "0x80070002");
+    assert_eq!(env.daemon_pid(), None);
+}
+
+#[test]
+fn an_nkey_seed_from_a_file_signs_in_and_a_bad_seed_is_refused_before_connecting() {
+    let user = nkeys::KeyPair::new_user();
+    let nats = NatsServer::start_with(&format!(
+        "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+        user.public_key()
+    ));
+    let url = nats.url();
+    let server = HttpServer::start().with("/n.bin", Route::body(content(30_000, 12)));
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = secret_file(tmp.path(), "user.nk", &format!("{}\n", user.seed().unwrap()));
+    let ok = ["--nkey", seed.as_str()];
+    let mut agent = Agent::new("n1", &["g"]);
+    agent.extra = vec!["--nkey".into(), seed.clone()];
+    agent.start(&nats);
+    let id = "00000000-0000-4000-8000-000000000042";
+    let spec = one_file_spec(tmp.path(), id, &server.url("/n.bin"), "n.bin");
+    fleet_at(&url, &ok, &["submit", "--group", "g", &spec]).ok();
+    status_until_at(&url, &ok, id, "ACKNOWLEDGED", |r| all_in(r, 1, "ACKNOWLEDGED"));
+    assert_eq!(
+        std::fs::read(agent.env.data.join("n.bin")).unwrap(),
+        content(30_000, 12)
+    );
+    // Another user's seed: the server does not know it.
+    let other = nkeys::KeyPair::new_user().seed().unwrap();
+    let other = secret_file(tmp.path(), "other.nk", &other);
+    refused(&url, &["--nkey", &other], "0x80070005", "refused the credentials");
+    // Not a user's seed, not a seed: exit 2 before any connection.
+    let account = nkeys::KeyPair::new_account().seed().unwrap();
+    let account = secret_file(tmp.path(), "account.nk", &account);
+    let r = fleet_at(&url, &["--nkey", &account], &["agents"]).fails(2, "0x80070057");
+    assert!(r.stderr.contains("not a user's"), "{r:?}");
+    let garbage = secret_file(tmp.path(), "garbage.nk", "SUNOTASEED\n");
+    fleet_at(&url, &["--nkey", &garbage], &["agents"]).fails(2, "0x80070057");
+    let env = Env::new();
+    let root = env.data.to_str().unwrap().to_string();
+    env.run(&["agent", "--nats", &url, "--root", &root, "--nkey", &garbage])
+        .fails(2, "0x80070057");
+    assert_eq!(env.daemon_pid(), None);
+}
+
+/// JWTs of NATS's operator mode (nats-io/jwt v2 claims), signed by hand.
+mod jwt {
+    use base64::Engine;
+    use serde_json::{json, Value};
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// A JWT saying `nats` about `subject`, issued by `issuer`.
+    pub fn encode(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: Value) -> String {
+        let iat = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = json!({
+            "jti": format!("{}{iat}", &subject[1..20]),
+            "iat": iat,
+            "iss": issuer.public_key(),
+            "name": name,
+            "sub": subject,
+            "nats": nats,
+        });
+        let signed = format!(
+            "{}.{}",
+            b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = issuer.sign(signed.as_bytes()).unwrap();
+        format!("{signed}.{}", b64(&signature))
+    }
+
+    pub fn operator(op: &nkeys::KeyPair) -> String {
+        encode(
+            op,
+            &op.public_key(),
+            "bits-test",
+            json!({"type": "operator", "version": 2}),
+        )
+    }
+
+    /// An account with no limits, and with JetStream if `jetstream` (the
+    /// system account has none).
+    pub fn account(op: &nkeys::KeyPair, account: &nkeys::KeyPair, name: &str, jetstream: bool) -> String {
+        let mut limits = json!({
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+        });
+        if jetstream {
+            for k in ["mem_storage", "disk_storage", "streams", "consumer"] {
+                limits[k] = json!(-1);
+            }
+        }
+        encode(
+            op,
+            &account.public_key(),
+            name,
+            json!({"type": "account", "version": 2, "limits": limits,
+                   "default_permissions": {"pub": {}, "sub": {}}}),
+        )
+    }
+
+    /// `user`'s `.creds` file text, the user issued by `account`.
+    pub fn creds(account: &nkeys::KeyPair, user: &nkeys::KeyPair) -> String {
+        let jwt = encode(
+            account,
+            &user.public_key(),
+            "agent",
+            json!({"type": "user", "version": 2, "pub": {}, "sub": {},
+                   "subs": -1, "data": -1, "payload": -1}),
+        );
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        )
+    }
+}
+
+#[test]
+fn a_creds_file_signs_in_under_an_operator_and_a_user_of_an_unknown_account_is_refused() {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let tmp = tempfile::tempdir().unwrap();
+    let op_jwt = tmp.path().join("operator.jwt");
+    std::fs::write(&op_jwt, jwt::operator(&operator)).unwrap();
+    // JetStream in operator mode needs a system account.
+    let system = nkeys::KeyPair::new_account();
+    let nats = NatsServer::start_with(&format!(
+        "operator: \"{}\"\nsystem_account: {}\nresolver: MEMORY\n\
+         resolver_preload: {{\n  {}: \"{}\"\n  {}: \"{}\"\n}}\n",
+        op_jwt.display(),
+        system.public_key(),
+        system.public_key(),
+        jwt::account(&operator, &system, "SYS", false),
+        account.public_key(),
+        jwt::account(&operator, &account, "fleet", true)
+    ));
+    let url = nats.url();
+    let server = HttpServer::start().with("/c.bin", Route::body(content(25_000, 13)));
+    let creds = secret_file(
+        tmp.path(),
+        "agent.creds",
+        &jwt::creds(&account, &nkeys::KeyPair::new_user()),
+    );
+    let ok = ["--creds", creds.as_str()];
+    let mut agent = Agent::new("c1", &[]);
+    agent.extra = vec!["--creds".into(), creds.clone()];
+    agent.start(&nats);
+    let id = "00000000-0000-4000-8000-000000000043";
+    let spec = one_file_spec(tmp.path(), id, &server.url("/c.bin"), "c.bin");
+    fleet_at(&url, &ok, &["submit", "--agent", "c1", &spec]).ok();
+    let rows = status_until_at(&url, &ok, id, "ACKNOWLEDGED", |r| all_in(r, 1, "ACKNOWLEDGED"));
+    assert_eq!(rows[0]["bytes_transferred"], 25_000, "{}", nats.log());
+    // A user of an account the server does not know.
+    let foreign = secret_file(
+        tmp.path(),
+        "foreign.creds",
+        &jwt::creds(&nkeys::KeyPair::new_account(), &nkeys::KeyPair::new_user()),
+    );
+    refused(
+        &url,
+        &["--creds", &foreign],
+        "0x80070005",
+        "refused the credentials",
+    );
+    let bad = secret_file(tmp.path(), "bad.creds", "just text\n");
+    let r = fleet_at(&url, &["--creds", &bad], &["agents"]).fails(2, "0x80070057");
+    assert!(r.stderr.contains("not a NATS credentials file"), "{r:?}");
+}
+
+/// nats-server's `tls` block serving the test PKI's `kind` leaf (its files
+/// written in `dir`), plus `extra` settings.
+fn tls_config(dir: &std::path::Path, kind: LeafKind, extra: &str) -> String {
+    let leaf = TestPki::shared().leaf(kind);
+    let cert = dir.join(format!("{}.pem", leaf.name()));
+    let key = dir.join(format!("{}.key", leaf.name()));
+    std::fs::write(&cert, leaf.chain_pem()).unwrap();
+    std::fs::write(&key, leaf.key_pem()).unwrap();
+    format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  {extra}\n}}\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+#[test]
+fn tls_is_verified_in_full_a_trusted_server_serves_and_an_unknown_ca_or_a_wrong_host_is_refused() {
+    let pki = TestPki::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root.pem");
+    std::fs::write(&root, pki.root_pem()).unwrap();
+    let root = root.to_str().unwrap().to_string();
+    let trusted = ["--nats-ca", root.as_str()];
+    let nats = NatsServer::start_with(&tls_config(tmp.path(), LeafKind::Good, ""));
+    let url = format!("tls://127.0.0.1:{}", nats.port());
+    let server = HttpServer::start().with("/s.bin", Route::body(content(40_000, 14)));
+    let mut agent = Agent::new("s1", &[]);
+    agent.extra = vec!["--nats-ca".into(), root.clone()];
+    agent.start_at(&url);
+    let id = "00000000-0000-4000-8000-000000000044";
+    let spec = one_file_spec(tmp.path(), id, &server.url("/s.bin"), "s.bin");
+    fleet_at(&url, &trusted, &["submit", "--agent", "s1", &spec]).ok();
+    status_until_at(&url, &trusted, id, "ACKNOWLEDGED", |r| {
+        all_in(r, 1, "ACKNOWLEDGED")
+    });
+    assert_eq!(
+        std::fs::read(agent.env.data.join("s.bin")).unwrap(),
+        content(40_000, 14)
+    );
+    // The system's roots do not know the test CA.
+    refused(&url, &[], "0x80072F0D", "--nats-ca");
+    let mut stranger = Agent::new("s2", &[]);
+    stranger.start_at(&url);
+    stranger.log_until("--nats-ca");
+    assert_eq!(agent_names(&url, &trusted), ["s1"]);
+    // A certificate for another host, one from an unknown CA: refused even with the root.
+    let wrong = NatsServer::start_with(&tls_config(tmp.path(), LeafKind::WrongHost, ""));
+    let wrong_url = format!("tls://127.0.0.1:{}", wrong.port());
+    refused(&wrong_url, &trusted, "0x80072F06", "not valid for name");
+    let rogue = NatsServer::start_with(&tls_config(tmp.path(), LeafKind::UnknownCa, ""));
+    let rogue_url = format!("tls://127.0.0.1:{}", rogue.port());
+    refused(&rogue_url, &trusted, "0x80072F0D", "UnknownIssuer");
+    // A server that verifies clients: the test client certificate gets in, no certificate does not.
+    let files = pki.client_files();
+    let mtls = NatsServer::start_with(&tls_config(
+        tmp.path(),
+        LeafKind::Good,
+        &format!("ca_file: \"{}\"\n  verify: true", files.client_root_pem.display()),
+    ));
+    let mtls_url = format!("tls://127.0.0.1:{}", mtls.port());
+    let cert = files.cert_pem.to_str().unwrap();
+    let key = files.key_pem.to_str().unwrap();
+    let with_cert = ["--nats-ca", root.as_str(), "--nats-cert", cert, "--nats-key", key];
+    assert!(agent_names(&mtls_url, &with_cert).is_empty());
+    refused(&mtls_url, &trusted, "0x80072F8F", "--nats-cert");
+    fleet_at(&mtls_url, &["--nats-cert", cert], &["agents"]).fails(2, "0x80070057");
+}
+
+#[test]
+fn progress_reaches_the_state_bucket_at_most_once_a_second_and_every_state_change_at_once() {
+    let nats = NatsServer::start();
+    let len = 3_000_000;
+    let server = HttpServer::start().with(
+        "/slow.bin",
+        Route::body(content(len, 15)).throttle(16 * 1024, Duration::from_millis(20)),
+    );
+    let mut agent = Agent::new("p1", &[]);
+    agent.start(&nats);
+    let id = "00000000-0000-4000-8000-000000000051";
+    // Every write of the job's key, as the stream takes it.
+    let (subscribed, ready) = std::sync::mpsc::channel();
+    let url = nats.url();
+    let watcher = std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let client = async_nats::connect(url).await.unwrap();
+            let mut writes = client.subscribe(format!("$KV.BITS_STATE.{id}.p1")).await.unwrap();
+            client.flush().await.unwrap();
+            subscribed.send(()).unwrap();
+            let mut seen: Vec<(Instant, Value)> = Vec::new();
+            while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(60), writes.next()).await {
+                let view: Value = serde_json::from_slice(&m.payload).unwrap();
+                let last = view["state"] == "ACKNOWLEDGED";
+                seen.push((Instant::now(), view));
+                if last {
+                    break;
+                }
+            }
+            seen
+        })
+    });
+    ready.recv_timeout(Duration::from_secs(10)).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = one_file_spec(tmp.path(), id, &server.url("/slow.bin"), "slow.bin");
+    fleet(&nats, &["submit", "--agent", "p1", &spec]).ok();
+    let writes = watcher.join().unwrap();
+    let states: Vec<&str> = writes.iter().map(|(_, v)| v["state"].as_str().unwrap()).collect();
+    assert_eq!(states.last(), Some(&"ACKNOWLEDGED"), "{states:?}");
+    let mut changes = states.clone();
+    changes.dedup();
+    let progress: std::collections::BTreeSet<u64> = writes
+        .iter()
+        .filter(|(_, v)| v["state"] == "TRANSFERRING")
+        .filter_map(|(_, v)| v["bytes_transferred"].as_u64())
+        .filter(|b| *b > 0 && *b < len as u64)
+        .collect();
+    let span = writes.last().unwrap().0 - writes[0].0;
+    eprintln!(
+        "{} writes in {span:?}: states {changes:?}, {} progress values: {progress:?}",
+        writes.len(),
+        progress.len()
+    );
+    assert!(span > Duration::from_secs(2), "the job took {span:?}");
+    assert!(progress.len() >= 2, "progress written more than once: {states:?}");
+    // At most one progress write a second, beside one write per state change.
+    let bound = span.as_secs() as usize + 1 + changes.len() + 2;
+    assert!(
+        writes.len() <= bound,
+        "{} writes > {bound}: {states:?}",
+        writes.len()
     );
 }

@@ -144,16 +144,7 @@ pub async fn run(
         }
     }
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let client = loop {
-        match connect(&config, events_tx.clone()).await {
-            Ok(c) => break c,
-            Err(e) => {
-                tracing::error!("{e}");
-                // A bad URL or credentials file: the daemon goes on alone.
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+    let client = connect(&config, events_tx).await;
     let fleet = loop {
         match Fleet::open(client.clone()).await {
             Ok(f) => break f,
@@ -196,6 +187,11 @@ pub async fn run(
                     publisher.all_due();
                     tokio::spawn(intake.clone().recheck_cancels());
                 }
+                match event {
+                    async_nats::Event::ServerError(e) => tracing::warn!("NATS: {e}"),
+                    async_nats::Event::ClientError(e) => tracing::debug!("NATS: {e}"),
+                    _ => {}
+                }
             }
             _ = heartbeat.tick() => {
                 let record = json!({
@@ -234,26 +230,49 @@ async fn resume_completion(host: &dyn Host, job: &Job, complete: bool) {
     }
 }
 
+/// Connects, trying again until a server answers: every 2 s while none
+/// does, every 10 s while one refuses the credentials or its certificate
+/// is not trusted (logged as an error once per distinct reason, since
+/// only its owner can fix it). Once connected the client reconnects by
+/// itself.
 async fn connect(
     config: &AgentConfig,
     events: mpsc::UnboundedSender<async_nats::Event>,
-) -> Result<async_nats::Client, NatsError> {
-    let addrs = config.connect.addrs()?;
-    let options = config
-        .connect
-        .options(&format!("bits agent {}", config.name))
-        .await?
-        .retry_on_initial_connect()
-        .event_callback(move |event| {
-            let events = events.clone();
-            async move {
-                let _ = events.send(event);
+) -> async_nats::Client {
+    let mut last_fatal = String::new();
+    loop {
+        let events = events.clone();
+        let attempt = match config.connect.options(&format!("bits agent {}", config.name)) {
+            Ok(options) => {
+                let options = options.event_callback(move |event| {
+                    let events = events.clone();
+                    async move {
+                        let _ = events.send(event);
+                    }
+                });
+                config.connect.connect_with(options).await
             }
-        });
-    options
-        .connect(addrs)
-        .await
-        .map_err(|e| NatsError::from("cannot connect to NATS", e))
+            Err(e) => Err(e),
+        };
+        let e = match attempt {
+            Ok(client) => return client,
+            Err(e) => e,
+        };
+        if e.is_fatal() {
+            let text = e.to_string();
+            if text != last_fatal {
+                tracing::error!(
+                    "{text} ({}); the daemon goes on with local jobs, trying again every 10 s",
+                    e.hint()
+                );
+                last_fatal = text;
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        } else {
+            tracing::warn!("{e}; trying again");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
 }
 
 /// The latest state of each job not yet written, with when each was
@@ -416,7 +435,7 @@ impl Intake {
                 }
             }
         }
-        Err(NatsError("the consumer's messages ended".into()))
+        Err(NatsError::Unavailable("the consumer's messages ended".into()))
     }
 
     /// Takes one spec: `Ok` when it is in the store (or was rejected);

@@ -8,7 +8,10 @@
 //! - [`spec`]: the spec document and how an agent turns it into a local
 //!   job under its root and allowed flags.
 //! - [`nats`]: subjects, the `BITS_JOBS` stream and the `BITS_STATE` /
-//!   `BITS_AGENTS` buckets (created when missing), connecting.
+//!   `BITS_AGENTS` buckets (created when missing), connecting: credentials
+//!   ([`Auth`]: a `.creds` file, an nkey seed or a token, each read from a
+//!   file) and TLS ([`Tls`]: verified in full, with no option to skip a
+//!   check; roots and a client certificate).
 //! - [`agent`]: `bits agent`'s NATS side: durable consumers, intake,
 //!   cancels, states written at most once a second per job, and again
 //!   when NATS returns.
@@ -28,5 +31,5 @@ pub mod spec;
 pub use agent::{AgentConfig, Host, StateFeed};
 /// The NATS client, for tests and embedders that speak to the same server.
 pub use async_nats;
-pub use nats::{Connect, NatsError};
+pub use nats::{Auth, Connect, NatsError, Tls};
 pub use spec::{Policy, Rejection, Spec, DEFAULT_ALLOW_FLAGS};

@@ -1,10 +1,12 @@
 //! The NATS side shared by agents and operators: names of subjects,
 //! stream and buckets, connecting, and creating what is missing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
+use async_nats::rustls::{self, CertificateError};
+use bits_core::Hresult;
 use uuid::Uuid;
 
 /// The stream of specs (and of cancels, so a cancel published while an
@@ -58,38 +60,290 @@ pub fn valid_name(name: &str) -> bool {
 pub struct Connect {
     /// `nats://host:port` (or `tls://`), several separated by commas.
     pub url: String,
-    /// A `.creds` file (JWT and nkey seed).
-    pub creds: Option<PathBuf>,
+    /// Who the client is, if anyone.
+    pub auth: Auth,
+    /// The TLS options beyond the URL's scheme.
+    pub tls: Tls,
 }
 
-/// Why NATS did not answer.
+/// A client's credentials: each is a file, read when connecting, so no
+/// secret is ever on a command line (`ps` shows argv to every user).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Auth {
+    /// None: the server lets anyone in.
+    #[default]
+    None,
+    /// A `.creds` file: a user JWT and its nkey seed (operator mode).
+    Creds(PathBuf),
+    /// A file holding a user's nkey seed (`SU…`): the server knows the
+    /// user's public key (`authorization { users = [ { nkey: U… } ] }`).
+    Nkey(PathBuf),
+    /// A file holding the token (`authorization { token: … }`); one
+    /// trailing newline is not part of it.
+    Token(PathBuf),
+}
+
+/// TLS beyond what `tls://` asks: the connection is always verified in
+/// full (chain to a trusted root, the URL's host in the certificate);
+/// these options only say what to trust and who the client is.
+///
+/// # Security
+/// There is no option to skip a check. A private CA is trusted by naming
+/// it ([`Tls::ca`]), which then replaces the system's roots for NATS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM root certificate(s) to trust instead of the system's; given,
+    /// TLS is required whatever the URL's scheme.
+    pub ca: Option<PathBuf>,
+    /// A PEM client certificate chain (leaf first), for servers that
+    /// verify clients (`tls { verify: true }`); needs [`Tls::key`].
+    pub cert: Option<PathBuf>,
+    /// The PEM private key of [`Tls::cert`].
+    pub key: Option<PathBuf>,
+}
+
+/// Why NATS did not answer, or would not be asked.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NatsError(pub String);
+#[non_exhaustive]
+pub enum NatsError {
+    /// A file an option names does not exist or cannot be read. Fatal;
+    /// `0x80070002`.
+    #[error("{0}")]
+    NoFile(String),
+    /// An option's value is not one: a bad URL, a file that holds no
+    /// seed, token, credentials or certificate. Fatal; `E_INVALIDARG`.
+    #[error("{0}")]
+    BadOption(String),
+    /// The server refused the credentials (or their absence). Fatal until
+    /// they change; `E_ACCESSDENIED`.
+    #[error("{0}")]
+    Refused(String),
+    /// The server's certificate does not chain to a trusted root. Fatal;
+    /// `WINHTTP_SECURE_INVALID_CA` (`0x80072F0D`).
+    #[error("{0}")]
+    UnknownCa(String),
+    /// The server's certificate does not name the URL's host. Fatal;
+    /// `WINHTTP_SECURE_CERT_CN_INVALID` (`0x80072F06`).
+    #[error("{0}")]
+    WrongHost(String),
+    /// Another TLS failure (an expired certificate, no TLS on the
+    /// server, a client certificate refused). Fatal;
+    /// `WINHTTP_SECURE_FAILURE` (`0x80072F8F`).
+    #[error("{0}")]
+    Tls(String),
+    /// No server answered, or it failed mid-way. Transient;
+    /// `WINHTTP_CANNOT_CONNECT` (`0x80072EFD`).
+    #[error("{0}")]
+    Unavailable(String),
+}
 
 impl NatsError {
     pub(crate) fn from(what: &str, e: impl std::fmt::Display) -> NatsError {
-        NatsError(format!("{what}: {e}"))
+        NatsError::Unavailable(format!("{what}: {e}"))
+    }
+
+    /// The HRESULT of this error (see each variant).
+    pub fn hresult(&self) -> Hresult {
+        match self {
+            NatsError::NoFile(_) => Hresult::FILE_NOT_FOUND,
+            NatsError::BadOption(_) => Hresult::E_INVALIDARG,
+            NatsError::Refused(_) => Hresult::E_ACCESSDENIED,
+            NatsError::UnknownCa(_) => Hresult::WINHTTP_SECURE_INVALID_CA,
+            NatsError::WrongHost(_) => Hresult::WINHTTP_SECURE_CERT_CN_INVALID,
+            NatsError::Tls(_) => Hresult::WINHTTP_SECURE_FAILURE,
+            NatsError::Unavailable(_) => Hresult::WINHTTP_CANNOT_CONNECT,
+        }
+    }
+
+    /// What to do about it, naming the options.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            NatsError::NoFile(_) | NatsError::BadOption(_) => "give a file that holds what the option names",
+            NatsError::Refused(_) => {
+                "check --creds, --nkey or --token-file against the server's authorization"
+            }
+            NatsError::UnknownCa(_) => "give the CA that issued the server's certificate with --nats-ca",
+            NatsError::WrongHost(_) => "use the host name the server's certificate names in --nats",
+            NatsError::Tls(_) => "check the server's TLS settings, --nats-ca, --nats-cert and --nats-key",
+            NatsError::Unavailable(_) => "check --nats and that nats-server runs with JetStream (-js)",
+        }
+    }
+
+    /// Whether trying again without changing an option cannot help.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, NatsError::Unavailable(_))
+    }
+
+    /// A failed connect, classified: refused credentials, the TLS
+    /// faults, or unavailable.
+    fn connecting(url: &str, e: &async_nats::ConnectError) -> NatsError {
+        use async_nats::ConnectErrorKind as K;
+        let message = format!("cannot connect to NATS at {url}: {e}");
+        // The handshake's verdict comes as a TLS or an IO error, whichever
+        // step met it: look for a certificate fault under either.
+        match (e.kind(), tls_fault(e)) {
+            (K::AuthorizationViolation | K::Authentication, _) => {
+                NatsError::Refused(format!("NATS at {url} refused the credentials: {e}"))
+            }
+            (_, Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))) => {
+                NatsError::UnknownCa(message)
+            }
+            (
+                _,
+                Some(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+                )),
+            ) => NatsError::WrongHost(message),
+            // Anything else the handshake met: an expired certificate, the
+            // server's alert on a missing or refused client certificate.
+            (K::Tls, _) | (_, Some(_)) => NatsError::Tls(message),
+            _ => NatsError::Unavailable(message),
+        }
+    }
+}
+
+/// The TLS failure under a connect error, if that is what it was.
+fn tls_fault(e: &async_nats::ConnectError) -> Option<rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        // An io::Error's source() skips the error it wraps: look inside.
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        for candidate in [Some(err), inner].into_iter().flatten() {
+            if let Some(r) = candidate.downcast_ref::<rustls::Error>() {
+                return Some(r.clone());
+            }
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// The text of `path`, read for `option`: a missing file and an empty
+/// one are refused, naming the option.
+fn read_secret(option: &str, path: &Path) -> Result<String, NatsError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| NatsError::NoFile(format!("{option} {}: cannot read it: {e}", path.display())))?;
+    if text.trim().is_empty() {
+        return Err(NatsError::BadOption(format!(
+            "{option} {}: the file is empty",
+            path.display()
+        )));
+    }
+    Ok(text)
+}
+
+fn pem_certificates(option: &str, path: &Path) -> Result<usize, NatsError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let bytes = std::fs::read(path)
+        .map_err(|e| NatsError::NoFile(format!("{option} {}: cannot read it: {e}", path.display())))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| NatsError::BadOption(format!("{option} {}: not PEM: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(NatsError::BadOption(format!(
+            "{option} {}: holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certs.len())
+}
+
+impl Auth {
+    /// Reads the secret and sets it on `options`.
+    fn apply(&self, options: async_nats::ConnectOptions) -> Result<async_nats::ConnectOptions, NatsError> {
+        match self {
+            Auth::None => Ok(options),
+            Auth::Creds(path) => {
+                let text = read_secret("--creds", path)?;
+                options.credentials(&text).map_err(|e| {
+                    NatsError::BadOption(format!(
+                        "--creds {}: not a NATS credentials file (a user JWT and nkey seed): {e}",
+                        path.display()
+                    ))
+                })
+            }
+            Auth::Nkey(path) => {
+                let seed = read_secret("--nkey", path)?.trim().to_string();
+                match nkeys::KeyPair::from_seed(&seed) {
+                    Ok(k) if k.key_pair_type() == nkeys::KeyPairType::User => Ok(options.nkey(seed)),
+                    Ok(_) => Err(NatsError::BadOption(format!(
+                        "--nkey {}: the seed is not a user's (SU…)",
+                        path.display()
+                    ))),
+                    Err(e) => Err(NatsError::BadOption(format!(
+                        "--nkey {}: not an nkey seed: {e}",
+                        path.display()
+                    ))),
+                }
+            }
+            Auth::Token(path) => {
+                let text = read_secret("--token-file", path)?;
+                Ok(options.token(text.trim_end_matches(['\n', '\r']).to_string()))
+            }
+        }
+    }
+}
+
+impl Tls {
+    fn apply(
+        &self,
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, NatsError> {
+        if let Some(ca) = &self.ca {
+            pem_certificates("--nats-ca", ca)?;
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                pem_certificates("--nats-cert", cert)?;
+                let bytes = std::fs::read(key).map_err(|e| {
+                    NatsError::NoFile(format!("--nats-key {}: cannot read it: {e}", key.display()))
+                })?;
+                use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
+                PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+                    NatsError::BadOption(format!("--nats-key {}: no PEM private key: {e}", key.display()))
+                })?;
+                options = options
+                    .add_client_certificate(cert.clone(), key.clone())
+                    .require_tls(true);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(NatsError::BadOption(
+                    "--nats-cert and --nats-key go together".into(),
+                ))
+            }
+        }
+        Ok(options)
     }
 }
 
 impl Connect {
-    /// The client options: credentials, and a quick retry when the server
-    /// comes back (at most 2 s between attempts).
-    pub(crate) async fn options(&self, name: &str) -> Result<async_nats::ConnectOptions, NatsError> {
-        let mut options = async_nats::ConnectOptions::new()
+    /// The client options: credentials, TLS, and a quick retry when the
+    /// server comes back (at most 2 s between attempts).
+    pub(crate) fn options(&self, name: &str) -> Result<async_nats::ConnectOptions, NatsError> {
+        let options = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(Duration::from_secs(5))
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis((attempts as u64).saturating_mul(100).clamp(100, 2000))
             });
-        if let Some(creds) = &self.creds {
-            options = options
-                .credentials_file(creds)
-                .await
-                .map_err(|e| NatsError(format!("cannot read the credentials {}: {e}", creds.display())))?;
-        }
-        Ok(options)
+        let options = self.auth.apply(options)?;
+        self.tls.apply(options)
+    }
+
+    /// Checks every option before any connection: the URL, and that each
+    /// file holds what its option says (a seed, a token, credentials,
+    /// certificates, a key).
+    ///
+    /// # Errors
+    /// [`NatsError::NoFile`] and [`NatsError::BadOption`], naming the option.
+    pub fn check(&self) -> Result<(), NatsError> {
+        self.addrs()?;
+        self.options("check").map(|_| ())
     }
 
     /// The server addresses.
@@ -102,20 +356,28 @@ impl Connect {
             .map(|u| {
                 u.trim()
                     .parse::<async_nats::ServerAddr>()
-                    .map_err(|e| NatsError(format!("bad NATS URL {u:?}: {e}")))
+                    .map_err(|e| NatsError::BadOption(format!("bad NATS URL {u:?}: {e}")))
             })
             .collect()
     }
 
     /// Connects once (an operator's command): fails when no server
-    /// answers within 5 s.
+    /// answers within 5 s, at once when one refuses the credentials or
+    /// its certificate.
     pub async fn connect(&self) -> Result<async_nats::Client, NatsError> {
+        self.connect_with(self.options("bits fleet")?).await
+    }
+
+    /// Connects once with `options` (made by [`Connect::options`]).
+    pub(crate) async fn connect_with(
+        &self,
+        options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::Client, NatsError> {
         let addrs = self.addrs()?;
-        let options = self.options("bits fleet").await?;
         options
             .connect(addrs)
             .await
-            .map_err(|e| NatsError::from(&format!("cannot connect to NATS at {}", self.url), e))
+            .map_err(|e| NatsError::connecting(&self.url, &e))
     }
 }
 

@@ -49,7 +49,7 @@ async fn open(connect: &Connect) -> Result<Fleet, NatsError> {
     let client = connect.connect().await?;
     tokio::time::timeout(Duration::from_secs(10), Fleet::open(client))
         .await
-        .map_err(|_| NatsError("JetStream did not answer within 10 s".into()))?
+        .map_err(|_| NatsError::Unavailable("JetStream did not answer within 10 s".into()))?
 }
 
 /// Publishes a prepared spec to `target`; the stream has it when this
@@ -127,7 +127,9 @@ async fn latest(
     loop {
         let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
         let Ok(Some(Ok(m))) = next else {
-            return Err(NatsError("reading the bucket stopped before its end".into()));
+            return Err(NatsError::Unavailable(
+                "reading the bucket stopped before its end".into(),
+            ));
         };
         let deleted = m
             .headers

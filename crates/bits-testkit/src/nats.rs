@@ -3,9 +3,11 @@
 //! a child of the test and stopped by its PID. [`NatsServer::stop`] and
 //! [`NatsServer::start_again`] take it away and bring it back on the same
 //! port with the same store, for the tests of an outage.
+//! [`NatsServer::start_with`] adds a configuration snippet (authorization,
+//! TLS, operator mode) written to `nats.conf` in its folder.
 
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,18 +19,50 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     dir: TempDir,
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
     /// `nats-server -js` on a free port of 127.0.0.1, ready for clients.
     pub fn start() -> NatsServer {
+        NatsServer::start_with("")
+    }
+
+    /// [`NatsServer::start`] with `config` (nats-server's configuration
+    /// syntax: `authorization { token: "…" }`, `tls { cert_file: … }`,
+    /// `operator: …`) as its configuration file; the command line still
+    /// sets the address, the port, JetStream and the store. Empty: no
+    /// file. Files the snippet names are the test's to write first.
+    pub fn start_with(config: &str) -> NatsServer {
+        let dir = TempDir::new("nats");
+        let config = (!config.is_empty()).then(|| {
+            let path = dir.path().join("nats.conf");
+            std::fs::write(&path, config).unwrap();
+            path
+        });
         let mut server = NatsServer {
             child: None,
             port: crate::proxies::free_port(),
-            dir: TempDir::new("nats"),
+            dir,
+            config,
         };
-        server.start_again();
-        server
+        // A free port can be taken by another test's server before this
+        // one binds it: then another port.
+        for _ in 0..5 {
+            match server.launch() {
+                Ok(()) => return server,
+                Err(log) if log.contains("address already in use") => {
+                    server.port = crate::proxies::free_port();
+                }
+                Err(log) => panic!("nats-server ended: {log}"),
+            }
+        }
+        panic!("nats-server found no free port: {}", server.log());
+    }
+
+    /// The port it listens on (for `tls://localhost:PORT`).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `nats://127.0.0.1:PORT`.
@@ -62,13 +96,26 @@ impl NatsServer {
         let _ = child.wait();
     }
 
-    /// Starts it (again) on the same port with the same store; returns once
-    /// it accepts connections.
+    /// Starts it (again) on the same port with the same store and
+    /// configuration; returns once it accepts connections.
     pub fn start_again(&mut self) {
+        if let Err(log) = self.launch() {
+            panic!("nats-server ended: {log}");
+        }
+    }
+
+    /// Runs nats-server and waits until it says it is ready (not merely
+    /// until the port answers: another process may hold it); its log when
+    /// it ends first.
+    fn launch(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "the server runs already");
         let store = self.dir.path().join("js");
         let log = std::fs::File::create(self.dir.path().join("nats.log")).unwrap();
-        let child = Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&store)
             .stdin(Stdio::null())
@@ -80,7 +127,12 @@ impl NatsServer {
             });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !self.log().contains("Server is ready") || TcpStream::connect(("127.0.0.1", self.port)).is_err()
+        {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return Err(format!("({status}) {}", self.log()));
+            }
             assert!(
                 Instant::now() < deadline,
                 "nats-server did not listen within 10 s: {}",
@@ -88,6 +140,7 @@ impl NatsServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// What the server logged.

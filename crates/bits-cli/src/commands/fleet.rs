@@ -9,15 +9,16 @@ use std::time::{Duration, SystemTime};
 
 use crate::daemon::NetworkView;
 use bits_core::{BitsError, ConnectionPolicy, Hresult, Job, SecurityFlags};
+use bits_fleet::nats::{Auth, Tls};
 use bits_fleet::operator::{self, Target};
-use bits_fleet::{nats, AgentConfig, Connect, Host, Policy, StateFeed};
+use bits_fleet::{nats, AgentConfig, Connect, Host, NatsError, Policy, StateFeed};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::Ctx;
 use crate::backend::Backend;
-use crate::cli::{AgentArgs, FleetCommand, NatsArgs};
+use crate::cli::{AgentArgs, ConnectArgs, FleetCommand, NatsArgs};
 use crate::daemon::{self, Hooks};
 use crate::error::Failure;
 use crate::ipc::{Pending, Request};
@@ -32,12 +33,22 @@ fn bad(message: impl Into<String>, hint: impl Into<String>) -> Failure {
     Failure::bad_input(Hresult::E_INVALIDARG, message, hint)
 }
 
-fn nats_failure(e: impl std::fmt::Display) -> Failure {
-    Failure::runtime(
-        Hresult::WINHTTP_CANNOT_CONNECT,
-        e.to_string(),
-        "check --nats, that nats-server runs with JetStream (-js), and --creds",
-    )
+/// A NATS option that is not one (checked before anything is done): exit 2.
+fn option_failure(e: NatsError) -> Failure {
+    let hint = match &e {
+        NatsError::BadOption(m) if m.contains("URL") => "e.g. --nats nats://127.0.0.1:4222",
+        _ => e.hint(),
+    };
+    Failure::bad_input(e.hresult(), e.to_string(), hint)
+}
+
+/// NATS did not serve an operator's command: exit 2 for an option found
+/// bad, else 1 with what to do.
+fn nats_failure(e: NatsError) -> Failure {
+    if matches!(e, NatsError::NoFile(_) | NatsError::BadOption(_)) {
+        return option_failure(e);
+    }
+    Failure::runtime(e.hresult(), e.to_string(), e.hint())
 }
 
 /// `bits agent`.
@@ -74,18 +85,12 @@ pub(super) fn agent(ctx: &Ctx, args: &AgentArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
     let allow_flags = parse_mask(&args.allow_flags)?;
-    if let Some(c) = &args.creds {
-        if !c.is_file() {
-            return Err(bad(format!("--creds {}: no such file", c.display()), "").into());
-        }
-    }
+    let connect = connect(&args.nats, &args.connect);
+    connect.check().map_err(option_failure)?;
     let backend = ctx.backend()?;
     store::ensure_dir(&ctx.dir)?;
     let config = AgentConfig {
-        connect: Connect {
-            url: args.nats.clone(),
-            creds: args.creds.clone(),
-        },
+        connect,
         name,
         groups: args.groups.clone(),
         policy: Policy {
@@ -97,10 +102,6 @@ pub(super) fn agent(ctx: &Ctx, args: &AgentArgs) -> anyhow::Result<ExitCode> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         backends: Backend::compiled().iter().map(|b| b.name().to_string()).collect(),
     };
-    config
-        .connect
-        .addrs()
-        .map_err(|e| bad(e.0, "e.g. --nats nats://127.0.0.1:4222"))?;
     let (feed, saves) = StateFeed::new();
     let listener_feed = feed.clone();
     let dir = ctx.dir.clone();
@@ -293,7 +294,7 @@ pub(super) fn fleet(ctx: &Ctx, cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                      priority, min_retry_delay, no_progress_timeout, custom_headers, proxy, complete",
                 )
             })?;
-            let connect = connect(&nats);
+            let connect = checked(&nats)?;
             runtime
                 .block_on(operator::submit(&connect, &target, doc, parsed.id))
                 .map_err(nats_failure)?;
@@ -306,14 +307,14 @@ pub(super) fn fleet(ctx: &Ctx, cmd: FleetCommand) -> anyhow::Result<ExitCode> {
         FleetCommand::Status { nats, spec } => {
             let id = spec_id(&spec)?;
             let rows = runtime
-                .block_on(operator::status(&connect(&nats), id))
+                .block_on(operator::status(&checked(&nats)?, id))
                 .map_err(nats_failure)?;
             print_status(ctx, id, &rows);
         }
         FleetCommand::Cancel { nats, spec } => {
             let id = spec_id(&spec)?;
             runtime
-                .block_on(operator::cancel(&connect(&nats), id))
+                .block_on(operator::cancel(&checked(&nats)?, id))
                 .map_err(nats_failure)?;
             ctx.note(format!(
                 "spec {id} withdrawn: every agent that has it cancels its job"
@@ -321,7 +322,7 @@ pub(super) fn fleet(ctx: &Ctx, cmd: FleetCommand) -> anyhow::Result<ExitCode> {
         }
         FleetCommand::Agents { nats } => {
             let rows = runtime
-                .block_on(operator::agents(&connect(&nats)))
+                .block_on(operator::agents(&checked(&nats)?))
                 .map_err(nats_failure)?;
             print_agents(ctx, &rows);
         }
@@ -329,11 +330,29 @@ pub(super) fn fleet(ctx: &Ctx, cmd: FleetCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn connect(args: &NatsArgs) -> Connect {
+fn connect(url: &str, args: &ConnectArgs) -> Connect {
+    let auth = match (&args.creds, &args.nkey, &args.token_file) {
+        (Some(f), _, _) => Auth::Creds(f.clone()),
+        (None, Some(f), _) => Auth::Nkey(f.clone()),
+        (None, None, Some(f)) => Auth::Token(f.clone()),
+        (None, None, None) => Auth::None,
+    };
     Connect {
-        url: args.nats.clone(),
-        creds: args.creds.clone(),
+        url: url.to_string(),
+        auth,
+        tls: Tls {
+            ca: args.nats_ca.clone(),
+            cert: args.nats_cert.clone(),
+            key: args.nats_key.clone(),
+        },
     }
+}
+
+/// The connection of a `bits fleet` command, its options checked.
+fn checked(args: &NatsArgs) -> Result<Connect, Failure> {
+    let c = connect(&args.nats, &args.connect);
+    c.check().map_err(option_failure)?;
+    Ok(c)
 }
 
 fn checked_name(name: String, what: &str) -> Result<String, Failure> {

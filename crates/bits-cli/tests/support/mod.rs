@@ -3,8 +3,9 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -219,6 +220,24 @@ pub fn to_run(out: Output) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Spawns a foreground daemon (`daemon --foreground`, `agent`, or a shell
+/// that execs one) with its stdout piped and waits for its first line,
+/// which must be `ready`; `context` says what to show when it is not
+/// (its log). The caller sets stderr and ends the child.
+pub fn spawn_ready(cmd: &mut Command, context: impl FnOnce() -> String) -> Child {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn the daemon");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line != "ready\n" {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("expected `ready`, got {line:?}: {}", context());
+    }
+    child
 }
 
 /// Whether process `pid` exists and is not a zombie.
