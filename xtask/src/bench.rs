@@ -80,7 +80,7 @@ use crate::util;
 const USAGE: &str = "\
 usage: cargo xtask bench [--size SIZE] [--count N] [--runs N] [--backends LIST]
                          [--tools LIST] [--workloads LIST] [--rtt LIST] [--keep]
-                         [--readme]
+                         [--priority P] [--readme]
   --size SIZE       the large file (K/M/G suffixes are binary; default 1G)
   --count N         the number of 16 KiB files (default 2000)
   --runs N          timed runs per tool and workload, after one warm-up (default 5)
@@ -98,6 +98,8 @@ usage: cargo xtask bench [--size SIZE] [--count N] [--runs N] [--backends LIST]
   --workloads LIST  one,many,up (default all three; up: the big file uploaded,
                     bits to `bits serve` against curl's PUT to nginx)
   --keep            keep the work directory (downloads, logs, store)
+  --priority P      `bits transfer --priority P` (default: none, BITS's NORMAL,
+                    a background job whose connections yield)
   --readme          also write the report, with the machine and the date,
                     into README.md between its bench markers
   --fleet N         instead: a spec of 20 small files to one `bits agent`, then to N
@@ -184,6 +186,7 @@ pub fn run(args: &[String]) -> Result<()> {
         results: BTreeMap::new(),
         seq: 0,
         daemon_rss: Vec::new(),
+        priority: opts.priority.clone(),
     };
 
     let mut tools: Vec<Tool> = Vec::new();
@@ -320,6 +323,9 @@ struct Options {
     rtts: Vec<u64>,
     keep: bool,
     readme: bool,
+    /// `bits transfer --priority`: none is BITS's NORMAL (a background job,
+    /// which yields: LEDBAT on its connections).
+    priority: Option<String>,
     /// `--fleet N`: the fleet benchmark instead ([`crate::fleet_bench`]).
     fleet: Option<usize>,
 }
@@ -341,6 +347,7 @@ impl Options {
             workloads: vec![Workload::One, Workload::Many, Workload::Up],
             rtts: vec![0],
             keep: false,
+            priority: None,
             readme: false,
             fleet: None,
         };
@@ -394,6 +401,7 @@ impl Options {
                         .collect::<Result<_>>()?
                 }
                 "--keep" => o.keep = true,
+                "--priority" => o.priority = Some(value()?),
                 "--readme" => o.readme = true,
                 "--fleet" => o.fleet = Some(value()?.parse().context("--fleet")?),
                 "-h" | "--help" => {
@@ -1139,6 +1147,8 @@ struct Bench {
     /// whether it grows with the jobs it has finished (they stay in the
     /// store, ACKNOWLEDGED).
     daemon_rss: Vec<(Workload, u64)>,
+    /// `--priority` for `bits transfer`.
+    priority: Option<String>,
 }
 
 impl Bench {
@@ -1289,6 +1299,9 @@ impl Bench {
                     .args(["transfer", "--backend", backend])
                     .env("SSL_CERT_FILE", &self.ca)
                     .env_remove("SSL_CERT_DIR");
+                if let Some(p) = &self.priority {
+                    cmd.args(["--priority", p]);
+                }
                 if workload == Workload::Up {
                     cmd.arg("--upload").arg(&big).args(&urls);
                 } else {
@@ -1455,14 +1468,16 @@ impl Bench {
              to the end of its last, as nginx logged them. machine CPU s: the whole machine's busy CPU \
              time during the run (/proc/stat), so nginx, kernel writeback and softirqs included, and \
                           anything else the machine ran meanwhile. RTT ms: above 0, through a latency proxy \
-             that delays each way by half (xtask/src/latency.rs; nginx offers h2 and http/1.1).\n",
+             that delays each way by half (xtask/src/latency.rs; nginx offers h2 and http/1.1). \
+             bits jobs: priority {}.\n",
             opts.size,
             opts.count,
             opts.runs,
             opts.rtts.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
             opts.runs,
             self.data.big_size as f64 / 1048576.0,
-            opts.count
+            opts.count,
+            opts.priority.as_deref().unwrap_or("normal (BITS's default: a background job)")
         );
         r.push_str(
             "| RTT ms | tool | workload | median wall s | nginx s | MB/s | peak RSS MiB | CPU s | CPU s/GiB | machine CPU s | bits/peer wall |\n",
