@@ -309,7 +309,7 @@ fn inside(args: &[String]) -> Result<()> {
     let bits = PathBuf::from(bits);
     let data = PathBuf::from(data);
     let runs: usize = runs.parse()?;
-    let nginx = Nginx::start(&work, &data)?;
+    let nginx = start_nginx(&work, &data)?;
     let _echo = echo_server()?;
     let mut cases = Cases {
         work: work.clone(),
@@ -736,16 +736,14 @@ impl Bits {
     }
 }
 
-/// nginx on 127.0.0.1:HTTP_PORT (http, sendfile), stopped by pid on drop.
-struct Nginx(Child);
-
-impl Nginx {
-    fn start(work: &Path, root: &Path) -> Result<Nginx> {
-        let dir = work.join("nginx");
-        fs::create_dir_all(dir.join("tmp"))?;
-        let d = dir.display();
-        let conf = format!(
-            r#"user root root;
+/// nginx on 127.0.0.1:HTTP_PORT (http, sendfile), serving `root`; stopped
+/// on drop.
+fn start_nginx(work: &Path, root: &Path) -> Result<util::Nginx> {
+    let dir = work.join("nginx");
+    fs::create_dir_all(dir.join("tmp"))?;
+    let d = dir.display();
+    let conf = format!(
+        r#"user root root;
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
@@ -765,36 +763,9 @@ http {{
     }}
 }}
 "#,
-            root = root.display()
-        );
-        let conf_path = dir.join("nginx.conf");
-        fs::write(&conf_path, conf)?;
-        let child = Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .context("starting nginx")?;
-        let mut nginx = Nginx(child);
-        crate::util::await_nginx(&mut nginx.0, HTTP_PORT, &dir.join("error.log"))?;
-        Ok(nginx)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGQUIT lets the master stop its workers.
-        let _ = Command::new("kill")
-            .arg("-QUIT")
-            .arg(self.0.id().to_string())
-            .status();
-        let _ = self.0.wait();
-    }
+        root = root.display()
+    );
+    util::Nginx::start(&dir, &conf, HTTP_PORT)
 }
 
 /// A TCP echo server on 127.0.0.1:ECHO_PORT, a thread per connection.
