@@ -145,7 +145,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if let Some(n) = opts.fleet {
         let data = make_data(&target.join("bench-data"), 1, 20)?;
         println!("{}", machine_note());
-        let nginx = Nginx::start(&work, &data.dir, &pki)?;
+        let nginx = start_nginx(&work, &data.dir, &pki)?;
         let base = format!("https://127.0.0.1:{}", nginx.port);
         let result = crate::fleet_bench::run(&bits, &work, &base, &pki.root, &data.small, n);
         drop(nginx);
@@ -157,7 +157,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let data = make_data(&target.join("bench-data"), opts.size, opts.count)?;
 
     println!("{}", machine_note());
-    let nginx = Nginx::start(&work, &data.dir, &pki)?;
+    let nginx = start_nginx(&work, &data.dir, &pki)?;
     let base = format!("https://127.0.0.1:{}", nginx.port);
     println!("nginx on {base}, serving {}", data.dir.display());
 
@@ -803,22 +803,16 @@ fn sha256(path: &Path) -> Result<String> {
 
 // ---------------------------------------------------------------- nginx
 
-/// nginx in the foreground on 127.0.0.1; stopped (SIGQUIT to its master, by
-/// pid) on drop.
-struct Nginx {
-    child: Child,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(work: &Path, docroot: &Path, pki: &Pki) -> Result<Nginx> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let dir = work.join("nginx");
-        fs::create_dir_all(dir.join("tmp"))?;
-        let user = if is_root() { "user root root;" } else { "" };
-        let d = dir.display();
-        let conf = format!(
-            r#"{user}
+/// nginx on a free port of 127.0.0.1 (https, http2), serving `docroot`;
+/// stopped on drop.
+fn start_nginx(work: &Path, docroot: &Path, pki: &Pki) -> Result<util::Nginx> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let dir = work.join("nginx");
+    fs::create_dir_all(dir.join("tmp"))?;
+    let user = if is_root() { "user root root;" } else { "" };
+    let d = dir.display();
+    let conf = format!(
+        r#"{user}
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
@@ -855,39 +849,12 @@ http {{
     }}
 }}
 "#,
-            chain = pki.chain.display(),
-            key = pki.key.display(),
-            root = docroot.display(),
-            dav = dir.join("dav").display(),
-        );
-        let conf_path = dir.join("nginx.conf");
-        fs::write(&conf_path, conf)?;
-        let child = Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .context("starting nginx")?;
-        let mut nginx = Nginx { child, port };
-        util::await_nginx(&mut nginx.child, port, &dir.join("error.log"))?;
-        Ok(nginx)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGQUIT lets the master stop its workers; SIGKILL would orphan them.
-        let _ = Command::new("kill")
-            .arg("-QUIT")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
+        chain = pki.chain.display(),
+        key = pki.key.display(),
+        root = docroot.display(),
+        dav = dir.join("dav").display(),
+    );
+    util::Nginx::start(&dir, &conf, port)
 }
 
 // ---------------------------------------------------------------- the bits daemon

@@ -1,7 +1,7 @@
 //! Helpers shared by the tasks: where the workspace is, how to run cargo.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -85,9 +85,55 @@ pub fn have_nextest() -> bool {
         .unwrap_or(false)
 }
 
+/// nginx in the foreground (`daemon off;`) under the prefix `dir`, with
+/// the configuration `conf`, listening on 127.0.0.1:`port`; stopped on
+/// drop (SIGQUIT to its master, by pid).
+#[derive(Debug)]
+pub struct Nginx {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl Nginx {
+    /// Writes `conf` to `dir/nginx.conf`, starts nginx with it (its errors
+    /// in `dir/error.log`) and waits until it listens on `port`.
+    pub fn start(dir: &Path, conf: &str, port: u16) -> Result<Nginx> {
+        std::fs::create_dir_all(dir)?;
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let error_log = dir.join("error.log");
+        let child = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg(&error_log)
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting nginx")?;
+        let mut nginx = Nginx { child, port };
+        await_nginx(&mut nginx.child, port, &error_log)?;
+        Ok(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT lets the master stop its workers; SIGKILL would orphan them.
+        let _ = Command::new("kill")
+            .arg("-QUIT")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
 /// Waits (10 s at most) until a just-started nginx listens on 127.0.0.1:`port`;
 /// if it exits first, fails with its `error_log`.
-pub fn await_nginx(child: &mut std::process::Child, port: u16, error_log: &Path) -> Result<()> {
+fn await_nginx(child: &mut Child, port: u16, error_log: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Some(status) = child.try_wait()? {

@@ -854,6 +854,52 @@ mod tests {
         assert_eq!(t.c.window(), CEILING / 4);
     }
 
+    /// The RTT a bits job saw (`tcpi_rcv_rtt`, ms) every ~100 ms in `cargo xtask bench
+    /// --background` case 3, from the moment curl starts beside a bits job
+    /// holding 305 KiB at ~52 ms (the queue's base is ~0.1 ms).
+    const LATE_FLOW_RTTS: [u64; 26] = [
+        52, 54, 61, 72, 62, 56, 58, 63, 65, 65, 67, 67, 68, 70, 72, 74, 76, 78, 79, 80, 84, 87, 90, 93, 96,
+        100,
+    ];
+
+    #[test]
+    fn ledbat_yields_to_a_late_flow_as_recorded_in_the_bench() {
+        let config = LedbatConfig::new(MSS, CEILING)
+            .with_periodic_slowdown(false)
+            .with_initial_window(312_320);
+        let mut c = LedbatController::new(config);
+        let mut now = Instant::now();
+        // The base, then the standing queue that ends slow start where it is.
+        c.on_sample(now, Duration::from_micros(100), 0);
+        for _ in 0..4 {
+            now += ms(52);
+            c.on_sample(now, ms(52), 0);
+        }
+        assert!(!c.in_slow_start());
+        let start = c.window();
+        // Replayed open loop: a sample every 10 ms carrying what the window
+        // lets through in 10 ms.
+        let mut windows = Vec::new();
+        for rtt in LATE_FLOW_RTTS {
+            for _ in 0..10 {
+                now += ms(10);
+                let bytes = c.window() * 10 / rtt;
+                c.on_sample(now, ms(rtt), bytes);
+            }
+            windows.push(c.window());
+        }
+        // Over the target (60 ms) for good from the eighth sample on: it
+        // never grows again; halved after ~1.1 s.
+        assert!(windows[7..].windows(2).all(|w| w[1] <= w[0]), "{windows:?}");
+        assert!(windows[10] <= start / 2, "{windows:?}");
+        assert!(windows[9] > start / 2, "{windows:?}");
+        // LEDBAT++'s decrease is W·(delay/target − 1) per RTT: gentle while
+        // the delay is just over the target, so the floor takes over 2 s
+        // (what curl loses beside bits, against its throughput alone).
+        assert!(windows[19] > 2 * MSS, "{windows:?}");
+        assert_eq!(*windows.last().unwrap(), 2 * MSS, "{windows:?}");
+    }
+
     #[test]
     fn ledbat_periodic_slowdown_measures_the_base_again() {
         let mut t = Trace::new(LedbatConfig::new(MSS, CEILING));
