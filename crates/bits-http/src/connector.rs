@@ -113,8 +113,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for MaybeTls<S> {
 }
 
 /// A connection as hyper-util's client holds it: the stream, and for a
-/// yielding policy ([`ConnectionPolicy::yielding`]) the LEDBAT controller
-/// its reads drive ([`crate::yielding`]).
+/// yielding policy ([`ConnectionPolicy::yielding`]) the LEDBAT controllers
+/// its reads and writes drive ([`crate::yielding`]).
 pub(crate) struct Conn<S> {
     io: MaybeTls<S>,
     yielder: Option<Box<Yielder>>,
@@ -154,7 +154,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        match &mut this.yielder {
+            Some(y) => y.poll_write(&mut this.io, cx, buf),
+            None => Pin::new(&mut this.io).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -170,11 +174,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.yielder.is_some() {
+            // Paced writes take one buffer at a time.
+            let buf = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &**b);
+            return self.poll_write(cx, buf);
+        }
         Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.yielder.is_none() && self.io.is_write_vectored()
     }
 }
 

@@ -26,6 +26,17 @@
 //!   raises it.
 //! - Samples are taken at most every [`SAMPLE_EVERY`]; the controller's
 //!   growth is per byte, so how often it is fed does not change its pace.
+//! - Writes (an upload: bits sending) run under a second controller of
+//!   the same kind ([`SendPacing`]), fed from the same `TCP_INFO` by the
+//!   sender's side of it: `tcpi_rtt` (the smoothed RTT of what this end
+//!   sends, from its ACKs), `tcpi_bytes_acked` for the growth and
+//!   `tcpi_total_retrans` for a loss. Its window becomes paced writes
+//!   (the same [`Pacer`] as paced reads): the kernel has no clamp for what
+//!   a socket sends. Only a bulk send is paced: a connection's first
+//!   [`PACE_WRITES_AFTER`] bytes (request heads, small bodies) go at once,
+//!   and a connection that has read more than it wrote is a download whose
+//!   writes are requests, never paced (2,000 requests over one h2
+//!   connection must not wait on a send window).
 
 #![allow(unsafe_code)] // getsockopt/setsockopt on the connection's own descriptor.
 
@@ -39,12 +50,15 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bits_core::{YieldController, YieldStatus};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::ledbat::{supports_midstream_clamp, LedbatConfig, LedbatController, Pacer, MIN_WINDOW_SEGMENTS};
 
 /// The shortest time between two `TCP_INFO` samples of a connection.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(2);
+
+/// The bytes a yielding connection writes before its writes are paced.
+pub const PACE_WRITES_AFTER: u64 = 64 * 1024;
 
 /// The segment size assumed when the kernel reports none.
 const DEFAULT_MSS: u64 = 1448;
@@ -85,6 +99,15 @@ pub struct TcpSample {
     pub out_of_order: u32,
     /// `tcpi_advmss`.
     pub advmss: u32,
+    /// The sender's smoothed RTT (`tcpi_rtt`): what the ACKs of this end's
+    /// own data took; zero when unknown.
+    pub send_rtt: Duration,
+    /// `tcpi_bytes_acked`: bytes this end sent that the peer acknowledged.
+    pub bytes_acked: u64,
+    /// `tcpi_total_retrans`: segments this end sent again.
+    pub retransmits: u32,
+    /// `tcpi_snd_mss`.
+    pub send_mss: u32,
 }
 
 /// The largest window the kernel's receive buffers allow: half of the
@@ -137,6 +160,10 @@ pub fn tcp_info(fd: RawFd) -> io::Result<TcpSample> {
         bytes_received: info.tcpi_bytes_received,
         out_of_order: info.tcpi_rcv_ooopack,
         advmss: info.tcpi_advmss,
+        send_rtt: Duration::from_micros(u64::from(info.tcpi_rtt)),
+        bytes_acked: info.tcpi_bytes_acked,
+        retransmits: info.tcpi_total_retrans,
+        send_mss: info.tcpi_snd_mss,
     })
 }
 
@@ -179,6 +206,106 @@ pub fn set_window_clamp(fd: RawFd, bytes: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// The LEDBAT controller of what a yielding connection sends, as pure
+/// code (no socket): fed with `TCP_INFO`'s sender fields, it says how many
+/// bytes may be written now. Unpaced until [`PACE_WRITES_AFTER`] bytes
+/// were written, and while the connection read more than it wrote.
+#[derive(Debug)]
+pub struct SendPacing {
+    controller: LedbatController,
+    pacer: Pacer,
+    written: u64,
+    /// Bytes the connection read: more than it wrote, it is a download.
+    read: u64,
+    /// The last sample's cumulative `bytes_acked` and `retransmits`.
+    last: Option<(u64, u32)>,
+    rtt: Duration,
+}
+
+impl SendPacing {
+    /// Segments of `mss` bytes, windows up to `ceiling`, at `now`.
+    pub fn new(now: Instant, mss: u64, ceiling: u64) -> Self {
+        let controller =
+            LedbatController::new(LedbatConfig::new(mss, ceiling.max(MIN_WINDOW_SEGMENTS * mss)));
+        let rtt = Duration::from_millis(100);
+        let pacer = Pacer::new(now, controller.window(), rtt);
+        SendPacing {
+            controller,
+            pacer,
+            written: 0,
+            read: 0,
+            last: None,
+            rtt,
+        }
+    }
+
+    /// A `TCP_INFO` reading at `now`: the sender's RTT and the cumulative
+    /// bytes acknowledged and segments retransmitted.
+    pub fn on_sample(&mut self, now: Instant, rtt: Duration, bytes_acked: u64, retransmits: u32) {
+        let (acked, lost) = match self.last {
+            Some((a, r)) => (bytes_acked.saturating_sub(a), retransmits > r),
+            None => (0, false),
+        };
+        self.last = Some((bytes_acked, retransmits));
+        if lost {
+            self.controller.on_retransmission(now);
+        }
+        if rtt.is_zero() {
+            return;
+        }
+        self.rtt = rtt;
+        self.controller.on_sample(now, rtt, acked);
+        self.pacer.set_rate(now, self.controller.window(), rtt);
+    }
+
+    /// Whether writes are paced: a bulk send, more written than read.
+    pub fn engaged(&self) -> bool {
+        self.written >= PACE_WRITES_AFTER && self.written > self.read
+    }
+
+    /// `n` bytes were read from the connection.
+    pub fn on_read(&mut self, n: u64) {
+        self.read += n;
+    }
+
+    /// The bytes that may be written at `now` (`u64::MAX` while unpaced;
+    /// a connection's first write is cut at [`PACE_WRITES_AFTER`], where
+    /// pacing may start).
+    pub fn allowance(&mut self, now: Instant) -> u64 {
+        if self.engaged() {
+            self.pacer.allowance(now)
+        } else if self.written < PACE_WRITES_AFTER {
+            PACE_WRITES_AFTER - self.written
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// How long after `now` until `n` bytes may be written.
+    pub fn time_until(&self, now: Instant, n: u64) -> Duration {
+        self.pacer.time_until(now, n)
+    }
+
+    /// `n` bytes were written.
+    pub fn consume(&mut self, n: u64) {
+        let before = self.engaged();
+        self.written += n;
+        if before {
+            self.pacer.consume(n);
+        }
+    }
+
+    /// The controller's window.
+    pub fn window(&self) -> u64 {
+        self.controller.window()
+    }
+
+    /// The pacing rate, bytes a second.
+    pub fn rate(&self) -> f64 {
+        self.pacer.rate()
+    }
+}
+
 /// The controller of one yielding connection, driven from its reads.
 pub(crate) struct Yielder {
     /// The connection's socket: owned by the stream this yielder sits
@@ -193,6 +320,10 @@ pub(crate) struct Yielder {
     /// The clamp last set.
     clamp: u32,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// What the connection sends, paced by a controller of its own.
+    send: SendPacing,
+    last_send_sample: Option<Instant>,
+    write_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl std::fmt::Debug for Yielder {
@@ -225,6 +356,10 @@ impl Yielder {
             first.rtt
         };
         let pacer = (kind == YieldController::PacedReads).then(|| Pacer::new(now, window, rtt));
+        let send_mss = match first.send_mss {
+            0 => DEFAULT_MSS,
+            m => u64::from(m),
+        };
         let mut yielder = Yielder {
             fd,
             controller,
@@ -234,6 +369,9 @@ impl Yielder {
             last: first,
             clamp: 0,
             sleep: None,
+            send: SendPacing::new(now, send_mss, ceiling),
+            last_send_sample: None,
+            write_sleep: None,
         };
         yielder.apply(now, rtt);
         yielder
@@ -301,7 +439,10 @@ impl Yielder {
         let now = Instant::now();
         self.sample(now);
         let Some(pacer) = &mut self.pacer else {
-            return Pin::new(inner).poll_read(cx, buf);
+            let before = buf.filled().len();
+            let result = Pin::new(inner).poll_read(cx, buf);
+            self.send.on_read((buf.filled().len() - before) as u64);
+            return result;
         };
         let mut now = now;
         let allowance = loop {
@@ -330,6 +471,176 @@ impl Yielder {
         let read = sub.filled().len();
         buf.advance(read);
         pacer.consume(read as u64);
+        self.send.on_read(read as u64);
         result
+    }
+
+    /// The send side's `TCP_INFO` sample, at most every [`SAMPLE_EVERY`]
+    /// (the receive side's samples stay with the reads: during an upload
+    /// its RTT does not move).
+    fn sample_send(&mut self, now: Instant) {
+        if self
+            .last_send_sample
+            .is_some_and(|at| now.duration_since(at) < SAMPLE_EVERY)
+        {
+            return;
+        }
+        self.last_send_sample = Some(now);
+        let Ok(info) = tcp_info(self.fd) else { return };
+        self.send
+            .on_sample(now, info.send_rtt, info.bytes_acked, info.retransmits);
+        if self.send.engaged() {
+            self.status.set_limit(self.send.window());
+        }
+    }
+
+    /// A write to `inner` under the send side's controller: the first
+    /// [`PACE_WRITES_AFTER`] bytes at once, then no more than the
+    /// allowance, and nothing until some is allowed.
+    pub(crate) fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        inner: &mut W,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut now = Instant::now();
+        self.sample_send(now);
+        let allowance = loop {
+            let allowance = self.send.allowance(now);
+            if allowance > 0 {
+                break allowance;
+            }
+            let wait = self
+                .send
+                .time_until(now, buf.len() as u64)
+                .max(Duration::from_millis(1));
+            let deadline = tokio::time::Instant::now() + wait;
+            let sleep = self
+                .write_sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            sleep.as_mut().reset(deadline);
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            now = Instant::now();
+            self.sample_send(now);
+        };
+        let n = usize::try_from(allowance).unwrap_or(usize::MAX).min(buf.len());
+        let result = Pin::new(inner).poll_write(cx, &buf[..n]);
+        if let Poll::Ready(Ok(written)) = &result {
+            self.send.consume(*written as u64);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSS: u64 = 1448;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Samples every `step` for `count` steps at `rtt`, each acknowledging
+    /// what the pacer let through since the last one; the clock after.
+    fn run(
+        p: &mut SendPacing,
+        mut now: Instant,
+        rtt: Duration,
+        step: Duration,
+        count: u32,
+        acked: &mut u64,
+    ) -> Instant {
+        for _ in 0..count {
+            now += step;
+            let n = p.allowance(now);
+            p.consume(n);
+            *acked += n;
+            p.on_sample(now, rtt, *acked, 0);
+        }
+        now
+    }
+
+    #[test]
+    fn a_connections_first_bytes_go_at_once_and_then_writes_are_paced() {
+        let now = Instant::now();
+        let mut p = SendPacing::new(now, MSS, 4 << 20);
+        assert!(!p.engaged());
+        // A request head, then a small body: all allowed at once.
+        assert_eq!(p.allowance(now), PACE_WRITES_AFTER);
+        p.consume(500);
+        assert_eq!(p.allowance(now), PACE_WRITES_AFTER - 500);
+        p.consume(PACE_WRITES_AFTER - 500);
+        assert!(p.engaged());
+        // From then on, no more than the pacer's allowance: one window
+        // (two segments at first) per RTT.
+        p.on_sample(now, ms(20), 0, 0);
+        let later = now + ms(20);
+        let allowed = p.allowance(later);
+        assert!(allowed <= 2 * MSS + 1, "{allowed}");
+        p.consume(allowed);
+        assert_eq!(p.allowance(later), 0);
+        assert!(p.time_until(later, MSS) > Duration::ZERO);
+    }
+
+    #[test]
+    fn a_download_connections_requests_are_never_paced() {
+        let now = Instant::now();
+        let mut p = SendPacing::new(now, MSS, 4 << 20);
+        // 2,000 requests of 200 bytes, each answered with 16 KiB.
+        for _ in 0..2000 {
+            // Never a wait: at most a write cut in two where pacing could start.
+            let mut left = 200;
+            while left > 0 {
+                let allowed = p.allowance(now);
+                assert!(allowed > 0);
+                p.consume(allowed.min(left));
+                left -= allowed.min(left);
+            }
+            p.on_read(16 << 10);
+            p.on_sample(now, ms(20), 0, 0);
+        }
+        assert!(!p.engaged());
+        // Had it written more than it read, it would be an upload: paced.
+        p.consume(40 << 20);
+        assert!(p.engaged());
+    }
+
+    #[test]
+    fn rising_delay_slows_the_writes_and_falling_delay_speeds_them_up() {
+        let start = Instant::now();
+        let mut p = SendPacing::new(start, MSS, 16 << 20);
+        p.consume(PACE_WRITES_AFTER);
+        let mut acked = 0;
+        // An idle path (20 ms): the window grows.
+        let now = run(&mut p, start, ms(20), ms(20), 300, &mut acked);
+        let grown = p.window();
+        assert!(grown > 8 * MSS, "{grown}");
+        let fast = p.rate();
+        // 100 ms of queueing (above the 60 ms target): it shrinks.
+        let now = run(&mut p, now, ms(120), ms(120), 40, &mut acked);
+        let shrunk = p.window();
+        assert!(shrunk < grown / 2, "{shrunk} vs {grown}");
+        assert!(p.rate() < fast / 4.0, "{} vs {fast}", p.rate());
+        // Never under two segments.
+        assert!(shrunk >= 2 * MSS, "{shrunk}");
+        // The queue drains: it grows again.
+        run(&mut p, now, ms(20), ms(20), 300, &mut acked);
+        assert!(p.window() > shrunk, "{} vs {shrunk}", p.window());
+    }
+
+    #[test]
+    fn a_retransmission_halves_the_window() {
+        let start = Instant::now();
+        let mut p = SendPacing::new(start, MSS, 16 << 20);
+        p.consume(PACE_WRITES_AFTER);
+        let mut acked = 0;
+        let now = run(&mut p, start, ms(20), ms(20), 300, &mut acked);
+        let before = p.window();
+        p.on_sample(now + ms(20), ms(20), acked, 1);
+        assert!(p.window() <= before / 2 + 1, "{} vs {before}", p.window());
     }
 }
