@@ -306,6 +306,67 @@ impl SendPacing {
     }
 }
 
+/// What hands out bytes over time: the pacer of reads, the send side.
+trait Allowance {
+    /// The bytes that may move at `now`.
+    fn allowance(&mut self, now: Instant) -> u64;
+    /// How long after `now` until `n` bytes may move.
+    fn time_until(&self, now: Instant, n: u64) -> Duration;
+}
+
+impl Allowance for Pacer {
+    fn allowance(&mut self, now: Instant) -> u64 {
+        Pacer::allowance(self, now)
+    }
+    fn time_until(&self, now: Instant, n: u64) -> Duration {
+        Pacer::time_until(self, now, n)
+    }
+}
+
+impl Allowance for SendPacing {
+    fn allowance(&mut self, now: Instant) -> u64 {
+        SendPacing::allowance(self, now)
+    }
+    fn time_until(&self, now: Instant, n: u64) -> Duration {
+        SendPacing::time_until(self, now, n)
+    }
+}
+
+/// `Ready` with what `a` allows (more than 0) from `now` on, or `Pending`
+/// with `sleep` armed for when `want` bytes will be (at least 1 ms on).
+fn poll_allowance(
+    a: &mut impl Allowance,
+    sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    cx: &mut Context<'_>,
+    mut now: Instant,
+    want: u64,
+) -> Poll<u64> {
+    loop {
+        let allowance = a.allowance(now);
+        if allowance > 0 {
+            return Poll::Ready(allowance);
+        }
+        let wait = a.time_until(now, want).max(Duration::from_millis(1));
+        let deadline = tokio::time::Instant::now() + wait;
+        let sleep = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        sleep.as_mut().reset(deadline);
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        now = Instant::now();
+    }
+}
+
+/// `fd`'s `TCP_INFO` when the last sample (`last`, then set to `now`) is
+/// at least [`SAMPLE_EVERY`] old.
+fn sample_due(last: &mut Option<Instant>, now: Instant, fd: RawFd) -> Option<TcpSample> {
+    if last.is_some_and(|at| now.duration_since(at) < SAMPLE_EVERY) {
+        return None;
+    }
+    *last = Some(now);
+    tcp_info(fd).ok()
+}
+
 /// The controller of one yielding connection, driven from its reads.
 pub(crate) struct Yielder {
     /// The connection's socket: owned by the stream this yielder sits
@@ -385,14 +446,9 @@ impl Yielder {
     /// A `TCP_INFO` sample fed to the controller, at most every
     /// [`SAMPLE_EVERY`].
     fn sample(&mut self, now: Instant) {
-        if self
-            .last_sample
-            .is_some_and(|at| now.duration_since(at) < SAMPLE_EVERY)
-        {
+        let Some(info) = sample_due(&mut self.last_sample, now, self.fd) else {
             return;
-        }
-        self.last_sample = Some(now);
-        let Ok(info) = tcp_info(self.fd) else { return };
+        };
         let bytes = info.bytes_received.saturating_sub(self.last.bytes_received);
         if info.out_of_order > self.last.out_of_order {
             self.controller.on_retransmission(now);
@@ -444,24 +500,9 @@ impl Yielder {
             self.send.on_read((buf.filled().len() - before) as u64);
             return result;
         };
-        let mut now = now;
-        let allowance = loop {
-            let allowance = pacer.allowance(now);
-            if allowance > 0 {
-                break allowance;
-            }
-            let wait = pacer
-                .time_until(now, buf.remaining() as u64)
-                .max(Duration::from_millis(1));
-            let deadline = tokio::time::Instant::now() + wait;
-            let sleep = self
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-            sleep.as_mut().reset(deadline);
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            now = Instant::now();
+        let Poll::Ready(allowance) = poll_allowance(pacer, &mut self.sleep, cx, now, buf.remaining() as u64)
+        else {
+            return Poll::Pending;
         };
         let n = usize::try_from(allowance)
             .unwrap_or(usize::MAX)
@@ -479,14 +520,9 @@ impl Yielder {
     /// (the receive side's samples stay with the reads: during an upload
     /// its RTT does not move).
     fn sample_send(&mut self, now: Instant) {
-        if self
-            .last_send_sample
-            .is_some_and(|at| now.duration_since(at) < SAMPLE_EVERY)
-        {
+        let Some(info) = sample_due(&mut self.last_send_sample, now, self.fd) else {
             return;
-        }
-        self.last_send_sample = Some(now);
-        let Ok(info) = tcp_info(self.fd) else { return };
+        };
         self.send
             .on_sample(now, info.send_rtt, info.bytes_acked, info.retransmits);
         if self.send.engaged() {
@@ -503,27 +539,12 @@ impl Yielder {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut now = Instant::now();
+        let now = Instant::now();
         self.sample_send(now);
-        let allowance = loop {
-            let allowance = self.send.allowance(now);
-            if allowance > 0 {
-                break allowance;
-            }
-            let wait = self
-                .send
-                .time_until(now, buf.len() as u64)
-                .max(Duration::from_millis(1));
-            let deadline = tokio::time::Instant::now() + wait;
-            let sleep = self
-                .write_sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-            sleep.as_mut().reset(deadline);
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            now = Instant::now();
-            self.sample_send(now);
+        let Poll::Ready(allowance) =
+            poll_allowance(&mut self.send, &mut self.write_sleep, cx, now, buf.len() as u64)
+        else {
+            return Poll::Pending;
         };
         let n = usize::try_from(allowance).unwrap_or(usize::MAX).min(buf.len());
         let result = Pin::new(inner).poll_write(cx, &buf[..n]);
