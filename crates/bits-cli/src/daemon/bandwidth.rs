@@ -32,7 +32,9 @@ use crate::store;
 /// schedule allows now.
 pub const PUBLISHED_FILE: &str = "bandwidth.json";
 
-/// The debug-build variable that sets the daemon's clock (tests).
+/// The debug-build variable that sets the daemon's clock (tests); a
+/// release build never reads it.
+#[cfg_attr(not(debug_assertions), allow(dead_code))]
 pub const TEST_CLOCK_VAR: &str = "BITS_TEST_CLOCK";
 
 /// The schedule of a running daemon.
