@@ -258,10 +258,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let mut report = bench.report(&opts, daemon_total.ok(), serve_total.and_then(Result::ok));
     if let Some(k) = kill9 {
-        report = report.replace(
-            KILL9_TODO,
-            &format!("- kill -9 mid-transfer: {k} (goal <= 1 MiB)\n"),
-        );
+        report = report.replace(KILL9_TODO, &format!("- kill -9 mid-transfer: {k}\n"));
     }
     println!("\n{report}");
     fs::write(work.join("report.md"), &report)?;
@@ -883,10 +880,17 @@ impl Timed {
             };
         }
         let name = program.get_program().to_string_lossy().into_owned();
+        // Its log (`BITS_LOG=...` to ask for more) stays beside its account,
+        // in the work directory `--keep` keeps, one start after another.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(time_out.with_extension("log"))
+            .context("opening a log")?;
         let mut time = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         let stdout = time.stdout.take().context("stdout")?;
@@ -1742,17 +1746,18 @@ impl Kill9 {
         }
         let lost = match resumed_at {
             Some(from) => format!(
-                "{:.3} MiB of the {} bytes on disk at the kill re-downloaded (resumed at byte {from})",
+                "{:.3} MiB of the {} bytes on disk at the kill re-downloaded (resumed at byte {from}; goal <= 1 MiB)",
                 self.on_disk.saturating_sub(from) as f64 / 1048576.0,
                 self.on_disk
             ),
             None => format!(
-                "no Range request after the kill: all {} bytes on disk re-downloaded",
+                "no Range request after the kill: all {} bytes on disk re-downloaded (goal <= 1 MiB)",
                 self.on_disk
             ),
         };
         Ok(format!(
-            "{lost}; on the wire {requests} requests, {:.3} MiB sent beyond the file (socket buffers included)",
+            "{lost}; on the wire {requests} requests, {:.3} MiB sent beyond the file (context, not a goal: \
+             what was in flight when the daemon died, socket buffers and HTTP/2's window, lost with it)",
             sent.saturating_sub(size) as f64 / 1048576.0
         ))
     }
