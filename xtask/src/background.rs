@@ -545,8 +545,9 @@ impl Cases {
     }
 
     /// `curl` of the foreground file into `dir` for at most
-    /// [`FG_SECONDS`]: its throughput (checked when the file is whole).
-    fn timed_curl(&self, dir: &Path) -> Result<f64> {
+    /// [`FG_SECONDS`]: its throughput, and the file to check when it is
+    /// whole.
+    fn timed_curl(&self, dir: &Path) -> Result<Timed> {
         let out = dir.join("fg.bin");
         let result = Command::new("curl")
             .args(["-s", "-f", "--max-time", &FG_SECONDS.to_string()])
@@ -562,20 +563,34 @@ impl Cases {
         let mut fields = text.split_whitespace();
         let bytes: f64 = fields.next().context("curl -w")?.parse()?;
         let secs: f64 = fields.next().context("curl -w")?.parse()?;
-        if code == Some(0) {
-            self.check(&out, "fg.bin")?;
+        Ok(Timed {
+            rate: bytes / secs,
+            whole: (code == Some(0)).then_some(out),
+            remove: false,
+        })
+    }
+
+    /// A timed curl's throughput once its file, if whole, is checked (and
+    /// removed if asked): after the probe stopped, so that the probe never
+    /// samples the idle link while `sha256sum` runs (seconds on this machine).
+    fn checked(&self, timed: Timed) -> Result<f64> {
+        if let Some(got) = &timed.whole {
+            self.check(got, "fg.bin")?;
+            if timed.remove {
+                fs::remove_file(got)?;
+            }
         }
-        Ok(bytes / secs)
+        Ok(timed.rate)
     }
 
     /// `curl -T` of the foreground file to nginx's WebDAV for at most
-    /// [`FG_SECONDS`]: its throughput. A finished upload is checked on
+    /// [`FG_SECONDS`]: its throughput. A finished upload is to be checked on
     /// nginx's disk (and removed); one still running when the time is up
     /// counts what nginx's TCP acknowledged by then (`ss`'s `bytes_acked`),
     /// as a timed-out download counts what arrived: curl's own count
     /// (`size_upload`) would include what still sits in its socket buffer
     /// and in the queue.
-    fn timed_upload(&mut self) -> Result<f64> {
+    fn timed_upload(&mut self) -> Result<Timed> {
         self.seq += 1;
         let name = format!("{}-fg.bin", self.seq);
         let start = Instant::now();
@@ -603,17 +618,22 @@ impl Cases {
                 let mut fields = text.split_whitespace();
                 let bytes: f64 = fields.next().context("curl -w")?.parse()?;
                 let secs: f64 = fields.next().context("curl -w")?.parse()?;
-                let got = self.dav.join(&name);
-                self.check(&got, "fg.bin")?;
-                fs::remove_file(&got)?;
-                return Ok(bytes / secs);
+                return Ok(Timed {
+                    rate: bytes / secs,
+                    whole: Some(self.dav.join(&name)),
+                    remove: true,
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let acked = acked_bytes(DAV_PORT, curl.0.id())?;
         let secs = start.elapsed().as_secs_f64();
         curl.kill();
-        Ok(acked as f64 / secs)
+        Ok(Timed {
+            rate: acked as f64 / secs,
+            whole: None,
+            remove: false,
+        })
     }
 
     fn check(&self, got: &Path, name: &str) -> Result<()> {
@@ -628,8 +648,10 @@ impl Cases {
     fn curl_alone(&mut self) -> Result<()> {
         let dir = self.fresh("curl")?;
         let probe = Probe::start()?;
-        let rate = self.timed_curl(&dir)?;
-        self.record(Case::CurlAlone, rate, probe.stop(), None);
+        let timed = self.timed_curl(&dir);
+        let rtts = probe.stop();
+        let rate = self.checked(timed?)?;
+        self.record(Case::CurlAlone, rate, rtts, None);
         Ok(())
     }
 
@@ -654,11 +676,12 @@ impl Cases {
         let mut background = bits.transfer(&Self::url("big.bin"), &dir.join("big.bin"), &[])?;
         std::thread::sleep(HEAD_START);
         let probe = Probe::start()?;
-        let rate = self.timed_curl(&dir);
+        let timed = self.timed_curl(&dir);
         let rtts = probe.stop();
         background.kill();
         bits.stop_daemon();
-        self.record(Case::CurlWithBits, rate?, rtts, None);
+        let rate = self.checked(timed?)?;
+        self.record(Case::CurlWithBits, rate, rtts, None);
         Ok(())
     }
 
@@ -673,10 +696,11 @@ impl Cases {
         );
         std::thread::sleep(HEAD_START);
         let probe = Probe::start()?;
-        let rate = self.timed_curl(&dir);
+        let timed = self.timed_curl(&dir);
         let rtts = probe.stop();
         background.kill();
-        self.record(Case::CurlWithCurl, rate?, rtts, None);
+        let rate = self.checked(timed?)?;
+        self.record(Case::CurlWithCurl, rate, rtts, None);
         Ok(())
     }
 
@@ -720,8 +744,10 @@ impl Cases {
 
     fn curl_up_alone(&mut self) -> Result<()> {
         let probe = Probe::start()?;
-        let rate = self.timed_upload();
-        self.record(Case::UpAlone, rate?, probe.stop(), None);
+        let timed = self.timed_upload();
+        let rtts = probe.stop();
+        let rate = self.checked(timed?)?;
+        self.record(Case::UpAlone, rate, rtts, None);
         Ok(())
     }
 
@@ -738,7 +764,7 @@ impl Cases {
         std::thread::sleep(HEAD_START);
         let (head, before) = (start.elapsed().as_secs_f64(), tree_bytes(&sent));
         let probe = Probe::start()?;
-        let rate = self.timed_upload();
+        let timed = self.timed_upload();
         let rtts = probe.stop();
         let (window, beside) = (start.elapsed().as_secs_f64() - head, tree_bytes(&sent));
         background.kill();
@@ -752,7 +778,8 @@ impl Cases {
             before as f64 / head,
             beside.saturating_sub(before) as f64 / window,
         );
-        self.record_with(Case::UpWithBits, rate?, rtts, None, Some(background));
+        let rate = self.checked(timed?)?;
+        self.record_with(Case::UpWithBits, rate, rtts, None, Some(background));
         Ok(())
     }
 
@@ -767,10 +794,11 @@ impl Cases {
         );
         std::thread::sleep(HEAD_START);
         let probe = Probe::start()?;
-        let rate = self.timed_upload();
+        let timed = self.timed_upload();
         let rtts = probe.stop();
         background.kill();
-        self.record(Case::UpWithCurl, rate?, rtts, None);
+        let rate = self.checked(timed?)?;
+        self.record(Case::UpWithCurl, rate, rtts, None);
         Ok(())
     }
 
@@ -810,7 +838,8 @@ impl Cases {
              unshaped), TCP congestion control {cc} (nginx and the uploading clients send with it), \
              nginx (http, sendfile), `bits serve` (http) and the clients on 127.0.0.1 inside it; medians \
              of {runs} interleaved rounds. Queueing delay: a 1-byte TCP ping through the bottleneck every \
-             100 ms, its RTT above the idle path's ({:.2} ms). bits jobs are NORMAL (background) \
+             100 ms while the measured flow runs (its SHA-256 check comes after), its RTT above the idle \
+             path's ({:.2} ms). bits jobs are NORMAL (background) \
              priority; every download, and every upload curl finished, is SHA-256-checked.\n\n\
              | case | MB/s | of the link | added delay, median | p95 |\n\
              | --- | ---: | ---: | ---: | ---: |",
@@ -902,6 +931,14 @@ impl Cases {
         );
         s
     }
+}
+
+/// A timed curl: its throughput (bytes a second) and, when it finished, the
+/// file to check against `fg.bin` (and whether to remove it then).
+struct Timed {
+    rate: f64,
+    whole: Option<PathBuf>,
+    remove: bool,
 }
 
 /// What the established TCP connections to 127.0.0.1:`dport` of process
