@@ -7,24 +7,32 @@
 //!    `target/bench-data/background/`);
 //! 2. makes a network namespace (`ip netns add`), sets its loopback's MTU
 //!    to 1500 and sends what the servers send (source port 8080 or 7007)
-//!    through a `tbf` of 50 Mbit/s with a 250 ms queue: lo's ingress
-//!    redirects it to an ifb holding the tbf (this kernel has no netem).
-//!    ACKs and requests pass unshaped; the queue is not the sender's own
-//!    (see [`Netns::create`]);
+//!    and what the uploads send (destination port 8081, nginx's WebDAV, or
+//!    8082, `bits serve`) through a `tbf` of 50 Mbit/s with a 250 ms queue:
+//!    lo's ingress redirects it to an ifb holding the tbf (this kernel has
+//!    no netem). ACKs and requests pass unshaped; the queue is not the
+//!    sender's own (see [`Netns::create`]);
 //! 3. runs itself inside it (`ip netns exec NS xtask bench --background
-//!    --in-netns ...`): nginx (plain http, `sendfile`) and a TCP echo server
-//!    on 127.0.0.1, then `--runs` rounds of the cases, interleaved:
+//!    --in-netns ...`): nginx (plain http, `sendfile`; WebDAV `PUT` on a
+//!    port of its own), `bits serve` (plain http) and a TCP echo server on
+//!    127.0.0.1, then `--runs` rounds of the cases, interleaved:
 //!    1. curl alone (the foreground baseline);
 //!    2. bits background (NORMAL) alone;
 //!    3. curl started 4 s into a bits background download;
 //!    4. curl started 4 s into a plain second curl (the "no yielding"
 //!       reference);
 //!    5. bits `--max-rate 2M` alone (its file's size read every 250 ms);
+//!    6. curl `-T` alone (an upload to nginx's WebDAV `PUT`: the upload
+//!       baseline);
+//!    7. that upload started 4 s into a bits background upload (to `bits
+//!       serve`);
+//!    8. that upload started 4 s into a second plain `curl -T` (the "no
+//!       yielding" reference for uploads);
 //!
 //!    and all the while a probe: a 1-byte TCP ping through the bottleneck
 //!    every 100 ms, whose RTT above the idle one is the queueing delay the
-//!    case adds. Every download is checked with `sha256sum` (outside the
-//!    timing);
+//!    case adds. Every download, and every upload curl finished, is
+//!    checked with `sha256sum` (outside the timing);
 //! 4. deletes the namespace, even when a case failed: the processes still
 //!    in it (ours: `ip netns pids`) are killed by pid first;
 //! 5. prints the table and writes it to `docs/background.md` (the README
@@ -35,7 +43,9 @@
 //! Cubic flow behind a full 250 ms drop-tail queue gets a few percent,
 //! not the half it converges to over a minute or so); in 2, bits uses ≥ 90 % of the link; bits alone adds
 //! ≤ 80 ms of queueing delay (its target is 60 ms); in 5 the rate is within
-//! 5 % of 2 MiB/s over every 10 s window.
+//! 5 % of 2 MiB/s over every 10 s window. Uploads: the download goal carried
+//! over, in 7 curl's upload keeps ≥ 90 % of its throughput of 6 (8 is the
+//! reference).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -54,7 +64,7 @@ use crate::util;
 
 const USAGE: &str = "\
 usage: cargo xtask bench --background [--runs N] [--cc NAME] [--keep]
-  --runs N   rounds of the five cases, interleaved (default 3)
+  --runs N   rounds of the eight cases, interleaved (default 3)
   --cc NAME  the namespace's TCP congestion control (default cubic, Linux's
              default and most servers'; bbr keeps its own queue short)
   --keep     keep the work directory (downloads, logs, stores)";
@@ -81,8 +91,13 @@ const MAX_RATE: f64 = (2 << 20) as f64;
 /// The namespace's ifb device, which holds the bottleneck.
 const IFB: &str = "ifb0";
 
-/// The ports inside the namespace.
+/// The ports inside the namespace: nginx's downloads, nginx's WebDAV
+/// uploads, `bits serve`, the probe's echo. The uploads' servers have ports
+/// of their own so that the bottleneck can take what is sent to them
+/// without taking the downloads' ACKs (sent to 8080).
 const HTTP_PORT: u16 = 8080;
+const DAV_PORT: u16 = 8081;
+const SERVE_PORT: u16 = 8082;
 const ECHO_PORT: u16 = 7007;
 
 /// How long the competing flow runs before the timed curl starts.
@@ -224,6 +239,15 @@ impl Netns {
         // (two of its TSO packets), which kept the queue near 20 ms and
         // starved any flow that started late (its TSO packets are small).
         // ACKs and requests pass unshaped, as on a link shaped one way.
+        //
+        // Uploads flow the other way: the client sends, so their data is
+        // what goes to the server's port. On lo every packet leaves through
+        // lo's egress and comes back in through lo's ingress once, so the
+        // same ingress hook sees an upload's data as `dport` DAV_PORT or
+        // SERVE_PORT and redirects it into the same tbf (one bottleneck,
+        // shared by both directions, as a half-duplex link); the servers'
+        // ACKs (from those ports) pass unshaped. Downloads never use those
+        // ports, so their ACKs and requests (to HTTP_PORT) stay unshaped.
         exec(&["ip", "link", "add", IFB, "type", "ifb"])?;
         exec(&["ip", "link", "set", IFB, "up"])?;
         exec(&[
@@ -242,7 +266,9 @@ impl Netns {
             &format!("{QUEUE_MS}ms"),
         ])?;
         exec(&["tc", "qdisc", "add", "dev", "lo", "handle", "ffff:", "ingress"])?;
-        for port in [HTTP_PORT, ECHO_PORT] {
+        let from = [HTTP_PORT, ECHO_PORT].map(|p| ("sport", p));
+        let to = [DAV_PORT, SERVE_PORT].map(|p| ("dport", p));
+        for (dir, port) in from.into_iter().chain(to) {
             exec(&[
                 "tc",
                 "filter",
@@ -258,7 +284,7 @@ impl Netns {
                 "u32",
                 "match",
                 "ip",
-                "sport",
+                dir,
                 &port.to_string(),
                 "0xffff",
                 "action",
@@ -270,8 +296,8 @@ impl Netns {
             ])?;
         }
         println!(
-            "namespace {name}: lo mtu 1500, from ports {HTTP_PORT} and {ECHO_PORT} through tbf \
-             {RATE_MBIT} Mbit/s, queue {QUEUE_MS} ms"
+            "namespace {name}: lo mtu 1500, from ports {HTTP_PORT} and {ECHO_PORT} and to ports \
+             {DAV_PORT} and {SERVE_PORT} through tbf {RATE_MBIT} Mbit/s, queue {QUEUE_MS} ms"
         );
         Ok(ns)
     }
@@ -360,11 +386,13 @@ fn inside(args: &[String]) -> Result<()> {
     let data = PathBuf::from(data);
     let runs: usize = runs.parse()?;
     let nginx = start_nginx(&work, &data)?;
+    let serve = start_serve(&work, &bits)?;
     let _echo = echo_server()?;
     let mut cases = Cases {
         work: work.clone(),
         bits,
         data,
+        dav: work.join("nginx/dav/dav"),
         seq: 0,
         base_rtt: 0.0,
         rows: Vec::new(),
@@ -383,9 +411,13 @@ fn inside(args: &[String]) -> Result<()> {
             cases.curl_with_bits()?;
             cases.curl_with_curl()?;
             cases.bits_max_rate()?;
+            cases.curl_up_alone()?;
+            cases.curl_up_with_bits()?;
+            cases.curl_up_with_curl()?;
         }
         Ok(())
     })();
+    drop(serve);
     drop(nginx);
     result?;
     fs::write(work.join("report.md"), cases.report(runs))?;
@@ -404,6 +436,9 @@ struct Row {
     /// `--max-rate`: the largest deviation from the cap over the 10 s
     /// windows (a fraction).
     window_error: Option<f64>,
+    /// A background bits upload: its throughput before curl started and
+    /// while curl ran, bytes a second.
+    background: Option<(f64, f64)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -413,15 +448,21 @@ enum Case {
     CurlWithBits,
     CurlWithCurl,
     BitsMaxRate,
+    UpAlone,
+    UpWithBits,
+    UpWithCurl,
 }
 
 impl Case {
-    const ALL: [Case; 5] = [
+    const ALL: [Case; 8] = [
         Case::CurlAlone,
         Case::BitsAlone,
         Case::CurlWithBits,
         Case::CurlWithCurl,
         Case::BitsMaxRate,
+        Case::UpAlone,
+        Case::UpWithBits,
+        Case::UpWithCurl,
     ];
 
     fn label(self) -> &'static str {
@@ -431,6 +472,9 @@ impl Case {
             Case::CurlWithBits => "(3) curl while bits background runs",
             Case::CurlWithCurl => "(4) curl while a second curl runs",
             Case::BitsMaxRate => "(5) bits --max-rate 2M alone",
+            Case::UpAlone => "(6) curl upload alone",
+            Case::UpWithBits => "(7) curl upload while bits background uploads",
+            Case::UpWithCurl => "(8) curl upload while a second curl uploads",
         }
     }
 }
@@ -439,6 +483,8 @@ struct Cases {
     work: PathBuf,
     bits: PathBuf,
     data: PathBuf,
+    /// Where nginx writes curl's uploads.
+    dav: PathBuf,
     seq: u32,
     base_rtt: f64,
     rows: Vec<Row>,
@@ -459,6 +505,17 @@ impl Cases {
     }
 
     fn record(&mut self, case: Case, rate: f64, rtts: Vec<f64>, window_error: Option<f64>) {
+        self.record_with(case, rate, rtts, window_error, None);
+    }
+
+    fn record_with(
+        &mut self,
+        case: Case,
+        rate: f64,
+        rtts: Vec<f64>,
+        window_error: Option<f64>,
+        background: Option<(f64, f64)>,
+    ) {
         let added: Vec<f64> = rtts.iter().map(|r| (r - self.base_rtt).max(0.0)).collect();
         let row = Row {
             case,
@@ -466,9 +523,10 @@ impl Cases {
             delay_median: median(added.clone()),
             delay_p95: percentile(added, 0.95),
             window_error,
+            background,
         };
         println!(
-            "  {:<40} {:>6.2} MB/s  +{:.1} ms (p95 +{:.1}){}",
+            "  {:<48} {:>6.2} MB/s  +{:.1} ms (p95 +{:.1}){}{}",
             case.label(),
             rate / 1e6,
             row.delay_median,
@@ -476,14 +534,20 @@ impl Cases {
             window_error.map_or(String::new(), |e| format!(
                 "  worst 10 s window {:+.1} %",
                 e * 100.0
+            )),
+            background.map_or(String::new(), |(before, beside)| format!(
+                "  bits {:.2} MB/s before curl, {:.2} beside it",
+                before / 1e6,
+                beside / 1e6
             ))
         );
         self.rows.push(row);
     }
 
     /// `curl` of the foreground file into `dir` for at most
-    /// [`FG_SECONDS`]: its throughput (checked when the file is whole).
-    fn timed_curl(&self, dir: &Path) -> Result<f64> {
+    /// [`FG_SECONDS`]: its throughput, and the file to check when it is
+    /// whole.
+    fn timed_curl(&self, dir: &Path) -> Result<Timed> {
         let out = dir.join("fg.bin");
         let result = Command::new("curl")
             .args(["-s", "-f", "--max-time", &FG_SECONDS.to_string()])
@@ -499,10 +563,77 @@ impl Cases {
         let mut fields = text.split_whitespace();
         let bytes: f64 = fields.next().context("curl -w")?.parse()?;
         let secs: f64 = fields.next().context("curl -w")?.parse()?;
-        if code == Some(0) {
-            self.check(&out, "fg.bin")?;
+        Ok(Timed {
+            rate: bytes / secs,
+            whole: (code == Some(0)).then_some(out),
+            remove: false,
+        })
+    }
+
+    /// A timed curl's throughput once its file, if whole, is checked (and
+    /// removed if asked): after the probe stopped, so that the probe never
+    /// samples the idle link while `sha256sum` runs (seconds on this machine).
+    fn checked(&self, timed: Timed) -> Result<f64> {
+        if let Some(got) = &timed.whole {
+            self.check(got, "fg.bin")?;
+            if timed.remove {
+                fs::remove_file(got)?;
+            }
         }
-        Ok(bytes / secs)
+        Ok(timed.rate)
+    }
+
+    /// `curl -T` of the foreground file to nginx's WebDAV for at most
+    /// [`FG_SECONDS`]: its throughput. A finished upload is to be checked on
+    /// nginx's disk (and removed); one still running when the time is up
+    /// counts what nginx's TCP acknowledged by then (`ss`'s `bytes_acked`),
+    /// as a timed-out download counts what arrived: curl's own count
+    /// (`size_upload`) would include what still sits in its socket buffer
+    /// and in the queue.
+    fn timed_upload(&mut self) -> Result<Timed> {
+        self.seq += 1;
+        let name = format!("{}-fg.bin", self.seq);
+        let start = Instant::now();
+        let mut curl = Proc(
+            Command::new("curl")
+                .args(["-s", "-f", "-o", "/dev/null"])
+                .args(["-w", "%{size_upload} %{time_total}", "-T"])
+                .arg(self.data.join("fg.bin"))
+                .arg(format!("http://127.0.0.1:{DAV_PORT}/dav/{name}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("starting curl -T")?,
+        );
+        let limit = Duration::from_secs(FG_SECONDS);
+        while start.elapsed() < limit {
+            if let Some(status) = curl.0.try_wait()? {
+                ensure!(status.success(), "curl -T failed ({status})");
+                let mut text = String::new();
+                curl.0
+                    .stdout
+                    .take()
+                    .context("curl's stdout")?
+                    .read_to_string(&mut text)?;
+                let mut fields = text.split_whitespace();
+                let bytes: f64 = fields.next().context("curl -w")?.parse()?;
+                let secs: f64 = fields.next().context("curl -w")?.parse()?;
+                return Ok(Timed {
+                    rate: bytes / secs,
+                    whole: Some(self.dav.join(&name)),
+                    remove: true,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let acked = acked_bytes(DAV_PORT, curl.0.id())?;
+        let secs = start.elapsed().as_secs_f64();
+        curl.kill();
+        Ok(Timed {
+            rate: acked as f64 / secs,
+            whole: None,
+            remove: false,
+        })
     }
 
     fn check(&self, got: &Path, name: &str) -> Result<()> {
@@ -517,8 +648,10 @@ impl Cases {
     fn curl_alone(&mut self) -> Result<()> {
         let dir = self.fresh("curl")?;
         let probe = Probe::start()?;
-        let rate = self.timed_curl(&dir)?;
-        self.record(Case::CurlAlone, rate, probe.stop(), None);
+        let timed = self.timed_curl(&dir);
+        let rtts = probe.stop();
+        let rate = self.checked(timed?)?;
+        self.record(Case::CurlAlone, rate, rtts, None);
         Ok(())
     }
 
@@ -543,11 +676,12 @@ impl Cases {
         let mut background = bits.transfer(&Self::url("big.bin"), &dir.join("big.bin"), &[])?;
         std::thread::sleep(HEAD_START);
         let probe = Probe::start()?;
-        let rate = self.timed_curl(&dir);
+        let timed = self.timed_curl(&dir);
         let rtts = probe.stop();
         background.kill();
         bits.stop_daemon();
-        self.record(Case::CurlWithBits, rate?, rtts, None);
+        let rate = self.checked(timed?)?;
+        self.record(Case::CurlWithBits, rate, rtts, None);
         Ok(())
     }
 
@@ -562,10 +696,11 @@ impl Cases {
         );
         std::thread::sleep(HEAD_START);
         let probe = Probe::start()?;
-        let rate = self.timed_curl(&dir);
+        let timed = self.timed_curl(&dir);
         let rtts = probe.stop();
         background.kill();
-        self.record(Case::CurlWithCurl, rate?, rtts, None);
+        let rate = self.checked(timed?)?;
+        self.record(Case::CurlWithCurl, rate, rtts, None);
         Ok(())
     }
 
@@ -607,16 +742,88 @@ impl Cases {
         Ok(())
     }
 
+    fn curl_up_alone(&mut self) -> Result<()> {
+        let probe = Probe::start()?;
+        let timed = self.timed_upload();
+        let rtts = probe.stop();
+        let rate = self.checked(timed?)?;
+        self.record(Case::UpAlone, rate, rtts, None);
+        Ok(())
+    }
+
+    fn curl_up_with_bits(&mut self) -> Result<()> {
+        let dir = self.fresh("up-bits")?;
+        let bits = Bits::new(&self.bits, &dir);
+        // Under a folder of its own on the server: its bytes there (the
+        // session's partial file) are what it has sent.
+        let sent = self.work.join(format!("serve/{}", self.seq));
+        fs::create_dir_all(&sent)?;
+        let url = format!("http://127.0.0.1:{SERVE_PORT}/{}/big.bin", self.seq);
+        let start = Instant::now();
+        let mut background = bits.upload(&self.data.join("big.bin"), &url)?;
+        std::thread::sleep(HEAD_START);
+        let (head, before) = (start.elapsed().as_secs_f64(), tree_bytes(&sent));
+        let probe = Probe::start()?;
+        let timed = self.timed_upload();
+        let rtts = probe.stop();
+        let (window, beside) = (start.elapsed().as_secs_f64() - head, tree_bytes(&sent));
+        background.kill();
+        bits.stop_daemon();
+        let _ = fs::remove_dir_all(&sent);
+        ensure!(
+            before > 0,
+            "the bits background upload sent nothing in {head:.1} s"
+        );
+        let background = (
+            before as f64 / head,
+            beside.saturating_sub(before) as f64 / window,
+        );
+        let rate = self.checked(timed?)?;
+        self.record_with(Case::UpWithBits, rate, rtts, None, Some(background));
+        Ok(())
+    }
+
+    fn curl_up_with_curl(&mut self) -> Result<()> {
+        let mut background = Proc(
+            Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-T"])
+                .arg(self.data.join("big.bin"))
+                .arg(format!("http://127.0.0.1:{DAV_PORT}/dav/{}-big.bin", self.seq))
+                .stdin(Stdio::null())
+                .spawn()?,
+        );
+        std::thread::sleep(HEAD_START);
+        let probe = Probe::start()?;
+        let timed = self.timed_upload();
+        let rtts = probe.stop();
+        background.kill();
+        let rate = self.checked(timed?)?;
+        self.record(Case::UpWithCurl, rate, rtts, None);
+        Ok(())
+    }
+
     fn report(&self, runs: usize) -> String {
         let med = |case: Case, f: fn(&Row) -> f64| -> f64 {
             median(self.rows.iter().filter(|r| r.case == case).map(f).collect())
         };
         let rounds = |case: Case| -> Vec<&Row> { self.rows.iter().filter(|r| r.case == case).collect() };
-        // Per-round ratios against that round's curl alone.
-        let ratio = |case: Case| -> f64 {
-            let alone = rounds(Case::CurlAlone);
+        // Per-round ratios against that round's curl alone (its download,
+        // or its upload).
+        let per_round = |case: Case| -> Vec<f64> {
+            let alone = rounds(match case {
+                Case::UpWithBits | Case::UpWithCurl => Case::UpAlone,
+                _ => Case::CurlAlone,
+            });
             let with = rounds(case);
-            median(alone.iter().zip(&with).map(|(a, w)| w.rate / a.rate).collect())
+            alone.iter().zip(&with).map(|(a, w)| w.rate / a.rate).collect()
+        };
+        let ratio = |case: Case| -> f64 { median(per_round(case)) };
+        let each = |case: Case| -> String {
+            let v: Vec<String> = per_round(case)
+                .iter()
+                .map(|r| format!("{:.0}", r * 100.0))
+                .collect();
+            format!("{} %", v.join(", "))
         };
         let mut s = String::new();
         let _ = writeln!(
@@ -624,14 +831,16 @@ impl Cases {
             "<!-- generated by `cargo xtask bench --background`; do not edit -->\n\
              # Background jobs yielding to other traffic\n\n\
              `cargo xtask bench --background --runs {runs} --cc {cc}`: a network namespace of its own, its \
-             loopback at MTU 1500, what the servers send (nginx's data, the probe's replies) through `tbf` \
-             {RATE_MBIT} Mbit/s with a {QUEUE_MS} ms queue on an ifb at lo's ingress (so, as at a router, the \
-             queue is not the sending socket's own; ACKs and requests pass unshaped), TCP congestion \
-             control {cc} (nginx sends with it), nginx (http, sendfile) and the clients on 127.0.0.1 inside \
-             it; medians of {runs} interleaved \
-             rounds. Queueing delay: a 1-byte TCP ping through the bottleneck every 100 ms, its RTT \
-             above the idle path's ({:.2} ms). bits jobs are NORMAL (background) priority; every \
-             download is SHA-256-checked.\n\n\
+             loopback at MTU 1500, what the servers send (nginx's data, the probe's replies) and what \
+             the uploads send (to nginx's WebDAV `PUT` and to `bits serve`, on ports of their own) \
+             through one `tbf` {RATE_MBIT} Mbit/s with a {QUEUE_MS} ms queue on an ifb at lo's ingress (so, \
+             as at a router, the queue is not the sending socket's own; ACKs and requests pass \
+             unshaped), TCP congestion control {cc} (nginx and the uploading clients send with it), \
+             nginx (http, sendfile), `bits serve` (http) and the clients on 127.0.0.1 inside it; medians \
+             of {runs} interleaved rounds. Queueing delay: a 1-byte TCP ping through the bottleneck every \
+             100 ms while the measured flow runs (its SHA-256 check comes after), its RTT above the idle \
+             path's ({:.2} ms). bits jobs are NORMAL (background) \
+             priority; every download, and every upload curl finished, is SHA-256-checked.\n\n\
              | case | MB/s | of the link | added delay, median | p95 |\n\
              | --- | ---: | ---: | ---: | ---: |",
             self.base_rtt,
@@ -651,6 +860,8 @@ impl Cases {
         }
         let with_bits = ratio(Case::CurlWithBits);
         let with_curl = ratio(Case::CurlWithCurl);
+        let up_with_bits = ratio(Case::UpWithBits);
+        let up_with_curl = ratio(Case::UpWithCurl);
         let bits_link = med(Case::BitsAlone, |r| r.rate) / LINK;
         let bits_delay = med(Case::BitsAlone, |r| r.delay_median);
         let worst_window = rounds(Case::BitsMaxRate)
@@ -661,20 +872,30 @@ impl Cases {
         let _ = writeln!(
             s,
             "\n| goal | measured | |\n| --- | ---: | --- |\n\
-             | curl beside bits keeps ≥ 90 % of its throughput alone | {:.0} % | {} |\n\
-             | (reference: curl beside a second curl, which does not yield) | {:.0} % | |\n\
+             | curl beside bits keeps ≥ 90 % of its throughput alone | {:.0} % (rounds {}) | {} |\n\
+             | (reference: curl beside a second curl, which does not yield) | {:.0} % (rounds {}) | |\n\
              | bits alone uses ≥ 90 % of the link | {:.0} % | {} |\n\
              | bits alone adds ≤ 80 ms of queueing delay (median) | {:.1} ms | {} |\n\
-             | `--max-rate 2M` within 5 % over every 10 s window | worst {:+.1} % | {} |",
+             | `--max-rate 2M` within 5 % over every 10 s window | worst {:+.1} % | {} |\n\
+             | curl's upload beside a bits background upload keeps ≥ 90 % of its throughput alone | \
+             {:.0} % (rounds {}) | {} |\n\
+             | (reference: curl's upload beside a second curl upload) | {:.0} % (rounds {}) | |",
             with_bits * 100.0,
+            each(Case::CurlWithBits),
             verdict(with_bits >= 0.90),
             with_curl * 100.0,
+            each(Case::CurlWithCurl),
             bits_link * 100.0,
             verdict(bits_link >= 0.90),
             bits_delay,
             verdict(bits_delay <= 80.0),
             worst_window * 100.0,
             verdict(worst_window.abs() <= 0.05),
+            up_with_bits * 100.0,
+            each(Case::UpWithBits),
+            verdict(up_with_bits >= 0.90),
+            up_with_curl * 100.0,
+            each(Case::UpWithCurl),
         );
         let _ = writeln!(
             s,
@@ -688,8 +909,80 @@ impl Cases {
             HEAD_START.as_secs(),
             cc = self.cc,
         );
+        let background: Vec<(f64, f64)> = rounds(Case::UpWithBits)
+            .iter()
+            .filter_map(|r| r.background)
+            .collect();
+        let mbs = |v: Vec<String>| v.join(", ");
+        let _ = writeln!(
+            s,
+            "\nUploads (6-8) are the same measurements the other way: curl `-T` of the same {} MiB file \
+             to nginx's WebDAV `PUT`, for at most {FG_SECONDS} s; when time runs out its throughput counts \
+             the bytes nginx's TCP had acknowledged (`ss`'s `bytes_acked`), not those still in curl's \
+             socket buffer or the queue. The bits background upload (7) is a NORMAL-priority upload job \
+             (the BITS upload protocol) to `bits serve`, which paces its writes with a LEDBAT controller \
+             fed by the sender's RTT; it sent {} MB/s in its {} s head start and {} MB/s beside curl \
+             (per round, from the session's bytes on the server's disk). The upload goal is the download \
+             goal (3) carried over to uploads: the issue states it for downloads only.",
+            FG_SIZE >> 20,
+            mbs(background.iter().map(|b| format!("{:.2}", b.0 / 1e6)).collect()),
+            HEAD_START.as_secs(),
+            mbs(background.iter().map(|b| format!("{:.2}", b.1 / 1e6)).collect()),
+        );
         s
     }
+}
+
+/// A timed curl: its throughput (bytes a second) and, when it finished, the
+/// file to check against `fg.bin` (and whether to remove it then).
+struct Timed {
+    rate: f64,
+    whole: Option<PathBuf>,
+    remove: bool,
+}
+
+/// What the established TCP connections to 127.0.0.1:`dport` of process
+/// `pid` had sent and had acknowledged (`bytes_acked`, from `ss -tinp`).
+fn acked_bytes(dport: u16, pid: u32) -> Result<u64> {
+    let out = Command::new("ss")
+        .args(["-tinpH", "state", "established"])
+        .arg(format!("dport = :{dport}"))
+        .output()
+        .context("starting ss")?;
+    ensure!(out.status.success(), "ss failed ({})", out.status);
+    // A socket's line, then its TCP_INFO on an indented line.
+    let ours = format!("pid={pid},");
+    let mut total = 0;
+    let mut theirs = false;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if !line.starts_with(char::is_whitespace) {
+            theirs = line.contains(&ours);
+        } else if theirs {
+            if let Some(n) = line
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("bytes_acked:"))
+            {
+                total += n.parse::<u64>().context("ss's bytes_acked")?;
+            }
+        }
+    }
+    ensure!(total > 0, "no connection of pid {pid} to port {dport} in `ss`");
+    Ok(total)
+}
+
+/// The bytes of the files under `dir`, hidden ones included, at any depth.
+fn tree_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => tree_bytes(&e.path()),
+                    Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+                    _ => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// The bytes of the files in `dir`.
@@ -782,6 +1075,21 @@ impl Bits {
         Ok(Proc(child))
     }
 
+    /// `bits transfer --priority normal --upload FILE URL`, running.
+    fn upload(&self, file: &Path, url: &str) -> Result<Proc> {
+        let child = Command::new(&self.bits)
+            .arg("--store")
+            .arg(&self.store)
+            .args(["transfer", "--priority", "normal", "--upload"])
+            .arg(file)
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting bits transfer --upload")?;
+        Ok(Proc(child))
+    }
+
     fn stop_daemon(&self) {
         let _ = Command::new(&self.bits)
             .arg("--store")
@@ -818,11 +1126,39 @@ http {{
         root {root};
         location / {{ }}
     }}
+    server {{
+        listen 127.0.0.1:{DAV_PORT};
+        {dav}
+    }}
 }}
 "#,
-        root = root.display()
+        root = root.display(),
+        dav = util::nginx_dav_location(&dir.join("dav")),
     );
     util::Nginx::start(&dir, &conf, HTTP_PORT)
+}
+
+/// `bits serve` (plain http) on 127.0.0.1:SERVE_PORT, its root
+/// `work/serve`; killed on drop.
+fn start_serve(work: &Path, bits: &Path) -> Result<Proc> {
+    let root = work.join("serve");
+    fs::create_dir_all(&root)?;
+    let log = work.join("serve.log");
+    let child = Command::new(bits)
+        .arg("--store")
+        .arg(work.join("serve-store"))
+        .arg("serve")
+        .arg("--root")
+        .arg(&root)
+        .args(["--listen", &format!("127.0.0.1:{SERVE_PORT}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log)?)
+        .spawn()
+        .context("starting bits serve")?;
+    let mut serve = Proc(child);
+    util::await_listening(&mut serve.0, SERVE_PORT, "bits serve", &log)?;
+    Ok(serve)
 }
 
 /// A TCP echo server on 127.0.0.1:ECHO_PORT, a thread per connection.

@@ -837,19 +837,14 @@ http {{
         location / {{ }}
         # The `up` workload: curl -T writes here (nginx's temporary body
         # file, renamed into place once whole).
-        location /dav/ {{
-            root {dav};
-            dav_methods PUT;
-            create_full_put_path on;
-            client_max_body_size 0;
-        }}
+        {dav}
     }}
 }}
 "#,
         chain = pki.chain.display(),
         key = pki.key.display(),
         root = docroot.display(),
-        dav = dir.join("dav").display(),
+        dav = util::nginx_dav_location(&dir.join("dav")),
     );
     util::Nginx::start(&dir, &conf, port)
 }

@@ -115,9 +115,24 @@ impl Nginx {
             .spawn()
             .context("starting nginx")?;
         let mut nginx = Nginx { child, port };
-        await_nginx(&mut nginx.child, port, &error_log)?;
+        await_listening(&mut nginx.child, port, "nginx", &error_log)?;
         Ok(nginx)
     }
+}
+
+/// nginx's `location /dav/` for uploads: curl's `-T` is a WebDAV `PUT`
+/// written under `root` (`root/dav/NAME`; nginx keeps the body in its
+/// temporary file and renames it into place once whole), of any size.
+pub fn nginx_dav_location(root: &Path) -> String {
+    format!(
+        r#"location /dav/ {{
+            root {};
+            dav_methods PUT;
+            create_full_put_path on;
+            client_max_body_size 0;
+        }}"#,
+        root.display()
+    )
 }
 
 impl Drop for Nginx {
@@ -131,18 +146,19 @@ impl Drop for Nginx {
     }
 }
 
-/// Waits (10 s at most) until a just-started nginx listens on 127.0.0.1:`port`;
-/// if it exits first, fails with its `error_log`.
-fn await_nginx(child: &mut Child, port: u16, error_log: &Path) -> Result<()> {
+/// Waits (10 s at most) until a just-started server (`name`: nginx, `bits
+/// serve`) listens on 127.0.0.1:`port`; if it exits first, fails with its
+/// `error_log`.
+pub fn await_listening(child: &mut Child, port: u16, name: &str, error_log: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Some(status) = child.try_wait()? {
             bail!(
-                "nginx exited ({status}): {}",
+                "{name} exited ({status}): {}",
                 std::fs::read_to_string(error_log).unwrap_or_default()
             );
         }
-        ensure!(Instant::now() < deadline, "nginx did not listen within 10 s");
+        ensure!(Instant::now() < deadline, "{name} did not listen within 10 s");
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
