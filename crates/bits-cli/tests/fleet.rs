@@ -451,8 +451,17 @@ fn an_agent_killed_mid_job_resumes_it_and_nats_down_mid_job_loses_no_state() {
         &serde_json::json!({"id": id, "files": [{"remote_name": server.url("/big.bin"), "local_name": "big.bin"}]}),
     );
     fleet(&nats, &["submit", "--group", "g", &spec]).ok();
-    status_until(&nats, id, "bytes moving", |r| {
-        r.len() == 1 && r[0]["bytes_transferred"].as_u64().unwrap_or(0) >= 100_000
+    // Killed early in the job, as the agent's own store says: waiting
+    // through NATS (`fleet status`) took seconds under load, and once the
+    // job was nearly done its resumed rest could end before anyone saw it
+    // transferring.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent.jobs().is_empty() {
+        assert!(Instant::now() < deadline, "the agent never took the job");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    agent.env.wait_for(id, Duration::from_secs(20), |j| {
+        j["bytes_transferred"].as_u64().unwrap_or(0) >= 100_000
     });
     agent.stop("KILL");
     agent.start(&nats);
