@@ -113,36 +113,45 @@ fn the_system_roots_do_not_trust_the_test_pki() {
 }
 
 /// `info --json` says per file which protocol carried it: `h2` from a
-/// server that chooses HTTP/2 by ALPN, `http/1.1` from one that ignores
-/// ALPN; `info` prints it too.
+/// server that chooses HTTP/2 by ALPN for a job of several files,
+/// `http/1.1` for a job of one file (it offers only `http/1.1`: one stream
+/// gains nothing from HTTP/2) and from a server that ignores ALPN; `info`
+/// prints it too, and the server saw the same protocol.
 fn check_protocol(backend: &str) {
     let env = Env::trusting_test_root();
     let leaf = TestPki::shared().leaf(LeafKind::Good);
-    for (alpn, protocol) in [(Alpn::H2, "h2"), (Alpn::Ignore, "http/1.1")] {
+    for (alpn, files, protocol) in [
+        (Alpn::H2, 2, "h2"),
+        (Alpn::H2, 1, "http/1.1"),
+        (Alpn::Ignore, 2, "http/1.1"),
+    ] {
         let server = TlsServer::start_with(leaf, alpn);
-        let local = env.path(&format!("{}.txt", alpn.as_str()));
-        let r = env
-            .run(&[
-                "--backend",
-                backend,
-                "transfer",
-                "--json",
-                server.url("/file").as_str(),
-                local.to_str().unwrap(),
-            ])
-            .ok();
-        assert_eq!(std::fs::read(&local).unwrap(), TlsServer::BODY);
-        assert_eq!(r.json()["files"][0]["protocol"], protocol, "{alpn:?}");
+        let url = server.url("/file");
+        let locals: Vec<_> = (0..files)
+            .map(|i| env.path(&format!("{}-{files}-{i}.txt", alpn.as_str())))
+            .collect();
+        let mut args = vec!["--backend", backend, "transfer", "--json"];
+        for local in &locals {
+            args.extend([url.as_str(), local.to_str().unwrap()]);
+        }
+        let r = env.run(&args).ok();
+        let case = format!("{alpn:?}, {files} files");
         let id = r.json()["id"].as_str().unwrap().to_owned();
         let info = env.run(&["info", "--json", &id]).ok();
-        assert_eq!(info.json()["files"][0]["protocol"], protocol, "{alpn:?}");
+        for (i, local) in locals.iter().enumerate() {
+            assert_eq!(std::fs::read(local).unwrap(), TlsServer::BODY, "{case}");
+            assert_eq!(r.json()["files"][i]["protocol"], protocol, "{case}");
+            assert_eq!(info.json()["files"][i]["protocol"], protocol, "{case}");
+        }
         let text = env.run(&["info", &id]).ok();
         assert!(
             text.stdout.contains(&format!("bytes, done, {protocol})")),
-            "{}",
+            "{case}: {}",
             text.stdout
         );
-        assert!(server.requests().iter().all(|q| q.protocol == protocol));
+        let requests = server.requests();
+        assert_eq!(requests.len(), files, "{case}");
+        assert!(requests.iter().all(|q| q.protocol == protocol), "{case}: {requests:#?}");
     }
 }
 

@@ -593,10 +593,12 @@ impl Job {
     }
 
     /// What the job's connections are made under: its flags, client
-    /// certificate and pins, its proxy settings and credentials, and
-    /// whether they yield to other traffic (every priority but FOREGROUND;
-    /// an embedder's validator is the engine's:
-    /// [`ConnectionPolicy::with_validator`]).
+    /// certificate and pins, its proxy settings and credentials, whether
+    /// they yield to other traffic (every priority but FOREGROUND), and
+    /// whether they offer HTTP/2 (a job of several files; one of a single
+    /// file, every upload among them, speaks HTTP/1.1:
+    /// [`ConnectionPolicy::with_http1_only`]). An embedder's validator is
+    /// the engine's ([`ConnectionPolicy::with_validator`]).
     pub fn connection_policy(&self) -> ConnectionPolicy {
         ConnectionPolicy::new(self.security_flags)
             .with_client_certificate(self.client_certificate.clone())
@@ -604,6 +606,7 @@ impl Job {
             .with_proxy(self.proxy.clone())
             .with_proxy_credentials(&self.credentials)
             .with_yielding(self.priority != Priority::Foreground)
+            .with_http1_only(self.files.len() < 2)
     }
 
     /// Sets the proxy settings, once `check` (the transport's
@@ -990,6 +993,16 @@ mod tests {
             j.set_priority(priority).unwrap();
             assert_eq!(j.connection_policy().yielding(), yielding, "{priority:?}");
         }
+    }
+
+    #[test]
+    fn a_job_of_several_files_offers_http2_one_of_a_single_file_does_not() {
+        let mut j = job();
+        assert!(j.connection_policy().http1_only());
+        j.add_file("https://example.com/a", Path::new("/data/a")).unwrap();
+        assert!(j.connection_policy().http1_only());
+        j.add_file("https://example.com/b", Path::new("/data/b")).unwrap();
+        assert!(!j.connection_policy().http1_only());
     }
 
     #[test]

@@ -11,8 +11,9 @@ use crate::proxy::ProxySettings;
 
 /// What a connection is made under: the certificate part of the job's
 /// security flags, its client certificate, its server-certificate
-/// validation (pins, an embedder's validator), and its proxy settings
-/// (which route each connection takes); credentials join it next.
+/// validation (pins, an embedder's validator), its proxy settings (which
+/// route each connection takes) and proxy credentials, whether it yields to
+/// other traffic, and whether it offers HTTP/2.
 ///
 /// A transport keys its connection pools (and any TLS session cache) by
 /// the whole value, hands it to its TLS handshake, and refuses, in
@@ -37,6 +38,7 @@ pub struct ConnectionPolicy {
     proxy: ProxySettings,
     proxy_credentials: Vec<Credentials>,
     yielding: bool,
+    http1_only: bool,
 }
 
 impl ConnectionPolicy {
@@ -51,6 +53,7 @@ impl ConnectionPolicy {
             proxy: ProxySettings::preconfig(),
             proxy_credentials: Vec::new(),
             yielding: false,
+            http1_only: false,
         }
     }
 
@@ -155,6 +158,26 @@ impl ConnectionPolicy {
         self.yielding
     }
 
+    /// This policy's https connections offering only `http/1.1` by ALPN
+    /// (`true`), or `h2` then `http/1.1` (`false`, the default: HTTP/2
+    /// where the server chooses it). The engine asks for HTTP/1.1 for a job
+    /// of one file: one stream gains nothing from HTTP/2's multiplexing and
+    /// pays its flow-control window's round trips and its framing (the
+    /// crate's `docs/benchmarks.md`, "One large file over HTTP/2"). It is
+    /// part of the pool key, so an HTTP/1.1-only request never rides an h2
+    /// connection. It is no verification property: the server is verified
+    /// under the same flags whichever protocol is offered.
+    #[must_use]
+    pub const fn with_http1_only(mut self, http1_only: bool) -> ConnectionPolicy {
+        self.http1_only = http1_only;
+        self
+    }
+
+    /// Whether this policy's connections offer only `http/1.1` by ALPN.
+    pub const fn http1_only(&self) -> bool {
+        self.http1_only
+    }
+
     /// Whether [`ConnectionPolicy::check_server`] has anything to check:
     /// a transport that cannot see the presented chain must refuse such a
     /// policy.
@@ -197,7 +220,8 @@ impl ConnectionPolicy {
 }
 
 /// Displays as `flags 0x0004`, then `, client certificate <sha1>`,
-/// `, N pins`, `, a validator` when present.
+/// `, N pins`, `, a validator`, the proxy, `, yielding` and
+/// `, http/1.1 only` when present.
 impl fmt::Display for ConnectionPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "flags {}", self.flags)?;
@@ -219,6 +243,9 @@ impl fmt::Display for ConnectionPolicy {
         }
         if self.yielding {
             f.write_str(", yielding")?;
+        }
+        if self.http1_only {
+            f.write_str(", http/1.1 only")?;
         }
         Ok(())
     }
@@ -252,5 +279,17 @@ mod tests {
         assert_ne!(plain, yielding);
         assert_eq!(yielding.to_string(), "flags 0x0000, yielding");
         assert_eq!(yielding.with_yielding(false), plain);
+    }
+
+    #[test]
+    fn http1_only_is_part_of_the_key() {
+        let plain = ConnectionPolicy::default();
+        assert!(!plain.http1_only());
+        assert_eq!(plain, ConnectionPolicy::new(SecurityFlags::DEFAULT));
+        let h1 = plain.clone().with_http1_only(true);
+        assert!(h1.http1_only());
+        assert_ne!(plain, h1);
+        assert_eq!(h1.to_string(), "flags 0x0000, http/1.1 only");
+        assert_eq!(h1.with_http1_only(false), plain);
     }
 }

@@ -60,7 +60,8 @@ pub trait CrlHandshake: fmt::Debug + Send + Sync + 'static {
 
     /// [`TlsConnect::negotiated_alpn`]: the protocol the handshake chose
     /// by ALPN (default: `None`, HTTP/1.1). Every handshake, a reconnect
-    /// after a CRL download included, offers `h2` and `http/1.1`.
+    /// after a CRL download included, offers `h2` and `http/1.1` (or
+    /// `http/1.1` alone: [`ConnectionPolicy::http1_only`]).
     fn negotiated_alpn(stream: &Self::Stream) -> Option<Vec<u8>> {
         let _ = stream;
         None

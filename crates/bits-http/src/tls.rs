@@ -57,7 +57,9 @@ pub trait TlsConnect: Send + Sync + 'static {
     ///
     /// A backend offers `h2` and `http/1.1`, in that order, on every
     /// handshake [`TlsConnect::connect`] makes (with an origin: the
-    /// transport never speaks TLS to a proxy). The transport speaks HTTP/2
+    /// transport never speaks TLS to a proxy), and `http/1.1` alone when
+    /// the policy asks for it ([`ConnectionPolicy::http1_only`]: the
+    /// engine's choice for a job of one file). The transport speaks HTTP/2
     /// on the connection exactly when this is `h2`, and HTTP/1.1
     /// otherwise. ALPN changes nothing in how the server is verified: the
     /// same policy, the same checks, whichever protocol is chosen. A

@@ -29,10 +29,14 @@ use crate::policy::check_policy;
 /// read again, the leaf checked against the job's thumbprint, the
 /// identity added to a context of its own, so no TLS session or
 /// connection made with one certificate (or none) serves another.
+///
+/// A policy that asks for HTTP/1.1 only ([`ConnectionPolicy::http1_only`])
+/// gets a connector offering `http/1.1` alone by ALPN; the others offer
+/// `h2` then `http/1.1`. The verification is the same either way.
 #[derive(Clone)]
 pub struct NativeConnector {
-    strict: tokio_native_tls::TlsConnector,
-    ignore_cn: tokio_native_tls::TlsConnector,
+    /// Without a client certificate, by `[ignore_cn][http1_only]`.
+    cached: [[tokio_native_tls::TlsConnector; 2]; 2],
     trust: TrustConfig,
 }
 
@@ -97,9 +101,14 @@ impl TrustConfig {
 
 impl NativeConnector {
     pub(crate) fn new(trust: &TrustConfig) -> Result<Self, BitsError> {
+        let pair = |ignore_cn| -> Result<_, BitsError> {
+            Ok([
+                make(trust, ignore_cn, false, None).map_err(setup_error)?,
+                make(trust, ignore_cn, true, None).map_err(setup_error)?,
+            ])
+        };
         Ok(NativeConnector {
-            strict: make(trust, false, None).map_err(setup_error)?,
-            ignore_cn: make(trust, true, None).map_err(setup_error)?,
+            cached: [pair(false)?, pair(true)?],
             trust: trust.clone(),
         })
     }
@@ -121,20 +130,17 @@ impl NativeConnector {
             // since the job chose the certificate.
             let identity = client_cert::load_for_connect(stored)?;
             // The TLS library refuses a key that is not the certificate's.
-            return make(&self.trust, ignore_cn, Some(identity))
+            return make(&self.trust, ignore_cn, policy.http1_only(), Some(identity))
                 .map_err(|e| client_cert::mismatch(&stored.file, &e));
         }
-        Ok(if ignore_cn {
-            self.ignore_cn.clone()
-        } else {
-            self.strict.clone()
-        })
+        Ok(self.cached[usize::from(ignore_cn)][usize::from(policy.http1_only())].clone())
     }
 }
 
 fn make(
     trust: &TrustConfig,
     ignore_cn: bool,
+    http1_only: bool,
     identity: Option<native_tls::Identity>,
 ) -> Result<tokio_native_tls::TlsConnector, native_tls::Error> {
     let mut b = native_tls::TlsConnector::builder();
@@ -151,9 +157,10 @@ fn make(
     // (`docs/spec/tls.md`, pitfall 1).
     b.danger_accept_invalid_hostnames(ignore_cn);
     // HTTP/2 where the server chooses it, else HTTP/1.1 (native-tls's
-    // `alpn` feature, on every platform it supports). ALPN is only the
-    // protocol: the verification set above is the same either way.
-    b.request_alpns(&["h2", "http/1.1"]);
+    // `alpn` feature, on every platform it supports); HTTP/1.1 alone when
+    // the policy asks. ALPN is only the protocol: the verification set
+    // above is the same either way.
+    b.request_alpns(if http1_only { &["http/1.1"] } else { &["h2", "http/1.1"] });
     Ok(b.build()?.into())
 }
 

@@ -81,8 +81,10 @@
 //!
 //! ## HTTP/2
 //! Every handshake offers ALPN `h2` then `http/1.1` (native-tls's `alpn`
-//! feature: OpenSSL on Linux, SChannel, Security.framework); where the
-//! server chooses `h2` the connection speaks HTTP/2, otherwise HTTP/1.1.
+//! feature: OpenSSL on Linux, SChannel, Security.framework), or `http/1.1`
+//! alone under a policy that asks for it (`ConnectionPolicy::http1_only`: a
+//! job of one file); where the server chooses `h2` the connection speaks
+//! HTTP/2, otherwise HTTP/1.1.
 //! A platform that cannot report the choice counts as none: HTTP/1.1,
 //! quietly (a protocol choice, not a policy change). ALPN touches no
 //! verification: the two contexts above are the same either way.

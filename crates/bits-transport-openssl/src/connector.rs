@@ -24,6 +24,10 @@ use crate::verify::{self, CrlNeed, SharedRecord};
 /// most preferred first: `h2`, `http/1.1`.
 const ALPN_OFFER: &[u8] = b"\x02h2\x08http/1.1";
 
+/// The offer under a policy that asks for HTTP/1.1 only
+/// ([`ConnectionPolicy::http1_only`]).
+const ALPN_HTTP1: &[u8] = b"\x08http/1.1";
+
 /// The TLS side of [`crate::OpensslTransport`]: [`OpensslHandshake`] with
 /// the CRL cache and the reconnect-after-download flow of bits-http.
 pub type OpensslConnector = CrlConnector<OpensslHandshake>;
@@ -146,6 +150,9 @@ impl CrlHandshake for OpensslHandshake {
                 cfg.add_chain_cert(c.clone()).map_err(setup_failure)?;
             }
             cfg.set_private_key(&id.key).map_err(setup_failure)?;
+        }
+        if policy.http1_only() {
+            cfg.set_alpn_protos(ALPN_HTTP1).map_err(setup_failure)?;
         }
         let ssl = cfg.into_ssl(host).map_err(setup_failure)?;
         let mut stream = SslStream::new(ssl, tcp).map_err(setup_failure)?;

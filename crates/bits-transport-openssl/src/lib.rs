@@ -98,9 +98,11 @@
 //!
 //! ## HTTP/2
 //! Every handshake with an origin (direct, or inside a proxy's tunnel)
-//! offers ALPN `h2` then `http/1.1` (`SSL_CTX_set_alpn_protos`); where the
-//! server chooses `h2` (`SSL_get0_alpn_selected`) the connection speaks
-//! HTTP/2, otherwise HTTP/1.1. ALPN touches no verification: the verify
+//! offers ALPN `h2` then `http/1.1` (`SSL_CTX_set_alpn_protos`), or
+//! `http/1.1` alone under a policy that asks for it
+//! (`ConnectionPolicy::http1_only`: a job of one file; `SSL_set_alpn_protos`);
+//! where the server chooses `h2` (`SSL_get0_alpn_selected`) the connection
+//! speaks HTTP/2, otherwise HTTP/1.1. ALPN touches no verification: the verify
 //! callback, the CRL store and the client certificate are the same
 //! whichever protocol is chosen.
 //!

@@ -98,9 +98,14 @@ impl CrlHandshake for RustlsHandshake {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_cert_resolver(Arc::new(resolver));
-        // HTTP/2 where the server chooses it, else HTTP/1.1. ALPN is only
-        // the protocol: the verifier is the same either way.
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // HTTP/2 where the server chooses it, else HTTP/1.1; HTTP/1.1 alone
+        // when the policy asks. ALPN is only the protocol: the verifier is
+        // the same either way.
+        config.alpn_protocols = if policy.http1_only() {
+            vec![b"http/1.1".to_vec()]
+        } else {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        };
         config.resumption = Resumption::disabled();
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| FailedHandshake::other(format!("not a valid server name {host:?}: {e}")))?;

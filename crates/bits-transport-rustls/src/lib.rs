@@ -95,9 +95,11 @@
 //!
 //! ## HTTP/2
 //! Every handshake with an origin (direct, or inside a proxy's tunnel)
-//! offers ALPN `h2` then `http/1.1` (`ClientConfig::alpn_protocols`);
-//! where the server chooses `h2` (`alpn_protocol`) the connection speaks
-//! HTTP/2, otherwise HTTP/1.1. ALPN touches no verification: the
+//! offers ALPN `h2` then `http/1.1` (`ClientConfig::alpn_protocols`), or
+//! `http/1.1` alone under a policy that asks for it
+//! (`ConnectionPolicy::http1_only`: a job of one file); where the server
+//! chooses `h2` (`alpn_protocol`) the connection speaks HTTP/2, otherwise
+//! HTTP/1.1. ALPN touches no verification: the
 //! per-connection verifier and client-certificate resolver are the same
 //! whichever protocol is chosen.
 //!

@@ -182,6 +182,57 @@ pub async fn an_http1_server_is_spoken_to_over_http1<B: TlsBackend>() {
     }
 }
 
+/// A job of one file offers only `http/1.1`, so an origin that would
+/// choose h2 speaks HTTP/1.1 to it (one stream gains nothing from HTTP/2:
+/// `ConnectionPolicy::http1_only`), and the file records `http/1.1`. At
+/// the transport, the two offers are two pool keys: requests of each,
+/// sent one after another and then all at once, each came on a connection
+/// of its own offer, carried by its own protocol.
+pub async fn a_job_of_one_file_speaks_http1_on_connections_of_its_own<B: TlsBackend>() {
+    let server = origin(Alpn::H2);
+    let job = download::<B>(&server, &[("/large", body(LARGE))]).await;
+    assert_eq!(job.files[0].protocol.as_deref(), Some("http/1.1"));
+    let requests = server.requests();
+    assert!(
+        requests.len() == 1 && requests[0].protocol == "http/1.1",
+        "{requests:#?}"
+    );
+
+    let server = origin(Alpn::H2);
+    let t = crate::backend::with_pki::<B>(TestPki::shared());
+    let (h2, h1) = (flags(0), flags(0).with_http1_only(true));
+    let (url_h2, url_h1) = (server.url("/small?offer=h2"), server.url("/small?offer=h1"));
+    assert_eq!(fetch(&t, &url_h1, &h1).await.map(|r| r.1), Ok(Version::HTTP_11));
+    assert_eq!(fetch(&t, &url_h2, &h2).await.map(|r| r.1), Ok(Version::HTTP_2));
+    assert_eq!(fetch(&t, &url_h1, &h1).await.map(|r| r.1), Ok(Version::HTTP_11));
+    assert_eq!(t.http().connections_made(&h1), 1, "an idle HTTP/1.1 connection is reused");
+    let mixed = (0..8).map(|n| {
+        let (url, policy) = if n % 2 == 0 { (&url_h2, &h2) } else { (&url_h1, &h1) };
+        fetch(&t, url, policy)
+    });
+    for (n, result) in join_all(mixed).await.into_iter().enumerate() {
+        let want = if n % 2 == 0 { Version::HTTP_2 } else { Version::HTTP_11 };
+        assert_eq!(result.map(|r| (r.0, r.1)), Ok((200, want)));
+    }
+    assert_eq!(t.http().connections_made(&h2), 1);
+    let requests = server.requests();
+    let connections = |target: &str, protocol: &str| -> Vec<usize> {
+        let of: Vec<_> = requests.iter().filter(|r| r.target == target).collect();
+        assert!(
+            !of.is_empty() && of.iter().all(|r| r.protocol == protocol),
+            "{target} over {protocol}: {requests:#?}"
+        );
+        of.iter().map(|r| r.connection).collect()
+    };
+    let on_h2 = connections("/small?offer=h2", "h2");
+    let on_h1 = connections("/small?offer=h1", "http/1.1");
+    assert!(on_h2.iter().all(|c| *c == on_h2[0]), "{requests:#?}");
+    assert!(
+        on_h1.iter().all(|c| !on_h2.contains(c)),
+        "an HTTP/1.1-only request rode the h2 connection: {requests:#?}"
+    );
+}
+
 /// Plain http is HTTP/1.1 (no h2c: nothing to negotiate with).
 pub async fn plain_http_stays_http1<B: TlsBackend>() {
     let server = HttpServer::start().with("/small", Route::body(body(1000)));

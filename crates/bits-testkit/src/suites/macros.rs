@@ -479,6 +479,13 @@ macro_rules! http2_tests {
             .await;
         }
         #[tokio::test]
+        async fn h2_a_job_of_one_file_speaks_http1_on_connections_of_its_own() {
+            $crate::suites::http2::within(
+                $crate::suites::http2::a_job_of_one_file_speaks_http1_on_connections_of_its_own::<$backend>(),
+            )
+            .await;
+        }
+        #[tokio::test]
         async fn h2_plain_http_stays_http1() {
             $crate::suites::http2::within($crate::suites::http2::plain_http_stays_http1::<$backend>()).await;
         }
