@@ -380,6 +380,9 @@ pub(crate) struct Yielder {
     last: TcpSample,
     /// The clamp last set.
     clamp: u32,
+    /// What the kernel held just after it was set (at least its own
+    /// minimum), to see autotuning move it.
+    held: u32,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// What the connection sends, paced by a controller of its own.
     send: SendPacing,
@@ -429,6 +432,7 @@ impl Yielder {
             last_sample: None,
             last: first,
             clamp: 0,
+            held: 0,
             sleep: None,
             send: SendPacing::new(now, send_mss, ceiling),
             last_send_sample: None,
@@ -474,11 +478,16 @@ impl Yielder {
             }
             None => {
                 let wanted = u32::try_from(window).unwrap_or(u32::MAX);
-                if wanted != self.clamp && set_window_clamp(self.fd, wanted).is_ok() {
+                // Receive-buffer autotuning raises the clamp with the
+                // buffer (Linux's `tcp_rcv_space_adjust`: "make the window
+                // clamp follow along"), so an unchanged window is put back
+                // whenever the kernel moved it since it was set.
+                let moved = window_clamp(self.fd).is_ok_and(|now| now != self.held);
+                if (wanted != self.clamp || moved) && set_window_clamp(self.fd, wanted).is_ok() {
                     self.clamp = wanted;
                     // What the kernel holds (it keeps at least its own minimum).
-                    self.status
-                        .set_limit(window_clamp(self.fd).map_or(window, u64::from));
+                    self.held = window_clamp(self.fd).unwrap_or(wanted);
+                    self.status.set_limit(u64::from(self.held));
                 }
             }
         }
