@@ -151,7 +151,10 @@ fn check_protocol(backend: &str) {
         );
         let requests = server.requests();
         assert_eq!(requests.len(), files, "{case}");
-        assert!(requests.iter().all(|q| q.protocol == protocol), "{case}: {requests:#?}");
+        assert!(
+            requests.iter().all(|q| q.protocol == protocol),
+            "{case}: {requests:#?}"
+        );
     }
 }
 

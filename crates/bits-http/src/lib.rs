@@ -20,7 +20,9 @@
 //!   with `Content-Length`, one of unknown length chunked); `Host` and
 //!   `User-Agent: bits/<version>` added.
 //! - HTTP/2 by ALPN: every backend's handshake with an origin offers `h2`
-//!   and `http/1.1` ([`TlsConnect::negotiated_alpn`]); where the server
+//!   and `http/1.1` ([`TlsConnect::negotiated_alpn`]), or `http/1.1` alone
+//!   under a policy that asks for it (`ConnectionPolicy::http1_only`, the
+//!   engine's choice for a job of one file); where the server
 //!   chooses `h2`, the connection speaks HTTP/2 and the requests of its
 //!   pool share it as streams. A pool is still one policy's, so an h2
 //!   connection never carries a request of another policy (flags, client

@@ -160,7 +160,11 @@ fn make(
     // `alpn` feature, on every platform it supports); HTTP/1.1 alone when
     // the policy asks. ALPN is only the protocol: the verification set
     // above is the same either way.
-    b.request_alpns(if http1_only { &["http/1.1"] } else { &["h2", "http/1.1"] });
+    b.request_alpns(if http1_only {
+        &["http/1.1"]
+    } else {
+        &["h2", "http/1.1"]
+    });
     Ok(b.build()?.into())
 }
 

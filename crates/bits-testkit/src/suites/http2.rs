@@ -205,13 +205,25 @@ pub async fn a_job_of_one_file_speaks_http1_on_connections_of_its_own<B: TlsBack
     assert_eq!(fetch(&t, &url_h1, &h1).await.map(|r| r.1), Ok(Version::HTTP_11));
     assert_eq!(fetch(&t, &url_h2, &h2).await.map(|r| r.1), Ok(Version::HTTP_2));
     assert_eq!(fetch(&t, &url_h1, &h1).await.map(|r| r.1), Ok(Version::HTTP_11));
-    assert_eq!(t.http().connections_made(&h1), 1, "an idle HTTP/1.1 connection is reused");
+    assert_eq!(
+        t.http().connections_made(&h1),
+        1,
+        "an idle HTTP/1.1 connection is reused"
+    );
     let mixed = (0..8).map(|n| {
-        let (url, policy) = if n % 2 == 0 { (&url_h2, &h2) } else { (&url_h1, &h1) };
+        let (url, policy) = if n % 2 == 0 {
+            (&url_h2, &h2)
+        } else {
+            (&url_h1, &h1)
+        };
         fetch(&t, url, policy)
     });
     for (n, result) in join_all(mixed).await.into_iter().enumerate() {
-        let want = if n % 2 == 0 { Version::HTTP_2 } else { Version::HTTP_11 };
+        let want = if n % 2 == 0 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
         assert_eq!(result.map(|r| (r.0, r.1)), Ok((200, want)));
     }
     assert_eq!(t.http().connections_made(&h2), 1);
