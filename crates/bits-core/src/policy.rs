@@ -163,7 +163,7 @@ impl ConnectionPolicy {
     /// where the server chooses it). The engine asks for HTTP/1.1 for a job
     /// of one file: one stream gains nothing from HTTP/2's multiplexing and
     /// pays its flow-control window's round trips and its framing (the
-    /// crate's `docs/benchmarks.md`, "One large file over HTTP/2"). It is
+    /// repository's `docs/benchmarks.md`, "One large file over HTTP/2"). It is
     /// part of the pool key, so an HTTP/1.1-only request never rides an h2
     /// connection. It is no verification property: the server is verified
     /// under the same flags whichever protocol is offered.
